@@ -1,0 +1,27 @@
+# `make test` and `make demo` do every setup step on a fresh Debian machine as root.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup test unit lint demo bench clean
+
+setup:
+	scripts/host-setup.sh
+
+test: setup
+	scripts/run-tests.sh $(PYTEST_ARGS)
+
+# The fast part alone: pure logic and the emulated AWS, no Docker.
+unit: setup
+	$(PY) -m pytest -m "not docker and not e2e" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check agent deployer localcloud tests bench
+	# The agent runs on Amazon Linux 2023's Python 3.9.
+	$(VENV)/bin/vermin --no-tips --violations -t=3.9- agent
+
+demo: setup
+	scripts/demo.sh
+
+clean:
+	rm -rf $(VENV) .infra .localcloud

