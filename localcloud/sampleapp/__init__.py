@@ -1,0 +1,93 @@
+"""The sample service the tests, the demo and the local fleet deploy: a tiny HTTP app built FROM scratch.
+
+Nothing can be pulled from the internet here, so the image is the host's static busybox plus a web root:
+`/` answers the version, `/health` answers 200 (an "unhealthy" version has no /health, so it answers 404),
+and it listens on 127.0.0.1:$APP_PORT (default 8080) with host networking, because the engine runs with
+--bridge=none.
+
+    digests = build_and_push("127.0.0.1:5000", versions=("1.0", "2.0"))   # {version: "sha256:..."}
+    write_bundle(folder, "127.0.0.1:5000")   # docker-compose.yml (image <registry>/web:live) + manifest.json
+"""
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+
+log = logging.getLogger(__name__)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BUSYBOX = "/bin/busybox"
+
+
+class SampleAppError(Exception):
+    pass
+
+
+def _docker(args, timeout=120, env=None):
+    try:
+        out = subprocess.run(["docker"] + list(args), capture_output=True, text=True, timeout=timeout,
+                             env=env)
+    except subprocess.TimeoutExpired:
+        raise SampleAppError("docker %s did not finish within %ss" % (" ".join(args), timeout)) from None
+    if out.returncode != 0:
+        raise SampleAppError("docker %s failed: %s" % (" ".join(args), out.stderr.strip()[-500:]))
+    return out.stdout
+
+
+def _context(folder, version, healthy):
+    shutil.copy(os.path.join(HERE, "Dockerfile"), folder)
+    shutil.copy(BUSYBOX, os.path.join(folder, "busybox"))
+    www = os.path.join(folder, "www")
+    os.makedirs(www)
+    with open(os.path.join(www, "index.html"), "w") as f:
+        f.write(version + "\n")
+    if healthy:
+        with open(os.path.join(www, "health"), "w") as f:
+            f.write("ok\n")
+
+
+def build_and_push(registry, repository="web", versions=("1.0", "2.0"), unhealthy_versions=()):
+    """Build one image per version, push each as <registry>/<repository>:<version>; return {version: digest}."""
+    if not os.path.exists(BUSYBOX):
+        raise SampleAppError("%s is missing: install busybox-static" % BUSYBOX)
+    # The legacy builder: BuildKit would try to resolve frontends from the internet.
+    env = dict(os.environ, DOCKER_BUILDKIT="0")
+    digests = {}
+    for version in versions:
+        ref = "%s/%s:%s" % (registry, repository, version)
+        with tempfile.TemporaryDirectory(prefix="bg-sampleapp-") as folder:
+            _context(folder, version, healthy=version not in unhealthy_versions)
+            _docker(["build", "-q", "-t", ref, folder], env=env)
+        _docker(["push", ref])
+        repo_digests = json.loads(_docker(["image", "inspect", "--format", "{{json .RepoDigests}}", ref]))
+        name = "%s/%s" % (registry, repository)
+        digest = [d.split("@", 1)[1] for d in repo_digests if d.split("@", 1)[0] == name]
+        if not digest:
+            raise SampleAppError("pushed %s but the engine reports no digest for it: %s" % (ref, repo_digests))
+        digests[version] = digest[0]
+        log.info("pushed %s (%s)", ref, digests[version])
+    return digests
+
+
+def write_bundle(folder, registry, repository="web", fixed_tag="live"):
+    """Write the bootstrap bundle (docker-compose.yml and its manifest.json) into folder; return the paths.
+
+    The manifest is the agent's contract: {"files": [{"path": ..., "sha256": ...}]} (aws-rules.md S2: never
+    trust an ETag as a checksum).
+    """
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(HERE, "docker-compose.yml.tmpl")) as f:
+        compose = f.read().format(registry=registry, repository=repository, fixed_tag=fixed_tag)
+    compose_path = os.path.join(folder, "docker-compose.yml")
+    with open(compose_path, "w") as f:
+        f.write(compose)
+    manifest = {"files": [{"path": "docker-compose.yml",
+                           "sha256": hashlib.sha256(compose.encode()).hexdigest()}]}
+    manifest_path = os.path.join(folder, "manifest.json")
+    with open(manifest_path, "w") as f:
+        json.dump(manifest, f, indent=2)
+    return [compose_path, manifest_path]
