@@ -3,3 +3,38 @@
 Markers (setup.cfg): `docker` needs the real engine/registry/compose that scripts/run-tests.sh provides
 (DOCKER_HOST, BLUEGREEN_REGISTRY); `e2e` needs the whole local fleet. Unmarked tests need neither.
 """
+
+import pytest
+
+from localcloud.aws import EmulatedAWS
+
+# AWS time runs 100x faster in tests: a 30 s x 5 health check turns `healthy` after 1.5 s, the default 300 s
+# deregistration delay drains in 3 s, a launch (30 s) reaches InService in 0.3 s. Tests that need other
+# timings call cloud.configure_time(...); reset() restores these.
+TEST_TIME_SCALE = 0.01
+TEST_REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session")
+def cloud():
+    """One emulated AWS (moto over HTTP on 127.0.0.1, ephemeral port) for the whole test session."""
+    emulated = EmulatedAWS(host="127.0.0.1", port=0, region=TEST_REGION, time_scale=TEST_TIME_SCALE).start()
+    yield emulated
+    emulated.stop()
+
+
+@pytest.fixture
+def aws(cloud, monkeypatch):
+    """A clean emulated AWS, and the standard SDK environment (C1) pointing at it.
+
+    Subprocesses started by the test inherit os.environ, so `bluegreen` and `bluegreen-agent` runs reach it too.
+    """
+    cloud.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", cloud.endpoint)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", TEST_REGION)
+    monkeypatch.setenv("AWS_REGION", TEST_REGION)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    yield cloud

@@ -1,0 +1,251 @@
+"""EmulatedAWS: moto over real HTTP on loopback, plus the fidelity layer and a control API.
+
+Requests are serialised (aws-rules.md: moto's backends are not safe under concurrent clients), the layer's
+clock is advanced before each one, and faults are injected in front of moto. Paths under /_localcloud/ are
+the control API for other processes:
+
+    POST /_localcloud/target-health  {"instance_id": ..., "state": "healthy"|"unhealthy"|null,
+                                       "target_group_arn": optional}
+    POST /_localcloud/reset
+    POST /_localcloud/faults         {"throttle_fraction": 0.0, "latency_s": 0.0,
+                                       "exit_standby_contention_once": false}
+    POST /_localcloud/time           {"time_scale": X, "health_interval": S}
+    GET  /_localcloud/events?after=N {"events": [...], "last": M}  (each event carries "seq")
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterable
+from typing import Any, Callable
+
+from moto.moto_api._internal.models import moto_api_backend
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import make_server
+
+from . import autoscaling, runtime, targets
+from .errors import AlreadyRunning, BadControlRequest, NotStarted
+from .state import LayerState
+
+log = logging.getLogger(__name__)
+
+# A10: all Auto Scaling calls of an account share one token bucket; ELB answers the same `Throttling` error.
+THROTTLED_SERVICES = ("autoscaling", "elasticloadbalancing")
+TICK_SECONDS = 0.05
+
+
+def _xml_error(code: str, message: str, namespace: str = "") -> bytes:
+    xmlns = f' xmlns="{namespace}"' if namespace else ""
+    return (f'<ErrorResponse{xmlns}><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>'
+            f'<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>').encode()
+
+
+def _service_of(environ: dict[str, Any]) -> str | None:
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    marker = "Credential="
+    if marker in auth:
+        scope = auth.split(marker, 1)[1].split(",", 1)[0].split("/")
+        if len(scope) >= 4:
+            return scope[3]
+    return None
+
+
+class EmulatedAWS:
+    """The emulated AWS of issue 3. One per process (moto's backends are process-global).
+
+    Subscribers (`subscribe(callback)`) receive each event as a dict, outside the request lock, in order:
+    {"seq", "type", "instance_id", "group", "target_group_arn", "port", "time"} plus, per type:
+      instance_launched            "state" (Pending or Pending:Wait)
+      instance_lifecycle_changed   "state", "previous"
+      instance_detached            -
+      instance_terminated          -
+      target_registered            "target_group_arn" or "load_balancer" (Classic ELB name); "port"
+      target_deregistered          the same; the target now drains for the deregistration delay (E2)
+      target_removed               the same; draining is over, the target is gone
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, region: str = "us-east-1",
+                 health_interval: float | None = None, time_scale: float = 1.0) -> None:
+        self.host = host
+        self.port = port
+        self.region = region
+        self.state = LayerState(time_scale=time_scale, health_interval=health_interval)
+        self._server: Any = None
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._moto_app = DomainDispatcherApplication(create_backend_app)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> EmulatedAWS:
+        if runtime.active() is not None:
+            raise AlreadyRunning("an EmulatedAWS is already running in this process; stop it first")
+        targets.install()
+        autoscaling.install()
+        runtime.activate(self.state)
+        moto_api_backend.reset()
+        self._server = make_server(self.host, self.port, self._app, threaded=True)
+        self.port = self._server.server_port
+        self._stopping.clear()
+        self._threads = [threading.Thread(target=self._server.serve_forever, name="localcloud-aws-http", daemon=True),
+                         threading.Thread(target=self._tick_loop, name="localcloud-aws-clock", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+        log.info("emulated AWS listening on %s", self.endpoint)
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._server = None
+        runtime.activate(None)
+
+    @property
+    def endpoint(self) -> str:
+        if self._server is None:
+            raise NotStarted("EmulatedAWS.endpoint needs start() first")
+        return f"http://{self.host}:{self.port}"
+
+    # -- control ------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Wipe every moto resource and the layer's timers, forced health, faults and events."""
+        with self.state.lock:
+            moto_api_backend.reset()
+            self.state.reset()
+
+    def set_target_health(self, instance_id: str, state: str | None, target_group_arn: str | None = None) -> None:
+        """Force a target's health: "healthy" | "unhealthy"; None returns it to the timed model (E1)."""
+        self.state.set_target_health(instance_id, state, target_group_arn)
+
+    def configure_faults(self, throttle_fraction: float = 0.0, latency_s: float = 0.0,
+                         exit_standby_contention_once: bool = False) -> None:
+        with self.state.lock:
+            self.state.faults.configure(throttle_fraction, latency_s, exit_standby_contention_once)
+
+    def configure_time(self, time_scale: float | None = None, health_interval: float | None = None) -> None:
+        """Change the clock until the next reset() (which restores the constructor's values)."""
+        self.state.configure_time(time_scale, health_interval)
+
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        self.state.subscribe(callback)
+
+    def events(self, after: int = 0) -> list[dict[str, Any]]:
+        return self.state.events_after(after)
+
+    def tick(self) -> None:
+        """Advance the time-based model now (the clock thread also does it every TICK_SECONDS)."""
+        with self.state.lock:
+            autoscaling.tick(self.state)
+            targets.expire_draining(self.state)
+        self.state.deliver()
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+    def _tick_loop(self) -> None:
+        while not self._stopping.wait(TICK_SECONDS):
+            try:
+                self.tick()
+            except Exception:  # keep the clock alive; the failure is a layer bug worth a traceback
+                log.exception("emulated AWS clock tick failed")
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_localcloud/"):
+            return self._control(environ, start_response)
+        service = _service_of(environ)
+        action = None
+        if service in THROTTLED_SERVICES:
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            environ["wsgi.input"] = io.BytesIO(body)
+            action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", [None])[0]
+        faults = self.state.faults
+        if faults.latency_s:
+            time.sleep(faults.latency_s)  # outside the lock: latency must not serialise other clients
+        with self.state.lock:
+            if service in THROTTLED_SERVICES and faults.should_throttle():
+                log.info("fault injection: throttling %s %s", service, action)
+                status, headers, chunks = "400 Bad Request", [("Content-Type", "text/xml")], [
+                    _xml_error("Throttling", "Rate exceeded")]
+            else:
+                autoscaling.tick(self.state)
+                targets.expire_draining(self.state)
+                status, headers, chunks = self._call_moto(environ)
+        self.state.deliver()
+        start_response(status, headers)
+        return chunks
+
+    def _call_moto(self, environ: dict[str, Any]) -> Any:
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[Any], exc_info: Any = None) -> None:
+            captured["status"], captured["headers"] = status, headers
+
+        try:
+            result = self._moto_app(environ, capture)
+            chunks = [b"".join(result)]
+            if hasattr(result, "close"):
+                result.close()
+            return captured["status"], captured["headers"], chunks
+        except Exception:
+            # A11: never an HTML 500 page. An unexpected moto failure is AWS's InternalFailure.
+            log.exception("moto failed on %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            return "500 Internal Server Error", [("Content-Type", "text/xml")], [
+                _xml_error("InternalFailure", "The request processing has failed because of an unknown error.")]
+
+    def _control(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD")
+        path = environ.get("PATH_INFO", "")
+        try:
+            if method == "GET" and path == "/_localcloud/events":
+                query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+                try:
+                    after = int(query.get("after", ["0"])[0])
+                except ValueError:
+                    raise BadControlRequest("after must be an integer") from None
+                self.tick()
+                events = self.events(after)
+                last = events[-1]["seq"] if events else after
+                return self._json(start_response, "200 OK", {"events": events, "last": last})
+            if method != "POST":
+                return self._json(start_response, "405 Method Not Allowed", {"error": "use POST"})
+            payload = self._read_json(environ)
+            if path == "/_localcloud/target-health":
+                self.set_target_health(payload.get("instance_id"), payload.get("state"),
+                                       payload.get("target_group_arn"))
+            elif path == "/_localcloud/reset":
+                self.reset()
+            elif path == "/_localcloud/faults":
+                self.configure_faults(**payload)
+            elif path == "/_localcloud/time":
+                self.configure_time(payload.get("time_scale"), payload.get("health_interval"))
+            else:
+                return self._json(start_response, "404 Not Found", {"error": f"unknown control path {path}"})
+            return self._json(start_response, "200 OK", {"ok": True})
+        except (BadControlRequest, TypeError) as exc:
+            return self._json(start_response, "400 Bad Request", {"error": str(exc)})
+
+    @staticmethod
+    def _read_json(environ: dict[str, Any]) -> dict[str, Any]:
+        raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        try:
+            payload = json.loads(raw.decode("utf-8") or "{}")
+        except ValueError:
+            raise BadControlRequest("the body must be JSON") from None
+        if not isinstance(payload, dict):
+            raise BadControlRequest("the body must be a JSON object")
+        return payload
+
+    @staticmethod
+    def _json(start_response: Callable[..., Any], status: str, payload: dict[str, Any]) -> list[bytes]:
+        body = json.dumps(payload).encode()
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]

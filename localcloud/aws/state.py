@@ -1,0 +1,181 @@
+"""State the fidelity layer keeps beside moto's: the clock, the event log, forced health, faults.
+
+moto stores resources; this module stores what moto has no notion of: WHEN things happened (so that target
+health and lifecycle states move with time, E1/E2/A5/A6), what a test forced, and the events other processes
+follow. All of it is guarded by one re-entrant lock, the same one that serialises HTTP requests.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from .errors import BadControlRequest
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES = (
+    "instance_launched",          # a group launched an instance (lifecycle state Pending or Pending:Wait)
+    "instance_lifecycle_changed", # "state" (new) and "previous" keys; e.g. Pending -> InService, -> Standby
+    "instance_detached",          # DetachInstances: the instance keeps running outside the group
+    "instance_terminated",        # the EC2 instance is terminated (scale-in, ABANDON, TerminateInstances...)
+    "target_registered",          # registered with a target group (or a Classic ELB: "load_balancer")
+    "target_deregistered",        # deregistered: draining for the deregistration delay (E2/E3)
+    "target_removed",             # the draining period ended: the target is gone from the load balancer
+)
+
+HEALTH_STATES = ("healthy", "unhealthy")
+
+
+class Faults:
+    """Fault injection, off by default (issue 3). Deterministic: every 1/throttle_fraction-th call is throttled."""
+
+    def __init__(self) -> None:
+        self.throttle_fraction = 0.0
+        self.latency_s = 0.0
+        self.exit_standby_contention_once = False
+        self._throttle_credit = 0.0
+
+    def configure(self, throttle_fraction: float = 0.0, latency_s: float = 0.0,
+                  exit_standby_contention_once: bool = False) -> None:
+        try:
+            throttle_fraction = float(throttle_fraction)
+            latency_s = float(latency_s)
+        except (TypeError, ValueError):
+            raise BadControlRequest("throttle_fraction and latency_s must be numbers") from None
+        if not 0.0 <= throttle_fraction <= 1.0:
+            raise BadControlRequest(f"throttle_fraction must be between 0 and 1, got {throttle_fraction!r}")
+        if not 0.0 <= latency_s <= 60.0:
+            raise BadControlRequest(f"latency_s must be between 0 and 60, got {latency_s!r}")
+        self.throttle_fraction = throttle_fraction
+        self.latency_s = latency_s
+        self.exit_standby_contention_once = bool(exit_standby_contention_once)
+        self._throttle_credit = 0.0
+
+    def should_throttle(self) -> bool:
+        if self.throttle_fraction <= 0.0:
+            return False
+        self._throttle_credit += self.throttle_fraction
+        if self._throttle_credit >= 1.0 - 1e-9:
+            self._throttle_credit -= 1.0
+            return True
+        return False
+
+    def take_exit_standby_contention(self) -> bool:
+        if self.exit_standby_contention_once:
+            self.exit_standby_contention_once = False
+            return True
+        return False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"throttle_fraction": self.throttle_fraction, "latency_s": self.latency_s,
+                "exit_standby_contention_once": self.exit_standby_contention_once}
+
+
+class LayerState:
+    """Everything the fidelity layer remembers; reset() returns it to the constructor's settings."""
+
+    def __init__(self, time_scale: float = 1.0, health_interval: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.lock = threading.RLock()
+        self.clock = clock
+        self._default_time_scale = time_scale
+        self._default_health_interval = health_interval
+        self._subscribers: list[Callable[[dict[str, Any]], None]] = []
+        self._dispatch_lock = threading.Lock()
+        self._undelivered: list[dict[str, Any]] = []
+        self._seq = itertools.count(1)
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.time_scale = self._default_time_scale
+            self.health_interval = self._default_health_interval
+            self.faults = Faults()
+            # (instance_id, target_group_arn or None for "every load balancer") -> "healthy" | "unhealthy"
+            self.forced_health: dict[tuple[str, str | None], str] = {}
+            # (lb key, target id) -> {"registered_at": t, "drain_until": t or None, "port": p}
+            # lb key is a target group ARN or "elb:" + a Classic ELB name.
+            self.targets: dict[tuple[str, str], dict[str, Any]] = {}
+            # instance id -> the layer's record of an Auto Scaling instance (see autoscaling.py)
+            self.instances: dict[str, dict[str, Any]] = {}
+            # scheduled actions already carried out: (group, name, start time)
+            self.scheduled_done: set = set()
+            self.events: list[dict[str, Any]] = []
+            self._undelivered = []
+
+    # -- time ---------------------------------------------------------------------------------------
+    def now(self) -> float:
+        return self.clock()
+
+    def scaled(self, aws_seconds: float) -> float:
+        """Real seconds the emulation waits for `aws_seconds` of AWS time."""
+        return float(aws_seconds) * self.time_scale
+
+    def health_check_interval(self, aws_interval: float) -> float:
+        if self.health_interval is not None:
+            return float(self.health_interval)
+        return self.scaled(aws_interval)
+
+    def configure_time(self, time_scale: float | None = None, health_interval: float | None = None) -> None:
+        with self.lock:
+            if time_scale is not None:
+                if not 0.0 < float(time_scale) <= 10.0:
+                    raise BadControlRequest(f"time_scale must be > 0 and <= 10, got {time_scale!r}")
+                self.time_scale = float(time_scale)
+            if health_interval is not None:
+                if not 0.0 <= float(health_interval) <= 300.0:
+                    raise BadControlRequest(f"health_interval must be 0-300 s, got {health_interval!r}")
+                self.health_interval = float(health_interval)
+
+    # -- forced health ------------------------------------------------------------------------------
+    def set_target_health(self, instance_id: str, state: str | None,
+                          target_group_arn: str | None = None) -> None:
+        if not isinstance(instance_id, str) or not instance_id:
+            raise BadControlRequest("instance_id must be a non-empty string")
+        if state is not None and state not in HEALTH_STATES:
+            raise BadControlRequest(f"state must be one of {HEALTH_STATES} or null, got {state!r}")
+        with self.lock:
+            key = (instance_id, target_group_arn)
+            if state is None:
+                self.forced_health.pop(key, None)
+            else:
+                self.forced_health[key] = state
+
+    def forced(self, instance_id: str, lb_key: str) -> str | None:
+        return self.forced_health.get((instance_id, lb_key), self.forced_health.get((instance_id, None)))
+
+    # -- events -------------------------------------------------------------------------------------
+    def emit(self, event_type: str, instance_id: str, group: str | None = None,
+             target_group_arn: str | None = None, port: int | None = None, **extra: Any) -> None:
+        """Record an event; subscribers get it after the current request releases the lock."""
+        assert event_type in EVENT_TYPES, event_type
+        event = {"seq": next(self._seq), "type": event_type, "instance_id": instance_id, "group": group,
+                 "target_group_arn": target_group_arn, "port": port, "time": time.time()}
+        event.update(extra)
+        self.events.append(event)
+        self._undelivered.append(event)
+
+    def events_after(self, after: int, limit: int = 1000) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(e) for e in self.events if e["seq"] > after][:limit]
+
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        with self.lock:
+            self._subscribers.append(callback)
+
+    def deliver(self) -> None:
+        """Call subscribers for new events, in order, outside the request lock."""
+        with self._dispatch_lock:
+            with self.lock:
+                pending, self._undelivered = self._undelivered, []
+                subscribers = list(self._subscribers)
+            for event in pending:
+                for callback in subscribers:
+                    try:
+                        callback(dict(event))
+                    except Exception:  # a subscriber's bug must not break the emulated AWS
+                        log.exception("event subscriber %r failed on %s", callback, event["type"])

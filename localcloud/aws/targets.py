@@ -1,0 +1,249 @@
+"""Load balancer target health that moves with time (E1, E2, E3), on top of moto's ELBv2 and Classic ELB.
+
+A target is `initial` when registered and `healthy` after HealthyThresholdCount x HealthCheckIntervalSeconds
+(E1), `draining` for the deregistration delay after deregistration and then gone (E2). A test or another
+process may force `healthy` / `unhealthy` per instance (the local fleet feeds real HTTP checks in that way).
+Classic ELBs answer InService / OutOfService, with connection draining in the part of E2 (E3).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from moto.core.responses import ActionResult
+from moto.elb.models import ELBBackend
+from moto.elb.responses import ELBResponse
+from moto.elbv2.models import ELBv2Backend, FakeHealthStatus, FakeTargetGroup
+
+from . import runtime
+from .state import LayerState
+
+log = logging.getLogger(__name__)
+
+CLB_PREFIX = "elb:"
+# Classic ELB health check defaults (Elastic Load Balancing user guide, "Configure health checks").
+CLB_DEFAULT_INTERVAL = 30
+CLB_DEFAULT_HEALTHY_THRESHOLD = 10
+CLB_DEFAULT_DRAINING_TIMEOUT = 300
+
+
+def _group_of(state: LayerState, instance_id: str) -> str | None:
+    return state.instances.get(instance_id, {}).get("group")
+
+
+def _note_registered(state: LayerState, lb_key: str, target_id: str, port: Any, **extra: Any) -> None:
+    record = state.targets.get((lb_key, target_id))
+    if record is not None and record["drain_until"] is None:
+        return  # registering a registered target changes nothing
+    state.targets[(lb_key, target_id)] = {"registered_at": state.now(), "drain_until": None, "port": port}
+    state.emit("target_registered", target_id, _group_of(state, target_id), port=_int_or_none(port), **extra)
+
+
+def _note_deregistered(state: LayerState, lb_key: str, target_id: str, delay_aws: float, **extra: Any) -> None:
+    record = state.targets.get((lb_key, target_id))
+    if record is None or record["drain_until"] is not None:
+        return
+    record["drain_until"] = state.now() + state.scaled(delay_aws)
+    state.emit("target_deregistered", target_id, _group_of(state, target_id), port=_int_or_none(record["port"]),
+               **extra)
+
+
+def _int_or_none(port: Any) -> int | None:
+    try:
+        return int(port)
+    except (TypeError, ValueError):
+        return None
+
+
+def _lb_extra(lb_key: str) -> dict[str, Any]:
+    if lb_key.startswith(CLB_PREFIX):
+        return {"load_balancer": lb_key[len(CLB_PREFIX):]}
+    return {"target_group_arn": lb_key}
+
+
+def expire_draining(state: LayerState) -> None:
+    """E2: a draining target disappears once the deregistration delay is over."""
+    now = state.now()
+    for (lb_key, target_id), record in list(state.targets.items()):
+        if record["drain_until"] is not None and now >= record["drain_until"]:
+            del state.targets[(lb_key, target_id)]
+            state.emit("target_removed", target_id, _group_of(state, target_id), port=_int_or_none(record["port"]),
+                       **_lb_extra(lb_key))
+
+
+def health_of(state: LayerState, lb_key: str, target_id: str, interval_aws: float, threshold: int) -> str | None:
+    """'initial' | 'healthy' | 'unhealthy' | 'draining', or None when the target is not registered."""
+    record = state.targets.get((lb_key, target_id))
+    if record is None:
+        return None
+    if record["drain_until"] is not None:
+        return "draining" if state.now() < record["drain_until"] else None
+    forced = state.forced(target_id, lb_key)
+    if forced is not None:
+        return forced
+    # E1: HealthyThresholdCount consecutive passing checks, one per interval.
+    if state.now() - record["registered_at"] >= threshold * state.health_check_interval(interval_aws):
+        return "healthy"
+    return "initial"
+
+
+# -- ELBv2 (target groups) ---------------------------------------------------------------------------------
+
+def _tg_register(self: FakeTargetGroup, targets: list[dict[str, Any]]) -> None:
+    runtime.original(FakeTargetGroup, "register")(self, targets)
+    state = runtime.active()
+    if state is None:
+        return
+    for target in targets:
+        port = self.targets[target["Id"]]["Port"]
+        _note_registered(state, self.arn, target["Id"], port, target_group_arn=self.arn)
+
+
+def _tg_delay(tg: FakeTargetGroup) -> float:
+    return float(tg.attributes.get("deregistration_delay.timeout_seconds", 300))
+
+
+def _tg_deregister(self: FakeTargetGroup, targets: list[dict[str, Any]]) -> None:
+    runtime.original(FakeTargetGroup, "deregister")(self, targets)
+    state = runtime.active()
+    if state is None:
+        return
+    for target in targets:
+        _note_deregistered(state, self.arn, target["Id"], _tg_delay(self), target_group_arn=self.arn)
+
+
+def _tg_deregister_terminated(self: FakeTargetGroup, instance_ids: list[str]) -> None:
+    # moto parks terminated targets as `draining` forever; ELB really drains them for the delay (E2).
+    registered = [{"Id": i} for i in instance_ids if i in self.targets]
+    if registered:
+        _tg_deregister(self, registered)
+
+
+def _tg_health_for(self: FakeTargetGroup, target: dict[str, Any], ec2_backend: Any) -> FakeHealthStatus:
+    state = runtime.active()
+    if state is None:
+        return runtime.original(FakeTargetGroup, "health_for")(self, target, ec2_backend)
+    record = state.targets.get((self.arn, target["Id"]))
+    health = health_of(state, self.arn, target["Id"], float(self.health_check_interval_seconds),
+                       int(self.healthy_threshold_count))
+    if health is None:
+        if record is not None:
+            expire_draining(state)
+        return runtime.original(FakeTargetGroup, "health_for")(self, target, ec2_backend)
+    port = record["port"]
+    reasons = {
+        "initial": ("Elb.RegistrationInProgress", "Target registration is in progress"),
+        "unhealthy": ("Target.FailedHealthChecks", "Health checks failed"),
+        "draining": ("Target.DeregistrationInProgress", "Target deregistration is in progress"),
+        "healthy": (None, None),
+    }
+    reason, description = reasons[health]
+    return FakeHealthStatus(target["Id"], port, self.health_check_port, health, reason, description)
+
+
+def _describe_target_health(self: ELBv2Backend, target_group_arn: str,
+                            targets: list[dict[str, Any]]) -> list[FakeHealthStatus]:
+    state = runtime.active()
+    tg = self.target_groups.get(target_group_arn)
+    if state is not None and tg is not None and not targets:
+        # E2: DescribeTargetHealth lists draining targets too; moto forgets them at deregistration.
+        expire_draining(state)
+        targets = list(tg.targets.values())
+        for (lb_key, target_id), record in state.targets.items():
+            if lb_key == tg.arn and record["drain_until"] is not None and target_id not in tg.targets:
+                targets.append({"Id": target_id, "Port": record["port"]})
+    return runtime.original(ELBv2Backend, "describe_target_health")(self, target_group_arn, targets)
+
+
+# -- Classic ELB (E3) --------------------------------------------------------------------------------------
+
+def _clb_port(backend: ELBBackend, name: str) -> int | None:
+    lb = backend.get_load_balancer(name)
+    if lb is not None and lb.listeners:
+        return _int_or_none(lb.listeners[0].instance_port)
+    return None
+
+
+def _clb_register(self: ELBBackend, load_balancer_name: str, instance_ids: Any, from_autoscaling: bool = False) -> Any:
+    instance_ids = list(instance_ids)
+    lb = self.get_load_balancer(load_balancer_name)
+    already = set(lb.instance_ids) if lb is not None else set()
+    result = runtime.original(ELBBackend, "register_instances")(
+        self, load_balancer_name, [i for i in instance_ids if i not in already], from_autoscaling)
+    state = runtime.active()
+    if state is not None:
+        for instance_id in instance_ids:
+            _note_registered(state, CLB_PREFIX + load_balancer_name, instance_id,
+                             _clb_port(self, load_balancer_name), load_balancer=load_balancer_name)
+    return result
+
+
+def _clb_deregister(self: ELBBackend, load_balancer_name: str, instance_ids: Any, from_autoscaling: bool = False) -> Any:
+    instance_ids = list(instance_ids)
+    result = runtime.original(ELBBackend, "deregister_instances")(self, load_balancer_name, instance_ids,
+                                                                   from_autoscaling)
+    state = runtime.active()
+    if state is not None:
+        lb = self.get_load_balancer(load_balancer_name)
+        draining = lb.attributes.get("connection_draining", {}) if lb is not None else {}
+        delay = float(draining.get("timeout", CLB_DEFAULT_DRAINING_TIMEOUT)) if draining.get("enabled") else 0.0
+        for instance_id in instance_ids:
+            _note_deregistered(state, CLB_PREFIX + load_balancer_name, instance_id, delay,
+                               load_balancer=load_balancer_name)
+    return result
+
+
+def _clb_instance_states(backend: ELBBackend, state: LayerState, name: str,
+                         requested: list[str]) -> list[dict[str, str]]:
+    lb = backend.get_load_balancer(name)
+    check = lb.health_check if lb is not None else None
+    interval = float(check.interval) if check is not None else CLB_DEFAULT_INTERVAL
+    threshold = int(check.healthy_threshold) if check is not None else CLB_DEFAULT_HEALTHY_THRESHOLD
+    key = CLB_PREFIX + name
+    expire_draining(state)
+    ids = requested or [tid for (k, tid) in state.targets if k == key] + [
+        i for i in (lb.instance_ids if lb is not None else []) if (key, i) not in state.targets]
+    out = []
+    for instance_id in ids:
+        health = health_of(state, key, instance_id, interval, threshold)
+        if health == "healthy":
+            out.append({"InstanceId": instance_id, "State": "InService", "ReasonCode": "N/A", "Description": "N/A"})
+        elif health == "draining":
+            # (unverified) AWS keeps a draining instance InService with this description until the timeout.
+            out.append({"InstanceId": instance_id, "State": "InService", "ReasonCode": "N/A",
+                        "Description": "Instance deregistration currently in progress."})
+        elif health == "initial":
+            out.append({"InstanceId": instance_id, "State": "OutOfService", "ReasonCode": "ELB",
+                        "Description": "Instance registration is still in progress."})
+        elif health == "unhealthy":
+            out.append({"InstanceId": instance_id, "State": "OutOfService", "ReasonCode": "Instance",
+                        "Description": "Instance has failed at least the UnhealthyThreshold number of health checks "
+                                       "consecutively."})
+        elif lb is not None and instance_id in lb.instance_ids:
+            out.append({"InstanceId": instance_id, "State": "InService", "ReasonCode": "N/A", "Description": "N/A"})
+        else:
+            out.append({"InstanceId": instance_id, "State": "Unknown", "ReasonCode": "N/A", "Description": "N/A"})
+    return out
+
+
+def _clb_describe_instance_health_response(self: ELBResponse) -> ActionResult:
+    state = runtime.active()
+    if state is None:
+        return runtime.original(ELBResponse, "describe_instance_health")(self)
+    name = self._get_param("LoadBalancerName")
+    requested = [i["InstanceId"] for i in self._get_param("Instances", [])]
+    # moto raises LoadBalancerNotFound for an unknown name; keep its error.
+    self.elb_backend.describe_instance_health(name, [])
+    return ActionResult({"InstanceStates": _clb_instance_states(self.elb_backend, state, name, requested)})
+
+
+def install() -> None:
+    runtime.wrap(FakeTargetGroup, "register", _tg_register)
+    runtime.wrap(FakeTargetGroup, "deregister", _tg_deregister)
+    runtime.wrap(FakeTargetGroup, "deregister_terminated_instances", _tg_deregister_terminated)
+    runtime.wrap(FakeTargetGroup, "health_for", _tg_health_for)
+    runtime.wrap(ELBv2Backend, "describe_target_health", _describe_target_health)
+    runtime.wrap(ELBBackend, "register_instances", _clb_register)
+    runtime.wrap(ELBBackend, "deregister_instances", _clb_deregister)
+    runtime.wrap(ELBResponse, "describe_instance_health", _clb_describe_instance_health_response)
