@@ -28,6 +28,8 @@ BACKEND = "app"
 
 # `show servers state` columns (HAProxy 2.6 format 1).
 _OP_STATE_RUNNING = 2
+_CHECK_RESULT_UNKNOWN = 0
+_CHECK_RESULT_FAILED = 2
 _ADMIN_FORCED_MAINT = 0x01
 _ADMIN_INHERITED_MAINT = 0x02
 _ADMIN_FORCED_DRAIN = 0x08
@@ -72,6 +74,7 @@ class ServerState(NamedTuple):
     routed: bool  # ready: receives new requests (not drained, not in maintenance)
     up: bool  # its own health checks currently pass (after `rise` consecutive successes)
     checked: bool  # at least one check has completed
+    failing: bool  # the last check failed
     sessions: int  # requests in flight
 
 
@@ -193,8 +196,12 @@ class LoadBalancer:
 
     # --- servers -----------------------------------------------------------------------------------------
 
-    def add_server(self, name, address, port):
-        """Add a server that is checked but not routed to; idempotent for the same address."""
+    def add_server(self, name, address, port, check_interval=None, rise=None, fall=None):
+        """Add a server that is checked but not routed to; idempotent for the same address.
+
+        The check settings default to the balancer's; the supervisor passes the target group's own
+        HealthCheckIntervalSeconds, HealthyThresholdCount and UnhealthyThresholdCount (E1).
+        """
         current = self.servers().get(name)
         if current and (current.address, current.port) == (address, port):
             return
@@ -202,9 +209,10 @@ class LoadBalancer:
             self.remove_server(name)
         target = f"{BACKEND}/{name}"
         # Dynamic servers do not inherit `default-server`: the check settings go on the line itself.
-        inter_ms = max(100, int(self.check_interval * 1000))
+        inter_ms = max(100, int((check_interval or self.check_interval) * 1000))
+        rise, fall = rise or self.rise, fall or self.fall
         self._checked(f"add server {target} {address}:{port} check inter {inter_ms} fastinter {inter_ms} "
-                      f"downinter {inter_ms} rise {self.rise} fall {self.fall}")
+                      f"downinter {inter_ms} rise {rise} fall {fall}")
         # They also start UP and in maintenance. Drain (weight 0) so nothing is routed before the target group
         # itself calls the target healthy, and force health down (only effective out of maintenance) so it
         # takes `rise` passing checks to count as up, like E1's HealthyThresholdCount.
@@ -222,6 +230,11 @@ class LoadBalancer:
         """No new requests; in-flight ones finish (E2). Checks go on."""
         self._checked(f"set server {BACKEND}/{name} state drain")
         log.info("load balancer: draining %s", name)
+
+    def reset_health(self, name):
+        """Count the server as down until it passes `rise` checks again (a target registered anew starts at
+        `initial`, E1). Requests in flight are not cut."""
+        self._checked(f"set server {BACKEND}/{name} health down")
 
     def remove_server(self, name, deadline_s=10.0):
         """Take the server out for good: maintenance (no new requests), wait for in-flight ones, delete."""
@@ -266,7 +279,8 @@ class LoadBalancer:
                 port=int(fields["srv_port"]),
                 routed=not admin & (_ADMIN_FORCED_MAINT | _ADMIN_INHERITED_MAINT | _ADMIN_FORCED_DRAIN),
                 up=int(fields["srv_op_state"]) == _OP_STATE_RUNNING,
-                checked=int(fields["srv_check_result"]) != 0,
+                checked=int(fields["srv_check_result"]) != _CHECK_RESULT_UNKNOWN,
+                failing=int(fields["srv_check_result"]) == _CHECK_RESULT_FAILED,
                 sessions=sessions.get(name, 0),
             )
         return result

@@ -28,35 +28,41 @@ def test_listens_on_an_ephemeral_loopback_port_and_answers_503_without_servers(l
 
 
 def test_new_server_is_checked_but_not_routed_until_told(lb, backend):
-    backend = backend("1.0")
-    lb.add_server("i-1", "127.0.0.1", backend.port)
+    app = backend("1.0")
+    lb.add_server("i-1", "127.0.0.1", app.port)
     state = lb.servers()["i-1"]
-    assert (state.routed, state.up, state.checked) == (False, False, False)
+    assert (state.routed, state.up, state.checked, state.failing) == (False, False, False, False)
     # Up only after `rise` (2) passing checks, like HealthyThresholdCount (E1).
     wait_for(lambda: lb.servers()["i-1"].up, "i-1 up")
     assert get_once(lb.url) == (None, "HTTP 503")
-    assert backend.hits == 0
+    assert app.hits == 0
     lb.route("i-1")
     assert sample_versions(lb.url, 5) == ({"1.0": 5}, 0)
-    assert backend.hits == 5
+    assert app.hits == 5
 
 
 def test_failing_health_check_never_turns_up(lb, backend):
-    backend = backend("3.0", healthy=False)
-    lb.add_server("i-3", "127.0.0.1", backend.port)
+    app = backend("3.0", healthy=False)
+    lb.add_server("i-3", "127.0.0.1", app.port)
     wait_for(lambda: lb.servers()["i-3"].checked, "first check of i-3")
+    assert lb.servers()["i-3"].failing is True
     time.sleep(0.6)  # three more check intervals
     assert lb.servers()["i-3"].up is False
 
 
 def test_server_goes_down_after_fall_failures_and_back_up(lb, backend):
-    backend = backend("1.0")
-    lb.add_server("i-1", "127.0.0.1", backend.port)
+    app = backend("1.0")
+    lb.add_server("i-1", "127.0.0.1", app.port)
     wait_for(lambda: lb.servers()["i-1"].up, "i-1 up")
-    backend.healthy = False
+    app.healthy = False
     wait_for(lambda: not lb.servers()["i-1"].up, "i-1 down")
-    backend.healthy = True
+    assert lb.servers()["i-1"].failing
+    app.healthy = True
     wait_for(lambda: lb.servers()["i-1"].up, "i-1 up again")
+    # A reset counts it down until `rise` checks pass again (a re-registered target starts `initial`).
+    lb.reset_health("i-1")
+    assert lb.servers()["i-1"].up is False
+    wait_for(lambda: lb.servers()["i-1"].up, "i-1 up after the reset")
 
 
 def test_drain_stops_new_requests_and_lets_in_flight_ones_finish(lb, backend):

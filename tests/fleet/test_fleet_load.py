@@ -43,8 +43,8 @@ def test_failures_are_counted_with_their_cause():
 
 
 def test_the_loop_ends_at_its_own_deadline_without_stop(backend):
-    backend = backend("1.0")
-    load = LoadGenerator(f"http://127.0.0.1:{backend.port}/", rate=40, max_seconds=0.5).start()
+    app = backend("1.0")
+    load = LoadGenerator(f"http://127.0.0.1:{app.port}/", rate=40, max_seconds=0.5).start()
     time.sleep(1.2)
     first = load.snapshot().total
     time.sleep(0.3)
