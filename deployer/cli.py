@@ -1,0 +1,298 @@
+"""`bluegreen`: standby-based blue/green deployment between two Auto Scaling groups on one load balancer.
+
+The only place that reads flags and the environment, configures logging, and makes AWS clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import socket
+import sys
+import time
+from datetime import datetime, timezone
+from functools import partial
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError
+
+from . import bootstrap, plan, render
+from .aws import CallCounter, DeployerAws, translate
+from .errors import BlueGreenError, FailedError, HealthFailure, UsageError, WaitTimeout
+from .model import check_version, other
+from .runner import Runner, observe
+
+log = logging.getLogger("deployer")
+
+EXIT_CODES = """exit codes:
+  0  done
+  1  failed and safely aborted (or stopped safely: rerun the command, or `bluegreen rollback`)
+  2  usage or bad input (unknown service, bad version, bad S3 URL, ...)
+  3  conflict: another operation holds the lock, or the command does not fit the current phase
+  4  AWS or credentials error
+"""
+
+# Precedence, in this one place: flag > environment > default (STYLE.md point 7).
+DEFAULTS = {"poll_interval": ("BLUEGREEN_POLL_INTERVAL", 5.0), "timeout": ("BLUEGREEN_TIMEOUT", 600.0)}
+
+
+def resolve(args, environ):
+    for name, (env, default) in DEFAULTS.items():
+        if getattr(args, name, None) is not None:
+            continue
+        raw = environ.get(env)
+        try:
+            value = float(raw) if raw else default
+        except ValueError:
+            raise UsageError(f"{env}={raw!r} is not a number of seconds") from None
+        setattr(args, name, value)
+    return args
+
+
+def positive_float(text):
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def build_parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--region", help="AWS Region (default: the standard AWS chain, C1)")
+    common.add_argument("--profile", help="AWS profile (default: the standard AWS chain)")
+    common.add_argument("--output", choices=("text", "json"), default="text", help="stdout format")
+    common.add_argument("--debug", action="store_true", help="debug logs and tracebacks")
+    mutating = argparse.ArgumentParser(add_help=False)
+    mutating.add_argument("--dry-run", action="store_true", help="print the plan and the AWS calls; change nothing")
+    mutating.add_argument("--timeout", type=positive_float,
+                          help="seconds each wait may take (env BLUEGREEN_TIMEOUT, default 600)")
+    mutating.add_argument("--poll-interval", type=positive_float,
+                          help="seconds between polls (env BLUEGREEN_POLL_INTERVAL, default 5)")
+    mutating.add_argument("--force-unlock", action="store_true",
+                          help="take over the lock even if its holder still looks alive")
+
+    parser = argparse.ArgumentParser(
+        prog="bluegreen", description=__doc__.splitlines()[0], epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name, help_text, parents):
+        return sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES, parents=parents,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = add("status", "which color is live, versions, sizes, instances and the operation in progress", [common])
+    p.add_argument("service")
+    p = add("deploy", "launch VERSION in the idle group, then move the live group to Standby", [common, mutating])
+    p.add_argument("service")
+    p.add_argument("version")
+    p = add("rollback", "return the old group to service, then empty the new one (from any phase)",
+            [common, mutating])
+    p.add_argument("service")
+    p = add("finalize", "after a flip: detach and terminate the old Standby instances", [common, mutating])
+    p.add_argument("service")
+    p = add("canary", "serve VERSION from N instances of the idle group beside the live fleet", [common, mutating])
+    p.add_argument("service")
+    p.add_argument("version")
+    p.add_argument("--count", type=positive_int, default=1, help="canary instances (default 1)")
+    p = add("push-bootstrap", "upload a bootstrap folder and its SHA-256 manifest (last) to S3", [common])
+    p.add_argument("directory")
+    p.add_argument("url", metavar="s3://bucket/prefix/")
+    p.add_argument("--dry-run", action="store_true", help="print what would be uploaded; upload nothing")
+    return parser
+
+
+def configure_logging(debug):
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    if not debug:
+        for noisy in ("botocore", "boto3", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def make_clients(args):
+
+    # A10: all Auto Scaling calls share one token bucket; adaptive mode backs off for us.
+    config = Config(retries={"mode": "adaptive", "max_attempts": 10}, connect_timeout=10, read_timeout=60,
+                    user_agent_extra="asg-bluegreen")
+    try:
+        session = boto3.session.Session(profile_name=args.profile, region_name=args.region)
+        return {name: session.client(name, config=config) for name in ("autoscaling", "elbv2", "elb", "ec2", "s3")}
+    except BotoCoreError as exc:
+        raise translate(exc, "configure") from exc
+
+
+def holder_alive(holder):
+    """Whether the process named by a lock holder (user@host:pid) may still run.
+
+    Knowable only on the same host; a holder on another host is assumed alive (the lock's documented
+    limit), so taking its lock over needs --force-unlock.
+    """
+    user_host, _, pid = holder.rpartition(":")
+    host = user_host.rpartition("@")[2]
+    if host != socket.gethostname():
+        return bool(host)
+    if not pid.isdigit():
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[-1].split()[0] == "Z":  # killed, not yet reaped
+                return False
+    except OSError:
+        pass
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def context_factory(force):
+    me = f"{getpass.getuser()}@{socket.gethostname()}:{os.getpid()}"
+    return lambda: plan.Context(me=me, now=datetime.now(timezone.utc), holder_alive=holder_alive,
+                                force_unlock=force)
+
+
+class Cli:
+    def __init__(self, args, clients):
+        self.args = args
+        self.counter = CallCounter()
+        self.aws = DeployerAws(clients["autoscaling"], clients["elbv2"], clients["elb"], clients["ec2"], self.counter)
+        self.s3 = clients["s3"]
+        self.counter.attach(self.s3)
+        self.started = time.monotonic()
+
+    def summary(self, **fields):
+        out = {"command": self.args.command, "aws_calls": self.counter.calls, "aws_attempts": self.counter.attempts,
+               "elapsed_s": round(time.monotonic() - self.started, 3)}
+        out.update(fields)
+        return out
+
+    def status(self):
+        snap = observe(self.aws, self.args.service, health_of=("blue", "green"))
+        data = render.status_data(snap)
+        return data, render.status_text(data)
+
+    def planner(self):
+        a = self.args
+        if a.command == "deploy":
+            return partial(plan.plan_deploy, version=a.version)
+        if a.command == "canary":
+            return partial(plan.plan_canary, version=a.version, count=a.count)
+        if a.command == "rollback":
+            return plan.plan_rollback
+        return plan.plan_finalize
+
+    def mutate(self):
+        a = self.args
+        ctx = context_factory(a.force_unlock)
+        title = f"{a.command} {a.service}" + (f" {a.version}" if a.command in ("deploy", "canary") else "")
+        if a.dry_run:
+            snap = observe(self.aws, a.service, needs=("policies",))
+            rec = snap.record
+            if rec is not None and rec.action == "finalize":
+                snap.retired = self.aws.describe_retired_instances(snap.groups[rec.live].name)
+            steps = self.planner()(snap, ctx())
+            data = self.summary(service=a.service, dry_run=True, result="planned", plan=render.plan_data(steps))
+            return data, render.plan_text(title, steps)
+        runner = Runner(self.aws, a.service, ctx, poll_interval=a.poll_interval, timeout=a.timeout)
+        log.info("%s: start (poll every %gs, each wait at most %gs)", title, a.poll_interval, a.timeout)
+        try:
+            snap = runner.run(self.planner())
+        except (HealthFailure, WaitTimeout) as exc:
+            step = getattr(exc, "step", None)
+            if step is None or not step.abort_on_failure:
+                raise
+            log.info("%s: aborting: %s", title, exc)
+            snap = runner.run(plan.plan_abort)
+            live = snap.record.live if snap.record else snap.live
+            raise FailedError(f"{title} aborted: {exc}; {snap.groups[other(live)].name} is back to 0 and "
+                              f"{snap.groups[live].name} was not touched") from exc
+        final = observe(self.aws, a.service, health_of=(snap.live,) if snap.live else ())
+        data = self.summary(service=a.service, result="done", steps=runner.executed,
+                            status=render.status_data(final))
+        return data, self.done_text(title, final, runner.executed)
+
+    def done_text(self, title, snap, executed):
+        a = self.args
+        live = snap.live
+        rec = snap.record
+        note = "" if executed else " (already done: nothing to change)"
+        if a.command == "deploy":
+            old = snap.groups[other(live)]
+            return (f"{title}: done{note}; {snap.groups[live].name} is live, {len(old.in_state('Standby', 'EnteringStandby'))} "
+                    f"instances of {old.name} wait in Standby. Next: `bluegreen finalize {a.service}` "
+                    f"or `bluegreen rollback {a.service}`")
+        if a.command == "canary":
+            return (f"{title}: done{note}; {a.count} canary instance(s) in {snap.groups[other(rec.live)].name} "
+                    f"serve beside {snap.groups[rec.live].name}. Next: `bluegreen deploy {a.service} {a.version}`"
+                    f" or `bluegreen rollback {a.service}`")
+        return f"{title}: done{note}; {snap.groups[live].name if live else 'no group'} is live"
+
+    def push_bootstrap(self):
+        a = self.args
+        bucket, prefix, uploads, manifest = bootstrap.plan_push(a.directory, a.url)
+        if a.dry_run:
+            text = "\n".join([f"push-bootstrap (dry run: nothing uploaded) to s3://{bucket}/{prefix}:"]
+                             + [f"  PutObject {key}" for _, key in uploads]
+                             + [f"  PutObject {prefix}{bootstrap.MANIFEST} (last)"])
+            return self.summary(dry_run=True, result="planned", bucket=bucket, prefix=prefix,
+                                manifest=manifest), text
+        count = bootstrap.push(self.s3, bucket, prefix, uploads, manifest)
+        return (self.summary(result="done", bucket=bucket, prefix=prefix, objects=count, manifest=manifest),
+                f"uploaded {count - 1} files and {bootstrap.MANIFEST} to s3://{bucket}/{prefix}")
+
+
+def main(argv=None, environ=None):
+    environ = os.environ if environ is None else environ
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.debug)
+    cli = None
+    try:
+        if args.command in ("deploy", "canary"):
+            check_version(args.version)
+        if args.command not in ("status", "push-bootstrap"):
+            resolve(args, environ)
+        if args.command == "push-bootstrap":
+            bootstrap.plan_push(args.directory, args.url)  # bad input fails before any client is made
+        cli = Cli(args, make_clients(args))
+        if args.command == "status":
+            data, text = cli.status()
+        elif args.command == "push-bootstrap":
+            data, text = cli.push_bootstrap()
+        else:
+            data, text = cli.mutate()
+    except BlueGreenError as exc:
+        if args.debug:
+            log.exception("failed")
+        print(f"bluegreen: error: {exc}", file=sys.stderr)
+        if args.output == "json" and cli is not None:
+            print(render.dumps(cli.summary(service=getattr(args, "service", None), result="error",
+                                           exit_code=exc.exit_code, error=str(exc))))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bluegreen: interrupted; rerun the same command to resume, or `bluegreen rollback`", file=sys.stderr)
+        return 130
+    print(render.dumps(data) if args.output == "json" else text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

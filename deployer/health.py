@@ -1,0 +1,108 @@
+"""Is a wait done? Pure verdicts over one observation (a group and its load-balancer health).
+
+Each returns (state, detail): state is "ok", "wait" or "fail"; detail is one line for progress output and
+for the timeout error, which must say what was seen last (STYLE.md point 4).
+"""
+
+from __future__ import annotations
+
+OK, WAIT, FAIL = "ok", "wait", "fail"
+
+
+def lb_label(key):
+    kind, ident = key.split(":", 1)
+    if kind == "tg":
+        # arn:...:targetgroup/NAME/ID -> NAME
+        parts = ident.split("/")
+        return "target group " + (parts[1] if len(parts) > 2 else ident)
+    return "load balancer " + ident
+
+
+def lb_keys(group):
+    return [f"{kind}:{ident}" for kind, ident in group.load_balancers()]
+
+
+def state_in(health, instance_id, key):
+    return (health.get(instance_id) or {}).get(key, "unused")
+
+
+def healthy_count(group, health):
+    """InService instances healthy in every load balancer of the group."""
+    keys = lb_keys(group)
+    return sum(1 for i in group.in_state("InService")
+               if all(state_in(health, i.id, k) == "healthy" for k in keys))
+
+
+def verdict_healthy(group, health, strict=True):
+    """Every instance InService and healthy everywhere, as many as desired.
+
+    strict (deploy, canary): any instance unhealthy in a load balancer, marked Unhealthy by the group, or
+    terminated while we wait, fails at once (the operation then aborts). Not strict (rollback's wait for the
+    old fleet): keep waiting, the group replaces what fails, and the deadline decides.
+    """
+    keys = lb_keys(group)
+    if strict:
+        for inst in group.instances:
+            if inst.lifecycle.startswith("Terminating") or inst.lifecycle == "Terminated":
+                return FAIL, f"instance {inst.id} of {group.name} is {inst.lifecycle} (failed launch or health check)"
+            if inst.health_status == "Unhealthy":
+                return FAIL, f"instance {inst.id} of {group.name} is marked Unhealthy by the group"
+            for key in keys:
+                if state_in(health, inst.id, key) == "unhealthy":
+                    return FAIL, f"instance {inst.id} of {group.name} is unhealthy in {lb_label(key)}"
+    good = healthy_count(group, health)
+    pending = [i for i in group.instances if i.lifecycle not in ("InService", "Standby")
+               and not i.lifecycle.startswith("Terminat")]
+    detail = f"{good}/{group.desired} of {group.name} healthy"
+    waiting = []
+    for inst in group.in_state("InService"):
+        for key in keys:
+            state = state_in(health, inst.id, key)
+            if state != "healthy":
+                waiting.append(f"{inst.id} {state} in {lb_label(key)}")
+    if pending:
+        waiting += [f"{i.id} {i.lifecycle}" for i in pending[:3]]
+    if waiting:
+        detail += " (" + ", ".join(waiting[:3]) + (", ..." if len(waiting) > 3 else "") + ")"
+    if good >= group.desired and not pending and not group.in_state("Standby"):
+        return OK, detail
+    return WAIT, detail
+
+
+def verdict_deregistered(group, health):
+    """The group's Standby instances no longer take new requests: draining or gone (A1, E2)."""
+    keys = lb_keys(group)
+    still = []
+    for inst in group.instances:
+        if inst.lifecycle == "InService":
+            still.append(f"{inst.id} still InService")
+            continue
+        for key in keys:
+            state = state_in(health, inst.id, key)
+            if state not in ("draining", "unused"):
+                still.append(f"{inst.id} {state} in {lb_label(key)}")
+    if still:
+        return WAIT, f"{len(still)} still registered: " + ", ".join(still[:3])
+    return OK, f"all {len(group.instances)} instances of {group.name} deregistered or draining"
+
+
+def verdict_drained(group, health):
+    """No Standby instance of the group is registered or still draining anywhere (E2, E3)."""
+    keys = lb_keys(group)
+    still = [f"{i.id} {state_in(health, i.id, k)} in {lb_label(k)}"
+             for i in group.in_state("Standby") for k in keys if state_in(health, i.id, k) != "unused"]
+    if still:
+        return WAIT, f"{len(still)} not yet drained: " + ", ".join(still[:3])
+    return OK, f"all Standby instances of {group.name} drained"
+
+
+def verdict(kind, group, health):
+    if kind == "healthy":
+        return verdict_healthy(group, health, strict=True)
+    if kind == "restored":
+        return verdict_healthy(group, health, strict=False)
+    if kind == "deregistered":
+        return verdict_deregistered(group, health)
+    if kind == "drained":
+        return verdict_drained(group, health)
+    raise ValueError(kind)

@@ -1,0 +1,217 @@
+"""What the deployer knows about a service, built from plain describe results (no AWS calls here).
+
+A service is two Auto Scaling groups tagged `bluegreen:service=<name>` and `bluegreen:color=blue|green`.
+The operation in progress lives in the groups' tags (STYLE.md point 8), so that a rerun from any machine
+finds it: `bluegreen:operation` on both groups, and on the group that was live when it started its original
+sizes and the processes that were already suspended.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import UsageError
+
+TAG_SERVICE = "bluegreen:service"
+TAG_COLOR = "bluegreen:color"
+TAG_VERSION = "bluegreen:version"
+TAG_OPERATION = "bluegreen:operation"
+TAG_SAVED_SIZES = "bluegreen:saved-sizes"
+TAG_SAVED_SUSPENDED = "bluegreen:saved-suspended"
+# Put on an instance just before it is detached, so that a finalize killed between detach and terminate
+# still finds it: a detached instance loses its group (A3).
+TAG_RETIRED_FROM = "bluegreen:retired-from"
+
+COLORS = ("blue", "green")
+# Suspended on the old group while it waits in Standby, so no scale-out or rebalancing can launch
+# old-version instances into the load balancer (the seed's complaint about scale-outs during the flip).
+HOLD_PROCESSES = ("AlarmNotification", "ScheduledActions", "AZRebalance")
+
+# A Docker tag: what the agent will pull as repo:<version>.
+VERSION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# A12: tag values are at most 256 characters.
+TAG_VALUE_MAX = 256
+
+HEALTH_ORDER = ("unhealthy", "initial", "draining", "unused", "healthy")
+
+
+def other(color):
+    return "green" if color == "blue" else "blue"
+
+
+def check_version(version):
+    if not VERSION_RE.match(version or ""):
+        raise UsageError(f"version {version!r} is not a valid Docker tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})")
+    return version
+
+
+@dataclass(frozen=True)
+class Instance:
+    id: str
+    lifecycle: str
+    health_status: str = "Healthy"  # the group's own health check
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    color: str
+    min: int
+    desired: int
+    max: int
+    tags: dict[str, str]
+    instances: tuple[Instance, ...]
+    suspended: tuple[str, ...]
+    target_groups: tuple[str, ...]
+    classic_lbs: tuple[str, ...]
+
+    @property
+    def version(self):
+        return self.tags.get(TAG_VERSION)
+
+    @property
+    def sizes(self):
+        return (self.min, self.desired, self.max)
+
+    def in_state(self, *states):
+        return [i for i in self.instances if i.lifecycle in states]
+
+    @property
+    def saved_sizes(self):
+        raw = self.tags.get(TAG_SAVED_SIZES)
+        if not raw:
+            return None
+        lo, want, hi = (int(x) for x in raw.split("/"))
+        return (lo, want, hi)
+
+    @property
+    def saved_suspended(self):
+        raw = self.tags.get(TAG_SAVED_SUSPENDED, "")
+        return tuple(p for p in raw.split(",") if p and p != "none")
+
+    def load_balancers(self):
+        return [("tg", arn) for arn in self.target_groups] + [("elb", name) for name in self.classic_lbs]
+
+
+@dataclass(frozen=True)
+class Record:
+    """The operation in progress, as stored in the `bluegreen:operation` tag."""
+
+    action: str  # deploy | canary | rollback | finalize
+    phase: str
+    version: str
+    live: str  # the color that was live when the operation started
+    started: str
+    holder: str
+
+    def encode(self):
+        value = (f"action={self.action};phase={self.phase};version={self.version};live={self.live};"
+                 f"started={self.started};holder={self.holder}")
+        return value[:TAG_VALUE_MAX]
+
+    @classmethod
+    def decode(cls, value):
+        fields = dict(part.split("=", 1) for part in value.split(";") if "=" in part)
+        try:
+            return cls(fields["action"], fields["phase"], fields.get("version", ""), fields["live"],
+                       fields.get("started", ""), fields.get("holder", ""))
+        except KeyError as exc:
+            raise UsageError(f"unreadable {TAG_OPERATION} tag {value!r} (missing {exc}); "
+                             "delete the tag by hand after checking both groups")
+
+    def moved(self, **changes):
+        values = dict(self.__dict__)
+        values.update(changes)
+        return Record(**values)
+
+    def as_json(self):
+        return {"action": self.action, "phase": self.phase, "version": self.version, "live": self.live,
+                "started": self.started, "holder": self.holder}
+
+
+@dataclass
+class Snapshot:
+    """One observation of a service. `health` maps instance id -> {lb key: state}; filled on demand."""
+
+    service: str
+    groups: dict[str, Group]
+    health: dict[str, dict[str, str]] | None = None
+    policies: dict[str, list] | None = None  # color -> DescribePolicies records
+    scheduled: dict[str, list] | None = None  # color -> DescribeScheduledActions records
+    retired: list[str] | None = None  # detached, not yet terminated instance ids
+    lb_names: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def record(self):
+        for color in COLORS:
+            value = self.groups[color].tags.get(TAG_OPERATION)
+            if value:
+                return Record.decode(value)
+        return None
+
+    @property
+    def live(self):
+        """The color the load balancer should be serving, or None when that cannot be told."""
+        rec = self.record
+        if rec is not None:
+            flipped = (rec.action == "deploy" and rec.phase in ("flip", "flipped")) or rec.action == "finalize"
+            return other(rec.live) if flipped else rec.live
+        running = [c for c in COLORS if self.groups[c].desired > 0]
+        return running[0] if len(running) == 1 else None
+
+
+def group_from_describe(record):
+    """A Group from one DescribeAutoScalingGroups record."""
+    tags = {t["Key"]: t["Value"] for t in record.get("Tags", [])}
+    instances = tuple(
+        Instance(i["InstanceId"], i["LifecycleState"], i.get("HealthStatus", "Healthy"))
+        for i in sorted(record.get("Instances", []), key=lambda i: i["InstanceId"]))
+    return Group(
+        name=record["AutoScalingGroupName"], color=tags.get(TAG_COLOR, ""),
+        min=record["MinSize"], desired=record["DesiredCapacity"], max=record["MaxSize"],
+        tags=tags, instances=instances,
+        suspended=tuple(sorted(p["ProcessName"] for p in record.get("SuspendedProcesses", []))),
+        target_groups=tuple(record.get("TargetGroupARNs", [])),
+        classic_lbs=tuple(record.get("LoadBalancerNames", [])))
+
+
+def pair_from_describe(service, records):
+    """The blue and green groups of `service` among DescribeAutoScalingGroups records, or UsageError."""
+    by_color = {}
+    for rec in records:
+        group = group_from_describe(rec)
+        if group.tags.get(TAG_SERVICE) != service:
+            continue
+        if group.color not in COLORS:
+            raise UsageError(f"group {group.name} of service {service} has {TAG_COLOR}={group.color!r}; "
+                             "expected blue or green")
+        by_color.setdefault(group.color, []).append(group.name)
+        by_color.setdefault("_" + group.color, group)
+    if not any(c in by_color for c in COLORS):
+        raise UsageError(f"no Auto Scaling group is tagged {TAG_SERVICE}={service} in this account and Region")
+    for color in COLORS:
+        names = by_color.get(color, [])
+        if not names:
+            raise UsageError(f"service {service} has no group tagged {TAG_COLOR}={color}; tag the idle group")
+        if len(names) > 1:
+            raise UsageError(f"service {service} has {len(names)} groups tagged {TAG_COLOR}={color} "
+                             f"({', '.join(sorted(names))}); exactly one is allowed")
+    return {c: by_color["_" + c] for c in COLORS}
+
+
+def worst_health(states):
+    """One word for an instance across all its load balancers: the worst state wins."""
+    if not states:
+        return "unused"
+    return min(states, key=lambda s: HEALTH_ORDER.index(s) if s in HEALTH_ORDER else 0)
+
+
+def classic_state(raw, description=""):
+    """E3: Classic ELB says InService / OutOfService; map it onto the target-group words.
+
+    OutOfService also covers "registration still in progress", so it counts as `initial` unless the
+    description says the health checks failed (conservative: a real failure then shows as a timeout).
+    """
+    if raw == "InService":
+        return "healthy"
+    return "unhealthy" if "failed" in (description or "").lower() else "initial"

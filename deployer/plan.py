@@ -1,0 +1,459 @@
+"""Deciding what to do: pure functions from one Snapshot to the remaining steps (STYLE.md point 1).
+
+No AWS here. The runner observes, asks a planner for the steps still to do, applies the first one, and
+observes again, so every step is decided from the world as it is now plus the operation record in the
+groups' tags. That makes each command resumable after a crash at any step boundary (STYLE.md point 8), and
+makes `--dry-run` the same plan, printed.
+
+Each step is data: the AWS calls it makes, or a wait (what it waits for, and the call that records the next
+phase once the wait succeeds).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from .errors import ConflictError
+from .model import (
+    HOLD_PROCESSES,
+    TAG_OPERATION,
+    TAG_RETIRED_FROM,
+    TAG_SAVED_SIZES,
+    TAG_SAVED_SUSPENDED,
+    TAG_VERSION,
+    Record,
+    other,
+)
+
+# A1, A2, A3: at most 20 instance ids per EnterStandby / ExitStandby / DetachInstances call.
+BATCH = 20
+TERMINATE_BATCH = 100
+
+POLICY_KEYS = ("PolicyType", "AdjustmentType", "MinAdjustmentMagnitude", "ScalingAdjustment", "Cooldown",
+               "MetricAggregationType", "StepAdjustments", "EstimatedInstanceWarmup",
+               "TargetTrackingConfiguration", "Enabled", "PredictiveScalingConfiguration")
+SCHEDULED_KEYS = ("Recurrence", "MinSize", "MaxSize", "DesiredCapacity", "TimeZone", "EndTime")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One AWS call: the operation name as in the API reference, and its parameters."""
+
+    op: str
+    params: dict
+
+    def as_json(self):
+        return {"op": self.op, "params": self.params}
+
+    def describe(self):
+        parts = []
+        for key, value in self.params.items():
+            if isinstance(value, list) and len(value) > 3:
+                value = f"[{len(value)} items]"
+            parts.append(f"{key}={value}")
+        return "{}({})".format(self.op, ", ".join(parts))
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    summary: str
+    calls: tuple[Call, ...] = ()
+    wait: str | None = None  # healthy | restored | deregistered | drained
+    color: str | None = None  # whose instances a wait watches
+    then: Call | None = None  # made once the wait succeeds: records the next phase
+    needs: tuple[str, ...] = ()  # snapshot extras this step must be planned with (policies, retired)
+    abort_on_failure: bool = False  # deploy/canary: a failed wait aborts (new group to 0, lock cleared)
+
+    def as_json(self):
+        out = {"name": self.name, "summary": self.summary, "calls": [c.as_json() for c in self.calls]}
+        if self.wait:
+            out["wait"] = self.wait
+            out["then"] = self.then.as_json() if self.then else None
+        return out
+
+
+@dataclass(frozen=True)
+class Context:
+    me: str  # the holder string of this process: user@host:pid
+    now: datetime
+    holder_alive: Callable[[str], bool] = field(default=lambda holder: False)
+    force_unlock: bool = False
+
+    @property
+    def stamp(self):
+        return self.now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---- calls -------------------------------------------------------------------------------------------
+
+
+def _tag(group_name, key, value, propagate=False):
+    return {"ResourceId": group_name, "ResourceType": "auto-scaling-group", "Key": key, "Value": value,
+            "PropagateAtLaunch": propagate}
+
+
+def write_record(snap, record, extra_on_live=None):
+    tags = [_tag(snap.groups[c].name, TAG_OPERATION, record.encode()) for c in ("blue", "green")]
+    for key, value in sorted((extra_on_live or {}).items()):
+        tags.append(_tag(snap.groups[record.live].name, key, value))
+    return Call("CreateOrUpdateTags", {"Tags": tags})
+
+
+def clear_record(snap, live):
+    tags = [{"ResourceId": snap.groups[c].name, "ResourceType": "auto-scaling-group", "Key": TAG_OPERATION}
+            for c in ("blue", "green") if TAG_OPERATION in snap.groups[c].tags]
+    old = snap.groups[live]
+    for key in (TAG_SAVED_SIZES, TAG_SAVED_SUSPENDED):
+        if key in old.tags:
+            tags.append({"ResourceId": old.name, "ResourceType": "auto-scaling-group", "Key": key})
+    return Call("DeleteTags", {"Tags": tags})
+
+
+def _sizes(sizes):
+    return "/".join(str(n) for n in sizes)
+
+
+def set_sizes(group, sizes):
+    lo, want, hi = sizes
+    return Call("UpdateAutoScalingGroup", {"AutoScalingGroupName": group.name, "MinSize": lo,
+                                           "DesiredCapacity": want, "MaxSize": hi})
+
+
+def batches(ids, size=BATCH):
+    ids = list(ids)
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
+def describe_calls(snap, color):
+    """What one poll of a wait costs: one group describe, one health call per load balancer (A9, A10)."""
+    group = snap.groups[color]
+    calls = [Call("DescribeAutoScalingGroups", {"Filters": [{"Name": "tag:bluegreen:service",
+                                                           "Values": [snap.service]}]})]
+    calls += [Call("DescribeTargetHealth", {"TargetGroupArn": arn}) for arn in group.target_groups]
+    calls += [Call("DescribeInstanceHealth", {"LoadBalancerName": n}) for n in group.classic_lbs]
+    return tuple(calls)
+
+
+# ---- policies (A7) -----------------------------------------------------------------------------------
+
+
+def policy_copies(snap, src, dst, now):
+    """Put calls that give group `dst` every scaling policy and scheduled action of `src` it lacks."""
+    have = {p["PolicyName"] for p in snap.policies[dst]}
+    calls = []
+    for pol in snap.policies[src]:
+        if pol["PolicyName"] in have:
+            continue
+        params = {"AutoScalingGroupName": snap.groups[dst].name, "PolicyName": pol["PolicyName"]}
+        params.update({k: pol[k] for k in POLICY_KEYS if k in pol})
+        calls.append(Call("PutScalingPolicy", params))
+    have = {a["ScheduledActionName"] for a in snap.scheduled[dst]}
+    for act in snap.scheduled[src]:
+        if act["ScheduledActionName"] in have:
+            continue
+        params = {"AutoScalingGroupName": snap.groups[dst].name, "ScheduledActionName": act["ScheduledActionName"]}
+        params.update({k: act[k] for k in SCHEDULED_KEYS if k in act})
+        start = act.get("StartTime")
+        # AWS refuses a StartTime in the past; a recurring action needs none, a one-off in the past is spent.
+        if start is not None and start > now:
+            params["StartTime"] = start
+        elif "Recurrence" not in act:
+            continue
+        calls.append(Call("PutScheduledUpdateGroupAction", params))
+    return calls
+
+
+def policy_deletions(snap, color, only_names_of=None):
+    """Delete calls for the policies and scheduled actions of `color` (those also on `only_names_of`)."""
+    group = snap.groups[color]
+    keep_pol = keep_act = None
+    if only_names_of is not None:
+        keep_pol = {p["PolicyName"] for p in snap.policies[only_names_of]}
+        keep_act = {a["ScheduledActionName"] for a in snap.scheduled[only_names_of]}
+    calls = [Call("DeletePolicy", {"AutoScalingGroupName": group.name, "PolicyName": p["PolicyName"]})
+             for p in snap.policies[color] if keep_pol is None or p["PolicyName"] in keep_pol]
+    calls += [Call("DeleteScheduledAction", {"AutoScalingGroupName": group.name,
+                                             "ScheduledActionName": a["ScheduledActionName"]})
+              for a in snap.scheduled[color] if keep_act is None or a["ScheduledActionName"] in keep_act]
+    return calls
+
+
+def _policy_step(name, summary, calls_fn, snap):
+    if snap.policies is None or snap.scheduled is None:
+        return [Step(name, summary + " (planned once the policies are read)", needs=("policies",))]
+    calls = calls_fn()
+    return [Step(name, summary, tuple(calls))] if calls else []
+
+
+# ---- the lock ----------------------------------------------------------------------------------------
+
+
+def next_command(service, rec):
+    if rec.action in ("rollback", "finalize"):
+        return f"bluegreen {rec.action} {service}"
+    if rec.action == "deploy" and rec.phase == "flipped":
+        return f"bluegreen finalize {service}"
+    return f"bluegreen deploy {service} {rec.version}"
+
+
+def lock_message(snap, rec):
+    return (f"service {snap.service} is held by {rec.action} {rec.version} (phase {rec.phase}) by "
+            f"{rec.holder or '?'} since {rec.started or '?'}; finish it with `{next_command(snap.service, rec)}` "
+            f"or undo it with `bluegreen rollback {snap.service}`")
+
+
+def _resume_check(snap, rec, ctx):
+    """A fitting command may resume a recorded operation unless its holder still looks alive."""
+    if rec.holder != ctx.me and ctx.holder_alive(rec.holder) and not ctx.force_unlock:
+        raise ConflictError(f"{rec.action} {rec.version} of {snap.service} is running now in {rec.holder} "
+                            f"(since {rec.started}); wait for it, or --force-unlock if "
+                            "it is stuck")
+
+
+def _lock_steps(snap, rec, new_record, extra=None):
+    if rec is None or rec != new_record:
+        what = "take the lock" if rec is None or rec.holder == new_record.holder else "take over the lock"
+        return [Step("lock", f"{what}: record {new_record.action} {new_record.version}, phase {new_record.phase}",
+                     (write_record(snap, new_record, extra),))]
+    return []
+
+
+def _live_or_conflict(snap):
+    live = snap.live
+    if live is None:
+        blue, green = snap.groups["blue"].desired, snap.groups["green"].desired
+        raise ConflictError(f"cannot tell which color of {snap.service} is live (blue desired {blue}, green "
+                            f"desired {green}); exactly one group may have capacity when no operation is recorded")
+    return live
+
+
+# ---- deploy ------------------------------------------------------------------------------------------
+
+DEPLOY_PHASES = ("launch", "policies", "flip", "flipped")
+
+
+def plan_deploy(snap, ctx, version):
+    rec = snap.record
+    if rec is None or (rec.action == "canary" and rec.version == version):
+        if rec is not None:
+            _resume_check(snap, rec, ctx)  # a deploy of the canary's version keeps its instances
+        live = rec.live if rec else _live_or_conflict(snap)
+        phase = None
+    elif rec.action == "deploy" and rec.version == version:
+        _resume_check(snap, rec, ctx)
+        live, phase = rec.live, rec.phase
+    else:
+        raise ConflictError(lock_message(snap, rec))
+    if phase == "flipped":
+        return []
+    old, new = snap.groups[live], snap.groups[other(live)]
+    steps = []
+    if phase is None:
+        record = Record("deploy", "launch", version, live, ctx.stamp, ctx.me)
+        saved = {TAG_SAVED_SIZES: _sizes(old.sizes),
+                 TAG_SAVED_SUSPENDED: ",".join(p for p in HOLD_PROCESSES if p in old.suspended) or "none"}
+        steps += _lock_steps(snap, None, record, saved)
+        sizes = old.sizes
+    else:
+        record = rec.moved(holder=ctx.me)
+        steps += _lock_steps(snap, rec, record)
+        sizes = old.saved_sizes or old.sizes
+    at = DEPLOY_PHASES.index(phase) if phase else 0
+
+    if at <= 0:
+        if new.version != version:
+            steps.append(Step("set-version", f"set {new.name}'s {TAG_VERSION} to {version}",
+                              (Call("CreateOrUpdateTags", {"Tags": [_tag(new.name, TAG_VERSION, version, True)]}),)))
+        if new.sizes != sizes:
+            steps.append(Step("size-new", f"copy {old.name}'s min/desired/max {_sizes(sizes)} to {new.name}",
+                              (set_sizes(new, sizes),)))
+        steps.append(Step("wait-new-healthy", f"wait until {sizes[1]} {version} instances of {new.name} are "
+                          "InService and "
+                          "healthy in every load balancer", describe_calls(snap, new.color),
+                          wait="healthy", color=new.color, then=write_record(snap, record.moved(phase="policies")),
+                          abort_on_failure=True))
+    if at <= 1:
+        steps += _policy_step("copy-policies",
+                              f"copy scaling policies and scheduled actions of {old.name} to {new.name} (A7)",
+                              lambda: policy_copies(snap, live, new.color, ctx.now), snap)
+        hold = [p for p in HOLD_PROCESSES if p not in old.suspended]
+        if hold:
+            steps.append(Step("suspend", f"suspend {', '.join(hold)} on {old.name} so no scale-out launches old "
+                              "instances (A8)",
+                              (Call("SuspendProcesses", {"AutoScalingGroupName": old.name,
+                                                         "ScalingProcesses": hold}),)))
+        steps.append(Step("mark-flip", "record phase flip", (write_record(snap, record.moved(phase="flip")),)))
+    if at <= 2:
+        if old.min != 0:
+            steps.append(Step("lower-min", f"lower {old.name}'s MinSize to 0 so Standby with decrement is "
+                              "allowed (A1)", (Call("UpdateAutoScalingGroup", {"AutoScalingGroupName": old.name,
+                                                                           "MinSize": 0}),)))
+        in_service = [i.id for i in old.in_state("InService")]
+        for n, ids in enumerate(batches(in_service), 1):
+            steps.append(Step("enter-standby", f"move {len(ids)} instances of {old.name} to Standby, batch {n} (A1)",
+                              (Call("EnterStandby", {"AutoScalingGroupName": old.name, "InstanceIds": ids,
+                                                     "ShouldDecrementDesiredCapacity": True}),)))
+        steps.append(Step("wait-deregistered", f"wait until {old.name}'s instances have left the load balancers "
+                          "(draining is enough: they keep running in Standby, E2)",
+                          describe_calls(snap, live), wait="deregistered", color=live,
+                          then=write_record(snap, record.moved(phase="flipped"))))
+    return steps
+
+
+# ---- canary ------------------------------------------------------------------------------------------
+
+
+def plan_canary(snap, ctx, version, count):
+    rec = snap.record
+    if rec is None:
+        live, phase = _live_or_conflict(snap), None
+    elif rec.action == "canary" and rec.version == version:
+        _resume_check(snap, rec, ctx)
+        live, phase = rec.live, rec.phase
+    else:
+        raise ConflictError(lock_message(snap, rec))
+    new = snap.groups[other(live)]
+    record = (Record("canary", "launch", version, live, ctx.stamp, ctx.me) if rec is None
+              else rec.moved(holder=ctx.me))
+    steps = _lock_steps(snap, rec, record)
+    if new.version != version:
+        steps.append(Step("set-version", f"set {new.name}'s {TAG_VERSION} to {version}",
+                          (Call("CreateOrUpdateTags", {"Tags": [_tag(new.name, TAG_VERSION, version, True)]}),)))
+    want = (count, count, count)
+    resize = new.sizes != want
+    if resize:
+        calls = (set_sizes(new, want),)
+        if phase == "serving":
+            calls = (write_record(snap, record.moved(phase="launch")),) + calls
+        steps.append(Step("size-canary", f"give {new.name} {count} instance(s) of {version}", calls))
+    if resize or phase != "serving":
+        steps.append(Step("wait-canary-healthy", f"wait until {count} canary instance(s) of {new.name} are healthy",
+                          describe_calls(snap, new.color), wait="healthy", color=new.color,
+                          then=write_record(snap, record.moved(phase="serving")), abort_on_failure=True))
+    return steps
+
+
+def plan_abort(snap, ctx):
+    """After a failed deploy or canary wait: the new group back to 0, the live group untouched, lock cleared."""
+    rec = snap.record
+    if rec is None:
+        return []
+    new = snap.groups[other(rec.live)]
+    steps = []
+    if new.sizes != (0, 0, 0):
+        steps.append(Step("abort-new", f"scale {new.name} back to 0", (set_sizes(new, (0, 0, 0)),)))
+    steps.append(Step("unlock", "clear the operation record", (clear_record(snap, rec.live),)))
+    return steps
+
+
+# ---- rollback ----------------------------------------------------------------------------------------
+
+
+def plan_rollback(snap, ctx):
+    rec = snap.record
+    if rec is None:
+        raise ConflictError(f"no operation in progress on {snap.service}: nothing to roll back (after finalize the old "
+                            "instances are gone; deploy the old version instead)")
+    if rec.action == "finalize" and rec.phase != "drain":
+        raise ConflictError(f"finalize of {snap.service} has started detaching the old instances "
+                            f"(since {rec.started}); "
+                            f"run `bluegreen finalize {snap.service}` to finish it")
+    if rec.action == "rollback":
+        _resume_check(snap, rec, ctx)
+        phase = rec.phase
+        record = rec.moved(holder=ctx.me)
+    else:
+        # Rollback is the escape hatch: it takes over any other operation; that holder stops at its next step.
+        phase = None
+        record = rec.moved(action="rollback", phase="restore", started=ctx.stamp, holder=ctx.me)
+    live = rec.live
+    old, new = snap.groups[live], snap.groups[other(live)]
+    steps = _lock_steps(snap, rec, record)
+    if phase in (None, "restore"):
+        if TAG_SAVED_SUSPENDED in old.tags:
+            ours = [p for p in HOLD_PROCESSES if p in old.suspended and p not in old.saved_suspended]
+            if ours:
+                steps.append(Step("resume", "resume {} on {}".format(", ".join(ours), old.name),
+                                  (Call("ResumeProcesses", {"AutoScalingGroupName": old.name,
+                                                            "ScalingProcesses": ours}),)))
+        standby = [i.id for i in old.in_state("Standby")]
+        for n, ids in enumerate(batches(standby), 1):
+            steps.append(Step("exit-standby", f"return {len(ids)} instances of {old.name} to service, batch {n} (A2)",
+                              (Call("ExitStandby", {"AutoScalingGroupName": old.name, "InstanceIds": ids}),)))
+        saved = old.saved_sizes
+        # Listed after the ExitStandby batches, so by the time it runs, they are back in service and
+        # this only restores MinSize (setting desired first would launch extra instances).
+        if saved and old.sizes != saved:
+            steps.append(Step("restore-sizes", f"restore {old.name}'s min/desired/max to {_sizes(saved)}",
+                              (set_sizes(old, saved),)))
+        steps.append(Step("wait-restored", f"wait until every instance of {old.name} is InService and healthy in every "
+                          f"load balancer, before touching {new.name}", describe_calls(snap, live),
+                          wait="restored", color=live, then=write_record(snap, record.moved(phase="retire"))))
+    steps += _policy_step("remove-copied-policies", f"remove from {new.name} the policies copied from {old.name}",
+                          lambda: policy_deletions(snap, new.color, only_names_of=live), snap)
+    if new.sizes != (0, 0, 0):
+        steps.append(Step("retire-new", f"scale {new.name} to 0", (set_sizes(new, (0, 0, 0)),)))
+    steps.append(Step("unlock", "clear the operation record", (clear_record(snap, live),)))
+    return steps
+
+
+# ---- finalize ----------------------------------------------------------------------------------------
+
+
+def plan_finalize(snap, ctx):
+    rec = snap.record
+    if rec is None:
+        live = snap.live
+        idle = snap.groups[other(live)] if live else None
+        if idle is not None and idle.sizes == (0, 0, 0) and not idle.instances:
+            return []
+        raise ConflictError(f"no flipped deploy on {snap.service} to finalize")
+    if rec.action == "deploy" and rec.phase == "flipped":
+        phase = None
+        record = rec.moved(action="finalize", phase="drain", started=ctx.stamp, holder=ctx.me)
+    elif rec.action == "finalize":
+        _resume_check(snap, rec, ctx)
+        phase = rec.phase
+        record = rec.moved(holder=ctx.me)
+    else:
+        raise ConflictError("finalize fits only after a deploy has flipped; " + lock_message(snap, rec))
+    old = snap.groups[rec.live]
+    steps = _lock_steps(snap, rec, record)
+    standby = [i.id for i in old.in_state("Standby")]
+    if phase in (None, "drain"):
+        steps.append(Step("wait-drained", f"wait until no Standby instance of {old.name} is still draining in any load "
+                          "balancer, so in-flight requests finish (E2)", describe_calls(snap, rec.live),
+                          wait="drained", color=rec.live, then=write_record(snap, record.moved(phase="detach"))))
+    for n, ids in enumerate(batches(standby), 1):
+        # Tag first: once detached an instance leaves the group (A3), and only this tag finds it again.
+        steps.append(Step("detach", f"detach {len(ids)} Standby instances from {old.name}, batch {n}, without "
+                          "decrementing again (A3, the seed's footnote 2)",
+                          (Call("CreateTags", {"Resources": ids, "Tags": [{"Key": TAG_RETIRED_FROM,
+                                                                           "Value": old.name}]}),
+                           Call("DetachInstances", {"AutoScalingGroupName": old.name, "InstanceIds": ids,
+                                                    "ShouldDecrementDesiredCapacity": False}))))
+    if snap.retired is None and phase == "detach":
+        steps.append(Step("terminate", "terminate the detached instances", needs=("retired",)))
+    else:
+        in_group = {i.id for i in old.instances}
+        # A4: never terminate an instance still in the group; detach comes first.
+        done = [i for i in (snap.retired or []) if i not in in_group]
+        pending = done + ([] if phase == "detach" else standby)
+        for n, ids in enumerate(batches(pending, TERMINATE_BATCH), 1):
+            steps.append(Step("terminate", f"terminate {len(ids)} detached instances, batch {n} (A4: detached first)",
+                              (Call("TerminateInstances", {"InstanceIds": ids}),)))
+    steps += _policy_step("delete-old-policies", f"delete {old.name}'s scaling policies and scheduled actions",
+                          lambda: policy_deletions(snap, rec.live), snap)
+    if old.sizes != (0, 0, 0):
+        steps.append(Step("empty-old", f"set {old.name} to 0/0/0", (set_sizes(old, (0, 0, 0)),)))
+    if TAG_SAVED_SUSPENDED in old.tags:
+        ours = [p for p in HOLD_PROCESSES if p in old.suspended and p not in old.saved_suspended]
+        if ours:
+            steps.append(Step("resume", "resume {} on {}".format(", ".join(ours), old.name),
+                              (Call("ResumeProcesses", {"AutoScalingGroupName": old.name,
+                                                        "ScalingProcesses": ours}),)))
+    steps.append(Step("unlock", f"clear the operation record; {snap.groups[other(rec.live)].name} is live",
+                      (clear_record(snap, rec.live),)))
+    return steps

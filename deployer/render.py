@@ -1,0 +1,70 @@
+"""What the CLI prints on stdout: the status of a service, plans, and summaries (text or JSON)."""
+
+from __future__ import annotations
+
+import json
+
+from .health import lb_keys, state_in
+from .model import COLORS, worst_health
+
+
+def status_data(snap):
+    groups = {}
+    for color in COLORS:
+        group = snap.groups[color]
+        keys = lb_keys(group)
+        instances = []
+        for inst in group.instances:
+            per_lb = {k: state_in(snap.health or {}, inst.id, k) for k in keys}
+            instances.append({"id": inst.id, "lifecycle": inst.lifecycle,
+                              "health": worst_health(list(per_lb.values())) if keys else "no load balancer",
+                              "group_health": inst.health_status, "load_balancers": per_lb})
+        groups[color] = {"name": group.name, "version": group.version, "min": group.min,
+                         "desired": group.desired, "max": group.max, "instances": instances,
+                         "suspended_processes": list(group.suspended),
+                         "target_groups": list(group.target_groups), "classic_load_balancers": list(group.classic_lbs)}
+    rec = snap.record
+    return {"service": snap.service, "live": snap.live, "groups": groups,
+            "operation": rec.as_json() if rec else None}
+
+
+def status_text(data):
+    op = data["operation"]
+    lines = [f"service {data['service']}: live {data['live'] or '(undetermined)'}"]
+    if op:
+        lines.append(f"operation: {op['action']} {op['version']}, phase {op['phase']}, since {op['started']} "
+                     f"by {op['holder']}")
+    else:
+        lines.append("operation: none")
+    lines.append(f"{'COLOR':6} {'GROUP':28} {'VERSION':12} {'MIN/DES/MAX':12} SUSPENDED")
+    for color in COLORS:
+        g = data["groups"][color]
+        sizes = f"{g['min']}/{g['desired']}/{g['max']}"
+        marker = "*" if color == data["live"] else " "
+        lines.append(f"{color + marker:6} {g['name']:28} {g['version'] or '-':12} {sizes:12} "
+                     f"{','.join(g['suspended_processes']) or '-'}")
+        for inst in g["instances"]:
+            lines.append(f"    {inst['id']:22} {inst['lifecycle']:20} {inst['health']}")
+    return "\n".join(lines)
+
+
+def plan_data(steps):
+    return [s.as_json() for s in steps]
+
+
+def plan_text(title, steps):
+    if not steps:
+        return f"{title}: nothing to do"
+    lines = [f"{title} (dry run: nothing changed):"]
+    for n, step in enumerate(steps, 1):
+        lines.append(f"{n:3}. {step.name}: {step.summary}")
+        for call in step.calls:
+            prefix = "poll " if step.wait else ""
+            lines.append(f"       {prefix}{call.describe()}")
+        if step.then is not None:
+            lines.append(f"       then {step.then.describe()}")
+    return "\n".join(lines)
+
+
+def dumps(data):
+    return json.dumps(data, indent=2, sort_keys=True, default=str)

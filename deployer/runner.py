@@ -1,0 +1,166 @@
+"""Applying plans: observe, plan, apply the first step, observe again; and the waits.
+
+The loop re-reads the world before every step, so a run killed anywhere is finished by running the same
+command again (or `rollback`): the planner skips what is already done (STYLE.md point 8).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+from . import health as verdicts
+from .errors import ConflictError, ContentionError, HealthFailure, WaitTimeout
+from .model import Snapshot, classic_state, pair_from_describe
+
+log = logging.getLogger(__name__)
+
+# Test hook, read here and nowhere else: BLUEGREEN_CRASH_AT=<step>[:<n>] kills this process with SIGKILL
+# just before it applies the n-th (default first) step of that name, as `kill -9` of a pipeline would.
+# The crash-and-rerun tests use it to stop a command at every step boundary and inside batch loops.
+CRASH_ENV = "BLUEGREEN_CRASH_AT"
+
+MAX_STEPS = 100000  # a guard against a planner that never converges, far above 1000 instances' batches
+CONTENTION_RETRIES = 5
+
+
+class Crasher:
+    def __init__(self, spec):
+        name, _, nth = (spec or "").partition(":")
+        self.name, self.nth, self.seen = name, int(nth or 1), 0
+
+    def before(self, step_name):
+        if not self.name or step_name != self.name:
+            return
+        self.seen += 1
+        if self.seen == self.nth:
+            log.warning("test hook %s=%s: killing this process before step %s", CRASH_ENV, self.name, step_name)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def observe(aws, service, needs=(), health_of=()):
+    """One Snapshot: one group describe, plus only what the next decision needs (A9, A10)."""
+    groups = pair_from_describe(service, aws.describe_service_groups(service))
+    snap = Snapshot(service, groups)
+    if health_of:
+        snap.health = {}
+        seen = set()
+        for color in health_of:
+            for kind, ident in groups[color].load_balancers():
+                key = f"{kind}:{ident}"
+                if key in seen:
+                    continue
+                seen.add(key)
+                if kind == "tg":
+                    for desc in aws.describe_target_health(ident):
+                        snap.health.setdefault(desc["Target"]["Id"], {})[key] = desc["TargetHealth"]["State"]
+                else:
+                    for st in aws.describe_instance_health(ident):
+                        snap.health.setdefault(st["InstanceId"], {})[key] = classic_state(
+                            st["State"], st.get("Description", ""))
+    if "policies" in needs:
+        snap.policies = {c: aws.describe_policies(g.name) for c, g in groups.items()}
+        snap.scheduled = {c: aws.describe_scheduled_actions(g.name) for c, g in groups.items()}
+    if "retired" in needs:
+        rec = snap.record
+        old = groups[rec.live] if rec else None
+        snap.retired = aws.describe_retired_instances(old.name) if old else []
+    return snap
+
+
+def has(snap, need):
+    return {"policies": snap.policies is not None, "retired": snap.retired is not None}[need]
+
+
+class Runner:
+    def __init__(self, aws, service, context, poll_interval=5.0, timeout=600.0, sleep=time.sleep,
+                 clock=time.monotonic, crash_spec=None):
+        self.aws, self.service, self.context = aws, service, context
+        self.poll_interval, self.timeout = poll_interval, timeout
+        self.sleep, self.clock = sleep, clock
+        self.crasher = Crasher(crash_spec if crash_spec is not None else os.environ.get(CRASH_ENV))
+        self.executed = []
+        self.locked = False
+
+    def ctx(self):
+        return self.context()
+
+    def _check_holder(self, snap):
+        if not self.locked:
+            return
+        rec = snap.record
+        me = self.ctx().me
+        if rec is None or rec.holder != me:
+            what = f"{rec.action} by {rec.holder}" if rec else "nobody (the record was removed)"
+            raise ConflictError(f"the operation on {self.service} was taken over by {what}; stopping here")
+
+    def run(self, planner):
+        """Apply `planner`'s steps until it has none left. Returns the last snapshot."""
+        needs = set()
+        for _ in range(MAX_STEPS):
+            snap = observe(self.aws, self.service, needs)
+            self._check_holder(snap)
+            steps = planner(snap, self.ctx())
+            if not steps:
+                return snap
+            step = steps[0]
+            missing = {n for n in step.needs if not has(snap, n)}
+            if missing:
+                needs |= missing
+                continue
+            self.crasher.before(step.name)
+            self._apply(step, snap)
+            needs = set(step.needs)
+            if step.name == "unlock":
+                return snap
+        raise RuntimeError(f"planner did not converge after {MAX_STEPS} steps")
+
+    def _apply(self, step, snap):
+        log.info("%s: %s", step.name, step.summary)
+        if step.wait:
+            self._wait(step)
+            return
+        for call in step.calls:
+            for attempt in range(CONTENTION_RETRIES + 1):
+                try:
+                    self.aws.apply(call)
+                    break
+                except ContentionError:
+                    # A2: ResourceContention is retryable as it is; botocore does not retry it for us.
+                    if attempt == CONTENTION_RETRIES:
+                        raise
+                    log.info("%s: ResourceContention, retrying in %.1fs", call.op, self.poll_interval)
+                    self.sleep(self.poll_interval)
+        if step.name == "lock":
+            self.locked = True
+        self.executed.append(step.name)
+
+    def _wait(self, step):
+        deadline = self.clock() + self.timeout
+        last = None
+        polls = 0
+        while polls == 0 or self.clock() < deadline:
+            if polls:
+                self.sleep(max(0.0, min(self.poll_interval, deadline - self.clock())))
+            snap = observe(self.aws, self.service, health_of=(step.color,))
+            self._check_holder(snap)
+            polls += 1
+            state, detail = verdicts.verdict(step.wait, snap.groups[step.color], snap.health)
+            if detail != last:
+                log.info("%s: %s", step.name, detail)
+                last = detail
+            if state == verdicts.OK:
+                if step.then is not None:
+                    self.aws.apply(step.then)
+                self.executed.append(step.name)
+                return
+            if state == verdicts.FAIL:
+                exc = HealthFailure(detail)
+                exc.step = step
+                raise exc
+        exc = WaitTimeout(f"timed out after {self.timeout:g}s ({polls} polls) waiting to {step.summary}; "
+                          f"last seen: {last}")
+        exc.step = step
+        raise exc

@@ -1,0 +1,121 @@
+"""A blue/green service created as an operator would, against any AWS endpoint (normally the emulated one).
+
+    import boto3
+    from localcloud.scenario import create_service
+    svc = create_service(boto3.session.Session(), name="demo", capacity=3, version="1.0")
+
+Creates: a VPC and a /20 subnet (moto hands out private IPs per subnet and does not reuse them soon, so
+many deploys exhaust a /24: aws-rules.md), a launch template, one target group (and optionally a Classic
+ELB), and two Auto Scaling groups tagged for `bluegreen`: blue live at `capacity`, green 0/0/0, both
+attached to the same load balancer(s) (E4). The agent reads the groups' tags (A12), so the tags are the
+whole contract: `bluegreen:service`, `bluegreen:color`, `bluegreen:version`, `bluegreen:image`,
+`bluegreen:bootstrap`, and `bluegreen:lifecycle-hook` / `bluegreen:health-url` when given.
+"""
+
+from __future__ import annotations
+
+import time
+
+DEFAULT_IMAGE = "127.0.0.1:5000/web"
+
+
+def _tags(group, pairs):
+    return [{"ResourceId": group, "ResourceType": "auto-scaling-group", "Key": k, "Value": v,
+             "PropagateAtLaunch": True} for k, v in pairs.items()]
+
+
+def create_service(session, name="demo", capacity=3, version="1.0", image=DEFAULT_IMAGE,
+                   bootstrap="s3://bluegreen-bootstrap/demo/", health_interval=5, healthy_threshold=2,
+                   deregistration_delay=5, launch_hook=False, hook_timeout=300, classic_elb=False,
+                   subnet_cidr="10.0.0.0/20", max_size=None, app_port=8080, health_url=None,
+                   health_check_path="/health", instance_type="t3.micro"):
+    """Create the service's AWS resources and return their names and ARNs as a plain dict."""
+    ec2 = session.client("ec2")
+    elbv2 = session.client("elbv2")
+    asg = session.client("autoscaling")
+    region = session.region_name or ec2.meta.region_name
+    max_size = capacity * 2 if max_size is None else max_size
+
+    vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock=subnet_cidr,
+                                  AvailabilityZone=region + "a")["Subnet"]["SubnetId"]
+    image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    template = f"{name}-lt"
+    ec2.create_launch_template(LaunchTemplateName=template,
+                               LaunchTemplateData={"ImageId": image_id, "InstanceType": instance_type})
+
+    tg_arn = elbv2.create_target_group(
+        Name=f"{name}-tg"[:32], Protocol="HTTP", Port=app_port, VpcId=vpc_id, TargetType="instance",
+        HealthCheckProtocol="HTTP", HealthCheckPath=health_check_path,
+        HealthCheckIntervalSeconds=health_interval, HealthyThresholdCount=healthy_threshold,
+        UnhealthyThresholdCount=2)["TargetGroups"][0]["TargetGroupArn"]
+    elbv2.modify_target_group_attributes(TargetGroupArn=tg_arn, Attributes=[
+        {"Key": "deregistration_delay.timeout_seconds", "Value": str(deregistration_delay)}])
+
+    elb_name = None
+    if classic_elb:
+        elb = session.client("elb")
+        elb_name = f"{name}-elb"[:32]
+        elb.create_load_balancer(LoadBalancerName=elb_name, Subnets=[subnet_id], Listeners=[
+            {"Protocol": "HTTP", "LoadBalancerPort": 80, "InstanceProtocol": "HTTP", "InstancePort": app_port}])
+        elb.configure_health_check(LoadBalancerName=elb_name, HealthCheck={
+            "Target": f"HTTP:{app_port}{health_check_path}", "Interval": health_interval, "Timeout": 2,
+            "UnhealthyThreshold": 2, "HealthyThreshold": healthy_threshold})
+        elb.modify_load_balancer_attributes(LoadBalancerName=elb_name, LoadBalancerAttributes={
+            "ConnectionDraining": {"Enabled": True, "Timeout": max(1, deregistration_delay)}})
+
+    hook = f"{name}-launch" if launch_hook else None
+    groups = {}
+    for color in ("blue", "green"):
+        group = f"{name}-{color}"
+        groups[color] = group
+        tags = {"bluegreen:service": name, "bluegreen:color": color, "bluegreen:version": version,
+                "bluegreen:image": image, "bluegreen:bootstrap": bootstrap}
+        if hook:
+            tags["bluegreen:lifecycle-hook"] = hook
+        if health_url:
+            tags["bluegreen:health-url"] = health_url
+        params = {"AutoScalingGroupName": group, "LaunchTemplate": {"LaunchTemplateName": template,
+                                                                    "Version": "$Latest"},
+                  "MinSize": 0, "MaxSize": 0, "DesiredCapacity": 0, "VPCZoneIdentifier": subnet_id,
+                  "TargetGroupARNs": [tg_arn], "HealthCheckType": "ELB", "HealthCheckGracePeriod": 60,
+                  "Tags": _tags(group, tags)}
+        if elb_name:
+            params["LoadBalancerNames"] = [elb_name]
+        asg.create_auto_scaling_group(**params)
+        if hook:
+            # A6: created before any capacity, so every instance of either group waits in Pending:Wait
+            # until its agent completes the hook.
+            asg.put_lifecycle_hook(LifecycleHookName=hook, AutoScalingGroupName=group,
+                                   LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
+                                   HeartbeatTimeout=hook_timeout, DefaultResult="ABANDON")
+    asg.update_auto_scaling_group(AutoScalingGroupName=groups["blue"], MinSize=capacity,
+                                  MaxSize=max_size, DesiredCapacity=capacity)
+    return {"service": name, "region": region, "vpc_id": vpc_id, "subnet_id": subnet_id,
+            "launch_template": template, "target_group_arn": tg_arn, "classic_elb": elb_name,
+            "groups": groups, "lifecycle_hook": hook, "capacity": capacity, "version": version}
+
+
+def healthy_targets(session, svc):
+    """Instance ids `healthy` in the service's target group (and InService in its Classic ELB, if any)."""
+    elbv2 = session.client("elbv2")
+    healthy = {d["Target"]["Id"] for d in elbv2.describe_target_health(
+        TargetGroupArn=svc["target_group_arn"])["TargetHealthDescriptions"]
+        if d["TargetHealth"]["State"] == "healthy"}
+    if svc.get("classic_elb"):
+        states = session.client("elb").describe_instance_health(LoadBalancerName=svc["classic_elb"])
+        healthy &= {s["InstanceId"] for s in states["InstanceStates"] if s["State"] == "InService"}
+    return healthy
+
+
+def wait_until_serving(session, svc, count=None, timeout=60.0, poll=0.1):
+    """Wait until `count` (default: the capacity) targets are healthy; TimeoutError names the last count."""
+    want = svc["capacity"] if count is None else count
+    deadline = time.monotonic() + timeout
+    seen = set()
+    while time.monotonic() < deadline:
+        seen = healthy_targets(session, svc)
+        if len(seen) >= want:
+            return seen
+        time.sleep(poll)
+    raise TimeoutError(f"service {svc['service']}: {len(seen)} of {want} targets healthy after {timeout}s")
