@@ -1,13 +1,325 @@
-"""Auto Scaling behaviour (A1-A12) on top of moto's AutoScalingBackend. Filled in rule group by rule group."""
+"""Auto Scaling group behaviour over time (A1-A6, A8, E3 membership) on top of moto's models.
+
+moto launches instances straight into InService, re-registers every group instance (Standby included) with
+the target groups on each capacity change, and may scale in a Standby instance. Here instead:
+- capacity counts Pending / Pending:Wait / Pending:Proceed / InService instances, never Standby (A1, A5);
+- launches go Pending -> InService after LAUNCH_SECONDS of AWS time, or wait in Pending:Wait for every
+  launch lifecycle hook (A6), and only then join the group's target groups and Classic ELBs;
+- instances leave the load balancers when they enter Standby, are detached or terminated (A1, A3, E2, E3),
+  and terminating instances stay `Terminating` while their targets drain;
+- suspended processes do not run (A8).
+The request-level rules (validation, new actions, pagination) live in asg_api.py.
+"""
 
 from __future__ import annotations
 
+import datetime
+import logging
+import uuid
+from typing import Any
+
+from moto.autoscaling.models import AutoScalingBackend, FakeAutoScalingGroup, InstanceState
+
+from . import runtime
 from .state import LayerState
+
+log = logging.getLogger(__name__)
+
+COUNTED = ("Pending", "Pending:Wait", "Pending:Proceed", "InService")
+# AWS time, scaled by LayerState.time_scale. (unverified) AWS publishes no figure for these; they are typical.
+LAUNCH_SECONDS = 30.0        # Pending -> InService without hooks
+PROCEED_SECONDS = 2.0        # Pending:Proceed -> InService after CompleteLifecycleAction CONTINUE
+EXIT_STANDBY_SECONDS = 5.0   # Pending -> InService after ExitStandby
+LAUNCH_HOOK = "autoscaling:EC2_INSTANCE_LAUNCHING"
+
+
+# -- records ---------------------------------------------------------------------------------------------
+
+def record(state: LayerState, inst: InstanceState) -> dict[str, Any]:
+    rec = state.instances.get(inst.instance.id)
+    if rec is None:
+        rec = {"group": inst.auto_scaling_group_name, "deadline": None, "hooks": {}, "lb_skipped": False,
+               "ec2_terminated": False}
+        state.instances[inst.instance.id] = rec
+    return rec
+
+
+def remember_backend(state: LayerState, backend: AutoScalingBackend) -> None:
+    if all(b is not backend for b in state.backends):
+        state.backends.append(backend)
+
+
+def suspended(group: FakeAutoScalingGroup, process: str) -> bool:
+    return process in group._suspended_processes
+
+
+def set_lifecycle(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState, new: str,
+                  after_aws_seconds: float | None = None) -> None:
+    previous = inst.lifecycle_state
+    inst.lifecycle_state = new
+    rec = record(state, inst)
+    rec["deadline"] = None if after_aws_seconds is None else state.now() + state.scaled(after_aws_seconds)
+    if previous != new:
+        state.emit("instance_lifecycle_changed", inst.instance.id, group.name, state=new, previous=previous)
+
+
+# -- load balancer membership ------------------------------------------------------------------------------
+
+def _target_groups(group: FakeAutoScalingGroup) -> list[Any]:
+    tgs = group.autoscaling_backend.elbv2_backend.target_groups
+    return [tgs[arn] for arn in group.target_group_arns if arn in tgs]
+
+
+def _classic_lbs(group: FakeAutoScalingGroup) -> list[Any]:
+    elb = group.autoscaling_backend.elb_backend
+    return [lb for lb in (elb.get_load_balancer(n) for n in group.load_balancer_names) if lb is not None]
+
+
+def join_lbs(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState) -> None:
+    """Register an InService instance with the group's load balancers; it starts `initial` (E1)."""
+    rec = record(state, inst)
+    if suspended(group, "AddToLoadBalancer"):
+        # A8: (AWS user guide) instances launched while AddToLoadBalancer is suspended are not added later.
+        rec["lb_skipped"] = True
+        return
+    if rec["ec2_terminated"] or inst.instance.state != "running":
+        return
+    iid = inst.instance.id
+    for tg in _target_groups(group):
+        if iid not in tg.targets:
+            tg.register([{"Id": iid, "Port": tg.port}])
+    for lb in _classic_lbs(group):
+        if iid not in lb.instance_ids:
+            group.autoscaling_backend.elb_backend.register_instances(lb.name, [iid], from_autoscaling=True)
+
+
+def leave_lbs(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState,
+              target_group_arns: list[str] | None = None, lb_names: list[str] | None = None) -> float:
+    """Deregister from the group's load balancers (they drain, E2/E3); returns the longest drain (AWS s)."""
+    iid = inst.instance.id
+    longest = 0.0
+    for tg in _target_groups(group):
+        if (target_group_arns is None or tg.arn in target_group_arns) and iid in tg.targets:
+            tg.deregister([{"Id": iid}])
+            longest = max(longest, float(tg.attributes.get("deregistration_delay.timeout_seconds", 300)))
+    elb = group.autoscaling_backend.elb_backend
+    for lb in _classic_lbs(group):
+        if (lb_names is None or lb.name in lb_names) and iid in lb.instance_ids:
+            elb.deregister_instances(lb.name, [iid], from_autoscaling=iid in lb.instance_autoscaling_ids)
+            draining = lb.attributes.get("connection_draining", {})
+            if draining.get("enabled"):
+                longest = max(longest, float(draining.get("timeout", 300)))
+    return longest
+
+
+# -- launching and terminating -----------------------------------------------------------------------------
+
+def launch_hooks(group: FakeAutoScalingGroup) -> list[Any]:
+    return [h for h in group.autoscaling_backend.lifecycle_hooks.values()
+            if h.auto_scaling_group_name == group.name and h.lifecycle_transition == LAUNCH_HOOK]
+
+
+def launch(state: LayerState, group: FakeAutoScalingGroup, count: int) -> None:
+    before = {id(s) for s in group.instance_states}
+    runtime.original(FakeAutoScalingGroup, "replace_autoscaling_group_instances")(
+        group, count, group.get_propagated_tags())
+    hooks = launch_hooks(group)
+    for inst in [s for s in group.instance_states if id(s) not in before]:
+        rec = record(state, inst)
+        if hooks:
+            # A6: the instance boots while it waits; it joins no load balancer before CONTINUE.
+            inst.lifecycle_state = "Pending:Wait"
+            rec["hooks"] = {h.name: {"token": str(uuid.uuid4()), "default": h.default_result,
+                                     "timeout": float(h.heartbeat_timeout),
+                                     "deadline": state.now() + state.scaled(float(h.heartbeat_timeout))}
+                            for h in hooks}
+        else:
+            inst.lifecycle_state = "Pending"
+            rec["deadline"] = state.now() + state.scaled(LAUNCH_SECONDS)
+        state.emit("instance_launched", inst.instance.id, group.name, state=inst.lifecycle_state)
+
+
+def begin_terminate(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState) -> None:
+    """Terminating while the targets drain (E2), then Terminated (finish_terminate)."""
+    drain = leave_lbs(state, group, inst)
+    set_lifecycle(state, group, inst, "Terminating", after_aws_seconds=drain)
+
+
+def finish_terminate(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState) -> None:
+    group.instance_states = [s for s in group.instance_states if s is not inst]
+    rec = record(state, inst)
+    if not rec["ec2_terminated"]:
+        group.autoscaling_backend.ec2_backend.terminate_instances([inst.instance.id])
+        rec["ec2_terminated"] = True
+    state.emit("instance_terminated", inst.instance.id, group.name)
+
+
+def reconcile(state: LayerState, group: FakeAutoScalingGroup) -> None:
+    """Launch or terminate until the counted instances match DesiredCapacity (A5), unless suspended (A8)."""
+    counted = [s for s in group.instance_states if s.lifecycle_state in COUNTED]
+    delta = (group.desired_capacity or 0) - len(counted)
+    if delta > 0 and not suspended(group, "Launch"):
+        launch(state, group, delta)
+    elif delta < 0 and not suspended(group, "Terminate"):
+        # A5: scale-in picks among InService/Pending instances only, never Standby; not protected ones.
+        # (unverified) victims oldest first; AWS's default policy also balances AZs.
+        candidates = [s for s in counted if not s.protected_from_scale_in]
+        for inst in candidates[:-delta]:
+            begin_terminate(state, group, inst)
+
+
+def become_in_service(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState) -> None:
+    set_lifecycle(state, group, inst, "InService")
+    if record(state, inst)["ec2_terminated"]:
+        # A4: a Standby instance terminated behind the group's back is found unhealthy once back in service.
+        inst.health_status = "Unhealthy"
+        return
+    join_lbs(state, group, inst)
+
+
+def apply_hook_result(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState, hook: str,
+                      result: str) -> None:
+    """A6: CONTINUE clears one hook (the last one lets the instance proceed); ABANDON terminates it."""
+    rec = record(state, inst)
+    rec["hooks"].pop(hook, None)
+    if result == "ABANDON":
+        rec["hooks"] = {}
+        begin_terminate(state, group, inst)
+    elif not rec["hooks"]:
+        set_lifecycle(state, group, inst, "Pending:Proceed", after_aws_seconds=PROCEED_SECONDS)
+
+
+# -- the clock ---------------------------------------------------------------------------------------------
+
+def tick(state: LayerState) -> None:
+    now = state.now()
+    for backend in list(state.backends):
+        for group in list(backend.autoscaling_groups.values()):
+            _tick_group(state, group, now)
+            _run_scheduled_actions(state, backend, group)
+            reconcile(state, group)
+
+
+def _tick_group(state: LayerState, group: FakeAutoScalingGroup, now: float) -> None:
+    for inst in list(group.instance_states):
+        rec = record(state, inst)
+        due = rec["deadline"] is not None and now >= rec["deadline"]
+        life = inst.lifecycle_state
+        if life in ("Pending", "Pending:Proceed") and due:
+            become_in_service(state, group, inst)
+        elif life == "Pending:Wait":
+            for name, hook in list(rec["hooks"].items()):
+                if now >= hook["deadline"] and inst.lifecycle_state == "Pending:Wait":
+                    log.info("lifecycle hook %s timed out for %s: %s", name, inst.instance.id, hook["default"])
+                    apply_hook_result(state, group, inst, name, hook["default"])
+        elif life == "EnteringStandby" and due:
+            set_lifecycle(state, group, inst, "Standby")
+        elif life == "Terminating" and due:
+            finish_terminate(state, group, inst)
+        elif life == "InService" and inst.health_status == "Unhealthy" and not (
+                suspended(group, "ReplaceUnhealthy") or suspended(group, "HealthCheck")):
+            begin_terminate(state, group, inst)
+
+
+def _parse_time(value: Any) -> datetime.datetime | None:
+    if isinstance(value, datetime.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+    try:
+        parsed = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
+
+
+def _run_scheduled_actions(state: LayerState, backend: AutoScalingBackend, group: FakeAutoScalingGroup) -> None:
+    """One-time scheduled actions run at StartTime (wall clock); recurring ones are not emulated."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for action in list(backend.scheduled_actions.values()):
+        if action.auto_scaling_group_name != group.name or action.recurrence:
+            continue
+        start = _parse_time(action.start_time)
+        key = (group.name, action.scheduled_action_name, str(action.start_time))
+        if start is None or start > now or key in state.scheduled_done:
+            continue
+        state.scheduled_done.add(key)
+        if suspended(group, "ScheduledActions"):
+            # A8: (AWS user guide) actions that came due while suspended are skipped, not run on resume.
+            continue
+        if action.min_size is not None:
+            group.min_size = action.min_size
+        if action.max_size is not None:
+            group.max_size = action.max_size
+        desired = action.desired_capacity if action.desired_capacity is not None else group.desired_capacity
+        group.desired_capacity = max(group.min_size, min(group.max_size, desired))
+
+
+# -- moto replacements -------------------------------------------------------------------------------------
+
+def _group_set_desired_capacity(self: FakeAutoScalingGroup, new_capacity: int | None) -> None:
+    state = runtime.active()
+    if state is None:
+        return runtime.original(FakeAutoScalingGroup, "set_desired_capacity")(self, new_capacity)
+    self.desired_capacity = self.min_size if new_capacity is None else new_capacity
+    remember_backend(state, self.autoscaling_backend)
+    reconcile(state, self)
+    return None
+
+
+def _sync_lbs(self: AutoScalingBackend, group_name: str) -> None:
+    """Replaces moto's update_attached_elbs / _target_groups, which re-register Standby instances too."""
+    state = runtime.active()
+    group = self.autoscaling_groups.get(group_name)
+    if state is None or group is None:
+        return
+    for inst in group.instance_states:
+        if inst.lifecycle_state == "InService" and not record(state, inst)["lb_skipped"]:
+            join_lbs(state, group, inst)
+
+
+def _detach_target_groups(self: AutoScalingBackend, group_name: str, target_group_arns: list[str]) -> None:
+    group = self.autoscaling_groups[group_name]
+    state = runtime.active()
+    if state is not None:
+        for inst in group.instance_states:
+            leave_lbs(state, group, inst, target_group_arns=target_group_arns, lb_names=[])
+    group.target_group_arns = [a for a in group.target_group_arns if a not in target_group_arns]
+
+
+def _detach_classic_lbs(self: AutoScalingBackend, group_name: str, load_balancer_names: list[str]) -> None:
+    group = self.autoscaling_groups[group_name]
+    state = runtime.active()
+    if state is not None:
+        for inst in group.instance_states:
+            leave_lbs(state, group, inst, target_group_arns=[], lb_names=load_balancer_names)
+    group.load_balancer_names = [n for n in group.load_balancer_names if n not in load_balancer_names]
+
+
+def _notify_terminate_instances(self: AutoScalingBackend, instance_ids: list[str]) -> None:
+    """EC2 TerminateInstances on group instances (A4)."""
+    state = runtime.active()
+    if state is None:
+        return runtime.original(AutoScalingBackend, "notify_terminate_instances")(self, instance_ids)
+    for group in self.autoscaling_groups.values():
+        for inst in list(group.instance_states):
+            if inst.instance.id not in instance_ids:
+                continue
+            rec = record(state, inst)
+            rec["ec2_terminated"] = True
+            state.emit("instance_terminated", inst.instance.id, group.name)
+            if inst.lifecycle_state in ("Standby", "EnteringStandby"):
+                continue  # A4: Standby gets no health checks; the group goes on listing it, "Healthy".
+            if inst.lifecycle_state != "Terminating":
+                inst.health_status = "Unhealthy"  # found by the group's health check, replaced on the next tick
+                leave_lbs(state, group, inst)
+    return None
 
 
 def install() -> None:
-    pass
-
-
-def tick(state: LayerState) -> None:
-    pass
+    runtime.wrap(FakeAutoScalingGroup, "set_desired_capacity", _group_set_desired_capacity)
+    runtime.wrap(FakeAutoScalingGroup, "replace_autoscaling_group_instances",
+                 FakeAutoScalingGroup.replace_autoscaling_group_instances)
+    runtime.wrap(AutoScalingBackend, "update_attached_elbs", _sync_lbs)
+    runtime.wrap(AutoScalingBackend, "update_attached_target_groups", _sync_lbs)
+    runtime.wrap(AutoScalingBackend, "detach_load_balancer_target_groups", _detach_target_groups)
+    runtime.wrap(AutoScalingBackend, "detach_load_balancers", _detach_classic_lbs)
+    runtime.wrap(AutoScalingBackend, "notify_terminate_instances", _notify_terminate_instances)

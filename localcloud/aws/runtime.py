@@ -37,4 +37,5 @@ def wrap(cls: type, name: str, replacement: Callable[..., Any], must_exist: bool
         raise AttributeError(f"moto changed: {cls.__name__}.{name} no longer exists; the fidelity layer needs it")
     _originals[key] = cls.__dict__.get(name)
     setattr(cls, name, replacement)
-    WRAPPED.append(key)
+    if must_exist:
+        WRAPPED.append(key)

@@ -27,9 +27,9 @@ from typing import Any, Callable
 
 from moto.moto_api._internal.models import moto_api_backend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
-from . import autoscaling, runtime, targets
+from . import asg_api, autoscaling, runtime, targets
 from .errors import AlreadyRunning, BadControlRequest, NotStarted
 from .state import LayerState
 
@@ -54,6 +54,13 @@ def _service_of(environ: dict[str, Any]) -> str | None:
         if len(scope) >= 4:
             return scope[3]
     return None
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """One debug line per request instead of werkzeug's INFO access log on the root logger."""
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        log.debug("%s %s", self.requestline, code)
 
 
 class EmulatedAWS:
@@ -87,9 +94,11 @@ class EmulatedAWS:
             raise AlreadyRunning("an EmulatedAWS is already running in this process; stop it first")
         targets.install()
         autoscaling.install()
+        asg_api.install()
         runtime.activate(self.state)
         moto_api_backend.reset()
-        self._server = make_server(self.host, self.port, self._app, threaded=True)
+        self._server = make_server(self.host, self.port, self._app, threaded=True,
+                                   request_handler=_QuietHandler)
         self.port = self._server.server_port
         self._stopping.clear()
         self._threads = [threading.Thread(target=self._server.serve_forever, name="localcloud-aws-http", daemon=True),
@@ -145,8 +154,8 @@ class EmulatedAWS:
     def tick(self) -> None:
         """Advance the time-based model now (the clock thread also does it every TICK_SECONDS)."""
         with self.state.lock:
-            autoscaling.tick(self.state)
             targets.expire_draining(self.state)
+            autoscaling.tick(self.state)
         self.state.deliver()
 
     # -- HTTP ---------------------------------------------------------------------------------------
@@ -176,8 +185,8 @@ class EmulatedAWS:
                 status, headers, chunks = "400 Bad Request", [("Content-Type", "text/xml")], [
                     _xml_error("Throttling", "Rate exceeded")]
             else:
-                autoscaling.tick(self.state)
                 targets.expire_draining(self.state)
+                autoscaling.tick(self.state)
                 status, headers, chunks = self._call_moto(environ)
         self.state.deliver()
         start_response(status, headers)

@@ -102,6 +102,8 @@ class LayerState:
             self.targets: dict[tuple[str, str], dict[str, Any]] = {}
             # instance id -> the layer's record of an Auto Scaling instance (see autoscaling.py)
             self.instances: dict[str, dict[str, Any]] = {}
+            # moto AutoScalingBackends that hold groups, so the clock can visit them
+            self.backends: list[Any] = []
             # scheduled actions already carried out: (group, name, start time)
             self.scheduled_done: set = set()
             self.events: list[dict[str, Any]] = []

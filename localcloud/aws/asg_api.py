@@ -1,0 +1,380 @@
+"""Auto Scaling request rules: validation (A1-A3, A5, A11, A12), standby/detach/terminate, lifecycle actions (A6).
+
+Each replaced AutoScalingResponse method reads the request the way moto does, refuses what AWS refuses with
+the AWS error code (never an HTML 500 page, A11), and then changes the models through autoscaling.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from moto.autoscaling.exceptions import AutoscalingClientError, ResourceContentionError, ValidationError
+from moto.autoscaling.models import (
+    ASG_NAME_TAG,
+    DetachInstanceActivity,
+    EnterStandbyActivity,
+    ExitStandbyActivity,
+    FakeAutoScalingGroup,
+    InstanceState,
+    TerminateInstanceActivity,
+)
+from moto.autoscaling.responses import AutoScalingResponse
+from moto.core.responses import ActionResult, EmptyResult
+
+from . import autoscaling as model
+from . import runtime
+from .state import LayerState
+
+MAX_INSTANCE_IDS = 20      # A1, A2, A3: at most 20 instance IDs per call
+MAX_TAGS = 50              # A12
+HEARTBEAT_RANGE = (30, 7200)  # A6
+
+
+class ResourceInUse(AutoscalingClientError):
+    code = "ResourceInUse"
+
+
+class AlreadyExists(AutoscalingClientError):
+    code = "AlreadyExists"
+
+
+def _state() -> LayerState:
+    state = runtime.active()
+    assert state is not None, "the fidelity layer is installed only while an EmulatedAWS runs"
+    return state
+
+
+def _group(resp: AutoScalingResponse, name: str | None = None) -> FakeAutoScalingGroup:
+    """A11: an unknown group is a ValidationError, as AWS answers, not moto's KeyError (HTTP 500)."""
+    name = name if name is not None else resp._get_param("AutoScalingGroupName")
+    group = resp.autoscaling_backend.autoscaling_groups.get(name)
+    if group is None:
+        raise ValidationError(f"AutoScalingGroup name not found - AutoScalingGroup '{name}' not found")
+    model.remember_backend(_state(), resp.autoscaling_backend)
+    return group
+
+
+def _instances(resp: AutoScalingResponse, group: FakeAutoScalingGroup, allowed: tuple[str, ...]) -> list[InstanceState]:
+    ids = resp._get_param("InstanceIds", []) or []
+    if len(ids) > MAX_INSTANCE_IDS:
+        raise ValidationError(f"The number of instance ids that may be passed in is limited to {MAX_INSTANCE_IDS}")
+    if not ids:
+        raise ValidationError("InstanceIds must contain at least one instance id")
+    by_id = {s.instance.id: s for s in group.instance_states}
+    found = []
+    for iid in ids:
+        inst = by_id.get(iid)
+        if inst is None:
+            raise ValidationError(f"The instance {iid} is not part of Auto Scaling group {group.name}.")
+        if inst.lifecycle_state not in allowed:
+            raise ValidationError(f"The instance {iid} is not in {' or '.join(allowed)}.")
+        found.append(inst)
+    return found
+
+
+def _sizes(group: FakeAutoScalingGroup, verb: str, count: int) -> ValidationError:
+    return ValidationError(
+        f"AutoScalingGroup {group.name} has min-size={group.min_size}, max-size={group.max_size}, and "
+        f"desired-size={group.desired_capacity}. To {verb} {count} instances, please update the "
+        f"AutoScalingGroup sizes appropriately.")
+
+
+def _check_bounds(min_size: int, max_size: int, desired: int | None) -> None:
+    if min_size > max_size:
+        raise ValidationError(f"Max bound, {max_size}, must be greater than or equal to min bound, {min_size}")
+    if desired is not None and not min_size <= desired <= max_size:
+        raise ValidationError(f"Desired capacity:{desired} must be between the specified min size:{min_size} "
+                              f"and max size:{max_size}")
+
+
+def check_tags(tags: list[dict[str, Any]], existing: int = 0) -> None:
+    """A12: at most 50 tags a group, key <= 128, value <= 256 characters, `aws:` reserved."""
+    if existing + len(tags) > MAX_TAGS:
+        raise ValidationError(f"The number of tags for an Auto Scaling group cannot exceed {MAX_TAGS}")
+    for tag in tags:
+        key, value = str(tag.get("Key", "")), str(tag.get("Value", "") or "")
+        if not key or len(key) > 128:
+            raise ValidationError(f"Tag key must be 1-128 characters: {key[:40]!r}")
+        if len(value) > 256:
+            raise ValidationError(f"Tag value for key {key!r} must be at most 256 characters")
+        if key.lower().startswith("aws:"):
+            raise ValidationError(f"Tag keys starting with 'aws:' are reserved for AWS use: {key!r}")
+
+
+# -- capacity (A5) -----------------------------------------------------------------------------------------
+
+def set_desired_capacity(self: AutoScalingResponse) -> ActionResult:
+    group = _group(self)
+    desired = self._get_int_param("DesiredCapacity")
+    if desired > group.max_size:
+        raise ValidationError(f"New SetDesiredCapacity value {desired} is above max value {group.max_size} "
+                              f"for the AutoScalingGroup.")
+    if desired < group.min_size:
+        raise ValidationError(f"New SetDesiredCapacity value {desired} is below min value {group.min_size} "
+                              f"for the AutoScalingGroup.")
+    self.autoscaling_backend.set_desired_capacity(group.name, desired)
+    return EmptyResult()
+
+
+def update_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
+    group = _group(self)
+    min_size = self._get_int_param("MinSize")
+    max_size = self._get_int_param("MaxSize")
+    desired = self._get_int_param("DesiredCapacity")
+    new_min = group.min_size if min_size is None else min_size
+    new_max = group.max_size if max_size is None else max_size
+    _check_bounds(new_min, new_max, desired)
+    if desired is None and not new_min <= group.desired_capacity <= new_max:
+        # AWS: a new MinSize/MaxSize that excludes the current size implies SetDesiredCapacity to that bound.
+        desired = max(new_min, min(new_max, group.desired_capacity))
+    self.autoscaling_backend.update_auto_scaling_group(
+        name=group.name,
+        availability_zones=self._get_param("AvailabilityZones", []),
+        desired_capacity=desired, max_size=new_max, min_size=new_min,
+        launch_config_name=self._get_param("LaunchConfigurationName"),
+        launch_template=self._get_param("LaunchTemplate", {}),
+        vpc_zone_identifier=self._get_param("VPCZoneIdentifier"),
+        health_check_period=self._get_int_param("HealthCheckGracePeriod"),
+        health_check_type=self._get_param("HealthCheckType"),
+        new_instances_protected_from_scale_in=self._get_bool_param("NewInstancesProtectedFromScaleIn", None),
+        mixed_instances_policy=self._get_param("MixedInstancesPolicy"),
+    )
+    return EmptyResult()
+
+
+def create_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
+    name = self._get_param("AutoScalingGroupName")
+    if name in self.autoscaling_backend.autoscaling_groups:
+        raise AlreadyExists(f"AutoScalingGroup by this name already exists - A group with the name {name} "
+                            f"already exists")
+    min_size, max_size = self._get_int_param("MinSize"), self._get_int_param("MaxSize")
+    if min_size is None or max_size is None:
+        raise ValidationError("MinSize and MaxSize are required")
+    _check_bounds(min_size, max_size, self._get_int_param("DesiredCapacity"))
+    check_tags(self._get_params().get("Tags", []) or [])
+    model.remember_backend(_state(), self.autoscaling_backend)
+    return runtime.original(AutoScalingResponse, "create_auto_scaling_group")(self)
+
+
+def delete_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
+    group = _group(self)
+    live = [s for s in group.instance_states if s.lifecycle_state != "Terminating"]
+    if live and not self._get_bool_param("ForceDelete", False):
+        raise ResourceInUse("You cannot delete an AutoScalingGroup while there are instances or pending Spot "
+                            "instance request(s) still in the group.")
+    state = _state()
+    for inst in list(group.instance_states):
+        model.leave_lbs(state, group, inst)
+        model.finish_terminate(state, group, inst)
+    self.autoscaling_backend.autoscaling_groups.pop(group.name, None)
+    return EmptyResult()
+
+
+# -- standby, detach, terminate (A1-A4) --------------------------------------------------------------------
+
+def enter_standby(self: AutoScalingResponse) -> ActionResult:
+    group = _group(self)
+    instances = _instances(self, group, ("InService",))  # A1: only InService instances
+    decrement = self._get_bool_param("ShouldDecrementDesiredCapacity", False)
+    if decrement and group.desired_capacity - len(instances) < group.min_size:
+        raise _sizes(group, "place into standby", len(instances))  # A1: lower MinSize first
+    state = _state()
+    original = group.desired_capacity
+    if decrement:
+        group.desired_capacity -= len(instances)
+    activities = []
+    for inst in instances:
+        # A1: Standby instances leave the load balancers and drain; (unverified) EnteringStandby lasts the drain.
+        drain = model.leave_lbs(state, group, inst)
+        model.set_lifecycle(state, group, inst, "EnteringStandby", after_aws_seconds=drain)
+        activities.append(EnterStandbyActivity(inst.instance, original))
+    model.reconcile(state, group)  # without decrement the group launches replacements (A1)
+    return ActionResult({"Activities": activities})
+
+
+def exit_standby(self: AutoScalingResponse) -> ActionResult:
+    group = _group(self)
+    instances = _instances(self, group, ("Standby",))  # A2: only Standby instances
+    if group.desired_capacity + len(instances) > group.max_size:
+        raise _sizes(group, "move out of standby", len(instances))  # A2: must stay <= MaxSize
+    state = _state()
+    if state.faults.take_exit_standby_contention():
+        raise ResourceContentionError()  # A2: retryable; injected once by configure_faults
+    original = group.desired_capacity
+    group.desired_capacity += len(instances)
+    activities = []
+    for inst in instances:
+        model.set_lifecycle(state, group, inst, "Pending", after_aws_seconds=model.EXIT_STANDBY_SECONDS)
+        activities.append(ExitStandbyActivity(inst.instance, original))
+    return ActionResult({"Activities": activities})
+
+
+def detach_instances(self: AutoScalingResponse) -> ActionResult:
+    group = _group(self)
+    instances = _instances(self, group, ("InService", "Standby"))  # A3
+    decrement = self._get_bool_param("ShouldDecrementDesiredCapacity", False)
+    # A3: Standby instances that entered with decrement are already outside the desired capacity.
+    counted = [s for s in instances if s.lifecycle_state in model.COUNTED]
+    if decrement and group.desired_capacity - len(counted) < group.min_size:
+        raise _sizes(group, "detach", len(instances))
+    if decrement and not counted and instances:
+        # (unverified) AWS documents no special case: decrementing for Standby instances shrinks the group
+        # a second time; refuse below MinSize as above, else apply it as AWS would.
+        if group.desired_capacity - len(instances) < group.min_size:
+            raise _sizes(group, "detach", len(instances))
+        counted = instances
+    state = _state()
+    activities = []
+    for inst in instances:
+        model.leave_lbs(state, group, inst)  # A3: detached instances drain and keep running
+        group.autoscaling_backend.ec2_backend.delete_tags([inst.instance.id], {ASG_NAME_TAG: group.name})
+        activities.append(DetachInstanceActivity(inst.instance))
+        group.instance_states = [s for s in group.instance_states if s is not inst]
+        state.emit("instance_detached", inst.instance.id, group.name)
+        state.instances.pop(inst.instance.id, None)
+    if decrement:
+        group.desired_capacity -= len(counted)
+    model.reconcile(state, group)  # without decrement, replacements for InService instances
+    return ActionResult({"Activities": activities})
+
+
+def terminate_instance_in_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
+    iid = self._get_param("InstanceId")
+    decrement = self._get_bool_param("ShouldDecrementDesiredCapacity", False)
+    for group in self.autoscaling_backend.autoscaling_groups.values():
+        for inst in group.instance_states:
+            if inst.instance.id == iid:
+                break
+        else:
+            continue
+        if inst.lifecycle_state == "Terminating":
+            raise ValidationError(f"The instance {iid} is already terminating.")
+        counted = inst.lifecycle_state in model.COUNTED
+        if decrement and counted and group.desired_capacity - 1 < group.min_size:
+            raise ValidationError(f"Currently, desiredSize equals minSize ({group.min_size}). Terminating "
+                                  f"instance without replacement will violate group's min size constraint. "
+                                  f"Either set shouldDecrementDesiredCapacity flag to false or lower group's "
+                                  f"min size.")
+        state = _state()
+        original = group.desired_capacity
+        if decrement and counted:
+            group.desired_capacity -= 1
+        model.begin_terminate(state, group, inst)
+        activity = TerminateInstanceActivity(inst.instance, original)
+        model.reconcile(state, group)
+        return ActionResult({"Activity": activity})
+    raise ValidationError(f"Instance Id not found - No managed instance found for instance ID: {iid}")
+
+
+def attach_instances(self: AutoScalingResponse) -> ActionResult:
+    group = _group(self)
+    ids = self._get_param("InstanceIds", []) or []
+    if len(ids) > MAX_INSTANCE_IDS:
+        raise ValidationError(f"The number of instance ids that may be passed in is limited to {MAX_INSTANCE_IDS}")
+    if group.desired_capacity + len(ids) > group.max_size:
+        raise _sizes(group, "attach", len(ids))
+    state = _state()
+    ec2 = self.autoscaling_backend.ec2_backend
+    for iid in ids:
+        instance = ec2.get_instance(iid)  # moto raises InvalidInstanceID.NotFound for an unknown id
+        instance.autoscaling_group = group
+        inst = InstanceState(instance, lifecycle_state="Pending", autoscaling_group=group,
+                             protected_from_scale_in=group.new_instances_protected_from_scale_in)
+        ec2.create_tags([iid], {ASG_NAME_TAG: group.name})
+        group.instance_states.append(inst)
+        model.record(state, inst)["deadline"] = state.now() + state.scaled(model.EXIT_STANDBY_SECONDS)
+        state.emit("instance_launched", iid, group.name, state="Pending")
+    group.desired_capacity += len(ids)
+    return EmptyResult()
+
+
+# -- lifecycle hooks (A6) ----------------------------------------------------------------------------------
+
+def put_lifecycle_hook(self: AutoScalingResponse) -> ActionResult:
+    _group(self)
+    timeout = self._get_int_param("HeartbeatTimeout")
+    if timeout is not None and not HEARTBEAT_RANGE[0] <= timeout <= HEARTBEAT_RANGE[1]:
+        raise ValidationError(f"Heartbeat timeout must be between {HEARTBEAT_RANGE[0]} and {HEARTBEAT_RANGE[1]} "
+                              f"seconds, got {timeout}")
+    transition = self._get_param("LifecycleTransition")
+    if transition not in (model.LAUNCH_HOOK, "autoscaling:EC2_INSTANCE_TERMINATING"):
+        raise ValidationError(f"Invalid LifecycleTransition: {transition}")
+    result = self._get_param("DefaultResult")
+    if result not in (None, "CONTINUE", "ABANDON"):
+        raise ValidationError(f"Invalid DefaultResult: {result}")
+    return runtime.original(AutoScalingResponse, "put_lifecycle_hook")(self)
+
+
+def _lifecycle_action(self: AutoScalingResponse) -> tuple[LayerState, FakeAutoScalingGroup, InstanceState, str]:
+    group = _group(self)
+    hook = self._get_param("LifecycleHookName")
+    iid, token = self._get_param("InstanceId"), self._get_param("LifecycleActionToken")
+    if not iid and not token:
+        raise ValidationError("Either InstanceId or LifecycleActionToken is required")
+    state = _state()
+    for inst in group.instance_states:
+        waiting = model.record(state, inst)["hooks"].get(hook)
+        if inst.lifecycle_state == "Pending:Wait" and waiting and (
+                inst.instance.id == iid or (token and waiting["token"] == token)):
+            return state, group, inst, hook
+    raise ValidationError(f"No active Lifecycle Action found with instance ID {iid or token}")
+
+
+def complete_lifecycle_action(self: AutoScalingResponse) -> ActionResult:
+    result = self._get_param("LifecycleActionResult")
+    if result not in ("CONTINUE", "ABANDON"):
+        raise ValidationError(f"LifecycleActionResult must be CONTINUE or ABANDON, got {result}")
+    state, group, inst, hook = _lifecycle_action(self)
+    model.apply_hook_result(state, group, inst, hook, result)
+    return EmptyResult()
+
+
+def record_lifecycle_action_heartbeat(self: AutoScalingResponse) -> ActionResult:
+    state, _, inst, hook = _lifecycle_action(self)
+    waiting = model.record(state, inst)["hooks"][hook]
+    waiting["deadline"] = state.now() + state.scaled(waiting["timeout"])  # restarts the heartbeat timeout
+    return EmptyResult()
+
+
+# -- A11 guard for the remaining group actions --------------------------------------------------------------
+
+def _guarded(action: str) -> Callable[[AutoScalingResponse], ActionResult]:
+    def guarded(self: AutoScalingResponse) -> ActionResult:
+        _group(self)
+        return runtime.original(AutoScalingResponse, action)(self)
+    guarded.__name__ = action
+    return guarded
+
+
+GUARDED = ("suspend_processes", "resume_processes", "attach_load_balancer_target_groups",
+           "detach_load_balancer_target_groups", "describe_load_balancer_target_groups",
+           "attach_load_balancers", "detach_load_balancers", "describe_load_balancers",
+           "set_instance_protection", "describe_lifecycle_hooks", "delete_lifecycle_hook",
+           "enable_metrics_collection", "put_warm_pool", "describe_warm_pool", "delete_warm_pool",
+           "put_scheduled_update_group_action", "batch_put_scheduled_update_group_action")
+
+
+def set_instance_health(self: AutoScalingResponse) -> ActionResult:
+    health = self._get_param("HealthStatus")
+    if health not in ("Healthy", "Unhealthy"):
+        raise ValidationError("Valid instance health states are: [Healthy, Unhealthy]")
+    iid = self._get_param("InstanceId")
+    if not any(s.instance.id == iid for g in self.autoscaling_backend.autoscaling_groups.values()
+               for s in g.instance_states):
+        raise ValidationError(f"Instance Id not found - No managed instance found for instance ID: {iid}")
+    return runtime.original(AutoScalingResponse, "set_instance_health")(self)
+
+
+REPLACED = (set_desired_capacity, update_auto_scaling_group, create_auto_scaling_group, delete_auto_scaling_group,
+            enter_standby, exit_standby, detach_instances, terminate_instance_in_auto_scaling_group,
+            attach_instances, put_lifecycle_hook, set_instance_health)
+ADDED = (complete_lifecycle_action, record_lifecycle_action_heartbeat)
+
+
+def install() -> None:
+    for func in REPLACED:
+        runtime.wrap(AutoScalingResponse, func.__name__, func)
+    for func in ADDED:
+        runtime.wrap(AutoScalingResponse, func.__name__, func, must_exist=False)
+    for action in GUARDED:
+        runtime.wrap(AutoScalingResponse, action, _guarded(action))
