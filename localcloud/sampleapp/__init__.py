@@ -29,12 +29,12 @@ class SampleAppError(Exception):
 
 def _docker(args, timeout=120, env=None):
     try:
-        out = subprocess.run(["docker"] + list(args), capture_output=True, text=True, timeout=timeout,
+        out = subprocess.run(["docker", *args], check=False, capture_output=True, text=True, timeout=timeout,
                              env=env)
     except subprocess.TimeoutExpired:
-        raise SampleAppError("docker %s did not finish within %ss" % (" ".join(args), timeout)) from None
+        raise SampleAppError(f"docker {' '.join(args)} did not finish within {timeout}s") from None
     if out.returncode != 0:
-        raise SampleAppError("docker %s failed: %s" % (" ".join(args), out.stderr.strip()[-500:]))
+        raise SampleAppError(f"docker {' '.join(args)} failed: {out.stderr.strip()[-500:]}")
     return out.stdout
 
 
@@ -53,21 +53,21 @@ def _context(folder, version, healthy):
 def build_and_push(registry, repository="web", versions=("1.0", "2.0"), unhealthy_versions=()):
     """Build one image per version, push each as <registry>/<repository>:<version>; return {version: digest}."""
     if not os.path.exists(BUSYBOX):
-        raise SampleAppError("%s is missing: install busybox-static" % BUSYBOX)
+        raise SampleAppError(f"{BUSYBOX} is missing: install busybox-static")
     # The legacy builder: BuildKit would try to resolve frontends from the internet.
     env = dict(os.environ, DOCKER_BUILDKIT="0")
     digests = {}
     for version in versions:
-        ref = "%s/%s:%s" % (registry, repository, version)
+        ref = f"{registry}/{repository}:{version}"
         with tempfile.TemporaryDirectory(prefix="bg-sampleapp-") as folder:
             _context(folder, version, healthy=version not in unhealthy_versions)
             _docker(["build", "-q", "-t", ref, folder], env=env)
         _docker(["push", ref])
         repo_digests = json.loads(_docker(["image", "inspect", "--format", "{{json .RepoDigests}}", ref]))
-        name = "%s/%s" % (registry, repository)
+        name = f"{registry}/{repository}"
         digest = [d.split("@", 1)[1] for d in repo_digests if d.split("@", 1)[0] == name]
         if not digest:
-            raise SampleAppError("pushed %s but the engine reports no digest for it: %s" % (ref, repo_digests))
+            raise SampleAppError(f"pushed {ref} but the engine reports no digest for it: {repo_digests}")
         digests[version] = digest[0]
         log.info("pushed %s (%s)", ref, digests[version])
     return digests

@@ -1,0 +1,195 @@
+"""bluegreen-agent: bring this instance's docker-compose stack to its Auto Scaling group's version.
+
+The entry point: parses flags, configures logging, creates every client (and only here), and turns an
+AgentError into one line on stderr with its documented exit code. boto3, docker and requests are imported
+lazily so that `--help` stays fast.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from agent.errors import EXIT_CODES, EXIT_INTERNAL, AgentError
+
+log = logging.getLogger(__name__)
+
+EPILOG = "exit codes:\n" + "\n".join(f"  {code:<3d} {text}" for code, text in EXIT_CODES) + """
+
+settings, highest first: flags, the group's tags (bluegreen:version, bluegreen:image, bluegreen:bootstrap,
+bluegreen:health-url, bluegreen:lifecycle-hook), the config file, defaults.
+endpoints come from the standard chains only: AWS_ENDPOINT_URL[_<SERVICE>], AWS_REGION,
+AWS_EC2_METADATA_SERVICE_ENDPOINT, DOCKER_HOST."""
+
+
+class Clients:
+    """Every outside client, made here and handed to the steps; each is created on first use."""
+
+    def __init__(self, environ):
+        self.environ = environ
+        self._cache = {}
+
+    def _once(self, key, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def http(self):
+        import requests
+
+        return self._once("http", requests.Session)
+
+    def imds(self, deadline):
+        from agent.imds import IMDSClient
+
+        # IMDS must not go through a proxy, whatever the environment says.
+        def make():
+            import requests
+
+            session = requests.Session()
+            session.trust_env = False
+            return session
+
+        return IMDSClient.from_environ(self._once("imds-http", make), self.environ, deadline=deadline)
+
+    def _boto(self, service, region):
+        def make():
+            import boto3
+            from botocore.config import Config
+
+            # A10: botocore's adaptive retry mode backs off on Throttling; no retry loops of our own.
+            config = Config(retries={"mode": "adaptive", "max_attempts": 10}, connect_timeout=10, read_timeout=30)
+            return boto3.session.Session().client(service, region_name=region, config=config)
+
+        return self._once((service, region), make)
+
+    def autoscaling(self, region):
+        return self._boto("autoscaling", region)
+
+    def s3(self, region):
+        return self._boto("s3", region)
+
+    def ecr(self, region):
+        return self._boto("ecr", region)
+
+    def docker(self, timeout):
+        def make():
+            import docker
+
+            try:
+                return docker.from_env(timeout=int(timeout))
+            except docker.errors.DockerException as exc:
+                from agent.errors import ImageError
+
+                host = self.environ.get("DOCKER_HOST", "the default socket")
+                raise ImageError(f"cannot reach the Docker engine at {host}: {exc}") from None
+
+        return self._once("docker", make)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="bluegreen-agent", description=__doc__.splitlines()[0],
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="config file (default: $BLUEGREEN_AGENT_CONFIG or /etc/bluegreen/agent.yml)")
+    common.add_argument("--workdir", help="work folder: releases, current, status.json (default /opt/bluegreen)")
+    common.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="{run,show}")
+    sub.required = True
+    run = sub.add_parser("run", parents=[common], help="deploy the group's version on this instance",
+                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--version", dest="version", metavar="V",
+                     help="run version V instead of the group's tag (a canary on one instance; logged)")
+    run.add_argument("--s3-unsigned", action="store_true", default=None,
+                     help="read the bundle with unsigned HTTPS GETs (through an S3 VPC endpoint) instead of GetObject")
+    run.add_argument("--dry-run", action="store_true", help="print the resolved settings and plan; change nothing")
+    show = sub.add_parser("show", parents=[common], help="print identity, group, tags and resolved settings")
+    show.add_argument("--output", choices=("text", "json"), default="text")
+    return parser
+
+
+def _configure_logging(debug):
+    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if debug else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("botocore", "boto3", "urllib3", "docker", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)
+
+
+def main(argv=None, environ=None):
+    environ = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.debug)
+    try:
+        return _dispatch(args, environ)
+    except AgentError as exc:
+        if args.debug:
+            log.exception("failed")
+        print(f"bluegreen-agent: {exc.step} failed: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bluegreen-agent: interrupted", file=sys.stderr)
+        return EXIT_INTERNAL
+    except Exception as exc:  # the one top-level handler: one line, a traceback only with --debug
+        if args.debug:
+            log.exception("unexpected error")
+        print(f"bluegreen-agent: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _dispatch(args, environ):
+    from agent import run as runner
+    from agent.settings import config_path, load_config, resolve_workdir
+
+    config = load_config(*config_path(args.config, environ))
+    flags = {"workdir": args.workdir}
+    if args.command == "run":
+        flags.update(version=args.version, s3_unsigned=args.s3_unsigned)
+    flags = {k: v for k, v in flags.items() if v is not None}
+    clients = Clients(environ)
+    if args.command == "show":
+        return _show(runner, clients, flags, config, args.output)
+    if args.dry_run:
+        found = runner.discover(clients, flags, config)
+        settings = runner.resolve_settings(found, flags, config)
+        print(json.dumps({"settings": settings.as_dict(), "plan": runner.make_plan(found, settings, environ)},
+                         indent=2, sort_keys=True))
+        return 0
+    status = runner.run(clients, flags, config, resolve_workdir(flags, config), environ)
+    print(json.dumps({k: status.get(k) for k in ("result", "version", "image_digest", "release", "steps")},
+                     sort_keys=True))
+    return 0
+
+
+def _show(runner, clients, flags, config, output):
+    found = runner.discover(clients, flags, config)
+    doc = {"instance_id": found.identity.instance_id, "region": found.identity.region,
+           "account_id": found.identity.account_id, "availability_zone": found.identity.availability_zone,
+           "group": found.membership.group, "lifecycle_state": found.membership.lifecycle_state,
+           "tags": found.tags}
+    error = None
+    try:
+        doc["settings"] = runner.resolve_settings(found, flags, config).as_dict()
+    except AgentError as exc:
+        error, doc["settings_error"] = exc, str(exc)
+    if output == "json":
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        for key in ("instance_id", "region", "account_id", "availability_zone", "group", "lifecycle_state"):
+            print(f"{key:<18} {doc[key]}")
+        print("tags:")
+        for key, value in sorted(doc["tags"].items()):
+            print(f"  {key} = {value}")
+        if "settings" in doc:
+            print("settings:")
+            for key, value in sorted(doc["settings"].items()):
+                if key != "sources":
+                    print(f"  {key:<18} {value}  ({doc['settings']['sources'].get(key, 'derived')})")
+    if error is not None:
+        raise error
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

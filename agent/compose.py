@@ -1,0 +1,87 @@
+"""docker compose: v2 (`docker compose`) if the plugin answers, else `docker-compose`; one fixed project name.
+
+`up -d --remove-orphans` is idempotent by compose's own design: a service whose configuration and image did
+not change is left running, so the same version again recreates nothing.
+"""
+
+import logging
+import os
+import shutil
+import subprocess
+
+from agent.errors import ComposeError
+from agent.images import normalize_repository, split_reference
+
+log = logging.getLogger(__name__)
+
+
+def detect_command(configured=None, runner=subprocess.run):
+    if configured:
+        return tuple(configured)
+    try:
+        if runner(["docker", "compose", "version"], capture_output=True, timeout=30).returncode == 0:
+            return ("docker", "compose")
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    if shutil.which("docker-compose"):
+        return ("docker-compose",)
+    raise ComposeError("neither `docker compose` (v2 plugin) nor `docker-compose` is installed")
+
+
+class Compose:
+    def __init__(self, command, project, project_dir, env, timeout=600.0):
+        self.command, self.project, self.project_dir = tuple(command), project, project_dir
+        self.compose_file = os.path.join(project_dir, "docker-compose.yml")
+        self.env = env
+        self.timeout = timeout
+
+    def _run(self, args, timeout=None):
+        argv = list(self.command) + ["-p", self.project, "-f", self.compose_file,
+                                     "--project-directory", self.project_dir] + list(args)
+        log.debug("running %s", " ".join(argv))
+        try:
+            out = subprocess.run(argv, check=False, capture_output=True, text=True, env=self.env,
+                                 timeout=timeout or self.timeout)
+        except subprocess.TimeoutExpired:
+            limit = timeout or self.timeout
+            raise ComposeError(f"`compose {args[0]}` did not finish within {limit:.0f}s") from None
+        except OSError as exc:
+            raise ComposeError(f"cannot run {self.command[0]}: {exc}") from None
+        if out.returncode != 0:
+            last = (out.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise ComposeError(f"`compose {args[0]}` failed (exit {out.returncode}): {last}")
+        return out
+
+    def config(self):
+        """The resolved compose model (interpolated with the config's compose_env) as a dict."""
+        import yaml
+
+        try:
+            return yaml.safe_load(self._run(["config"], timeout=60).stdout) or {}
+        except yaml.YAMLError as exc:
+            raise ComposeError(f"cannot parse `compose config` output: {exc}") from None
+
+    def up(self):
+        out = self._run(["up", "-d", "--remove-orphans"])
+        for line in out.stderr.splitlines():
+            log.info("compose: %s", line.strip())
+        return out.stderr
+
+
+def fixed_references(model, image_repository):
+    """The image references (with their fixed tag) of the services that run `image_repository`. Pure."""
+    wanted = normalize_repository(image_repository)
+    refs = set()
+    for name, service in sorted((model.get("services") or {}).items()):
+        image = (service or {}).get("image")
+        if not image:
+            continue
+        repository, tag = split_reference(image)
+        if normalize_repository(repository) != wanted:
+            continue
+        if tag is None:
+            raise ComposeError(f"service {name} pins {image} by digest: the agent can only re-tag a tag")
+        refs.add(f"{repository}:{tag}")
+    if not refs:
+        raise ComposeError(f"no service in docker-compose.yml uses the image {image_repository} (bluegreen:image)")
+    return sorted(refs)

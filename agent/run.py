@@ -1,0 +1,172 @@
+"""`bluegreen-agent run` and `show`: the steps in order, each checking the world before it acts.
+
+Everything up to and including the pull only reads, or writes beside what is running (a new release folder, a
+pulled `repo:<version>`). Only after all of it succeeded does the agent re-tag, swap the bundle and run compose:
+a failed validation, download, checksum or pull leaves the running stack exactly as it was.
+"""
+
+import logging
+import os
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+from agent import asg, bundle, compose, health, images
+from agent.errors import AgentError
+from agent.settings import LOCAL_DEFAULTS, resolve, tags_to_settings
+from agent.status import AgentLock, Status
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Discovery:
+    identity: object
+    membership: asg.Membership
+    tags: dict[str, str]
+
+
+def discover(clients, flags, config):
+    """Identity (IMDS), the group and the group's tags: read-only."""
+    imds_deadline = flags.get("imds_deadline") or config.get("imds_deadline") or LOCAL_DEFAULTS["imds_deadline"]
+    group_deadline = config.get("group_deadline") or LOCAL_DEFAULTS["group_deadline"]
+    identity = clients.imds(float(imds_deadline)).identity()
+    autoscaling = clients.autoscaling(identity.region)
+    membership = asg.find_group(autoscaling, identity.instance_id, deadline=float(group_deadline))
+    return Discovery(identity, membership, asg.group_tags(autoscaling, membership.group))
+
+
+def make_plan(found, settings, environ):
+    """What `run` would do, as plain data (printed by --dry-run)."""
+    if settings.s3_unsigned:
+        reader = "unsigned GET " + bundle.unsigned_base_url(settings.bucket, found.identity.region, environ)
+    else:
+        reader = "signed GetObject"
+    hook = settings.lifecycle_hook
+    engaged = bool(hook) and found.membership.lifecycle_state == asg.PENDING_WAIT
+    return {
+        "instance_id": found.identity.instance_id,
+        "region": found.identity.region,
+        "group": found.membership.group,
+        "lifecycle_state": found.membership.lifecycle_state,
+        "version": settings.version,
+        "version_source": settings.sources.get("version"),
+        "steps": [
+            {"step": "bundle", "from": settings.bootstrap + bundle.MANIFEST, "reader": reader,
+             "into": os.path.join(settings.workdir, bundle.RELEASES)},
+            {"step": "image", "pull": f"{settings.image}:{settings.version}",
+             "ecr_login": images.ecr_registry(settings.image) is not None,
+             "retag_as": f"the tag docker-compose.yml names for {settings.image}"},
+            {"step": "compose", "project": settings.compose_project, "command": "up -d --remove-orphans",
+             "env": sorted(settings.compose_env)},
+            {"step": "health", "wait_for": settings.health_url or "compose healthchecks",
+             "timeout_s": settings.health_timeout},
+            {"step": "lifecycle", "hook": hook,
+             "action": "CompleteLifecycleAction CONTINUE (ABANDON on failure)" if engaged else "none"},
+        ],
+    }
+
+
+def resolve_settings(found, flags, config):
+    settings = resolve(flags, tags_to_settings(found.tags), config)
+    if settings.sources.get("version") == "flag":
+        log.warning("version override: running %s on this instance; group %s says %s", settings.version,
+                    found.membership.group, found.tags.get("bluegreen:version"))
+    return settings
+
+
+def run(clients, flags, config, workdir, environ):
+    """Deploy the group's version on this instance. Returns the final status dict; raises AgentError."""
+    status = Status(workdir)
+    with AgentLock(workdir):
+        status.begin()
+        try:
+            _run_locked(clients, flags, config, environ, status)
+        except AgentError as exc:
+            status.finish(exc)
+            raise
+        except BaseException as exc:
+            status.finish(AgentError(f"{type(exc).__name__}: {exc}"))
+            raise
+        status.finish()
+    return status.data
+
+
+def _run_locked(clients, flags, config, environ, status):
+    with status.step("identity"):
+        found = discover(clients, flags, config)
+    status.update(instance_id=found.identity.instance_id, group=found.membership.group)
+    settings = resolve_settings(found, flags, config)
+    status.update(version=settings.version, version_source=settings.sources.get("version"))
+    autoscaling = clients.autoscaling(found.identity.region)
+    hook = settings.lifecycle_hook
+    engaged = bool(hook) and found.membership.lifecycle_state == asg.PENDING_WAIT
+    if hook and not engaged:
+        log.info("lifecycle hook %s named, but the instance is %s: nothing to complete", hook,
+                 found.membership.lifecycle_state)
+    with ExitStack() as stack:
+        if engaged:
+            stack.enter_context(asg.Heartbeat(autoscaling, found.membership.group, hook,
+                                              found.identity.instance_id, settings.heartbeat_interval))
+        try:
+            _deploy(clients, settings, found, environ, status)
+        except AgentError:
+            if engaged:
+                _abandon(autoscaling, found, hook)
+            raise
+    if engaged:
+        with status.step("lifecycle"):
+            asg.complete_lifecycle(autoscaling, found.membership.group, hook, found.identity.instance_id,
+                                   "CONTINUE")
+
+
+def _abandon(autoscaling, found, hook):
+    try:
+        asg.complete_lifecycle(autoscaling, found.membership.group, hook, found.identity.instance_id, "ABANDON")
+    except AgentError as exc:  # the original failure is the one to report
+        log.error("%s", exc)
+
+
+def _deploy(clients, settings, found, environ, status):
+    region = found.identity.region
+    with status.step("bundle"):
+        if settings.s3_unsigned:
+            base_url = bundle.unsigned_base_url(settings.bucket, region, environ)
+            log.info("bundle: unsigned GET %s%s%s (S1)", base_url, settings.prefix, bundle.MANIFEST)
+            reader = bundle.UnsignedReader(clients.http(), base_url, settings.bucket)
+        else:
+            reader = bundle.SignedReader(clients.s3(region), settings.bucket)
+        fetched = bundle.fetch(reader, settings.prefix, settings.workdir)
+    status.update(release=fetched.release_id)
+
+    with status.step("plan"):
+        command = compose.detect_command(settings.compose_command)
+        compose_env = dict(environ)
+        compose_env.update(settings.compose_env)
+        model = compose.Compose(command, settings.compose_project, fetched.path, compose_env, 60).config()
+        fixed_refs = compose.fixed_references(model, settings.image)
+
+    docker_client = clients.docker(settings.pull_timeout)
+    with status.step("image"):
+        auth = None
+        ecr = images.ecr_registry(settings.image)
+        if ecr:
+            auth = images.ecr_auth(clients.ecr(ecr[1]), ecr[0])
+        pulled = images.pull(docker_client, settings.image, settings.version, auth)
+    status.update(image_digest=pulled.digest, image_id=pulled.image_id)
+
+    # The point of no return: everything above only read or wrote beside the running stack.
+    with status.step("activate"):
+        retagged = [ref for ref in fixed_refs if images.retag(docker_client, pulled.image_id, ref)]
+        previous = bundle.activate(settings.workdir, fetched.release_id, settings.keep_releases)
+    status.update(retagged=retagged, previous_release=previous)
+
+    current = os.path.join(settings.workdir, bundle.CURRENT)
+    with status.step("compose"):
+        compose.Compose(command, settings.compose_project, current, compose_env, settings.compose_timeout).up()
+
+    with status.step("health"):
+        if settings.health_url:
+            health.wait_for_url(clients.http(), settings.health_url, settings.health_timeout)
+        else:
+            health.wait_for_containers(docker_client, settings.compose_project, settings.health_timeout)
+    log.info("version %s is up on %s (%s)", settings.version, found.identity.instance_id, pulled.digest)

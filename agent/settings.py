@@ -1,0 +1,269 @@
+"""Resolved settings: flags > the group's tags > the config file > defaults, decided here and nowhere else.
+
+Pure: given the three sources as plain dicts, return validated Settings or raise SettingsError/ConfigError.
+Every value is checked before anything on the instance is touched.
+"""
+from __future__ import annotations
+
+import os
+import re
+import string
+from dataclasses import dataclass, field
+
+from agent.errors import ConfigError, SettingsError
+
+DEFAULT_CONFIG = "/etc/bluegreen/agent.yml"
+CONFIG_ENV = "BLUEGREEN_AGENT_CONFIG"
+DEFAULT_WORKDIR = "/opt/bluegreen"
+
+# The group's tags the agent reads (A12: the group's, never the instance's own).
+TAG_KEYS = {
+    "bluegreen:version": "version",
+    "bluegreen:image": "image",
+    "bluegreen:bootstrap": "bootstrap",
+    "bluegreen:health-url": "health_url",
+    "bluegreen:lifecycle-hook": "lifecycle_hook",
+}
+
+# Settings that only the instance's own config may set (one machine can run many agents side by side).
+LOCAL_DEFAULTS = {
+    "workdir": DEFAULT_WORKDIR,
+    "compose_project": "bluegreen",
+    "compose_env": {},
+    "compose_command": None,
+    "s3_unsigned": False,
+    "allowed_buckets": [],
+    "imds_deadline": 120.0,
+    "group_deadline": 120.0,
+    "pull_timeout": 600.0,
+    "compose_timeout": 600.0,
+    "health_timeout": 300.0,
+    "heartbeat_interval": 60.0,
+    "keep_releases": 2,
+}
+CONFIG_KEYS = set(TAG_KEYS.values()) | set(LOCAL_DEFAULTS)
+
+# Docker's reference grammar (distribution/reference): a tag, and a repository without tag or digest.
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DOMAIN_COMPONENT = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?)"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*"
+REPOSITORY_RE = re.compile(rf"^(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+HOOK_RE = re.compile(r"^[A-Za-z0-9_./-]{1,255}$")
+PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+URL_RE = re.compile(r"^https?://[^/\s:]+(?::[0-9]{1,5})?(?:/\S*)?$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    version: str
+    image: str
+    bucket: str
+    prefix: str
+    health_url: str | None
+    lifecycle_hook: str | None
+    workdir: str
+    compose_project: str
+    compose_env: dict[str, str]
+    compose_command: tuple[str, ...] | None
+    s3_unsigned: bool
+    allowed_buckets: tuple[str, ...]
+    imds_deadline: float
+    group_deadline: float
+    pull_timeout: float
+    compose_timeout: float
+    health_timeout: float
+    heartbeat_interval: float
+    keep_releases: int
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bootstrap(self):
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def as_dict(self):
+        out = {k: getattr(self, k) for k in ("version", "image", "bootstrap", "health_url", "lifecycle_hook",
+                                             "workdir", "compose_project", "compose_env", "s3_unsigned",
+                                             "allowed_buckets", "imds_deadline", "group_deadline",
+                                             "pull_timeout", "compose_timeout", "health_timeout",
+                                             "heartbeat_interval", "keep_releases")}
+        out["compose_command"] = list(self.compose_command) if self.compose_command else None
+        out["allowed_buckets"] = list(self.allowed_buckets)
+        out["sources"] = dict(self.sources)
+        return out
+
+
+def config_path(flag_value, environ):
+    """--config > BLUEGREEN_AGENT_CONFIG > /etc/bluegreen/agent.yml; the second value says if it must exist."""
+    if flag_value:
+        return flag_value, True
+    if environ.get(CONFIG_ENV):
+        return environ[CONFIG_ENV], True
+    return DEFAULT_CONFIG, False
+
+
+def load_config(path, required):
+    """Read the YAML config file into a dict; unknown keys are refused so that a typo is not silently ignored."""
+    if not os.path.exists(path):
+        if required:
+            raise ConfigError(f"config file {path} does not exist")
+        return {}
+    import yaml  # lazily: keeps `--help` fast
+
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of settings")
+    unknown = sorted(set(data) - CONFIG_KEYS)
+    if unknown:
+        names, known = ", ".join(map(str, unknown)), ", ".join(sorted(CONFIG_KEYS))
+        raise ConfigError(f"config file {path}: unknown setting(s) {names} (known: {known})")
+    return data
+
+
+def tags_to_settings(tags):
+    """The group's tags ({key: value}) as setting names; tags the agent does not know are ignored."""
+    return {TAG_KEYS[k]: v for k, v in tags.items() if k in TAG_KEYS}
+
+
+def resolve_workdir(flags, config):
+    return _first(flags, config, "workdir") or DEFAULT_WORKDIR
+
+
+def _first(flags, config, name):
+    for source in (flags, config):
+        if source.get(name) is not None:
+            return source[name]
+    return None
+
+
+def resolve(flags, tags, config):
+    """Merge flags > tags > config > defaults and validate every value. tags are setting names, not tag keys."""
+    merged, sources = {}, {}
+    for name in sorted(CONFIG_KEYS):
+        for source_name, source in (("flag", flags), ("tag", tags), ("config", config)):
+            if source_name == "tag" and name not in TAG_KEYS.values():
+                continue
+            if source.get(name) is not None:
+                merged[name], sources[name] = source[name], source_name
+                break
+        else:
+            merged[name], sources[name] = LOCAL_DEFAULTS.get(name), "default"
+
+    version = _required(merged, "version", "bluegreen:version")
+    if not TAG_RE.match(version):
+        raise SettingsError(f"version {version!r} (from {sources['version']}) is not a valid Docker tag")
+    image = _required(merged, "image", "bluegreen:image")
+    if not REPOSITORY_RE.match(image):
+        raise SettingsError(f"image {image!r} (from {sources['image']}) is not a valid image repository "
+                            "(no tag, no digest)")
+    allowed = tuple(_str_list(merged["allowed_buckets"], "allowed_buckets"))
+    bucket, prefix = parse_s3_url(_required(merged, "bootstrap", "bluegreen:bootstrap"))
+    if allowed and bucket not in allowed:
+        raise SettingsError(f"bootstrap bucket {bucket!r} is not in allowed_buckets ({', '.join(allowed)})")
+    project = str(merged["compose_project"])
+    if not PROJECT_RE.match(project):
+        raise SettingsError(f"compose_project {project!r} must be lowercase letters, digits, '-' or '_'")
+    compose_env = _env_map(merged["compose_env"])
+    health_url = _health_url(merged["health_url"], compose_env)
+    hook = merged["lifecycle_hook"]
+    if hook is not None and not HOOK_RE.match(str(hook)):
+        raise SettingsError(f"lifecycle hook name {hook!r} is not valid")
+    command = merged["compose_command"]
+    if command is not None:
+        if isinstance(command, str):
+            command = command.split()
+        command = tuple(_str_list(command, "compose_command"))
+        if not command:
+            raise SettingsError("compose_command must not be empty")
+    return Settings(
+        version=version, image=image, bucket=bucket, prefix=prefix, health_url=health_url,
+        lifecycle_hook=str(hook) if hook is not None else None,
+        workdir=str(merged["workdir"]), compose_project=project, compose_env=compose_env,
+        compose_command=command, s3_unsigned=_bool(merged["s3_unsigned"], "s3_unsigned"),
+        allowed_buckets=allowed,
+        imds_deadline=_positive(merged, "imds_deadline"), group_deadline=_positive(merged, "group_deadline"),
+        pull_timeout=_positive(merged, "pull_timeout"), compose_timeout=_positive(merged, "compose_timeout"),
+        health_timeout=_positive(merged, "health_timeout"),
+        heartbeat_interval=_positive(merged, "heartbeat_interval"),
+        keep_releases=int(_positive(merged, "keep_releases")), sources=sources)
+
+
+def parse_s3_url(url):
+    """'s3://bucket/prefix/' -> ('bucket', 'prefix/'); the prefix may be empty."""
+    if not isinstance(url, str) or not url.startswith("s3://"):
+        raise SettingsError(f"bootstrap {url!r} is not an s3://bucket/prefix/ URL")
+    bucket, _, prefix = url[len("s3://"):].partition("/")
+    if not BUCKET_RE.match(bucket) or ".." in bucket or re.match(r"^\d+\.\d+\.\d+\.\d+$", bucket):
+        raise SettingsError(f"bootstrap {url!r}: {bucket!r} is not a valid S3 bucket name")
+    prefix = prefix.lstrip("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    if any(part in ("..", ".") for part in prefix.split("/")):
+        raise SettingsError(f"bootstrap {url!r}: the prefix must not contain '.' or '..' segments")
+    return bucket, prefix
+
+
+def _required(merged, name, tag):
+    value = merged.get(name)
+    if value is None or str(value).strip() == "":
+        raise SettingsError(f"no {name}: set the group tag {tag} (or {name} in the config file)")
+    return str(value).strip()
+
+
+def _str_list(value, name):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise SettingsError(f"{name} must be a list of strings")
+    return list(value)
+
+
+def _env_map(value):
+    if not isinstance(value, dict):
+        raise SettingsError("compose_env must be a mapping of NAME: value")
+    out = {}
+    for key, val in value.items():
+        if not isinstance(key, str) or not ENV_NAME_RE.match(key):
+            raise SettingsError(f"compose_env: {key!r} is not a valid variable name")
+        if isinstance(val, (dict, list)) or val is None:
+            raise SettingsError(f"compose_env: {key} must be a plain value")
+        out[key] = str(val).lower() if isinstance(val, bool) else str(val)
+    return out
+
+
+def _health_url(value, compose_env):
+    """The health URL may name compose_env variables as ${NAME}, so one group tag serves many local agents."""
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        url = string.Template(str(value).strip()).substitute(compose_env)
+    except (KeyError, ValueError) as exc:
+        raise SettingsError(f"health URL {value!r} names an unknown compose_env variable {exc}") from None
+    if not URL_RE.match(url):
+        raise SettingsError(f"health URL {url!r} is not an http(s) URL")
+    return url
+
+
+def _bool(value, name):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+        return value.lower() in ("true", "yes")
+    raise SettingsError(f"{name} must be true or false")
+
+
+def _positive(merged, name):
+    value = merged[name]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or number <= 0:
+        raise SettingsError(f"{name} must be a positive number, got {value!r}")
+    return number

@@ -1,0 +1,144 @@
+"""Fixtures for the agent's tests: a real emulated group (boto3 over HTTP against the `aws` fixture), an IMDSv2
+emulator answering for one of its instances, the bootstrap bundle in S3, and `bluegreen-agent` as a subprocess."""
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import boto3
+import pytest
+import yaml
+
+from localcloud.imds import IMDSServer
+
+REGION = "us-east-1"
+BUCKET = "bluegreen-bootstrap"
+PREFIX = "web/"
+AGENT = os.path.join(os.path.dirname(sys.executable), "bluegreen-agent")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Group:
+    """One Auto Scaling group in the emulated AWS, with its instances and tags."""
+
+    def __init__(self, endpoint, name, tags, instance_tags=None, capacity=1):
+        self.name = name
+        self.asg = boto3.client("autoscaling", region_name=REGION, endpoint_url=endpoint)
+        ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=endpoint)
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        # aws-rules.md: moto hands out private IPs without reuse; /20 keeps many launches from running dry.
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/20", AvailabilityZone=REGION + "a")
+        template = ec2.create_launch_template(
+            LaunchTemplateName=name + "-lt",
+            LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro",
+                                "TagSpecifications": [{"ResourceType": "instance", "Tags": [
+                                    {"Key": k, "Value": v} for k, v in (instance_tags or {}).items()]}]
+                                if instance_tags else []})
+        group_tags = [{"Key": k, "Value": v, "PropagateAtLaunch": False, "ResourceId": name,
+                       "ResourceType": "auto-scaling-group"} for k, v in tags.items()]
+        self.asg.create_auto_scaling_group(
+            AutoScalingGroupName=name, MinSize=0, MaxSize=10, DesiredCapacity=capacity,
+            LaunchTemplate={"LaunchTemplateId": template["LaunchTemplate"]["LaunchTemplateId"]},
+            VPCZoneIdentifier=subnet["Subnet"]["SubnetId"], Tags=group_tags)
+        self.instance_ids = self._wait_for_instances(capacity)
+
+    def _wait_for_instances(self, count, deadline=30.0):
+        until, found = time.monotonic() + deadline, []
+        while time.monotonic() < until:
+            groups = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[self.name])["AutoScalingGroups"]
+            found = [i["InstanceId"] for i in groups[0]["Instances"]]
+            if len(found) >= count:
+                return found
+            time.sleep(0.1)
+        raise AssertionError(f"group {self.name} did not list {count} instances within {deadline}s: {found}")
+
+    def set_tags(self, **tags):
+        self.asg.create_or_update_tags(Tags=[
+            {"Key": "bluegreen:" + k.replace("_", "-"), "Value": v, "PropagateAtLaunch": False,
+             "ResourceId": self.name, "ResourceType": "auto-scaling-group"} for k, v in tags.items()])
+
+
+def upload_bundle(endpoint, files, bucket=BUCKET, prefix=PREFIX, manifest_files=None, public=False):
+    """Put files ({path: bytes}) and their manifest.json under s3://bucket/prefix; manifest_files overrides the
+    manifest's list (to test a lying manifest)."""
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=endpoint)
+    try:
+        s3.create_bucket(Bucket=bucket)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    if public:
+        # S1: the seed reads through a VPC endpoint that the bucket policy allows; here: anonymous GetObject.
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+            "Resource": f"arn:aws:s3:::{bucket}/*"}]}))
+    for path, data in files.items():
+        s3.put_object(Bucket=bucket, Key=prefix + path, Body=data)
+    if manifest_files is None:
+        manifest_files = [{"path": p, "sha256": hashlib.sha256(d).hexdigest()} for p, d in files.items()]
+    s3.put_object(Bucket=bucket, Key=prefix + "manifest.json",
+                  Body=json.dumps({"files": manifest_files, "generator": "tests"}).encode())
+    return f"s3://{bucket}/{prefix}"
+
+
+class AgentRunner:
+    """Runs `bluegreen-agent` as a real subprocess for one emulated instance."""
+
+    def __init__(self, tmp_path, imds, config=None, name="agent"):
+        self.workdir = str(tmp_path / (name + "-work"))
+        self.config_path = str(tmp_path / (name + ".yml"))
+        self.imds = imds
+        self.config = dict(config or {})
+        self.config.setdefault("imds_deadline", 10)
+        self.config.setdefault("group_deadline", 10)
+
+    def env(self):
+        env = dict(os.environ)
+        env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = self.imds.endpoint
+        env.pop("BLUEGREEN_AGENT_CONFIG", None)
+        return env
+
+    def command(self, *args):
+        with open(self.config_path, "w") as f:
+            yaml.safe_dump(self.config, f)
+        return [AGENT, *args[:1], "--config", self.config_path, "--workdir", self.workdir, *args[1:]]
+
+    def start(self, *args):
+        return subprocess.Popen(self.command(*args), env=self.env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def __call__(self, *args, timeout=120):
+        return subprocess.run(self.command(*args), env=self.env(), capture_output=True, text=True,
+                              timeout=timeout, check=False)
+
+    def status(self):
+        with open(os.path.join(self.workdir, "status.json")) as f:
+            return json.load(f)
+
+
+@pytest.fixture
+def unique():
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def imds_for():
+    servers = []
+
+    def start(instance_id, endpoint):
+        server = IMDSServer(instance_id, region=REGION, aws_endpoint=endpoint).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

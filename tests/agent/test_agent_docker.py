@@ -1,0 +1,259 @@
+"""`bluegreen-agent run` end to end: a real subprocess against the emulated AWS over HTTP, an IMDSv2 emulator for
+a real emulated instance, the real Docker engine, the local registry and compose v2."""
+
+import fcntl
+import os
+import urllib.request
+import uuid
+
+import boto3
+import docker
+import pytest
+
+from localcloud.sampleapp import build_and_push, write_bundle
+from tests.agent.conftest import BUCKET, AgentRunner, Group, free_port, upload_bundle
+
+pytestmark = pytest.mark.docker
+
+REGISTRY = os.environ.get("BLUEGREEN_REGISTRY", "127.0.0.1:5000")
+
+
+@pytest.fixture(scope="session")
+def engine():
+    client = docker.from_env()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def images(engine):
+    """The sample app at 1.0, 2.0 and an unhealthy "sick", in the local registry under a repository of its own."""
+    repository = "bgagent-" + uuid.uuid4().hex[:8]
+    digests = build_and_push(REGISTRY, repository=repository, versions=("1.0", "2.0", "sick"),
+                             unhealthy_versions=("sick",))
+    image = f"{REGISTRY}/{repository}"
+    # The agent must pull what it runs: drop the local copies the build left behind.
+    for version in digests:
+        engine.images.remove(f"{image}:{version}")
+    yield {"image": image, "repository": repository, "digests": digests}
+    for tagged in engine.images.list(name=image):
+        for tag in tagged.tags:
+            engine.images.remove(tag, force=True)
+
+
+def bundle_files(tmp_path, repository, fixed_tag):
+    folder = tmp_path / ("bundle-" + fixed_tag)
+    write_bundle(str(folder), REGISTRY, repository=repository, fixed_tag=fixed_tag)
+    return {"docker-compose.yml": (folder / "docker-compose.yml").read_bytes()}
+
+
+class Stack:
+    """One emulated instance's agent and what it runs; tears its containers and its fixed tag down."""
+
+    def __init__(self, aws, imds_for, tmp_path, images, engine, capacity=1, instance_tags=None):
+        self.uid = uuid.uuid4().hex[:8]
+        self.engine, self.images, self.tmp_path = engine, images, tmp_path
+        self.fixed_ref = f"{images['image']}:live-{self.uid}"
+        self.bootstrap = upload_bundle(aws.endpoint, bundle_files(tmp_path, images["repository"], "live-" + self.uid))
+        self.group = Group(aws.endpoint, "web-" + self.uid, {
+            "bluegreen:version": "1.0", "bluegreen:image": images["image"], "bluegreen:bootstrap": self.bootstrap,
+        }, instance_tags=instance_tags, capacity=capacity)
+        self.runners, self.ports = [], []
+        for n, instance_id in enumerate(self.group.instance_ids):
+            port = free_port()
+            runner = AgentRunner(tmp_path, imds_for(instance_id, aws.endpoint), name=f"agent{n}", config={
+                "compose_project": f"bgt-{self.uid}-{n}", "compose_env": {"APP_PORT": str(port)},
+                "health_timeout": 60, "allowed_buckets": [BUCKET]})
+            self.runners.append(runner)
+            self.ports.append(port)
+        self.runner, self.port = self.runners[0], self.ports[0]
+
+    def served(self, n=0):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[n]}/", timeout=5) as resp:
+            return resp.read().decode().strip()
+
+    def containers(self, n=0):
+        found = self.engine.containers.list(
+            all=True, filters={"label": "com.docker.compose.project=" + self.runners[n].config["compose_project"]})
+        return sorted((c.id, c.attrs["State"]["StartedAt"], c.attrs["Image"]) for c in found)
+
+    def snapshot(self):
+        """What is running: containers (id, start time, image), the fixed tag's image, the current bundle, the
+        answer on the port."""
+        current = os.path.join(self.runner.workdir, "current")
+        return {"containers": self.containers(), "fixed_tag": self.engine.images.get(self.fixed_ref).id,
+                "current": os.readlink(current), "served": self.served()}
+
+    def close(self):
+        for runner in self.runners:
+            for c in self.engine.containers.list(
+                    all=True, filters={"label": "com.docker.compose.project=" + runner.config["compose_project"]}):
+                c.remove(force=True)
+        for image in self.engine.images.list(name=self.images["image"]):
+            if self.fixed_ref in image.tags:
+                self.engine.images.remove(self.fixed_ref, force=True)
+
+
+@pytest.fixture
+def make_stack(aws, imds_for, tmp_path, images, engine):
+    stacks = []
+
+    def make(**kwargs):
+        stack = Stack(aws, imds_for, tmp_path, images, engine, **kwargs)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.close()
+
+
+def ok(result):
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    return result
+
+
+def test_first_boot_runs_the_groups_version_and_group_tags_beat_instance_tags(make_stack, images):
+    # The instance's own tags disagree with the group's (A12: when they arrive is not even guaranteed).
+    stack = make_stack(instance_tags={"bluegreen:version": "2.0", "bluegreen:bootstrap": "s3://elsewhere/x/"})
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    instance_tags = {t["Key"]: t["Value"] for t in ec2.describe_tags(
+        Filters=[{"Name": "resource-id", "Values": [stack.group.instance_ids[0]]}])["Tags"]}
+    assert instance_tags.get("bluegreen:version") == "2.0", "premise: the instance carries a conflicting tag"
+
+    ok(stack.runner("run"))
+
+    assert stack.served() == "1.0"
+    status = stack.runner.status()
+    assert status["result"] == "success"
+    assert status["version"] == "1.0" and status["version_source"] == "tag"
+    assert status["image_digest"] == images["digests"]["1.0"]
+    assert set(status["steps"]) >= {"identity", "bundle", "image", "activate", "compose", "health"}
+    assert stack.engine.images.get(stack.fixed_ref).id == stack.engine.images.get(images["image"] + ":1.0").id
+
+
+def test_rerun_with_the_same_version_recreates_nothing(make_stack):
+    stack = make_stack()
+    ok(stack.runner("run"))
+    before = stack.snapshot()
+    ok(stack.runner("run"))
+    assert stack.snapshot() == before
+
+
+def test_a_new_group_version_recreates_with_the_new_image(make_stack, images):
+    stack = make_stack()
+    ok(stack.runner("run"))
+    before = stack.containers()
+    stack.group.set_tags(version="2.0")
+    ok(stack.runner("run"))
+    assert stack.served() == "2.0"
+    after = stack.containers()
+    assert after != before and after[0][2] == stack.engine.images.get(images["image"] + ":2.0").id
+    assert stack.runner.status()["image_digest"] == images["digests"]["2.0"]
+
+
+def test_canary_override_runs_the_flag_version_and_says_so(make_stack):
+    stack = make_stack()
+    result = ok(stack.runner("run", "--version", "2.0"))
+    assert stack.served() == "2.0"
+    assert "version override: running 2.0" in result.stderr and "says 1.0" in result.stderr
+    assert stack.runner.status()["version_source"] == "flag"
+
+
+def test_unsigned_s3_reads_the_bundle_with_a_plain_get(make_stack, aws, tmp_path, images):
+    stack = make_stack()
+    # S1: the bucket allows anonymous GetObject (what the VPC endpoint policy does on AWS).
+    upload_bundle(aws.endpoint, bundle_files(tmp_path, images["repository"], "live-" + stack.uid), public=True)
+    result = ok(stack.runner("run", "--s3-unsigned"))
+    assert stack.served() == "1.0"
+    assert f"unsigned GET {aws.endpoint}/{BUCKET}/web/manifest.json" in result.stderr
+
+
+def test_two_agents_on_two_instances_at_once(make_stack):
+    stack = make_stack(capacity=2)
+    procs = [runner.start("run") for runner in stack.runners]
+    results = [(p.wait(timeout=120), p.communicate()) for p in procs]
+    for code, (out, err) in results:
+        assert code == 0, err
+    assert [stack.served(0), stack.served(1)] == ["1.0", "1.0"]
+
+
+def test_a_second_agent_on_the_same_workdir_exits_at_once(make_stack):
+    stack = make_stack()
+    os.makedirs(stack.runner.workdir, exist_ok=True)
+    with open(os.path.join(stack.runner.workdir, "agent.lock"), "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = stack.runner("run")
+    assert result.returncode == 10
+    assert result.stderr.strip().splitlines()[-1].startswith("bluegreen-agent: lock failed: another")
+    assert not os.path.exists(os.path.join(stack.runner.workdir, "status.json"))
+
+
+def test_an_unhealthy_version_fails_the_health_step(make_stack):
+    stack = make_stack()
+    stack.runner.config["health_timeout"] = 30
+    stack.group.set_tags(version="sick")
+    result = stack.runner("run")
+    assert result.returncode == 9, result.stderr
+    assert "health failed: project" in result.stderr and "unhealthy" in result.stderr
+    status = stack.runner.status()
+    assert status["result"] == "failed" and status["error"]["step"] == "health"
+
+
+def _bad_bundle(kind):
+    compose = b"services: {}\n"
+    if kind == "missing object":
+        return {"files": {}, "manifest": [{"path": "docker-compose.yml", "sha256": "0" * 64}]}
+    if kind == "checksum mismatch":
+        return {"files": {"docker-compose.yml": compose}, "manifest": [{"path": "docker-compose.yml",
+                                                                       "sha256": "ab" * 32}]}
+    return {"files": {"docker-compose.yml": compose}, "manifest": [
+        {"path": "docker-compose.yml", "sha256": __import__("hashlib").sha256(compose).hexdigest()},
+        {"path": "../../etc/cron.d/evil", "sha256": "cd" * 32}]}
+
+
+BAD_INPUTS = [
+    # (case, how to break it, exit code, words in the one-line error)
+    ("bad version", {"tags": {"version": "1.0 rc!"}}, 5, "settings failed: version '1.0 rc!'"),
+    ("bad image", {"tags": {"image": "127.0.0.1:5000/Web//x"}}, 5, "not a valid image repository"),
+    ("bad S3 URL", {"tags": {"bootstrap": "https://bucket/prefix/"}}, 5, "is not an s3://bucket/prefix/ URL"),
+    ("bucket not allowed", {"tags": {"bootstrap": "s3://other-bucket/web/"}}, 5, "not in allowed_buckets"),
+    ("missing object", {"bundle": "missing object"}, 6, "missing object s3://bluegreen-bootstrap/bad/"),
+    ("checksum mismatch", {"bundle": "checksum mismatch"}, 6, "checksum mismatch"),
+    ("path escape", {"bundle": "path escape"}, 6, "escapes the bundle"),
+    ("unknown version", {"tags": {"version": "9.9"}}, 7, "image failed: pull"),
+    ("registry unreachable", {"registry": True}, 7, "image failed: pull 127.0.0.1:"),
+    ("IMDS 403", {"imds": "disabled"}, 3, "identity failed: IMDS at http://127.0.0.1:"),
+]
+
+
+@pytest.mark.parametrize("case,breakage,code,words", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_fails_its_step_and_leaves_the_running_stack_as_it_was(make_stack, aws, tmp_path, case,
+                                                                          breakage, code, words):
+    stack = make_stack()
+    ok(stack.runner("run"))
+    before = stack.snapshot()
+
+    tags = dict(breakage.get("tags", {}))
+    if "bundle" in breakage:
+        bad = _bad_bundle(breakage["bundle"])
+        tags["bootstrap"] = upload_bundle(aws.endpoint, bad["files"], prefix="bad/", manifest_files=bad["manifest"])
+    if breakage.get("registry"):
+        closed = free_port()  # nothing listens there
+        files = bundle_files(tmp_path, "web", "live-" + stack.uid)
+        files["docker-compose.yml"] = files["docker-compose.yml"].replace(
+            REGISTRY.encode(), f"127.0.0.1:{closed}".encode())
+        tags["bootstrap"] = upload_bundle(aws.endpoint, files, prefix="unreachable/")
+        tags["image"] = f"127.0.0.1:{closed}/web"
+    if breakage.get("imds") == "disabled":
+        stack.runner.imds.disabled = True
+    tags.setdefault("version", "2.0")  # a real new version, so that only the breakage stops it
+    stack.group.set_tags(**tags)
+
+    result = stack.runner("run")
+
+    assert result.returncode == code, result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("bluegreen-agent: ") and words in last_line, last_line
+    assert stack.snapshot() == before
+    assert stack.runner.status()["result"] == "failed"
