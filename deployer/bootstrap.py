@@ -62,6 +62,7 @@ def collect(directory):
             if os.path.islink(full) or not os.path.isfile(full):
                 raise UsageError(f"{rel} in {directory} is not a regular file (links are not uploaded)")
             files.append((rel, full))
+    files.sort()
     if not any(rel == "docker-compose.yml" for rel, _ in files):
         raise UsageError(f"{directory} has no docker-compose.yml at its top: the agent needs one")
     return files

@@ -74,8 +74,8 @@ def verdict_deregistered(group, health):
     keys = lb_keys(group)
     still = []
     for inst in group.instances:
-        if inst.lifecycle == "InService":
-            still.append(f"{inst.id} still InService")
+        if inst.lifecycle != "Standby":
+            still.append(f"{inst.id} still {inst.lifecycle}")
             continue
         for key in keys:
             state = state_in(health, inst.id, key)
@@ -96,7 +96,17 @@ def verdict_drained(group, health):
     return OK, f"all Standby instances of {group.name} drained"
 
 
+def verdict_settled(group):
+    """No instance is between InService and Standby, so the next plan sees where each one is."""
+    moving = [i.id for i in group.instances if i.lifecycle == "EnteringStandby"]
+    if moving:
+        return WAIT, f"{len(moving)} instances of {group.name} still EnteringStandby"
+    return OK, f"no instance of {group.name} is EnteringStandby"
+
+
 def verdict(kind, group, health):
+    if kind == "settled":
+        return verdict_settled(group)
     if kind == "healthy":
         return verdict_healthy(group, health, strict=True)
     if kind == "restored":

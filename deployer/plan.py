@@ -372,6 +372,10 @@ def plan_rollback(snap, ctx):
     old, new = snap.groups[live], snap.groups[other(live)]
     steps = _lock_steps(snap, rec, record)
     if phase in (None, "restore"):
+        if old.in_state("EnteringStandby"):
+            # A deploy killed right after EnterStandby: let those instances arrive in Standby, then replan.
+            steps.append(Step("wait-standby-settled", f"wait until no instance of {old.name} is EnteringStandby",
+                              describe_calls(snap, live), wait="settled", color=live))
         if TAG_SAVED_SUSPENDED in old.tags:
             ours = [p for p in HOLD_PROCESSES if p in old.suspended and p not in old.saved_suspended]
             if ours:

@@ -1,0 +1,66 @@
+"""push-bootstrap: URL parsing, the manifest's exact form, and the upload order against the emulated S3."""
+
+import hashlib
+import json
+import os
+
+import boto3
+import pytest
+
+from deployer import bootstrap
+from deployer.errors import UsageError
+
+
+@pytest.mark.parametrize("url,expected", [("s3://bucket-1/demo/", ("bucket-1", "demo/")),
+                                          ("s3://bucket-1/a/b", ("bucket-1", "a/b/")),
+                                          ("s3://bucket-1", ("bucket-1", ""))])
+def test_s3_urls(url, expected):
+    assert bootstrap.parse_s3_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["https://bucket/x/", "s3://Bad_Bucket/x/", "s3://b/x//y/", "s3://ab/"])
+def test_bad_s3_urls_are_usage_errors(url):
+    with pytest.raises(UsageError):
+        bootstrap.parse_s3_url(url)
+
+
+def bundle(tmp_path):
+    (tmp_path / "docker-compose.yml").write_text("services: {}\n")
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "app.env").write_text("A=1\n")
+    return tmp_path
+
+
+def test_manifest_lists_every_file_with_its_sha256(tmp_path):
+    folder = bundle(tmp_path)
+    (folder / "manifest.json").write_text("stale")  # never listed in itself
+    _, _, uploads, manifest = bootstrap.plan_push(str(folder), "s3://bucket-1/demo/")
+    assert manifest == {"files": [
+        {"path": "conf/app.env", "sha256": hashlib.sha256(b"A=1\n").hexdigest()},
+        {"path": "docker-compose.yml", "sha256": hashlib.sha256(b"services: {}\n").hexdigest()}]}
+    assert [key for _, key in uploads] == ["demo/conf/app.env", "demo/docker-compose.yml"]
+
+
+def test_links_and_missing_compose_file_are_refused(tmp_path):
+    folder = bundle(tmp_path)
+    os.symlink("/etc/passwd", folder / "escape")
+    with pytest.raises(UsageError, match="not a regular file"):
+        bootstrap.plan_push(str(folder), "s3://bucket-1/demo/")
+    os.unlink(folder / "escape")
+    os.unlink(folder / "docker-compose.yml")
+    with pytest.raises(UsageError, match="no docker-compose.yml"):
+        bootstrap.plan_push(str(folder), "s3://bucket-1/demo/")
+
+
+def test_push_uploads_the_manifest_last_and_it_verifies(aws, tmp_path):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="bucket-1")
+    order = []
+    s3.meta.events.register("provide-client-params.s3.PutObject", lambda params, **_: order.append(params["Key"]))
+    bucket, prefix, uploads, manifest = bootstrap.plan_push(str(bundle(tmp_path)), "s3://bucket-1/demo/")
+    assert bootstrap.push(s3, bucket, prefix, uploads, manifest) == 3
+    assert order == ["demo/conf/app.env", "demo/docker-compose.yml", "demo/manifest.json"]
+    stored = json.loads(s3.get_object(Bucket="bucket-1", Key="demo/manifest.json")["Body"].read())
+    for entry in stored["files"]:
+        body = s3.get_object(Bucket="bucket-1", Key="demo/" + entry["path"])["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == entry["sha256"]

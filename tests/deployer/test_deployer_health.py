@@ -1,0 +1,64 @@
+"""The wait verdicts: when a wait is done, keeps waiting, or fails, and what it says it saw."""
+
+from deployer_fixtures import TG, group_record, ids, snapshot
+
+from deployer import health
+from deployer.model import classic_state
+
+KEY = "tg:" + TG
+
+
+def green(instances, sizes=(3, 3, 6)):
+    snap = snapshot(group_record("blue", (3, 3, 6), ids("b", 3)), group_record("green", sizes, instances))
+    return snap.groups["green"]
+
+
+def test_healthy_needs_every_desired_instance_in_service_and_healthy():
+    group = green(ids("g", 3))
+    states = {"i-g00000": {KEY: "healthy"}, "i-g00001": {KEY: "healthy"}, "i-g00002": {KEY: "initial"}}
+    state, detail = health.verdict("healthy", group, states)
+    assert state == health.WAIT and detail.startswith("2/3 of demo-green healthy")
+    assert "i-g00002 initial in target group demo-tg" in detail
+    states["i-g00002"][KEY] = "healthy"
+    assert health.verdict("healthy", group, states)[0] == health.OK
+
+
+def test_too_few_instances_is_not_done_even_if_all_present_are_healthy():
+    group = green(ids("g", 2) + ids("p", 1, "Pending"))
+    states = {"i-g00000": {KEY: "healthy"}, "i-g00001": {KEY: "healthy"}}
+    state, detail = health.verdict("healthy", group, states)
+    assert state == health.WAIT and "i-p00000 Pending" in detail
+
+
+def test_an_unhealthy_or_terminating_new_instance_fails_at_once_but_rollback_keeps_waiting():
+    group = green(ids("g", 3))
+    states = {"i-g00000": {KEY: "healthy"}, "i-g00001": {KEY: "unhealthy"}, "i-g00002": {KEY: "healthy"}}
+    state, detail = health.verdict("healthy", group, states)
+    assert state == health.FAIL and detail == "instance i-g00001 of demo-green is unhealthy in target group demo-tg"
+    assert health.verdict("restored", group, states)[0] == health.WAIT
+    group = green(ids("g", 2) + ids("t", 1, "Terminating"))
+    assert health.verdict("healthy", group, {})[0] == health.FAIL
+
+
+def test_deregistered_accepts_draining_but_drained_does_not():
+    group = green(ids("g", 2, "Standby"), sizes=(0, 0, 6))
+    states = {"i-g00000": {KEY: "draining"}}
+    assert health.verdict("deregistered", group, states)[0] == health.OK
+    state, detail = health.verdict("drained", group, states)
+    assert state == health.WAIT and "i-g00000 draining" in detail
+    assert health.verdict("drained", group, {})[0] == health.OK
+    states = {"i-g00000": {KEY: "healthy"}}
+    assert health.verdict("deregistered", group, states)[0] == health.WAIT
+
+
+def test_entering_standby_is_not_yet_deregistered():
+    group = green(ids("g", 1, "EnteringStandby"), sizes=(0, 0, 6))
+    assert health.verdict("deregistered", group, {})[0] == health.WAIT
+    assert health.verdict("settled", group, {})[0] == health.WAIT
+
+
+def test_classic_elb_out_of_service_counts_as_initial_unless_checks_failed():
+    assert classic_state("InService") == "healthy"
+    assert classic_state("OutOfService", "Instance registration is still in progress.") == "initial"
+    assert classic_state("OutOfService", "Instance has failed at least the UnhealthyThreshold number of "
+                                         "health checks consecutively.") == "unhealthy"

@@ -1,0 +1,255 @@
+"""The pure planners: given describe results, the steps and AWS calls, with no AWS at all."""
+
+from datetime import timedelta
+
+import pytest
+from deployer_fixtures import NOW, calls_of, ctx, group_record, ids, names, record_tag, snapshot
+
+from deployer import plan
+from deployer.errors import ConflictError, UsageError
+from deployer.model import Record, check_version, pair_from_describe
+
+# -- deploy ----------------------------------------------------------------------------------------
+
+
+def test_fresh_deploy_plans_every_phase_with_standby_in_batches_of_20():
+    snap = snapshot(group_record("blue", (45, 45, 90), ids("b", 45)), group_record("green", (0, 0, 0)),
+                    policies={"blue": [], "green": []}, scheduled={"blue": [], "green": []})
+    steps = plan.plan_deploy(snap, ctx(), "2.0")
+    assert names(steps) == ["lock", "set-version", "size-new", "wait-new-healthy", "suspend", "mark-flip",
+                            "lower-min", "enter-standby", "enter-standby", "enter-standby", "wait-deregistered"]
+    standby = calls_of(steps, "EnterStandby")
+    assert [len(c.params["InstanceIds"]) for c in standby] == [20, 20, 5]
+    assert all(c.params["ShouldDecrementDesiredCapacity"] for c in standby)
+    lock_tags = {(t["ResourceId"], t["Key"]): t["Value"] for t in steps[0].calls[0].params["Tags"]}
+    assert lock_tags[("demo-blue", "bluegreen:saved-sizes")] == "45/45/90"
+    assert lock_tags[("demo-blue", "bluegreen:saved-suspended")] == "none"
+    assert lock_tags[("demo-green", "bluegreen:operation")].startswith("action=deploy;phase=launch;version=2.0")
+    size = calls_of(steps, "UpdateAutoScalingGroup")[0].params
+    assert (size["AutoScalingGroupName"], size["MinSize"], size["DesiredCapacity"], size["MaxSize"]) == (
+        "demo-green", 45, 45, 90)
+    # A1: MinSize is lowered before the first EnterStandby with decrement.
+    assert names(steps).index("lower-min") < names(steps).index("enter-standby")
+
+
+def test_resumed_deploy_skips_what_is_done_and_batches_only_the_instances_still_in_service():
+    blue = group_record("blue", (0, 25, 50), ids("b", 25) + ids("s", 20, "Standby"),
+                        tags={**record_tag("deploy", "flip", holder="ci@builder:100"),
+                              "bluegreen:saved-sizes": "45/45/90", "bluegreen:saved-suspended": "none"},
+                        suspended=("AZRebalance", "AlarmNotification", "ScheduledActions"))
+    green = group_record("green", (45, 45, 90), ids("g", 45), tags={"bluegreen:version": "2.0"})
+    snap = snapshot(blue, green)
+    steps = plan.plan_deploy(snap, ctx(), "2.0")
+    assert names(steps) == ["enter-standby", "enter-standby", "wait-deregistered"]
+    assert [len(c.params["InstanceIds"]) for c in calls_of(steps, "EnterStandby")] == [20, 5]
+
+
+def test_deploy_that_has_flipped_has_nothing_left_to_do():
+    blue = group_record("blue", (0, 0, 90), ids("b", 3, "Standby"),
+                        tags=record_tag("deploy", "flipped", holder="ci@builder:100"))
+    assert plan.plan_deploy(snapshot(blue, group_record("green", (3, 3, 6), ids("g", 3))), ctx(), "2.0") == []
+
+
+def test_deploy_of_another_version_while_one_is_recorded_is_a_conflict_naming_holder_and_time():
+    blue = group_record("blue", (3, 3, 6), ids("b", 3), tags=record_tag("deploy", "launch", version="2.0",
+                                                                        holder="alice@ci-7:4242"))
+    with pytest.raises(ConflictError) as err:
+        plan.plan_deploy(snapshot(blue, group_record("green", (3, 3, 6))), ctx(), "3.0")
+    assert "alice@ci-7:4242" in str(err.value) and "2026-11-26T11:00:00Z" in str(err.value)
+    assert err.value.exit_code == 3
+
+
+def test_rerun_while_the_holder_still_runs_is_a_conflict_unless_forced():
+    holder = "alice@ci-7:4242"
+    blue = group_record("blue", (3, 3, 6), ids("b", 3), tags=record_tag("deploy", "launch", holder=holder))
+    snap = snapshot(blue, group_record("green", (3, 3, 6)))
+    with pytest.raises(ConflictError, match="running now"):
+        plan.plan_deploy(snap, ctx(alive={holder}), "2.0")
+    steps = plan.plan_deploy(snap, ctx(alive={holder}, force=True), "2.0")
+    assert steps[0].name == "lock" and "take over" in steps[0].summary
+
+
+def test_deploy_cannot_guess_the_live_color():
+    snap = snapshot(group_record("blue", (3, 3, 6), ids("b", 3)), group_record("green", (2, 2, 6), ids("g", 2)))
+    with pytest.raises(ConflictError, match="cannot tell which color"):
+        plan.plan_deploy(snap, ctx(), "2.0")
+
+
+def test_deploy_after_a_canary_of_the_same_version_keeps_the_canary_instances():
+    tags = record_tag("canary", "serving", holder="ci@builder:1")
+    blue = group_record("blue", (3, 3, 6), ids("b", 3), tags=tags)
+    green = group_record("green", (1, 1, 1), ids("g", 1), tags={"bluegreen:version": "2.0", **tags})
+    steps = plan.plan_deploy(snapshot(blue, green), ctx(), "2.0")
+    assert names(steps)[:3] == ["lock", "size-new", "wait-new-healthy"]
+    assert "set-version" not in names(steps)
+    size = calls_of(steps, "UpdateAutoScalingGroup")[0].params
+    assert size["DesiredCapacity"] == 3  # grows from the canary's 1: nothing is replaced
+
+
+# -- policies (A7) ---------------------------------------------------------------------------------
+
+
+def test_policy_copies_skip_existing_names_and_spent_one_off_actions():
+    blue, green = group_record("blue", (3, 3, 6), ids("b", 3)), group_record("green", (3, 3, 6))
+    policies = {"blue": [{"PolicyName": "cpu", "PolicyType": "TargetTrackingScaling", "AutoScalingGroupName": "x",
+                          "TargetTrackingConfiguration": {"TargetValue": 50.0}},
+                         {"PolicyName": "old", "PolicyType": "SimpleScaling", "ScalingAdjustment": 1}],
+                "green": [{"PolicyName": "old"}]}
+    scheduled = {"blue": [{"ScheduledActionName": "nightly", "Recurrence": "0 2 * * *", "MinSize": 1,
+                           "StartTime": NOW - timedelta(days=3)},
+                          {"ScheduledActionName": "spent", "DesiredCapacity": 4, "StartTime": NOW - timedelta(days=1)},
+                          {"ScheduledActionName": "later", "DesiredCapacity": 5, "StartTime": NOW + timedelta(days=1)}],
+                 "green": []}
+    calls = plan.policy_copies(snapshot(blue, green, policies, scheduled), "blue", "green", NOW)
+    puts = [(c.op, c.params.get("PolicyName") or c.params.get("ScheduledActionName")) for c in calls]
+    assert puts == [("PutScalingPolicy", "cpu"), ("PutScheduledUpdateGroupAction", "nightly"),
+                    ("PutScheduledUpdateGroupAction", "later")]
+    assert calls[0].params["AutoScalingGroupName"] == "demo-green" and "TargetTrackingConfiguration" in calls[0].params
+    assert "StartTime" not in calls[1].params  # AWS refuses a StartTime in the past
+    assert calls[2].params["StartTime"] == NOW + timedelta(days=1)
+
+
+# -- rollback --------------------------------------------------------------------------------------
+
+
+def flipped_pair(n=45, rec=None, green_policies=("cpu",)):
+    tags = rec or record_tag("deploy", "flipped")
+    blue = group_record("blue", (0, 0, 2 * n), ids("b", n, "Standby"),
+                        tags={**tags, "bluegreen:saved-sizes": f"{n}/{n}/{2 * n}",
+                              "bluegreen:saved-suspended": "AZRebalance"},
+                        suspended=("AZRebalance", "AlarmNotification", "ScheduledActions"))
+    green = group_record("green", (n, n, 2 * n), ids("g", n), tags={"bluegreen:version": "2.0", **tags})
+    policies = {"blue": [{"PolicyName": "cpu"}], "green": [{"PolicyName": p} for p in green_policies]}
+    return blue, green, policies
+
+
+def test_rollback_after_flip_returns_the_old_fleet_before_touching_the_new_one():
+    blue, green, policies = flipped_pair(green_policies=("cpu", "own"))
+    snap = snapshot(blue, green, policies, {"blue": [], "green": []})
+    steps = plan.plan_rollback(snap, ctx())
+    assert names(steps) == ["lock", "resume", "exit-standby", "exit-standby", "exit-standby", "restore-sizes",
+                            "wait-restored", "remove-copied-policies", "retire-new", "unlock"]
+    # only the processes the deploy suspended: AZRebalance was suspended before it
+    assert calls_of(steps, "ResumeProcesses")[0].params["ScalingProcesses"] == ["AlarmNotification",
+                                                                               "ScheduledActions"]
+    assert [len(c.params["InstanceIds"]) for c in calls_of(steps, "ExitStandby")] == [20, 20, 5]
+    assert [c.params["PolicyName"] for c in calls_of(steps, "DeletePolicy")] == ["cpu"]
+    assert names(steps).index("wait-restored") < names(steps).index("retire-new")
+    restore = calls_of(steps, "UpdateAutoScalingGroup")[0].params
+    assert (restore["AutoScalingGroupName"], restore["MinSize"], restore["MaxSize"]) == ("demo-blue", 45, 90)
+
+
+def test_rollback_with_nothing_recorded_is_a_conflict():
+    snap = snapshot(group_record("blue", (3, 3, 6), ids("b", 3)), group_record("green", (0, 0, 0)))
+    with pytest.raises(ConflictError, match="nothing to roll back"):
+        plan.plan_rollback(snap, ctx())
+
+
+def test_rollback_refuses_once_finalize_detaches():
+    blue, green, _ = flipped_pair(3, rec=record_tag("finalize", "detach"))
+    with pytest.raises(ConflictError, match="bluegreen finalize demo"):
+        plan.plan_rollback(snapshot(blue, green), ctx())
+
+
+def test_rollback_waits_for_instances_still_entering_standby():
+    tags = {**record_tag("deploy", "flip"), "bluegreen:saved-sizes": "3/3/6", "bluegreen:saved-suspended": "none"}
+    blue = group_record("blue", (0, 1, 6), ids("b", 2, "EnteringStandby") + ids("c", 1), tags=tags)
+    green = group_record("green", (3, 3, 6), ids("g", 3), tags=tags)
+    steps = plan.plan_rollback(snapshot(blue, green), ctx())
+    assert names(steps)[:2] == ["lock", "wait-standby-settled"]
+
+
+# -- finalize --------------------------------------------------------------------------------------
+
+
+def test_finalize_detaches_in_batches_without_decrement_then_terminates_only_detached_instances():
+    blue, green, policies = flipped_pair(45)
+    snap = snapshot(blue, green, policies, {"blue": [{"ScheduledActionName": "nightly"}], "green": []})
+    steps = plan.plan_finalize(snap, ctx())
+    assert names(steps) == ["lock", "wait-drained", "detach", "detach", "detach", "terminate",
+                            "delete-old-policies", "empty-old", "resume", "unlock"]
+    detach = calls_of(steps, "DetachInstances")
+    assert [len(c.params["InstanceIds"]) for c in detach] == [20, 20, 5]
+    assert not any(c.params["ShouldDecrementDesiredCapacity"] for c in detach)  # A3, footnote 2
+    # every detach batch is tagged first, so a crash between detach and terminate still finds it
+    for step in steps:
+        if step.name == "detach":
+            assert [c.op for c in step.calls] == ["CreateTags", "DetachInstances"]
+    detached = {i for c in detach for i in c.params["InstanceIds"]}
+    terminated = [i for c in calls_of(steps, "TerminateInstances") for i in c.params["InstanceIds"]]
+    assert set(terminated) == detached  # A4: never one that was not detached first
+    assert names(steps).index("terminate") > max(i for i, n in enumerate(names(steps)) if n == "detach")
+    assert {c.op for c in calls_of(steps, "DeleteScheduledAction")} == {"DeleteScheduledAction"}
+
+
+def test_finalize_resumed_after_a_crash_between_detach_and_terminate():
+    blue, green, policies = flipped_pair(3, rec=record_tag("finalize", "detach", holder="ci@builder:100"))
+    blue["Instances"] = blue["Instances"][2:]  # two were detached, then the process died
+    retired = ["i-b00000", "i-b00001", "i-b00002"]  # i-b00002 was tagged but not yet detached
+    snap = snapshot(blue, green, policies, {"blue": [], "green": []}, retired=retired)
+    steps = plan.plan_finalize(snap, ctx())
+    assert names(steps)[:2] == ["detach", "terminate"]
+    assert calls_of(steps, "TerminateInstances")[0].params["InstanceIds"] == ["i-b00000", "i-b00001"]
+
+
+def test_finalize_fits_only_after_a_flip():
+    blue = group_record("blue", (3, 3, 6), ids("b", 3), tags=record_tag("deploy", "launch"))
+    with pytest.raises(ConflictError, match="only after a deploy has flipped"):
+        plan.plan_finalize(snapshot(blue, group_record("green", (3, 3, 6), ids("g", 3))), ctx())
+    done = snapshot(group_record("blue", (0, 0, 0)), group_record("green", (3, 3, 6), ids("g", 3)))
+    assert plan.plan_finalize(done, ctx()) == []
+
+
+# -- canary ----------------------------------------------------------------------------------------
+
+
+def test_canary_sizes_the_idle_group_and_a_second_count_relaunches_the_wait():
+    snap = snapshot(group_record("blue", (3, 3, 6), ids("b", 3)), group_record("green", (0, 0, 0)))
+    steps = plan.plan_canary(snap, ctx(), "2.0", 2)
+    assert names(steps) == ["lock", "set-version", "size-canary", "wait-canary-healthy"]
+    tags = record_tag("canary", "serving", holder="ci@builder:100")
+    snap = snapshot(group_record("blue", (3, 3, 6), ids("b", 3), tags=tags),
+                    group_record("green", (2, 2, 2), ids("g", 2), tags={"bluegreen:version": "2.0", **tags}))
+    assert plan.plan_canary(snap, ctx(), "2.0", 2) == []
+    steps = plan.plan_canary(snap, ctx(), "2.0", 3)
+    assert names(steps) == ["size-canary", "wait-canary-healthy"]
+    assert steps[0].calls[0].op == "CreateOrUpdateTags"  # back to phase launch first, so a crash re-waits
+
+
+def test_abort_returns_the_new_group_to_zero_and_clears_the_lock():
+    tags = {**record_tag("deploy", "launch"), "bluegreen:saved-sizes": "3/3/6", "bluegreen:saved-suspended": "none"}
+    snap = snapshot(group_record("blue", (3, 3, 6), ids("b", 3), tags=tags),
+                    group_record("green", (3, 3, 6), ids("g", 3), tags=tags))
+    steps = plan.plan_abort(snap, ctx())
+    assert names(steps) == ["abort-new", "unlock"]
+    deleted = {(t["ResourceId"], t["Key"]) for t in steps[1].calls[0].params["Tags"]}
+    assert deleted == {("demo-blue", "bluegreen:operation"), ("demo-green", "bluegreen:operation"),
+                       ("demo-blue", "bluegreen:saved-sizes"), ("demo-blue", "bluegreen:saved-suspended")}
+
+
+# -- model -----------------------------------------------------------------------------------------
+
+
+def test_pairs_must_be_exactly_one_blue_and_one_green():
+    with pytest.raises(UsageError, match="no Auto Scaling group is tagged bluegreen:service=demo"):
+        pair_from_describe("demo", [])
+    with pytest.raises(UsageError, match="no group tagged bluegreen:color=green"):
+        pair_from_describe("demo", [group_record("blue", (1, 1, 1))])
+    with pytest.raises(UsageError, match="2 groups tagged bluegreen:color=blue"):
+        pair_from_describe("demo", [group_record("blue", (1, 1, 1)), group_record("blue", (1, 1, 1), name="x"),
+                                    group_record("green", (0, 0, 0))])
+    with pytest.raises(UsageError, match="expected blue or green"):
+        pair_from_describe("demo", [group_record("red", (1, 1, 1))])
+
+
+def test_record_round_trips_and_fits_a_tag_value():
+    rec = Record("deploy", "flip", "v" * 128, "blue", "2026-11-26T11:00:00Z", "u" * 40 + "@" + "h" * 60 + ":1")
+    assert len(rec.encode()) <= 256  # A12
+    short = Record("deploy", "flip", "2.0", "blue", "2026-11-26T11:00:00Z", "ci@builder:7")
+    assert Record.decode(short.encode()) == short
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "-leading", "a" * 129, "x/y"])
+def test_versions_must_be_docker_tags(bad):
+    with pytest.raises(UsageError):
+        check_version(bad)
