@@ -29,7 +29,7 @@ from moto.moto_api._internal.models import moto_api_backend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from . import asg_api, autoscaling, runtime, targets
+from . import asg_api, asg_catalog, autoscaling, runtime, targets
 from .errors import AlreadyRunning, BadControlRequest, NotStarted
 from .state import LayerState
 
@@ -95,6 +95,7 @@ class EmulatedAWS:
         targets.install()
         autoscaling.install()
         asg_api.install()
+        asg_catalog.install()
         runtime.activate(self.state)
         moto_api_backend.reset()
         self._server = make_server(self.host, self.port, self._app, threaded=True,

@@ -1,0 +1,202 @@
+"""Auto Scaling catalogue calls: policies and scheduled actions per group (A7), tags (A12), pages (A9).
+
+moto keys policies and scheduled actions by name alone, per Region, so the same name on blue and green
+collides and DeletePolicy on one group deletes the other's. Here they are keyed by (group, name), and the
+describe calls page with AWS's sizes instead of answering everything at once.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from moto.autoscaling.exceptions import ValidationError
+from moto.autoscaling.models import AutoScalingBackend, FakeScalingPolicy
+from moto.autoscaling.responses import AutoScalingResponse
+from moto.core.responses import ActionResult, EmptyResult
+
+from . import asg_api, runtime
+
+# A9: (default page, largest page) per describe call, from the Auto Scaling API reference.
+PAGE_SIZES = {
+    "DescribeAutoScalingGroups": (50, 100),
+    "DescribeAutoScalingInstances": (50, 50),
+    "DescribeTags": (50, 100),
+    "DescribePolicies": (50, 100),
+    "DescribeScheduledActions": (50, 100),
+}
+
+
+def paginate(resp: AutoScalingResponse, operation: str, items: list[Any]) -> tuple[list[Any], str | None]:
+    default, largest = PAGE_SIZES[operation]
+    size = resp._get_int_param("MaxRecords")
+    if size is None:
+        size = default
+    if not 1 <= size <= largest:
+        raise ValidationError(f"1 validation error detected: Value '{size}' at 'maxRecords' failed to satisfy "
+                              f"constraint: Member must have value between 1 and {largest}")
+    start = 0
+    token = resp._get_param("NextToken")
+    if token:
+        try:
+            kind, offset = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
+            start = int(offset)
+            if kind != operation or start < 0:
+                raise ValueError(kind)
+        except ValueError:
+            raise ValidationError("The NextToken value is invalid") from None
+    page = items[start:start + size]
+    end = start + len(page)
+    next_token = None
+    if end < len(items):
+        next_token = base64.urlsafe_b64encode(f"{operation}:{end}".encode()).decode()
+    return page, next_token
+
+
+# -- describe calls with pages (A9) ------------------------------------------------------------------------
+
+def describe_auto_scaling_groups(self: AutoScalingResponse) -> ActionResult:
+    groups = self.autoscaling_backend.describe_auto_scaling_groups(
+        self._get_param("AutoScalingGroupNames", []), filters=self._get_param("Filters", []))
+    page, token = paginate(self, "DescribeAutoScalingGroups", groups)
+    return ActionResult({"AutoScalingGroups": page, "NextToken": token})
+
+
+def describe_auto_scaling_instances(self: AutoScalingResponse) -> ActionResult:
+    ids = self._get_param("InstanceIds", [])
+    if len(ids) > 50:
+        raise ValidationError("The number of instance ids that may be passed in is limited to 50")
+    states = self.autoscaling_backend.describe_auto_scaling_instances(instance_ids=ids)
+    page, token = paginate(self, "DescribeAutoScalingInstances", states)
+    return ActionResult({"AutoScalingInstances": page, "NextToken": token})
+
+
+def describe_tags(self: AutoScalingResponse) -> ActionResult:
+    tags = self.autoscaling_backend.describe_tags(filters=self._get_param("Filters", []))
+    page, token = paginate(self, "DescribeTags", tags)
+    return ActionResult({"Tags": page, "NextToken": token})
+
+
+def describe_policies(self: AutoScalingResponse) -> ActionResult:
+    group = self._get_param("AutoScalingGroupName")
+    if group:
+        asg_api._group(self, group)
+    policies = self.autoscaling_backend.describe_policies(
+        autoscaling_group_name=group, policy_names=self._get_param("PolicyNames", []),
+        policy_types=self._get_param("PolicyTypes", []))
+    page, token = paginate(self, "DescribePolicies", policies)
+    return ActionResult({"ScalingPolicies": page, "NextToken": token})
+
+
+def describe_scheduled_actions(self: AutoScalingResponse) -> ActionResult:
+    group = self._get_param("AutoScalingGroupName")
+    if group:
+        asg_api._group(self, group)
+    actions = self.autoscaling_backend.describe_scheduled_actions(
+        autoscaling_group_name=group, scheduled_action_names=self._get_param("ScheduledActionNames", []))
+    page, token = paginate(self, "DescribeScheduledActions", actions)
+    return ActionResult({"ScheduledUpdateGroupActions": page, "NextToken": token})
+
+
+# -- tags (A12) --------------------------------------------------------------------------------------------
+
+def create_or_update_tags(self: AutoScalingResponse) -> ActionResult:
+    tags = self._get_param("Tags", []) or []
+    by_group: dict[str, list[dict[str, Any]]] = {}
+    for tag in tags:
+        by_group.setdefault(tag.get("ResourceId"), []).append(tag)
+    for name, group_tags in by_group.items():
+        group = asg_api._group(self, name)
+        existing = {t["Key"] for t in group.tags}
+        asg_api.check_tags(group_tags, existing=len(existing - {t.get("Key") for t in group_tags}))
+    return runtime.original(AutoScalingResponse, "create_or_update_tags")(self)
+
+
+def delete_tags(self: AutoScalingResponse) -> ActionResult:
+    for tag in self._get_params().get("Tags", []) or []:
+        asg_api._group(self, tag.get("ResourceId"))
+    return runtime.original(AutoScalingResponse, "delete_tags")(self)
+
+
+# -- scaling policies keyed by (group, name) (A7) ----------------------------------------------------------
+
+def _put_scaling_policy(self: AutoScalingBackend, name: str, *args: Any, **kwargs: Any) -> FakeScalingPolicy:
+    policy = runtime.original(AutoScalingBackend, "put_scaling_policy")(self, name, *args, **kwargs)
+    # moto stored it under `name`, replacing another group's policy of that name: put that one back.
+    self.policies.pop(name, None)
+    self.policies[(policy.auto_scaling_group_name, name)] = policy
+    return policy
+
+
+def _find_policy(resp: AutoScalingResponse) -> tuple[Any, FakeScalingPolicy]:
+    name = resp._get_param("PolicyName")
+    group = resp._get_param("AutoScalingGroupName")
+    policies = resp.autoscaling_backend.policies
+    if name and name.startswith("arn:"):
+        for key, policy in policies.items():
+            if policy.arn == name:
+                return key, policy
+    elif group:
+        asg_api._group(resp, group)
+        if (group, name) in policies:
+            return (group, name), policies[(group, name)]
+    else:
+        # (unverified) a bare name without the group is ambiguous once two groups share it; AWS resolves it
+        # in the caller's account, so only an unambiguous bare name is accepted here.
+        matches = [(k, p) for k, p in policies.items() if p.name == name]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise ValidationError(f"Policy name {name} exists in several groups: pass AutoScalingGroupName")
+    raise ValidationError(f"Policy not found: {name}")
+
+
+def delete_policy(self: AutoScalingResponse) -> ActionResult:
+    key, _ = _find_policy(self)
+    del self.autoscaling_backend.policies[key]
+    return EmptyResult()
+
+
+def execute_policy(self: AutoScalingResponse) -> ActionResult:
+    _, policy = _find_policy(self)
+    group = asg_api._group(self, policy.auto_scaling_group_name)
+    adjustment = policy.scaling_adjustment or 0
+    if policy.adjustment_type == "ExactCapacity":
+        desired = adjustment
+    elif policy.adjustment_type == "PercentChangeInCapacity":
+        # AWS rounds a change between -1 and 1 away from zero, and any other change toward zero.
+        change = group.desired_capacity * adjustment / 100.0
+        step = int(change) if abs(change) >= 1 else (1 if change > 0 else -1 if change < 0 else 0)
+        desired = group.desired_capacity + step
+    else:
+        desired = group.desired_capacity + adjustment
+    # Scaling policies never take a group outside [MinSize, MaxSize] (A5).
+    self.autoscaling_backend.set_desired_capacity(group.name, max(group.min_size, min(group.max_size, desired)))
+    return EmptyResult()
+
+
+# -- scheduled actions keyed by (group, name) (A7) ---------------------------------------------------------
+
+def _put_scheduled_action(self: AutoScalingBackend, name: str, *args: Any, **kwargs: Any) -> Any:
+    action = runtime.original(AutoScalingBackend, "put_scheduled_update_group_action")(self, name, *args, **kwargs)
+    self.scheduled_actions.pop(action.scheduled_action_name, None)
+    self.scheduled_actions[(name, action.scheduled_action_name)] = action
+    return action
+
+
+def _delete_scheduled_action(self: AutoScalingBackend, auto_scaling_group_name: str,
+                             scheduled_action_name: str) -> None:
+    if self.scheduled_actions.pop((auto_scaling_group_name, scheduled_action_name), None) is None:
+        raise ValidationError("Scheduled action name not found")
+
+
+REPLACED = (describe_auto_scaling_groups, describe_auto_scaling_instances, describe_tags, describe_policies,
+            describe_scheduled_actions, create_or_update_tags, delete_tags, delete_policy, execute_policy)
+
+
+def install() -> None:
+    for func in REPLACED:
+        runtime.wrap(AutoScalingResponse, func.__name__, func)
+    runtime.wrap(AutoScalingBackend, "put_scaling_policy", _put_scaling_policy)
+    runtime.wrap(AutoScalingBackend, "put_scheduled_update_group_action", _put_scheduled_action)
+    runtime.wrap(AutoScalingBackend, "delete_scheduled_action", _delete_scheduled_action)
