@@ -80,7 +80,7 @@ class IMDSServer:
 
         self._httpd = ThreadingHTTPServer((self._host, self._port), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"imds-{self.instance_id}",
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name=f"imds-{self.instance_id}",
                                         daemon=True)
         self._thread.start()
         log.info("IMDS for %s at %s", self.instance_id, self.endpoint)

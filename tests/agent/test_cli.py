@@ -1,0 +1,92 @@
+"""The command line without Docker: `show`, `--dry-run`, usage errors and early failures, each through the real
+`bluegreen-agent` subprocess against the emulated AWS and an IMDS emulator."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.agent.conftest import AGENT, AgentRunner, Group
+
+TAGS = {"bluegreen:version": "1.0", "bluegreen:image": "127.0.0.1:5000/web",
+        "bluegreen:bootstrap": "s3://bluegreen-bootstrap/web/"}
+
+
+@pytest.fixture
+def runner(aws, imds_for, tmp_path):
+    group = Group(aws.endpoint, "web-blue", TAGS, instance_tags={"bluegreen:version": "6.6"})
+    r = AgentRunner(tmp_path, imds_for(group.instance_ids[0], aws.endpoint), config={"compose_project": "site"})
+    r.group = group
+    return r
+
+
+def one_line_error(result, code):
+    assert result.returncode == code, f"exit {result.returncode}: {result.stderr}"
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("bluegreen-agent: ") and "Traceback" not in result.stderr
+    return last
+
+
+def test_help_documents_exit_codes_and_imports_nothing_heavy():
+    out = subprocess.run([AGENT, "--help"], capture_output=True, text=True, check=True).stdout
+    for line in ("0   success", "3   instance identity", "5   a setting", "7   image", "10  another agent"):
+        assert line in out
+    loaded = subprocess.run([sys.executable, "-c", ("import sys, agent.cli; agent.cli.build_parser(); "
+                             "print([m for m in ('boto3', 'botocore', 'docker', 'requests', 'yaml') "
+                             "if m in sys.modules])")], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]", "--help must stay fast: heavy modules are imported lazily"
+
+
+def test_show_prints_identity_group_tags_and_settings(runner):
+    result = runner("show", "--output", "json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["instance_id"] == runner.group.instance_ids[0] and doc["group"] == "web-blue"
+    assert doc["tags"] == TAGS
+    # A12: the instance's own tag says 6.6; the group's wins.
+    assert doc["settings"]["version"] == "1.0" and doc["settings"]["sources"]["version"] == "tag"
+    assert doc["settings"]["compose_project"] == "site"
+    text = runner("show").stdout
+    assert "group              web-blue" in text and "bluegreen:version = 1.0" in text
+
+
+def test_show_reports_an_invalid_tag_and_exits_with_its_code(runner):
+    runner.group.set_tags(version="not valid!")
+    result = runner("show", "--output", "json")
+    assert "not a valid Docker tag" in json.loads(result.stdout)["settings_error"]
+    assert "settings failed: version 'not valid!' (from tag)" in one_line_error(result, 5)
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(runner):
+    result = runner("run", "--dry-run", "--version", "2.0", "--s3-unsigned")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    steps = {s["step"]: s for s in doc["plan"]["steps"]}
+    assert steps["image"]["pull"] == "127.0.0.1:5000/web:2.0"
+    assert steps["bundle"]["reader"].startswith("unsigned GET " + os.environ["AWS_ENDPOINT_URL"])
+    assert doc["plan"]["version_source"] == "flag" and "version override" in result.stderr
+    assert not os.path.exists(runner.workdir)
+
+
+def test_usage_and_config_errors_exit_2(runner, tmp_path):
+    assert subprocess.run([AGENT, "run", "--bogus"], capture_output=True, check=False).returncode == 2
+    result = subprocess.run([AGENT, "run", "--config", str(tmp_path / "absent.yml")], capture_output=True,
+                            text=True, check=False)
+    assert "config failed: config file" in one_line_error(result, 2)
+    runner.config["compose_projekt"] = "typo"
+    assert "unknown setting(s) compose_projekt" in one_line_error(runner("run"), 2)
+
+
+def test_imds_disabled_exits_3_and_records_the_failure(runner):
+    runner.imds.disabled = True
+    assert "identity failed: IMDS at" in one_line_error(runner("run"), 3)
+    status = runner.status()
+    assert status["result"] == "failed" and status["error"]["exit_code"] == 3
+
+
+def test_an_instance_in_no_group_exits_4(aws, imds_for, tmp_path):
+    r = AgentRunner(tmp_path, imds_for("i-0000000000000dead", aws.endpoint), config={"group_deadline": 1})
+    assert "group failed: instance i-0000000000000dead is not in any Auto Scaling group" in \
+        one_line_error(r("run"), 4)

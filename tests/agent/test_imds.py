@@ -1,0 +1,125 @@
+"""IMDSv2, both sides: the agent's client against the emulator over real HTTP (aws-rules.md I1-I3)."""
+
+import json
+import logging
+
+import pytest
+import requests
+
+from agent.errors import IdentityError
+from agent.imds import IMDSClient
+from localcloud.imds import IMDSServer
+from tests.agent.conftest import Group, free_port
+
+
+class FakeTime:
+    """Injected clock and sleep: the retry schedule runs instantly and is observable."""
+
+    def __init__(self):
+        self.now, self.sleeps = 0.0, []
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def server():
+    with IMDSServer("i-0123456789abcdef0", region="eu-west-1") as imds:
+        yield imds
+
+
+def client(endpoint, deadline=30.0, fake=None):
+    fake = fake or FakeTime()
+    return IMDSClient(requests.Session(), endpoint=endpoint, deadline=deadline, sleep=fake.sleep, clock=fake.clock)
+
+
+def test_identity_through_a_token(server):
+    identity = client(server.endpoint).identity()
+    assert (identity.instance_id, identity.region, identity.account_id) == \
+        ("i-0123456789abcdef0", "eu-west-1", "123456789012")
+
+
+def test_server_enforces_the_token_and_its_ttl(server):
+    base = server.endpoint
+    assert requests.get(base + "/latest/meta-data/instance-id", timeout=5).status_code == 401
+    assert requests.put(base + "/latest/api/token", timeout=5).status_code == 400
+    assert requests.put(base + "/latest/api/token", headers={"X-aws-ec2-metadata-token-ttl-seconds": "21601"},
+                        timeout=5).status_code == 400
+    token = requests.put(base + "/latest/api/token", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
+                         timeout=5).text
+    got = requests.get(base + "/latest/meta-data/placement/region", headers={"X-aws-ec2-metadata-token": token},
+                       timeout=5)
+    assert (got.status_code, got.text) == (200, "eu-west-1")
+    assert requests.get(base + "/latest/meta-data/nothing", headers={"X-aws-ec2-metadata-token": token},
+                        timeout=5).status_code == 404
+
+
+def test_401_fetches_a_new_token_once(server):
+    imds = client(server.endpoint)
+    assert imds.get("/latest/meta-data/instance-id") == "i-0123456789abcdef0"
+    server.expire_tokens()
+    assert imds.get("/latest/meta-data/placement/region") == "eu-west-1"
+
+
+def test_403_fails_fast_without_retrying(server):
+    server.disabled = True
+    fake = FakeTime()
+    with pytest.raises(IdentityError, match="answered 403: the metadata endpoint is disabled"):
+        client(server.endpoint, fake=fake).identity()
+    assert server.requests == 1 and fake.sleeps == []
+
+
+def test_5xx_early_in_boot_is_retried_with_jittered_backoff(server):
+    server.fail_next(3, status=503)
+    fake = FakeTime()
+    assert client(server.endpoint, fake=fake).identity().instance_id == "i-0123456789abcdef0"
+    assert len(fake.sleeps) == 3 and all(0 <= s <= 5.0 for s in fake.sleeps)
+
+
+def test_connection_refused_until_the_deadline_names_what_it_waited_for():
+    fake = FakeTime()
+    closed = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(IdentityError, match=r"did not answer GET /latest/dynamic/instance-identity/document "
+                                            r"within 20s \(last: ConnectionError"):
+        client(closed, deadline=20.0, fake=fake).identity()
+    assert sum(fake.sleeps) <= 20.0 and len(fake.sleeps) > 3
+
+
+def test_the_token_never_reaches_a_log(server, caplog):
+    caplog.set_level(logging.DEBUG)
+    imds = client(server.endpoint)
+    imds.identity()
+    server.expire_tokens()
+    imds.identity()
+    assert imds._token and imds._token not in caplog.text
+
+
+def test_endpoint_comes_from_the_sdk_variable():
+    assert IMDSClient.from_environ(None, {"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:1/"}).endpoint \
+        == "http://127.0.0.1:1"
+    assert IMDSClient.from_environ(None, {}).endpoint == "http://169.254.169.254"
+
+
+def test_target_lifecycle_state_follows_the_emulated_group(aws):
+    group = Group(aws.endpoint, "lc-group", {"bluegreen:version": "1"})
+    instance_id = group.instance_ids[0]
+    with IMDSServer(instance_id, aws_endpoint=aws.endpoint) as imds:
+        assert client(imds.endpoint).target_lifecycle_state() == "InService"
+        doc = json.loads(client(imds.endpoint).get("/latest/dynamic/instance-identity/document"))
+        assert doc["instanceId"] == instance_id
+    with IMDSServer("i-00000000000000000", aws_endpoint=aws.endpoint) as imds:
+        assert client(imds.endpoint).target_lifecycle_state() is None  # in no group: 404
+
+
+def test_many_servers_at_once_answer_for_their_own_instance():
+    servers = [IMDSServer(f"i-{n:017x}").start() for n in range(5)]
+    try:
+        assert [client(s.endpoint).identity().instance_id for s in servers] == [f"i-{n:017x}" for n in range(5)]
+        assert len({s.endpoint for s in servers}) == 5
+    finally:
+        for s in servers:
+            s.stop()
