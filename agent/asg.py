@@ -49,6 +49,18 @@ def find_group(client, instance_id, deadline=120.0, interval=2.0, sleep=time.sle
         sleep(interval)
 
 
+def settle_pending(client, instance_id, membership, deadline=120.0, interval=1.0, sleep=time.sleep,
+                   clock=time.monotonic):
+    """With a launch hook named, a plain `Pending` is only a moment before Pending:Wait (A6, A5): look again until
+    the state moves on, so that the hook is not missed."""
+    until = clock() + deadline
+    while membership.lifecycle_state == "Pending" and clock() + interval <= until:
+        sleep(interval)
+        membership = find_group(client, instance_id, deadline=max(0.0, until - clock()), interval=interval,
+                                sleep=sleep, clock=clock)
+    return membership
+
+
 def group_tags(client, group) -> dict[str, str]:
     """The group's own tags (A12: never the instance's, which may not be there yet), all pages (A9)."""
     try:

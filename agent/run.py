@@ -99,6 +99,9 @@ def _run_locked(clients, flags, config, environ, status):
     status.update(version=settings.version, version_source=settings.sources.get("version"))
     autoscaling = clients.autoscaling(found.identity.region)
     hook = settings.lifecycle_hook
+    if hook:
+        found.membership = asg.settle_pending(autoscaling, found.identity.instance_id, found.membership,
+                                              deadline=settings.group_deadline)
     engaged = bool(hook) and found.membership.lifecycle_state == asg.PENDING_WAIT
     if hook and not engaged:
         log.info("lifecycle hook %s named, but the instance is %s: nothing to complete", hook,

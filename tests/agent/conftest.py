@@ -31,7 +31,7 @@ def free_port():
 class Group:
     """One Auto Scaling group in the emulated AWS, with its instances and tags."""
 
-    def __init__(self, endpoint, name, tags, instance_tags=None, capacity=1):
+    def __init__(self, endpoint, name, tags, instance_tags=None, capacity=1, launch_hook=None):
         self.name = name
         self.asg = boto3.client("autoscaling", region_name=REGION, endpoint_url=endpoint)
         ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=endpoint)
@@ -47,10 +47,20 @@ class Group:
         group_tags = [{"Key": k, "Value": v, "PropagateAtLaunch": False, "ResourceId": name,
                        "ResourceType": "auto-scaling-group"} for k, v in tags.items()]
         self.asg.create_auto_scaling_group(
-            AutoScalingGroupName=name, MinSize=0, MaxSize=10, DesiredCapacity=capacity,
+            AutoScalingGroupName=name, MinSize=0, MaxSize=10, DesiredCapacity=0 if launch_hook else capacity,
             LaunchTemplate={"LaunchTemplateId": template["LaunchTemplate"]["LaunchTemplateId"]},
             VPCZoneIdentifier=subnet["Subnet"]["SubnetId"], Tags=group_tags)
+        if launch_hook:
+            # A6: the hook must exist before the launch for the instance to wait in Pending:Wait.
+            self.asg.put_lifecycle_hook(AutoScalingGroupName=name, LifecycleHookName=launch_hook,
+                                        LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
+                                        HeartbeatTimeout=30, DefaultResult="ABANDON")
+            self.asg.set_desired_capacity(AutoScalingGroupName=name, DesiredCapacity=capacity)
         self.instance_ids = self._wait_for_instances(capacity)
+
+    def lifecycle_state(self, instance_id):
+        found = self.asg.describe_auto_scaling_instances(InstanceIds=[instance_id])["AutoScalingInstances"]
+        return found[0]["LifecycleState"] if found else None
 
     def _wait_for_instances(self, count, deadline=30.0):
         until, found = time.monotonic() + deadline, []

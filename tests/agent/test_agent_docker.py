@@ -50,14 +50,16 @@ def bundle_files(tmp_path, repository, fixed_tag):
 class Stack:
     """One emulated instance's agent and what it runs; tears its containers and its fixed tag down."""
 
-    def __init__(self, aws, imds_for, tmp_path, images, engine, capacity=1, instance_tags=None):
+    def __init__(self, aws, imds_for, tmp_path, images, engine, capacity=1, instance_tags=None, launch_hook=None):
         self.uid = uuid.uuid4().hex[:8]
         self.engine, self.images, self.tmp_path = engine, images, tmp_path
         self.fixed_ref = f"{images['image']}:live-{self.uid}"
         self.bootstrap = upload_bundle(aws.endpoint, bundle_files(tmp_path, images["repository"], "live-" + self.uid))
-        self.group = Group(aws.endpoint, "web-" + self.uid, {
-            "bluegreen:version": "1.0", "bluegreen:image": images["image"], "bluegreen:bootstrap": self.bootstrap,
-        }, instance_tags=instance_tags, capacity=capacity)
+        tags = {"bluegreen:version": "1.0", "bluegreen:image": images["image"], "bluegreen:bootstrap": self.bootstrap}
+        if launch_hook:
+            tags["bluegreen:lifecycle-hook"] = launch_hook
+        self.group = Group(aws.endpoint, "web-" + self.uid, tags, instance_tags=instance_tags, capacity=capacity,
+                           launch_hook=launch_hook)
         self.runners, self.ports = [], []
         for n, instance_id in enumerate(self.group.instance_ids):
             port = free_port()
@@ -257,3 +259,37 @@ def test_bad_input_fails_its_step_and_leaves_the_running_stack_as_it_was(make_st
     assert last_line.startswith("bluegreen-agent: ") and words in last_line, last_line
     assert stack.snapshot() == before
     assert stack.runner.status()["result"] == "failed"
+
+
+# A6: AWS time runs 20x fast here, so the hook's 30 s HeartbeatTimeout lapses after 1.5 s real: a run of a few
+# seconds survives only because the agent sends heartbeats (every 0.05 s here). aws.reset() restores the scale.
+HOOK_TIME_SCALE = 0.05
+
+
+def test_launch_hook_waits_then_continues_once_healthy(make_stack, aws):
+    aws.configure_time(time_scale=HOOK_TIME_SCALE)
+    stack = make_stack(launch_hook="launch")
+    instance_id = stack.group.instance_ids[0]
+    assert stack.group.lifecycle_state(instance_id) == "Pending:Wait"
+    stack.runner.config["heartbeat_interval"] = 0.05
+    ok(stack.runner("run"))
+    status = stack.runner.status()
+    assert sum(status["steps"].values()) > 30 * HOOK_TIME_SCALE, "premise: the run outlasts the hook timeout"
+    assert "lifecycle" in status["steps"]
+    assert stack.group.lifecycle_state(instance_id) in ("Pending:Proceed", "InService")
+    assert stack.served() == "1.0"
+
+
+def test_launch_hook_abandons_when_the_agent_fails(make_stack, aws):
+    aws.configure_time(time_scale=HOOK_TIME_SCALE)
+    stack = make_stack(launch_hook="launch")
+    instance_id = stack.group.instance_ids[0]
+    stack.runner.config["heartbeat_interval"] = 0.05
+    stack.group.set_tags(bootstrap=upload_bundle(aws.endpoint, {}, prefix="empty/",
+                                                 manifest_files=[{"path": "docker-compose.yml",
+                                                                  "sha256": "0" * 64}]))
+    result = stack.runner("run")
+    assert result.returncode == 6, result.stderr
+    assert "lifecycle hook launch completed with ABANDON" in result.stderr
+    assert stack.group.lifecycle_state(instance_id) in (None, "Terminating", "Terminated", "Terminating:Wait",
+                                                        "Terminating:Proceed")
