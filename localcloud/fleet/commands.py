@@ -1,0 +1,223 @@
+"""`bluegreen-localcloud up | down | status | serve`: the local fleet's commands.
+
+`up` starts the fleet daemon (localcloud.fleet.daemon) in the background, or reuses the one already running
+for this state folder, and waits until the `demo` service serves from 3 healthy instances; `down` stops it,
+which stops and removes everything it made (instances' stacks, HAProxy, the emulated AWS, and the Docker
+engine and registry only if it started them), then removes the state folder; `status` reports it.
+
+Exit codes: 0 done; 1 the fleet failed to start or stop (the reason is printed; the log is STATE/serve.log);
+2 bad usage; 3 `status`: no fleet is running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from localcloud.fleet import FleetError, FleetTimeout
+from localcloud.fleet.daemon import ENV_FILE, LOG_FILE, PID_FILE, STATE_FILE
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
+DEFAULT_STATE = ".localcloud"
+
+
+def _read_state(state_dir: str) -> dict | None:
+    try:
+        with open(os.path.join(state_dir, STATE_FILE)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _daemon_pid(state_dir: str) -> int | None:
+    """The daemon's pid if it is alive (a stale pid file from a crashed daemon counts as not running)."""
+    try:
+        with open(os.path.join(state_dir, PID_FILE)) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"localcloud.fleet.daemon" not in f.read():
+                return None  # the pid was reused by something else
+    except OSError:
+        return None
+    return pid
+
+
+def _tail(path: str, lines: int = 5) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:]).rstrip()
+    except OSError:
+        return ""
+
+
+def how_to_use(state_dir: str, state: dict) -> str:
+    env_path = os.path.join(state_dir, ENV_FILE)
+    return (f"local fleet ready: service {state.get('service')} behind {state.get('lb_url')}\n"
+            f"emulated AWS at {state.get('aws_endpoint')} ({state.get('region')})\n"
+            f"to use it:  . {os.path.relpath(env_path)}   (then `bluegreen status demo`, "
+            f"`curl $BLUEGREEN_LB_URL`, `aws autoscaling describe-auto-scaling-groups`)\n"
+            f"to stop it: bluegreen-localcloud down")
+
+
+def up(state_dir: str, lb_port: int, deadline_s: float) -> int:
+    state_dir = os.path.abspath(state_dir)
+    pid = _daemon_pid(state_dir)
+    if pid is None:
+        os.makedirs(state_dir, exist_ok=True)
+        for stale in (STATE_FILE, PID_FILE):
+            if os.path.exists(os.path.join(state_dir, stale)):
+                os.unlink(os.path.join(state_dir, stale))
+        with open(os.path.join(state_dir, LOG_FILE), "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "localcloud.fleet.daemon", "--state", state_dir, "--lb-port", str(lb_port)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        pid = proc.pid
+        print(f"bluegreen-localcloud: starting the local fleet (pid {pid}, log {os.path.relpath(state_dir)}/"
+              f"{LOG_FILE})", file=sys.stderr)
+    else:
+        print(f"bluegreen-localcloud: reusing the running local fleet (pid {pid})", file=sys.stderr)
+    deadline = time.monotonic() + deadline_s
+    state = None
+    while time.monotonic() < deadline:
+        state = _read_state(state_dir)
+        if state and state.get("pid") == pid and state.get("phase") == "ready":
+            print(how_to_use(state_dir, state))
+            return EXIT_OK
+        if state and state.get("pid") == pid and state.get("error"):
+            raise FleetError(f"the local fleet failed to start: {state['error']} (see {state_dir}/{LOG_FILE})")
+        if _daemon_pid(state_dir) is None and time.monotonic() > deadline - deadline_s + 5:
+            raise FleetError(f"the local fleet daemon exited; last log lines:\n{_tail(os.path.join(state_dir, LOG_FILE))}")
+        time.sleep(0.5)
+    phase = state.get("phase") if state else "no state written"
+    raise FleetTimeout(f"the local fleet was not ready within {deadline_s}s (last phase: {phase}); "
+                       f"see {state_dir}/{LOG_FILE}, stop it with `bluegreen-localcloud down`")
+
+
+def _kill(pid: int, deadline_s: float) -> bool:
+    """SIGTERM, wait, SIGKILL: True if the process is gone."""
+    for sig, wait_s in ((signal.SIGTERM, deadline_s), (signal.SIGKILL, 10.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return True
+        end = time.monotonic() + wait_s
+        while time.monotonic() < end:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.2)
+    return False
+
+
+def down(state_dir: str, deadline_s: float) -> int:
+    state_dir = os.path.abspath(state_dir)
+    if not os.path.isdir(state_dir):
+        print("bluegreen-localcloud: no local fleet here: nothing to stop", file=sys.stderr)
+        return EXIT_OK
+    pid = _daemon_pid(state_dir)
+    if pid is not None:
+        print(f"bluegreen-localcloud: stopping the local fleet (pid {pid})", file=sys.stderr)
+        if not _kill(pid, deadline_s):
+            raise FleetError(f"the local fleet daemon (pid {pid}) would not stop")
+    state = _read_state(state_dir) or {}
+    if state.get("phase") != "stopped":
+        _clean_up_after_crash(state_dir, state)
+    shutil.rmtree(state_dir, ignore_errors=True)
+    print("bluegreen-localcloud: local fleet stopped and removed", file=sys.stderr)
+    return EXIT_OK
+
+
+def _clean_up_after_crash(state_dir: str, state: dict) -> None:
+    """The daemon died without its own teardown: remove what its state file says it made."""
+    from localcloud import infra
+    from localcloud.fleet.instances import remove_stack
+
+    haproxy_pid = state.get("haproxy_pid")
+    if haproxy_pid:
+        _kill(int(haproxy_pid), 5.0)
+    for item in (state.get("fleet") or {}).get("instances", []):
+        if state.get("docker_host"):
+            try:
+                remove_stack(item["compose_project"], state["docker_host"])
+            except FleetError as exc:
+                print(f"bluegreen-localcloud: {exc}", file=sys.stderr)
+    record = os.path.join(state_dir, "infra-started.json")
+    if os.path.exists(record):
+        infra.down(record=record)
+
+
+def status(state_dir: str, output: str) -> int:
+    state_dir = os.path.abspath(state_dir)
+    pid = _daemon_pid(state_dir)
+    state = _read_state(state_dir) if pid else None
+    if output == "json":
+        print(json.dumps({"running": bool(pid), "state": state}, indent=2))
+    elif not pid:
+        print("no local fleet is running (start one with `bluegreen-localcloud up`)")
+    else:
+        print(f"local fleet pid {pid}: {state.get('phase') if state else 'starting'}")
+        if state:
+            print(f"load balancer  {state.get('lb_url')}\nemulated AWS   {state.get('aws_endpoint')} "
+                  f"({state.get('region')})\nenv file       {os.path.join(state_dir, ENV_FILE)}")
+            rows = (state.get("fleet") or {}).get("instances", [])
+            if rows:
+                print(f"{'INSTANCE':<21} {'GROUP':<12} {'VERSION':<8} {'PORT':<6} {'AGENT':<18} {'TARGET':<10} LB")
+            for r in rows:
+                if r.get("state") != "running":
+                    continue
+                print(f"{r['instance_id']:<21} {r['group']:<12} {r.get('version') or '-':<8} {r['app_port']:<6} "
+                      f"{r['agent']:<18} {r.get('target') or '-':<10} {r.get('lb') or '-'}")
+    return EXIT_OK if pid else EXIT_NOT_RUNNING
+
+
+def add_commands(subparsers) -> None:
+    """Register up/down/status/serve on the `bluegreen-localcloud` parser; each sets `fleet_command`."""
+    p = subparsers.add_parser("up", help="start (or reuse) the whole local fleet in the background")
+    p.add_argument("--lb-port", type=int, default=0, help="load balancer port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--state", default=DEFAULT_STATE, help="state folder (default .localcloud)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait until it serves (default 300)")
+    p.set_defaults(fleet_command="up")
+    p = subparsers.add_parser("down", help="stop and remove everything `up` made")
+    p.add_argument("--state", default=DEFAULT_STATE)
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a clean stop (default 120)")
+    p.set_defaults(fleet_command="down")
+    p = subparsers.add_parser("status", help="is the local fleet running; its endpoints and instances")
+    p.add_argument("--state", default=DEFAULT_STATE)
+    p.add_argument("--output", choices=("text", "json"), default="text")
+    p.set_defaults(fleet_command="status")
+    p = subparsers.add_parser("serve", help="run the local fleet in the foreground (what `up` starts)")
+    p.add_argument("--state", default=DEFAULT_STATE)
+    p.add_argument("--lb-port", type=int, default=0)
+    p.set_defaults(fleet_command="serve")
+
+
+def run(args) -> int:
+    """Run the fleet command args.fleet_command; one line on stderr and a documented exit code on failure."""
+    try:
+        if args.fleet_command == "up":
+            return up(args.state, args.lb_port, args.timeout)
+        if args.fleet_command == "down":
+            return down(args.state, args.timeout)
+        if args.fleet_command == "status":
+            return status(args.state, args.output)
+        from localcloud.fleet import daemon
+
+        return daemon.main(["--state", args.state, "--lb-port", str(args.lb_port)])
+    except FleetError as exc:
+        print(f"bluegreen-localcloud: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED

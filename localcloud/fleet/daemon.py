@@ -1,0 +1,197 @@
+"""The background process behind `bluegreen-localcloud up`: the whole fleet on loopback until SIGTERM.
+
+    python -m localcloud.fleet.daemon --state .localcloud [--lb-port 0]
+
+It starts (or reuses) the Docker engine and registry (localcloud.infra, recording what it started), the
+emulated AWS, HAProxy and the fleet supervisor; pushes the sample app and creates the `demo` service; then
+records its state in STATE/state.json (atomically, on every change) until it is told to stop, when it stops
+and removes everything it made, in reverse order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+
+from localcloud.fleet import FleetError
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+ENV_FILE = "env"
+PID_FILE = "serve.pid"
+LOG_FILE = "serve.log"
+INFRA_RECORD = "infra-started.json"
+
+# One clock for the whole fleet (aws-rules.md E1/E2/A6 in AWS seconds, run 5x faster): the target group's
+# 5 s x 2 health check becomes HAProxy's 1 s x 2, a 15 s deregistration delay drains in 3 s.
+TIME_SCALE = 0.2
+# The emulation's own timer would call a target healthy without a request; the fleet feeds real checks
+# instead, so its timer is set out of reach (300 s x threshold).
+OUT_OF_REACH_HEALTH_INTERVAL = 300.0
+SERVICE = "demo"
+CAPACITY = 3
+VERSIONS = ("1.0", "2.0", "3.0")
+UNHEALTHY_VERSIONS = ("3.0",)
+
+
+def write_atomically(path: str, text: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def env_lines(aws_endpoint: str, region: str, lb_url: str, docker_host: str, registry: str) -> str:
+    values = {
+        "AWS_ENDPOINT_URL": aws_endpoint, "AWS_DEFAULT_REGION": region, "AWS_REGION": region,
+        # Dummy credentials: the emulation accepts any; real ones must never be sent to it.
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "BLUEGREEN_LB_URL": lb_url, "DOCKER_HOST": docker_host, "BLUEGREEN_REGISTRY": registry,
+    }
+    return "".join(f"export {k}={v}\n" for k, v in values.items()) + "unset AWS_PROFILE AWS_SESSION_TOKEN\n"
+
+
+class Daemon:
+    def __init__(self, state_dir: str, lb_port: int = 0, region: str = "us-east-1", infra_dir: str = ".infra",
+                 ready_deadline_s: float = 300.0) -> None:
+        self.state_dir = os.path.abspath(state_dir)
+        self.lb_port = lb_port
+        self.region = region
+        self.infra_dir = infra_dir
+        self.ready_deadline_s = ready_deadline_s
+        self.stop_requested = threading.Event()
+        self.state: dict = {"pid": os.getpid(), "phase": "starting", "error": None, "service": SERVICE,
+                            "region": region, "started": time.time()}
+        self._state_lock = threading.Lock()
+        self.cloud = None
+        self.lb = None
+        self.supervisor = None
+        self._infra_started = False
+
+    # -- state ------------------------------------------------------------------------------------------
+    def record(self, **changes) -> None:
+        with self._state_lock:
+            self.state.update(changes)
+            if self.supervisor is not None:
+                self.state["fleet"] = self.supervisor.snapshot()
+            write_atomically(os.path.join(self.state_dir, STATE_FILE), json.dumps(self.state, indent=2))
+
+    # -- start ------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        import boto3
+        from botocore.config import Config
+
+        from localcloud import infra, sampleapp
+        from localcloud.aws import EmulatedAWS
+        from localcloud.fleet.control import ControlClient
+        from localcloud.fleet.haproxy import LoadBalancer
+        from localcloud.fleet.supervisor import FleetSupervisor
+
+        os.makedirs(self.state_dir, exist_ok=True)
+        env, started = infra.up(self.infra_dir, record=os.path.join(self.state_dir, INFRA_RECORD))
+        self._infra_started = True
+        docker_host, registry = env["DOCKER_HOST"], env["BLUEGREEN_REGISTRY"]
+        os.environ["DOCKER_HOST"] = docker_host
+        self.record(docker_host=docker_host, registry=registry, infra_started=sorted(started))
+
+        self.cloud = EmulatedAWS(host="127.0.0.1", port=0, region=self.region, time_scale=TIME_SCALE,
+                                 health_interval=OUT_OF_REACH_HEALTH_INTERVAL).start()
+        self.lb = LoadBalancer(os.path.join(self.state_dir, "lb"), port=self.lb_port,
+                               check_interval=5 * TIME_SCALE).start()
+        self.record(aws_endpoint=self.cloud.endpoint, lb_url=self.lb.url, haproxy_pid=self.lb.pid)
+        write_atomically(os.path.join(self.state_dir, ENV_FILE),
+                         env_lines(self.cloud.endpoint, self.region, self.lb.url, docker_host, registry))
+
+        # C1: everything this process and its children run (push-bootstrap, the scenario) finds the
+        # emulation through the standard environment, as `bluegreen` does after `source .localcloud/env`.
+        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+            os.environ.pop(key, None)
+        os.environ.update(AWS_ENDPOINT_URL=self.cloud.endpoint, AWS_DEFAULT_REGION=self.region,
+                          AWS_REGION=self.region, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+        session = boto3.session.Session(region_name=self.region)
+        config = Config(retries={"mode": "adaptive", "max_attempts": 10})  # A10
+        autoscaling = session.client("autoscaling", endpoint_url=self.cloud.endpoint, config=config)
+        elbv2 = session.client("elbv2", endpoint_url=self.cloud.endpoint, config=config)
+        self.supervisor = FleetSupervisor(
+            ControlClient(self.cloud.endpoint), autoscaling, elbv2, self.lb, self.state_dir, self.cloud.endpoint,
+            self.region, docker_host, time_scale=TIME_SCALE, on_change=self.record).start()
+
+        self.record(phase="pushing images")
+        sampleapp.build_and_push(registry, versions=VERSIONS, unhealthy_versions=UNHEALTHY_VERSIONS)
+        self.record(phase="creating the service")
+        from localcloud.fleet.service import create_demo_service
+
+        create_demo_service(session, self.state_dir, registry, SERVICE, CAPACITY)
+        self.record(phase="waiting for the blue instances")
+        self.supervisor.wait_for(lambda: self.supervisor.routed_count() >= CAPACITY,
+                                 f"{CAPACITY} instances healthy and routed by the load balancer",
+                                 self.ready_deadline_s)
+        self.record(phase="ready")
+        log.info("local fleet ready: load balancer %s, emulated AWS %s", self.lb.url, self.cloud.endpoint)
+
+    # -- stop -------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        from localcloud import infra
+
+        self.record(phase="stopping")
+        for name, part in (("fleet", self.supervisor), ("load balancer", self.lb), ("emulated AWS", self.cloud)):
+            if part is None:
+                continue
+            try:
+                part.stop()
+            except (FleetError, OSError) as exc:
+                log.error("stopping the %s: %s", name, exc)
+        if self._infra_started:
+            infra.down(self.infra_dir, record=os.path.join(self.state_dir, INFRA_RECORD))
+        self.record(phase="stopped")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m localcloud.fleet.daemon")
+    parser.add_argument("--state", default=".localcloud")
+    parser.add_argument("--lb-port", type=int, default=0)
+    parser.add_argument("--region", default="us-east-1")
+    parser.add_argument("--infra-dir", default=os.environ.get("BLUEGREEN_INFRA_DIR", ".infra"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("botocore", "boto3", "urllib3", "werkzeug", "moto"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    daemon = Daemon(args.state, args.lb_port, args.region, args.infra_dir)
+    os.makedirs(daemon.state_dir, exist_ok=True)
+    write_atomically(os.path.join(daemon.state_dir, PID_FILE), str(os.getpid()))
+
+    def request_stop(signum, frame):
+        daemon.stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    code = 0
+    try:
+        daemon.start()
+        daemon.stop_requested.wait()
+    except Exception as exc:  # the daemon's top level: record why it failed for `up`, then clean up
+        log.exception("local fleet failed to start")
+        daemon.record(phase="failed", error=f"{type(exc).__name__}: {exc}")
+        code = 1
+    finally:
+        daemon.stop()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""Follows the emulated AWS and makes the machine match it: instances launched get a real agent, instances
+detached or terminated lose their stack, and HAProxy follows the target groups (plan.py).
+
+One loop, one poll interval: read new events (GET /_localcloud/events), read every known target group's
+health (DescribeTargetHealth, one call per group per poll), apply the plan. Clients are made by the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from localcloud.fleet import FleetError, FleetTimeout
+from localcloud.fleet.control import ControlClient
+from localcloud.fleet.haproxy import LoadBalancer
+from localcloud.fleet.instances import Instance, VersionGate
+from localcloud.fleet.plan import Action, merge_target_health, plan_load_balancer
+
+log = logging.getLogger(__name__)
+
+VERSION_TAG = "bluegreen:version"
+_TRANSIENT = (FleetError, BotoCoreError, ClientError, OSError)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """An ephemeral port nobody listens on right now (the app binds it a moment later)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class FleetSupervisor:
+    def __init__(self, control: ControlClient, autoscaling: Any, elbv2: Any, lb: LoadBalancer, state_dir: str,
+                 aws_endpoint: str, region: str, docker_host: str, agent_settings: dict | None = None,
+                 time_scale: float = 1.0, poll_interval: float = 0.2,
+                 on_change: Callable[[], None] | None = None) -> None:
+        self.control = control
+        self.autoscaling = autoscaling
+        self.elbv2 = elbv2
+        self.lb = lb
+        self.state_dir = os.path.abspath(state_dir)
+        self.aws_endpoint = aws_endpoint
+        self.region = region
+        self.docker_host = docker_host
+        self.agent_settings = agent_settings or {}
+        self.time_scale = time_scale
+        self.poll_interval = poll_interval
+        self.on_change = on_change
+        self.gate = VersionGate()
+        self.instances: dict[str, Instance] = {}
+        self.retired: dict[str, Instance] = {}
+        self.target_groups: dict[str, dict] = {}  # arn -> {"interval", "rise", "fall"}
+        self.targets: dict[str, str] = {}  # instance id -> target group state, as last read
+        self.fed: dict[str, str | None] = {}
+        self._seq = 0
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._retiring: list[threading.Thread] = []
+        self.ticks = 0
+        self.last_error: str | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    def start(self) -> FleetSupervisor:
+        self._thread = threading.Thread(target=self._loop, name="fleet-supervisor", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, deadline_s: float = 90.0) -> None:
+        """Stop following AWS, then stop every instance (agents, stacks, IMDS), in parallel."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(deadline_s)
+        with self._lock:
+            everything = list(self.instances.values())
+            self.instances.clear()
+        threads = [threading.Thread(target=self._stop_instance, args=(i, deadline_s)) for i in everything]
+        for thread in threads:
+            thread.start()
+        for thread in threads + self._retiring:
+            thread.join(deadline_s)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+                self.last_error = None
+            except _TRANSIENT as exc:
+                # A daemon outlives a failed poll: say so once per distinct error and try again next poll.
+                if str(exc) != self.last_error:
+                    log.warning("fleet: poll failed, retrying: %s", exc)
+                self.last_error = str(exc)
+            self._stop.wait(self.poll_interval)
+
+    # -- one poll -------------------------------------------------------------------------------------------
+    def tick(self) -> None:
+        events, last = self.control.events(self._seq)
+        for event in events:
+            self._on_event(event)
+        self._seq = last
+        self._reconcile_load_balancer()
+        self.ticks += 1
+
+    def _on_event(self, event: dict) -> None:
+        kind, instance_id = event["type"], event["instance_id"]
+        if kind == "instance_launched":
+            self._launch(instance_id, event.get("group"))
+        elif kind in ("instance_terminated", "instance_detached"):
+            self._retire(instance_id, kind)
+        elif kind == "target_registered" and event.get("target_group_arn"):
+            self._learn_target_group(event["target_group_arn"])
+
+    def _launch(self, instance_id: str, group: str | None) -> None:
+        with self._lock:
+            if instance_id in self.instances or instance_id in self.retired:
+                return
+            version = self._group_version(group) if group else None
+            instance = Instance(instance_id, group or "", version, free_port(), os.path.join(
+                self.state_dir, "instances", instance_id), self.aws_endpoint, self.region, self.docker_host,
+                self.gate, self.agent_settings)
+            self.instances[instance_id] = instance
+        log.info("fleet: instance %s launched in %s (version %s, app port %d)", instance_id, group, version,
+                 instance.app_port)
+        instance.start()
+        self._changed()
+
+    def _retire(self, instance_id: str, why: str) -> None:
+        with self._lock:
+            instance = self.instances.pop(instance_id, None)
+            if instance is None:
+                return
+            self.retired[instance_id] = instance
+        log.info("fleet: instance %s %s: stopping its stack", instance_id, why.split("_", 1)[1])
+        thread = threading.Thread(target=self._stop_instance, args=(instance, 60.0), daemon=True)
+        self._retiring.append(thread)
+        thread.start()
+        self._changed()
+
+    def _stop_instance(self, instance: Instance, deadline_s: float) -> None:
+        # On AWS a terminated or detached instance has left the load balancer (draining, E2) before it goes
+        # away: take it out of rotation here first and let requests in flight finish, then stop it.
+        try:
+            if instance.instance_id in self.lb.servers():
+                self.lb.drain(instance.instance_id)
+                self.lb.wait_idle(instance.instance_id, deadline_s=10.0)
+        except FleetError as exc:
+            log.warning("fleet: could not drain %s before stopping it: %s", instance.instance_id, exc)
+        try:
+            instance.stop(deadline_s)
+        except FleetError as exc:
+            log.error("fleet: stopping %s: %s", instance.instance_id, exc)
+        self._changed()
+
+    def _group_version(self, group: str) -> str | None:
+        paginator = self.autoscaling.get_paginator("describe_tags")  # A9
+        pages = paginator.paginate(Filters=[{"Name": "auto-scaling-group", "Values": [group]},
+                                            {"Name": "key", "Values": [VERSION_TAG]}])
+        for page in pages:
+            for tag in page.get("Tags", []):
+                return tag["Value"]
+        return None
+
+    def _learn_target_group(self, arn: str) -> None:
+        if arn in self.target_groups:
+            return
+        group = self.elbv2.describe_target_groups(TargetGroupArns=[arn])["TargetGroups"][0]
+        # HAProxy checks each server as the target group would (E1), on the emulation's clock.
+        interval = float(group.get("HealthCheckIntervalSeconds", 30)) * self.time_scale
+        self.target_groups[arn] = {"interval": interval,
+                                   "rise": int(group.get("HealthyThresholdCount", 5)),
+                                   "fall": int(group.get("UnhealthyThresholdCount", 2))}
+        log.info("fleet: following target group %s (checks every %ss, healthy after %d, unhealthy after %d)",
+                 arn.rsplit(":", 1)[-1], *self.target_groups[arn].values())
+
+    # -- the load balancer ------------------------------------------------------------------------------------
+    def _reconcile_load_balancer(self) -> None:
+        descriptions = [self.elbv2.describe_target_health(TargetGroupArn=arn) for arn in list(self.target_groups)]
+        targets = merge_target_health(descriptions)
+        membership = {}
+        for arn, description in zip(list(self.target_groups), descriptions):
+            for item in description.get("TargetHealthDescriptions", []):
+                membership.setdefault(item["Target"]["Id"], arn)
+        servers = self.lb.servers()
+        with self._lock:
+            ports = {i: inst.app_port for i, inst in self.instances.items()}
+        actions = plan_load_balancer(targets, servers, ports, self.fed)
+        changed = targets != self.targets
+        self.targets = targets
+        for action in actions:
+            self._apply(action, membership.get(action.instance_id))
+        if actions or changed:
+            self._changed()
+
+    def _apply(self, action: Action, target_group_arn: str | None) -> None:
+        name = action.instance_id
+        if action.kind == "add":
+            checks = self.target_groups.get(target_group_arn, {})
+            self.lb.add_server(name, "127.0.0.1", int(action.value), checks.get("interval"), checks.get("rise"),
+                               checks.get("fall"))
+        elif action.kind == "route":
+            self.lb.route(name)
+        elif action.kind == "drain":
+            self.lb.drain(name)
+        elif action.kind == "reset":
+            self.lb.reset_health(name)
+        elif action.kind == "remove":
+            self.lb.remove_server(name, deadline_s=5.0)
+        elif action.kind == "feed":
+            # None hands the target back to the emulation's own (out-of-reach) timer: `initial`.
+            self.control.set_target_health(name, action.value)
+            if action.value is None:
+                self.fed.pop(name, None)
+            else:
+                self.fed[name] = action.value
+            log.info("fleet: target %s reported %s by the load balancer's checks", name, action.value or "initial")
+
+    # -- reporting --------------------------------------------------------------------------------------------
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except OSError as exc:
+                log.warning("fleet: could not record state: %s", exc)
+
+    def snapshot(self) -> dict:
+        try:
+            servers = self.lb.servers()
+        except FleetError:
+            servers = {}
+        with self._lock:
+            instances = [dict(i.as_dict(), state="running") for i in self.instances.values()]
+            instances += [dict(i.as_dict(), state="stopped") for i in self.retired.values()]
+        for item in instances:
+            server = servers.get(item["instance_id"])
+            item["target"] = self.targets.get(item["instance_id"])
+            item["lb"] = None if server is None else ("routed" if server.routed else "not routed") + (
+                ", up" if server.up else ", down")
+        return {"instances": instances, "target_groups": sorted(self.target_groups), "last_error": self.last_error}
+
+    def routed_count(self) -> int:
+        """Targets the target group calls healthy and HAProxy routes to."""
+        servers = self.lb.servers()
+        return sum(1 for i, s in servers.items() if s.routed and self.targets.get(i) == "healthy")
+
+    def wait_for(self, predicate: Callable[[], Any], what: str, deadline_s: float, interval: float = 0.2) -> Any:
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            result = predicate()
+            if result:
+                return result
+            time.sleep(interval)
+        raise FleetTimeout(f"timed out after {deadline_s}s waiting for {what}; last state: {self.snapshot()}")
