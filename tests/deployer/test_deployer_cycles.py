@@ -1,0 +1,174 @@
+"""Whole commands through the real `bluegreen` console script, against the emulated AWS over HTTP."""
+
+import json
+import threading
+
+from conftest import HealthSampler, last_error_line, run_bluegreen, unhealthy_launches
+
+
+def ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def test_full_cycle_at_45_instances_never_drops_below_live_capacity(make_fleet):
+    n = 45  # so every batch loop runs three times (20 + 20 + 5)
+    fleet = make_fleet(capacity=n)
+    blue_ids = set(fleet.lifecycles("blue"))
+
+    with HealthSampler(fleet.svc["target_group_arn"]) as deploy_sampler:
+        out = ok(run_bluegreen("deploy", "demo", "2.0", "--output", "json"))
+    fleet.assert_flipped("green", n, "2.0")
+    assert deploy_sampler.minimum >= n
+    summary = json.loads(out.stdout)
+    assert summary["result"] == "done" and summary["status"]["live"] == "green"
+    assert summary["steps"].count("enter-standby") == 3
+    assert 0 < summary["aws_calls"] <= summary["aws_attempts"]
+    assert "enter-standby: move 20 instances of demo-blue to Standby, batch 1 (A1)" in out.stderr
+    assert fleet.tags("blue")["bluegreen:saved-sizes"] == f"{n}/{n}/{2 * n}"
+
+    with HealthSampler(fleet.svc["target_group_arn"]) as rollback_sampler:
+        ok(run_bluegreen("rollback", "demo"))
+    fleet.assert_serving_only("blue", n, "1.0")
+    assert set(fleet.lifecycles("blue")) == blue_ids  # the same instances came back: nothing relaunched
+    assert fleet.sizes("blue") == (n, n, 2 * n)
+    assert rollback_sampler.minimum >= n
+
+    with HealthSampler(fleet.svc["target_group_arn"]) as second:
+        ok(run_bluegreen("deploy", "demo", "2.0"))
+    assert second.minimum >= n
+    fleet.assert_flipped("green", n, "2.0")
+
+    with HealthSampler(fleet.svc["target_group_arn"]) as finalize_sampler:
+        out = ok(run_bluegreen("finalize", "demo"))
+    assert finalize_sampler.minimum >= n
+    fleet.assert_serving_only("green", n, "2.0")
+    assert fleet.lifecycles("blue") == {}
+    # A4: detached first, then terminated; none left running outside the group
+    states = fleet.ec2_states(blue_ids)
+    assert set(states.values()) <= {"shutting-down", "terminated"}, states
+    assert out.stdout.strip() == "finalize demo: done; demo-green is live"
+
+    status = json.loads(ok(run_bluegreen("status", "demo", "--output", "json")).stdout)
+    assert status["live"] == "green" and status["operation"] is None
+    assert (status["groups"]["blue"]["min"], status["groups"]["blue"]["desired"], status["groups"]["blue"]["max"]) \
+        == (0, 0, 0)
+    assert {i["health"] for i in status["groups"]["green"]["instances"]} == {"healthy"}
+
+
+def test_canary_then_deploy_keeps_the_canary_and_canary_then_rollback_removes_it(make_fleet):
+    fleet = make_fleet(capacity=3)
+    with HealthSampler(fleet.svc["target_group_arn"]) as sampler:
+        out = ok(run_bluegreen("canary", "demo", "2.0", "--count", "1"))
+    assert sampler.minimum >= 3
+    assert "1 canary instance(s) in demo-green serve beside demo-blue" in out.stdout
+    canary = set(fleet.lifecycles("green"))
+    assert len(canary) == 1 and canary <= fleet.healthy()
+    assert len(fleet.healthy()) == 4  # serves beside the live fleet
+
+    blocked = run_bluegreen("deploy", "demo", "3.0")
+    assert blocked.returncode == 3
+    assert "held by canary 2.0" in last_error_line(blocked)
+
+    ok(run_bluegreen("deploy", "demo", "2.0"))
+    fleet.assert_flipped("green", 3, "2.0")
+    assert canary <= set(fleet.lifecycles("green"))  # kept, not replaced
+
+    ok(run_bluegreen("rollback", "demo"))
+    fleet.assert_serving_only("blue", 3)
+    ok(run_bluegreen("canary", "demo", "2.1", "--count", "2"))
+    assert len(fleet.lifecycles("green")) == 2
+    ok(run_bluegreen("rollback", "demo"))
+    fleet.assert_serving_only("blue", 3, "1.0")
+    fleet.wait_for(lambda: not fleet.lifecycles("green"), "the canary instances to be gone")
+
+
+def test_deploy_aborts_on_its_own_when_a_new_instance_turns_unhealthy(make_fleet, aws):
+    fleet = make_fleet(capacity=3)
+    with unhealthy_launches(aws, "demo-green"), HealthSampler(fleet.svc["target_group_arn"]) as sampler:
+        proc = run_bluegreen("deploy", "demo", "3.0")
+    assert proc.returncode == 1
+    line = last_error_line(proc)
+    assert "deploy demo 3.0 aborted: instance i-" in line and "is unhealthy in target group demo-tg" in line
+    assert "demo-green is back to 0 and demo-blue was not touched" in line
+    assert sampler.minimum >= 3
+    fleet.assert_serving_only("blue", 3, "1.0")
+
+
+def test_deploy_that_times_out_aborts_and_says_what_it_saw(make_fleet):
+    # A6: with a launch hook and no agent to complete it, new instances wait in Pending:Wait, outside the LB.
+    fleet = make_fleet(capacity=2, launch_hook=True)
+    proc = run_bluegreen("deploy", "demo", "2.0", "--timeout", "0.5")
+    assert proc.returncode == 1
+    line = last_error_line(proc)
+    assert "timed out after 0.5s" in line and "last seen: 0/2 of demo-green healthy" in line
+    assert "Pending:Wait" in line
+    fleet.assert_serving_only("blue", 2, "1.0")
+
+
+def test_deploy_with_a_launch_hook_waits_for_the_agents(make_fleet):
+    fleet = make_fleet(capacity=2, launch_hook=True)
+    stop = threading.Event()
+
+    def agents():  # what each new instance's agent does once its stack answers
+        while not stop.is_set():
+            fleet.complete_hooks("green")
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=agents, daemon=True)
+    thread.start()
+    try:
+        ok(run_bluegreen("deploy", "demo", "2.0"))
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    fleet.assert_flipped("green", 2, "2.0")
+
+
+def test_rollback_mid_deploy_empties_the_new_group_and_leaves_the_live_one(make_fleet):
+    fleet = make_fleet(capacity=3)
+    crashed = run_bluegreen("deploy", "demo", "2.0", env={"BLUEGREEN_CRASH_AT": "suspend"})
+    assert crashed.returncode == -9
+    assert "action=deploy;phase=policies" in fleet.tags("blue")["bluegreen:operation"]
+    with HealthSampler(fleet.svc["target_group_arn"]) as sampler:
+        ok(run_bluegreen("rollback", "demo"))
+    assert sampler.minimum >= 3
+    fleet.assert_serving_only("blue", 3, "1.0")
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(make_fleet):
+    fleet = make_fleet(capacity=3)
+    before = (fleet.sizes("blue"), fleet.sizes("green"), fleet.tags("blue"), fleet.tags("green"))
+    out = ok(run_bluegreen("deploy", "demo", "2.0", "--dry-run", "--output", "json"))
+    plan = json.loads(out.stdout)
+    assert plan["dry_run"] is True and plan["aws_calls"] >= 1
+    assert [s["name"] for s in plan["plan"]][:4] == ["lock", "set-version", "size-new", "wait-new-healthy"]
+    ops = [c["op"] for s in plan["plan"] for c in s["calls"]]
+    assert "EnterStandby" in ops and "SuspendProcesses" in ops
+    assert (fleet.sizes("blue"), fleet.sizes("green"), fleet.tags("blue"), fleet.tags("green")) == before
+    text = ok(run_bluegreen("deploy", "demo", "2.0", "--dry-run")).stdout
+    assert text.startswith("deploy demo 2.0 (dry run: nothing changed):")
+    assert "EnterStandby(AutoScalingGroupName=demo-blue" in text
+
+
+def test_bad_input_gives_one_line_and_exit_2(make_fleet):
+    make_fleet(capacity=1)
+    proc = run_bluegreen("deploy", "nosuch", "2.0")
+    assert proc.returncode == 2
+    assert last_error_line(proc) == ("bluegreen: error: no Auto Scaling group is tagged bluegreen:service=nosuch "
+                                     "in this account and Region")
+    proc = run_bluegreen("deploy", "demo", "not a tag")
+    assert proc.returncode == 2 and "is not a valid Docker tag" in last_error_line(proc)
+    proc = run_bluegreen("push-bootstrap", "/nonexistent", "s3://bucket/x/")
+    assert proc.returncode == 2 and last_error_line(proc) == "bluegreen: error: '/nonexistent' is not a directory"
+    proc = run_bluegreen("rollback", "demo")
+    assert proc.returncode == 3 and "nothing to roll back" in last_error_line(proc)
+
+
+def test_missing_credentials_exit_4(make_fleet, tmp_path):
+    make_fleet(capacity=1)
+    env = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no"),
+           "AWS_CONFIG_FILE": str(tmp_path / "no"), "AWS_EC2_METADATA_DISABLED": "true"}
+    proc = run_bluegreen("status", "demo", env=env)
+    assert proc.returncode == 4
+    assert "no AWS credentials found" in last_error_line(proc)
