@@ -185,25 +185,33 @@ def status(state_dir: str, output: str) -> int:
     return EXIT_OK if pid else EXIT_NOT_RUNNING
 
 
+def port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(text)
+    return value
+
+
 def add_commands(subparsers) -> None:
-    """Register up/down/status/serve on the `bluegreen-localcloud` parser; each sets `fleet_command`."""
+    """Register up/down/status/serve on the `bluegreen-localcloud` parser (localcloud.cli.SUBCOMMANDS)."""
     p = subparsers.add_parser("up", help="start (or reuse) the whole local fleet in the background")
-    p.add_argument("--lb-port", type=int, default=0, help="load balancer port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--lb-port", type=port, default=0,
+                   help="load balancer port on 127.0.0.1 (default: a free one, printed)")
     p.add_argument("--state", default=DEFAULT_STATE, help="state folder (default .localcloud)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait until it serves (default 300)")
-    p.set_defaults(fleet_command="up")
+    p.set_defaults(func=run, fleet_command="up")
     p = subparsers.add_parser("down", help="stop and remove everything `up` made")
     p.add_argument("--state", default=DEFAULT_STATE)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a clean stop (default 120)")
-    p.set_defaults(fleet_command="down")
+    p.set_defaults(func=run, fleet_command="down")
     p = subparsers.add_parser("status", help="is the local fleet running; its endpoints and instances")
     p.add_argument("--state", default=DEFAULT_STATE)
     p.add_argument("--output", choices=("text", "json"), default="text")
-    p.set_defaults(fleet_command="status")
+    p.set_defaults(func=run, fleet_command="status")
     p = subparsers.add_parser("serve", help="run the local fleet in the foreground (what `up` starts)")
     p.add_argument("--state", default=DEFAULT_STATE)
-    p.add_argument("--lb-port", type=int, default=0)
-    p.set_defaults(fleet_command="serve")
+    p.add_argument("--lb-port", type=port, default=0)
+    p.set_defaults(func=run, fleet_command="serve")
 
 
 def run(args) -> int:

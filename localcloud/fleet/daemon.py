@@ -99,6 +99,7 @@ class Daemon:
         from localcloud.aws import EmulatedAWS
         from localcloud.fleet.control import ControlClient
         from localcloud.fleet.haproxy import LoadBalancer
+        from localcloud.fleet.service import REPOSITORY, create_demo_service
         from localcloud.fleet.supervisor import FleetSupervisor
 
         os.makedirs(self.state_dir, exist_ok=True)
@@ -131,10 +132,9 @@ class Daemon:
             self.region, docker_host, time_scale=TIME_SCALE, on_change=self.record).start()
 
         self.record(phase="pushing images")
-        sampleapp.build_and_push(registry, versions=VERSIONS, unhealthy_versions=UNHEALTHY_VERSIONS)
+        sampleapp.build_and_push(registry, repository=REPOSITORY, versions=VERSIONS,
+                                 unhealthy_versions=UNHEALTHY_VERSIONS)
         self.record(phase="creating the service")
-        from localcloud.fleet.service import create_demo_service
-
         create_demo_service(session, self.state_dir, registry, SERVICE, CAPACITY)
         self.record(phase="waiting for the blue instances")
         self.supervisor.wait_for(lambda: self.supervisor.routed_count() >= CAPACITY,
@@ -160,6 +160,10 @@ class Daemon:
         self.record(phase="stopped")
 
 
+class StopRequested(Exception):
+    """SIGTERM or SIGINT arrived while the fleet was still starting: stop starting, tear down."""
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localcloud.fleet.daemon")
     parser.add_argument("--state", default=".localcloud")
@@ -175,15 +179,23 @@ def main(argv=None) -> int:
     os.makedirs(daemon.state_dir, exist_ok=True)
     write_atomically(os.path.join(daemon.state_dir, PID_FILE), str(os.getpid()))
 
+    starting = [True]
+
     def request_stop(signum, frame):
         daemon.stop_requested.set()
+        if starting[0]:
+            starting[0] = False
+            raise StopRequested(f"signal {signum} while starting")
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     code = 0
     try:
         daemon.start()
+        starting[0] = False
         daemon.stop_requested.wait()
+    except StopRequested:
+        log.info("stop requested while starting: tearing down")
     except Exception as exc:  # the daemon's top level: record why it failed for `up`, then clean up
         log.exception("local fleet failed to start")
         daemon.record(phase="failed", error=f"{type(exc).__name__}: {exc}")

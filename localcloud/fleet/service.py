@@ -11,6 +11,9 @@ import sys
 from localcloud.fleet import FleetError
 
 BUCKET = "bluegreen-bootstrap"
+# The fleet's own image repository: the fixed tag (`<repository>:live`) is one tag per Docker engine, so the
+# fleet does not share it with the agent's tests running on the same engine.
+REPOSITORY = "demo-web"
 # A6: an instance joins the load balancer only once its agent completes the launch hook; the agent's own
 # health wait uses this URL, with the instance's APP_PORT filled in from its compose_env.
 HEALTH_URL = "http://127.0.0.1:${APP_PORT}/health"
@@ -35,7 +38,7 @@ def push_bundle(session, folder: str, registry: str, url: str, environ: dict) ->
     from localcloud import sampleapp
 
     session.client("s3").create_bucket(Bucket=url[5:].split("/", 1)[0])
-    sampleapp.write_bundle(folder, registry)
+    sampleapp.write_bundle(folder, registry, repository=REPOSITORY)
     # The bundle folder holds the manifest write_bundle made; push-bootstrap writes its own, so upload only
     # the compose file and let the deployer's CI step produce the manifest the agent verifies.
     os.unlink(os.path.join(folder, "manifest.json"))
@@ -52,7 +55,7 @@ def create_demo_service(session, state_dir: str, registry: str, name: str = "dem
 
     url = f"s3://{BUCKET}/{name}/"
     push_bundle(session, os.path.join(state_dir, "bundle"), registry, url, dict(environ or os.environ))
-    return create_service(session, name=name, capacity=capacity, version=version, image=f"{registry}/web",
+    return create_service(session, name=name, capacity=capacity, version=version, image=f"{registry}/{REPOSITORY}",
                           bootstrap=url, health_interval=HEALTH_INTERVAL, healthy_threshold=HEALTHY_THRESHOLD,
                           deregistration_delay=DEREGISTRATION_DELAY, launch_hook=True, hook_timeout=HOOK_TIMEOUT,
                           health_url=HEALTH_URL)

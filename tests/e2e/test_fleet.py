@@ -1,0 +1,181 @@
+"""The local fleet end to end: real agents, containers, HAProxy; the demo's flow as assertions; steady load.
+
+Run in CI by `make test` (marker e2e). Figures (flip times, version shares, requests) are printed and, with
+BLUEGREEN_E2E_FIGURES=path, written as JSON for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from localcloud.fleet.load import LoadGenerator, sample_versions
+
+pytestmark = pytest.mark.e2e
+
+RATE = 50  # requests per second through the load balancer, each on a new connection
+SETTLE = 1.0  # seconds after a command returns before its outcome is asserted on traffic: the fleet polls
+# the target group every 0.2 s, as an ALB takes a moment to act on a deregistration
+WINDOW = 3.0  # seconds of traffic observed between steps
+FIGURES: dict = {}
+
+
+def wait_until(predicate, what, deadline_s=60.0, interval=0.5):
+    deadline = time.monotonic() + deadline_s
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}; last: {last!r}")
+
+
+def instances(status, color):
+    return status["groups"][color]["instances"]
+
+
+def serving(status, color):
+    return [i for i in instances(status, color) if i["lifecycle"] == "InService" and i["health"] == "healthy"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def record_figures():
+    yield
+    print("\nlocal fleet figures:\n" + json.dumps(FIGURES, indent=2))
+    path = os.environ.get("BLUEGREEN_E2E_FIGURES")
+    if path:
+        with open(path, "w") as f:
+            json.dump(FIGURES, f, indent=2)
+
+
+def test_up_serves_1_0_from_three_healthy_blue_instances(fleet):
+    status = fleet.status()
+    assert status["live"] == "blue"
+    assert status["groups"]["blue"]["version"] == "1.0"
+    assert len(serving(status, "blue")) == 3, status
+    assert instances(status, "green") == []
+    assert sample_versions(fleet.lb_url, 20) == ({"1.0": 20}, 0)
+
+    local = fleet.localcloud_status()
+    assert local["running"] is True and local["state"]["phase"] == "ready"
+    running = fleet.running_instances()
+    assert sorted(i["instance_id"] for i in running) == sorted(i["id"] for i in instances(status, "blue"))
+    assert {i["agent"] for i in running} == {"succeeded"}
+    assert {i["lb"] for i in running} == {"routed, up"}
+    stacks = fleet.containers()
+    for item in running:
+        assert "healthy" in stacks[item["compose_project"]]  # a real container per instance
+
+    again = fleet.localcloud("up")
+    assert again.returncode == 0, again.stderr
+    assert "reusing the running local fleet" in again.stderr
+    assert fleet.lb_url in again.stdout
+
+
+def test_canary_deploy_rollback_deploy_finalize_under_steady_load_fail_no_request(fleet):
+    load = LoadGenerator(fleet.lb_url, rate=RATE, max_seconds=600).start()
+    marks = {}
+
+    def step(name, *args):
+        started = time.monotonic()
+        out = fleet.bluegreen(*args)
+        marks[name] = (started, time.monotonic())
+        assert out.returncode == 0, f"bluegreen {' '.join(args)} exited {out.returncode}: {out.stderr[-3000:]}"
+        time.sleep(WINDOW)
+
+    try:
+        time.sleep(WINDOW)
+        step("canary", "canary", "demo", "2.0")
+        status = fleet.status()
+        assert len(serving(status, "green")) == 1 and status["groups"]["green"]["version"] == "2.0"
+        step("deploy", "deploy", "demo", "2.0")
+        status = fleet.status()
+        assert status["live"] == "green" and len(serving(status, "green")) == 3
+        assert {i["lifecycle"] for i in instances(status, "blue")} == {"Standby"}
+        step("rollback", "rollback", "demo")
+        status = fleet.status()
+        assert status["live"] == "blue" and len(serving(status, "blue")) == 3
+        step("deploy_again", "deploy", "demo", "2.0")
+        standby = [i["id"] for i in instances(fleet.status(), "blue")]
+        step("finalize", "finalize", "demo")
+    finally:
+        result = load.stop()
+
+    start = result.samples[0].at if result.samples else 0.0
+    windows = {
+        "before": result.shares(end=marks["canary"][0]),
+        "canary": result.shares(marks["canary"][1] + SETTLE, marks["deploy"][0]),
+        "after_deploy": result.shares(marks["deploy"][1] + SETTLE, marks["rollback"][0]),
+        "after_rollback": result.shares(marks["rollback"][1] + SETTLE, marks["deploy_again"][0]),
+        "after_deploy_again": result.shares(marks["deploy_again"][1] + SETTLE, marks["finalize"][0]),
+        "after_finalize": result.shares(marks["finalize"][1] + SETTLE),
+    }
+    FIGURES["steady_load"] = {
+        "rate_per_s": RATE, "requests": result.total, "failed": len(result.failures),
+        "seconds": round(result.samples[-1].at - start, 1) if result.samples else 0,
+        "step_seconds": {k: round(v[1] - v[0], 1) for k, v in marks.items()},
+        "version_shares": windows,
+    }
+    assert result.failures == [], result.summary()
+    assert result.total >= RATE * 20
+    assert windows["before"] == {"1.0": 1.0}
+    # One canary beside three live instances: about a quarter of the answers.
+    assert set(windows["canary"]) == {"1.0", "2.0"} and 0.1 <= windows["canary"]["2.0"] <= 0.45, windows
+    assert windows["after_deploy"] == {"2.0": 1.0}
+    assert windows["after_rollback"] == {"1.0": 1.0}
+    assert windows["after_deploy_again"] == {"2.0": 1.0}
+    assert windows["after_finalize"] == {"2.0": 1.0}
+
+    status = fleet.status()
+    assert status["live"] == "green" and status["operation"] is None
+    assert instances(status, "blue") == []
+    # Finalize detached, then terminated, the Standby instances: their stacks are gone, green's run.
+    projects = {f"lc-{i}" for i in standby}
+    wait_until(lambda: not projects & set(fleet.containers()), "the finalized instances' stacks to be removed")
+    assert {f"lc-{i['id']}" for i in instances(status, "green")} <= set(fleet.containers())
+
+
+def test_a_version_that_never_turns_healthy_aborts_on_its_own_without_a_failed_request(fleet):
+    load = LoadGenerator(fleet.lb_url, rate=RATE, max_seconds=300).start()
+    try:
+        started = time.monotonic()
+        out = fleet.bluegreen("deploy", "demo", "3.0", "--timeout", "40")
+        took = time.monotonic() - started
+    finally:
+        result = load.stop()
+    FIGURES["aborted_deploy"] = {"seconds": round(took, 1), "requests": result.total,
+                                 "failed": len(result.failures), "version_shares": result.shares()}
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "3.0" in out.stderr
+    assert result.failures == [], result.summary()
+    assert result.shares() == {"2.0": 1.0}
+    status = fleet.status()
+    assert status["live"] == "green" and status["operation"] is None
+    assert status["groups"]["blue"]["desired"] == 0
+    assert len(serving(status, "green")) == 3
+    # The 3.0 instances were abandoned or scaled in: their stacks go, the live ones stay.
+    def only_three_running():
+        running = fleet.running_instances()
+        return running if len(running) == 3 else None
+
+    running = wait_until(only_three_running, "only the three live instances to keep running")
+    assert {i["version"] for i in running} == {"2.0"}
+
+
+def test_down_stops_and_removes_everything_it_made(fleet):
+    local = fleet.localcloud_status()["state"]
+    projects = {i["compose_project"] for i in local["fleet"]["instances"]}
+    haproxy_pid = local["haproxy_pid"]
+    out = fleet.localcloud("down")
+    assert out.returncode == 0, out.stderr
+    assert not projects & set(fleet.containers())
+    assert not os.path.exists(f"/proc/{haproxy_pid}")
+    assert not os.path.exists(fleet.state_dir)
+    after = fleet.localcloud("status")
+    assert after.returncode == 3 and "no local fleet is running" in after.stdout
+    # The shared engine and registry were running before `up`, so `down` left them alone.
+    assert fleet.run("docker", "version").returncode == 0
