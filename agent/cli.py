@@ -60,7 +60,9 @@ class Clients:
 
             # A10: botocore's adaptive retry mode backs off on Throttling; no retry loops of our own.
             config = Config(retries={"mode": "adaptive", "max_attempts": 10}, connect_timeout=10, read_timeout=30)
-            return boto3.session.Session().client(service, region_name=region, config=config)
+            # One session for every client: its loader caches the shared endpoint and partition data.
+            session = self._once("boto3-session", boto3.session.Session)
+            return session.client(service, region_name=region, config=config)
 
         return self._once((service, region), make)
 

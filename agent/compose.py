@@ -15,9 +15,25 @@ from agent.images import normalize_repository, split_reference
 log = logging.getLogger(__name__)
 
 
-def detect_command(configured=None, runner=subprocess.run):
+# Where the docker CLI looks for its plugins (docker/cli: cli-plugins/manager), user folder first.
+PLUGIN_DIRS = ("/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins",
+               "/usr/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins")
+
+
+def _compose_plugin_installed(environ):
+    config_dir = environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    for folder in (os.path.join(config_dir, "cli-plugins"), *PLUGIN_DIRS):
+        if os.access(os.path.join(folder, "docker-compose"), os.X_OK):
+            return True
+    return False
+
+
+def detect_command(configured=None, runner=subprocess.run, environ=os.environ):
     if configured:
         return tuple(configured)
+    # Finding the plugin file saves starting `docker compose version` (~0.15 s) on every run.
+    if shutil.which("docker") and _compose_plugin_installed(environ):
+        return ("docker", "compose")
     try:
         if runner(["docker", "compose", "version"], capture_output=True, timeout=30).returncode == 0:
             return ("docker", "compose")

@@ -142,7 +142,7 @@ def _deploy(clients, settings, found, environ, status):
     status.update(release=fetched.release_id)
 
     with status.step("plan"):
-        command = compose.detect_command(settings.compose_command)
+        command = compose.detect_command(settings.compose_command, environ=environ)
         compose_env = dict(environ)
         compose_env.update(settings.compose_env)
         model = compose.Compose(command, settings.compose_project, fetched.path, compose_env, 60).config()
@@ -169,7 +169,9 @@ def _deploy(clients, settings, found, environ, status):
 
     with status.step("health"):
         if settings.health_url:
-            health.wait_for_url(clients.http(), settings.health_url, settings.health_timeout)
+            health.wait_for_url(clients.http(), settings.health_url, settings.health_timeout,
+                                interval=settings.health_interval)
         else:
-            health.wait_for_containers(docker_client, settings.compose_project, settings.health_timeout)
+            health.wait_for_containers(docker_client, settings.compose_project, settings.health_timeout,
+                                       interval=settings.health_interval)
     log.info("version %s is up on %s (%s)", settings.version, found.identity.instance_id, pulled.digest)

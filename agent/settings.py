@@ -38,6 +38,7 @@ LOCAL_DEFAULTS = {
     "pull_timeout": 600.0,
     "compose_timeout": 600.0,
     "health_timeout": 300.0,
+    "health_interval": 0.5,
     "heartbeat_interval": 60.0,
     "keep_releases": 2,
 }
@@ -75,6 +76,7 @@ class Settings:
     pull_timeout: float
     compose_timeout: float
     health_timeout: float
+    health_interval: float
     heartbeat_interval: float
     keep_releases: int
     sources: dict[str, str] = field(default_factory=dict)
@@ -88,7 +90,7 @@ class Settings:
                                              "workdir", "compose_project", "compose_env", "s3_unsigned",
                                              "allowed_buckets", "imds_deadline", "group_deadline",
                                              "pull_timeout", "compose_timeout", "health_timeout",
-                                             "heartbeat_interval", "keep_releases")}
+                                             "health_interval", "heartbeat_interval", "keep_releases")}
         out["compose_command"] = list(self.compose_command) if self.compose_command else None
         out["allowed_buckets"] = list(self.allowed_buckets)
         out["sources"] = dict(self.sources)
@@ -191,7 +193,7 @@ def resolve(flags, tags, config):
         allowed_buckets=allowed,
         imds_deadline=_positive(merged, "imds_deadline"), group_deadline=_positive(merged, "group_deadline"),
         pull_timeout=_positive(merged, "pull_timeout"), compose_timeout=_positive(merged, "compose_timeout"),
-        health_timeout=_positive(merged, "health_timeout"),
+        health_timeout=_positive(merged, "health_timeout"), health_interval=_positive(merged, "health_interval"),
         heartbeat_interval=_positive(merged, "heartbeat_interval"),
         keep_releases=int(_positive(merged, "keep_releases")), sources=sources)
 
