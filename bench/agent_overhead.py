@@ -185,6 +185,7 @@ def main(argv=None):
         shutil.rmtree(folder, ignore_errors=True)
     result = {key: round(median_of(samples, key), 3) for key in samples[0]}
     result.update(runs=args.runs, help_s=round(statistics.median(help_times), 3),
+                  load_average_1m=round(os.getloadavg()[0], 2), cpus=os.cpu_count(),
                   agent_steps_s={k: round(statistics.median(s[k] for s in steps), 3) for k in steps[0]},
                   overhead_max_s=round(max(s["overhead_s"] for s in samples), 3))
     if args.json:
@@ -198,6 +199,7 @@ def main(argv=None):
         print("  the agent's own step timings (median): "
               + ", ".join(f"{k} {v:.3f} s" for k, v in result["agent_steps_s"].items()))
         print(f"bluegreen-agent --help: median {result['help_s']:.3f} s (goal < 0.3 s)")
+        print(f"machine: {result['cpus']} CPUs, 1-minute load average {result['load_average_1m']} at the end")
     return 0
 
 
