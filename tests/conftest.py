@@ -4,6 +4,8 @@ Markers (setup.cfg): `docker` needs the real engine/registry/compose that script
 (DOCKER_HOST, BLUEGREEN_REGISTRY); `e2e` needs the whole local fleet. Unmarked tests need neither.
 """
 
+import os
+
 import pytest
 
 from localcloud.aws import EmulatedAWS
@@ -17,10 +19,20 @@ TEST_REGION = "us-east-1"
 
 @pytest.fixture(scope="session")
 def cloud():
-    """One emulated AWS (moto over HTTP on 127.0.0.1, ephemeral port) for the whole test session."""
+    """One emulated AWS (moto over HTTP on 127.0.0.1, ephemeral port) for the whole test session.
+
+    moto loads ~3,500 public AMIs into every fresh EC2 backend, 0.5 s per reset; the tests launch from
+    arbitrary AMI ids (moto does not check them), so they go without.
+    """
+    saved = os.environ.get("MOTO_EC2_LOAD_DEFAULT_AMIS")
+    os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
     emulated = EmulatedAWS(host="127.0.0.1", port=0, region=TEST_REGION, time_scale=TEST_TIME_SCALE).start()
     yield emulated
     emulated.stop()
+    if saved is None:
+        os.environ.pop("MOTO_EC2_LOAD_DEFAULT_AMIS", None)
+    else:
+        os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = saved
 
 
 @pytest.fixture

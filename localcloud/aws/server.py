@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 import threading
 import time
 import urllib.parse
@@ -90,17 +91,22 @@ class EmulatedAWS:
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> EmulatedAWS:
+        """Listen on host:port (0: any free port) and serve; raises OSError if the port is taken."""
         if runtime.active() is not None:
             raise AlreadyRunning("an EmulatedAWS is already running in this process; stop it first")
+        # Bind first, ourselves: werkzeug's make_server exits the process on a taken port.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((self.host, self.port))
+            sock.listen(128)
+            self._server = make_server(self.host, sock.getsockname()[1], self._app, threaded=True,
+                                       request_handler=_QuietHandler, fd=sock.fileno())
+        self.port = self._server.server_address[1]
         targets.install()
         autoscaling.install()
         asg_api.install()
         asg_catalog.install()
         runtime.activate(self.state)
         moto_api_backend.reset()
-        self._server = make_server(self.host, self.port, self._app, threaded=True,
-                                   request_handler=_QuietHandler)
-        self.port = self._server.server_port
         self._stopping.clear()
         self._threads = [threading.Thread(target=self._server.serve_forever, name="localcloud-aws-http", daemon=True),
                          threading.Thread(target=self._tick_loop, name="localcloud-aws-clock", daemon=True)]

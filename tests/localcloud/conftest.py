@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-NO_RETRIES = Config(retries={"max_attempts": 1, "mode": "standard"})
+NO_RETRIES = Config(retries={"total_max_attempts": 1, "mode": "standard"})  # no retry at all
 
 
 class World:
@@ -29,9 +29,13 @@ class World:
             LaunchTemplateName="lt", LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"},
         )["LaunchTemplate"]["LaunchTemplateId"]
 
-    def target_group(self, name: str = "web", **kwargs: Any) -> str:
-        return self.elbv2.create_target_group(Name=name, Protocol="HTTP", Port=8080, VpcId=self.vpc, **kwargs)[
+    def target_group(self, name: str = "web", delay: int = 30, **kwargs: Any) -> str:
+        """A target group; `delay` is the deregistration delay in AWS seconds (30: 0.3 s at the test scale)."""
+        arn = self.elbv2.create_target_group(Name=name, Protocol="HTTP", Port=8080, VpcId=self.vpc, **kwargs)[
             "TargetGroups"][0]["TargetGroupArn"]
+        self.elbv2.modify_target_group_attributes(TargetGroupArn=arn, Attributes=[
+            {"Key": "deregistration_delay.timeout_seconds", "Value": str(delay)}])
+        return arn
 
     def group(self, name: str, desired: int = 2, min_size: int = 0, max_size: int = 10,
               target_groups: tuple[str, ...] = (), **kwargs: Any) -> str:

@@ -6,7 +6,8 @@ import datetime
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import wait_for
+
+from tests.localcloud.conftest import wait_for
 
 
 def _code(excinfo) -> str:

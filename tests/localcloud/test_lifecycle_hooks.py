@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import wait_for
+
+from tests.localcloud.conftest import wait_for
 
 
 def _hooked_group(world, tg, timeout=60, default="ABANDON"):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import wait_for
+
+from tests.localcloud.conftest import wait_for
 
 
 def _error(excinfo) -> tuple[str, str]:
@@ -24,9 +25,7 @@ def test_a5_launches_pass_through_pending_then_join_the_target_group_initial(wor
 
 
 def test_a1_enter_standby_with_decrement_drains_then_leaves_and_capacity_drops_by_the_batch(world):
-    tg = world.target_group()
-    world.elbv2.modify_target_group_attributes(TargetGroupArn=tg, Attributes=[
-        {"Key": "deregistration_delay.timeout_seconds", "Value": "50"}])  # 0.5 s here
+    tg = world.target_group(delay=50)  # 0.5 s here
     world.group("blue", desired=3, target_groups=(tg,))
     ids = world.wait_in_service("blue", 3)
     world.asg.enter_standby(AutoScalingGroupName="blue", InstanceIds=ids[:2], ShouldDecrementDesiredCapacity=True)

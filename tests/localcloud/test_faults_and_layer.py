@@ -1,0 +1,152 @@
+"""Fault injection (A10, A2 contention), Classic ELB (E3), shared target groups (E4), reset, serialisation,
+and the pinned-moto guard: every wrapped moto attribute still exists."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from localcloud.aws import runtime
+from tests.localcloud.conftest import wait_for
+
+
+def test_a10_throttling_is_the_real_error_and_botocore_retries_through_it(world):
+    world.cloud.configure_faults(throttle_fraction=1.0)
+    with pytest.raises(ClientError) as excinfo:
+        world.asg.describe_auto_scaling_groups()
+    err = excinfo.value.response
+    assert (err["Error"]["Code"], err["Error"]["Message"]) == ("Throttling", "Rate exceeded")
+    assert err["ResponseMetadata"]["HTTPStatusCode"] == 400
+    world.cloud.configure_faults(throttle_fraction=0.5)  # every second call
+    retrying = boto3.client("autoscaling", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+    for _ in range(4):
+        reply = retrying.describe_auto_scaling_groups()
+        assert reply["AutoScalingGroups"] == []
+        assert reply["ResponseMetadata"]["RetryAttempts"] in (0, 1)
+    world.ec2.describe_vpcs()  # EC2 is not throttled by this fault: one bucket per Auto Scaling / ELB (A10)
+
+
+def test_latency_is_added_per_call(world):
+    world.cloud.configure_faults(latency_s=0.3)
+    started = time.monotonic()
+    world.asg.describe_auto_scaling_groups()
+    assert time.monotonic() - started >= 0.3
+
+
+def test_a2_exit_standby_resource_contention_once(world):
+    world.group("blue", desired=1)
+    ids = world.wait_in_service("blue", 1)
+    world.asg.enter_standby(AutoScalingGroupName="blue", InstanceIds=ids, ShouldDecrementDesiredCapacity=True)
+    wait_for(lambda: world.states("blue"), lambda s: s == {ids[0]: "Standby"}, "Standby")
+    body = json.dumps({"exit_standby_contention_once": True}).encode()
+    req = urllib.request.Request(world.cloud.endpoint + "/_localcloud/faults", data=body, method="POST")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert json.loads(resp.read()) == {"ok": True}
+    with pytest.raises(ClientError) as excinfo:
+        world.asg.exit_standby(AutoScalingGroupName="blue", InstanceIds=ids)
+    assert excinfo.value.response["Error"]["Code"] == "ResourceContention"
+    assert world.states("blue") == {ids[0]: "Standby"}
+    world.asg.exit_standby(AutoScalingGroupName="blue", InstanceIds=ids)  # the retry succeeds
+    assert world.states("blue") == {ids[0]: "Pending"}
+
+
+def test_e3_classic_elb_out_of_service_then_in_service_and_draining(world):
+    world.elb.create_load_balancer(LoadBalancerName="classic", AvailabilityZones=["us-east-1a"], Listeners=[
+        {"Protocol": "HTTP", "LoadBalancerPort": 80, "InstancePort": 8080}])
+    world.elb.configure_health_check(LoadBalancerName="classic", HealthCheck={
+        "Target": "HTTP:8080/health", "Interval": 5, "Timeout": 2, "UnhealthyThreshold": 2, "HealthyThreshold": 2})
+    world.elb.modify_load_balancer_attributes(LoadBalancerName="classic", LoadBalancerAttributes={
+        "ConnectionDraining": {"Enabled": True, "Timeout": 30}})  # 0.3 s here
+    world.group("blue", desired=1, LoadBalancerNames=["classic"])
+    ids = world.wait_in_service("blue", 1)
+
+    def health():
+        return {s["InstanceId"]: s["State"]
+                for s in world.elb.describe_instance_health(LoadBalancerName="classic")["InstanceStates"]}
+
+    assert health() == {ids[0]: "OutOfService"}
+    wait_for(health, lambda h: h == {ids[0]: "InService"}, "InService after 2 x 5 s", 3)
+    world.asg.enter_standby(AutoScalingGroupName="blue", InstanceIds=ids, ShouldDecrementDesiredCapacity=True)
+    wait_for(health, lambda h: h == {}, "deregistered after connection draining", 3)
+
+
+def test_e4_one_target_group_on_two_groups_holds_the_union(world):
+    tg = world.target_group()
+    world.group("blue", desired=1, target_groups=(tg,))
+    world.group("green", desired=2, target_groups=(tg,))
+    blue = world.wait_in_service("blue", 1)
+    green = world.wait_in_service("green", 2)
+    assert set(world.health(tg)) == set(blue) | set(green)
+    world.asg.enter_standby(AutoScalingGroupName="blue", InstanceIds=blue, ShouldDecrementDesiredCapacity=True)
+    world.asg.set_desired_capacity(AutoScalingGroupName="green", DesiredCapacity=3)  # must not touch blue's
+    health = world.health(tg)
+    assert health[blue[0]] == "draining"
+    assert {health[g] for g in green} <= {"initial", "healthy"}
+
+
+def test_reset_leaves_no_state(world):
+    tg = world.target_group()
+    world.group("blue", desired=1, target_groups=(tg,))
+    world.wait_in_service("blue", 1)
+    world.cloud.configure_faults(latency_s=0.01)
+    world.cloud.set_target_health("i-forced", "unhealthy")
+    world.cloud.configure_time(health_interval=1.0)
+    world.cloud.reset()
+    state = world.cloud.state
+    assert (state.instances, state.targets, state.forced_health, state.events, state.backends) == ({}, {}, {}, [], [])
+    assert state.faults.as_dict() == {"throttle_fraction": 0.0, "latency_s": 0.0, "exit_standby_contention_once": False}
+    assert state.health_interval is None
+    assert world.asg.describe_auto_scaling_groups()["AutoScalingGroups"] == []
+    assert world.elbv2.describe_target_groups()["TargetGroups"] == []
+    assert world.ec2.describe_instances()["Reservations"] == []
+
+
+def test_concurrent_clients_are_serialised(world):
+    world.group("blue", desired=0, max_size=40)
+    errors: list[Exception] = []
+
+    def bump():
+        client = boto3.client("autoscaling")
+        try:
+            for _ in range(5):
+                client.create_or_update_tags(Tags=[{"ResourceId": "blue", "ResourceType": "auto-scaling-group",
+                                                    "Key": threading.current_thread().name, "Value": "x",
+                                                    "PropagateAtLaunch": False}])
+        except ClientError as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bump, name=f"t{n}") for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    keys = {t["Key"] for t in world.describe("blue")["Tags"]}
+    assert keys == {f"t{n}" for n in range(8)}
+
+
+def test_events_reach_subscribers_in_order(world):
+    seen: list[tuple[str, str]] = []
+    world.cloud.subscribe(lambda e: seen.append((e["type"], e["instance_id"])))
+    tg = world.target_group()
+    world.group("blue", desired=1, target_groups=(tg,))
+    ids = world.wait_in_service("blue", 1)
+    wait_for(lambda: list(seen), lambda s: ("target_registered", ids[0]) in s, "the registration event")
+    assert [t for t, i in seen if i == ids[0]][:3] == [
+        "instance_launched", "instance_lifecycle_changed", "target_registered"]
+
+
+def test_every_wrapped_moto_attribute_still_exists():
+    """aws-rules.md: the layer wraps moto 5.2.1 internals; a moto upgrade that renames one must fail here."""
+    assert len(runtime.WRAPPED) >= 40
+    for cls, name in runtime.WRAPPED:
+        moto_version = runtime.original(cls, name)
+        assert callable(moto_version), (cls.__name__, name)
+        assert moto_version.__module__.startswith("moto."), (cls.__name__, name, moto_version.__module__)
