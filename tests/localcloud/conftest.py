@@ -78,3 +78,9 @@ def wait_for(probe: Callable[[], Any], done: Callable[[Any], bool], what: str, t
 @pytest.fixture
 def world(aws) -> World:
     return World(aws)
+
+
+@pytest.fixture(name="wait_for")
+def wait_for_fixture() -> Callable[..., Any]:
+    """`wait_for` as a fixture, so test modules import nothing from this conftest."""
+    return wait_for

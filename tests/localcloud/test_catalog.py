@@ -7,8 +7,6 @@ import datetime
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.localcloud.conftest import wait_for
-
 
 def _code(excinfo) -> str:
     return excinfo.value.response["Error"]["Code"]
@@ -59,7 +57,7 @@ def test_a8_suspended_launch_and_add_to_load_balancer(world):
     assert world.health(tg) == {i: "initial" for i in both if i not in ids}
 
 
-def test_a8_suspended_terminate_and_scheduled_actions(world):
+def test_a8_suspended_terminate_and_scheduled_actions(world, wait_for):
     world.group("blue", desired=1)
     world.wait_in_service("blue", 1)
     world.asg.suspend_processes(AutoScalingGroupName="blue", ScalingProcesses=["Terminate", "ScheduledActions"])
@@ -74,7 +72,7 @@ def test_a8_suspended_terminate_and_scheduled_actions(world):
     wait_for(lambda: world.states("blue"), lambda s: s == {}, "scale-in after Terminate resumed", 5)
 
 
-def test_a8_scheduled_action_runs_at_its_start_time(world):
+def test_a8_scheduled_action_runs_at_its_start_time(world, wait_for):
     world.group("blue", desired=0)
     world.asg.put_scheduled_update_group_action(AutoScalingGroupName="blue", ScheduledActionName="now",
                                                 StartTime=datetime.datetime.now(datetime.timezone.utc),

@@ -14,7 +14,6 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from localcloud.aws import runtime
-from tests.localcloud.conftest import wait_for
 
 
 def test_a10_throttling_is_the_real_error_and_botocore_retries_through_it(world):
@@ -40,7 +39,7 @@ def test_latency_is_added_per_call(world):
     assert time.monotonic() - started >= 0.3
 
 
-def test_a2_exit_standby_resource_contention_once(world):
+def test_a2_exit_standby_resource_contention_once(world, wait_for):
     world.group("blue", desired=1)
     ids = world.wait_in_service("blue", 1)
     world.asg.enter_standby(AutoScalingGroupName="blue", InstanceIds=ids, ShouldDecrementDesiredCapacity=True)
@@ -57,7 +56,7 @@ def test_a2_exit_standby_resource_contention_once(world):
     assert world.states("blue") == {ids[0]: "Pending"}
 
 
-def test_e3_classic_elb_out_of_service_then_in_service_and_draining(world):
+def test_e3_classic_elb_out_of_service_then_in_service_and_draining(world, wait_for):
     world.elb.create_load_balancer(LoadBalancerName="classic", AvailabilityZones=["us-east-1a"], Listeners=[
         {"Protocol": "HTTP", "LoadBalancerPort": 80, "InstancePort": 8080}])
     world.elb.configure_health_check(LoadBalancerName="classic", HealthCheck={
@@ -132,7 +131,7 @@ def test_concurrent_clients_are_serialised(world):
     assert keys == {f"t{n}" for n in range(8)}
 
 
-def test_events_reach_subscribers_in_order(world):
+def test_events_reach_subscribers_in_order(world, wait_for):
     seen: list[tuple[str, str]] = []
     world.cloud.subscribe(lambda e: seen.append((e["type"], e["instance_id"])))
     tg = world.target_group()

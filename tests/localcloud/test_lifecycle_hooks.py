@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.localcloud.conftest import wait_for
-
 
 def _hooked_group(world, tg, timeout=60, default="ABANDON"):
     world.group("green", desired=0, target_groups=(tg,))
@@ -19,7 +17,7 @@ def _hooked_group(world, tg, timeout=60, default="ABANDON"):
     return next(iter(states))
 
 
-def test_a6_pending_wait_until_continue_and_only_then_registered(world):
+def test_a6_pending_wait_until_continue_and_only_then_registered(world, wait_for):
     tg = world.target_group()
     iid = _hooked_group(world, tg, timeout=3600)
     assert world.health(tg) == {}
@@ -29,7 +27,7 @@ def test_a6_pending_wait_until_continue_and_only_then_registered(world):
     assert world.health(tg) == {iid: "initial"}
 
 
-def test_a6_abandon_terminates_and_the_group_replaces_it(world):
+def test_a6_abandon_terminates_and_the_group_replaces_it(world, wait_for):
     tg = world.target_group()
     iid = _hooked_group(world, tg, timeout=3600)
     world.asg.complete_lifecycle_action(AutoScalingGroupName="green", LifecycleHookName="boot",
@@ -40,7 +38,7 @@ def test_a6_abandon_terminates_and_the_group_replaces_it(world):
     assert world.health(tg) == {}
 
 
-def test_a6_timeout_applies_the_default_result_and_heartbeat_extends_it(world):
+def test_a6_timeout_applies_the_default_result_and_heartbeat_extends_it(world, wait_for):
     tg = world.target_group()
     iid = _hooked_group(world, tg, timeout=30, default="CONTINUE")  # 0.3 s at the test time scale
     world.asg.record_lifecycle_action_heartbeat(AutoScalingGroupName="green", LifecycleHookName="boot",
@@ -63,7 +61,7 @@ def test_a6_complete_without_a_waiting_action_and_bad_timeouts_are_validation_er
     assert excinfo.value.response["Error"]["Code"] == "ValidationError"
 
 
-def test_a6_lifecycle_action_token_works_like_the_instance_id(world):
+def test_a6_lifecycle_action_token_works_like_the_instance_id(world, wait_for):
     tg = world.target_group()
     iid = _hooked_group(world, tg, timeout=3600)
     token = world.cloud.state.instances[iid]["hooks"]["boot"]["token"]

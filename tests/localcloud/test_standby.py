@@ -5,15 +5,13 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.localcloud.conftest import wait_for
-
 
 def _error(excinfo) -> tuple[str, str]:
     err = excinfo.value.response["Error"]
     return err["Code"], err["Message"]
 
 
-def test_a5_launches_pass_through_pending_then_join_the_target_group_initial(world):
+def test_a5_launches_pass_through_pending_then_join_the_target_group_initial(world, wait_for):
     tg = world.target_group()
     world.group("blue", desired=2, target_groups=(tg,))
     assert sorted(world.states("blue").values()) == ["Pending", "Pending"]
@@ -24,7 +22,7 @@ def test_a5_launches_pass_through_pending_then_join_the_target_group_initial(wor
     wait_for(lambda: world.health(tg), lambda h: h == {i: "healthy" for i in ids}, "both targets healthy", 5)
 
 
-def test_a1_enter_standby_with_decrement_drains_then_leaves_and_capacity_drops_by_the_batch(world):
+def test_a1_enter_standby_with_decrement_drains_then_leaves_and_capacity_drops_by_the_batch(world, wait_for):
     tg = world.target_group(delay=50)  # 0.5 s here
     world.group("blue", desired=3, target_groups=(tg,))
     ids = world.wait_in_service("blue", 3)
@@ -62,7 +60,7 @@ def test_a1_standby_with_decrement_below_min_size_is_refused(world):
     assert world.states("blue") == {i: "InService" for i in ids}
 
 
-def test_a1_only_in_service_instances_and_at_most_20_ids(world):
+def test_a1_only_in_service_instances_and_at_most_20_ids(world, wait_for):
     world.group("blue", desired=1)
     wait_for(lambda: world.states("blue"), lambda s: len(s) == 1, "one instance")
     pending = list(world.states("blue"))
@@ -76,7 +74,7 @@ def test_a1_only_in_service_instances_and_at_most_20_ids(world):
     assert _error(excinfo) == ("ValidationError", "The number of instance ids that may be passed in is limited to 20")
 
 
-def test_a1_capacity_changes_do_not_reregister_standby_instances(world):
+def test_a1_capacity_changes_do_not_reregister_standby_instances(world, wait_for):
     tg = world.target_group()
     world.group("blue", desired=2, target_groups=(tg,))
     ids = world.wait_in_service("blue", 2)
@@ -89,7 +87,7 @@ def test_a1_capacity_changes_do_not_reregister_standby_instances(world):
     assert ids[0] not in world.health(tg)
 
 
-def test_a2_exit_standby_registers_again_initial_and_increments_desired(world):
+def test_a2_exit_standby_registers_again_initial_and_increments_desired(world, wait_for):
     tg = world.target_group()
     world.group("blue", desired=2, target_groups=(tg,))
     ids = world.wait_in_service("blue", 2)
@@ -103,7 +101,7 @@ def test_a2_exit_standby_registers_again_initial_and_increments_desired(world):
     assert world.health(tg) == {i: "initial" for i in ids}
 
 
-def test_a2_exit_standby_above_max_is_refused(world):
+def test_a2_exit_standby_above_max_is_refused(world, wait_for):
     world.group("blue", desired=2, max_size=2)
     ids = world.wait_in_service("blue", 2)
     world.asg.enter_standby(AutoScalingGroupName="blue", InstanceIds=ids[:1], ShouldDecrementDesiredCapacity=False)
@@ -138,7 +136,7 @@ def test_a3_detach_with_decrement_below_min_size_is_refused(world):
     assert len(world.states("blue")) == 2
 
 
-def test_a3_detach_standby_without_decrement_keeps_desired(world):
+def test_a3_detach_standby_without_decrement_keeps_desired(world, wait_for):
     """The seed's footnote 2: Standby entered with decrement is already out of the desired capacity."""
     world.group("blue", desired=2, min_size=0)
     ids = world.wait_in_service("blue", 2)
@@ -150,7 +148,7 @@ def test_a3_detach_standby_without_decrement_keeps_desired(world):
     assert group["Instances"] == []
 
 
-def test_a4_terminating_a_standby_instance_without_detach_leaves_a_stale_standby_entry(world):
+def test_a4_terminating_a_standby_instance_without_detach_leaves_a_stale_standby_entry(world, wait_for):
     world.group("blue", desired=1)
     ids = world.wait_in_service("blue", 1)
     world.asg.enter_standby(AutoScalingGroupName="blue", InstanceIds=ids, ShouldDecrementDesiredCapacity=True)
@@ -182,7 +180,7 @@ def test_a5_desired_outside_min_max_is_refused(world):
     assert _error(excinfo)[0] == "ValidationError"
 
 
-def test_a5_scale_in_never_picks_a_standby_instance(world):
+def test_a5_scale_in_never_picks_a_standby_instance(world, wait_for):
     world.group("blue", desired=3)
     ids = world.wait_in_service("blue", 3)
     world.asg.enter_standby(AutoScalingGroupName="blue", InstanceIds=ids[:1], ShouldDecrementDesiredCapacity=True)
@@ -191,7 +189,7 @@ def test_a5_scale_in_never_picks_a_standby_instance(world):
     assert states == {ids[0]: "Standby"}
 
 
-def test_a5_terminate_in_group_drains_then_the_instance_is_terminated(world):
+def test_a5_terminate_in_group_drains_then_the_instance_is_terminated(world, wait_for):
     tg = world.target_group()
     world.group("blue", desired=1, target_groups=(tg,))
     ids = world.wait_in_service("blue", 1)
