@@ -1,0 +1,66 @@
+"""`bluegreen-localcloud up/down/status` without a fleet: exit codes, one-line errors, the env file (fast)."""
+
+import os
+import subprocess
+import sys
+
+from localcloud.fleet.daemon import env_lines
+
+COMMAND = os.path.join(os.path.dirname(sys.executable), "bluegreen-localcloud")
+
+
+def run(*args):
+    return subprocess.run([COMMAND, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_status_without_a_fleet_exits_3(tmp_path):
+    out = run("status", "--state", str(tmp_path / "none"))
+    assert out.returncode == 3
+    assert "no local fleet is running" in out.stdout
+
+
+def test_status_json_without_a_fleet(tmp_path):
+    out = run("status", "--state", str(tmp_path / "none"), "--output", "json")
+    assert out.returncode == 3
+    assert '"running": false' in out.stdout
+
+
+def test_a_stale_pid_file_does_not_count_as_running(tmp_path):
+    # The pid of a live process that is not the fleet daemon (this test run): a reused pid must not fool it.
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "serve.pid").write_text(str(os.getpid()))
+    assert run("status", "--state", str(state)).returncode == 3
+
+
+def test_down_without_a_fleet_is_a_no_op(tmp_path):
+    out = run("down", "--state", str(tmp_path / "none"))
+    assert out.returncode == 0
+    assert "nothing to stop" in out.stderr
+
+
+def test_down_removes_a_dead_fleets_state(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "serve.pid").write_text("999999999")
+    (state / "state.json").write_text('{"phase": "stopped"}')
+    out = run("down", "--state", str(state))
+    assert out.returncode == 0, out.stderr
+    assert not state.exists()
+
+
+def test_bad_port_is_one_line_and_exit_2(tmp_path):
+    out = run("up", "--lb-port", "70000", "--state", str(tmp_path / "s"))
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and "--lb-port" in out.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_env_file_sources_in_a_shell(tmp_path):
+    path = tmp_path / "env"
+    path.write_text(env_lines("http://127.0.0.1:4566", "us-east-1", "http://127.0.0.1:8080",
+                              "unix:///tmp/docker.sock", "127.0.0.1:5000"))
+    script = (f"export AWS_PROFILE=prod; . {path}; "
+              'echo "$AWS_ENDPOINT_URL $AWS_REGION $AWS_ACCESS_KEY_ID ${AWS_PROFILE:-none}"')
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["http://127.0.0.1:4566", "us-east-1", "testing", "none"]
