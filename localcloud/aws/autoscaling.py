@@ -148,10 +148,10 @@ def begin_terminate(state: LayerState, group: FakeAutoScalingGroup, inst: Instan
 def finish_terminate(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState) -> None:
     group.instance_states = [s for s in group.instance_states if s is not inst]
     rec = record(state, inst)
-    if not rec["ec2_terminated"]:
+    if not rec["ec2_terminated"]:  # else EC2 TerminateInstances came first and emitted the event
         group.autoscaling_backend.ec2_backend.terminate_instances([inst.instance.id])
         rec["ec2_terminated"] = True
-    state.emit("instance_terminated", inst.instance.id, group.name)
+        state.emit("instance_terminated", inst.instance.id, group.name)
 
 
 def reconcile(state: LayerState, group: FakeAutoScalingGroup) -> None:

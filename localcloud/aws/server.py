@@ -153,7 +153,11 @@ class EmulatedAWS:
         self.state.configure_time(time_scale, health_interval)
 
     def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call `callback(event)` for every event from now on; subscriptions survive reset()."""
         self.state.subscribe(callback)
+
+    def unsubscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        self.state.unsubscribe(callback)
 
     def events(self, after: int = 0) -> list[dict[str, Any]]:
         return self.state.events_after(after)
@@ -246,7 +250,7 @@ class EmulatedAWS:
             else:
                 return self._json(start_response, "404 Not Found", {"error": f"unknown control path {path}"})
             return self._json(start_response, "200 OK", {"ok": True})
-        except (BadControlRequest, TypeError) as exc:
+        except (BadControlRequest, TypeError, ValueError) as exc:
             return self._json(start_response, "400 Bad Request", {"error": str(exc)})
 
     @staticmethod

@@ -75,6 +75,27 @@ class Faults:
                 "exit_standby_contention_once": self.exit_standby_contention_once}
 
 
+def _number(name: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise BadControlRequest(f"{name} must be a number, got {value!r}") from None
+
+
+def check_time_scale(value: Any) -> float:
+    scale = _number("time_scale", value)
+    if not 0.0 < scale <= 10.0:
+        raise BadControlRequest(f"time_scale must be > 0 and <= 10, got {value!r}")
+    return scale
+
+
+def check_health_interval(value: Any) -> float:
+    interval = _number("health_interval", value)
+    if not 0.0 <= interval <= 3600.0:
+        raise BadControlRequest(f"health_interval must be 0-3600 s, got {value!r}")
+    return interval
+
+
 class LayerState:
     """Everything the fidelity layer remembers; reset() returns it to the constructor's settings."""
 
@@ -82,8 +103,8 @@ class LayerState:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.lock = threading.RLock()
         self.clock = clock
-        self._default_time_scale = time_scale
-        self._default_health_interval = health_interval
+        self._default_time_scale = check_time_scale(time_scale)
+        self._default_health_interval = None if health_interval is None else check_health_interval(health_interval)
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._dispatch_lock = threading.Lock()
         self._undelivered: list[dict[str, Any]] = []
@@ -123,15 +144,12 @@ class LayerState:
         return self.scaled(aws_interval)
 
     def configure_time(self, time_scale: float | None = None, health_interval: float | None = None) -> None:
+        """Change the clock until the next reset(); None leaves a setting as it is."""
         with self.lock:
             if time_scale is not None:
-                if not 0.0 < float(time_scale) <= 10.0:
-                    raise BadControlRequest(f"time_scale must be > 0 and <= 10, got {time_scale!r}")
-                self.time_scale = float(time_scale)
+                self.time_scale = check_time_scale(time_scale)
             if health_interval is not None:
-                if not 0.0 <= float(health_interval) <= 300.0:
-                    raise BadControlRequest(f"health_interval must be 0-300 s, got {health_interval!r}")
-                self.health_interval = float(health_interval)
+                self.health_interval = check_health_interval(health_interval)
 
     # -- forced health ------------------------------------------------------------------------------
     def set_target_health(self, instance_id: str, state: str | None,
@@ -166,8 +184,13 @@ class LayerState:
             return [dict(e) for e in self.events if e["seq"] > after][:limit]
 
     def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Subscriptions survive reset(): a session-wide follower keeps following; unsubscribe() when done."""
         with self.lock:
             self._subscribers.append(callback)
+
+    def unsubscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        with self.lock:
+            self._subscribers = [c for c in self._subscribers if c != callback]
 
     def deliver(self) -> None:
         """Call subscribers for new events, in order, outside the request lock."""

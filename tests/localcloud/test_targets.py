@@ -92,3 +92,36 @@ def test_events_endpoint_follows_by_sequence_number(aws):
         ("target_registered", iid, arn, 8080)]
     with urllib.request.urlopen(f"{aws.endpoint}/_localcloud/events?after={page['last']}", timeout=5) as resp:
         assert json.loads(resp.read())["events"] == []
+
+
+def _post(aws, path, payload):
+    req = urllib.request.Request(aws.endpoint + path, data=json.dumps(payload).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def test_time_control_over_http_and_its_validation(aws):
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _post(aws, "/_localcloud/time", {"time_scale": "fast"})
+    assert err.value.code == 400
+    assert "time_scale must be a number" in json.loads(err.value.read())["error"]
+    assert _post(aws, "/_localcloud/time", {"health_interval": 0}) == {"ok": True}
+    ec2, elbv2 = _clients()
+    arn = _tg(elbv2, ec2)
+    iid = _instance(ec2)
+    elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": iid}])
+    assert _health(elbv2, arn) == {iid: "healthy"}
+    assert _post(aws, "/_localcloud/reset", {}) == {"ok": True}
+    assert aws.state.health_interval is None
+
+
+def test_unsubscribed_callbacks_get_nothing_more(aws):
+    seen = []
+    aws.subscribe(seen.append)
+    ec2, elbv2 = _clients()
+    arn = _tg(elbv2, ec2)
+    first, second = _instance(ec2), _instance(ec2)
+    elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": first}])
+    aws.unsubscribe(seen.append)
+    elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": second}])
+    assert [(e["type"], e["instance_id"]) for e in seen] == [("target_registered", first)]
