@@ -19,7 +19,9 @@ from localcloud.imds import IMDSServer
 REGION = "us-east-1"
 BUCKET = "bluegreen-bootstrap"
 PREFIX = "web/"
-AGENT = os.path.join(os.path.dirname(sys.executable), "bluegreen-agent")
+# BLUEGREEN_AGENT_BIN runs these tests against another build of the agent, e.g. one under Python 3.9 (Amazon
+# Linux 2023's interpreter): `BLUEGREEN_AGENT_BIN=/path/to/py39/bin/bluegreen-agent pytest tests/agent`.
+AGENT = os.environ.get("BLUEGREEN_AGENT_BIN") or os.path.join(os.path.dirname(sys.executable), "bluegreen-agent")
 
 
 def free_port():

@@ -90,3 +90,20 @@ def test_an_instance_in_no_group_exits_4(aws, imds_for, tmp_path):
     r = AgentRunner(tmp_path, imds_for("i-0000000000000dead", aws.endpoint), config={"group_deadline": 1})
     assert "group failed: instance i-0000000000000dead is not in any Auto Scaling group" in \
         one_line_error(r("run"), 4)
+
+
+def test_throttled_auto_scaling_calls_are_retried_by_botocore(runner, aws):
+    # A10: every second Auto Scaling call answers `Throttling`; the agent's adaptive retry mode rides it out.
+    aws.configure_faults(throttle_fraction=0.5)
+    result = runner("show", "--output", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["group"] == "web-blue"
+
+
+def test_imds_failing_early_in_boot_is_retried(runner):
+    # I3: IMDS answers 503 three times, then recovers; the agent waits it out within its deadline.
+    runner.imds.fail_next(3, status=503)
+    result = runner("show", "--output", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["instance_id"] == runner.group.instance_ids[0]
+    assert runner.imds.requests >= 3 + 2  # the failures, then the token and the document
