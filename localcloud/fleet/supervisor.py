@@ -28,11 +28,17 @@ VERSION_TAG = "bluegreen:version"
 _TRANSIENT = (FleetError, BotoCoreError, ClientError, OSError)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """An ephemeral port nobody listens on right now (the app binds it a moment later)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+def free_port(taken: set, host: str = "127.0.0.1", attempts: int = 20) -> int:
+    """An ephemeral port nobody listens on right now and not handed to another instance whose app may not
+    have bound it yet (the app binds it a moment later)."""
+    for _ in range(attempts):
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        if port not in taken:
+            taken.add(port)
+            return port
+    raise FleetError(f"no free port found in {attempts} attempts")
 
 
 class FleetSupervisor:
@@ -57,6 +63,7 @@ class FleetSupervisor:
         self.retired: dict[str, Instance] = {}
         self.target_groups: dict[str, dict] = {}  # arn -> {"interval", "rise", "fall"}
         self.targets: dict[str, str] = {}  # instance id -> target group state, as last read
+        self.ports_taken: set = set()
         self.fed: dict[str, str | None] = {}
         self._seq = 0
         self._lock = threading.RLock()
@@ -121,7 +128,7 @@ class FleetSupervisor:
             if instance_id in self.instances or instance_id in self.retired:
                 return
             version = self._group_version(group) if group else None
-            instance = Instance(instance_id, group or "", version, free_port(), os.path.join(
+            instance = Instance(instance_id, group or "", version, free_port(self.ports_taken), os.path.join(
                 self.state_dir, "instances", instance_id), self.aws_endpoint, self.region, self.docker_host,
                 self.gate, self.agent_settings)
             self.instances[instance_id] = instance
