@@ -96,6 +96,9 @@ def test_canary_deploy_rollback_deploy_finalize_under_steady_load_fail_no_reques
         status = fleet.status()
         assert status["live"] == "green" and len(serving(status, "green")) == 3
         assert {i["lifecycle"] for i in instances(status, "blue")} == {"Standby"}
+        # Standby keeps the old instances running (A1): their stacks still answer, ready for a rollback.
+        stacks = fleet.containers()
+        assert all("healthy" in stacks.get(f"lc-{i['id']}", "") for i in instances(status, "blue")), stacks
         step("rollback", "rollback", "demo")
         status = fleet.status()
         assert status["live"] == "blue" and len(serving(status, "blue")) == 3
