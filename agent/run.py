@@ -7,12 +7,13 @@ a failed validation, download, checksum or pull leaves the running stack exactly
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 
 from agent import asg, bundle, compose, health, images
 from agent.errors import AgentError
-from agent.settings import LOCAL_DEFAULTS, resolve, tags_to_settings
+from agent.settings import local_number, resolve, tags_to_settings
 from agent.status import AgentLock, Status
 
 log = logging.getLogger(__name__)
@@ -27,11 +28,9 @@ class Discovery:
 
 def discover(clients, flags, config):
     """Identity (IMDS), the group and the group's tags: read-only."""
-    imds_deadline = flags.get("imds_deadline") or config.get("imds_deadline") or LOCAL_DEFAULTS["imds_deadline"]
-    group_deadline = config.get("group_deadline") or LOCAL_DEFAULTS["group_deadline"]
-    identity = clients.imds(float(imds_deadline)).identity()
+    identity = clients.imds(local_number(config, "imds_deadline")).identity()
     autoscaling = clients.autoscaling(identity.region)
-    membership = asg.find_group(autoscaling, identity.instance_id, deadline=float(group_deadline))
+    membership = asg.find_group(autoscaling, identity.instance_id, deadline=local_number(config, "group_deadline"))
     return Discovery(identity, membership, asg.group_tags(autoscaling, membership.group))
 
 
@@ -129,6 +128,13 @@ def _abandon(autoscaling, found, hook):
         log.error("%s", exc)
 
 
+def _plan(status, command, settings, bundle_path, compose_env):
+    """The fixed tags to point at the pulled image: from the bundle's compose model, as compose resolves it."""
+    with status.step("plan"):
+        model = compose.Compose(command, settings.compose_project, bundle_path, compose_env, 60).config()
+        return compose.fixed_references(model, settings.image)
+
+
 def _deploy(clients, settings, found, environ, status):
     region = found.identity.region
     with status.step("bundle"):
@@ -141,20 +147,26 @@ def _deploy(clients, settings, found, environ, status):
         fetched = bundle.fetch(reader, settings.prefix, settings.workdir)
     status.update(release=fetched.release_id)
 
-    with status.step("plan"):
-        command = compose.detect_command(settings.compose_command, environ=environ)
-        compose_env = dict(environ)
-        compose_env.update(settings.compose_env)
-        model = compose.Compose(command, settings.compose_project, fetched.path, compose_env, 60).config()
-        fixed_refs = compose.fixed_references(model, settings.image)
-
-    docker_client = clients.docker(settings.pull_timeout)
-    with status.step("image"):
-        auth = None
-        ecr = images.ecr_registry(settings.image)
-        if ecr:
-            auth = images.ecr_auth(clients.ecr(ecr[1]), ecr[0])
-        pulled = images.pull(docker_client, settings.image, settings.version, auth)
+    command = compose.detect_command(settings.compose_command, environ=environ)
+    compose_env = dict(environ)
+    compose_env.update(settings.compose_env)
+    # `compose config` (a subprocess) runs while the image is pulled: on AWS the pull hides it entirely.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        planned = pool.submit(_plan, status, command, settings, fetched.path, compose_env)
+        docker_client = clients.docker(settings.pull_timeout)
+        pull_error = None
+        try:
+            with status.step("image"):
+                auth = None
+                ecr = images.ecr_registry(settings.image)
+                if ecr:
+                    auth = images.ecr_auth(clients.ecr(ecr[1]), ecr[0])
+                pulled = images.pull(docker_client, settings.image, settings.version, auth)
+        except AgentError as exc:
+            pull_error = exc
+        fixed_refs = planned.result()  # a broken compose file is reported before a failed pull
+        if pull_error is not None:
+            raise pull_error
     status.update(image_digest=pulled.digest, image_id=pulled.image_id)
 
     # The point of no return: everything above only read or wrote beside the running stack.

@@ -135,6 +135,12 @@ def tags_to_settings(tags):
     return {TAG_KEYS[k]: v for k, v in tags.items() if k in TAG_KEYS}
 
 
+def local_number(config, name):
+    """A numeric instance-local setting needed before the group's tags are read (e.g. the IMDS deadline)."""
+    value = config.get(name)
+    return _positive({name: LOCAL_DEFAULTS[name] if value is None else value}, name)
+
+
 def resolve_workdir(flags, config):
     return _first(flags, config, "workdir") or DEFAULT_WORKDIR
 

@@ -130,3 +130,12 @@ def test_config_file_errors(tmp_path):
     good = tmp_path / "good.yml"
     good.write_text("compose_project: web\ncompose_env: {APP_PORT: '18001'}\n")
     assert load_config(str(good), required=True) == {"compose_project": "web", "compose_env": {"APP_PORT": "18001"}}
+
+
+def test_settings_needed_before_the_tags_are_validated_too():
+    from agent.settings import local_number
+
+    assert local_number({}, "imds_deadline") == 120.0
+    assert local_number({"imds_deadline": 5}, "imds_deadline") == 5.0
+    with pytest.raises(SettingsError, match="imds_deadline must be a number"):
+        local_number({"imds_deadline": "soon"}, "imds_deadline")
