@@ -54,6 +54,7 @@ BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 HOOK_RE = re.compile(r"^[A-Za-z0-9_./-]{1,255}$")
 PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_NAME_RE = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH", re.IGNORECASE)
 URL_RE = re.compile(r"^https?://[^/\s:]+(?::[0-9]{1,5})?(?:/\S*)?$")
 
 
@@ -91,6 +92,8 @@ class Settings:
                                              "allowed_buckets", "imds_deadline", "group_deadline",
                                              "pull_timeout", "compose_timeout", "health_timeout",
                                              "health_interval", "heartbeat_interval", "keep_releases")}
+        # compose_env may carry secrets for interpolation: `show` and `--dry-run` print the names, not those values.
+        out["compose_env"] = {k: "<redacted>" if SECRET_NAME_RE.search(k) else v for k, v in self.compose_env.items()}
         out["compose_command"] = list(self.compose_command) if self.compose_command else None
         out["allowed_buckets"] = list(self.allowed_buckets)
         out["sources"] = dict(self.sources)

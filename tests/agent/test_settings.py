@@ -139,3 +139,10 @@ def test_settings_needed_before_the_tags_are_validated_too():
     assert local_number({"imds_deadline": 5}, "imds_deadline") == 5.0
     with pytest.raises(SettingsError, match="imds_deadline must be a number"):
         local_number({"imds_deadline": "soon"}, "imds_deadline")
+
+
+def test_printed_settings_hide_secret_looking_compose_env_values():
+    s = settings(config={"compose_env": {"APP_PORT": "18001", "DB_PASSWORD": "hunter2", "api_token": "t0k"}})
+    printed = s.as_dict()
+    assert printed["compose_env"] == {"APP_PORT": "18001", "DB_PASSWORD": "<redacted>", "api_token": "<redacted>"}
+    assert s.compose_env["DB_PASSWORD"] == "hunter2"  # compose itself still gets the value
