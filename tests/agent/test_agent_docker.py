@@ -162,6 +162,16 @@ def test_canary_override_runs_the_flag_version_and_says_so(make_stack):
     assert stack.runner.status()["version_source"] == "flag"
 
 
+def test_standalone_docker_compose_when_configured(make_stack):
+    stack = make_stack()
+    stack.runner.config["compose_command"] = ["docker-compose"]
+    ok(stack.runner("run"))
+    assert stack.served() == "1.0"
+    containers = stack.containers()
+    ok(stack.runner("run"))
+    assert stack.containers() == containers  # the same version again recreates nothing, whichever compose
+
+
 def test_unsigned_s3_reads_the_bundle_with_a_plain_get(make_stack, aws, tmp_path, images):
     stack = make_stack()
     # S1: the bucket allows anonymous GetObject (what the VPC endpoint policy does on AWS).

@@ -1,6 +1,8 @@
 """The pure parts: image references, which compose services the agent re-tags, the health verdict; plus ECR
 login and the group lookup against the emulated AWS."""
 
+import logging
+import subprocess
 
 import boto3
 import pytest
@@ -93,3 +95,42 @@ def test_an_instance_no_group_lists_fails_at_the_deadline(aws):
     with pytest.raises(GroupError, match=r"i-00000000000000000 is not in any Auto Scaling group \(waited 10s"):
         asg.find_group(client, "i-00000000000000000", deadline=10, interval=2, sleep=fake.sleep, clock=fake.clock)
     assert 8 <= fake.now <= 10
+
+
+def test_ecr_password_never_reaches_a_log(aws, caplog):
+    caplog.set_level(logging.DEBUG)
+    auth = ecr_auth(boto3.client("ecr", region_name="us-east-1"), "123456789012")
+    assert auth["password"] not in caplog.text and "ECR login for account 123456789012" in caplog.text
+
+
+class FailingRunner:
+    def __call__(self, argv, **kwargs):
+        self.argv = argv
+        return subprocess.CompletedProcess(argv, 1)
+
+
+def test_compose_detection_prefers_the_v2_plugin_then_docker_compose(tmp_path, monkeypatch):
+    from agent import compose
+
+    assert compose.detect_command(["docker-compose", "--ansi", "never"]) == ("docker-compose", "--ansi", "never")
+    plugins = tmp_path / "cli-plugins"
+    plugins.mkdir()
+    plugin = plugins / "docker-compose"
+    plugin.write_text("#!/bin/sh\n")
+    plugin.chmod(0o755)
+    monkeypatch.setattr(compose, "PLUGIN_DIRS", ())
+    assert compose.detect_command(environ={"DOCKER_CONFIG": str(tmp_path)}) == ("docker", "compose")
+    # No plugin file and `docker compose version` fails: the standalone binary, if on PATH.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    standalone = bindir / "docker-compose"
+    standalone.write_text("#!/bin/sh\n")
+    standalone.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bindir))
+    runner = FailingRunner()
+    assert compose.detect_command(runner=runner, environ={"DOCKER_CONFIG": str(tmp_path / "none")}) == \
+        ("docker-compose",)
+    assert runner.argv == ["docker", "compose", "version"]
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(ComposeError, match="neither `docker compose`"):
+        compose.detect_command(runner=runner, environ={"DOCKER_CONFIG": str(tmp_path / "none")})
