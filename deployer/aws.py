@@ -11,7 +11,7 @@ import logging
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
-from .errors import AwsError, ContentionError
+from .errors import AwsError
 from .model import TAG_RETIRED_FROM, TAG_SERVICE
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,6 @@ def translate(exc, op):
         if code in CREDENTIAL_CODES:
             return AwsError(f"{op}: {code}: {message} (check the credentials, profile and IAM policy: "
                             "iam/deployer-policy.json)", code)
-        if code == "ResourceContention":
-            return ContentionError(f"{op}: ResourceContention: {message}", code)
         return AwsError(f"{op}: {code}: {message}", code)
     if isinstance(exc, NoCredentialsError):
         return AwsError(f"{op}: no AWS credentials found (set a profile with --profile or AWS_PROFILE, "

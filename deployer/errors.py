@@ -34,10 +34,6 @@ class AwsError(BlueGreenError):
         self.code = code
 
 
-class ContentionError(AwsError):
-    """ResourceContention (A2): the group is busy; the step may be retried as it is."""
-
-
 class FailedError(BlueGreenError):
     """The operation failed and the fleet was left safe (aborted, or resumable by a rerun)."""
 

@@ -30,9 +30,14 @@ from .model import (
 BATCH = 20
 TERMINATE_BATCH = 100
 
-POLICY_KEYS = ("PolicyType", "AdjustmentType", "MinAdjustmentMagnitude", "ScalingAdjustment", "Cooldown",
-               "MetricAggregationType", "StepAdjustments", "EstimatedInstanceWarmup",
-               "TargetTrackingConfiguration", "Enabled", "PredictiveScalingConfiguration")
+# What PutScalingPolicy accepts for each policy type; describe answers may carry the others, empty.
+POLICY_KEYS = {
+    "SimpleScaling": ("AdjustmentType", "ScalingAdjustment", "Cooldown", "MinAdjustmentMagnitude"),
+    "StepScaling": ("AdjustmentType", "StepAdjustments", "MetricAggregationType", "EstimatedInstanceWarmup",
+                    "MinAdjustmentMagnitude"),
+    "TargetTrackingScaling": ("TargetTrackingConfiguration", "EstimatedInstanceWarmup"),
+    "PredictiveScaling": ("PredictiveScalingConfiguration",),
+}
 SCHEDULED_KEYS = ("Recurrence", "MinSize", "MaxSize", "DesiredCapacity", "TimeZone", "EndTime")
 
 
@@ -115,6 +120,12 @@ def _sizes(sizes):
     return "/".join(str(n) for n in sizes)
 
 
+def _batch(done, n, remaining):
+    """'batch 2 of 3', counting the instances an earlier (killed) run already handled."""
+    first = done // BATCH
+    return f"batch {first + n} of {first + -(-remaining // BATCH)}"
+
+
 def set_sizes(group, sizes):
     lo, want, hi = sizes
     return Call("UpdateAutoScalingGroup", {"AutoScalingGroupName": group.name, "MinSize": lo,
@@ -147,14 +158,17 @@ def policy_copies(snap, src, dst, now):
         if pol["PolicyName"] in have:
             continue
         params = {"AutoScalingGroupName": snap.groups[dst].name, "PolicyName": pol["PolicyName"]}
-        params.update({k: pol[k] for k in POLICY_KEYS if k in pol})
+        kind = pol.get("PolicyType") or "SimpleScaling"
+        params["PolicyType"] = kind
+        params.update({k: pol[k] for k in POLICY_KEYS.get(kind, ()) + ("Enabled",)
+                       if pol.get(k) not in (None, {}, [])})
         calls.append(Call("PutScalingPolicy", params))
     have = {a["ScheduledActionName"] for a in snap.scheduled[dst]}
     for act in snap.scheduled[src]:
         if act["ScheduledActionName"] in have:
             continue
         params = {"AutoScalingGroupName": snap.groups[dst].name, "ScheduledActionName": act["ScheduledActionName"]}
-        params.update({k: act[k] for k in SCHEDULED_KEYS if k in act})
+        params.update({k: act[k] for k in SCHEDULED_KEYS if act.get(k) is not None})
         start = act.get("StartTime")
         # AWS refuses a StartTime in the past; a recurring action needs none, a one-off in the past is spent.
         if start is not None and start > now:
@@ -291,8 +305,10 @@ def plan_deploy(snap, ctx, version):
                               "allowed (A1)", (Call("UpdateAutoScalingGroup", {"AutoScalingGroupName": old.name,
                                                                            "MinSize": 0}),)))
         in_service = [i.id for i in old.in_state("InService")]
+        done = len(old.in_state("Standby", "EnteringStandby"))
         for n, ids in enumerate(batches(in_service), 1):
-            steps.append(Step("enter-standby", f"move {len(ids)} instances of {old.name} to Standby, batch {n} (A1)",
+            steps.append(Step("enter-standby", f"move {len(ids)} instances of {old.name} to Standby, "
+                              f"{_batch(done, n, len(in_service))} (A1)",
                               (Call("EnterStandby", {"AutoScalingGroupName": old.name, "InstanceIds": ids,
                                                      "ShouldDecrementDesiredCapacity": True}),)))
         steps.append(Step("wait-deregistered", f"wait until {old.name}'s instances have left the load balancers "
@@ -383,8 +399,10 @@ def plan_rollback(snap, ctx):
                                   (Call("ResumeProcesses", {"AutoScalingGroupName": old.name,
                                                             "ScalingProcesses": ours}),)))
         standby = [i.id for i in old.in_state("Standby")]
+        done = len(old.instances) - len(standby)
         for n, ids in enumerate(batches(standby), 1):
-            steps.append(Step("exit-standby", f"return {len(ids)} instances of {old.name} to service, batch {n} (A2)",
+            steps.append(Step("exit-standby", f"return {len(ids)} instances of {old.name} to service, "
+                              f"{_batch(done, n, len(standby))} (A2)",
                               (Call("ExitStandby", {"AutoScalingGroupName": old.name, "InstanceIds": ids}),)))
         saved = old.saved_sizes
         # Listed after the ExitStandby batches, so by the time it runs, they are back in service and
@@ -430,9 +448,10 @@ def plan_finalize(snap, ctx):
         steps.append(Step("wait-drained", f"wait until no Standby instance of {old.name} is still draining in any load "
                           "balancer, so in-flight requests finish (E2)", describe_calls(snap, rec.live),
                           wait="drained", color=rec.live, then=write_record(snap, record.moved(phase="detach"))))
+    done = len(snap.retired or [])
     for n, ids in enumerate(batches(standby), 1):
         # Tag first: once detached an instance leaves the group (A3), and only this tag finds it again.
-        steps.append(Step("detach", f"detach {len(ids)} Standby instances from {old.name}, batch {n}, without "
+        steps.append(Step("detach", f"detach {len(ids)} Standby instances from {old.name}, {_batch(done, n, len(standby))}, without "
                           "decrementing again (A3, the seed's footnote 2)",
                           (Call("CreateTags", {"Resources": ids, "Tags": [{"Key": TAG_RETIRED_FROM,
                                                                            "Value": old.name}]}),

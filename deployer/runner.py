@@ -12,7 +12,7 @@ import signal
 import time
 
 from . import health as verdicts
-from .errors import ConflictError, ContentionError, HealthFailure, WaitTimeout
+from .errors import ConflictError, HealthFailure, WaitTimeout
 from .model import Snapshot, classic_state, pair_from_describe
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 CRASH_ENV = "BLUEGREEN_CRASH_AT"
 
 MAX_STEPS = 100000  # a guard against a planner that never converges, far above 1000 instances' batches
-CONTENTION_RETRIES = 5
 
 
 class Crasher:
@@ -123,16 +122,8 @@ class Runner:
             self._wait(step)
             return
         for call in step.calls:
-            for attempt in range(CONTENTION_RETRIES + 1):
-                try:
-                    self.aws.apply(call)
-                    break
-                except ContentionError:
-                    # A2: ResourceContention is retryable as it is; botocore does not retry it for us.
-                    if attempt == CONTENTION_RETRIES:
-                        raise
-                    log.info("%s: ResourceContention, retrying in %.1fs", call.op, self.poll_interval)
-                    self.sleep(self.poll_interval)
+            # A2: ResourceContention comes back as HTTP 500, which botocore's adaptive mode already retries.
+            self.aws.apply(call)
         if step.name == "lock":
             self.locked = True
         self.executed.append(step.name)

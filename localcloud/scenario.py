@@ -17,6 +17,8 @@ from __future__ import annotations
 import time
 
 DEFAULT_IMAGE = "127.0.0.1:5000/web"
+# One of moto's built-in AMIs: DescribeImages over all of them takes seconds on the emulator.
+DEFAULT_AMI = "ami-12c6146b"
 
 
 def _tags(group, pairs):
@@ -28,7 +30,7 @@ def create_service(session, name="demo", capacity=3, version="1.0", image=DEFAUL
                    bootstrap="s3://bluegreen-bootstrap/demo/", health_interval=5, healthy_threshold=2,
                    deregistration_delay=5, launch_hook=False, hook_timeout=300, classic_elb=False,
                    subnet_cidr="10.0.0.0/20", max_size=None, app_port=8080, health_url=None,
-                   health_check_path="/health", instance_type="t3.micro"):
+                   health_check_path="/health", instance_type="t3.micro", image_id=DEFAULT_AMI):
     """Create the service's AWS resources and return their names and ARNs as a plain dict."""
     ec2 = session.client("ec2")
     elbv2 = session.client("elbv2")
@@ -39,7 +41,6 @@ def create_service(session, name="demo", capacity=3, version="1.0", image=DEFAUL
     vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock=subnet_cidr,
                                   AvailabilityZone=region + "a")["Subnet"]["SubnetId"]
-    image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     template = f"{name}-lt"
     ec2.create_launch_template(LaunchTemplateName=template,
                                LaunchTemplateData={"ImageId": image_id, "InstanceType": instance_type})

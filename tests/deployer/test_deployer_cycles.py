@@ -3,7 +3,7 @@
 import json
 import threading
 
-from conftest import HealthSampler, last_error_line, run_bluegreen, unhealthy_launches
+from tests.deployer.conftest import HealthSampler, last_error_line, run_bluegreen, unhealthy_launches
 
 
 def ok(proc):
@@ -24,7 +24,7 @@ def test_full_cycle_at_45_instances_never_drops_below_live_capacity(make_fleet):
     assert summary["result"] == "done" and summary["status"]["live"] == "green"
     assert summary["steps"].count("enter-standby") == 3
     assert 0 < summary["aws_calls"] <= summary["aws_attempts"]
-    assert "enter-standby: move 20 instances of demo-blue to Standby, batch 1 (A1)" in out.stderr
+    assert "enter-standby: move 5 instances of demo-blue to Standby, batch 3 of 3 (A1)" in out.stderr
     assert fleet.tags("blue")["bluegreen:saved-sizes"] == f"{n}/{n}/{2 * n}"
 
     with HealthSampler(fleet.svc["target_group_arn"]) as rollback_sampler:

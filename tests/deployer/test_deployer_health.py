@@ -1,9 +1,8 @@
 """The wait verdicts: when a wait is done, keeps waiting, or fails, and what it says it saw."""
 
-from deployer_fixtures import TG, group_record, ids, snapshot
-
 from deployer import health
 from deployer.model import classic_state
+from tests.deployer.deployer_fixtures import TG, group_record, ids, snapshot
 
 KEY = "tg:" + TG
 

@@ -3,11 +3,11 @@
 from datetime import timedelta
 
 import pytest
-from deployer_fixtures import NOW, calls_of, ctx, group_record, ids, names, record_tag, snapshot
 
 from deployer import plan
 from deployer.errors import ConflictError, UsageError
 from deployer.model import Record, check_version, pair_from_describe
+from tests.deployer.deployer_fixtures import NOW, calls_of, ctx, group_record, ids, names, record_tag, snapshot
 
 # -- deploy ----------------------------------------------------------------------------------------
 
