@@ -3,6 +3,7 @@ a real emulated instance, the real Docker engine, the local registry and compose
 
 import fcntl
 import os
+import time
 import urllib.request
 import uuid
 
@@ -303,3 +304,19 @@ def test_launch_hook_abandons_when_the_agent_fails(make_stack, aws):
     assert "lifecycle hook launch completed with ABANDON" in result.stderr
     assert stack.group.lifecycle_state(instance_id) in (None, "Terminating", "Terminated", "Terminating:Wait",
                                                         "Terminating:Proceed")
+
+
+def test_rerun_after_the_agent_is_killed_mid_run_recovers(make_stack):
+    stack = make_stack()
+    stack.group.set_tags(version="sick")
+    proc = stack.runner.start("run")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not stack.containers():
+        time.sleep(0.1)  # wait until compose has started the stack: the agent is now in its health wait
+    assert stack.containers(), "the agent never reached compose up"
+    proc.kill()  # SIGKILL: no cleanup at all, as in a power cut
+    proc.wait(timeout=10)
+    assert stack.runner.status()["result"] == "running"  # what a crashed run leaves behind
+    stack.group.set_tags(version="1.0")
+    ok(stack.runner("run"))  # the kernel released the flock; the status is rewritten
+    assert stack.served() == "1.0" and stack.runner.status()["result"] == "success"
