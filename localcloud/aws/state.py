@@ -180,8 +180,16 @@ class LayerState:
         self._undelivered.append(event)
 
     def events_after(self, after: int, limit: int = 1000) -> list[dict[str, Any]]:
+        """Events with seq > after, oldest first (binary search: followers poll a long-lived log often)."""
         with self.lock:
-            return [dict(e) for e in self.events if e["seq"] > after][:limit]
+            low, high = 0, len(self.events)
+            while low < high:
+                mid = (low + high) // 2
+                if self.events[mid]["seq"] <= after:
+                    low = mid + 1
+                else:
+                    high = mid
+            return [dict(e) for e in self.events[low:low + limit]]
 
     def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
         """Subscriptions survive reset(): a session-wide follower keeps following; unsubscribe() when done."""
