@@ -45,7 +45,8 @@ class FleetSupervisor:
     def __init__(self, control: ControlClient, autoscaling: Any, elbv2: Any, lb: LoadBalancer, state_dir: str,
                  aws_endpoint: str, region: str, docker_host: str, agent_settings: dict | None = None,
                  time_scale: float = 1.0, poll_interval: float = 0.2,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None,
+                 instance_factory: Callable[..., Instance] = Instance) -> None:
         self.control = control
         self.autoscaling = autoscaling
         self.elbv2 = elbv2
@@ -58,6 +59,7 @@ class FleetSupervisor:
         self.time_scale = time_scale
         self.poll_interval = poll_interval
         self.on_change = on_change
+        self.instance_factory = instance_factory  # tests stand a tiny HTTP app in for agent + stack
         self.gate = VersionGate()
         self.instances: dict[str, Instance] = {}
         self.retired: dict[str, Instance] = {}
@@ -128,9 +130,10 @@ class FleetSupervisor:
             if instance_id in self.instances or instance_id in self.retired:
                 return
             version = self._group_version(group) if group else None
-            instance = Instance(instance_id, group or "", version, free_port(self.ports_taken), os.path.join(
-                self.state_dir, "instances", instance_id), self.aws_endpoint, self.region, self.docker_host,
-                self.gate, self.agent_settings)
+            workdir = os.path.join(self.state_dir, "instances", instance_id)
+            instance = self.instance_factory(instance_id, group or "", version, free_port(self.ports_taken), workdir,
+                                             self.aws_endpoint, self.region, self.docker_host, self.gate,
+                                             self.agent_settings)
             self.instances[instance_id] = instance
         log.info("fleet: instance %s launched in %s (version %s, app port %d)", instance_id, group, version,
                  instance.app_port)

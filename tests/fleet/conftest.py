@@ -9,7 +9,7 @@ from localcloud.fleet.haproxy import LoadBalancer
 
 
 class Backend:
-    def __init__(self, version, healthy=True, delay=0.0):
+    def __init__(self, version, healthy=True, delay=0.0, port=0):
         self.version = version
         self.healthy = healthy
         self.delay = delay
@@ -39,7 +39,7 @@ class Backend:
             def handle_error(self, request, client_address):
                 pass  # health checkers hang up early; not interesting here
 
-        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server = Server(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -71,3 +71,35 @@ def backend():
     yield make
     for item in started:
         item.__exit__(None, None, None)
+
+
+class FakeInstance:
+    """Stands in for localcloud.fleet.instances.Instance (same constructor): a tiny HTTP app on the instance's
+    app port, answering its instance id, instead of an agent and a compose stack. No Docker needed."""
+
+    def __init__(self, instance_id, group, version, app_port, workdir, aws_endpoint, region, docker_host, gate,
+                 agent_settings=None):
+        self.instance_id = instance_id
+        self.group = group
+        self.version = version
+        self.app_port = app_port
+        self.backend = Backend(instance_id, port=app_port)
+        self.stopped = False
+
+    def start(self):
+        self.backend.__enter__()
+        return self
+
+    def stop(self, deadline_s=60.0):
+        self.stopped = True
+        self.backend.__exit__(None, None, None)
+
+    def as_dict(self):
+        return {"instance_id": self.instance_id, "group": self.group, "version": self.version,
+                "app_port": self.app_port, "compose_project": None, "agent": "fake", "stopped": self.stopped}
+
+
+@pytest.fixture
+def fake_instance():
+    """The FakeInstance class, for FleetSupervisor(instance_factory=...)."""
+    return FakeInstance
