@@ -8,12 +8,14 @@ Classic ELBs answer InService / OutOfService, with connection draining in the pa
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
 from moto.core.responses import ActionResult
 from moto.elb.models import ELBBackend
 from moto.elb.responses import ELBResponse
+from moto.elbv2.exceptions import ValidationError
 from moto.elbv2.models import ELBv2Backend, FakeHealthStatus, FakeTargetGroup
 
 from . import runtime
@@ -156,6 +158,51 @@ def _describe_target_health(self: ELBv2Backend, target_group_arn: str,
     return runtime.original(ELBv2Backend, "describe_target_health")(self, target_group_arn, targets)
 
 
+# E1: interval 5-300 s, thresholds 2-10; E2: deregistration delay 0-3600 s. botocore checks the lower bounds
+# client-side; moto checks no upper bound and refuses 3600 (off by one).
+RANGES = {"HealthCheckIntervalSeconds": (5, 300), "HealthyThresholdCount": (2, 10),
+          "UnhealthyThresholdCount": (2, 10)}
+
+
+def _check_health_check(**values: Any) -> None:
+    for name, value in values.items():
+        low, high = RANGES[name]
+        if value is not None and not low <= int(value) <= high:
+            raise ValidationError(f"{name} must be between {low} and {high}, got {value}")
+
+
+def _create_target_group(self: ELBv2Backend, name: str, **kwargs: Any) -> FakeTargetGroup:
+    _check_health_check(HealthCheckIntervalSeconds=kwargs.get("healthcheck_interval_seconds"),
+                        HealthyThresholdCount=kwargs.get("healthy_threshold_count"),
+                        UnhealthyThresholdCount=kwargs.get("unhealthy_threshold_count"))
+    return runtime.original(ELBv2Backend, "create_target_group")(self, name, **kwargs)
+
+
+def _modify_target_group(self: ELBv2Backend, arn: str, *args: Any, **kwargs: Any) -> FakeTargetGroup:
+    original = runtime.original(ELBv2Backend, "modify_target_group")
+    call = inspect.signature(original).bind(self, arn, *args, **kwargs).arguments  # moto passes them positionally
+    _check_health_check(HealthCheckIntervalSeconds=call.get("health_check_interval"),
+                        HealthyThresholdCount=call.get("healthy_threshold_count"),
+                        UnhealthyThresholdCount=call.get("unhealthy_threshold_count"))
+    return original(self, arn, *args, **kwargs)
+
+
+def _modify_target_group_attributes(self: ELBv2Backend, target_group_arn: str, attributes: dict[str, Any]) -> None:
+    key = "deregistration_delay.timeout_seconds"
+    rest = dict(attributes)
+    delay = rest.pop(key, None)
+    if delay is not None:
+        try:
+            valid = 0 <= int(delay) <= 3600
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ValidationError(f"'{key}' value '{delay}' must be between '0-3600' inclusive")
+    runtime.original(ELBv2Backend, "modify_target_group_attributes")(self, target_group_arn, rest)
+    if delay is not None:
+        self.target_groups[target_group_arn].attributes[key] = delay
+
+
 # -- Classic ELB (E3) --------------------------------------------------------------------------------------
 
 def _clb_port(backend: ELBBackend, name: str) -> int | None:
@@ -244,6 +291,9 @@ def install() -> None:
     runtime.wrap(FakeTargetGroup, "deregister_terminated_instances", _tg_deregister_terminated)
     runtime.wrap(FakeTargetGroup, "health_for", _tg_health_for)
     runtime.wrap(ELBv2Backend, "describe_target_health", _describe_target_health)
+    runtime.wrap(ELBv2Backend, "create_target_group", _create_target_group)
+    runtime.wrap(ELBv2Backend, "modify_target_group", _modify_target_group)
+    runtime.wrap(ELBv2Backend, "modify_target_group_attributes", _modify_target_group_attributes)
     runtime.wrap(ELBBackend, "register_instances", _clb_register)
     runtime.wrap(ELBBackend, "deregister_instances", _clb_deregister)
     runtime.wrap(ELBResponse, "describe_instance_health", _clb_describe_instance_health_response)

@@ -125,3 +125,24 @@ def test_unsubscribed_callbacks_get_nothing_more(aws):
     aws.unsubscribe(seen.append)
     elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": second}])
     assert [(e["type"], e["instance_id"]) for e in seen] == [("target_registered", first)]
+
+
+def test_e1_e2_health_check_and_delay_ranges(aws):
+    ec2, elbv2 = _clients()
+    for bad in ({"HealthCheckIntervalSeconds": 301}, {"HealthyThresholdCount": 11}, {"UnhealthyThresholdCount": 11}):
+        with pytest.raises(elbv2.exceptions.ClientError) as err:
+            _tg(elbv2, ec2, name="bad", **bad)
+        assert err.value.response["Error"]["Code"] == "ValidationError"
+    arn = _tg(elbv2, ec2)
+    with pytest.raises(elbv2.exceptions.ClientError) as err:
+        elbv2.modify_target_group(TargetGroupArn=arn, HealthCheckIntervalSeconds=301)
+    assert err.value.response["Error"]["Code"] == "ValidationError"
+    elbv2.modify_target_group(TargetGroupArn=arn, HealthCheckIntervalSeconds=300, HealthyThresholdCount=10)
+    elbv2.modify_target_group_attributes(TargetGroupArn=arn, Attributes=[
+        {"Key": "deregistration_delay.timeout_seconds", "Value": "3600"}])  # the documented maximum
+    attrs = {a["Key"]: a["Value"] for a in elbv2.describe_target_group_attributes(TargetGroupArn=arn)["Attributes"]}
+    assert attrs["deregistration_delay.timeout_seconds"] == "3600"
+    with pytest.raises(elbv2.exceptions.ClientError) as err:
+        elbv2.modify_target_group_attributes(TargetGroupArn=arn, Attributes=[
+            {"Key": "deregistration_delay.timeout_seconds", "Value": "3601"}])
+    assert err.value.response["Error"]["Code"] == "ValidationError"
