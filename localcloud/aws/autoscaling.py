@@ -234,7 +234,7 @@ def _parse_time(value: Any) -> datetime.datetime | None:
 def _run_scheduled_actions(state: LayerState, backend: AutoScalingBackend, group: FakeAutoScalingGroup) -> None:
     """One-time scheduled actions run at StartTime (wall clock); recurring ones are not emulated."""
     now = datetime.datetime.now(datetime.timezone.utc)
-    for action in list(backend.scheduled_actions.values()):
+    for key_in_backend, action in list(backend.scheduled_actions.items()):
         if action.auto_scaling_group_name != group.name or action.recurrence:
             continue
         start = _parse_time(action.start_time)
@@ -251,6 +251,8 @@ def _run_scheduled_actions(state: LayerState, backend: AutoScalingBackend, group
             group.max_size = action.max_size
         desired = action.desired_capacity if action.desired_capacity is not None else group.desired_capacity
         group.desired_capacity = max(group.min_size, min(group.max_size, desired))
+        # A one-time scheduled action is deleted once it has run (Auto Scaling user guide).
+        backend.scheduled_actions.pop(key_in_backend, None)
 
 
 # -- moto replacements -------------------------------------------------------------------------------------

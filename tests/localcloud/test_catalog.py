@@ -79,6 +79,7 @@ def test_a8_scheduled_action_runs_at_its_start_time(world, wait_for):
                                                 MinSize=1, DesiredCapacity=2)
     group = wait_for(lambda: world.describe("blue"), lambda g: g["DesiredCapacity"] == 2, "scheduled action run")
     assert group["MinSize"] == 1
+    assert world.asg.describe_scheduled_actions(AutoScalingGroupName="blue")["ScheduledUpdateGroupActions"] == []
 
 
 def test_a9_describe_calls_page_with_the_real_sizes(world):
