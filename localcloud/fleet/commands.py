@@ -64,11 +64,16 @@ def _tail(path: str, lines: int = 5) -> str:
         return ""
 
 
+def _shown(path: str) -> str:
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def how_to_use(state_dir: str, state: dict) -> str:
     env_path = os.path.join(state_dir, ENV_FILE)
     return (f"local fleet ready: service {state.get('service')} behind {state.get('lb_url')}\n"
             f"emulated AWS at {state.get('aws_endpoint')} ({state.get('region')})\n"
-            f"to use it:  . {os.path.relpath(env_path)}   (then `bluegreen status demo`, "
+            f"to use it:  . {_shown(env_path)}   (then `bluegreen status demo`, "
             f"`curl $BLUEGREEN_LB_URL`, `aws autoscaling describe-auto-scaling-groups`)\n"
             f"to stop it: bluegreen-localcloud down")
 
@@ -76,6 +81,7 @@ def how_to_use(state_dir: str, state: dict) -> str:
 def up(state_dir: str, lb_port: int, deadline_s: float) -> int:
     state_dir = os.path.abspath(state_dir)
     pid = _daemon_pid(state_dir)
+    proc = None
     if pid is None:
         os.makedirs(state_dir, exist_ok=True)
         for stale in (STATE_FILE, PID_FILE):
@@ -86,25 +92,44 @@ def up(state_dir: str, lb_port: int, deadline_s: float) -> int:
                 [sys.executable, "-m", "localcloud.fleet.daemon", "--state", state_dir, "--lb-port", str(lb_port)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         pid = proc.pid
-        print(f"bluegreen-localcloud: starting the local fleet (pid {pid}, log {os.path.relpath(state_dir)}/"
+        print(f"bluegreen-localcloud: starting the local fleet (pid {pid}, log {_shown(state_dir)}/"
               f"{LOG_FILE})", file=sys.stderr)
     else:
         print(f"bluegreen-localcloud: reusing the running local fleet (pid {pid})", file=sys.stderr)
     deadline = time.monotonic() + deadline_s
     state = None
     while time.monotonic() < deadline:
+        exited = proc.poll() is not None if proc is not None else _daemon_pid(state_dir) is None
         state = _read_state(state_dir)
         if state and state.get("pid") == pid and state.get("phase") == "ready":
             print(how_to_use(state_dir, state))
             return EXIT_OK
         if state and state.get("pid") == pid and state.get("error"):
+            # It tears itself down after a failed start: let it finish, so nothing is left running.
+            _wait_gone(pid, 60.0)
             raise FleetError(f"the local fleet failed to start: {state['error']} (see {state_dir}/{LOG_FILE})")
-        if _daemon_pid(state_dir) is None and time.monotonic() > deadline - deadline_s + 5:
-            raise FleetError(f"the local fleet daemon exited; last log lines:\n{_tail(os.path.join(state_dir, LOG_FILE))}")
+        if exited:
+            tail = _tail(os.path.join(state_dir, LOG_FILE))
+            raise FleetError(f"the local fleet daemon exited before it was ready; last log lines:\n{tail}")
         time.sleep(0.5)
     phase = state.get("phase") if state else "no state written"
     raise FleetTimeout(f"the local fleet was not ready within {deadline_s}s (last phase: {phase}); "
                        f"see {state_dir}/{LOG_FILE}, stop it with `bluegreen-localcloud down`")
+
+
+def _wait_gone(pid: int, deadline_s: float) -> bool:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:  # reap it if it is our child
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    return False
 
 
 def _kill(pid: int, deadline_s: float) -> bool:
@@ -114,13 +139,8 @@ def _kill(pid: int, deadline_s: float) -> bool:
             os.kill(pid, sig)
         except ProcessLookupError:
             return True
-        end = time.monotonic() + wait_s
-        while time.monotonic() < end:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return True
-            time.sleep(0.2)
+        if _wait_gone(pid, wait_s):
+            return True
     return False
 
 

@@ -1,8 +1,11 @@
 """`bluegreen-localcloud up/down/status` without a fleet: exit codes, one-line errors, the env file (fast)."""
 
 import os
+import socket
 import subprocess
 import sys
+
+import pytest
 
 from localcloud.fleet.daemon import env_lines
 
@@ -64,3 +67,21 @@ def test_env_file_sources_in_a_shell(tmp_path):
               'echo "$AWS_ENDPOINT_URL $AWS_REGION $AWS_ACCESS_KEY_ID ${AWS_PROFILE:-none}"')
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["http://127.0.0.1:4566", "us-east-1", "testing", "none"]
+
+
+@pytest.mark.docker
+def test_up_fails_in_one_line_when_the_load_balancer_port_is_taken_and_down_cleans_up(tmp_path):
+    state = tmp_path / "state"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        out = run("up", "--state", str(state), "--lb-port", str(port), "--timeout", "120")
+    assert out.returncode == 1, out.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("bluegreen-localcloud: error: the local fleet failed to start"), out.stderr
+    assert run("status", "--state", str(state)).returncode == 3  # the daemon tore itself down
+    down = run("down", "--state", str(state))
+    assert down.returncode == 0, down.stderr
+    assert not state.exists()
