@@ -3,7 +3,7 @@
 # canary 2.0, deploy 2.0, rollback, deploy 2.0, finalize, and a deploy of 3.0 (which never turns healthy)
 # that aborts on its own. After each step: the `bluegreen status` table and the versions the load balancer
 # answered over 20 requests. Exits 0 when every step did what it should; stops everything it started unless
-# --keep (or KEEP=1) is given, in which case `bluegreen-localcloud down` stops it later.
+# --keep (or `make demo KEEP=1`) is given, in which case `bluegreen-localcloud down` stops it later.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,6 +58,12 @@ step() {
   "$@"
   echo "($((SECONDS - started)) s)"
 }
+
+if bluegreen-localcloud status --state "$STATE" >/dev/null; then
+  # A fleet left by `make demo KEEP=1` has been deployed to already: start the walk-through from scratch.
+  echo "demo: a local fleet is already running in $STATE; stopping it to start from scratch"
+  bluegreen-localcloud down --state "$STATE"
+fi
 
 banner "bluegreen-localcloud up: emulated AWS, HAProxy, the demo service at 1.0 on 3 real instances"
 bluegreen-localcloud up --state "$STATE"
