@@ -59,10 +59,6 @@ class IMDSClient:
         except (ValueError, KeyError, TypeError) as exc:
             raise IdentityError(f"IMDS identity document is malformed: {exc}") from None
 
-    def target_lifecycle_state(self):
-        """The Auto Scaling target lifecycle state (A6, I2), or None when the instance is in no group."""
-        return self.get("/latest/meta-data/autoscaling/target-lifecycle-state", missing_ok=True)
-
     def get(self, path, missing_ok=False):
         self._until = self._clock() + self.deadline
         return self._with_retries(lambda: self._get_once(path, missing_ok), "GET " + path)

@@ -104,15 +104,18 @@ def test_endpoint_comes_from_the_sdk_variable():
     assert IMDSClient.from_environ(None, {}).endpoint == "http://169.254.169.254"
 
 
+LIFECYCLE_PATH = "/latest/meta-data/autoscaling/target-lifecycle-state"
+
+
 def test_target_lifecycle_state_follows_the_emulated_group(aws):
     group = Group(aws.endpoint, "lc-group", {"bluegreen:version": "1"})
     instance_id = group.instance_ids[0]
     with IMDSServer(instance_id, aws_endpoint=aws.endpoint) as imds:
-        assert client(imds.endpoint).target_lifecycle_state() == "InService"
+        assert client(imds.endpoint).get(LIFECYCLE_PATH) == "InService"
         doc = json.loads(client(imds.endpoint).get("/latest/dynamic/instance-identity/document"))
         assert doc["instanceId"] == instance_id
     with IMDSServer("i-00000000000000000", aws_endpoint=aws.endpoint) as imds:
-        assert client(imds.endpoint).target_lifecycle_state() is None  # in no group: 404
+        assert client(imds.endpoint).get(LIFECYCLE_PATH, missing_ok=True) is None  # in no group: 404
 
 
 def test_many_servers_at_once_answer_for_their_own_instance():
@@ -123,3 +126,12 @@ def test_many_servers_at_once_answer_for_their_own_instance():
     finally:
         for s in servers:
             s.stop()
+
+
+def test_an_instance_held_by_a_launch_hook_targets_in_service(aws):
+    # A6/I2: in Pending:Wait the instance's target lifecycle state is InService.
+    group = Group(aws.endpoint, "hooked", {"bluegreen:version": "1"}, launch_hook="launch")
+    instance_id = group.instance_ids[0]
+    assert group.lifecycle_state(instance_id) == "Pending:Wait"
+    with IMDSServer(instance_id, aws_endpoint=aws.endpoint) as imds:
+        assert client(imds.endpoint).get(LIFECYCLE_PATH) == "InService"
