@@ -31,6 +31,8 @@ LAUNCH_SECONDS = 30.0        # Pending -> InService without hooks
 PROCEED_SECONDS = 2.0        # Pending:Proceed -> InService after CompleteLifecycleAction CONTINUE
 EXIT_STANDBY_SECONDS = 5.0   # Pending -> InService after ExitStandby
 LAUNCH_HOOK = "autoscaling:EC2_INSTANCE_LAUNCHING"
+# A12: tags propagated at launch reach the instance "eventually" (the seed's footnote 1); here after 10 AWS s.
+TAG_PROPAGATION_SECONDS = 10.0
 
 
 # -- records ---------------------------------------------------------------------------------------------
@@ -136,7 +138,33 @@ def launch(state: LayerState, group: FakeAutoScalingGroup, count: int) -> None:
         else:
             inst.lifecycle_state = "Pending"
             rec["deadline"] = state.now() + state.scaled(LAUNCH_SECONDS)
+        _hold_back_tags(state, group, inst)
         state.emit("instance_launched", inst.instance.id, group.name, state=inst.lifecycle_state)
+
+
+def _hold_back_tags(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState) -> None:
+    """A12: moto tags the instance at once; hold the propagated tags back so that a reader of its own
+    instance tags at boot finds none, as it may on AWS."""
+    ec2 = group.autoscaling_backend.ec2_backend
+    tags = dict(ec2.tags.get(inst.instance.id, {}))
+    if tags:
+        ec2.delete_tags([inst.instance.id], tags)
+        rec = record(state, inst)
+        rec["held_tags"] = tags
+        rec["tags_due"] = state.now() + state.scaled(TAG_PROPAGATION_SECONDS)
+
+
+def _release_tags(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState) -> None:
+    rec = record(state, inst)
+    held = rec.pop("held_tags", None)
+    if not held or rec["ec2_terminated"]:
+        return
+    ec2 = group.autoscaling_backend.ec2_backend
+    existing = ec2.tags.get(inst.instance.id, {})
+    # Tags someone set on the instance meanwhile were set after the launch: they win.
+    missing = {k: v for k, v in held.items() if k not in existing}
+    if missing:
+        ec2.create_tags([inst.instance.id], missing)
 
 
 def begin_terminate(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState) -> None:
@@ -203,6 +231,8 @@ def tick(state: LayerState) -> None:
 def _tick_group(state: LayerState, group: FakeAutoScalingGroup, now: float) -> None:
     for inst in list(group.instance_states):
         rec = record(state, inst)
+        if "held_tags" in rec and now >= rec["tags_due"]:
+            _release_tags(state, group, inst)
         due = rec["deadline"] is not None and now >= rec["deadline"]
         life = inst.lifecycle_state
         if life in ("Pending", "Pending:Proceed") and due:

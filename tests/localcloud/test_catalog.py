@@ -156,3 +156,19 @@ def test_a12_tag_limits_and_reserved_prefix(world):
     world.asg.create_or_update_tags(Tags=[tag("bluegreen:version", "1.2.3")])
     tags = world.asg.describe_tags(Filters=[{"Name": "auto-scaling-group", "Values": ["blue"]}])["Tags"]
     assert [(t["Key"], t["Value"]) for t in tags] == [("bluegreen:version", "1.2.3")]
+
+
+def test_a12_propagated_tags_reach_the_instance_only_after_a_while(world, wait_for):
+    world.cloud.configure_time(time_scale=0.1)  # 10 AWS s of propagation: 1 s here
+    world.group("blue", desired=1, Tags=[{"Key": "bluegreen:version", "Value": "2.0", "PropagateAtLaunch": True}])
+    iid = next(iter(world.states("blue")))
+
+    def instance_tags():
+        inst = world.ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+        return {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+
+    assert instance_tags() == {}
+    world.ec2.create_tags(Resources=[iid], Tags=[{"Key": "bluegreen:version", "Value": "1.0"}])
+    tags = wait_for(instance_tags, lambda t: "aws:autoscaling:groupName" in t, "propagated tags", 5)
+    assert tags["aws:autoscaling:groupName"] == "blue"
+    assert tags["bluegreen:version"] == "1.0"  # set on the instance after launch: it stays
