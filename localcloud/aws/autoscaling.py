@@ -18,7 +18,7 @@ import logging
 import uuid
 from typing import Any
 
-from moto.autoscaling.models import AutoScalingBackend, FakeAutoScalingGroup, InstanceState
+from moto.autoscaling.models import ASG_NAME_TAG, AutoScalingBackend, FakeAutoScalingGroup, InstanceState
 
 from . import runtime
 from .state import LayerState
@@ -146,7 +146,9 @@ def _hold_back_tags(state: LayerState, group: FakeAutoScalingGroup, inst: Instan
     """A12: moto tags the instance at once; hold the propagated tags back so that a reader of its own
     instance tags at boot finds none, as it may on AWS."""
     ec2 = group.autoscaling_backend.ec2_backend
-    tags = dict(ec2.tags.get(inst.instance.id, {}))
+    propagated = dict(group.get_propagated_tags(), **{ASG_NAME_TAG: group.name})
+    # Only the group's own tags: launch template TagSpecifications are applied by RunInstances itself.
+    tags = {k: v for k, v in ec2.tags.get(inst.instance.id, {}).items() if propagated.get(k) == v}
     if tags:
         ec2.delete_tags([inst.instance.id], tags)
         rec = record(state, inst)
