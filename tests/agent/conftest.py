@@ -33,7 +33,7 @@ def free_port():
 class Group:
     """One Auto Scaling group in the emulated AWS, with its instances and tags."""
 
-    def __init__(self, endpoint, name, tags, instance_tags=None, capacity=1, launch_hook=None):
+    def __init__(self, endpoint, name, tags, capacity=1, launch_hook=None):
         self.name = name
         self.asg = boto3.client("autoscaling", region_name=REGION, endpoint_url=endpoint)
         ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=endpoint)
@@ -41,11 +41,7 @@ class Group:
         # aws-rules.md: moto hands out private IPs without reuse; /20 keeps many launches from running dry.
         subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/20", AvailabilityZone=REGION + "a")
         template = ec2.create_launch_template(
-            LaunchTemplateName=name + "-lt",
-            LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro",
-                                "TagSpecifications": [{"ResourceType": "instance", "Tags": [
-                                    {"Key": k, "Value": v} for k, v in (instance_tags or {}).items()]}]
-                                if instance_tags else []})
+            LaunchTemplateName=name + "-lt", LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"})
         group_tags = [{"Key": k, "Value": v, "PropagateAtLaunch": False, "ResourceId": name,
                        "ResourceType": "auto-scaling-group"} for k, v in tags.items()]
         self.asg.create_auto_scaling_group(
@@ -73,6 +69,13 @@ class Group:
                 return found
             time.sleep(0.1)
         raise AssertionError(f"group {self.name} did not list {count} instances within {deadline}s: {found}")
+
+    def tag_instance(self, instance_id, tags):
+        """Give the instance its own tags (e.g. stale ones that disagree with the group's); return what it has."""
+        ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=self.asg.meta.endpoint_url)
+        ec2.create_tags(Resources=[instance_id], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+        found = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [instance_id]}])["Tags"]
+        return {t["Key"]: t["Value"] for t in found}
 
     def set_tags(self, **tags):
         self.asg.create_or_update_tags(Tags=[

@@ -16,7 +16,9 @@ TAGS = {"bluegreen:version": "1.0", "bluegreen:image": "127.0.0.1:5000/web",
 
 @pytest.fixture
 def runner(aws, imds_for, tmp_path):
-    group = Group(aws.endpoint, "web-blue", TAGS, instance_tags={"bluegreen:version": "6.6"})
+    group = Group(aws.endpoint, "web-blue", TAGS)
+    # A12: the instance's own tag disagrees with the group's (stale, or propagated late); the group's must win.
+    assert group.tag_instance(group.instance_ids[0], {"bluegreen:version": "6.6"})["bluegreen:version"] == "6.6"
     r = AgentRunner(tmp_path, imds_for(group.instance_ids[0], aws.endpoint), config={"compose_project": "site"})
     r.group = group
     return r
