@@ -56,6 +56,15 @@ class Fleet:
         rows = [line.split("\t", 1) for line in out.stdout.splitlines() if line.startswith("lc-i-")]
         return dict(rows)
 
+    def routed_servers(self) -> int | None:
+        """How many servers HAProxy routes to, from the daemon's state file (rewritten on every change)."""
+        try:
+            with open(os.path.join(self.state_dir, "state.json")) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return sum(1 for i in state["fleet"]["instances"] if i.get("lb") == "routed, up")
+
     def running_instances(self) -> list:
         return [i for i in self.localcloud_status()["state"]["fleet"]["instances"] if i["state"] == "running"]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 
 import pytest
@@ -79,6 +80,18 @@ def test_up_serves_1_0_from_three_healthy_blue_instances(fleet):
 def test_canary_deploy_rollback_deploy_finalize_under_steady_load_fail_no_request(fleet):
     load = LoadGenerator(fleet.lb_url, rate=RATE, max_seconds=600).start()
     marks = {}
+    routed = []
+    done = threading.Event()
+
+    def sample_routed():
+        # What the load balancer itself routes to, 10 times a second, for the whole sequence.
+        while not done.wait(0.1):
+            count = fleet.routed_servers()
+            if count is not None:
+                routed.append(count)
+
+    sampler = threading.Thread(target=sample_routed, daemon=True)
+    sampler.start()
 
     def step(name, *args):
         started = time.monotonic()
@@ -110,6 +123,8 @@ def test_canary_deploy_rollback_deploy_finalize_under_steady_load_fail_no_reques
         step("finalize", "finalize", "demo")
     finally:
         result = load.stop()
+        done.set()
+        sampler.join(5)
 
     start = result.samples[0].at if result.samples else 0.0
     windows = {
@@ -126,7 +141,10 @@ def test_canary_deploy_rollback_deploy_finalize_under_steady_load_fail_no_reques
         "step_seconds": {k: round(v[1] - v[0], 1) for k, v in marks.items()},
         "version_shares": windows,
         "version_shares_during_step": {k: result.shares(v[0], v[1]) for k, v in marks.items()},
+        "servers_routed": {"fewest": min(routed), "most": max(routed), "samples": len(routed)},
     }
+    # At no moment did HAProxy route to fewer instances than the live capacity.
+    assert min(routed) >= 3, FIGURES["steady_load"]["servers_routed"]
     assert result.failures == [], result.summary()
     assert result.total >= RATE * 20
     assert windows["before"] == {"1.0": 1.0}
