@@ -23,5 +23,10 @@ lint: setup
 demo: setup
 	scripts/demo.sh
 
+# Benchmarks print ratios measured in one run; figures are recorded in docs/benchmarks.md.
+bench: setup
+	scripts/with-infra.sh python bench/agent_overhead.py
+	scripts/with-infra.sh python bench/flip.py
+
 clean:
 	rm -rf $(VENV) .infra .localcloud
