@@ -33,7 +33,7 @@ class InfraError(Exception):
 def _engine_answers(docker_host, timeout=5.0):
     env = dict(os.environ, DOCKER_HOST=docker_host)
     try:
-        out = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], env=env,
+        out = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], env=env, check=False,
                              capture_output=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -42,7 +42,7 @@ def _engine_answers(docker_host, timeout=5.0):
 
 def _registry_answers(port, timeout=2.0):
     try:
-        with urllib.request.urlopen("http://127.0.0.1:%d/v2/" % port, timeout=timeout) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=timeout) as resp:
             return resp.status == 200
     except OSError:
         return False
@@ -58,13 +58,13 @@ def _wait(predicate, what, deadline_s, logfile):
     if logfile and os.path.exists(logfile):
         with open(logfile, errors="replace") as f:
             tail = "".join(f.readlines()[-5:])
-    raise InfraError("%s did not come up within %ss; last log lines:\n%s" % (what, deadline_s, tail))
+    raise InfraError(f"{what} did not come up within {deadline_s}s; last log lines:\n{tail}")
 
 
 def _short_runtime_dir(state):
     # dockerd's exec-root holds unix sockets, whose paths must stay under ~108 bytes: keep it short.
     digest = hashlib.sha1(os.path.abspath(state).encode()).hexdigest()[:10]
-    path = "/tmp/bg-%s" % digest
+    path = f"/tmp/bg-{digest}"
     os.makedirs(path, exist_ok=True)
     return path
 
@@ -75,7 +75,7 @@ def ensure_docker(state):
     if os.environ.get("DOCKER_HOST"):
         candidates.append(os.environ["DOCKER_HOST"])
     runtime = _short_runtime_dir(state)
-    own_host = "unix://%s/docker.sock" % runtime
+    own_host = f"unix://{runtime}/docker.sock"
     candidates += [own_host, "unix:///var/run/docker.sock"]
     for host in candidates:
         if _engine_answers(host):
@@ -98,17 +98,17 @@ def ensure_docker(state):
 
 def ensure_registry(state, port=REGISTRY_PORT):
     """Return (registry host:port, pid or None)."""
-    address = "127.0.0.1:%d" % port
+    address = f"127.0.0.1:{port}"
     if _registry_answers(port):
         return address, None
     binary = shutil.which("docker-registry") or shutil.which("registry")
     if not binary:
-        raise InfraError("no registry answers on %s and docker-registry is not installed" % address)
+        raise InfraError(f"no registry answers on {address} and docker-registry is not installed")
     state = os.path.abspath(state)
     config = os.path.join(state, "registry.yml")
     with open(config, "w") as f:
-        f.write("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\n"
-                "  delete:\n    enabled: true\nhttp:\n  addr: %s\n" % (os.path.join(state, "registry"), address))
+        f.write("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n"
+                "  delete:\n    enabled: true\nhttp:\n  addr: {}\n".format(os.path.join(state, "registry"), address))
     logfile = os.path.join(state, "registry.log")
     with open(logfile, "ab") as out:
         proc = subprocess.Popen([binary, "serve", config], stdout=out, stderr=subprocess.STDOUT,
@@ -153,8 +153,7 @@ def up(state=DEFAULT_STATE, record=None):
         json.dump(started, f)
     env = {"DOCKER_HOST": docker_host, "BLUEGREEN_REGISTRY": registry}
     with open(os.path.join(state, "env"), "w") as f:
-        for key, value in env.items():
-            f.write("%s=%s\n" % (key, value))
+        f.writelines(f"{key}={value}\n" for key, value in env.items())
     return env, started
 
 
@@ -181,13 +180,13 @@ def main(argv=None):
         if args.action == "up":
             env, started = up(args.state, args.record)
             for key, value in env.items():
-                print("%s=%s" % (key, value))
+                print(f"{key}={value}")
             print("started: %s" % (", ".join(sorted(started)) or "nothing (reused)"), file=sys.stderr)
         else:
             stopped = down(args.state, args.record)
             print("stopped: %s" % (", ".join(sorted(stopped)) or "nothing"), file=sys.stderr)
     except InfraError as exc:
-        print("infra: %s" % exc, file=sys.stderr)
+        print(f"infra: {exc}", file=sys.stderr)
         return 1
     return 0
 
