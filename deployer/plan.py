@@ -448,25 +448,30 @@ def plan_finalize(snap, ctx):
         steps.append(Step("wait-drained", f"wait until no Standby instance of {old.name} is still draining in any load "
                           "balancer, so in-flight requests finish (E2)", describe_calls(snap, rec.live),
                           wait="drained", color=rec.live, then=write_record(snap, record.moved(phase="detach"))))
-    done = len(snap.retired or [])
-    for n, ids in enumerate(batches(standby), 1):
-        # Tag first: once detached an instance leaves the group (A3), and only this tag finds it again.
-        steps.append(Step("detach", f"detach {len(ids)} Standby instances from {old.name}, {_batch(done, n, len(standby))}, without "
-                          "decrementing again (A3, the seed's footnote 2)",
-                          (Call("CreateTags", {"Resources": ids, "Tags": [{"Key": TAG_RETIRED_FROM,
-                                                                           "Value": old.name}]}),
-                           Call("DetachInstances", {"AutoScalingGroupName": old.name, "InstanceIds": ids,
-                                                    "ShouldDecrementDesiredCapacity": False}))))
-    if snap.retired is None and phase == "detach":
-        steps.append(Step("terminate", "terminate the detached instances", needs=("retired",)))
-    else:
-        in_group = {i.id for i in old.instances}
-        # A4: never terminate an instance still in the group; detach comes first.
-        done = [i for i in (snap.retired or []) if i not in in_group]
-        pending = done + ([] if phase == "detach" else standby)
-        for n, ids in enumerate(batches(pending, TERMINATE_BATCH), 1):
-            steps.append(Step("terminate", f"terminate {len(ids)} detached instances, batch {n} (A4: detached first)",
-                              (Call("TerminateInstances", {"InstanceIds": ids}),)))
+    if phase in (None, "drain", "detach"):
+        done = len(snap.retired or [])
+        for n, ids in enumerate(batches(standby), 1):
+            # Tag first: once detached an instance leaves the group (A3), and only this tag finds it again.
+            steps.append(Step("detach", f"detach {len(ids)} Standby instances from {old.name}, "
+                              f"{_batch(done, n, len(standby))}, without decrementing again (A3, the seed's "
+                              "footnote 2)",
+                              (Call("CreateTags", {"Resources": ids, "Tags": [{"Key": TAG_RETIRED_FROM,
+                                                                               "Value": old.name}]}),
+                               Call("DetachInstances", {"AutoScalingGroupName": old.name, "InstanceIds": ids,
+                                                        "ShouldDecrementDesiredCapacity": False}))))
+        if snap.retired is None and phase == "detach":
+            steps.append(Step("terminate", "terminate the detached instances", needs=("retired",)))
+        else:
+            in_group = {i.id for i in old.instances}
+            # A4: never terminate an instance still in the group; detach comes first.
+            detached = [i for i in (snap.retired or []) if i not in in_group]
+            pending = detached + ([] if phase == "detach" else standby)
+            for n, ids in enumerate(batches(pending, TERMINATE_BATCH), 1):
+                steps.append(Step("terminate", f"terminate {len(ids)} detached instances, batch {n} (A4: "
+                                  "detached first)", (Call("TerminateInstances", {"InstanceIds": ids}),)))
+        # Recorded once nothing is left to terminate, so later steps need not search EC2 again.
+        steps.append(Step("mark-cleanup", "record phase cleanup",
+                          (write_record(snap, record.moved(phase="cleanup")),)))
     steps += _policy_step("delete-old-policies", f"delete {old.name}'s scaling policies and scheduled actions",
                           lambda: policy_deletions(snap, rec.live), snap)
     if old.sizes != (0, 0, 0):

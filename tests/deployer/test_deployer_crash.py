@@ -18,8 +18,8 @@ DEPLOY = ["lock", "set-version", "size-new", "wait-new-healthy", "copy-policies"
           "lower-min", "enter-standby:1", "enter-standby:2", "wait-deregistered"]
 ROLLBACK = ["lock", "resume", "exit-standby:1", "exit-standby:2", "restore-sizes", "wait-restored",
             "remove-copied-policies", "retire-new", "unlock"]
-FINALIZE = ["lock", "wait-drained", "detach:1", "detach:2", "terminate", "delete-old-policies", "empty-old",
-            "resume", "unlock"]
+FINALIZE = ["lock", "wait-drained", "detach:1", "detach:2", "terminate", "mark-cleanup", "delete-old-policies",
+            "empty-old", "resume", "unlock"]
 
 
 def crash(args, point):

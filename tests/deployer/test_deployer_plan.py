@@ -166,7 +166,7 @@ def test_finalize_detaches_in_batches_without_decrement_then_terminates_only_det
     blue, green, policies = flipped_pair(45)
     snap = snapshot(blue, green, policies, {"blue": [{"ScheduledActionName": "nightly"}], "green": []})
     steps = plan.plan_finalize(snap, ctx())
-    assert names(steps) == ["lock", "wait-drained", "detach", "detach", "detach", "terminate",
+    assert names(steps) == ["lock", "wait-drained", "detach", "detach", "detach", "terminate", "mark-cleanup",
                             "delete-old-policies", "empty-old", "resume", "unlock"]
     detach = calls_of(steps, "DetachInstances")
     assert [len(c.params["InstanceIds"]) for c in detach] == [20, 20, 5]
