@@ -101,6 +101,7 @@ def main():
     parser.add_argument("--poll-interval", type=float, default=0.5)
     parser.add_argument("--health-interval", type=float, default=1.0, help="real seconds between checks")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--logs", help="write each command's progress lines (stderr) into this folder")
     args = parser.parse_args()
     floor = args.health_interval * 2  # HealthyThresholdCount 2
     cloud = EmulatedAWS(port=0, time_scale=0.01, health_interval=args.health_interval).start()
@@ -115,6 +116,11 @@ def main():
         for n in (int(x) for x in args.sizes.split(",")):
             res = bench(n, args.poll_interval, floor, cloud, session)
             results.append(res)
+            if args.logs:
+                os.makedirs(args.logs, exist_ok=True)
+                for name in ("deploy", "rollback", "finalize"):
+                    with open(os.path.join(args.logs, f"{n}-{name}.log"), "w") as f:
+                        f.write(res[name]["stderr"])
             for name in ("deploy", "rollback", "finalize"):
                 r = res[name]
                 note = ""

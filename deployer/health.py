@@ -104,7 +104,17 @@ def verdict_settled(group):
     return OK, f"no instance of {group.name} is EnteringStandby"
 
 
+def verdict_scaled_in(group):
+    """No instance of the group is still terminating from an earlier scale-in (a rollback, an abort)."""
+    leaving = [f"{i.id} {i.lifecycle}" for i in group.instances if i.lifecycle.startswith("Terminating")]
+    if leaving:
+        return WAIT, f"{len(leaving)} instances of {group.name} still terminating: " + ", ".join(leaving[:3])
+    return OK, f"no instance of {group.name} is terminating"
+
+
 def verdict(kind, group, health):
+    if kind == "scaled-in":
+        return verdict_scaled_in(group)
     if kind == "settled":
         return verdict_settled(group)
     if kind == "healthy":

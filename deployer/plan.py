@@ -65,7 +65,7 @@ class Step:
     name: str
     summary: str
     calls: tuple[Call, ...] = ()
-    wait: str | None = None  # healthy | restored | deregistered | drained
+    wait: str | None = None  # healthy | restored | deregistered | drained | settled | scaled-in
     color: str | None = None  # whose instances a wait watches
     then: Call | None = None  # made once the wait succeeds: records the next phase
     needs: tuple[str, ...] = ()  # snapshot extras this step must be planned with (policies, retired)
@@ -243,6 +243,15 @@ def _live_or_conflict(snap):
     return live
 
 
+def _scaled_in_steps(snap, idle):
+    """Instances still terminating from an earlier rollback or abort would read as failures of the new
+    launch (a Terminating new instance aborts it), so let them go first."""
+    if not any(i.lifecycle.startswith("Terminating") for i in idle.instances):
+        return []
+    return [Step("wait-idle-scaled-in", f"wait until the instances {idle.name} is scaling in have terminated",
+                 describe_calls(snap, idle.color), wait="scaled-in", color=idle.color)]
+
+
 # ---- deploy ------------------------------------------------------------------------------------------
 
 DEPLOY_PHASES = ("launch", "policies", "flip", "flipped")
@@ -277,6 +286,7 @@ def plan_deploy(snap, ctx, version):
     at = DEPLOY_PHASES.index(phase) if phase else 0
 
     if at <= 0:
+        steps += _scaled_in_steps(snap, new)
         if new.version != version:
             steps.append(Step("set-version", f"set {new.name}'s {TAG_VERSION} to {version}",
                               (Call("CreateOrUpdateTags", {"Tags": [_tag(new.name, TAG_VERSION, version, True)]}),)))
@@ -334,6 +344,7 @@ def plan_canary(snap, ctx, version, count):
     record = (Record("canary", "launch", version, live, ctx.stamp, ctx.me) if rec is None
               else rec.moved(holder=ctx.me))
     steps = _lock_steps(snap, rec, record)
+    steps += _scaled_in_steps(snap, new)
     if new.version != version:
         steps.append(Step("set-version", f"set {new.name}'s {TAG_VERSION} to {version}",
                           (Call("CreateOrUpdateTags", {"Tags": [_tag(new.name, TAG_VERSION, version, True)]}),)))

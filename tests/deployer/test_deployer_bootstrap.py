@@ -64,3 +64,24 @@ def test_push_uploads_the_manifest_last_and_it_verifies(aws, tmp_path):
     for entry in stored["files"]:
         body = s3.get_object(Bucket="bucket-1", Key="demo/" + entry["path"])["Body"].read()
         assert hashlib.sha256(body).hexdigest() == entry["sha256"]
+
+
+def test_cli_push_is_what_the_agent_fetches_and_verifies(aws, tmp_path):
+    from agent.bundle import SignedReader, fetch
+    from tests.deployer.conftest import run_bluegreen
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="bucket-1")
+    (tmp_path / "src").mkdir()
+    folder = bundle(tmp_path / "src")
+    dry = run_bluegreen("push-bootstrap", str(folder), "s3://bucket-1/demo", "--dry-run")
+    assert dry.returncode == 0 and "PutObject demo/manifest.json (last)" in dry.stdout
+    assert s3.list_objects_v2(Bucket="bucket-1").get("KeyCount") == 0  # the dry run uploaded nothing
+    proc = run_bluegreen("push-bootstrap", str(folder), "s3://bucket-1/demo", "--output", "json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["objects"] == 3 and summary["aws_calls"] == 3
+    fetched = fetch(SignedReader(s3, "bucket-1"), "demo/", str(tmp_path / "work"))
+    assert dict(fetched.files) == {f["path"]: f["sha256"] for f in summary["manifest"]["files"]}
+    with open(os.path.join(fetched.path, "conf", "app.env")) as f:
+        assert f.read() == "A=1\n"

@@ -18,6 +18,7 @@ DEPLOY = ["lock", "set-version", "size-new", "wait-new-healthy", "copy-policies"
           "lower-min", "enter-standby:1", "enter-standby:2", "wait-deregistered"]
 ROLLBACK = ["lock", "resume", "exit-standby:1", "exit-standby:2", "restore-sizes", "wait-restored",
             "remove-copied-policies", "retire-new", "unlock"]
+CANARY = ["lock", "set-version", "size-canary", "wait-canary-healthy"]
 FINALIZE = ["lock", "wait-drained", "detach:1", "detach:2", "terminate", "mark-cleanup", "delete-old-policies",
             "empty-old", "resume", "unlock"]
 
@@ -135,3 +136,15 @@ def test_finalize_killed_then_rerun(make_fleet, point):
     states = fleet.ec2_states(original)
     assert set(states.values()) <= {"shutting-down", "terminated"}, states
     assert policy_names(fleet, "blue") == set() and policy_names(fleet, "green") == {"cpu50"}
+
+
+@pytest.mark.parametrize("point", CANARY)
+def test_canary_killed_then_rerun_then_rolled_back(make_fleet, point):
+    fleet = make_fleet(capacity=3)
+    crash(("canary", "demo", "2.0", "--count", "2"), point)
+    ok("canary", "demo", "2.0", "--count", "2")
+    assert sorted(fleet.lifecycles("green").values()) == ["InService", "InService"]
+    assert set(fleet.lifecycles("green")) <= fleet.healthy()
+    assert "action=canary;phase=serving" in fleet.tags("blue")["bluegreen:operation"]
+    ok("rollback", "demo")
+    fleet.assert_serving_only("blue", 3, "1.0")

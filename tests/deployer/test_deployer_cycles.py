@@ -149,6 +149,13 @@ def test_dry_run_prints_the_plan_and_changes_nothing(make_fleet):
     text = ok(run_bluegreen("deploy", "demo", "2.0", "--dry-run")).stdout
     assert text.startswith("deploy demo 2.0 (dry run: nothing changed):")
     assert "EnterStandby(AutoScalingGroupName=demo-blue" in text
+    ok(run_bluegreen("deploy", "demo", "2.0"))
+    flipped = (fleet.sizes("blue"), fleet.sizes("green"), fleet.lifecycles("blue"), fleet.tags("green"))
+    text = ok(run_bluegreen("rollback", "demo", "--dry-run")).stdout
+    assert "ExitStandby(AutoScalingGroupName=demo-blue" in text and "retire-new: scale demo-green to 0" in text
+    text = ok(run_bluegreen("finalize", "demo", "--dry-run")).stdout
+    assert "DetachInstances(AutoScalingGroupName=demo-blue" in text and "ShouldDecrementDesiredCapacity=False" in text
+    assert (fleet.sizes("blue"), fleet.sizes("green"), fleet.lifecycles("blue"), fleet.tags("green")) == flipped
 
 
 def test_bad_input_gives_one_line_and_exit_2(make_fleet):

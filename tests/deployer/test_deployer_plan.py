@@ -253,3 +253,11 @@ def test_record_round_trips_and_fits_a_tag_value():
 def test_versions_must_be_docker_tags(bad):
     with pytest.raises(UsageError):
         check_version(bad)
+
+
+def test_a_deploy_first_waits_for_instances_still_terminating_in_the_idle_group():
+    snap = snapshot(group_record("blue", (3, 3, 6), ids("b", 3)),
+                    group_record("green", (0, 0, 0), ids("t", 2, "Terminating:Wait")))
+    steps = plan.plan_deploy(snap, ctx(), "2.0")
+    assert names(steps)[:3] == ["lock", "wait-idle-scaled-in", "set-version"]
+    assert steps[1].wait == "scaled-in" and steps[1].then is None  # replanned once they are gone
