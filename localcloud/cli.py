@@ -7,7 +7,8 @@
 
 Both run in the foreground until SIGTERM or SIGINT. Exit codes: 0 stopped cleanly, 1 could not start
 (e.g. the port is taken), 2 bad command line (one line on stderr).
-Subcommands register in SUBCOMMANDS so that others (the local fleet's up/down/status) can be added.
+`up`, `down`, `status` and `serve` (the whole local fleet) come from localcloud.fleet.commands, which
+documents their exit codes. Subcommands register in SUBCOMMANDS.
 """
 
 from __future__ import annotations
