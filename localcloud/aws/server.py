@@ -11,6 +11,7 @@ the control API for other processes:
                                        "exit_standby_contention_once": false}
     POST /_localcloud/time           {"time_scale": X, "health_interval": S}
     GET  /_localcloud/events?after=N {"events": [...], "last": M}  (each event carries "seq")
+    GET  /_localcloud/calls          {"calls": {"autoscaling:DescribeAutoScalingGroups": n, ...}}
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 
 # A10: all Auto Scaling calls of an account share one token bucket; ELB answers the same `Throttling` error.
 THROTTLED_SERVICES = ("autoscaling", "elasticloadbalancing")
+# Query-protocol services whose calls are counted per action (GET /_localcloud/calls), e.g. for benchmarks
+# of how often a tool polls (A10: no tool should poll faster than it needs to).
+COUNTED_SERVICES = ("autoscaling", "elasticloadbalancing", "ec2")
 TICK_SECONDS = 0.05
 
 
@@ -159,6 +163,11 @@ class EmulatedAWS:
     def unsubscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
         self.state.unsubscribe(callback)
 
+    def call_counts(self) -> dict[str, int]:
+        """Calls since the last reset, per "service:Action" (Auto Scaling, ELB, EC2), throttled ones included."""
+        with self.state.lock:
+            return dict(self.state.calls)
+
     def events(self, after: int = 0) -> list[dict[str, Any]]:
         return self.state.events_after(after)
 
@@ -183,10 +192,11 @@ class EmulatedAWS:
             return self._control(environ, start_response)
         service = _service_of(environ)
         action = None
-        if service in THROTTLED_SERVICES:
+        if service in COUNTED_SERVICES:
             body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
             environ["wsgi.input"] = io.BytesIO(body)
             action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", [None])[0]
+            self.state.count_call(f"{service}:{action}")
         faults = self.state.faults
         if faults.latency_s:
             time.sleep(faults.latency_s)  # outside the lock: latency must not serialise other clients
@@ -235,6 +245,8 @@ class EmulatedAWS:
                 events = self.events(after)
                 last = events[-1]["seq"] if events else after
                 return self._json(start_response, "200 OK", {"events": events, "last": last})
+            if method == "GET" and path == "/_localcloud/calls":
+                return self._json(start_response, "200 OK", {"calls": self.call_counts()})
             if method != "POST":
                 return self._json(start_response, "405 Method Not Allowed", {"error": "use POST"})
             payload = self._read_json(environ)

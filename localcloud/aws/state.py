@@ -128,6 +128,7 @@ class LayerState:
             # scheduled actions already carried out: (group, name, start time)
             self.scheduled_done: set = set()
             self.events: list[dict[str, Any]] = []
+            self.calls: dict[str, int] = {}
             self._undelivered = []
 
     # -- time ---------------------------------------------------------------------------------------
@@ -150,6 +151,10 @@ class LayerState:
                 self.time_scale = check_time_scale(time_scale)
             if health_interval is not None:
                 self.health_interval = check_health_interval(health_interval)
+
+    def count_call(self, key: str) -> None:
+        with self.lock:
+            self.calls[key] = self.calls.get(key, 0) + 1
 
     # -- forced health ------------------------------------------------------------------------------
     def set_target_health(self, instance_id: str, state: str | None,

@@ -99,7 +99,8 @@ def test_reset_leaves_no_state(world):
     world.cloud.configure_time(health_interval=1.0)
     world.cloud.reset()
     state = world.cloud.state
-    assert (state.instances, state.targets, state.forced_health, state.events, state.backends) == ({}, {}, {}, [], [])
+    assert (state.instances, state.targets, state.forced_health, state.events, state.backends, state.calls) == (
+        {}, {}, {}, [], [], {})
     assert state.faults.as_dict() == {"throttle_fraction": 0.0, "latency_s": 0.0, "exit_standby_contention_once": False}
     assert state.health_interval is None
     assert world.asg.describe_auto_scaling_groups()["AutoScalingGroups"] == []
@@ -149,3 +150,15 @@ def test_every_wrapped_moto_attribute_still_exists():
         moto_version = runtime.original(cls, name)
         assert callable(moto_version), (cls.__name__, name)
         assert moto_version.__module__.startswith("moto."), (cls.__name__, name, moto_version.__module__)
+
+
+def test_calls_are_counted_per_action_until_reset(world):
+    world.cloud.reset()
+    world.asg.describe_auto_scaling_groups()
+    world.asg.describe_auto_scaling_groups()
+    world.elbv2.describe_target_groups()
+    with urllib.request.urlopen(world.cloud.endpoint + "/_localcloud/calls", timeout=5) as resp:
+        calls = json.loads(resp.read())["calls"]
+    assert calls == {"autoscaling:DescribeAutoScalingGroups": 2, "elasticloadbalancing:DescribeTargetGroups": 1}
+    world.cloud.reset()
+    assert world.cloud.call_counts() == {}
