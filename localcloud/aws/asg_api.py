@@ -213,16 +213,11 @@ def detach_instances(self: AutoScalingResponse) -> ActionResult:
     group = _group(self)
     instances = _instances(self, group, ("InService", "Standby"))  # A3
     decrement = self._get_bool_param("ShouldDecrementDesiredCapacity", False)
-    # A3: Standby instances that entered with decrement are already outside the desired capacity.
-    counted = [s for s in instances if s.lifecycle_state in model.COUNTED]
-    if decrement and group.desired_capacity - len(counted) < group.min_size:
+    # A3: decrementing counts every detached instance, Standby ones too, although Standby instances that
+    # entered with decrement are already outside the desired capacity: the group shrinks a second time, or
+    # the call is refused below MinSize (the seed's footnote 2: detach those with decrement false).
+    if decrement and group.desired_capacity - len(instances) < group.min_size:
         raise _sizes(group, "detach", len(instances))
-    if decrement and not counted and instances:
-        # (unverified) AWS documents no special case: decrementing for Standby instances shrinks the group
-        # a second time; refuse below MinSize as above, else apply it as AWS would.
-        if group.desired_capacity - len(instances) < group.min_size:
-            raise _sizes(group, "detach", len(instances))
-        counted = instances
     state = _state()
     activities = []
     for inst in instances:
@@ -233,7 +228,7 @@ def detach_instances(self: AutoScalingResponse) -> ActionResult:
         state.emit("instance_detached", inst.instance.id, group.name)
         state.instances.pop(inst.instance.id, None)
     if decrement:
-        group.desired_capacity -= len(counted)
+        group.desired_capacity -= len(instances)
     model.reconcile(state, group)  # without decrement, replacements for InService instances
     return ActionResult({"Activities": activities})
 

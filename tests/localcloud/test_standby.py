@@ -203,3 +203,20 @@ def test_a5_terminate_in_group_drains_then_the_instance_is_terminated(world, wai
     assert types[0] == "instance_launched"
     assert types[-1] == "instance_terminated"
     assert "target_deregistered" in types
+
+
+def test_a3_detaching_standby_with_decrement_shrinks_the_group_a_second_time(world, wait_for):
+    """The seed's footnote 2, the hazard: decrement again and an InService instance is scaled in."""
+    world.group("blue", desired=3, min_size=0)
+    ids = world.wait_in_service("blue", 3)
+    world.asg.enter_standby(AutoScalingGroupName="blue", InstanceIds=ids[:1], ShouldDecrementDesiredCapacity=True)
+    wait_for(lambda: world.states("blue"), lambda s: s[ids[0]] == "Standby", "Standby")
+    world.asg.update_auto_scaling_group(AutoScalingGroupName="blue", MinSize=2)
+    with pytest.raises(ClientError) as excinfo:
+        world.asg.detach_instances(AutoScalingGroupName="blue", InstanceIds=ids[:1],
+                                   ShouldDecrementDesiredCapacity=True)
+    assert _error(excinfo)[0] == "ValidationError"
+    world.asg.update_auto_scaling_group(AutoScalingGroupName="blue", MinSize=0)
+    world.asg.detach_instances(AutoScalingGroupName="blue", InstanceIds=ids[:1], ShouldDecrementDesiredCapacity=True)
+    assert world.describe("blue")["DesiredCapacity"] == 1
+    wait_for(lambda: world.states("blue"), lambda s: list(s.values()) == ["InService"], "one InService left", 6)
