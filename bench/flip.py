@@ -8,7 +8,8 @@ Launches and the rest of the AWS clock run 100x faster, so the figures show the 
 that floor. For each N it prints each command's wall time, as a ratio of the floor, and the AWS calls made.
 
 Goals (issue 4): rollback within 1.2 x floor + 1 s; deploy leaving its health wait within one poll interval
-of the last new instance turning healthy; calls growing as N/20.
+of the last new instance turning healthy; calls growing as N/20. "batch calls" are the per-batch calls;
+"other calls" are describes (polls, one per observation) and the single calls of each step.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from localcloud.aws import EmulatedAWS
 from localcloud.scenario import create_service, wait_until_serving
 
 BLUEGREEN = os.path.join(os.path.dirname(sys.executable), "bluegreen")
+# The calls made once per batch of instance ids (20 a call, A1-A3; 100 for TerminateInstances).
+BATCH_OPS = ("EnterStandby", "ExitStandby", "DetachInstances", "CreateTags", "TerminateInstances")
 
 
 def run(args, poll):
@@ -38,6 +41,7 @@ def run(args, poll):
         raise SystemExit(f"bluegreen {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
     summary = json.loads(proc.stdout)
     return {"start": start, "end": end, "wall_s": end - start, "calls": summary["aws_calls"],
+            "by_op": summary["aws_calls_by_op"],
             "attempts": summary["aws_attempts"], "in_command_s": summary["elapsed_s"], "stderr": proc.stderr}
 
 
@@ -111,7 +115,8 @@ def main():
     session = boto3.session.Session()
     results = []
     print(f"health-check floor {floor:g} s (1 s x 2), poll interval {args.poll_interval:g} s")
-    print(f"{'N':>5} {'command':9} {'wall s':>7} {'x floor':>8} {'AWS calls':>9} {'calls/(N/20)':>12}  note")
+    print(f"{'N':>5} {'command':9} {'wall s':>7} {'x floor':>8} {'AWS calls':>9} {'batch calls':>11} "
+          f"{'other calls':>11}  note")
     try:
         for n in (int(x) for x in args.sizes.split(",")):
             res = bench(n, args.poll_interval, floor, cloud, session)
@@ -130,8 +135,9 @@ def main():
                 if name == "rollback":
                     goal = 1.2 * floor + 1
                     note = f"goal <= {goal:.1f} s: {'met' if r['wall_s'] <= goal else 'MISSED'}"
+                batched = sum(r["by_op"].get(op, 0) for op in BATCH_OPS)
                 print(f"{n:>5} {name:9} {r['wall_s']:7.2f} {r['wall_s'] / floor:8.2f} {r['calls']:9d} "
-                      f"{r['calls'] / max(1, n / 20):12.1f}  {note}", flush=True)
+                      f"{batched:11d} {r['calls'] - batched:11d}  {note}", flush=True)
     finally:
         cloud.stop()
     if args.json:

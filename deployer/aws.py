@@ -45,13 +45,16 @@ class CallCounter:
     def __init__(self):
         self.calls = 0
         self.attempts = 0
+        self.by_op = {}
 
     def attach(self, client):
         client.meta.events.register("before-call", self._on_call)
         client.meta.events.register("request-created", self._on_attempt)
 
-    def _on_call(self, **_):
+    def _on_call(self, event_name="", **_):
         self.calls += 1
+        op = event_name.rsplit(".", 1)[-1]
+        self.by_op[op] = self.by_op.get(op, 0) + 1
 
     def _on_attempt(self, **_):
         self.attempts += 1
@@ -110,11 +113,23 @@ class DeployerAws:
                            AutoScalingGroupName=group_name)
 
     def describe_retired_instances(self, group_name):
-        """Instances we tagged before detaching them from `group_name` that still exist (A3, A4)."""
-        reservations = self._pages(self.ec2, "describe_instances", "Reservations",
-                                   Filters=[{"Name": "tag:" + TAG_RETIRED_FROM, "Values": [group_name]},
-                                            {"Name": "instance-state-name", "Values": LIVE_STATES}])
-        return sorted(i["InstanceId"] for r in reservations for i in r["Instances"])
+        """Instances we tagged before detaching them from `group_name` that still exist (A3, A4).
+
+        DescribeTags finds the ids (a tag filter on DescribeInstances scans every instance); DescribeInstances
+        then reads their states, filtered by id so that an id already gone is no error.
+        """
+        tags = self._pages(self.ec2, "describe_tags", "Tags",
+                           Filters=[{"Name": "key", "Values": [TAG_RETIRED_FROM]},
+                                    {"Name": "value", "Values": [group_name]},
+                                    {"Name": "resource-type", "Values": ["instance"]}])
+        ids = sorted({t["ResourceId"] for t in tags})
+        live = []
+        for start in range(0, len(ids), 200):
+            reservations = self._pages(self.ec2, "describe_instances", "Reservations",
+                                       Filters=[{"Name": "instance-id", "Values": ids[start:start + 200]},
+                                                {"Name": "instance-state-name", "Values": LIVE_STATES}])
+            live += [i["InstanceId"] for r in reservations for i in r["Instances"]]
+        return sorted(live)
 
     # -- Auto Scaling --------------------------------------------------------------------------------
 

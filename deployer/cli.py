@@ -180,6 +180,7 @@ class Cli:
 
     def summary(self, **fields):
         out = {"command": self.args.command, "aws_calls": self.counter.calls, "aws_attempts": self.counter.attempts,
+               "aws_calls_by_op": dict(sorted(self.counter.by_op.items())),
                "elapsed_s": round(time.monotonic() - self.started, 3)}
         out.update(fields)
         return out

@@ -24,6 +24,10 @@ def test_full_cycle_at_45_instances_never_drops_below_live_capacity(make_fleet):
     assert summary["result"] == "done" and summary["status"]["live"] == "green"
     assert summary["steps"].count("enter-standby") == 3
     assert 0 < summary["aws_calls"] <= summary["aws_attempts"]
+    by_op = summary["aws_calls_by_op"]
+    assert by_op["EnterStandby"] == 3 and sum(by_op.values()) == summary["aws_calls"]
+    # one group describe per observation and one health call per poll, never one per instance
+    assert by_op["DescribeTargetHealth"] <= by_op["DescribeAutoScalingGroups"] < 40
     assert "enter-standby: move 5 instances of demo-blue to Standby, batch 3 of 3 (A1)" in out.stderr
     assert fleet.tags("blue")["bluegreen:saved-sizes"] == f"{n}/{n}/{2 * n}"
 

@@ -37,7 +37,7 @@ def test_policy_grants_exactly_the_calls_the_deployer_makes():
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         granted |= {a.split(":", 1)[1] for a in actions}
     found = operations_in_deployer_code()
-    assert len(found) == 21
+    assert len(found) == 22
     assert granted == found
 
 
