@@ -19,7 +19,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 
-from . import bootstrap, plan, render
+from . import bootstrap, plan, render, steps
 from .aws import CallCounter, DeployerAws, translate
 from .errors import BlueGreenError, FailedError, HealthFailure, UsageError, WaitTimeout
 from .model import check_version, other
@@ -165,7 +165,7 @@ def holder_alive(holder):
 
 def context_factory(force):
     me = f"{getpass.getuser()}@{socket.gethostname()}:{os.getpid()}"
-    return lambda: plan.Context(me=me, now=datetime.now(timezone.utc), holder_alive=holder_alive,
+    return lambda: steps.Context(me=me, now=datetime.now(timezone.utc), holder_alive=holder_alive,
                                 force_unlock=force)
 
 
@@ -209,9 +209,9 @@ class Cli:
             rec = snap.record
             if rec is not None and rec.action == "finalize":
                 snap.retired = self.aws.describe_retired_instances(snap.groups[rec.live].name)
-            steps = self.planner()(snap, ctx())
-            data = self.summary(service=a.service, dry_run=True, result="planned", plan=render.plan_data(steps))
-            return data, render.plan_text(title, steps)
+            planned = self.planner()(snap, ctx())
+            data = self.summary(service=a.service, dry_run=True, result="planned", plan=render.plan_data(planned))
+            return data, render.plan_text(title, planned)
         runner = Runner(self.aws, a.service, ctx, poll_interval=a.poll_interval, timeout=a.timeout)
         log.info("%s: start (poll every %gs, each wait at most %gs)", title, a.poll_interval, a.timeout)
         try:
@@ -237,7 +237,8 @@ class Cli:
         note = "" if executed else " (already done: nothing to change)"
         if a.command == "deploy":
             old = snap.groups[other(live)]
-            return (f"{title}: done{note}; {snap.groups[live].name} is live, {len(old.in_state('Standby', 'EnteringStandby'))} "
+            waiting = len(old.in_state("Standby", "EnteringStandby"))
+            return (f"{title}: done{note}; {snap.groups[live].name} is live, {waiting} "
                     f"instances of {old.name} wait in Standby. Next: `bluegreen finalize {a.service}` "
                     f"or `bluegreen rollback {a.service}`")
         if a.command == "canary":

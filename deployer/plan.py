@@ -8,190 +8,22 @@ makes `--dry-run` the same plan, printed.
 Each step is data: the AWS calls it makes, or a wait (what it waits for, and the call that records the next
 phase once the wait succeeds).
 """
-from __future__ import annotations
-
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable
-
 from .errors import ConflictError
-from .model import (
-    HOLD_PROCESSES,
-    TAG_OPERATION,
-    TAG_RETIRED_FROM,
-    TAG_SAVED_SIZES,
-    TAG_SAVED_SUSPENDED,
-    TAG_VERSION,
-    Record,
-    other,
+from .model import HOLD_PROCESSES, TAG_RETIRED_FROM, TAG_SAVED_SIZES, TAG_SAVED_SUSPENDED, TAG_VERSION, Record, other
+from .policies import policy_copies, policy_deletions
+from .steps import (
+    TERMINATE_BATCH,
+    Call,
+    Step,
+    batch_label,
+    batches,
+    clear_record,
+    describe_calls,
+    set_sizes,
+    sizes_text,
+    tag,
+    write_record,
 )
-
-# A1, A2, A3: at most 20 instance ids per EnterStandby / ExitStandby / DetachInstances call.
-BATCH = 20
-TERMINATE_BATCH = 100
-
-# What PutScalingPolicy accepts for each policy type; describe answers may carry the others, empty.
-POLICY_KEYS = {
-    "SimpleScaling": ("AdjustmentType", "ScalingAdjustment", "Cooldown", "MinAdjustmentMagnitude"),
-    "StepScaling": ("AdjustmentType", "StepAdjustments", "MetricAggregationType", "EstimatedInstanceWarmup",
-                    "MinAdjustmentMagnitude"),
-    "TargetTrackingScaling": ("TargetTrackingConfiguration", "EstimatedInstanceWarmup"),
-    "PredictiveScaling": ("PredictiveScalingConfiguration",),
-}
-SCHEDULED_KEYS = ("Recurrence", "MinSize", "MaxSize", "DesiredCapacity", "TimeZone", "EndTime")
-
-
-@dataclass(frozen=True)
-class Call:
-    """One AWS call: the operation name as in the API reference, and its parameters."""
-
-    op: str
-    params: dict
-
-    def as_json(self):
-        return {"op": self.op, "params": self.params}
-
-    def describe(self):
-        parts = []
-        for key, value in self.params.items():
-            if isinstance(value, list) and len(value) > 3:
-                value = f"[{len(value)} items]"
-            parts.append(f"{key}={value}")
-        return "{}({})".format(self.op, ", ".join(parts))
-
-
-@dataclass(frozen=True)
-class Step:
-    name: str
-    summary: str
-    calls: tuple[Call, ...] = ()
-    wait: str | None = None  # healthy | restored | deregistered | drained | settled | scaled-in
-    color: str | None = None  # whose instances a wait watches
-    then: Call | None = None  # made once the wait succeeds: records the next phase
-    needs: tuple[str, ...] = ()  # snapshot extras this step must be planned with (policies, retired)
-    abort_on_failure: bool = False  # deploy/canary: a failed wait aborts (new group to 0, lock cleared)
-
-    def as_json(self):
-        out = {"name": self.name, "summary": self.summary, "calls": [c.as_json() for c in self.calls]}
-        if self.wait:
-            out["wait"] = self.wait
-            out["then"] = self.then.as_json() if self.then else None
-        return out
-
-
-@dataclass(frozen=True)
-class Context:
-    me: str  # the holder string of this process: user@host:pid
-    now: datetime
-    holder_alive: Callable[[str], bool] = field(default=lambda holder: False)
-    force_unlock: bool = False
-
-    @property
-    def stamp(self):
-        return self.now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# ---- calls -------------------------------------------------------------------------------------------
-
-
-def _tag(group_name, key, value, propagate=False):
-    return {"ResourceId": group_name, "ResourceType": "auto-scaling-group", "Key": key, "Value": value,
-            "PropagateAtLaunch": propagate}
-
-
-def write_record(snap, record, extra_on_live=None):
-    tags = [_tag(snap.groups[c].name, TAG_OPERATION, record.encode()) for c in ("blue", "green")]
-    for key, value in sorted((extra_on_live or {}).items()):
-        tags.append(_tag(snap.groups[record.live].name, key, value))
-    return Call("CreateOrUpdateTags", {"Tags": tags})
-
-
-def clear_record(snap, live):
-    tags = [{"ResourceId": snap.groups[c].name, "ResourceType": "auto-scaling-group", "Key": TAG_OPERATION}
-            for c in ("blue", "green") if TAG_OPERATION in snap.groups[c].tags]
-    old = snap.groups[live]
-    for key in (TAG_SAVED_SIZES, TAG_SAVED_SUSPENDED):
-        if key in old.tags:
-            tags.append({"ResourceId": old.name, "ResourceType": "auto-scaling-group", "Key": key})
-    return Call("DeleteTags", {"Tags": tags})
-
-
-def _sizes(sizes):
-    return "/".join(str(n) for n in sizes)
-
-
-def _batch(done, n, remaining):
-    """'batch 2 of 3', counting the instances an earlier (killed) run already handled."""
-    first = done // BATCH
-    return f"batch {first + n} of {first + -(-remaining // BATCH)}"
-
-
-def set_sizes(group, sizes):
-    lo, want, hi = sizes
-    return Call("UpdateAutoScalingGroup", {"AutoScalingGroupName": group.name, "MinSize": lo,
-                                           "DesiredCapacity": want, "MaxSize": hi})
-
-
-def batches(ids, size=BATCH):
-    ids = list(ids)
-    return [ids[i:i + size] for i in range(0, len(ids), size)]
-
-
-def describe_calls(snap, color):
-    """What one poll of a wait costs: one group describe, one health call per load balancer (A9, A10)."""
-    group = snap.groups[color]
-    calls = [Call("DescribeAutoScalingGroups", {"Filters": [{"Name": "tag:bluegreen:service",
-                                                           "Values": [snap.service]}]})]
-    calls += [Call("DescribeTargetHealth", {"TargetGroupArn": arn}) for arn in group.target_groups]
-    calls += [Call("DescribeInstanceHealth", {"LoadBalancerName": n}) for n in group.classic_lbs]
-    return tuple(calls)
-
-
-# ---- policies (A7) -----------------------------------------------------------------------------------
-
-
-def policy_copies(snap, src, dst, now):
-    """Put calls that give group `dst` every scaling policy and scheduled action of `src` it lacks."""
-    have = {p["PolicyName"] for p in snap.policies[dst]}
-    calls = []
-    for pol in snap.policies[src]:
-        if pol["PolicyName"] in have:
-            continue
-        params = {"AutoScalingGroupName": snap.groups[dst].name, "PolicyName": pol["PolicyName"]}
-        kind = pol.get("PolicyType") or "SimpleScaling"
-        params["PolicyType"] = kind
-        params.update({k: pol[k] for k in POLICY_KEYS.get(kind, ()) + ("Enabled",)
-                       if pol.get(k) not in (None, {}, [])})
-        calls.append(Call("PutScalingPolicy", params))
-    have = {a["ScheduledActionName"] for a in snap.scheduled[dst]}
-    for act in snap.scheduled[src]:
-        if act["ScheduledActionName"] in have:
-            continue
-        params = {"AutoScalingGroupName": snap.groups[dst].name, "ScheduledActionName": act["ScheduledActionName"]}
-        params.update({k: act[k] for k in SCHEDULED_KEYS if act.get(k) is not None})
-        start = act.get("StartTime")
-        # AWS refuses a StartTime in the past; a recurring action needs none, a one-off in the past is spent.
-        if start is not None and start > now:
-            params["StartTime"] = start
-        elif "Recurrence" not in act:
-            continue
-        calls.append(Call("PutScheduledUpdateGroupAction", params))
-    return calls
-
-
-def policy_deletions(snap, color, only_names_of=None):
-    """Delete calls for the policies and scheduled actions of `color` (those also on `only_names_of`)."""
-    group = snap.groups[color]
-    keep_pol = keep_act = None
-    if only_names_of is not None:
-        keep_pol = {p["PolicyName"] for p in snap.policies[only_names_of]}
-        keep_act = {a["ScheduledActionName"] for a in snap.scheduled[only_names_of]}
-    calls = [Call("DeletePolicy", {"AutoScalingGroupName": group.name, "PolicyName": p["PolicyName"]})
-             for p in snap.policies[color] if keep_pol is None or p["PolicyName"] in keep_pol]
-    calls += [Call("DeleteScheduledAction", {"AutoScalingGroupName": group.name,
-                                             "ScheduledActionName": a["ScheduledActionName"]})
-              for a in snap.scheduled[color] if keep_act is None or a["ScheduledActionName"] in keep_act]
-    return calls
 
 
 def _policy_step(name, summary, calls_fn, snap):
@@ -275,7 +107,7 @@ def plan_deploy(snap, ctx, version):
     steps = []
     if phase is None:
         record = Record("deploy", "launch", version, live, ctx.stamp, ctx.me)
-        saved = {TAG_SAVED_SIZES: _sizes(old.sizes),
+        saved = {TAG_SAVED_SIZES: sizes_text(old.sizes),
                  TAG_SAVED_SUSPENDED: ",".join(p for p in HOLD_PROCESSES if p in old.suspended) or "none"}
         steps += _lock_steps(snap, None, record, saved)
         sizes = old.sizes
@@ -289,9 +121,9 @@ def plan_deploy(snap, ctx, version):
         steps += _scaled_in_steps(snap, new)
         if new.version != version:
             steps.append(Step("set-version", f"set {new.name}'s {TAG_VERSION} to {version}",
-                              (Call("CreateOrUpdateTags", {"Tags": [_tag(new.name, TAG_VERSION, version, True)]}),)))
+                              (Call("CreateOrUpdateTags", {"Tags": [tag(new.name, TAG_VERSION, version, True)]}),)))
         if new.sizes != sizes:
-            steps.append(Step("size-new", f"copy {old.name}'s min/desired/max {_sizes(sizes)} to {new.name}",
+            steps.append(Step("size-new", f"copy {old.name}'s min/desired/max {sizes_text(sizes)} to {new.name}",
                               (set_sizes(new, sizes),)))
         steps.append(Step("wait-new-healthy", f"wait until {sizes[1]} {version} instances of {new.name} are "
                           "InService and "
@@ -318,7 +150,7 @@ def plan_deploy(snap, ctx, version):
         done = len(old.in_state("Standby", "EnteringStandby"))
         for n, ids in enumerate(batches(in_service), 1):
             steps.append(Step("enter-standby", f"move {len(ids)} instances of {old.name} to Standby, "
-                              f"{_batch(done, n, len(in_service))} (A1)",
+                              f"{batch_label(done, n, len(in_service))} (A1)",
                               (Call("EnterStandby", {"AutoScalingGroupName": old.name, "InstanceIds": ids,
                                                      "ShouldDecrementDesiredCapacity": True}),)))
         steps.append(Step("wait-deregistered", f"wait until {old.name}'s instances have left the load balancers "
@@ -347,7 +179,7 @@ def plan_canary(snap, ctx, version, count):
     steps += _scaled_in_steps(snap, new)
     if new.version != version:
         steps.append(Step("set-version", f"set {new.name}'s {TAG_VERSION} to {version}",
-                          (Call("CreateOrUpdateTags", {"Tags": [_tag(new.name, TAG_VERSION, version, True)]}),)))
+                          (Call("CreateOrUpdateTags", {"Tags": [tag(new.name, TAG_VERSION, version, True)]}),)))
     want = (count, count, count)
     resize = new.sizes != want
     if resize:
@@ -413,13 +245,13 @@ def plan_rollback(snap, ctx):
         done = len(old.instances) - len(standby)
         for n, ids in enumerate(batches(standby), 1):
             steps.append(Step("exit-standby", f"return {len(ids)} instances of {old.name} to service, "
-                              f"{_batch(done, n, len(standby))} (A2)",
+                              f"{batch_label(done, n, len(standby))} (A2)",
                               (Call("ExitStandby", {"AutoScalingGroupName": old.name, "InstanceIds": ids}),)))
         saved = old.saved_sizes
         # Listed after the ExitStandby batches, so by the time it runs, they are back in service and
         # this only restores MinSize (setting desired first would launch extra instances).
         if saved and old.sizes != saved:
-            steps.append(Step("restore-sizes", f"restore {old.name}'s min/desired/max to {_sizes(saved)}",
+            steps.append(Step("restore-sizes", f"restore {old.name}'s min/desired/max to {sizes_text(saved)}",
                               (set_sizes(old, saved),)))
         steps.append(Step("wait-restored", f"wait until every instance of {old.name} is InService and healthy in every "
                           f"load balancer, before touching {new.name}", describe_calls(snap, live),
@@ -464,7 +296,7 @@ def plan_finalize(snap, ctx):
         for n, ids in enumerate(batches(standby), 1):
             # Tag first: once detached an instance leaves the group (A3), and only this tag finds it again.
             steps.append(Step("detach", f"detach {len(ids)} Standby instances from {old.name}, "
-                              f"{_batch(done, n, len(standby))}, without decrementing again (A3, the seed's "
+                              f"{batch_label(done, n, len(standby))}, without decrementing again (A3, the seed's "
                               "footnote 2)",
                               (Call("CreateTags", {"Resources": ids, "Tags": [{"Key": TAG_RETIRED_FROM,
                                                                                "Value": old.name}]}),

@@ -3,7 +3,7 @@
 from datetime import datetime, timezone
 
 from deployer.model import Snapshot, pair_from_describe
-from deployer.plan import Context
+from deployer.steps import Context
 
 TG = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/demo-tg/0123456789abcdef"
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=timezone.utc)

@@ -7,6 +7,7 @@ import pytest
 from deployer import plan
 from deployer.errors import ConflictError, UsageError
 from deployer.model import Record, check_version, pair_from_describe
+from deployer.policies import policy_copies
 from tests.deployer.deployer_fixtures import NOW, calls_of, ctx, group_record, ids, names, record_tag, snapshot
 
 # -- deploy ----------------------------------------------------------------------------------------
@@ -100,7 +101,7 @@ def test_policy_copies_skip_existing_names_and_spent_one_off_actions():
                           {"ScheduledActionName": "spent", "DesiredCapacity": 4, "StartTime": NOW - timedelta(days=1)},
                           {"ScheduledActionName": "later", "DesiredCapacity": 5, "StartTime": NOW + timedelta(days=1)}],
                  "green": []}
-    calls = plan.policy_copies(snapshot(blue, green, policies, scheduled), "blue", "green", NOW)
+    calls = policy_copies(snapshot(blue, green, policies, scheduled), "blue", "green", NOW)
     puts = [(c.op, c.params.get("PolicyName") or c.params.get("ScheduledActionName")) for c in calls]
     assert puts == [("PutScalingPolicy", "cpu"), ("PutScheduledUpdateGroupAction", "nightly"),
                     ("PutScheduledUpdateGroupAction", "later")]

@@ -1,0 +1,58 @@
+"""Scaling policies and scheduled actions (A7): what to copy to the new group, what to delete (no AWS here)."""
+
+from __future__ import annotations
+
+from .steps import Call
+
+# What PutScalingPolicy accepts for each policy type; describe answers may carry the others, empty.
+POLICY_KEYS = {
+    "SimpleScaling": ("AdjustmentType", "ScalingAdjustment", "Cooldown", "MinAdjustmentMagnitude"),
+    "StepScaling": ("AdjustmentType", "StepAdjustments", "MetricAggregationType", "EstimatedInstanceWarmup",
+                    "MinAdjustmentMagnitude"),
+    "TargetTrackingScaling": ("TargetTrackingConfiguration", "EstimatedInstanceWarmup"),
+    "PredictiveScaling": ("PredictiveScalingConfiguration",),
+}
+SCHEDULED_KEYS = ("Recurrence", "MinSize", "MaxSize", "DesiredCapacity", "TimeZone", "EndTime")
+
+def policy_copies(snap, src, dst, now):
+    """Put calls that give group `dst` every scaling policy and scheduled action of `src` it lacks."""
+    have = {p["PolicyName"] for p in snap.policies[dst]}
+    calls = []
+    for pol in snap.policies[src]:
+        if pol["PolicyName"] in have:
+            continue
+        params = {"AutoScalingGroupName": snap.groups[dst].name, "PolicyName": pol["PolicyName"]}
+        kind = pol.get("PolicyType") or "SimpleScaling"
+        params["PolicyType"] = kind
+        params.update({k: pol[k] for k in POLICY_KEYS.get(kind, ()) + ("Enabled",)
+                       if pol.get(k) not in (None, {}, [])})
+        calls.append(Call("PutScalingPolicy", params))
+    have = {a["ScheduledActionName"] for a in snap.scheduled[dst]}
+    for act in snap.scheduled[src]:
+        if act["ScheduledActionName"] in have:
+            continue
+        params = {"AutoScalingGroupName": snap.groups[dst].name, "ScheduledActionName": act["ScheduledActionName"]}
+        params.update({k: act[k] for k in SCHEDULED_KEYS if act.get(k) is not None})
+        start = act.get("StartTime")
+        # AWS refuses a StartTime in the past; a recurring action needs none, a one-off in the past is spent.
+        if start is not None and start > now:
+            params["StartTime"] = start
+        elif "Recurrence" not in act:
+            continue
+        calls.append(Call("PutScheduledUpdateGroupAction", params))
+    return calls
+
+
+def policy_deletions(snap, color, only_names_of=None):
+    """Delete calls for the policies and scheduled actions of `color` (those also on `only_names_of`)."""
+    group = snap.groups[color]
+    keep_pol = keep_act = None
+    if only_names_of is not None:
+        keep_pol = {p["PolicyName"] for p in snap.policies[only_names_of]}
+        keep_act = {a["ScheduledActionName"] for a in snap.scheduled[only_names_of]}
+    calls = [Call("DeletePolicy", {"AutoScalingGroupName": group.name, "PolicyName": p["PolicyName"]})
+             for p in snap.policies[color] if keep_pol is None or p["PolicyName"] in keep_pol]
+    calls += [Call("DeleteScheduledAction", {"AutoScalingGroupName": group.name,
+                                             "ScheduledActionName": a["ScheduledActionName"]})
+              for a in snap.scheduled[color] if keep_act is None or a["ScheduledActionName"] in keep_act]
+    return calls
