@@ -183,3 +183,19 @@ def test_missing_credentials_exit_4(make_fleet, tmp_path):
     proc = run_bluegreen("status", "demo", env=env)
     assert proc.returncode == 4
     assert "no AWS credentials found" in last_error_line(proc)
+    proc = run_bluegreen("status", "demo", "--profile", "nosuch")
+    assert proc.returncode == 4 and "nosuch" in last_error_line(proc)
+
+
+def test_the_health_sampler_catches_a_naive_flip(make_fleet):
+    # The safety assertions above are only worth something if the sampler sees a drop when there is one:
+    # scaling the live group in before the new one is healthy is exactly the mistake they guard against.
+    fleet = make_fleet(capacity=3)
+    with HealthSampler(fleet.svc["target_group_arn"]) as sampler:
+        fleet.asg.update_auto_scaling_group(AutoScalingGroupName="demo-green", MinSize=3, MaxSize=6,
+                                            DesiredCapacity=3)
+        fleet.asg.update_auto_scaling_group(AutoScalingGroupName="demo-blue", MinSize=0, MaxSize=6,
+                                            DesiredCapacity=0)
+        fleet.wait_for(lambda: len(fleet.healthy()) == 3 and not set(fleet.lifecycles("blue")),
+                       "green to serve alone")
+    assert sampler.minimum < 3
