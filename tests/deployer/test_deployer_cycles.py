@@ -199,3 +199,20 @@ def test_the_health_sampler_catches_a_naive_flip(make_fleet):
         fleet.wait_for(lambda: len(fleet.healthy()) == 3 and not set(fleet.lifecycles("blue")),
                        "green to serve alone")
     assert sampler.minimum < 3
+
+
+def test_colors_alternate_across_finalized_deploys(make_fleet):
+    fleet = make_fleet(capacity=3)
+    ok(run_bluegreen("deploy", "demo", "2.0"))
+    ok(run_bluegreen("finalize", "demo"))
+    fleet.assert_serving_only("green", 3, "2.0")
+    with HealthSampler(fleet.svc["target_group_arn"]) as sampler:
+        ok(run_bluegreen("deploy", "demo", "3.0"))
+    assert sampler.minimum >= 3
+    fleet.assert_flipped("blue", 3, "3.0")
+    again = ok(run_bluegreen("deploy", "demo", "3.0"))  # a pipeline retrying a finished deploy changes nothing
+    assert "already done: nothing to change" in again.stdout
+    ok(run_bluegreen("finalize", "demo"))
+    fleet.assert_serving_only("blue", 3, "3.0")
+    assert ok(run_bluegreen("finalize", "demo")).stdout.strip() == "finalize demo: done (already done: nothing " \
+        "to change); demo-blue is live"
