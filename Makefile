@@ -3,13 +3,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test unit lint demo bench clean
+.PHONY: setup test test-py39 unit lint demo bench clean
 
 setup:
 	scripts/host-setup.sh
 
 test: setup
 	scripts/run-tests.sh $(PYTEST_ARGS)
+	scripts/test-agent-py39.sh -q
+
+# The agent's test group again, against the agent installed under Python 3.9 where one exists.
+test-py39: setup
+	scripts/test-agent-py39.sh $(PYTEST_ARGS)
 
 # The fast part alone: pure logic and the emulated AWS, no Docker.
 unit: setup
@@ -29,4 +34,4 @@ bench: setup
 	scripts/with-infra.sh python bench/flip.py
 
 clean:
-	rm -rf $(VENV) .infra .localcloud
+	rm -rf $(VENV) .venv39 .infra .localcloud
