@@ -6,7 +6,7 @@ for the timeout error, which must say what was seen last (STYLE.md point 4).
 
 from __future__ import annotations
 
-OK, WAIT, FAIL = "ok", "wait", "fail"
+OK, WAIT, FAIL, REPLAN = "ok", "wait", "fail", "replan"
 
 
 def lb_label(key):
@@ -41,6 +41,10 @@ def verdict_healthy(group, health, strict=True):
     old fleet): keep waiting, the group replaces what fails, and the deadline decides.
     """
     keys = lb_keys(group)
+    if not strict and group.in_state("Standby"):
+        # Put back in Standby after the plan was made (a deploy that was taken over finishing its batch):
+        # only a new plan returns them to service.
+        return REPLAN, f"{len(group.in_state('Standby'))} instances of {group.name} are in Standby again"
     if strict:
         for inst in group.instances:
             if inst.lifecycle.startswith("Terminating") or inst.lifecycle == "Terminated":

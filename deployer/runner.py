@@ -104,29 +104,34 @@ class Runner:
             steps = planner(snap, self.ctx())
             if not steps:
                 return snap
-            step = steps[0]
-            missing = {n for n in step.needs if not has(snap, n)}
-            if missing:
-                needs |= missing
-                continue
-            # The batches of one loop (A1-A3: 20 ids a call) were planned from the same observation and do
-            # not depend on each other: apply them back to back instead of re-reading a large group between
-            # them. A rerun after a crash inside the loop replans from what is left.
-            run = [step]
-            for later in steps[1:]:
-                if later.name != step.name or later.wait or later.needs:
-                    break
-                run.append(later)
-            for batch in run:
-                self.crasher.before(batch.name)
-                self._apply(batch, snap)
-            # Read now what the next planned step will need (policies, retired instances), instead of
-            # observing once without it only to find that out.
-            following = steps[len(run)] if len(run) < len(steps) else None
-            needs = set(step.needs) | set(following.needs if following is not None else ())
-            if step.name == "unlock":
+            applied = self._apply_run(steps, snap)
+            if applied and steps[applied - 1].name == "unlock":
                 return snap
+            # Read now what the next planned step needs (policies, retired instances), instead of observing
+            # once without it only to find that out.
+            following = steps[applied] if applied < len(steps) else None
+            needs = set(following.needs if following is not None else ())
         raise RuntimeError(f"planner did not converge after {MAX_STEPS} steps")
+
+    def _apply_run(self, steps, snap):
+        """Apply the plan's leading steps that one observation settles; return how many were applied.
+
+        Steps planned from the same observation are applied back to back (each is idempotent, and a rerun
+        replans from what is left) until one of them needs to see the world again first: a wait (the world
+        has changed once it returns), the lock (confirm this process holds it before acting on it: tags have
+        no compare-and-set), or a step planned without the data it needs (policies, retired instances).
+        Every observation and every poll checks that the record still names this process as its holder.
+        """
+        applied = 0
+        for step in steps:
+            if any(not has(snap, n) for n in step.needs):
+                break
+            self.crasher.before(step.name)
+            self._apply(step, snap)
+            applied += 1
+            if step.wait or step.name in ("lock", "unlock"):
+                break
+        return applied
 
     def _apply(self, step, snap):
         log.info("%s: %s", step.name, step.summary)
@@ -157,6 +162,9 @@ class Runner:
             if state == verdicts.OK:
                 if step.then is not None:
                     self.aws.apply(step.then)
+                self.executed.append(step.name)
+                return
+            if state == verdicts.REPLAN:
                 self.executed.append(step.name)
                 return
             if state == verdicts.FAIL:

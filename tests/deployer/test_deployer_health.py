@@ -61,3 +61,9 @@ def test_classic_elb_out_of_service_counts_as_initial_unless_checks_failed():
     assert classic_state("OutOfService", "Instance registration is still in progress.") == "initial"
     assert classic_state("OutOfService", "Instance has failed at least the UnhealthyThreshold number of "
                                          "health checks consecutively.") == "unhealthy"
+
+
+def test_rollback_replans_when_instances_are_back_in_standby():
+    group = green(ids("g", 2) + ids("s", 1, "Standby"))
+    state, detail = health.verdict("restored", group, {})
+    assert state == health.REPLAN and detail == "1 instances of demo-green are in Standby again"
