@@ -285,9 +285,11 @@ def main(argv=None, environ=None):
         if args.debug:
             log.exception("failed")
         print(f"bluegreen: error: {exc}", file=sys.stderr)
-        if args.output == "json" and cli is not None:
-            print(render.dumps(cli.summary(service=getattr(args, "service", None), result="error",
-                                           exit_code=exc.exit_code, error=str(exc))))
+        if args.output == "json":
+            fields = {"service": getattr(args, "service", None), "result": "error", "exit_code": exc.exit_code,
+                      "error": str(exc)}
+            print(render.dumps(cli.summary(**fields) if cli is not None else
+                               dict(fields, command=args.command, aws_calls=0, aws_attempts=0)))
         return exc.exit_code
     except KeyboardInterrupt:
         print("bluegreen: interrupted; rerun the same command to resume, or `bluegreen rollback`", file=sys.stderr)

@@ -168,8 +168,12 @@ def test_bad_input_gives_one_line_and_exit_2(make_fleet):
     assert proc.returncode == 2
     assert last_error_line(proc) == ("bluegreen: error: no Auto Scaling group is tagged bluegreen:service=nosuch "
                                      "in this account and Region")
-    proc = run_bluegreen("deploy", "demo", "not a tag")
+    proc = run_bluegreen("deploy", "demo", "not a tag", "--output", "json")
     assert proc.returncode == 2 and "is not a valid Docker tag" in last_error_line(proc)
+    assert json.loads(proc.stdout)["exit_code"] == 2
+    proc = run_bluegreen("deploy", "nosuch", "2.0", "--output", "json")
+    summary = json.loads(proc.stdout)
+    assert (proc.returncode, summary["result"], summary["aws_calls"]) == (2, "error", 1)
     proc = run_bluegreen("push-bootstrap", "/nonexistent", "s3://bucket/x/")
     assert proc.returncode == 2 and last_error_line(proc) == "bluegreen: error: '/nonexistent' is not a directory"
     proc = run_bluegreen("rollback", "demo")
