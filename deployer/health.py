@@ -74,11 +74,15 @@ def verdict_healthy(group, health, strict=True):
 
 
 def verdict_deregistered(group, health):
-    """The group's Standby instances no longer take new requests: draining or gone (A1, E2)."""
+    """The group's instances no longer take new requests: draining or gone (A1, E2).
+
+    An instance stays EnteringStandby while it drains, and only then is Standby; both count here, so a deploy
+    does not sit out the deregistration delay (in-flight requests finish on instances that keep running).
+    """
     keys = lb_keys(group)
     still = []
     for inst in group.instances:
-        if inst.lifecycle != "Standby":
+        if inst.lifecycle not in ("Standby", "EnteringStandby"):
             still.append(f"{inst.id} still {inst.lifecycle}")
             continue
         for key in keys:
@@ -91,10 +95,11 @@ def verdict_deregistered(group, health):
 
 
 def verdict_drained(group, health):
-    """No Standby instance of the group is registered or still draining anywhere (E2, E3)."""
+    """Every instance of the group is in Standby and no longer registered or draining anywhere (E2, E3)."""
     keys = lb_keys(group)
-    still = [f"{i.id} {state_in(health, i.id, k)} in {lb_label(k)}"
-             for i in group.in_state("Standby") for k in keys if state_in(health, i.id, k) != "unused"]
+    still = [f"{i.id} {i.lifecycle}" for i in group.instances if i.lifecycle != "Standby"]
+    still += [f"{i.id} {state_in(health, i.id, k)} in {lb_label(k)}"
+              for i in group.in_state("Standby") for k in keys if state_in(health, i.id, k) != "unused"]
     if still:
         return WAIT, f"{len(still)} not yet drained: " + ", ".join(still[:3])
     return OK, f"all Standby instances of {group.name} drained"

@@ -220,3 +220,19 @@ def test_colors_alternate_across_finalized_deploys(make_fleet):
     fleet.assert_serving_only("blue", 3, "3.0")
     assert ok(run_bluegreen("finalize", "demo")).stdout.strip() == "finalize demo: done (already done: nothing " \
         "to change); demo-blue is live"
+
+
+def test_finalize_right_after_deploy_waits_for_draining_and_keeps_the_operators_suspensions(make_fleet):
+    # 300 s deregistration delay (E2): 3 s at the test time scale, so the Standby instances still drain when
+    # a pipeline runs finalize straight after deploy.
+    fleet = make_fleet(capacity=3, deregistration_delay=300)
+    fleet.asg.suspend_processes(AutoScalingGroupName="demo-blue", ScalingProcesses=["AZRebalance"])
+    ok(run_bluegreen("deploy", "demo", "2.0"))
+    draining = {i for i, s in fleet.target_states().items() if s == "draining"}
+    assert draining == set(fleet.lifecycles("blue"))  # deploy did not sit out the delay
+    proc = ok(run_bluegreen("finalize", "demo"))
+    assert "wait-drained: 3 not yet drained: i-" in proc.stderr
+    assert "wait-drained: all Standby instances of demo-blue drained" in proc.stderr
+    fleet.assert_serving_only("green", 3, "2.0")
+    # only what the deploy suspended was resumed (A8)
+    assert [p["ProcessName"] for p in fleet.group("blue")["SuspendedProcesses"]] == ["AZRebalance"]

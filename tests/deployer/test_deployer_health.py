@@ -50,10 +50,14 @@ def test_deregistered_accepts_draining_but_drained_does_not():
     assert health.verdict("deregistered", group, states)[0] == health.WAIT
 
 
-def test_entering_standby_is_not_yet_deregistered():
+def test_entering_standby_while_draining_is_deregistered_but_not_drained():
+    # AWS keeps an instance EnteringStandby while it drains; a deploy must not sit out the delay (E2).
     group = green(ids("g", 1, "EnteringStandby"), sizes=(0, 0, 6))
-    assert health.verdict("deregistered", group, {})[0] == health.WAIT
+    assert health.verdict("deregistered", group, {"i-g00000": {KEY: "draining"}})[0] == health.OK
+    state, detail = health.verdict("drained", group, {"i-g00000": {KEY: "draining"}})
+    assert state == health.WAIT and "i-g00000 EnteringStandby" in detail
     assert health.verdict("settled", group, {})[0] == health.WAIT
+    assert health.verdict("deregistered", green(ids("g", 1), sizes=(0, 0, 6)), {})[0] == health.WAIT
 
 
 def test_classic_elb_out_of_service_counts_as_initial_unless_checks_failed():
