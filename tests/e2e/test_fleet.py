@@ -6,6 +6,7 @@ BLUEGREEN_E2E_FIGURES=path, written as JSON for docs/benchmarks.md.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -14,6 +15,7 @@ import time
 import pytest
 
 from localcloud.fleet.load import LoadGenerator, sample_versions
+from tests.waiting import wait_until as _wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -22,17 +24,7 @@ SETTLE = 1.0  # seconds after a command returns before its outcome is asserted o
 # the target group every 0.2 s, as an ALB takes a moment to act on a deregistration
 WINDOW = 3.0  # seconds of traffic observed between steps
 FIGURES: dict = {}
-
-
-def wait_until(predicate, what, deadline_s=60.0, interval=0.5):
-    deadline = time.monotonic() + deadline_s
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}; last: {last!r}")
+wait_until = functools.partial(_wait_until, deadline_s=60.0, interval=0.5)
 
 
 def instances(status, color):

@@ -8,17 +8,7 @@ import pytest
 from localcloud.fleet import FleetTimeout
 from localcloud.fleet.haproxy import HAProxyError, LoadBalancer
 from localcloud.fleet.load import get_once, sample_versions
-
-
-def wait_for(predicate, what, deadline_s=10.0):
-    deadline = time.monotonic() + deadline_s
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+from tests.waiting import wait_until as wait_for
 
 
 def test_listens_on_an_ephemeral_loopback_port_and_answers_503_without_servers(lb):

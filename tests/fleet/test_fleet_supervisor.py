@@ -3,6 +3,7 @@ for agent + stack (FakeInstance): HAProxy follows the target group, the target g
 checks, and no request fails through unhealthy, Standby, ExitStandby and scale-in. Fast: no Docker.
 """
 
+import functools
 import time
 
 import boto3
@@ -14,20 +15,11 @@ from localcloud.fleet.haproxy import LoadBalancer
 from localcloud.fleet.load import LoadGenerator, sample_versions
 from localcloud.fleet.supervisor import FleetSupervisor
 from localcloud.scenario import create_service
+from tests.waiting import wait_until
 
 SCALE = 0.05  # AWS time: the 5 s x 2 check is 0.25 s x 2, a 30 s deregistration delay drains in 1.5 s
+wait = functools.partial(wait_until, deadline_s=20.0)
 RETRIES = Config(retries={"mode": "standard", "max_attempts": 5})
-
-
-def wait(predicate, what, deadline_s=20.0):
-    deadline = time.monotonic() + deadline_s
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture
