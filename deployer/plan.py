@@ -84,6 +84,17 @@ def _scaled_in_steps(snap, idle):
                  describe_calls(snap, idle.color), wait="scaled-in", color=idle.color)]
 
 
+def _resume_steps(old):
+    """Resume only the processes a deploy suspended, never those the operator had suspended before (A8)."""
+    if TAG_SAVED_SUSPENDED not in old.tags:
+        return []
+    ours = [p for p in HOLD_PROCESSES if p in old.suspended and p not in old.saved_suspended]
+    if not ours:
+        return []
+    return [Step("resume", "resume {} on {}".format(", ".join(ours), old.name),
+                 (Call("ResumeProcesses", {"AutoScalingGroupName": old.name, "ScalingProcesses": ours}),))]
+
+
 # ---- deploy ------------------------------------------------------------------------------------------
 
 DEPLOY_PHASES = ("launch", "policies", "flip", "flipped")
@@ -235,12 +246,7 @@ def plan_rollback(snap, ctx):
             # A deploy killed right after EnterStandby: let those instances arrive in Standby, then replan.
             steps.append(Step("wait-standby-settled", f"wait until no instance of {old.name} is EnteringStandby",
                               describe_calls(snap, live), wait="settled", color=live))
-        if TAG_SAVED_SUSPENDED in old.tags:
-            ours = [p for p in HOLD_PROCESSES if p in old.suspended and p not in old.saved_suspended]
-            if ours:
-                steps.append(Step("resume", "resume {} on {}".format(", ".join(ours), old.name),
-                                  (Call("ResumeProcesses", {"AutoScalingGroupName": old.name,
-                                                            "ScalingProcesses": ours}),)))
+        steps += _resume_steps(old)
         standby = [i.id for i in old.in_state("Standby")]
         done = len(old.instances) - len(standby)
         for n, ids in enumerate(batches(standby), 1):
@@ -319,12 +325,7 @@ def plan_finalize(snap, ctx):
                           lambda: policy_deletions(snap, rec.live), snap)
     if old.sizes != (0, 0, 0):
         steps.append(Step("empty-old", f"set {old.name} to 0/0/0", (set_sizes(old, (0, 0, 0)),)))
-    if TAG_SAVED_SUSPENDED in old.tags:
-        ours = [p for p in HOLD_PROCESSES if p in old.suspended and p not in old.saved_suspended]
-        if ours:
-            steps.append(Step("resume", "resume {} on {}".format(", ".join(ours), old.name),
-                              (Call("ResumeProcesses", {"AutoScalingGroupName": old.name,
-                                                        "ScalingProcesses": ours}),)))
+    steps += _resume_steps(old)
     steps.append(Step("unlock", f"clear the operation record; {snap.groups[other(rec.live)].name} is live",
                       (clear_record(snap, rec.live),)))
     return steps
