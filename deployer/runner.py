@@ -91,9 +91,12 @@ class Runner:
             return
         rec = snap.record
         me = self.ctx().me
-        if rec is None or rec.holder != me:
-            what = f"{rec.action} by {rec.holder}" if rec else "nobody (the record was removed)"
-            raise ConflictError(f"the operation on {self.service} was taken over by {what}; stopping here")
+        if rec is None:
+            raise ConflictError(f"the operation record on {self.service} was removed by another command (a rollback "
+                                "that has already finished, or --force-unlock); stopping here")
+        if rec.holder != me:
+            raise ConflictError(f"the operation on {self.service} was taken over by {rec.action} by {rec.holder}; "
+                                "stopping here")
 
     def run(self, planner):
         """Apply `planner`'s steps until it has none left. Returns the last snapshot."""
