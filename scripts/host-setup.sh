@@ -23,7 +23,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.installed-$(cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test,local]'
+  # (pip's config here lists local mirror folders that may not exist: drop its warnings about them)
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test,local]' 2>&1 | { grep -v "^WARNING: Location" || true; }
   touch "$stamp"
 fi
 
