@@ -7,13 +7,13 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 import boto3
 import pytest
 from botocore.config import Config
 
 from localcloud.scenario import create_service, wait_until_serving
+from tests.waiting import wait_until
 
 BLUEGREEN = os.path.join(os.path.dirname(sys.executable), "bluegreen")
 # Poll fast: the emulated clock runs 100x (tests/conftest.py), so a 5 s x 2 health check takes 0.1 s.
@@ -131,14 +131,7 @@ class Fleet:
         return sum(1 for i in group["Instances"] if i["LifecycleState"] not in ("Pending", "Pending:Wait"))
 
     def wait_for(self, predicate, what, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = predicate()
-            if last:
-                return last
-            time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        return wait_until(predicate, what, deadline_s=timeout)
 
     # -- end states ----------------------------------------------------------------------------------
 
