@@ -73,6 +73,16 @@ def verdict_healthy(group, health, strict=True):
     return WAIT, detail
 
 
+def verdict_vanished(seen, group):
+    """A new instance seen earlier in this wait has left the group: a failed launch (an ABANDON from its launch
+    hook, A6, or a termination) whose Terminating state fell between two polls. None when nothing vanished."""
+    gone = sorted(seen - {i.id for i in group.instances})
+    if not gone:
+        return None
+    return FAIL, (f"instance {gone[0]} left {group.name} before turning healthy (failed launch: abandoned by its "
+                  "lifecycle hook or terminated)" + (f", and {len(gone) - 1} more" if len(gone) > 1 else ""))
+
+
 def verdict_deregistered(group, health):
     """The group's instances no longer take new requests: draining or gone (A1, E2).
 

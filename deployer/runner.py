@@ -152,13 +152,18 @@ class Runner:
         deadline = self.clock() + self.timeout
         last = None
         polls = 0
+        launched = set()  # instances seen in the group during this wait
         while polls == 0 or self.clock() < deadline:
             if polls:
                 self.sleep(max(0.0, min(self.poll_interval, deadline - self.clock())))
             snap = observe(self.aws, self.service, health_of=(step.color,))
             self._check_holder(snap)
             polls += 1
-            state, detail = verdicts.verdict(step.wait, snap.groups[step.color], snap.health)
+            group = snap.groups[step.color]
+            state, detail = verdicts.verdict(step.wait, group, snap.health)
+            if step.wait == "healthy" and state != verdicts.FAIL:
+                state, detail = verdicts.verdict_vanished(launched, group) or (state, detail)
+            launched |= {i.id for i in group.instances}
             if detail != last:
                 log.info("%s: %s", step.name, detail)
                 last = detail
@@ -174,7 +179,7 @@ class Runner:
                 exc = HealthFailure(detail)
                 exc.step = step
                 raise exc
-        exc = WaitTimeout(f"timed out after {self.timeout:g}s ({polls} polls) waiting to {step.summary}; "
+        exc = WaitTimeout(f"timed out after {self.timeout:g}s ({polls} polls): {step.summary}; "
                           f"last seen: {last}")
         exc.step = step
         raise exc

@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 
 from tests.deployer.conftest import HealthSampler, last_error_line, run_bluegreen, unhealthy_launches
 
@@ -127,6 +128,34 @@ def test_deploy_with_a_launch_hook_waits_for_the_agents(make_fleet):
         stop.set()
         thread.join(timeout=10)
     fleet.assert_flipped("green", 2, "2.0")
+
+
+def test_deploy_aborts_at_once_when_the_agents_abandon_their_launches(make_fleet):
+    # What an agent does when its stack never turns healthy (A6: ABANDON terminates the instance, and the group
+    # launches another). The deploy must abort on the failed launch, not sit out its timeout.
+    fleet = make_fleet(capacity=2, launch_hook=True)
+    stop = threading.Event()
+
+    def failing_agents():
+        while not stop.is_set():
+            fleet.complete_hooks("green", result="ABANDON")
+            stop.wait(0.3)
+
+    thread = threading.Thread(target=failing_agents, daemon=True)
+    thread.start()
+    try:
+        started = time.monotonic()
+        proc = run_bluegreen("deploy", "demo", "2.0", "--timeout", "60")
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert proc.returncode == 1
+    line = last_error_line(proc)
+    assert "aborted" in line and "timed out" not in line, line
+    assert "left demo-green before turning healthy" in line or "Terminating" in line, line
+    assert took < 30, f"the deploy took {took:.1f}s to notice the failed launches"
+    fleet.assert_serving_only("blue", 2, "1.0")
 
 
 def test_rollback_mid_deploy_empties_the_new_group_and_leaves_the_live_one(make_fleet):

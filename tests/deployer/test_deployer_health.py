@@ -71,3 +71,13 @@ def test_rollback_replans_when_instances_are_back_in_standby():
     group = green(ids("g", 2) + ids("s", 1, "Standby"))
     state, detail = health.verdict("restored", group, {})
     assert state == health.REPLAN and detail == "1 instances of demo-green are in Standby again"
+
+
+def test_a_new_instance_that_left_the_group_during_the_wait_is_a_failed_launch():
+    # An ABANDONed launch (A6) may pass through Terminating between two polls: seen once, then gone.
+    group = green(ids("g", 2, "Pending:Wait") + ids("n", 1, "Pending"))
+    assert health.verdict_vanished({"i-g00000", "i-g00001"}, group) is None
+    state, detail = health.verdict_vanished({"i-g00000", "i-x00000", "i-x00001"}, group)
+    assert state == health.FAIL
+    assert detail == ("instance i-x00000 left demo-green before turning healthy (failed launch: abandoned by its "
+                      "lifecycle hook or terminated), and 1 more")
