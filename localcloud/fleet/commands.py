@@ -215,8 +215,8 @@ def port(text: str) -> int:
 def add_commands(subparsers) -> None:
     """Register up/down/status/serve on the `bluegreen-localcloud` parser (localcloud.cli.SUBCOMMANDS)."""
     p = subparsers.add_parser("up", help="start (or reuse) the whole local fleet in the background")
-    p.add_argument("--lb-port", type=port, default=0,
-                   help="load balancer port on 127.0.0.1 (default: a free one, printed)")
+    p.add_argument("--lb-port", type=port, default=8080,
+                   help="load balancer port on 127.0.0.1 (default 8080; 0 picks a free one, printed)")
     p.add_argument("--state", default=DEFAULT_STATE, help="state folder (default .localcloud)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait until it serves (default 300)")
     p.set_defaults(func=run, fleet_command="up")

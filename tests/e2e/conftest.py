@@ -84,7 +84,8 @@ def read_env(path: str) -> dict:
 def fleet(tmp_path_factory):
     state_dir = str(tmp_path_factory.mktemp("localcloud") / "state")
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    up = subprocess.run([command("bluegreen-localcloud"), "up", "--state", state_dir, "--timeout", "240"], env=base,
+    up = subprocess.run([command("bluegreen-localcloud"), "up", "--state", state_dir, "--lb-port", "0",
+                         "--timeout", "240"], env=base,
                         capture_output=True, text=True, timeout=300, check=False)
     if up.returncode != 0:
         log = os.path.join(state_dir, "serve.log")
