@@ -1,7 +1,6 @@
 """What ships around the agent: cloud-init user data (Debian's real `cloud-init schema`), the systemd unit
 (`systemd-analyze verify`) and the IAM policy (`parliament`, and least privilege against the agent's code)."""
 
-import json
 import os
 import re
 import string
@@ -11,6 +10,7 @@ import sys
 import yaml
 
 from agent.settings import load_config
+from tests.iam import granted_operations, parliament_findings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEMPLATE = os.path.join(ROOT, "cloud-init", "user-data.yaml.tmpl")
@@ -72,11 +72,7 @@ def test_systemd_unit_verifies_and_has_the_required_shape(tmp_path):
 
 
 def test_iam_policy_passes_parliament():
-    # parliament reads the policy from stdin whenever stdin is not a terminal (it refuses --file then, as in CI).
-    with open(POLICY) as f:
-        result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "parliament"), "--json",
-                                 "--minimum_severity", "INFO"], stdin=f, capture_output=True, text=True, check=False)
-    assert result.returncode == 0 and result.stdout.strip() == "", result.stdout + result.stderr
+    assert parliament_findings(POLICY) == ""
 
 
 def _operations_in_agent_code():
@@ -90,13 +86,7 @@ def _operations_in_agent_code():
 
 
 def test_iam_policy_grants_exactly_the_calls_the_agent_makes():
-    with open(POLICY) as f:
-        policy = json.load(f)
-    granted = set()
-    for statement in policy["Statement"]:
-        assert statement["Effect"] == "Allow" and "*" not in str(statement["Action"])
-        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        granted |= {a.split(":", 1)[1] for a in actions}
+    granted = granted_operations(POLICY)
     # Docker's pull from ECR makes these two with the token GetAuthorizationToken returned.
     pulled_by_docker = {"BatchGetImage", "GetDownloadUrlForLayer"}
     assert granted - pulled_by_docker == _operations_in_agent_code()
