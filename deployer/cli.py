@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import math
 import os
 import socket
 import sys
@@ -45,18 +46,26 @@ def resolve(args, environ):
             continue
         raw = environ.get(env)
         try:
-            value = float(raw) if raw else default
+            value = _seconds(raw) if raw else default
         except ValueError:
-            raise UsageError(f"{env}={raw!r} is not a number of seconds") from None
+            raise UsageError(f"{env}={raw!r} is not a positive number of seconds") from None
         setattr(args, name, value)
     return args
 
 
-def positive_float(text):
+def _seconds(text):
     value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
+    # nan compares false with everything: without isfinite a poll interval of nan would poll without pause.
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(text)
     return value
+
+
+def positive_float(text):
+    try:
+        return _seconds(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a positive, finite number of seconds") from None
 
 
 def positive_int(text):

@@ -90,6 +90,11 @@ def verdict_deregistered(group, health):
     does not sit out the deregistration delay (in-flight requests finish on instances that keep running).
     """
     keys = lb_keys(group)
+    back = [i.id for i in group.in_state("InService")]
+    if back:
+        # InService after the plan was made (it was Pending then, or a scale-out slipped in): only a new plan
+        # moves it to Standby; waiting would only run into the timeout with it still serving the old version.
+        return REPLAN, f"{len(back)} instances of {group.name} are InService and not yet in Standby"
     still = []
     for inst in group.instances:
         if inst.lifecycle not in ("Standby", "EnteringStandby"):

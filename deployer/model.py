@@ -107,7 +107,11 @@ class Record:
     def encode(self):
         value = (f"action={self.action};phase={self.phase};version={self.version};live={self.live};"
                  f"started={self.started};holder={self.holder}")
-        return value[:TAG_VALUE_MAX]
+        if len(value) > TAG_VALUE_MAX:
+            # Cutting it would cut the holder, and the lock would no longer recognise its own holder (A12).
+            raise UsageError(f"the operation record for version {self.version!r} by {self.holder} is "
+                             f"{len(value)} characters; a tag value holds {TAG_VALUE_MAX} (use a shorter version)")
+        return value
 
     @classmethod
     def decode(cls, value):
@@ -196,7 +200,23 @@ def pair_from_describe(service, records):
         if len(names) > 1:
             raise UsageError(f"service {service} has {len(names)} groups tagged {TAG_COLOR}={color} "
                              f"({', '.join(sorted(names))}); exactly one is allowed")
-    return {c: by_color["_" + c] for c in COLORS}
+    pair = {c: by_color["_" + c] for c in COLORS}
+    _check_same_load_balancers(service, pair)
+    return pair
+
+
+def _check_same_load_balancers(service, pair):
+    """Both groups behind the same load balancers, and at least one (E4): otherwise "healthy in every load
+    balancer of the group" would be true of a group attached to none, and a flip could empty the real one."""
+    blue, green = pair["blue"], pair["green"]
+    for what, b, g in (("target groups", blue.target_groups, green.target_groups),
+                       ("Classic load balancers", blue.classic_lbs, green.classic_lbs)):
+        if set(b) != set(g):
+            raise UsageError(f"{blue.name} and {green.name} of service {service} are not attached to the same "
+                             f"{what} (blue: {', '.join(sorted(b)) or 'none'}; green: {', '.join(sorted(g)) or 'none'})")
+    if not blue.target_groups and not blue.classic_lbs:
+        raise UsageError(f"{blue.name} and {green.name} of service {service} are attached to no load balancer; "
+                         "blue/green needs the same target group or Classic ELB on both")
 
 
 def worst_health(states):

@@ -153,6 +153,7 @@ def plan_deploy(snap, ctx, version):
                                                          "ScalingProcesses": hold}),)))
         steps.append(Step("mark-flip", "record phase flip", (write_record(snap, record.moved(phase="flip")),)))
     if at <= 2:
+        steps += _standby_gate(old, new, version, snap, resumed=at >= 1)
         if old.min != 0:
             steps.append(Step("lower-min", f"lower {old.name}'s MinSize to 0 so Standby with decrement is "
                               "allowed (A1)", (Call("UpdateAutoScalingGroup", {"AutoScalingGroupName": old.name,
@@ -168,6 +169,29 @@ def plan_deploy(snap, ctx, version):
                           "(draining is enough: they keep running in Standby, E2)",
                           describe_calls(snap, live), wait="deregistered", color=live,
                           then=write_record(snap, record.moved(phase="flipped"))))
+    return steps
+
+
+def _standby_gate(old, new, version, snap, resumed):
+    """Right before old instances go to Standby: the new group must carry the live capacity, healthy.
+
+    On a resumed or replanned deploy the new fleet was last seen healthy some time ago (it may have turned
+    unhealthy, or been scaled in), and the old group may have scaled out before its AlarmNotification was
+    suspended: check again rather than trust the earlier wait. A failure here exits 1 with the old group still
+    serving (not an abort: policies are copied; `rollback` undoes it).
+    """
+    if not resumed:
+        return []  # planned in the same run as wait-new-healthy, moments ago
+    steps = []
+    capacity = old.desired + len(old.in_state("Standby", "EnteringStandby"))
+    if new.desired < capacity:
+        sizes = (new.min, capacity, max(new.max, capacity))
+        steps.append(Step("grow-new", f"grow {new.name} to the live capacity {capacity}: {old.name} scaled out "
+                          "during the launch", (set_sizes(new, sizes),)))
+    want = max(new.desired, capacity)
+    steps.append(Step("recheck-new-healthy", f"confirm {want} {version} instances of {new.name} are healthy before "
+                      f"{old.name} leaves the load balancers", describe_calls(snap, new.color), wait="healthy",
+                      color=new.color, gate=True))
     return steps
 
 
@@ -246,7 +270,6 @@ def plan_rollback(snap, ctx):
             # A deploy killed right after EnterStandby: let those instances arrive in Standby, then replan.
             steps.append(Step("wait-standby-settled", f"wait until no instance of {old.name} is EnteringStandby",
                               describe_calls(snap, live), wait="settled", color=live))
-        steps += _resume_steps(old)
         standby = [i.id for i in old.in_state("Standby")]
         done = len(old.instances) - len(standby)
         for n, ids in enumerate(batches(standby), 1):
@@ -254,14 +277,22 @@ def plan_rollback(snap, ctx):
                               f"{batch_label(done, n, len(standby))} (A2)",
                               (Call("ExitStandby", {"AutoScalingGroupName": old.name, "InstanceIds": ids}),)))
         saved = old.saved_sizes
-        # Listed after the ExitStandby batches, so by the time it runs, they are back in service and
-        # this only restores MinSize (setting desired first would launch extra instances).
-        if saved and old.sizes != saved:
-            steps.append(Step("restore-sizes", f"restore {old.name}'s min/desired/max to {sizes_text(saved)}",
-                              (set_sizes(old, saved),)))
+        if saved:
+            # The live capacity now: what the old group had, or what the new group has grown to since (a
+            # scale-out after the flip); never above the old group's MaxSize (A5).
+            want = min(max(saved[1], new.desired), saved[2])
+            target = (saved[0], want, saved[2])
+            # Listed after the ExitStandby batches, so by the time it runs, they are back in service and this
+            # only restores MinSize, or launches what the live capacity needs beyond them.
+            if old.sizes != target:
+                steps.append(Step("restore-sizes", f"restore {old.name}'s min/desired/max to {sizes_text(target)}",
+                                  (set_sizes(old, target),)))
         steps.append(Step("wait-restored", f"wait until every instance of {old.name} is InService and healthy in every "
                           f"load balancer, before touching {new.name}", describe_calls(snap, live),
                           wait="restored", color=live, then=write_record(snap, record.moved(phase="retire"))))
+    # Only now: an alarm or scheduled action on the old group while its instances were in Standby would have
+    # launched more old instances, and pushed ExitStandby past MaxSize (A2, A8).
+    steps += _resume_steps(old)
     steps += _policy_step("remove-copied-policies", f"remove from {new.name} the policies copied from {old.name}",
                           lambda: policy_deletions(snap, new.color, only_names_of=live), snap)
     if new.sizes != (0, 0, 0):

@@ -132,7 +132,7 @@ class Runner:
             self.crasher.before(step.name)
             self._apply(step, snap)
             applied += 1
-            if step.wait or step.name in ("lock", "unlock"):
+            if (step.wait and not step.gate) or step.name in ("lock", "unlock"):
                 break
         return applied
 

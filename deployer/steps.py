@@ -41,6 +41,7 @@ class Step:
     then: Call | None = None  # made once the wait succeeds: records the next phase
     needs: tuple[str, ...] = ()  # snapshot extras this step must be planned with (policies, retired)
     abort_on_failure: bool = False  # deploy/canary: a failed wait aborts (new group to 0, lock cleared)
+    gate: bool = False  # a wait that only confirms a condition: the steps planned after it still apply
 
     def as_json(self):
         out = {"name": self.name, "summary": self.summary, "calls": [c.as_json() for c in self.calls]}

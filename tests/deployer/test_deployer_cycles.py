@@ -265,3 +265,53 @@ def test_finalize_right_after_deploy_waits_for_draining_and_keeps_the_operators_
     fleet.assert_serving_only("green", 3, "2.0")
     # only what the deploy suspended was resumed (A8)
     assert [p["ProcessName"] for p in fleet.group("blue")["SuspendedProcesses"]] == ["AZRebalance"]
+
+
+def test_unusable_poll_intervals_and_timeouts_are_bad_input(make_fleet):
+    make_fleet(capacity=1)
+    for env in ({"BLUEGREEN_POLL_INTERVAL": "0"}, {"BLUEGREEN_POLL_INTERVAL": "nan"}, {"BLUEGREEN_TIMEOUT": "-1"}):
+        proc = run_bluegreen("deploy", "demo", "2.0", "--dry-run", env=env)
+        assert proc.returncode == 2, (env, proc.stderr)
+        assert "is not a positive number of seconds" in last_error_line(proc)
+    proc = run_bluegreen("deploy", "demo", "2.0", "--timeout", "nan", "--dry-run")
+    assert proc.returncode == 2 and "positive, finite number of seconds" in proc.stderr
+
+
+def test_a_pair_not_behind_the_same_load_balancer_is_refused_before_anything_changes(make_fleet):
+    # E4: a group attached to no load balancer would count as "healthy everywhere", and the flip would leave
+    # the real load balancer with no target at all.
+    fleet = make_fleet(capacity=2)
+    fleet.asg.detach_load_balancer_target_groups(AutoScalingGroupName="demo-green",
+                                                 TargetGroupARNs=[fleet.svc["target_group_arn"]])
+    proc = run_bluegreen("deploy", "demo", "2.0")
+    assert proc.returncode == 2
+    assert "are not attached to the same target groups" in last_error_line(proc)
+    assert "bluegreen:operation" not in fleet.tags("blue") and fleet.sizes("green") == (0, 0, 0)
+    fleet.assert_serving_only("blue", 2, "1.0")
+
+
+def test_a_resumed_deploy_does_not_flip_to_a_new_fleet_that_turned_unhealthy(make_fleet, aws):
+    fleet = make_fleet(capacity=3)
+    crashed = run_bluegreen("deploy", "demo", "2.0", env={"BLUEGREEN_CRASH_AT": "suspend"})
+    assert crashed.returncode == -9
+    for instance_id in fleet.lifecycles("green"):
+        aws.set_target_health(instance_id, "unhealthy")  # the new version went bad while the pipeline was dead
+    with HealthSampler(fleet.svc["target_group_arn"]) as sampler:
+        proc = run_bluegreen("deploy", "demo", "2.0")
+    assert proc.returncode == 1
+    assert "unhealthy in target group" in last_error_line(proc)
+    assert sampler.minimum >= 3
+    assert set(fleet.lifecycles("blue").values()) == {"InService"}  # nothing went to Standby
+    ok(run_bluegreen("rollback", "demo"))
+    fleet.assert_serving_only("blue", 3, "1.0")
+
+
+def test_rollback_brings_back_the_capacity_the_new_group_grew_to(make_fleet):
+    fleet = make_fleet(capacity=3)
+    ok(run_bluegreen("deploy", "demo", "2.0"))
+    fleet.asg.set_desired_capacity(AutoScalingGroupName="demo-green", DesiredCapacity=5)  # a scale-out after the flip
+    fleet.wait_for(lambda: len(fleet.healthy()) == 5, "green's scale-out to turn healthy")
+    with HealthSampler(fleet.svc["target_group_arn"]) as sampler:
+        ok(run_bluegreen("rollback", "demo"))
+    assert sampler.minimum >= 5
+    fleet.assert_serving_only("blue", 5, "1.0")

@@ -57,7 +57,9 @@ def test_entering_standby_while_draining_is_deregistered_but_not_drained():
     state, detail = health.verdict("drained", group, {"i-g00000": {KEY: "draining"}})
     assert state == health.WAIT and "i-g00000 EnteringStandby" in detail
     assert health.verdict("settled", group, {})[0] == health.WAIT
-    assert health.verdict("deregistered", green(ids("g", 1), sizes=(0, 0, 6)), {})[0] == health.WAIT
+    # Still InService: only a new plan moves it to Standby, so the wait hands back to the planner.
+    assert health.verdict("deregistered", green(ids("g", 1), sizes=(0, 0, 6)), {})[0] == health.REPLAN
+    assert health.verdict("deregistered", green(ids("p", 1, "Pending"), sizes=(0, 1, 6)), {})[0] == health.WAIT
 
 
 def test_classic_elb_out_of_service_counts_as_initial_unless_checks_failed():

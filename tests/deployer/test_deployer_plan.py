@@ -41,8 +41,35 @@ def test_resumed_deploy_skips_what_is_done_and_batches_only_the_instances_still_
     green = group_record("green", (45, 45, 90), ids("g", 45), tags={"bluegreen:version": "2.0"})
     snap = snapshot(blue, green)
     steps = plan.plan_deploy(snap, ctx(), "2.0")
-    assert names(steps) == ["enter-standby", "enter-standby", "wait-deregistered"]
+    # A resumed flip confirms the new fleet again before more old instances leave the load balancer.
+    assert names(steps) == ["recheck-new-healthy", "enter-standby", "enter-standby", "wait-deregistered"]
+    assert steps[0].gate and steps[0].wait == "healthy" and steps[0].color == "green"
     assert [len(c.params["InstanceIds"]) for c in calls_of(steps, "EnterStandby")] == [20, 5]
+
+
+def test_resumed_flip_grows_the_new_group_when_the_old_one_scaled_out_during_the_launch():
+    # blue had 3, scaled out to 5 before its AlarmNotification was suspended; green was launched with 3.
+    blue = group_record("blue", (3, 5, 6), ids("b", 5),
+                        tags={**record_tag("deploy", "flip", holder="ci@builder:100"),
+                              "bluegreen:saved-sizes": "3/3/6", "bluegreen:saved-suspended": "none"},
+                        suspended=("AZRebalance", "AlarmNotification", "ScheduledActions"))
+    green = group_record("green", (3, 3, 6), ids("g", 3), tags={"bluegreen:version": "2.0"})
+    steps = plan.plan_deploy(snapshot(blue, green), ctx(), "2.0")
+    assert names(steps)[:3] == ["grow-new", "recheck-new-healthy", "lower-min"]
+    grow = calls_of(steps, "UpdateAutoScalingGroup")[0].params
+    assert (grow["AutoScalingGroupName"], grow["DesiredCapacity"], grow["MaxSize"]) == ("demo-green", 5, 6)
+
+
+def test_rollback_restores_the_live_capacity_when_the_new_group_grew_after_the_flip():
+    blue = group_record("blue", (0, 0, 6), ids("b", 3, "Standby"),
+                        tags={**record_tag("deploy", "flipped", holder="ci@builder:100"),
+                              "bluegreen:saved-sizes": "3/3/6", "bluegreen:saved-suspended": "none"})
+    green = group_record("green", (3, 5, 6), ids("g", 5), tags={"bluegreen:version": "2.0"})
+    steps = plan.plan_rollback(snapshot(blue, green, {"blue": [], "green": []}, {"blue": [], "green": []}), ctx())
+    restore = calls_of(steps, "UpdateAutoScalingGroup")[0].params
+    assert (restore["MinSize"], restore["DesiredCapacity"], restore["MaxSize"]) == (3, 5, 6)
+    assert names(steps).index("restore-sizes") < names(steps).index("wait-restored") < names(steps).index(
+        "retire-new")
 
 
 def test_deploy_that_has_flipped_has_nothing_left_to_do():
@@ -128,8 +155,9 @@ def test_rollback_after_flip_returns_the_old_fleet_before_touching_the_new_one()
     blue, green, policies = flipped_pair(green_policies=("cpu", "own"))
     snap = snapshot(blue, green, policies, {"blue": [], "green": []})
     steps = plan.plan_rollback(snap, ctx())
-    assert names(steps) == ["lock", "resume", "exit-standby", "exit-standby", "exit-standby", "restore-sizes",
-                            "wait-restored", "remove-copied-policies", "retire-new", "unlock"]
+    # The processes are resumed only once the old fleet serves again (A8: no alarm launches into Standby).
+    assert names(steps) == ["lock", "exit-standby", "exit-standby", "exit-standby", "restore-sizes",
+                            "wait-restored", "resume", "remove-copied-policies", "retire-new", "unlock"]
     # only the processes the deploy suspended: AZRebalance was suspended before it
     assert calls_of(steps, "ResumeProcesses")[0].params["ScalingProcesses"] == ["AlarmNotification",
                                                                                "ScheduledActions"]
@@ -243,9 +271,11 @@ def test_pairs_must_be_exactly_one_blue_and_one_green():
         pair_from_describe("demo", [group_record("red", (1, 1, 1))])
 
 
-def test_record_round_trips_and_fits_a_tag_value():
+def test_record_round_trips_and_a_record_too_long_for_a_tag_is_refused_not_cut():
     rec = Record("deploy", "flip", "v" * 128, "blue", "2026-11-26T11:00:00Z", "u" * 40 + "@" + "h" * 60 + ":1")
-    assert len(rec.encode()) <= 256  # A12
+    # A12: a cut record would lose its holder's pid, and the lock would no longer know its own holder.
+    with pytest.raises(UsageError, match="a tag value holds 256"):
+        rec.encode()
     short = Record("deploy", "flip", "2.0", "blue", "2026-11-26T11:00:00Z", "ci@builder:7")
     assert Record.decode(short.encode()) == short
 
