@@ -136,7 +136,17 @@ def verdict_scaled_in(group):
     return OK, f"no instance of {group.name} is terminating"
 
 
+def verdict_detached(group):
+    """No instance of the group is still Detaching (A3): what finalize detached has left the group."""
+    leaving = [i.id for i in group.instances if i.lifecycle.startswith("Detach")]
+    if leaving:
+        return WAIT, f"{len(leaving)} instances of {group.name} still detaching: " + ", ".join(leaving[:3])
+    return OK, f"no instance of {group.name} is detaching"
+
+
 def verdict(kind, group, health):
+    if kind == "detached":
+        return verdict_detached(group)
     if kind == "scaled-in":
         return verdict_scaled_in(group)
     if kind == "settled":

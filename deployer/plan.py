@@ -343,6 +343,14 @@ def plan_finalize(snap, ctx):
             steps.append(Step("terminate", "terminate the detached instances", needs=("retired",)))
         else:
             in_group = {i.id for i in old.instances}
+            detaching = {i.id for i in old.instances if i.lifecycle.startswith("Detach")}
+            leaving = [i for i in (snap.retired or []) if i in detaching]
+            if leaving:
+                # Detached but still listed (Detaching, A3): wait, or cleanup would be recorded with them
+                # never terminated, and nothing would look for them again.
+                steps.append(Step("wait-detached", f"wait until {len(leaving)} detached instances have left "
+                                  f"{old.name}", describe_calls(snap, rec.live), wait="detached", color=rec.live))
+                return steps
             # A4: never terminate an instance still in the group; detach comes first.
             detached = [i for i in (snap.retired or []) if i not in in_group]
             pending = detached + ([] if phase == "detach" else standby)

@@ -292,3 +292,18 @@ def test_a_deploy_first_waits_for_instances_still_terminating_in_the_idle_group(
     steps = plan.plan_deploy(snap, ctx(), "2.0")
     assert names(steps)[:3] == ["lock", "wait-idle-scaled-in", "set-version"]
     assert steps[1].wait == "scaled-in" and steps[1].then is None  # replanned once they are gone
+
+
+def test_finalize_waits_for_detaching_instances_before_it_terminates_and_records_cleanup():
+    # A3: right after DetachInstances an instance may still be listed, Detaching; terminating only what has
+    # left, then recording cleanup, would leave it running with nothing looking for it again.
+    blue = group_record("blue", (0, 0, 6), [("i-a", "Detaching"), ("i-b", "Standby")],
+                        tags={**record_tag("finalize", "detach", holder="ci@builder:100"),
+                              "bluegreen:saved-sizes": "3/3/6", "bluegreen:saved-suspended": "none"})
+    green = group_record("green", (3, 3, 6), ids("g", 3), tags={"bluegreen:version": "2.0"})
+    steps = plan.plan_finalize(snapshot(blue, green, retired=["i-a"]), ctx())
+    assert names(steps) == ["detach", "wait-detached"]
+    assert "TerminateInstances" not in {c.op for s in steps for c in s.calls}
+    blue["Instances"] = [{"InstanceId": "i-b", "LifecycleState": "Standby", "HealthStatus": "Healthy"}]
+    steps = plan.plan_finalize(snapshot(blue, green, retired=["i-a"]), ctx())
+    assert [c.params["InstanceIds"] for c in calls_of(steps, "TerminateInstances")] == [["i-a"]]
