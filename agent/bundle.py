@@ -59,6 +59,10 @@ def parse_manifest(data) -> list[tuple[str, str]]:
         files.append((path, digest))
     if COMPOSE_FILE not in seen:
         raise BundleError(f"manifest.json does not list {COMPOSE_FILE}")
+    folders = {"/".join(path.split("/")[:n]) for path in seen for n in range(1, path.count("/") + 1)}
+    clash = sorted(seen & (folders | {MANIFEST, COMPLETE_MARKER}))
+    if clash or any(f in (MANIFEST, COMPLETE_MARKER) for f in folders):
+        raise BundleError(f"manifest.json: {(clash or sorted(folders))[0]} is listed both as a file and as a folder")
     return files
 
 
@@ -169,6 +173,9 @@ def fetch(reader, prefix, workdir):
         if os.path.exists(final):  # an incomplete or corrupted earlier copy
             shutil.rmtree(final)
         os.rename(staging, final)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise BundleError(f"could not write the bundle under {releases_dir(workdir)}: {exc}") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

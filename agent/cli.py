@@ -23,6 +23,15 @@ endpoints come from the standard chains only: AWS_ENDPOINT_URL[_<SERVICE>], AWS_
 AWS_EC2_METADATA_SERVICE_ENDPOINT, DOCKER_HOST."""
 
 
+def _imdsv2_only_session():
+    """A botocore session whose instance-profile credential lookup never falls back to IMDSv1 (I1)."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    session.set_config_variable("ec2_metadata_v1_disabled", True)
+    return session
+
+
 class Clients:
     """Every outside client, made here and handed to the steps; each is created on first use."""
 
@@ -56,13 +65,12 @@ class Clients:
     def _boto(self, service, region):
         def make():
             # botocore alone: boto3 adds nothing the agent uses and ~0.1 s of imports (s3transfer) to every boot.
-            import botocore.session
             from botocore.config import Config
 
             # A10: botocore's adaptive retry mode backs off on Throttling; no retry loops of our own.
             config = Config(retries={"mode": "adaptive", "max_attempts": 10}, connect_timeout=10, read_timeout=30)
             # One session for every client: its loader caches the shared endpoint and partition data.
-            session = self._once("botocore-session", botocore.session.get_session)
+            session = self._once("botocore-session", _imdsv2_only_session)
             return session.create_client(service, region_name=region, config=config)
 
         return self._once((service, region), make)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from agent import asg, bundle, compose, health, images
 from agent.errors import AgentError
-from agent.settings import local_number, resolve, tags_to_settings
+from agent.settings import HOOK_RE, local_number, resolve, tags_to_settings
 from agent.status import AgentLock, Status
 
 log = logging.getLogger(__name__)
@@ -94,9 +94,14 @@ def _run_locked(clients, flags, config, environ, status):
     with status.step("identity"):
         found = discover(clients, flags, config)
     status.update(instance_id=found.identity.instance_id, group=found.membership.group)
-    settings = resolve_settings(found, flags, config)
-    status.update(version=settings.version, version_source=settings.sources.get("version"))
     autoscaling = clients.autoscaling(found.identity.region)
+    try:
+        settings = resolve_settings(found, flags, config)
+    except AgentError:
+        # A6: a bad tag must not leave a new instance waiting in Pending:Wait for the hook's whole timeout.
+        _abandon_unresolved(autoscaling, found, flags, config)
+        raise
+    status.update(version=settings.version, version_source=settings.sources.get("version"))
     hook = settings.lifecycle_hook
     if hook:
         found.membership = asg.settle_pending(autoscaling, found.identity.instance_id, found.membership,
@@ -111,7 +116,7 @@ def _run_locked(clients, flags, config, environ, status):
                                               found.identity.instance_id, settings.heartbeat_interval))
         try:
             _deploy(clients, settings, found, environ, status)
-        except AgentError:
+        except BaseException:  # any failure, our own or not, must release the launch (A6)
             if engaged:
                 _abandon(autoscaling, found, hook)
             raise
@@ -119,6 +124,22 @@ def _run_locked(clients, flags, config, environ, status):
         with status.step("lifecycle"):
             asg.complete_lifecycle(autoscaling, found.membership.group, hook, found.identity.instance_id,
                                    "CONTINUE")
+
+
+def _abandon_unresolved(autoscaling, found, flags, config):
+    """ABANDON the launch when the settings themselves are bad, if a well-formed hook name can be found."""
+    hook = getattr(flags, "lifecycle_hook", None) or found.tags.get("bluegreen:lifecycle-hook") \
+        or config.get("lifecycle_hook")
+    if not isinstance(hook, str) or not HOOK_RE.match(hook):
+        return
+    try:
+        found.membership = asg.settle_pending(autoscaling, found.identity.instance_id, found.membership,
+                                              deadline=local_number(config, "group_deadline"))
+    except AgentError as exc:  # the settings error is the one to report
+        log.error("%s", exc)
+        return
+    if found.membership.lifecycle_state == asg.PENDING_WAIT:
+        _abandon(autoscaling, found, hook)
 
 
 def _abandon(autoscaling, found, hook):
@@ -175,7 +196,10 @@ def _deploy(clients, settings, found, environ, status):
         previous = bundle.activate(settings.workdir, fetched.release_id, settings.keep_releases)
     status.update(retagged=retagged, previous_release=previous)
 
-    current = os.path.join(settings.workdir, bundle.CURRENT)
+    # The release folder itself, not the `current` link: compose resolves relative bind mounts from it, so a
+    # bundle that changes only mounted files changes the services' config and recreates them, and a pruned
+    # old release is never still mounted.
+    current = os.path.realpath(os.path.join(settings.workdir, bundle.CURRENT))
     with status.step("compose"):
         compose.Compose(command, settings.compose_project, current, compose_env, settings.compose_timeout).up()
 

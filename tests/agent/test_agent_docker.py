@@ -227,6 +227,9 @@ BAD_INPUTS = [
     # (case, how to break it, exit code, words in the one-line error)
     ("bad version", {"tags": {"version": "1.0 rc!"}}, 5, "settings failed: version '1.0 rc!'"),
     ("bad image", {"tags": {"image": "127.0.0.1:5000/Web//x"}}, 5, "not a valid image repository"),
+    # A tag inside the repository: once took exponential time to reject (the agent hung, holding its lock).
+    ("image with a tag", {"tags": {"image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop-web:1.0"}}, 5,
+     "not a valid image repository"),
     ("bad S3 URL", {"tags": {"bootstrap": "https://bucket/prefix/"}}, 5, "is not an s3://bucket/prefix/ URL"),
     ("bucket not allowed", {"tags": {"bootstrap": "s3://other-bucket/web/"}}, 5, "not in allowed_buckets"),
     ("missing object", {"bundle": "missing object"}, 6, "missing object s3://bluegreen-bootstrap/bad/"),
@@ -302,6 +305,41 @@ def test_launch_hook_abandons_when_the_agent_fails(make_stack, aws):
     assert "lifecycle hook launch completed with ABANDON" in result.stderr
     assert stack.group.lifecycle_state(instance_id) in (None, "Terminating", "Terminated", "Terminating:Wait",
                                                         "Terminating:Proceed")
+
+
+def test_launch_hook_abandons_when_the_groups_settings_are_bad(make_stack, aws):
+    # A6: a bad tag must not leave the new instance in Pending:Wait for the hook's whole HeartbeatTimeout.
+    aws.configure_time(time_scale=HOOK_TIME_SCALE)
+    stack = make_stack(launch_hook="launch")
+    instance_id = stack.group.instance_ids[0]
+    stack.group.set_tags(version="1.0 rc!")
+    result = stack.runner("run")
+    assert result.returncode == 5, result.stderr
+    assert "lifecycle hook launch completed with ABANDON" in result.stderr
+    assert stack.group.lifecycle_state(instance_id) in (None, "Terminating", "Terminated", "Terminating:Wait",
+                                                        "Terminating:Proceed")
+
+
+def test_a_bundle_that_changes_only_a_mounted_file_is_applied(make_stack, aws, tmp_path, images):
+    # Compose resolves `./page` from the release folder the agent runs it in: a new bundle is a new folder,
+    # so the service is recreated with the new file (and an old release, once pruned, is not still mounted).
+    stack = make_stack()
+    compose_file = bundle_files(tmp_path, images["repository"], "live-" + stack.uid)["docker-compose.yml"]
+    compose_file = compose_file.replace(b"    network_mode: host\n",
+                                        b"    network_mode: host\n    volumes:\n      - ./page:/www/page:ro\n")
+    assert b"./page:/www/page" in compose_file
+
+    def publish(text, prefix):
+        stack.group.set_tags(bootstrap=upload_bundle(aws.endpoint, {"docker-compose.yml": compose_file,
+                                                                    "page/index.html": text}, prefix=prefix))
+        ok(stack.runner("run"))
+        with urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/page/", timeout=5) as resp:
+            return resp.read()
+
+    assert publish(b"first\n", "mount-a/") == b"first\n"
+    assert publish(b"second\n", "mount-b/") == b"second\n"
+    assert publish(b"third\n", "mount-c/") == b"third\n"  # the first release is pruned by now (keep 2)
+    assert stack.served() == "1.0"
 
 
 def test_rerun_after_the_agent_is_killed_mid_run_recovers(make_stack):

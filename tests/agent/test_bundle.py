@@ -148,3 +148,11 @@ def test_signed_and_unsigned_readers_against_emulated_s3(aws, tmp_path):
         assert read(fetched.path, "dir", "with space.txt") == b"x"
         with pytest.raises(BundleError, match="missing object s3://bluegreen-bootstrap/web/nope"):
             reader.read("web/nope")
+
+
+@pytest.mark.parametrize("paths", [["docker-compose.yml", "docker-compose.yml/x"], ["docker-compose.yml", "manifest.json/x"],
+                                   ["docker-compose.yml", "conf", "conf/a"]])
+def test_a_path_listed_both_as_a_file_and_as_a_folder_is_a_bundle_error(paths):
+    manifest = json.dumps({"files": [{"path": p, "sha256": "ab" * 32} for p in paths]})
+    with pytest.raises(BundleError, match="listed both as a file and as a folder"):
+        parse_manifest(manifest)

@@ -90,3 +90,12 @@ def test_iam_policy_grants_exactly_the_calls_the_agent_makes():
     # Docker's pull from ECR makes these two with the token GetAuthorizationToken returned.
     pulled_by_docker = {"BatchGetImage", "GetDownloadUrlForLayer"}
     assert granted - pulled_by_docker == _operations_in_agent_code()
+
+
+def test_imdsv1_fallback_is_off_for_the_agents_aws_credentials():
+    # I1: botocore's instance-profile lookup falls back to IMDSv1 when the token PUT fails, unless told not to.
+    from agent.cli import _imdsv2_only_session
+
+    assert _imdsv2_only_session().get_config_variable("ec2_metadata_v1_disabled") is True
+    with open(os.path.join(ROOT, "systemd", "bluegreen-agent.service")) as f:
+        assert "Environment=AWS_EC2_METADATA_V1_DISABLED=true" in f.read().splitlines()

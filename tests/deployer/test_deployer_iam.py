@@ -38,3 +38,8 @@ def test_mutations_are_limited_to_tagged_groups_and_retired_instances():
         "Null": {"aws:ResourceTag/bluegreen:service": "false"}}
     assert statements["TerminateOnlyRetiredInstances"]["Condition"] == {
         "Null": {"aws:ResourceTag/bluegreen:retired-from": "false"}}
+    # Tag-then-terminate must not reach any instance of the account: only those a blue/green group launched
+    # (bluegreen:service propagates to them at launch) may be marked retired.
+    assert statements["MarkInstancesBeforeDetaching"]["Condition"] == {
+        "ForAllValues:StringEquals": {"aws:TagKeys": ["bluegreen:retired-from"]},
+        "Null": {"aws:ResourceTag/bluegreen:service": "false"}}
