@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 
 from agent.errors import EXIT_CODES, EXIT_INTERNAL, AgentError
@@ -127,10 +128,17 @@ def _configure_logging(debug):
         logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None, environ=None):
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
     _configure_logging(args.debug)
+    # systemd stops a run with SIGTERM (`systemctl stop`, TimeoutStartSec): unwind like Ctrl-C, so status.json
+    # records the failure and a launch hook is ABANDONed (A6) instead of waiting out its timeout.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return _dispatch(args, environ)
     except AgentError as exc:
@@ -139,7 +147,7 @@ def main(argv=None, environ=None):
         print(f"bluegreen-agent: {exc.step} failed: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("bluegreen-agent: interrupted", file=sys.stderr)
+        print("bluegreen-agent: interrupted (SIGINT or SIGTERM); status.json records it", file=sys.stderr)
         return EXIT_INTERNAL
     except Exception as exc:  # the one top-level handler: one line, a traceback only with --debug
         if args.debug:

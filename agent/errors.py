@@ -17,7 +17,7 @@ EXIT_LIFECYCLE = 11
 
 EXIT_CODES = [
     (EXIT_OK, "success (or nothing to change)"),
-    (EXIT_INTERNAL, "unexpected internal error (rerun with --debug for the traceback)"),
+    (EXIT_INTERNAL, "unexpected internal error (rerun with --debug), or stopped by SIGINT/SIGTERM"),
     (EXIT_USAGE, "bad command line or unreadable/invalid config file"),
     (EXIT_IDENTITY, "instance identity: IMDS disabled (403), unreachable or too slow"),
     (EXIT_GROUP, "Auto Scaling group or its tags could not be read"),

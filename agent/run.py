@@ -99,7 +99,7 @@ def _run_locked(clients, flags, config, environ, status):
         settings = resolve_settings(found, flags, config)
     except AgentError:
         # A6: a bad tag must not leave a new instance waiting in Pending:Wait for the hook's whole timeout.
-        _abandon_unresolved(autoscaling, found, flags, config)
+        _abandon_unresolved(autoscaling, found, config)
         raise
     status.update(version=settings.version, version_source=settings.sources.get("version"))
     hook = settings.lifecycle_hook
@@ -126,10 +126,9 @@ def _run_locked(clients, flags, config, environ, status):
                                    "CONTINUE")
 
 
-def _abandon_unresolved(autoscaling, found, flags, config):
+def _abandon_unresolved(autoscaling, found, config):
     """ABANDON the launch when the settings themselves are bad, if a well-formed hook name can be found."""
-    hook = getattr(flags, "lifecycle_hook", None) or found.tags.get("bluegreen:lifecycle-hook") \
-        or config.get("lifecycle_hook")
+    hook = found.tags.get("bluegreen:lifecycle-hook") or config.get("lifecycle_hook")
     if not isinstance(hook, str) or not HOOK_RE.match(hook):
         return
     try:

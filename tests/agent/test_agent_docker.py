@@ -342,6 +342,27 @@ def test_a_bundle_that_changes_only_a_mounted_file_is_applied(make_stack, aws, t
     assert stack.served() == "1.0"
 
 
+def test_sigterm_mid_run_records_the_failure_and_abandons_the_launch(make_stack, aws):
+    # systemd's stop (or TimeoutStartSec) sends SIGTERM: the run must unwind, not vanish like a SIGKILL.
+    aws.configure_time(time_scale=HOOK_TIME_SCALE)
+    stack = make_stack(launch_hook="launch")
+    instance_id = stack.group.instance_ids[0]
+    stack.runner.config["heartbeat_interval"] = 0.05
+    stack.group.set_tags(version="sick")
+    proc = stack.runner.start("run")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not stack.containers():
+        time.sleep(0.1)  # the agent is now in its health wait
+    assert stack.containers(), "the agent never reached compose up"
+    proc.terminate()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    assert "interrupted (SIGINT or SIGTERM)" in err and "lifecycle hook launch completed with ABANDON" in err
+    assert stack.runner.status()["result"] == "failed"
+    assert stack.group.lifecycle_state(instance_id) in (None, "Terminating", "Terminated", "Terminating:Wait",
+                                                        "Terminating:Proceed")
+
+
 def test_rerun_after_the_agent_is_killed_mid_run_recovers(make_stack):
     stack = make_stack()
     stack.group.set_tags(version="sick")
