@@ -33,11 +33,12 @@ def healthy_count(group, health):
                if all(state_in(health, i.id, k) == "healthy" for k in keys))
 
 
-def verdict_healthy(group, health, strict=True):
+def verdict_healthy(group, health, strict=True, seen=frozenset()):
     """Every instance InService and healthy everywhere, as many as desired.
 
     strict (deploy, canary): any instance unhealthy in a load balancer, marked Unhealthy by the group, or
-    terminated while we wait, fails at once (the operation then aborts). Not strict (rollback's wait for the
+    terminated while we wait (Terminating now, or gone since an earlier poll of this wait: `seen`), fails at
+    once (the operation then aborts). Not strict (rollback's wait for the
     old fleet): keep waiting, the group replaces what fails, and the deadline decides.
     """
     keys = lb_keys(group)
@@ -54,6 +55,9 @@ def verdict_healthy(group, health, strict=True):
             for key in keys:
                 if state_in(health, inst.id, key) == "unhealthy":
                     return FAIL, f"instance {inst.id} of {group.name} is unhealthy in {lb_label(key)}"
+        vanished = verdict_vanished(seen, group)
+        if vanished:
+            return vanished
     good = healthy_count(group, health)
     pending = [i for i in group.instances if i.lifecycle not in ("InService", "Standby")
                and not i.lifecycle.startswith("Terminat")]
@@ -144,7 +148,8 @@ def verdict_detached(group):
     return OK, f"no instance of {group.name} is detaching"
 
 
-def verdict(kind, group, health):
+def verdict(kind, group, health, seen=frozenset()):
+    """Dispatch one observation to the verdict of a wait kind; `seen` is what earlier polls of it saw."""
     if kind == "detached":
         return verdict_detached(group)
     if kind == "scaled-in":
@@ -152,7 +157,7 @@ def verdict(kind, group, health):
     if kind == "settled":
         return verdict_settled(group)
     if kind == "healthy":
-        return verdict_healthy(group, health, strict=True)
+        return verdict_healthy(group, health, strict=True, seen=seen)
     if kind == "restored":
         return verdict_healthy(group, health, strict=False)
     if kind == "deregistered":

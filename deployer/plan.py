@@ -181,7 +181,9 @@ def _standby_gate(old, new, version, snap, resumed):
     serving (not an abort: policies are copied; `rollback` undoes it).
     """
     if not resumed:
-        return []  # planned in the same run as wait-new-healthy, moments ago
+        # The first plan of a deploy (what --dry-run prints) ends in wait-new-healthy for the runner; its flip
+        # steps are applied only from the plan made after that wait, which is a resumed one and has the gate.
+        return []
     steps = []
     capacity = old.desired + len(old.in_state("Standby", "EnteringStandby"))
     if new.desired < capacity:

@@ -152,7 +152,7 @@ class Runner:
         deadline = self.clock() + self.timeout
         last = None
         polls = 0
-        launched = set()  # instances seen in the group during this wait
+        seen = set()  # instances seen in the watched group during this wait
         while polls == 0 or self.clock() < deadline:
             if polls:
                 self.sleep(max(0.0, min(self.poll_interval, deadline - self.clock())))
@@ -160,10 +160,8 @@ class Runner:
             self._check_holder(snap)
             polls += 1
             group = snap.groups[step.color]
-            state, detail = verdicts.verdict(step.wait, group, snap.health)
-            if step.wait == "healthy" and state != verdicts.FAIL:
-                state, detail = verdicts.verdict_vanished(launched, group) or (state, detail)
-            launched |= {i.id for i in group.instances}
+            state, detail = verdicts.verdict(step.wait, group, snap.health, seen=seen)
+            seen |= {i.id for i in group.instances}
             if detail != last:
                 log.info("%s: %s", step.name, detail)
                 last = detail

@@ -63,21 +63,26 @@ def _serve_until_signal(announce: str) -> None:
         pass
 
 
+def _run_in_foreground(command: str, server: Any, port: int, variable: str) -> int:
+    """Start `server`, announce `variable=<its endpoint>` as the first stdout line, serve until a signal."""
+    try:
+        server.start()
+    except OSError as exc:
+        sys.stderr.write(f"bluegreen-localcloud {command}: cannot listen on 127.0.0.1:{port}: {exc.strerror}\n")
+        return EXIT_START_FAILED
+    try:
+        _serve_until_signal(f"{variable}={server.endpoint}")
+    finally:
+        server.stop()
+    return EXIT_OK
+
+
 def run_aws(args: argparse.Namespace) -> int:
     from localcloud.aws import EmulatedAWS
 
     cloud = EmulatedAWS(host="127.0.0.1", port=args.port, region=args.region, health_interval=args.health_interval,
                         time_scale=args.time_scale)
-    try:
-        cloud.start()
-    except OSError as exc:
-        sys.stderr.write(f"bluegreen-localcloud aws: cannot listen on 127.0.0.1:{args.port}: {exc.strerror}\n")
-        return EXIT_START_FAILED
-    try:
-        _serve_until_signal(f"AWS_ENDPOINT_URL={cloud.endpoint}")
-    finally:
-        cloud.stop()
-    return EXIT_OK
+    return _run_in_foreground("aws", cloud, args.port, "AWS_ENDPOINT_URL")
 
 
 def run_imds(args: argparse.Namespace) -> int:
@@ -85,16 +90,7 @@ def run_imds(args: argparse.Namespace) -> int:
 
     endpoint = args.aws_endpoint or os.environ.get("AWS_ENDPOINT_URL")
     server = IMDSServer(args.instance_id, region=args.region, aws_endpoint=endpoint, host="127.0.0.1", port=args.port)
-    try:
-        server.start()
-    except OSError as exc:
-        sys.stderr.write(f"bluegreen-localcloud imds: cannot listen on 127.0.0.1:{args.port}: {exc.strerror}\n")
-        return EXIT_START_FAILED
-    try:
-        _serve_until_signal(f"AWS_EC2_METADATA_SERVICE_ENDPOINT={server.endpoint}")
-    finally:
-        server.stop()
-    return EXIT_OK
+    return _run_in_foreground("imds", server, args.port, "AWS_EC2_METADATA_SERVICE_ENDPOINT")
 
 
 def _add_aws(sub: Any) -> None:

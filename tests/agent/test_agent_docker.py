@@ -3,7 +3,6 @@ a real emulated instance, the real Docker engine, the local registry and compose
 
 import fcntl
 import os
-import time
 import urllib.request
 import uuid
 
@@ -12,6 +11,7 @@ import pytest
 
 from localcloud.sampleapp import build_and_push, write_bundle
 from tests.agent.conftest import BUCKET, AgentRunner, Group, free_port, upload_bundle
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -108,6 +108,18 @@ def make_stack(aws, imds_for, tmp_path, images, engine):
     yield make
     for stack in stacks:
         stack.close()
+
+
+# What an ABANDONed launch (A6) looks like: terminating, or already gone from the group.
+ABANDONED = (None, "Terminating", "Terminated", "Terminating:Wait", "Terminating:Proceed")
+
+
+def start_until_compose_up(stack):
+    """Start `bluegreen-agent run` and return the process once compose has started the stack: the agent is then
+    in its health wait."""
+    proc = stack.runner.start("run")
+    wait_until(stack.containers, "the agent to reach compose up", deadline_s=60, interval=0.1)
+    return proc
 
 
 def ok(result):
@@ -303,8 +315,7 @@ def test_launch_hook_abandons_when_the_agent_fails(make_stack, aws):
     result = stack.runner("run")
     assert result.returncode == 6, result.stderr
     assert "lifecycle hook launch completed with ABANDON" in result.stderr
-    assert stack.group.lifecycle_state(instance_id) in (None, "Terminating", "Terminated", "Terminating:Wait",
-                                                        "Terminating:Proceed")
+    assert stack.group.lifecycle_state(instance_id) in ABANDONED
 
 
 def test_launch_hook_abandons_when_the_groups_settings_are_bad(make_stack, aws):
@@ -316,8 +327,7 @@ def test_launch_hook_abandons_when_the_groups_settings_are_bad(make_stack, aws):
     result = stack.runner("run")
     assert result.returncode == 5, result.stderr
     assert "lifecycle hook launch completed with ABANDON" in result.stderr
-    assert stack.group.lifecycle_state(instance_id) in (None, "Terminating", "Terminated", "Terminating:Wait",
-                                                        "Terminating:Proceed")
+    assert stack.group.lifecycle_state(instance_id) in ABANDONED
 
 
 def test_a_bundle_that_changes_only_a_mounted_file_is_applied(make_stack, aws, tmp_path, images):
@@ -349,28 +359,19 @@ def test_sigterm_mid_run_records_the_failure_and_abandons_the_launch(make_stack,
     instance_id = stack.group.instance_ids[0]
     stack.runner.config["heartbeat_interval"] = 0.05
     stack.group.set_tags(version="sick")
-    proc = stack.runner.start("run")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not stack.containers():
-        time.sleep(0.1)  # the agent is now in its health wait
-    assert stack.containers(), "the agent never reached compose up"
+    proc = start_until_compose_up(stack)
     proc.terminate()
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1, err
     assert "interrupted (SIGINT or SIGTERM)" in err and "lifecycle hook launch completed with ABANDON" in err
     assert stack.runner.status()["result"] == "failed"
-    assert stack.group.lifecycle_state(instance_id) in (None, "Terminating", "Terminated", "Terminating:Wait",
-                                                        "Terminating:Proceed")
+    assert stack.group.lifecycle_state(instance_id) in ABANDONED
 
 
 def test_rerun_after_the_agent_is_killed_mid_run_recovers(make_stack):
     stack = make_stack()
     stack.group.set_tags(version="sick")
-    proc = stack.runner.start("run")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not stack.containers():
-        time.sleep(0.1)  # wait until compose has started the stack: the agent is now in its health wait
-    assert stack.containers(), "the agent never reached compose up"
+    proc = start_until_compose_up(stack)
     proc.kill()  # SIGKILL: no cleanup at all, as in a power cut
     proc.wait(timeout=10)
     assert stack.runner.status()["result"] == "running"  # what a crashed run leaves behind
