@@ -117,26 +117,32 @@ def ensure_registry(state, port=REGISTRY_PORT):
     return address, proc.pid
 
 
-def _stop_pid(pid, deadline_s=20):
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
+def wait_gone(pid, deadline_s):
+    """True once `pid` has exited (reaping it if it is our child), False at the deadline."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
-        try:  # reap if it is our child
+            return True
+        try:
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
         time.sleep(0.2)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    return False
+
+
+def stop_process(pid, deadline_s=20.0):
+    """SIGTERM, wait up to deadline_s, then SIGKILL and wait up to 10 s more: True if the process is gone."""
+    for sig, wait_s in ((signal.SIGTERM, deadline_s), (signal.SIGKILL, 10.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return True
+        if wait_gone(pid, wait_s):
+            return True
+    return False
 
 
 def up(state=DEFAULT_STATE, record=None):
@@ -165,7 +171,7 @@ def down(state=DEFAULT_STATE, record=None):
         started = json.load(f)
     for name in ("registry", "dockerd"):
         if name in started:
-            _stop_pid(started[name])
+            stop_process(started[name])
     os.unlink(started_path)
     return started
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 
+from localcloud import infra
 from localcloud.fleet import FleetError, FleetTimeout
 from localcloud.fleet.daemon import ENV_FILE, LOG_FILE, PID_FILE, STATE_FILE
 
@@ -106,7 +106,7 @@ def up(state_dir: str, lb_port: int, deadline_s: float) -> int:
             return EXIT_OK
         if state and state.get("pid") == pid and state.get("error"):
             # It tears itself down after a failed start: let it finish, so nothing is left running.
-            _wait_gone(pid, 60.0)
+            infra.wait_gone(pid, 60.0)
             raise FleetError(f"the local fleet failed to start: {state['error']} (see {state_dir}/{LOG_FILE})")
         if exited:
             tail = _tail(os.path.join(state_dir, LOG_FILE))
@@ -117,33 +117,6 @@ def up(state_dir: str, lb_port: int, deadline_s: float) -> int:
                        f"see {state_dir}/{LOG_FILE}, stop it with `bluegreen-localcloud down`")
 
 
-def _wait_gone(pid: int, deadline_s: float) -> bool:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        try:  # reap it if it is our child
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.2)
-    return False
-
-
-def _kill(pid: int, deadline_s: float) -> bool:
-    """SIGTERM, wait, SIGKILL: True if the process is gone."""
-    for sig, wait_s in ((signal.SIGTERM, deadline_s), (signal.SIGKILL, 10.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return True
-        if _wait_gone(pid, wait_s):
-            return True
-    return False
-
-
 def down(state_dir: str, deadline_s: float) -> int:
     state_dir = os.path.abspath(state_dir)
     if not os.path.isdir(state_dir):
@@ -152,7 +125,7 @@ def down(state_dir: str, deadline_s: float) -> int:
     pid = _daemon_pid(state_dir)
     if pid is not None:
         print(f"bluegreen-localcloud: stopping the local fleet (pid {pid})", file=sys.stderr)
-        if not _kill(pid, deadline_s):
+        if not infra.stop_process(pid, deadline_s):
             raise FleetError(f"the local fleet daemon (pid {pid}) would not stop")
     state = _read_state(state_dir) or {}
     if state.get("phase") != "stopped":
@@ -164,12 +137,11 @@ def down(state_dir: str, deadline_s: float) -> int:
 
 def _clean_up_after_crash(state_dir: str, state: dict) -> None:
     """The daemon died without its own teardown: remove what its state file says it made."""
-    from localcloud import infra
     from localcloud.fleet.instances import remove_stack
 
     haproxy_pid = state.get("haproxy_pid")
     if haproxy_pid:
-        _kill(int(haproxy_pid), 5.0)
+        infra.stop_process(int(haproxy_pid), 5.0)
     for item in (state.get("fleet") or {}).get("instances", []):
         if state.get("docker_host"):
             try:
