@@ -28,17 +28,34 @@ VERSION_TAG = "bluegreen:version"
 _TRANSIENT = (FleetError, BotoCoreError, ClientError, OSError)
 
 
-def free_port(taken: set, host: str = "127.0.0.1", attempts: int = 20) -> int:
-    """An ephemeral port nobody listens on right now and not handed to another instance whose app may not
-    have bound it yet (the app binds it a moment later)."""
-    for _ in range(attempts):
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(v) for v in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def free_port(taken: set, host: str = "127.0.0.1", attempts: int = 200) -> int:
+    """A port for an instance's app: free now, not handed to another instance whose app may not have bound it
+    yet, and BELOW the kernel's ephemeral range. A port from that range (bind to 0) can be taken a moment later
+    by an outgoing connection (HAProxy's checks, the load, the AWS clients); the app's bind then fails, its
+    health check fails, and the agent ABANDONs a launch that had nothing wrong with it."""
+    low = _ephemeral_range()[0]
+    first = max(1024, low - 12000)
+    for n in range(attempts):
+        port = first + (os.getpid() * 7919 + n * 101 + len(taken) * 13) % (low - first)
+        if port in taken:
+            continue
         with socket.socket() as sock:
-            sock.bind((host, 0))
-            port = sock.getsockname()[1]
-        if port not in taken:
-            taken.add(port)
-            return port
-    raise FleetError(f"no free port found in {attempts} attempts")
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        taken.add(port)
+        return port
+    raise FleetError(f"no free port below the ephemeral range ({first}-{low - 1}) in {attempts} attempts")
 
 
 class FleetSupervisor:
