@@ -138,10 +138,21 @@ class EmulatedAWS:
 
     # -- control ------------------------------------------------------------------------------------
     def reset(self) -> None:
-        """Wipe every moto resource and the layer's timers, forced health, faults and events."""
+        """Wipe every moto resource and the layer's timers, forced health, faults and events; the clock goes
+        back to the real one."""
         with self.state.lock:
             moto_api_backend.reset()
+            self.state.clock = time.monotonic
             self.state.reset()
+
+    def use_clock(self, clock: Callable[[], float] | None) -> None:
+        """Drive the emulated world from `clock` (seconds, monotonic) until the next reset(); None: the real one.
+
+        An in-process test gives the emulator and the deployer's runner the same fake clock, so a wait's sleep
+        moves the emulated world on instead of spinning while it stands still.
+        """
+        with self.state.lock:
+            self.state.clock = clock or time.monotonic
 
     def set_target_health(self, instance_id: str, state: str | None, target_group_arn: str | None = None) -> None:
         """Force a target's health: "healthy" | "unhealthy"; None returns it to the timed model (E1)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from typing import Any, Callable
@@ -21,41 +20,12 @@ from localcloud.fleet.control import ControlClient
 from localcloud.fleet.haproxy import LoadBalancer
 from localcloud.fleet.instances import Instance, VersionGate
 from localcloud.fleet.plan import Action, merge_target_health, plan_load_balancer
+from localcloud.ports import NoFreePort, free_port
 
 log = logging.getLogger(__name__)
 
 VERSION_TAG = "bluegreen:version"
-_TRANSIENT = (FleetError, BotoCoreError, ClientError, OSError)
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low, high = (int(v) for v in f.read().split())
-        return low, high
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
-
-
-def free_port(taken: set, host: str = "127.0.0.1", attempts: int = 200) -> int:
-    """A port for an instance's app: free now, not handed to another instance whose app may not have bound it
-    yet, and BELOW the kernel's ephemeral range. A port from that range (bind to 0) can be taken a moment later
-    by an outgoing connection (HAProxy's checks, the load, the AWS clients); the app's bind then fails, its
-    health check fails, and the agent ABANDONs a launch that had nothing wrong with it."""
-    low = _ephemeral_range()[0]
-    first = max(1024, low - 12000)
-    for n in range(attempts):
-        port = first + (os.getpid() * 7919 + n * 101 + len(taken) * 13) % (low - first)
-        if port in taken:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-        taken.add(port)
-        return port
-    raise FleetError(f"no free port below the ephemeral range ({first}-{low - 1}) in {attempts} attempts")
+_TRANSIENT = (FleetError, NoFreePort, BotoCoreError, ClientError, OSError)
 
 
 class FleetSupervisor:
