@@ -17,8 +17,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
+
+from localcloud.polling import WaitTimeout, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +50,14 @@ def _registry_answers(port, timeout=2.0):
 
 
 def _wait(predicate, what, deadline_s, logfile):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    tail = ""
-    if logfile and os.path.exists(logfile):
-        with open(logfile, errors="replace") as f:
-            tail = "".join(f.readlines()[-5:])
-    raise InfraError(f"{what} did not come up within {deadline_s}s; last log lines:\n{tail}")
+    try:
+        wait_until(predicate, what, deadline_s, 0.2)
+    except WaitTimeout:
+        tail = ""
+        if logfile and os.path.exists(logfile):
+            with open(logfile, errors="replace") as f:
+                tail = "".join(f.readlines()[-5:])
+        raise InfraError(f"{what} did not come up within {deadline_s}s; last log lines:\n{tail}") from None
 
 
 def _short_runtime_dir(state):
@@ -119,18 +118,21 @@ def ensure_registry(state, port=REGISTRY_PORT):
 
 def wait_gone(pid, deadline_s):
     """True once `pid` has exited (reaping it if it is our child), False at the deadline."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
+    def gone():
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return True
         try:
-            os.waitpid(pid, os.WNOHANG)
+            os.waitpid(pid, os.WNOHANG)  # a child of ours stays a zombie (and answers kill 0) until reaped
         except ChildProcessError:
             pass
-        time.sleep(0.2)
-    return False
+        return False
+
+    try:
+        return wait_until(gone, f"process {pid} to exit", deadline_s, 0.2)
+    except WaitTimeout:
+        return False
 
 
 def stop_process(pid, deadline_s=20.0):

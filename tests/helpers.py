@@ -10,24 +10,21 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
+from localcloud import polling
 from localcloud.ports import free_port
 
 __all__ = ["FakeTime", "Outcome", "expect_exit", "free_port", "wait_until"]
 
 
 def wait_until(predicate, what, deadline_s=10.0, interval=0.05):
-    """Poll `predicate` until it returns something true, and return that."""
-    deadline = time.monotonic() + deadline_s
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}; last: {last!r}")
+    """Poll `predicate` until it returns something true, and return that (localcloud.polling's loop; a
+    timeout fails the test as an AssertionError)."""
+    try:
+        return polling.wait_until(predicate, what, deadline_s, interval)
+    except polling.WaitTimeout as exc:
+        raise AssertionError(str(exc)) from None
 
 
 @dataclass

@@ -16,11 +16,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 from localcloud import infra
 from localcloud.fleet import FleetError, FleetTimeout
 from localcloud.fleet.daemon import ENV_FILE, LOG_FILE, PID_FILE, STATE_FILE
+from localcloud.polling import WaitTimeout, wait_until
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
 DEFAULT_STATE = ".localcloud"
@@ -96,14 +96,16 @@ def up(state_dir: str, lb_port: int, deadline_s: float) -> int:
               f"{LOG_FILE})", file=sys.stderr)
     else:
         print(f"bluegreen-localcloud: reusing the running local fleet (pid {pid})", file=sys.stderr)
-    deadline = time.monotonic() + deadline_s
-    state = None
-    while time.monotonic() < deadline:
+
+    def ready(state: dict | None) -> bool:
+        return bool(state) and state.get("pid") == pid and state.get("phase") == "ready"
+
+    def daemon_state() -> dict | None:
+        """Its state file; raises once the daemon has failed or exited before it was ready."""
         exited = proc.poll() is not None if proc is not None else _daemon_pid(state_dir) is None
         state = _read_state(state_dir)
-        if state and state.get("pid") == pid and state.get("phase") == "ready":
-            print(how_to_use(state_dir, state))
-            return EXIT_OK
+        if ready(state):
+            return state
         if state and state.get("pid") == pid and state.get("error"):
             # It tears itself down after a failed start: let it finish, so nothing is left running.
             infra.wait_gone(pid, 60.0)
@@ -111,10 +113,16 @@ def up(state_dir: str, lb_port: int, deadline_s: float) -> int:
         if exited:
             tail = _tail(os.path.join(state_dir, LOG_FILE))
             raise FleetError(f"the local fleet daemon exited before it was ready; last log lines:\n{tail}")
-        time.sleep(0.5)
-    phase = state.get("phase") if state else "no state written"
-    raise FleetTimeout(f"the local fleet was not ready within {deadline_s}s (last phase: {phase}); "
-                       f"see {state_dir}/{LOG_FILE}, stop it with `bluegreen-localcloud down`")
+        return state
+
+    try:
+        state = wait_until(daemon_state, "the local fleet to be ready", deadline_s, 0.5, until=ready)
+    except WaitTimeout as exc:
+        phase = exc.last.get("phase") if exc.last else "no state written"
+        raise FleetTimeout(f"the local fleet was not ready within {deadline_s}s (last phase: {phase}); "
+                           f"see {state_dir}/{LOG_FILE}, stop it with `bluegreen-localcloud down`") from None
+    print(how_to_use(state_dir, state))
+    return EXIT_OK
 
 
 def down(state_dir: str, deadline_s: float) -> int:

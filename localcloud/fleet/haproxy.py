@@ -17,10 +17,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from typing import NamedTuple
 
 from localcloud.fleet import FleetError, FleetTimeout
+from localcloud.polling import WaitTimeout, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -135,22 +135,25 @@ class LoadBalancer:
                     start_new_session=True)
         finally:
             listener.close()  # HAProxy holds its own copy
-        deadline = time.monotonic() + deadline_s
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise HAProxyError(f"haproxy exited with {self._proc.returncode} at start; "
-                                   f"see {self.state_dir}/haproxy.log")
-            try:
-                self.command("show info")
-                log.info("load balancer listening on %s (haproxy pid %d)", self.url, self._proc.pid)
-                return self
-            except HAProxyError as exc:
-                last = str(exc)
-            time.sleep(0.05)
-        self.stop()
-        raise FleetTimeout(f"haproxy admin socket {self.socket_path} did not answer within {deadline_s}s; "
-                           f"last: {last}")
+        try:
+            wait_until(self._show_info, "haproxy's admin socket", deadline_s, 0.05,
+                       until=lambda answer: not isinstance(answer, HAProxyError))
+        except WaitTimeout as exc:
+            self.stop()
+            raise FleetTimeout(f"haproxy admin socket {self.socket_path} did not answer within {deadline_s}s; "
+                               f"last: {exc.last}") from None
+        log.info("load balancer listening on %s (haproxy pid %d)", self.url, self._proc.pid)
+        return self
+
+    def _show_info(self):
+        """The admin socket's `show info`, or the error it gave while HAProxy is still starting."""
+        if self._proc.poll() is not None:
+            raise HAProxyError(f"haproxy exited with {self._proc.returncode} at start; "
+                               f"see {self.state_dir}/haproxy.log")
+        try:
+            return self.command("show info")
+        except HAProxyError as exc:
+            return exc
 
     def stop(self, deadline_s=10.0):
         if self._proc and self._proc.poll() is None:
@@ -174,12 +177,8 @@ class LoadBalancer:
         try:
             sock.connect(self.socket_path)
             sock.sendall(line.encode() + b"\n")
-            chunks = []
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                chunks.append(data)
+            # HAProxy closes the connection after its answer; each recv is bounded by the socket's timeout.
+            chunks = list(iter(lambda: sock.recv(65536), b""))
         except OSError as exc:
             raise HAProxyError(f"haproxy runtime API ({line.split()[0]}): {exc}")
         finally:
@@ -244,15 +243,12 @@ class LoadBalancer:
         self._checked(f"set server {target} state maint")
         self.wait_idle(name, deadline_s)
         # `del server` refuses while a connection (even an idle pooled one) is still attached: retry briefly.
-        deadline = time.monotonic() + deadline_s
-        while True:
-            answer = self.command(f"del server {target}").strip()
-            if "deleted" in answer.lower() or "no such" in answer.lower():
-                break
-            if time.monotonic() > deadline:
-                raise FleetTimeout(f"haproxy would not delete {target} within {deadline_s}s; "
-                                   f"last answer: {answer}")
-            time.sleep(0.1)
+        try:
+            wait_until(lambda: self.command(f"del server {target}").strip(), f"haproxy to delete {target}",
+                       deadline_s, 0.1, until=lambda answer: "deleted" in answer.lower() or "no such" in answer.lower())
+        except WaitTimeout as exc:
+            raise FleetTimeout(f"haproxy would not delete {target} within {deadline_s}s; "
+                               f"last answer: {exc.last}") from None
         log.info("load balancer: removed %s", name)
 
     def servers(self):
@@ -287,15 +283,12 @@ class LoadBalancer:
 
     def wait_idle(self, name, deadline_s=10.0, interval=0.1):
         """Wait until no request is in flight on this server (before its stack is stopped)."""
-        deadline = time.monotonic() + deadline_s
-        state = None
-        while time.monotonic() < deadline:
-            state = self.servers().get(name)
-            if state is None or state.sessions == 0:
-                return
-            time.sleep(interval)
-        in_flight = state.sessions if state else "?"
-        raise FleetTimeout(f"server {name} still had {in_flight} requests in flight after {deadline_s}s")
+        try:
+            wait_until(lambda: self.servers().get(name), f"no request in flight on {name}", deadline_s, interval,
+                       until=lambda state: state is None or state.sessions == 0)
+        except WaitTimeout as exc:
+            raise FleetTimeout(f"server {name} still had {exc.last.sessions} requests in flight after "
+                               f"{deadline_s}s") from None
 
 
 def _parse_csv(text):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from typing import Any, Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -20,6 +19,7 @@ from localcloud.fleet.control import ControlClient
 from localcloud.fleet.haproxy import LoadBalancer
 from localcloud.fleet.instances import Instance, VersionGate
 from localcloud.fleet.plan import Action, merge_target_health, plan_load_balancer
+from localcloud.polling import WaitTimeout, wait_until
 from localcloud.ports import NoFreePort, free_port
 
 log = logging.getLogger(__name__)
@@ -246,10 +246,9 @@ class FleetSupervisor:
         return sum(1 for i, s in servers.items() if s.routed and self.targets.get(i) == "healthy")
 
     def wait_for(self, predicate: Callable[[], Any], what: str, deadline_s: float, interval: float = 0.2) -> Any:
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
-            result = predicate()
-            if result:
-                return result
-            time.sleep(interval)
-        raise FleetTimeout(f"timed out after {deadline_s}s waiting for {what}; last state: {self.snapshot()}")
+        """wait_until, with the whole fleet's state in the error: the predicate's own value says little."""
+        try:
+            return wait_until(predicate, what, deadline_s, interval)
+        except WaitTimeout:
+            raise FleetTimeout(f"timed out after {deadline_s}s waiting for {what}; last state: {self.snapshot()}") \
+                from None
