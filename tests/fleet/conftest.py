@@ -13,12 +13,14 @@ class Backend:
         self.version = version
         self.healthy = healthy
         self.delay = delay
-        self.hits = 0
+        self.hits = 0  # requests answered, health checks aside
+        self.checks = 0  # health checks answered
         backend = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 if self.path == "/health":
+                    backend.checks += 1
                     status, body = (200, b"ok") if backend.healthy else (503, b"down")
                 else:
                     if backend.delay:

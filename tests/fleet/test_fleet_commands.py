@@ -1,5 +1,6 @@
 """`bluegreen-localcloud up/down/status` without a fleet: exit codes, one-line errors, the env file (fast)."""
 
+import json
 import os
 import socket
 import subprocess
@@ -7,7 +8,10 @@ import sys
 
 import pytest
 
+from localcloud.fleet import commands
 from localcloud.fleet.daemon import env_lines
+from localcloud.sampleapp import build_and_push
+from tests.helpers import free_port
 
 COMMAND = os.path.join(os.path.dirname(sys.executable), "bluegreen-localcloud")
 
@@ -25,7 +29,7 @@ def test_status_without_a_fleet_exits_3(tmp_path):
 def test_status_json_without_a_fleet(tmp_path):
     out = run("status", "--state", str(tmp_path / "none"), "--output", "json")
     assert out.returncode == 3
-    assert '"running": false' in out.stdout
+    assert json.loads(out.stdout) == {"running": False, "state": None}
 
 
 def test_a_stale_pid_file_does_not_count_as_running(tmp_path):
@@ -50,6 +54,64 @@ def test_down_removes_a_dead_fleets_state(tmp_path):
     out = run("down", "--state", str(state))
     assert out.returncode == 0, out.stderr
     assert not state.exists()
+
+
+def crashed_state(state, **recorded):
+    """A state folder as a daemon that died without its own teardown leaves it: its pid is gone, the phase is
+    still `ready`, and the state file names what it made."""
+    state.mkdir()
+    (state / "serve.pid").write_text("999999999")
+    (state / "state.json").write_text(json.dumps({"pid": 999999999, "phase": "ready", **recorded}))
+
+
+def test_down_after_a_crash_stops_what_the_state_names_and_removes_the_state(tmp_path, capsys):
+    # Stand-ins for the HAProxy and the registry the dead daemon started. `down` runs in this process, their
+    # parent, so that it can reap them: to anyone else an unreaped child still answers kill(pid, 0).
+    sleeper = [sys.executable, "-c", "import time; time.sleep(300)"]
+    haproxy, registry = subprocess.Popen(sleeper), subprocess.Popen(sleeper)
+    try:
+        state = tmp_path / "state"
+        crashed_state(state, haproxy_pid=haproxy.pid, fleet={"instances": [{"compose_project": "lc-i-1"}]})
+        (state / "infra-started.json").write_text(json.dumps({"registry": registry.pid}))
+        assert commands.down(str(state), deadline_s=10.0) == 0
+        assert not os.path.exists(f"/proc/{haproxy.pid}")
+        assert not os.path.exists(f"/proc/{registry.pid}")
+        assert not state.exists()
+        # No docker_host recorded (it died before the engine was up): no stack to remove, and no error.
+        assert capsys.readouterr().err == "bluegreen-localcloud: local fleet stopped and removed\n"
+    finally:
+        for stand_in in (haproxy, registry):
+            stand_in.kill()
+            stand_in.wait(10)
+
+
+@pytest.mark.docker
+def test_down_after_a_crash_removes_the_instances_stacks(tmp_path):
+    docker_host, registry = os.environ["DOCKER_HOST"], os.environ["BLUEGREEN_REGISTRY"]
+    build_and_push(registry, repository="crash-cleanup", versions=("1.0",))
+    project = f"lc-crash-{os.getpid()}"
+    compose_file = tmp_path / "docker-compose.yml"
+    compose_file.write_text(f"services:\n  web:\n    image: {registry}/crash-cleanup:1.0\n    network_mode: host\n"
+                            f"    environment:\n      APP_PORT: \"{free_port()}\"\n")
+
+    def containers():
+        out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
+                             capture_output=True, text=True, check=True, timeout=60)
+        return out.stdout.split()
+
+    subprocess.run(["docker", "compose", "-p", project, "-f", str(compose_file), "up", "-d"], capture_output=True,
+                   check=True, timeout=120)
+    try:
+        assert len(containers()) == 1
+        state = tmp_path / "state"
+        crashed_state(state, docker_host=docker_host, fleet={"instances": [{"compose_project": project}]})
+        out = run("down", "--state", str(state))
+        assert out.returncode == 0, out.stderr
+        assert containers() == []
+        assert not state.exists()
+    finally:
+        subprocess.run(["docker", "compose", "-p", project, "down", "--timeout", "1"], capture_output=True,
+                       check=False, timeout=120)
 
 
 def test_bad_port_is_one_line_and_exit_2(tmp_path):

@@ -1,14 +1,15 @@
 """The HAProxy controller against real HAProxy and tiny real HTTP backends (fast: no Docker)."""
 
 import threading
-import time
 
 import pytest
 
 from localcloud.fleet import FleetTimeout
 from localcloud.fleet.haproxy import HAProxyError, LoadBalancer
 from localcloud.fleet.load import get_once, sample_versions
-from tests.waiting import wait_until as wait_for
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.haproxy
 
 
 def test_listens_on_an_ephemeral_loopback_port_and_answers_503_without_servers(lb):
@@ -23,7 +24,7 @@ def test_new_server_is_checked_but_not_routed_until_told(lb, backend):
     state = lb.servers()["i-1"]
     assert (state.routed, state.up, state.checked, state.failing) == (False, False, False, False)
     # Up only after `rise` (2) passing checks, like HealthyThresholdCount (E1).
-    wait_for(lambda: lb.servers()["i-1"].up, "i-1 up")
+    wait_until(lambda: lb.servers()["i-1"].up, "i-1 up")
     assert get_once(lb.url) == (None, "HTTP 503")
     assert app.hits == 0
     lb.route("i-1")
@@ -34,25 +35,26 @@ def test_new_server_is_checked_but_not_routed_until_told(lb, backend):
 def test_failing_health_check_never_turns_up(lb, backend):
     app = backend("3.0", healthy=False)
     lb.add_server("i-3", "127.0.0.1", app.port)
-    wait_for(lambda: lb.servers()["i-3"].checked, "first check of i-3")
+    wait_until(lambda: lb.servers()["i-3"].checked, "first check of i-3")
     assert lb.servers()["i-3"].failing is True
-    time.sleep(0.6)  # three more check intervals
+    first = app.checks
+    wait_until(lambda: app.checks >= first + 3, "three more checks of i-3")
     assert lb.servers()["i-3"].up is False
 
 
 def test_server_goes_down_after_fall_failures_and_back_up(lb, backend):
     app = backend("1.0")
     lb.add_server("i-1", "127.0.0.1", app.port)
-    wait_for(lambda: lb.servers()["i-1"].up, "i-1 up")
+    wait_until(lambda: lb.servers()["i-1"].up, "i-1 up")
     app.healthy = False
-    wait_for(lambda: not lb.servers()["i-1"].up, "i-1 down")
+    wait_until(lambda: not lb.servers()["i-1"].up, "i-1 down")
     assert lb.servers()["i-1"].failing
     app.healthy = True
-    wait_for(lambda: lb.servers()["i-1"].up, "i-1 up again")
+    wait_until(lambda: lb.servers()["i-1"].up, "i-1 up again")
     # A reset counts it down until `rise` checks pass again (a re-registered target starts `initial`).
     lb.reset_health("i-1")
     assert lb.servers()["i-1"].up is False
-    wait_for(lambda: lb.servers()["i-1"].up, "i-1 up after the reset")
+    wait_until(lambda: lb.servers()["i-1"].up, "i-1 up after the reset")
 
 
 def test_drain_stops_new_requests_and_lets_in_flight_ones_finish(lb, backend):
@@ -60,13 +62,13 @@ def test_drain_stops_new_requests_and_lets_in_flight_ones_finish(lb, backend):
     fast = backend("2.0")
     lb.add_server("slow", "127.0.0.1", slow.port)
     lb.add_server("fast", "127.0.0.1", fast.port)
-    wait_for(lambda: all(s.up for s in lb.servers().values()), "both up")
+    wait_until(lambda: all(s.up for s in lb.servers().values()), "both up")
     lb.route("slow")
 
     answers = []
     thread = threading.Thread(target=lambda: answers.append(get_once(lb.url, timeout=5)))
     thread.start()
-    wait_for(lambda: lb.servers()["slow"].sessions == 1, "request in flight on slow")
+    wait_until(lambda: lb.servers()["slow"].sessions == 1, "request in flight on slow")
     lb.route("fast")
     lb.drain("slow")
     assert sample_versions(lb.url, 6) == ({"2.0": 6}, 0)
@@ -79,13 +81,13 @@ def test_drain_stops_new_requests_and_lets_in_flight_ones_finish(lb, backend):
 def test_remove_waits_for_in_flight_requests(lb, backend):
     slow = backend("1.0", delay=0.8)
     lb.add_server("slow", "127.0.0.1", slow.port)
-    wait_for(lambda: lb.servers()["slow"].up, "slow up")
+    wait_until(lambda: lb.servers()["slow"].up, "slow up")
     lb.route("slow")
 
     answers = []
     thread = threading.Thread(target=lambda: answers.append(get_once(lb.url, timeout=5)))
     thread.start()
-    wait_for(lambda: lb.servers()["slow"].sessions == 1, "request in flight")
+    wait_until(lambda: lb.servers()["slow"].sessions == 1, "request in flight")
     lb.remove_server("slow")
     thread.join(5)
     assert answers == [("1.0", None)]
@@ -95,12 +97,12 @@ def test_remove_waits_for_in_flight_requests(lb, backend):
 def test_wait_idle_times_out_naming_the_server_and_what_is_in_flight(lb, backend):
     slow = backend("1.0", delay=1.0)
     lb.add_server("slow", "127.0.0.1", slow.port)
-    wait_for(lambda: lb.servers()["slow"].up, "slow up")
+    wait_until(lambda: lb.servers()["slow"].up, "slow up")
     lb.route("slow")
 
     thread = threading.Thread(target=lambda: get_once(lb.url, timeout=5))
     thread.start()
-    wait_for(lambda: lb.servers()["slow"].sessions == 1, "request in flight")
+    wait_until(lambda: lb.servers()["slow"].sessions == 1, "request in flight")
     with pytest.raises(FleetTimeout, match="slow still had 1 requests in flight after 0.3s"):
         lb.wait_idle("slow", deadline_s=0.3)
     thread.join(5)

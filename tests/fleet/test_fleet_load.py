@@ -1,19 +1,23 @@
-"""The bounded load loop: pacing, counting versions and failures, always ending."""
+"""The bounded load loop: pacing, counting versions and failures, always ending.
 
-import socket
+The sleeps here are the pacing under test (how many requests a second of load sends), not synchronisation.
+"""
+
 import time
 
+import pytest
+
 from localcloud.fleet.load import LoadGenerator, get_once, sample_versions
+from tests.helpers import free_port, wait_until
 
 
+@pytest.mark.haproxy
 def test_paced_load_counts_every_version_through_the_balancer(lb, backend):
     one = backend("1.0")
     two = backend("2.0")
     for name, server in (("one", one), ("two", two)):
         lb.add_server(name, "127.0.0.1", server.port)
-    deadline = time.monotonic() + 10
-    while not all(s.up for s in lb.servers().values()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: all(s.up for s in lb.servers().values()), "both servers up in HAProxy")
     lb.route("one")
     load = LoadGenerator(lb.url, rate=50, max_seconds=5).start()
     time.sleep(1.0)
@@ -31,10 +35,7 @@ def test_paced_load_counts_every_version_through_the_balancer(lb, backend):
 
 
 def test_failures_are_counted_with_their_cause():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{closed_port}/"
+    url = f"http://127.0.0.1:{free_port()}/"  # free, so closed: nothing listens there
     version, error = get_once(url, timeout=1)
     assert version is None and error.startswith("ConnectionRefusedError")
     assert sample_versions(url, 3) == ({}, 3)

@@ -15,11 +15,13 @@ from localcloud.fleet.haproxy import LoadBalancer
 from localcloud.fleet.load import LoadGenerator, sample_versions
 from localcloud.fleet.supervisor import FleetSupervisor
 from localcloud.scenario import create_service
-from tests.waiting import wait_until
+from tests.helpers import wait_until
 
 SCALE = 0.05  # AWS time: the 5 s x 2 check is 0.25 s x 2, a 30 s deregistration delay drains in 1.5 s
 wait = functools.partial(wait_until, deadline_s=20.0)
 RETRIES = Config(retries={"mode": "standard", "max_attempts": 5})
+
+pytestmark = pytest.mark.haproxy
 
 
 @pytest.fixture
@@ -86,14 +88,18 @@ def test_haproxy_routes_only_what_the_target_group_calls_healthy_and_no_request_
         assert (ids[0], False, "initial") in seen  # it was re-checked before the group called it healthy
         assert all(h == "healthy" for _, routed, h in seen if routed)
 
-        # Scale-in: the terminated instance is drained and idle before its app stops.
+        # Scale-in: the terminated instance is drained and idle before its app stops, and the load that goes on
+        # after the stop is answered by the one left, without a failure.
         asg.terminate_instance_in_auto_scaling_group(InstanceId=ids[1], ShouldDecrementDesiredCapacity=True)
         wait(lambda: supervisor.retired.get(ids[1]) is not None and supervisor.retired[ids[1]].stopped,
              "the terminated instance's app to stop")
-        time.sleep(0.5)
+        stopped = time.monotonic()
+        wait(lambda: sum(load.snapshot().versions(start=stopped).values()) >= 20,
+             "20 more answers after the app stopped")
     finally:
         result = load.stop()
     assert result.failures == [], result.summary()
     assert result.total > 100
     assert set(result.versions()) == set(ids)
+    assert set(result.versions(start=stopped)) == {ids[0]}
     assert sample_versions(lb.url, 10) == ({ids[0]: 10}, 0)
