@@ -8,21 +8,24 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from moto.autoscaling.exceptions import AutoscalingClientError, ResourceContentionError, ValidationError
-from moto.autoscaling.models import (
+from . import autoscaling as model
+from . import moto_seam as seam
+from . import runtime
+from .moto_seam import (
     ASG_NAME_TAG,
+    ActionResult,
+    AutoscalingClientError,
+    AutoScalingResponse,
     DetachInstanceActivity,
+    EmptyResult,
     EnterStandbyActivity,
     ExitStandbyActivity,
     FakeAutoScalingGroup,
     InstanceState,
+    ResourceContentionError,
     TerminateInstanceActivity,
+    ValidationError,
 )
-from moto.autoscaling.responses import AutoScalingResponse
-from moto.core.responses import ActionResult, EmptyResult
-
-from . import autoscaling as model
-from . import runtime
 from .state import LayerState
 
 MAX_INSTANCE_IDS = 20      # A1, A2, A3: at most 20 instance IDs per call
@@ -153,7 +156,7 @@ def create_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
     _check_bounds(min_size, max_size, self._get_int_param("DesiredCapacity"))
     check_tags(self._get_params().get("Tags", []) or [])
     model.remember_backend(_state(), self.autoscaling_backend)
-    return runtime.original(AutoScalingResponse, "create_auto_scaling_group")(self)
+    return seam.original(AutoScalingResponse, "create_auto_scaling_group")(self)
 
 
 def delete_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
@@ -297,7 +300,7 @@ def put_lifecycle_hook(self: AutoScalingResponse) -> ActionResult:
     result = self._get_param("DefaultResult")
     if result not in (None, "CONTINUE", "ABANDON"):
         raise ValidationError(f"Invalid DefaultResult: {result}")
-    return runtime.original(AutoScalingResponse, "put_lifecycle_hook")(self)
+    return seam.original(AutoScalingResponse, "put_lifecycle_hook")(self)
 
 
 def _lifecycle_action(self: AutoScalingResponse) -> tuple[LayerState, FakeAutoScalingGroup, InstanceState, str]:
@@ -336,7 +339,7 @@ def record_lifecycle_action_heartbeat(self: AutoScalingResponse) -> ActionResult
 def _guarded(action: str) -> Callable[[AutoScalingResponse], ActionResult]:
     def guarded(self: AutoScalingResponse) -> ActionResult:
         _group(self)
-        return runtime.original(AutoScalingResponse, action)(self)
+        return seam.original(AutoScalingResponse, action)(self)
     guarded.__name__ = action
     return guarded
 
@@ -357,7 +360,7 @@ def set_instance_health(self: AutoScalingResponse) -> ActionResult:
     if not any(s.instance.id == iid for g in self.autoscaling_backend.autoscaling_groups.values()
                for s in g.instance_states):
         raise ValidationError(f"Instance Id not found - No managed instance found for instance ID: {iid}")
-    return runtime.original(AutoScalingResponse, "set_instance_health")(self)
+    return seam.original(AutoScalingResponse, "set_instance_health")(self)
 
 
 REPLACED = (set_desired_capacity, update_auto_scaling_group, create_auto_scaling_group, delete_auto_scaling_group,
@@ -366,10 +369,8 @@ REPLACED = (set_desired_capacity, update_auto_scaling_group, create_auto_scaling
 ADDED = (complete_lifecycle_action, record_lifecycle_action_heartbeat)
 
 
-def install() -> None:
-    for func in REPLACED:
-        runtime.wrap(AutoScalingResponse, func.__name__, func)
-    for func in ADDED:
-        runtime.wrap(AutoScalingResponse, func.__name__, func, must_exist=False)
-    for action in GUARDED:
-        runtime.wrap(AutoScalingResponse, action, _guarded(action))
+
+for _func in REPLACED + ADDED:
+    seam.register(AutoScalingResponse, _func.__name__, _func)
+for _action in GUARDED:
+    seam.register(AutoScalingResponse, _action, _guarded(_action))

@@ -10,12 +10,16 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from moto.autoscaling.exceptions import ValidationError
-from moto.autoscaling.models import AutoScalingBackend, FakeScalingPolicy
-from moto.autoscaling.responses import AutoScalingResponse
-from moto.core.responses import ActionResult, EmptyResult
-
-from . import asg_api, runtime
+from . import asg_api
+from . import moto_seam as seam
+from .moto_seam import (
+    ActionResult,
+    AutoScalingBackend,
+    AutoScalingResponse,
+    EmptyResult,
+    FakeScalingPolicy,
+    ValidationError,
+)
 
 # A9: (default page, largest page) per describe call, from the Auto Scaling API reference.
 PAGE_SIZES = {
@@ -109,19 +113,20 @@ def create_or_update_tags(self: AutoScalingResponse) -> ActionResult:
         group = asg_api._group(self, name)
         existing = {t["Key"] for t in group.tags}
         asg_api.check_tags(group_tags, existing=len(existing - {t.get("Key") for t in group_tags}))
-    return runtime.original(AutoScalingResponse, "create_or_update_tags")(self)
+    return seam.original(AutoScalingResponse, "create_or_update_tags")(self)
 
 
 def delete_tags(self: AutoScalingResponse) -> ActionResult:
     for tag in self._get_params().get("Tags", []) or []:
         asg_api._group(self, tag.get("ResourceId"))
-    return runtime.original(AutoScalingResponse, "delete_tags")(self)
+    return seam.original(AutoScalingResponse, "delete_tags")(self)
 
 
 # -- scaling policies keyed by (group, name) (A7) ----------------------------------------------------------
 
+@seam.replaces(AutoScalingBackend, "put_scaling_policy")
 def _put_scaling_policy(self: AutoScalingBackend, name: str, *args: Any, **kwargs: Any) -> FakeScalingPolicy:
-    policy = runtime.original(AutoScalingBackend, "put_scaling_policy")(self, name, *args, **kwargs)
+    policy = seam.original(AutoScalingBackend, "put_scaling_policy")(self, name, *args, **kwargs)
     # moto stored it under `name`, replacing another group's policy of that name: put that one back.
     self.policies.pop(name, None)
     self.policies[(policy.auto_scaling_group_name, name)] = policy
@@ -177,13 +182,15 @@ def execute_policy(self: AutoScalingResponse) -> ActionResult:
 
 # -- scheduled actions keyed by (group, name) (A7) ---------------------------------------------------------
 
+@seam.replaces(AutoScalingBackend, "put_scheduled_update_group_action")
 def _put_scheduled_action(self: AutoScalingBackend, name: str, *args: Any, **kwargs: Any) -> Any:
-    action = runtime.original(AutoScalingBackend, "put_scheduled_update_group_action")(self, name, *args, **kwargs)
+    action = seam.original(AutoScalingBackend, "put_scheduled_update_group_action")(self, name, *args, **kwargs)
     self.scheduled_actions.pop(action.scheduled_action_name, None)
     self.scheduled_actions[(name, action.scheduled_action_name)] = action
     return action
 
 
+@seam.replaces(AutoScalingBackend, "delete_scheduled_action")
 def _delete_scheduled_action(self: AutoScalingBackend, auto_scaling_group_name: str,
                              scheduled_action_name: str) -> None:
     if self.scheduled_actions.pop((auto_scaling_group_name, scheduled_action_name), None) is None:
@@ -194,9 +201,5 @@ REPLACED = (describe_auto_scaling_groups, describe_auto_scaling_instances, descr
             describe_scheduled_actions, create_or_update_tags, delete_tags, delete_policy, execute_policy)
 
 
-def install() -> None:
-    for func in REPLACED:
-        runtime.wrap(AutoScalingResponse, func.__name__, func)
-    runtime.wrap(AutoScalingBackend, "put_scaling_policy", _put_scaling_policy)
-    runtime.wrap(AutoScalingBackend, "put_scheduled_update_group_action", _put_scheduled_action)
-    runtime.wrap(AutoScalingBackend, "delete_scheduled_action", _delete_scheduled_action)
+for _func in REPLACED:
+    seam.register(AutoScalingResponse, _func.__name__, _func)

@@ -18,9 +18,9 @@ import logging
 import uuid
 from typing import Any
 
-from moto.autoscaling.models import ASG_NAME_TAG, AutoScalingBackend, FakeAutoScalingGroup, InstanceState
-
+from . import moto_seam as seam
 from . import runtime
+from .moto_seam import ASG_NAME_TAG, AutoScalingBackend, FakeAutoScalingGroup, InstanceState
 from .state import LayerState
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,7 @@ def launch_hooks(group: FakeAutoScalingGroup) -> list[Any]:
 
 def launch(state: LayerState, group: FakeAutoScalingGroup, count: int) -> None:
     before = {id(s) for s in group.instance_states}
-    runtime.original(FakeAutoScalingGroup, "replace_autoscaling_group_instances")(
-        group, count, group.get_propagated_tags())
+    group.replace_autoscaling_group_instances(count, group.get_propagated_tags())
     hooks = launch_hooks(group)
     for inst in [s for s in group.instance_states if id(s) not in before]:
         rec = record(state, inst)
@@ -289,16 +288,19 @@ def _run_scheduled_actions(state: LayerState, backend: AutoScalingBackend, group
 
 # -- moto replacements -------------------------------------------------------------------------------------
 
+@seam.replaces(FakeAutoScalingGroup, "set_desired_capacity")
 def _group_set_desired_capacity(self: FakeAutoScalingGroup, new_capacity: int | None) -> None:
     state = runtime.active()
     if state is None:
-        return runtime.original(FakeAutoScalingGroup, "set_desired_capacity")(self, new_capacity)
+        return seam.original(FakeAutoScalingGroup, "set_desired_capacity")(self, new_capacity)
     self.desired_capacity = self.min_size if new_capacity is None else new_capacity
     remember_backend(state, self.autoscaling_backend)
     reconcile(state, self)
     return None
 
 
+@seam.replaces(AutoScalingBackend, "update_attached_elbs")
+@seam.replaces(AutoScalingBackend, "update_attached_target_groups")
 def _sync_lbs(self: AutoScalingBackend, group_name: str) -> None:
     """Replaces moto's update_attached_elbs / _target_groups, which re-register Standby instances too."""
     state = runtime.active()
@@ -310,6 +312,7 @@ def _sync_lbs(self: AutoScalingBackend, group_name: str) -> None:
             join_lbs(state, group, inst)
 
 
+@seam.replaces(AutoScalingBackend, "detach_load_balancer_target_groups")
 def _detach_target_groups(self: AutoScalingBackend, group_name: str, target_group_arns: list[str]) -> None:
     group = self.autoscaling_groups[group_name]
     state = runtime.active()
@@ -319,6 +322,7 @@ def _detach_target_groups(self: AutoScalingBackend, group_name: str, target_grou
     group.target_group_arns = [a for a in group.target_group_arns if a not in target_group_arns]
 
 
+@seam.replaces(AutoScalingBackend, "detach_load_balancers")
 def _detach_classic_lbs(self: AutoScalingBackend, group_name: str, load_balancer_names: list[str]) -> None:
     group = self.autoscaling_groups[group_name]
     state = runtime.active()
@@ -328,11 +332,12 @@ def _detach_classic_lbs(self: AutoScalingBackend, group_name: str, load_balancer
     group.load_balancer_names = [n for n in group.load_balancer_names if n not in load_balancer_names]
 
 
+@seam.replaces(AutoScalingBackend, "notify_terminate_instances")
 def _notify_terminate_instances(self: AutoScalingBackend, instance_ids: list[str]) -> None:
     """EC2 TerminateInstances on group instances (A4)."""
     state = runtime.active()
     if state is None:
-        return runtime.original(AutoScalingBackend, "notify_terminate_instances")(self, instance_ids)
+        return seam.original(AutoScalingBackend, "notify_terminate_instances")(self, instance_ids)
     for group in self.autoscaling_groups.values():
         for inst in list(group.instance_states):
             if inst.instance.id not in instance_ids:
@@ -347,13 +352,3 @@ def _notify_terminate_instances(self: AutoScalingBackend, instance_ids: list[str
                 leave_lbs(state, group, inst)
     return None
 
-
-def install() -> None:
-    runtime.wrap(FakeAutoScalingGroup, "set_desired_capacity", _group_set_desired_capacity)
-    runtime.wrap(FakeAutoScalingGroup, "replace_autoscaling_group_instances",
-                 FakeAutoScalingGroup.replace_autoscaling_group_instances)
-    runtime.wrap(AutoScalingBackend, "update_attached_elbs", _sync_lbs)
-    runtime.wrap(AutoScalingBackend, "update_attached_target_groups", _sync_lbs)
-    runtime.wrap(AutoScalingBackend, "detach_load_balancer_target_groups", _detach_target_groups)
-    runtime.wrap(AutoScalingBackend, "detach_load_balancers", _detach_classic_lbs)
-    runtime.wrap(AutoScalingBackend, "notify_terminate_instances", _notify_terminate_instances)

@@ -27,12 +27,11 @@ import uuid
 from collections.abc import Iterable
 from typing import Any, Callable
 
-from moto.moto_api._internal.models import moto_api_backend
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from . import asg_api, asg_catalog, autoscaling, runtime, targets
+from . import autoscaling, moto_seam, runtime, targets
 from .errors import AlreadyRunning, BadControlRequest, NotStarted
+from .moto_seam import DomainDispatcherApplication, create_backend_app, moto_api_backend
 from .state import LayerState
 
 log = logging.getLogger(__name__)
@@ -105,10 +104,7 @@ class EmulatedAWS:
             self._server = make_server(self.host, sock.getsockname()[1], self._app, threaded=True,
                                        request_handler=_QuietHandler, fd=sock.fileno())
         self.port = self._server.server_address[1]
-        targets.install()
-        autoscaling.install()
-        asg_api.install()
-        asg_catalog.install()
+        moto_seam.install()
         runtime.activate(self.state)
         moto_api_backend.reset()
         self._stopping.clear()

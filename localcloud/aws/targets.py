@@ -12,13 +12,10 @@ import inspect
 import logging
 from typing import Any
 
-from moto.core.responses import ActionResult
-from moto.elb.models import ELBBackend
-from moto.elb.responses import ELBResponse
-from moto.elbv2.exceptions import ValidationError
-from moto.elbv2.models import ELBv2Backend, FakeHealthStatus, FakeTargetGroup
-
+from . import moto_seam as seam
 from . import runtime
+from .moto_seam import ActionResult, ELBBackend, ELBResponse, ELBv2Backend, FakeHealthStatus, FakeTargetGroup
+from .moto_seam import ELBv2ValidationError as ValidationError
 from .state import LayerState
 
 log = logging.getLogger(__name__)
@@ -92,8 +89,9 @@ def health_of(state: LayerState, lb_key: str, target_id: str, interval_aws: floa
 
 # -- ELBv2 (target groups) ---------------------------------------------------------------------------------
 
+@seam.replaces(FakeTargetGroup, "register")
 def _tg_register(self: FakeTargetGroup, targets: list[dict[str, Any]]) -> None:
-    runtime.original(FakeTargetGroup, "register")(self, targets)
+    seam.original(FakeTargetGroup, "register")(self, targets)
     state = runtime.active()
     if state is None:
         return
@@ -106,8 +104,9 @@ def _tg_delay(tg: FakeTargetGroup) -> float:
     return float(tg.attributes.get("deregistration_delay.timeout_seconds", 300))
 
 
+@seam.replaces(FakeTargetGroup, "deregister")
 def _tg_deregister(self: FakeTargetGroup, targets: list[dict[str, Any]]) -> None:
-    runtime.original(FakeTargetGroup, "deregister")(self, targets)
+    seam.original(FakeTargetGroup, "deregister")(self, targets)
     state = runtime.active()
     if state is None:
         return
@@ -115,6 +114,7 @@ def _tg_deregister(self: FakeTargetGroup, targets: list[dict[str, Any]]) -> None
         _note_deregistered(state, self.arn, target["Id"], _tg_delay(self), target_group_arn=self.arn)
 
 
+@seam.replaces(FakeTargetGroup, "deregister_terminated_instances")
 def _tg_deregister_terminated(self: FakeTargetGroup, instance_ids: list[str]) -> None:
     # moto parks terminated targets as `draining` forever; ELB really drains them for the delay (E2).
     registered = [{"Id": i} for i in instance_ids if i in self.targets]
@@ -122,17 +122,18 @@ def _tg_deregister_terminated(self: FakeTargetGroup, instance_ids: list[str]) ->
         _tg_deregister(self, registered)
 
 
+@seam.replaces(FakeTargetGroup, "health_for")
 def _tg_health_for(self: FakeTargetGroup, target: dict[str, Any], ec2_backend: Any) -> FakeHealthStatus:
     state = runtime.active()
     if state is None:
-        return runtime.original(FakeTargetGroup, "health_for")(self, target, ec2_backend)
+        return seam.original(FakeTargetGroup, "health_for")(self, target, ec2_backend)
     record = state.targets.get((self.arn, target["Id"]))
     health = health_of(state, self.arn, target["Id"], float(self.health_check_interval_seconds),
                        int(self.healthy_threshold_count))
     if health is None:
         if record is not None:
             expire_draining(state)
-        return runtime.original(FakeTargetGroup, "health_for")(self, target, ec2_backend)
+        return seam.original(FakeTargetGroup, "health_for")(self, target, ec2_backend)
     port = record["port"]
     reasons = {
         "initial": ("Elb.RegistrationInProgress", "Target registration is in progress"),
@@ -144,6 +145,7 @@ def _tg_health_for(self: FakeTargetGroup, target: dict[str, Any], ec2_backend: A
     return FakeHealthStatus(target["Id"], port, self.health_check_port, health, reason, description)
 
 
+@seam.replaces(ELBv2Backend, "describe_target_health")
 def _describe_target_health(self: ELBv2Backend, target_group_arn: str,
                             targets: list[dict[str, Any]]) -> list[FakeHealthStatus]:
     state = runtime.active()
@@ -155,7 +157,7 @@ def _describe_target_health(self: ELBv2Backend, target_group_arn: str,
         for (lb_key, target_id), record in state.targets.items():
             if lb_key == tg.arn and record["drain_until"] is not None and target_id not in tg.targets:
                 targets.append({"Id": target_id, "Port": record["port"]})
-    return runtime.original(ELBv2Backend, "describe_target_health")(self, target_group_arn, targets)
+    return seam.original(ELBv2Backend, "describe_target_health")(self, target_group_arn, targets)
 
 
 # E1: interval 5-300 s, thresholds 2-10; E2: deregistration delay 0-3600 s. botocore checks the lower bounds
@@ -171,15 +173,17 @@ def _check_health_check(**values: Any) -> None:
             raise ValidationError(f"{name} must be between {low} and {high}, got {value}")
 
 
+@seam.replaces(ELBv2Backend, "create_target_group")
 def _create_target_group(self: ELBv2Backend, name: str, **kwargs: Any) -> FakeTargetGroup:
     _check_health_check(HealthCheckIntervalSeconds=kwargs.get("healthcheck_interval_seconds"),
                         HealthyThresholdCount=kwargs.get("healthy_threshold_count"),
                         UnhealthyThresholdCount=kwargs.get("unhealthy_threshold_count"))
-    return runtime.original(ELBv2Backend, "create_target_group")(self, name, **kwargs)
+    return seam.original(ELBv2Backend, "create_target_group")(self, name, **kwargs)
 
 
+@seam.replaces(ELBv2Backend, "modify_target_group")
 def _modify_target_group(self: ELBv2Backend, arn: str, *args: Any, **kwargs: Any) -> FakeTargetGroup:
-    original = runtime.original(ELBv2Backend, "modify_target_group")
+    original = seam.original(ELBv2Backend, "modify_target_group")
     call = inspect.signature(original).bind(self, arn, *args, **kwargs).arguments  # moto passes them positionally
     _check_health_check(HealthCheckIntervalSeconds=call.get("health_check_interval"),
                         HealthyThresholdCount=call.get("healthy_threshold_count"),
@@ -187,6 +191,7 @@ def _modify_target_group(self: ELBv2Backend, arn: str, *args: Any, **kwargs: Any
     return original(self, arn, *args, **kwargs)
 
 
+@seam.replaces(ELBv2Backend, "modify_target_group_attributes")
 def _modify_target_group_attributes(self: ELBv2Backend, target_group_arn: str, attributes: dict[str, Any]) -> None:
     key = "deregistration_delay.timeout_seconds"
     rest = dict(attributes)
@@ -198,7 +203,7 @@ def _modify_target_group_attributes(self: ELBv2Backend, target_group_arn: str, a
             valid = False
         if not valid:
             raise ValidationError(f"'{key}' value '{delay}' must be between '0-3600' inclusive")
-    runtime.original(ELBv2Backend, "modify_target_group_attributes")(self, target_group_arn, rest)
+    seam.original(ELBv2Backend, "modify_target_group_attributes")(self, target_group_arn, rest)
     if delay is not None:
         self.target_groups[target_group_arn].attributes[key] = delay
 
@@ -212,11 +217,12 @@ def _clb_port(backend: ELBBackend, name: str) -> int | None:
     return None
 
 
+@seam.replaces(ELBBackend, "register_instances")
 def _clb_register(self: ELBBackend, load_balancer_name: str, instance_ids: Any, from_autoscaling: bool = False) -> Any:
     instance_ids = list(instance_ids)
     lb = self.get_load_balancer(load_balancer_name)
     already = set(lb.instance_ids) if lb is not None else set()
-    result = runtime.original(ELBBackend, "register_instances")(
+    result = seam.original(ELBBackend, "register_instances")(
         self, load_balancer_name, [i for i in instance_ids if i not in already], from_autoscaling)
     state = runtime.active()
     if state is not None:
@@ -226,9 +232,10 @@ def _clb_register(self: ELBBackend, load_balancer_name: str, instance_ids: Any, 
     return result
 
 
+@seam.replaces(ELBBackend, "deregister_instances")
 def _clb_deregister(self: ELBBackend, load_balancer_name: str, instance_ids: Any, from_autoscaling: bool = False) -> Any:
     instance_ids = list(instance_ids)
-    result = runtime.original(ELBBackend, "deregister_instances")(self, load_balancer_name, instance_ids,
+    result = seam.original(ELBBackend, "deregister_instances")(self, load_balancer_name, instance_ids,
                                                                    from_autoscaling)
     state = runtime.active()
     if state is not None:
@@ -274,26 +281,14 @@ def _clb_instance_states(backend: ELBBackend, state: LayerState, name: str,
     return out
 
 
+@seam.replaces(ELBResponse, "describe_instance_health")
 def _clb_describe_instance_health_response(self: ELBResponse) -> ActionResult:
     state = runtime.active()
     if state is None:
-        return runtime.original(ELBResponse, "describe_instance_health")(self)
+        return seam.original(ELBResponse, "describe_instance_health")(self)
     name = self._get_param("LoadBalancerName")
     requested = [i["InstanceId"] for i in self._get_param("Instances", [])]
     # moto raises LoadBalancerNotFound for an unknown name; keep its error.
     self.elb_backend.describe_instance_health(name, [])
     return ActionResult({"InstanceStates": _clb_instance_states(self.elb_backend, state, name, requested)})
 
-
-def install() -> None:
-    runtime.wrap(FakeTargetGroup, "register", _tg_register)
-    runtime.wrap(FakeTargetGroup, "deregister", _tg_deregister)
-    runtime.wrap(FakeTargetGroup, "deregister_terminated_instances", _tg_deregister_terminated)
-    runtime.wrap(FakeTargetGroup, "health_for", _tg_health_for)
-    runtime.wrap(ELBv2Backend, "describe_target_health", _describe_target_health)
-    runtime.wrap(ELBv2Backend, "create_target_group", _create_target_group)
-    runtime.wrap(ELBv2Backend, "modify_target_group", _modify_target_group)
-    runtime.wrap(ELBv2Backend, "modify_target_group_attributes", _modify_target_group_attributes)
-    runtime.wrap(ELBBackend, "register_instances", _clb_register)
-    runtime.wrap(ELBBackend, "deregister_instances", _clb_deregister)
-    runtime.wrap(ELBResponse, "describe_instance_health", _clb_describe_instance_health_response)
