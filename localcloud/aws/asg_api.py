@@ -11,6 +11,7 @@ from typing import Any, Callable
 from . import autoscaling as model
 from . import moto_seam as seam
 from . import runtime
+from .errors import NotStarted
 from .moto_seam import (
     ASG_NAME_TAG,
     ActionResult,
@@ -41,19 +42,22 @@ class AlreadyExists(AutoscalingClientError):
     code = "AlreadyExists"
 
 
-def _state() -> LayerState:
+def require_state() -> LayerState:
+    """The running EmulatedAWS's layer state; the replaced actions need one (moto's classes stay replaced)."""
     state = runtime.active()
-    assert state is not None, "the fidelity layer is installed only while an EmulatedAWS runs"
+    if state is None:
+        raise NotStarted("the fidelity layer answers Auto Scaling actions only while an EmulatedAWS runs")
     return state
 
 
-def _group(resp: AutoScalingResponse, name: str | None = None) -> FakeAutoScalingGroup:
-    """A11: an unknown group is a ValidationError, as AWS answers, not moto's KeyError (HTTP 500)."""
+def require_group(resp: AutoScalingResponse, name: str | None = None) -> FakeAutoScalingGroup:
+    """The group the request names (or `name`). A11: an unknown group is a ValidationError, as AWS answers,
+    not moto's KeyError (HTTP 500)."""
     name = name if name is not None else resp._get_param("AutoScalingGroupName")
     group = resp.autoscaling_backend.autoscaling_groups.get(name)
     if group is None:
         raise ValidationError(f"AutoScalingGroup name not found - AutoScalingGroup '{name}' not found")
-    model.remember_backend(_state(), resp.autoscaling_backend)
+    model.remember_backend(require_state(), resp.autoscaling_backend)
     return group
 
 
@@ -107,7 +111,7 @@ def check_tags(tags: list[dict[str, Any]], existing: int = 0) -> None:
 # -- capacity (A5) -----------------------------------------------------------------------------------------
 
 def set_desired_capacity(self: AutoScalingResponse) -> ActionResult:
-    group = _group(self)
+    group = require_group(self)
     desired = self._get_int_param("DesiredCapacity")
     if desired > group.max_size:
         raise ValidationError(f"New SetDesiredCapacity value {desired} is above max value {group.max_size} "
@@ -120,7 +124,7 @@ def set_desired_capacity(self: AutoScalingResponse) -> ActionResult:
 
 
 def update_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
-    group = _group(self)
+    group = require_group(self)
     min_size = self._get_int_param("MinSize")
     max_size = self._get_int_param("MaxSize")
     desired = self._get_int_param("DesiredCapacity")
@@ -155,17 +159,17 @@ def create_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
         raise ValidationError("MinSize and MaxSize are required")
     _check_bounds(min_size, max_size, self._get_int_param("DesiredCapacity"))
     check_tags(self._get_params().get("Tags", []) or [])
-    model.remember_backend(_state(), self.autoscaling_backend)
+    model.remember_backend(require_state(), self.autoscaling_backend)
     return seam.original(AutoScalingResponse, "create_auto_scaling_group")(self)
 
 
 def delete_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
-    group = _group(self)
+    group = require_group(self)
     live = [s for s in group.instance_states if s.lifecycle_state != "Terminating"]
     if live and not self._get_bool_param("ForceDelete", False):
         raise ResourceInUse("You cannot delete an AutoScalingGroup while there are instances or pending Spot "
                             "instance request(s) still in the group.")
-    state = _state()
+    state = require_state()
     for inst in list(group.instance_states):
         model.leave_lbs(state, group, inst)
         model.finish_terminate(state, group, inst)
@@ -176,12 +180,12 @@ def delete_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
 # -- standby, detach, terminate (A1-A4) --------------------------------------------------------------------
 
 def enter_standby(self: AutoScalingResponse) -> ActionResult:
-    group = _group(self)
+    group = require_group(self)
     instances = _instances(self, group, ("InService",))  # A1: only InService instances
     decrement = self._get_bool_param("ShouldDecrementDesiredCapacity", False)
     if decrement and group.desired_capacity - len(instances) < group.min_size:
         raise _sizes(group, "place into standby", len(instances))  # A1: lower MinSize first
-    state = _state()
+    state = require_state()
     original = group.desired_capacity
     if decrement:
         group.desired_capacity -= len(instances)
@@ -196,11 +200,11 @@ def enter_standby(self: AutoScalingResponse) -> ActionResult:
 
 
 def exit_standby(self: AutoScalingResponse) -> ActionResult:
-    group = _group(self)
+    group = require_group(self)
     instances = _instances(self, group, ("Standby",))  # A2: only Standby instances
     if group.desired_capacity + len(instances) > group.max_size:
         raise _sizes(group, "move out of standby", len(instances))  # A2: must stay <= MaxSize
-    state = _state()
+    state = require_state()
     if state.faults.take_exit_standby_contention():
         raise ResourceContentionError()  # A2: retryable; injected once by configure_faults
     original = group.desired_capacity
@@ -213,7 +217,7 @@ def exit_standby(self: AutoScalingResponse) -> ActionResult:
 
 
 def detach_instances(self: AutoScalingResponse) -> ActionResult:
-    group = _group(self)
+    group = require_group(self)
     instances = _instances(self, group, ("InService", "Standby"))  # A3
     decrement = self._get_bool_param("ShouldDecrementDesiredCapacity", False)
     # A3: decrementing counts every detached instance, Standby ones too, although Standby instances that
@@ -221,7 +225,7 @@ def detach_instances(self: AutoScalingResponse) -> ActionResult:
     # the call is refused below MinSize (the seed's footnote 2: detach those with decrement false).
     if decrement and group.desired_capacity - len(instances) < group.min_size:
         raise _sizes(group, "detach", len(instances))
-    state = _state()
+    state = require_state()
     activities = []
     for inst in instances:
         model.leave_lbs(state, group, inst)  # A3: detached instances drain and keep running
@@ -253,7 +257,7 @@ def terminate_instance_in_auto_scaling_group(self: AutoScalingResponse) -> Actio
                                   f"instance without replacement will violate group's min size constraint. "
                                   f"Either set shouldDecrementDesiredCapacity flag to false or lower group's "
                                   f"min size.")
-        state = _state()
+        state = require_state()
         original = group.desired_capacity
         if decrement and counted:
             group.desired_capacity -= 1
@@ -265,13 +269,15 @@ def terminate_instance_in_auto_scaling_group(self: AutoScalingResponse) -> Actio
 
 
 def attach_instances(self: AutoScalingResponse) -> ActionResult:
-    group = _group(self)
+    # NOT USED BY THE PRODUCT YET: neither the deployer, the agent nor the fleet attaches instances. Kept (and
+    # tested) for the standby-worker and warm-pool issues; docs/localcloud.md lists what is in this state.
+    group = require_group(self)
     ids = self._get_param("InstanceIds", []) or []
     if len(ids) > MAX_INSTANCE_IDS:
         raise ValidationError(f"The number of instance ids that may be passed in is limited to {MAX_INSTANCE_IDS}")
     if group.desired_capacity + len(ids) > group.max_size:
         raise _sizes(group, "attach", len(ids))
-    state = _state()
+    state = require_state()
     ec2 = self.autoscaling_backend.ec2_backend
     for iid in ids:
         instance = ec2.get_instance(iid)  # moto raises InvalidInstanceID.NotFound for an unknown id
@@ -289,7 +295,7 @@ def attach_instances(self: AutoScalingResponse) -> ActionResult:
 # -- lifecycle hooks (A6) ----------------------------------------------------------------------------------
 
 def put_lifecycle_hook(self: AutoScalingResponse) -> ActionResult:
-    _group(self)
+    require_group(self)
     timeout = self._get_int_param("HeartbeatTimeout")
     if timeout is not None and not HEARTBEAT_RANGE[0] <= timeout <= HEARTBEAT_RANGE[1]:
         raise ValidationError(f"Heartbeat timeout must be between {HEARTBEAT_RANGE[0]} and {HEARTBEAT_RANGE[1]} "
@@ -304,12 +310,12 @@ def put_lifecycle_hook(self: AutoScalingResponse) -> ActionResult:
 
 
 def _lifecycle_action(self: AutoScalingResponse) -> tuple[LayerState, FakeAutoScalingGroup, InstanceState, str]:
-    group = _group(self)
+    group = require_group(self)
     hook = self._get_param("LifecycleHookName")
     iid, token = self._get_param("InstanceId"), self._get_param("LifecycleActionToken")
     if not iid and not token:
         raise ValidationError("Either InstanceId or LifecycleActionToken is required")
-    state = _state()
+    state = require_state()
     for inst in group.instance_states:
         waiting = model.record(state, inst)["hooks"].get(hook)
         if inst.lifecycle_state == "Pending:Wait" and waiting and (
@@ -338,7 +344,7 @@ def record_lifecycle_action_heartbeat(self: AutoScalingResponse) -> ActionResult
 
 def _guarded(action: str) -> Callable[[AutoScalingResponse], ActionResult]:
     def guarded(self: AutoScalingResponse) -> ActionResult:
-        _group(self)
+        require_group(self)
         return seam.original(AutoScalingResponse, action)(self)
     guarded.__name__ = action
     return guarded
@@ -348,7 +354,9 @@ GUARDED = ("suspend_processes", "resume_processes", "attach_load_balancer_target
            "detach_load_balancer_target_groups", "describe_load_balancer_target_groups",
            "attach_load_balancers", "detach_load_balancers", "describe_load_balancers",
            "set_instance_protection", "describe_lifecycle_hooks", "delete_lifecycle_hook",
-           "enable_metrics_collection", "put_warm_pool", "describe_warm_pool", "delete_warm_pool",
+           "enable_metrics_collection",
+           # NOT USED BY THE PRODUCT YET: the warm-pool guards wait for the warm-pool issue (A17).
+           "put_warm_pool", "describe_warm_pool", "delete_warm_pool",
            "put_scheduled_update_group_action", "batch_put_scheduled_update_group_action")
 
 

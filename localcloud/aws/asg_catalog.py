@@ -1,8 +1,9 @@
 """Auto Scaling catalogue calls: policies and scheduled actions per group (A7), tags (A12), pages (A9).
 
 moto keys policies and scheduled actions by name alone, per Region, so the same name on blue and green
-collides and DeletePolicy on one group deletes the other's. Here they are keyed by (group, name), and the
-describe calls page with AWS's sizes instead of answering everything at once.
+collides and DeletePolicy on one group deletes the other's. Here the layer keeps its own index by (group, name)
+(LayerState.policies and .scheduled_actions) and answers from it; moto's dicts keep moto's keys. The describe
+calls page with AWS's sizes instead of answering everything at once.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from . import asg_api
+from . import asg_api, runtime
 from . import moto_seam as seam
 from .moto_seam import (
     ActionResult,
@@ -18,8 +19,10 @@ from .moto_seam import (
     AutoScalingResponse,
     EmptyResult,
     FakeScalingPolicy,
+    FakeScheduledAction,
     ValidationError,
 )
+from .state import GroupIndex
 
 # A9: (default page, largest page) per describe call, from the Auto Scaling API reference.
 PAGE_SIZES = {
@@ -81,23 +84,26 @@ def describe_tags(self: AutoScalingResponse) -> ActionResult:
     return ActionResult({"Tags": page, "NextToken": token})
 
 
+def _listed(resp: AutoScalingResponse, index: GroupIndex, names_param: str) -> list[Any]:
+    """A7: the items of the layer's index that the request's group and names select (all when absent)."""
+    group_name = resp._get_param("AutoScalingGroupName")
+    if group_name:
+        asg_api.require_group(resp, group_name)
+    names = resp._get_param(names_param, []) or []
+    return [item for (owner, name), item in index.in_backend(resp.autoscaling_backend)
+            if (not group_name or owner == group_name) and (not names or name in names)]
+
+
 def describe_policies(self: AutoScalingResponse) -> ActionResult:
-    group = self._get_param("AutoScalingGroupName")
-    if group:
-        asg_api._group(self, group)
-    policies = self.autoscaling_backend.describe_policies(
-        autoscaling_group_name=group, policy_names=self._get_param("PolicyNames", []),
-        policy_types=self._get_param("PolicyTypes", []))
+    types = self._get_param("PolicyTypes", []) or []
+    policies = [p for p in _listed(self, asg_api.require_state().policies, "PolicyNames")
+                if not types or p.policy_type in types]
     page, token = paginate(self, "DescribePolicies", policies)
     return ActionResult({"ScalingPolicies": page, "NextToken": token})
 
 
 def describe_scheduled_actions(self: AutoScalingResponse) -> ActionResult:
-    group = self._get_param("AutoScalingGroupName")
-    if group:
-        asg_api._group(self, group)
-    actions = self.autoscaling_backend.describe_scheduled_actions(
-        autoscaling_group_name=group, scheduled_action_names=self._get_param("ScheduledActionNames", []))
+    actions = _listed(self, asg_api.require_state().scheduled_actions, "ScheduledActionNames")
     page, token = paginate(self, "DescribeScheduledActions", actions)
     return ActionResult({"ScheduledUpdateGroupActions": page, "NextToken": token})
 
@@ -110,7 +116,7 @@ def create_or_update_tags(self: AutoScalingResponse) -> ActionResult:
     for tag in tags:
         by_group.setdefault(tag.get("ResourceId"), []).append(tag)
     for name, group_tags in by_group.items():
-        group = asg_api._group(self, name)
+        group = asg_api.require_group(self, name)
         existing = {t["Key"] for t in group.tags}
         asg_api.check_tags(group_tags, existing=len(existing - {t.get("Key") for t in group_tags}))
     return seam.original(AutoScalingResponse, "create_or_update_tags")(self)
@@ -118,37 +124,41 @@ def create_or_update_tags(self: AutoScalingResponse) -> ActionResult:
 
 def delete_tags(self: AutoScalingResponse) -> ActionResult:
     for tag in self._get_params().get("Tags", []) or []:
-        asg_api._group(self, tag.get("ResourceId"))
+        asg_api.require_group(self, tag.get("ResourceId"))
     return seam.original(AutoScalingResponse, "delete_tags")(self)
 
 
-# -- scaling policies keyed by (group, name) (A7) ----------------------------------------------------------
+# -- scaling policies per (group, name) (A7) ---------------------------------------------------------------
 
 @seam.replaces(AutoScalingBackend, "put_scaling_policy")
-def _put_scaling_policy(self: AutoScalingBackend, name: str, *args: Any, **kwargs: Any) -> FakeScalingPolicy:
-    policy = seam.original(AutoScalingBackend, "put_scaling_policy")(self, name, *args, **kwargs)
-    # moto stored it under `name`, replacing another group's policy of that name: put that one back.
-    self.policies.pop(name, None)
-    self.policies[(policy.auto_scaling_group_name, name)] = policy
+def _put_scaling_policy(self: AutoScalingBackend, *args: Any, **kwargs: Any) -> FakeScalingPolicy:
+    # moto's arguments pass through unchanged (moto_seam records their signature); moto stores the policy
+    # under its name alone, the layer's index under (group, name).
+    policy = seam.original(AutoScalingBackend, "put_scaling_policy")(self, *args, **kwargs)
+    state = runtime.active()
+    if state is not None:
+        state.policies.put(self, policy.auto_scaling_group_name, policy.name, policy)
     return policy
 
 
-def _find_policy(resp: AutoScalingResponse) -> tuple[Any, FakeScalingPolicy]:
+def _find_policy(resp: AutoScalingResponse) -> tuple[str, FakeScalingPolicy]:
+    """The policy the request names, and its group."""
     name = resp._get_param("PolicyName")
-    group = resp._get_param("AutoScalingGroupName")
-    policies = resp.autoscaling_backend.policies
+    group_name = resp._get_param("AutoScalingGroupName")
+    policies = asg_api.require_state().policies.in_backend(resp.autoscaling_backend)
     if name and name.startswith("arn:"):
-        for key, policy in policies.items():
+        for (owner, _), policy in policies:
             if policy.arn == name:
-                return key, policy
-    elif group:
-        asg_api._group(resp, group)
-        if (group, name) in policies:
-            return (group, name), policies[(group, name)]
+                return owner, policy
+    elif group_name:
+        asg_api.require_group(resp, group_name)
+        for (owner, policy_name), policy in policies:
+            if (owner, policy_name) == (group_name, name):
+                return owner, policy
     else:
         # (unverified) a bare name without the group is ambiguous once two groups share it; AWS resolves it
         # in the caller's account, so only an unambiguous bare name is accepted here.
-        matches = [(k, p) for k, p in policies.items() if p.name == name]
+        matches = [(owner, policy) for (owner, policy_name), policy in policies if policy_name == name]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
@@ -157,19 +167,20 @@ def _find_policy(resp: AutoScalingResponse) -> tuple[Any, FakeScalingPolicy]:
 
 
 def delete_policy(self: AutoScalingResponse) -> ActionResult:
-    key, _ = _find_policy(self)
-    del self.autoscaling_backend.policies[key]
+    group_name, policy = _find_policy(self)
+    asg_api.require_state().policies.remove(self.autoscaling_backend, group_name, policy.name)
     return EmptyResult()
 
 
 def execute_policy(self: AutoScalingResponse) -> ActionResult:
     _, policy = _find_policy(self)
-    group = asg_api._group(self, policy.auto_scaling_group_name)
+    group = asg_api.require_group(self, policy.auto_scaling_group_name)
     adjustment = policy.scaling_adjustment or 0
     if policy.adjustment_type == "ExactCapacity":
         desired = adjustment
     elif policy.adjustment_type == "PercentChangeInCapacity":
         # AWS rounds a change between -1 and 1 away from zero, and any other change toward zero.
+        # NOT USED BY THE PRODUCT YET: nothing executes policies; kept for the standby-worker issue.
         change = group.desired_capacity * adjustment / 100.0
         step = int(change) if abs(change) >= 1 else (1 if change > 0 else -1 if change < 0 else 0)
         desired = group.desired_capacity + step
@@ -180,20 +191,27 @@ def execute_policy(self: AutoScalingResponse) -> ActionResult:
     return EmptyResult()
 
 
-# -- scheduled actions keyed by (group, name) (A7) ---------------------------------------------------------
+# -- scheduled actions per (group, name) (A7) --------------------------------------------------------------
 
 @seam.replaces(AutoScalingBackend, "put_scheduled_update_group_action")
-def _put_scheduled_action(self: AutoScalingBackend, name: str, *args: Any, **kwargs: Any) -> Any:
-    action = seam.original(AutoScalingBackend, "put_scheduled_update_group_action")(self, name, *args, **kwargs)
-    self.scheduled_actions.pop(action.scheduled_action_name, None)
-    self.scheduled_actions[(name, action.scheduled_action_name)] = action
+def _put_scheduled_action(self: AutoScalingBackend, *args: Any, **kwargs: Any) -> FakeScheduledAction:
+    # moto's arguments pass through unchanged; its first one, `name`, is the GROUP's name here.
+    action = seam.original(AutoScalingBackend, "put_scheduled_update_group_action")(self, *args, **kwargs)
+    state = runtime.active()
+    if state is not None:
+        state.scheduled_actions.put(self, action.auto_scaling_group_name, action.scheduled_action_name, action)
     return action
 
 
 @seam.replaces(AutoScalingBackend, "delete_scheduled_action")
 def _delete_scheduled_action(self: AutoScalingBackend, auto_scaling_group_name: str,
                              scheduled_action_name: str) -> None:
-    if self.scheduled_actions.pop((auto_scaling_group_name, scheduled_action_name), None) is None:
+    # moto's BatchDeleteScheduledAction comes here too, one name at a time.
+    state = runtime.active()
+    if state is None:
+        return seam.original(AutoScalingBackend, "delete_scheduled_action")(
+            self, auto_scaling_group_name, scheduled_action_name)
+    if state.scheduled_actions.remove(self, auto_scaling_group_name, scheduled_action_name) is None:
         raise ValidationError("Scheduled action name not found")
 
 

@@ -265,11 +265,11 @@ def _parse_time(value: Any) -> datetime.datetime | None:
 def _run_scheduled_actions(state: LayerState, backend: AutoScalingBackend, group: FakeAutoScalingGroup) -> None:
     """One-time scheduled actions run at StartTime (wall clock); recurring ones are not emulated."""
     now = datetime.datetime.now(datetime.timezone.utc)
-    for key_in_backend, action in list(backend.scheduled_actions.items()):
-        if action.auto_scaling_group_name != group.name or action.recurrence:
+    for (group_name, name), action in state.scheduled_actions.in_backend(backend):
+        if group_name != group.name or action.recurrence:
             continue
         start = _parse_time(action.start_time)
-        key = (group.name, action.scheduled_action_name, str(action.start_time))
+        key = (group_name, name, str(action.start_time))
         if start is None or start > now or key in state.scheduled_done:
             continue
         state.scheduled_done.add(key)
@@ -283,7 +283,7 @@ def _run_scheduled_actions(state: LayerState, backend: AutoScalingBackend, group
         desired = action.desired_capacity if action.desired_capacity is not None else group.desired_capacity
         group.desired_capacity = max(group.min_size, min(group.max_size, desired))
         # A one-time scheduled action is deleted once it has run (Auto Scaling user guide).
-        backend.scheduled_actions.pop(key_in_backend, None)
+        state.scheduled_actions.remove(backend, group_name, name)
 
 
 # -- moto replacements -------------------------------------------------------------------------------------

@@ -117,6 +117,8 @@ WRAPPED: tuple[Wrap, ...] = (
     Wrap(AutoScalingBackend, "detach_load_balancers",
          "(self, group_name: 'str', load_balancer_names: 'list[str]') -> 'None'"),
     Wrap(AutoScalingBackend, "notify_terminate_instances", "(self, instance_ids: 'list[str]') -> 'None'"),
+    # attach_instances, execute_policy and the warm-pool guards below are NOT USED BY THE PRODUCT YET: kept for
+    # the warm-pool and standby-worker issues (docs/localcloud.md, "Not used by the product yet").
     # asg_api.py: request rules (A1-A6, A11, A12).
     *(Wrap(AutoScalingResponse, name, ACTION) for name in (
         "set_desired_capacity", "update_auto_scaling_group", "create_auto_scaling_group",

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from .errors import BadControlRequest
+from .errors import BadControlRequest, EmulationError
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,49 @@ class Faults:
                 "exit_standby_contention_once": self.exit_standby_contention_once}
 
 
+class GroupIndex:
+    """A7: scaling policies or scheduled actions by (group, name) in each moto backend (account, Region).
+
+    moto keys them by name alone per Region, so the same name on blue and green collides. The layer keeps
+    its own index here and reads only this one; moto's dict stays as moto types it (name -> object), holding
+    for each name one object of that name that still exists.
+    """
+
+    def __init__(self, moto_attribute: str) -> None:
+        self.moto_attribute = moto_attribute  # "policies" or "scheduled_actions" on moto's AutoScalingBackend
+        self._items: dict[tuple[str, str, str, str], Any] = {}
+
+    @staticmethod
+    def _scope(backend: Any) -> tuple[str, str]:
+        return backend.account_id, backend.region_name
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, backend: Any, group: str, name: str, item: Any) -> None:
+        self._items[(*self._scope(backend), group, name)] = item
+
+    def get(self, backend: Any, group: str, name: str) -> Any:
+        return self._items.get((*self._scope(backend), group, name))
+
+    def in_backend(self, backend: Any) -> list[tuple[tuple[str, str], Any]]:
+        """((group, name), item) for every item of this backend, oldest first."""
+        scope = self._scope(backend)
+        return [(key[2:], item) for key, item in self._items.items() if key[:2] == scope]
+
+    def remove(self, backend: Any, group: str, name: str) -> Any:
+        """Forget one group's item; None if there was none."""
+        item = self._items.pop((*self._scope(backend), group, name), None)
+        if item is not None:
+            by_name = getattr(backend, self.moto_attribute)
+            namesakes = [other for (_, other_name), other in self.in_backend(backend) if other_name == name]
+            if namesakes:
+                by_name[name] = namesakes[-1]
+            else:
+                by_name.pop(name, None)
+        return item
+
+
 def _number(name: str, value: Any) -> float:
     try:
         return float(value)
@@ -125,6 +168,9 @@ class LayerState:
             self.instances: dict[str, dict[str, Any]] = {}
             # moto AutoScalingBackends that hold groups, so the clock can visit them
             self.backends: list[Any] = []
+            # A7: the layer's own index of policies and scheduled actions per group (moto keys them by name)
+            self.policies = GroupIndex("policies")
+            self.scheduled_actions = GroupIndex("scheduled_actions")
             # scheduled actions already carried out: (group, name, start time)
             self.scheduled_done: set = set()
             self.events: list[dict[str, Any]] = []
@@ -177,7 +223,8 @@ class LayerState:
     def emit(self, event_type: str, instance_id: str, group: str | None = None,
              target_group_arn: str | None = None, port: int | None = None, **extra: Any) -> None:
         """Record an event; subscribers get it after the current request releases the lock."""
-        assert event_type in EVENT_TYPES, event_type
+        if event_type not in EVENT_TYPES:  # a layer bug: subscribers and docs/localcloud.md know only these
+            raise EmulationError(f"unknown event type {event_type!r}; add it to EVENT_TYPES and the docs")
         event = {"seq": next(self._seq), "type": event_type, "instance_id": instance_id, "group": group,
                  "target_group_arn": target_group_arn, "port": port, "time": time.time()}
         event.update(extra)

@@ -41,6 +41,27 @@ def test_a7_scheduled_actions_with_the_same_name_belong_to_each_group(world):
     assert [(a["AutoScalingGroupName"], a["ScheduledActionName"]) for a in left] == [("green", "night")]
 
 
+def test_a7_the_layer_indexes_per_group_and_moto_keeps_its_own_keys(world):
+    """moto's dicts stay keyed by name as moto types them; the layer's index in LayerState is per group."""
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+    for group in ("blue", "green"):
+        world.group(group, desired=0)
+        world.asg.put_scaling_policy(AutoScalingGroupName=group, PolicyName="scale-out",
+                                     AdjustmentType="ChangeInCapacity", ScalingAdjustment=1)
+        world.asg.put_scheduled_update_group_action(AutoScalingGroupName=group, ScheduledActionName="night",
+                                                    StartTime=later, DesiredCapacity=1)
+    (backend,) = world.cloud.state.backends
+    assert list(backend.policies) == ["scale-out"] and list(backend.scheduled_actions) == ["night"]
+    world.asg.delete_policy(AutoScalingGroupName="green", PolicyName="scale-out")
+    assert backend.policies["scale-out"].auto_scaling_group_name == "blue"  # the namesake that is left
+    world.asg.batch_delete_scheduled_action(AutoScalingGroupName="green", ScheduledActionNames=["night"])
+    left = world.asg.describe_scheduled_actions()["ScheduledUpdateGroupActions"]
+    assert [(a["AutoScalingGroupName"], a["ScheduledActionName"]) for a in left] == [("blue", "night")]
+    assert backend.scheduled_actions["night"].auto_scaling_group_name == "blue"
+    world.asg.delete_scheduled_action(AutoScalingGroupName="blue", ScheduledActionName="night")
+    assert (len(world.cloud.state.scheduled_actions), backend.scheduled_actions) == (0, {})
+
+
 def test_a8_suspended_launch_and_add_to_load_balancer(world):
     tg = world.target_group()
     world.group("blue", desired=0, target_groups=(tg,))
