@@ -286,7 +286,7 @@ def attach_instances(self: AutoScalingResponse) -> ActionResult:
                              protected_from_scale_in=group.new_instances_protected_from_scale_in)
         ec2.create_tags([iid], {ASG_NAME_TAG: group.name})
         group.instance_states.append(inst)
-        model.record(state, inst)["deadline"] = state.now() + state.scaled(model.EXIT_STANDBY_SECONDS)
+        model.record(state, inst).deadline = state.now() + state.scaled(model.EXIT_STANDBY_SECONDS)
         state.emit("instance_launched", iid, group.name, state="Pending")
     group.desired_capacity += len(ids)
     return EmptyResult()
@@ -317,9 +317,9 @@ def _lifecycle_action(self: AutoScalingResponse) -> tuple[LayerState, FakeAutoSc
         raise ValidationError("Either InstanceId or LifecycleActionToken is required")
     state = require_state()
     for inst in group.instance_states:
-        waiting = model.record(state, inst)["hooks"].get(hook)
+        waiting = model.record(state, inst).hooks.get(hook)
         if inst.lifecycle_state == "Pending:Wait" and waiting and (
-                inst.instance.id == iid or (token and waiting["token"] == token)):
+                inst.instance.id == iid or (token and waiting.token == token)):
             return state, group, inst, hook
     raise ValidationError(f"No active Lifecycle Action found with instance ID {iid or token}")
 
@@ -335,8 +335,8 @@ def complete_lifecycle_action(self: AutoScalingResponse) -> ActionResult:
 
 def record_lifecycle_action_heartbeat(self: AutoScalingResponse) -> ActionResult:
     state, _, inst, hook = _lifecycle_action(self)
-    waiting = model.record(state, inst)["hooks"][hook]
-    waiting["deadline"] = state.now() + state.scaled(waiting["timeout"])  # restarts the heartbeat timeout
+    waiting = model.record(state, inst).hooks[hook]
+    waiting.deadline = state.now() + state.scaled(waiting.timeout)  # restarts the heartbeat timeout
     return EmptyResult()
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from . import moto_seam as seam
 from . import runtime
 from .moto_seam import ASG_NAME_TAG, AutoScalingBackend, FakeAutoScalingGroup, InstanceState
-from .state import LayerState
+from .state import HookWait, InstanceRecord, LayerState
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,10 @@ TAG_PROPAGATION_SECONDS = 10.0
 
 # -- records ---------------------------------------------------------------------------------------------
 
-def record(state: LayerState, inst: InstanceState) -> dict[str, Any]:
+def record(state: LayerState, inst: InstanceState) -> InstanceRecord:
     rec = state.instances.get(inst.instance.id)
     if rec is None:
-        rec = {"group": inst.auto_scaling_group_name, "deadline": None, "hooks": {}, "lb_skipped": False,
-               "ec2_terminated": False}
-        state.instances[inst.instance.id] = rec
+        rec = state.instances[inst.instance.id] = InstanceRecord(group=inst.auto_scaling_group_name)
     return rec
 
 
@@ -60,7 +58,7 @@ def set_lifecycle(state: LayerState, group: FakeAutoScalingGroup, inst: Instance
     previous = inst.lifecycle_state
     inst.lifecycle_state = new
     rec = record(state, inst)
-    rec["deadline"] = None if after_aws_seconds is None else state.now() + state.scaled(after_aws_seconds)
+    rec.deadline = None if after_aws_seconds is None else state.now() + state.scaled(after_aws_seconds)
     if previous != new:
         state.emit("instance_lifecycle_changed", inst.instance.id, group.name, state=new, previous=previous)
 
@@ -82,9 +80,9 @@ def join_lbs(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState
     rec = record(state, inst)
     if suspended(group, "AddToLoadBalancer"):
         # A8: (AWS user guide) instances launched while AddToLoadBalancer is suspended are not added later.
-        rec["lb_skipped"] = True
+        rec.lb_skipped = True
         return
-    if rec["ec2_terminated"] or inst.instance.state != "running":
+    if rec.ec2_terminated or inst.instance.state != "running":
         return
     iid = inst.instance.id
     for tg in _target_groups(group):
@@ -130,13 +128,13 @@ def launch(state: LayerState, group: FakeAutoScalingGroup, count: int) -> None:
         if hooks:
             # A6: the instance boots while it waits; it joins no load balancer before CONTINUE.
             inst.lifecycle_state = "Pending:Wait"
-            rec["hooks"] = {h.name: {"token": str(uuid.uuid4()), "default": h.default_result,
-                                     "timeout": float(h.heartbeat_timeout),
-                                     "deadline": state.now() + state.scaled(float(h.heartbeat_timeout))}
-                            for h in hooks}
+            rec.hooks = {h.name: HookWait(token=str(uuid.uuid4()), default_result=h.default_result,
+                                          timeout=float(h.heartbeat_timeout),
+                                          deadline=state.now() + state.scaled(float(h.heartbeat_timeout)))
+                         for h in hooks}
         else:
             inst.lifecycle_state = "Pending"
-            rec["deadline"] = state.now() + state.scaled(LAUNCH_SECONDS)
+            rec.deadline = state.now() + state.scaled(LAUNCH_SECONDS)
         _hold_back_tags(state, group, inst)
         state.emit("instance_launched", inst.instance.id, group.name, state=inst.lifecycle_state)
 
@@ -151,14 +149,14 @@ def _hold_back_tags(state: LayerState, group: FakeAutoScalingGroup, inst: Instan
     if tags:
         ec2.delete_tags([inst.instance.id], tags)
         rec = record(state, inst)
-        rec["held_tags"] = tags
-        rec["tags_due"] = state.now() + state.scaled(TAG_PROPAGATION_SECONDS)
+        rec.held_tags = tags
+        rec.tags_due = state.now() + state.scaled(TAG_PROPAGATION_SECONDS)
 
 
 def _release_tags(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState) -> None:
     rec = record(state, inst)
-    held = rec.pop("held_tags", None)
-    if not held or rec["ec2_terminated"]:
+    held, rec.held_tags, rec.tags_due = rec.held_tags, None, None
+    if not held or rec.ec2_terminated:
         return
     ec2 = group.autoscaling_backend.ec2_backend
     existing = ec2.tags.get(inst.instance.id, {})
@@ -177,9 +175,9 @@ def begin_terminate(state: LayerState, group: FakeAutoScalingGroup, inst: Instan
 def finish_terminate(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState) -> None:
     group.instance_states = [s for s in group.instance_states if s is not inst]
     rec = record(state, inst)
-    if not rec["ec2_terminated"]:  # else EC2 TerminateInstances came first and emitted the event
+    if not rec.ec2_terminated:  # else EC2 TerminateInstances came first and emitted the event
         group.autoscaling_backend.ec2_backend.terminate_instances([inst.instance.id])
-        rec["ec2_terminated"] = True
+        rec.ec2_terminated = True
         state.emit("instance_terminated", inst.instance.id, group.name)
 
 
@@ -199,7 +197,7 @@ def reconcile(state: LayerState, group: FakeAutoScalingGroup) -> None:
 
 def become_in_service(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState) -> None:
     set_lifecycle(state, group, inst, "InService")
-    if record(state, inst)["ec2_terminated"]:
+    if record(state, inst).ec2_terminated:
         # A4: a Standby instance terminated behind the group's back is found unhealthy once back in service.
         inst.health_status = "Unhealthy"
         return
@@ -210,11 +208,11 @@ def apply_hook_result(state: LayerState, group: FakeAutoScalingGroup, inst: Inst
                       result: str) -> None:
     """A6: CONTINUE clears one hook (the last one lets the instance proceed); ABANDON terminates it."""
     rec = record(state, inst)
-    rec["hooks"].pop(hook, None)
+    rec.hooks.pop(hook, None)
     if result == "ABANDON":
-        rec["hooks"] = {}
+        rec.hooks = {}
         begin_terminate(state, group, inst)
-    elif not rec["hooks"]:
+    elif not rec.hooks:
         set_lifecycle(state, group, inst, "Pending:Proceed", after_aws_seconds=PROCEED_SECONDS)
 
 
@@ -232,17 +230,17 @@ def tick(state: LayerState) -> None:
 def _tick_group(state: LayerState, group: FakeAutoScalingGroup, now: float) -> None:
     for inst in list(group.instance_states):
         rec = record(state, inst)
-        if "held_tags" in rec and now >= rec["tags_due"]:
+        if rec.held_tags is not None and now >= rec.tags_due:
             _release_tags(state, group, inst)
-        due = rec["deadline"] is not None and now >= rec["deadline"]
+        due = rec.deadline is not None and now >= rec.deadline
         life = inst.lifecycle_state
         if life in ("Pending", "Pending:Proceed") and due:
             become_in_service(state, group, inst)
         elif life == "Pending:Wait":
-            for name, hook in list(rec["hooks"].items()):
-                if now >= hook["deadline"] and inst.lifecycle_state == "Pending:Wait":
-                    log.info("lifecycle hook %s timed out for %s: %s", name, inst.instance.id, hook["default"])
-                    apply_hook_result(state, group, inst, name, hook["default"])
+            for name, hook in list(rec.hooks.items()):
+                if now >= hook.deadline and inst.lifecycle_state == "Pending:Wait":
+                    log.info("lifecycle hook %s timed out for %s: %s", name, inst.instance.id, hook.default_result)
+                    apply_hook_result(state, group, inst, name, hook.default_result)
         elif life == "EnteringStandby" and due:
             set_lifecycle(state, group, inst, "Standby")
         elif life == "Terminating" and due:
@@ -308,7 +306,7 @@ def _sync_lbs(self: AutoScalingBackend, group_name: str) -> None:
     if state is None or group is None:
         return
     for inst in group.instance_states:
-        if inst.lifecycle_state == "InService" and not record(state, inst)["lb_skipped"]:
+        if inst.lifecycle_state == "InService" and not record(state, inst).lb_skipped:
             join_lbs(state, group, inst)
 
 
@@ -343,7 +341,7 @@ def _notify_terminate_instances(self: AutoScalingBackend, instance_ids: list[str
             if inst.instance.id not in instance_ids:
                 continue
             rec = record(state, inst)
-            rec["ec2_terminated"] = True
+            rec.ec2_terminated = True
             state.emit("instance_terminated", inst.instance.id, group.name)
             if inst.lifecycle_state in ("Standby", "EnteringStandby"):
                 continue  # A4: Standby gets no health checks; the group goes on listing it, "Healthy".

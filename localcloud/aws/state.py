@@ -11,6 +11,7 @@ import itertools
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import BadControlRequest, EmulationError
@@ -73,6 +74,33 @@ class Faults:
     def as_dict(self) -> dict[str, Any]:
         return {"throttle_fraction": self.throttle_fraction, "latency_s": self.latency_s,
                 "exit_standby_contention_once": self.exit_standby_contention_once}
+
+
+@dataclass
+class HookWait:
+    """A6: one launch lifecycle hook an instance waits for in Pending:Wait."""
+
+    token: str            # the LifecycleActionToken
+    default_result: str   # CONTINUE or ABANDON, applied at the deadline
+    timeout: float        # HeartbeatTimeout, AWS seconds; a heartbeat restarts it
+    deadline: float       # layer clock
+
+
+@dataclass
+class InstanceRecord:
+    """What the layer remembers of one Auto Scaling instance beside moto's InstanceState: WHEN it moves next.
+
+    moto's InstanceState keeps the lifecycle state itself; this record keeps the timers and flags that move it
+    (autoscaling.py). Times are on the layer clock (LayerState.now).
+    """
+
+    group: str
+    deadline: float | None = None       # the current lifecycle state ends then (Pending, EnteringStandby, ...)
+    hooks: dict[str, HookWait] = field(default_factory=dict)  # by hook name, while in Pending:Wait (A6)
+    lb_skipped: bool = False            # launched while AddToLoadBalancer was suspended: never registered (A8)
+    ec2_terminated: bool = False        # EC2 terminated it (A4), or the group did
+    held_tags: dict[str, str] | None = None  # propagated tags not yet on the instance (A12)
+    tags_due: float | None = None       # when held_tags reach it
 
 
 class GroupIndex:
@@ -165,7 +193,7 @@ class LayerState:
             # lb key is a target group ARN or "elb:" + a Classic ELB name.
             self.targets: dict[tuple[str, str], dict[str, Any]] = {}
             # instance id -> the layer's record of an Auto Scaling instance (see autoscaling.py)
-            self.instances: dict[str, dict[str, Any]] = {}
+            self.instances: dict[str, InstanceRecord] = {}
             # moto AutoScalingBackends that hold groups, so the clock can visit them
             self.backends: list[Any] = []
             # A7: the layer's own index of policies and scheduled actions per group (moto keys them by name)

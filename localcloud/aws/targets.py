@@ -28,7 +28,8 @@ CLB_DEFAULT_DRAINING_TIMEOUT = 300
 
 
 def _group_of(state: LayerState, instance_id: str) -> str | None:
-    return state.instances.get(instance_id, {}).get("group")
+    rec = state.instances.get(instance_id)
+    return rec.group if rec is not None else None
 
 
 def _note_registered(state: LayerState, lb_key: str, target_id: str, port: Any, **extra: Any) -> None:

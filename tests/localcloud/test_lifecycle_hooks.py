@@ -64,7 +64,7 @@ def test_a6_complete_without_a_waiting_action_and_bad_timeouts_are_validation_er
 def test_a6_lifecycle_action_token_works_like_the_instance_id(world, wait_for):
     tg = world.target_group()
     iid = _hooked_group(world, tg, timeout=3600)
-    token = world.cloud.state.instances[iid]["hooks"]["boot"]["token"]
+    token = world.cloud.state.instances[iid].hooks["boot"].token
     world.asg.complete_lifecycle_action(AutoScalingGroupName="green", LifecycleHookName="boot",
                                         LifecycleActionToken=token, LifecycleActionResult="CONTINUE")
     wait_for(lambda: world.states("green"), lambda s: s == {iid: "InService"}, "InService after CONTINUE", 5)
