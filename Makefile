@@ -1,9 +1,16 @@
-# `make test` and `make demo` do every setup step on a fresh Debian machine as root.
+# `make test` and `make demo` do every setup step on a fresh Debian machine as root; `make unit` and
+# `make lint` need only the virtualenv (python3 with venv).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# What needs more than the virtualenv: the Docker engine, registry and compose (docker), the whole local
+# fleet (e2e), a real HAProxy (haproxy), cloud-init or systemd-analyze (system_tools). Markers: setup.cfg.
+UNIT_MARKERS := not docker and not e2e and not haproxy and not system_tools
 
-.PHONY: setup test test-py39 unit lint demo bench clean
+.PHONY: venv setup test test-py39 unit lint demo bench clean
+
+venv:
+	scripts/venv-setup.sh
 
 setup:
 	scripts/host-setup.sh
@@ -16,11 +23,12 @@ test: setup
 test-py39: setup
 	scripts/test-agent-py39.sh $(PYTEST_ARGS)
 
-# The fast part alone: pure logic and the emulated AWS, no Docker.
-unit: setup
-	$(PY) -m pytest -m "not docker and not e2e" $(PYTEST_ARGS)
+# The fast part alone: pure logic and the emulated AWS, on a machine with no Docker, HAProxy, cloud-init or
+# systemd.
+unit: venv
+	$(PY) -m pytest -m "$(UNIT_MARKERS)" $(PYTEST_ARGS)
 
-lint: setup
+lint: venv
 	$(VENV)/bin/ruff check agent deployer localcloud tests bench
 	# The agent runs on Amazon Linux 2023's Python 3.9.
 	$(VENV)/bin/vermin --no-tips --violations -t=3.9- agent

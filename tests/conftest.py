@@ -1,14 +1,14 @@
 """Fixtures shared by every test group.
 
 Markers (setup.cfg): `docker` needs the real engine/registry/compose that scripts/run-tests.sh provides
-(DOCKER_HOST, BLUEGREEN_REGISTRY); `e2e` needs the whole local fleet. Unmarked tests need neither.
+(DOCKER_HOST, BLUEGREEN_REGISTRY); `e2e` needs the whole local fleet; `haproxy` runs a real HAProxy;
+`system_tools` runs cloud-init or systemd-analyze. Unmarked tests need only the virtualenv: they are what
+`make unit` runs.
 """
 
 import os
 
 import pytest
-
-from localcloud.aws import EmulatedAWS
 
 # AWS time runs 100x faster in tests: a 30 s x 5 health check turns `healthy` after 1.5 s, the default 300 s
 # deregistration delay drains in 3 s, a launch (30 s) reaches InService in 0.3 s. Tests that need other
@@ -24,6 +24,8 @@ def cloud():
     moto loads ~3,500 public AMIs into every fresh EC2 backend, 0.5 s per reset; the tests launch from
     arbitrary AMI ids (moto does not check them), so they go without.
     """
+    from localcloud.aws import EmulatedAWS  # here, not at the top: a test without AWS never imports moto
+
     saved = os.environ.get("MOTO_EC2_LOAD_DEFAULT_AMIS")
     os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
     emulated = EmulatedAWS(host="127.0.0.1", port=0, region=TEST_REGION, time_scale=TEST_TIME_SCALE).start()

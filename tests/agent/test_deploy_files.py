@@ -7,10 +7,13 @@ import string
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from agent.settings import load_config
 from tests.iam import granted_operations, parliament_findings
+
+pytestmark = pytest.mark.system_tools  # cloud-init and systemd-analyze: not in `make unit`
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEMPLATE = os.path.join(ROOT, "cloud-init", "user-data.yaml.tmpl")
