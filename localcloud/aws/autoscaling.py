@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 from . import moto_seam as seam
-from . import runtime
+from . import runtime, targets
 from .moto_seam import ASG_NAME_TAG, AutoScalingBackend, FakeAutoScalingGroup, InstanceState
 from .state import HookWait, InstanceRecord, LayerState
 
@@ -106,9 +106,7 @@ def leave_lbs(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceStat
     for lb in _classic_lbs(group):
         if (lb_names is None or lb.name in lb_names) and iid in lb.instance_ids:
             elb.deregister_instances(lb.name, [iid], from_autoscaling=iid in lb.instance_autoscaling_ids)
-            draining = lb.attributes.get("connection_draining", {})
-            if draining.get("enabled"):
-                longest = max(longest, float(draining.get("timeout", 300)))
+            longest = max(longest, targets.clb_draining_seconds(lb))
     return longest
 
 

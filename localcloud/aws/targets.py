@@ -218,8 +218,23 @@ def _clb_port(backend: ELBBackend, name: str) -> int | None:
     return None
 
 
+def clb_draining_seconds(lb: Any) -> float:
+    """E3: the Classic ELB's connection-draining timeout in AWS seconds; 0 when draining is off.
+
+    moto keeps the attribute as the request spelled it: lowercase keys by default ({"enabled": False}), but
+    ModifyLoadBalancerAttributes stores {"Enabled": True, "Timeout": 30} and adds a lowercase default
+    "timeout": 300 beside it. The request's own spelling wins.
+    """
+    draining = lb.attributes.get("connection_draining", {}) if lb is not None else {}
+    enabled = draining.get("Enabled", draining.get("enabled", False))
+    if str(enabled).lower() != "true":
+        return 0.0
+    return float(draining.get("Timeout", draining.get("timeout", CLB_DEFAULT_DRAINING_TIMEOUT)))
+
+
 @seam.replaces(ELBBackend, "register_instances")
-def _clb_register(self: ELBBackend, load_balancer_name: str, instance_ids: Any, from_autoscaling: bool = False) -> Any:
+def _clb_register(self: ELBBackend, load_balancer_name: str, instance_ids: Any,
+                  from_autoscaling: bool = False) -> Any:
     instance_ids = list(instance_ids)
     lb = self.get_load_balancer(load_balancer_name)
     already = set(lb.instance_ids) if lb is not None else set()
@@ -234,15 +249,14 @@ def _clb_register(self: ELBBackend, load_balancer_name: str, instance_ids: Any, 
 
 
 @seam.replaces(ELBBackend, "deregister_instances")
-def _clb_deregister(self: ELBBackend, load_balancer_name: str, instance_ids: Any, from_autoscaling: bool = False) -> Any:
+def _clb_deregister(self: ELBBackend, load_balancer_name: str, instance_ids: Any,
+                    from_autoscaling: bool = False) -> Any:
     instance_ids = list(instance_ids)
     result = seam.original(ELBBackend, "deregister_instances")(self, load_balancer_name, instance_ids,
                                                                    from_autoscaling)
     state = runtime.active()
     if state is not None:
-        lb = self.get_load_balancer(load_balancer_name)
-        draining = lb.attributes.get("connection_draining", {}) if lb is not None else {}
-        delay = float(draining.get("timeout", CLB_DEFAULT_DRAINING_TIMEOUT)) if draining.get("enabled") else 0.0
+        delay = clb_draining_seconds(self.get_load_balancer(load_balancer_name))
         for instance_id in instance_ids:
             _note_deregistered(state, CLB_PREFIX + load_balancer_name, instance_id, delay,
                                load_balancer=load_balancer_name)
