@@ -7,9 +7,9 @@ import datetime
 import pytest
 from botocore.exceptions import ClientError
 
-
-def _code(excinfo) -> str:
-    return excinfo.value.response["Error"]["Code"]
+from localcloud.aws.autoscaling import LAUNCH_SECONDS, TAG_PROPAGATION_SECONDS
+from tests.helpers import wait_until
+from tests.localcloud.support import aws_error, matching
 
 
 def test_a7_policies_with_the_same_name_belong_to_each_group(world):
@@ -62,7 +62,7 @@ def test_a7_the_layer_indexes_per_group_and_moto_keeps_its_own_keys(world):
     assert (len(world.cloud.state.scheduled_actions), backend.scheduled_actions) == (0, {})
 
 
-def test_a8_suspended_launch_and_add_to_load_balancer(world):
+def test_a8_suspended_launch_and_add_to_load_balancer(world, stopped_clock):
     tg = world.target_group()
     world.group("blue", desired=0, target_groups=(tg,))
     world.asg.suspend_processes(AutoScalingGroupName="blue", ScalingProcesses=["Launch"])
@@ -70,15 +70,17 @@ def test_a8_suspended_launch_and_add_to_load_balancer(world):
     assert world.states("blue") == {}
     world.asg.suspend_processes(AutoScalingGroupName="blue", ScalingProcesses=["AddToLoadBalancer"])
     world.asg.resume_processes(AutoScalingGroupName="blue", ScalingProcesses=["Launch"])
-    ids = world.wait_in_service("blue", 1)
+    stopped_clock.advance(LAUNCH_SECONDS)
+    ids = world.in_service("blue", 1)
     assert world.health(tg) == {}  # launched while AddToLoadBalancer was suspended: not registered
     world.asg.resume_processes(AutoScalingGroupName="blue", ScalingProcesses=["AddToLoadBalancer"])
     world.asg.set_desired_capacity(AutoScalingGroupName="blue", DesiredCapacity=2)
-    both = world.wait_in_service("blue", 2)
+    stopped_clock.advance(LAUNCH_SECONDS)
+    both = world.in_service("blue", 2)
     assert world.health(tg) == {i: "initial" for i in both if i not in ids}
 
 
-def test_a8_suspended_terminate_and_scheduled_actions(world, wait_for):
+def test_a8_suspended_terminate_and_scheduled_actions(world):
     world.group("blue", desired=1)
     world.wait_in_service("blue", 1)
     world.asg.suspend_processes(AutoScalingGroupName="blue", ScalingProcesses=["Terminate", "ScheduledActions"])
@@ -90,15 +92,16 @@ def test_a8_suspended_terminate_and_scheduled_actions(world, wait_for):
     assert list(world.states("blue").values()) == ["InService"]
     assert world.describe("blue")["DesiredCapacity"] == 0
     world.asg.resume_processes(AutoScalingGroupName="blue")
-    wait_for(lambda: world.states("blue"), lambda s: s == {}, "scale-in after Terminate resumed", 5)
+    wait_until(matching(lambda: world.states("blue"), lambda s: s == {}), "scale-in after Terminate resumed", 5)
 
 
-def test_a8_scheduled_action_runs_at_its_start_time(world, wait_for):
+def test_a8_scheduled_action_runs_at_its_start_time(world):
     world.group("blue", desired=0)
     world.asg.put_scheduled_update_group_action(AutoScalingGroupName="blue", ScheduledActionName="now",
                                                 StartTime=datetime.datetime.now(datetime.timezone.utc),
                                                 MinSize=1, DesiredCapacity=2)
-    group = wait_for(lambda: world.describe("blue"), lambda g: g["DesiredCapacity"] == 2, "scheduled action run")
+    group = wait_until(matching(lambda: world.describe("blue"), lambda g: g["DesiredCapacity"] == 2),
+                       "scheduled action run")
     assert group["MinSize"] == 1
     assert world.asg.describe_scheduled_actions(AutoScalingGroupName="blue")["ScheduledUpdateGroupActions"] == []
 
@@ -109,7 +112,7 @@ def test_a9_describe_calls_page_with_the_real_sizes(world):
                                              for k in range(40)])
     with pytest.raises(ClientError) as excinfo:
         world.asg.describe_auto_scaling_groups(MaxRecords=101)
-    assert _code(excinfo) == "ValidationError"
+    assert aws_error(excinfo)[0] == "ValidationError"
     first = world.asg.describe_tags()
     assert len(first["Tags"]) == 50 and "NextToken" in first
     pages = list(world.asg.get_paginator("describe_tags").paginate(PaginationConfig={"PageSize": 100}))
@@ -118,7 +121,7 @@ def test_a9_describe_calls_page_with_the_real_sizes(world):
     assert [[g["AutoScalingGroupName"] for g in p["AutoScalingGroups"]] for p in groups] == [["g0", "g1"], ["g2"]]
     with pytest.raises(ClientError) as excinfo:
         world.asg.describe_auto_scaling_instances(MaxRecords=51)
-    assert _code(excinfo) == "ValidationError"
+    assert aws_error(excinfo)[0] == "ValidationError"
 
 
 def test_a9_describe_auto_scaling_instances_pages_of_50(world):
@@ -129,7 +132,8 @@ def test_a9_describe_auto_scaling_instances_pages_of_50(world):
 
 @pytest.mark.parametrize("call", [
     lambda asg: asg.set_desired_capacity(AutoScalingGroupName="nope", DesiredCapacity=1),
-    lambda asg: asg.enter_standby(AutoScalingGroupName="nope", InstanceIds=["i-1"], ShouldDecrementDesiredCapacity=True),
+    lambda asg: asg.enter_standby(AutoScalingGroupName="nope", InstanceIds=["i-1"],
+                                  ShouldDecrementDesiredCapacity=True),
     lambda asg: asg.exit_standby(AutoScalingGroupName="nope", InstanceIds=["i-1"]),
     lambda asg: asg.detach_instances(AutoScalingGroupName="nope", InstanceIds=["i-1"],
                                      ShouldDecrementDesiredCapacity=False),
@@ -144,7 +148,7 @@ def test_a9_describe_auto_scaling_instances_pages_of_50(world):
 def test_a11_unknown_groups_are_validation_errors_not_500(world, call):
     with pytest.raises(ClientError) as excinfo:
         call(world.asg)
-    assert _code(excinfo) == "ValidationError"
+    assert aws_error(excinfo)[0] == "ValidationError"
     assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
 
 
@@ -152,10 +156,10 @@ def test_a11_create_twice_is_already_exists_and_delete_with_instances_needs_forc
     world.group("blue", desired=1)
     with pytest.raises(ClientError) as excinfo:
         world.group("blue", desired=1)
-    assert _code(excinfo) == "AlreadyExists"
+    assert aws_error(excinfo)[0] == "AlreadyExists"
     with pytest.raises(ClientError) as excinfo:
         world.asg.delete_auto_scaling_group(AutoScalingGroupName="blue")
-    assert _code(excinfo) == "ResourceInUse"
+    assert aws_error(excinfo)[0] == "ResourceInUse"
     ids = list(world.states("blue"))
     world.asg.delete_auto_scaling_group(AutoScalingGroupName="blue", ForceDelete=True)
     assert world.asg.describe_auto_scaling_groups(AutoScalingGroupNames=["blue"])["AutoScalingGroups"] == []
@@ -173,14 +177,13 @@ def test_a12_tag_limits_and_reserved_prefix(world):
     for bad in ([tag("aws:x")], [tag("k" * 129)], [tag("k", "v" * 257)], [tag(f"k{n}") for n in range(51)]):
         with pytest.raises(ClientError) as excinfo:
             world.asg.create_or_update_tags(Tags=bad)
-        assert _code(excinfo) == "ValidationError"
+        assert aws_error(excinfo)[0] == "ValidationError"
     world.asg.create_or_update_tags(Tags=[tag("bluegreen:version", "1.2.3")])
     tags = world.asg.describe_tags(Filters=[{"Name": "auto-scaling-group", "Values": ["blue"]}])["Tags"]
     assert [(t["Key"], t["Value"]) for t in tags] == [("bluegreen:version", "1.2.3")]
 
 
-def test_a12_propagated_tags_reach_the_instance_only_after_a_while(world, wait_for):
-    world.cloud.configure_time(time_scale=0.1)  # 10 AWS s of propagation: 1 s here
+def test_a12_propagated_tags_reach_the_instance_only_after_a_while(world, stopped_clock):
     world.group("blue", desired=1, Tags=[{"Key": "bluegreen:version", "Value": "2.0", "PropagateAtLaunch": True}])
     iid = next(iter(world.states("blue")))
 
@@ -190,6 +193,9 @@ def test_a12_propagated_tags_reach_the_instance_only_after_a_while(world, wait_f
 
     assert {"aws:autoscaling:groupName", "bluegreen:version"}.isdisjoint(instance_tags())
     world.ec2.create_tags(Resources=[iid], Tags=[{"Key": "bluegreen:version", "Value": "1.0"}])
-    tags = wait_for(instance_tags, lambda t: "aws:autoscaling:groupName" in t, "propagated tags", 5)
+    stopped_clock.advance(TAG_PROPAGATION_SECONDS - 1)
+    assert "aws:autoscaling:groupName" not in instance_tags()
+    stopped_clock.advance(1)
+    tags = instance_tags()
     assert tags["aws:autoscaling:groupName"] == "blue"
     assert tags["bluegreen:version"] == "1.0"  # set on the instance after launch: it stays

@@ -14,6 +14,10 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from localcloud.aws.autoscaling import LAUNCH_SECONDS
+from tests.helpers import wait_until
+from tests.localcloud.support import aws_error, matching
+
 
 def test_a10_throttling_is_the_real_error_and_botocore_retries_through_it(world):
     world.cloud.configure_faults(throttle_fraction=1.0)
@@ -38,55 +42,53 @@ def test_latency_is_added_per_call(world):
     assert time.monotonic() - started >= 0.3
 
 
-def test_a2_exit_standby_resource_contention_once(world, wait_for):
+def test_a2_exit_standby_resource_contention_once(world, stopped_clock):
     world.group("blue", desired=1)
-    ids = world.wait_in_service("blue", 1)
+    stopped_clock.advance(LAUNCH_SECONDS)
+    ids = world.in_service("blue", 1)
     world.asg.enter_standby(AutoScalingGroupName="blue", InstanceIds=ids, ShouldDecrementDesiredCapacity=True)
-    wait_for(lambda: world.states("blue"), lambda s: s == {ids[0]: "Standby"}, "Standby")
+    assert world.states("blue") == {ids[0]: "Standby"}  # no load balancer to drain
     body = json.dumps({"exit_standby_contention_once": True}).encode()
     req = urllib.request.Request(world.cloud.endpoint + "/_localcloud/faults", data=body, method="POST")
     with urllib.request.urlopen(req, timeout=5) as resp:
         assert json.loads(resp.read()) == {"ok": True}
     with pytest.raises(ClientError) as excinfo:
         world.asg.exit_standby(AutoScalingGroupName="blue", InstanceIds=ids)
-    assert excinfo.value.response["Error"]["Code"] == "ResourceContention"
+    assert aws_error(excinfo)[0] == "ResourceContention"
     assert world.states("blue") == {ids[0]: "Standby"}
     world.asg.exit_standby(AutoScalingGroupName="blue", InstanceIds=ids)  # the retry succeeds
     assert world.states("blue") == {ids[0]: "Pending"}
 
 
-def test_e3_classic_elb_out_of_service_then_in_service_and_draining(world, wait_for):
-    world.elb.create_load_balancer(LoadBalancerName="classic", AvailabilityZones=["us-east-1a"], Listeners=[
-        {"Protocol": "HTTP", "LoadBalancerPort": 80, "InstancePort": 8080}])
-    world.elb.configure_health_check(LoadBalancerName="classic", HealthCheck={
-        "Target": "HTTP:8080/health", "Interval": 5, "Timeout": 2, "UnhealthyThreshold": 2, "HealthyThreshold": 2})
-    world.elb.modify_load_balancer_attributes(LoadBalancerName="classic", LoadBalancerAttributes={
-        "ConnectionDraining": {"Enabled": True, "Timeout": 30}})  # 0.3 s here
+def test_e3_classic_elb_out_of_service_then_in_service_and_draining(world, stopped_clock):
+    world.classic_lb("classic", interval=5, healthy_threshold=2, draining=30)
     world.group("blue", desired=1, LoadBalancerNames=["classic"])
-    ids = world.wait_in_service("blue", 1)
+    stopped_clock.advance(LAUNCH_SECONDS)
+    ids = world.in_service("blue", 1)
 
     def health():
-        return {s["InstanceId"]: s["State"]
+        return {s["InstanceId"]: (s["State"], s["Description"])
                 for s in world.elb.describe_instance_health(LoadBalancerName="classic")["InstanceStates"]}
 
-    assert health() == {ids[0]: "OutOfService"}
-    wait_for(health, lambda h: h == {ids[0]: "InService"}, "InService after 2 x 5 s", 3)
+    assert health() == {ids[0]: ("OutOfService", "Instance registration is still in progress.")}
+    stopped_clock.advance(2 * 5)  # HealthyThreshold x Interval
+    assert health() == {ids[0]: ("InService", "N/A")}
     world.asg.enter_standby(AutoScalingGroupName="blue", InstanceIds=ids, ShouldDecrementDesiredCapacity=True)
-    wait_for(health, lambda h: h == {}, "deregistered after connection draining", 3)
+    assert health() == {ids[0]: ("InService", "Instance deregistration currently in progress.")}
+    stopped_clock.advance(30)  # connection draining
+    assert health() == {}
 
 
-def test_e4_one_target_group_on_two_groups_holds_the_union(world):
+def test_e4_one_target_group_on_two_groups_holds_the_union(world, stopped_clock):
     tg = world.target_group()
     world.group("blue", desired=1, target_groups=(tg,))
     world.group("green", desired=2, target_groups=(tg,))
-    blue = world.wait_in_service("blue", 1)
-    green = world.wait_in_service("green", 2)
-    assert set(world.health(tg)) == set(blue) | set(green)
+    stopped_clock.advance(LAUNCH_SECONDS)
+    blue, green = world.in_service("blue", 1), world.in_service("green", 2)
+    assert world.health(tg) == {i: "initial" for i in blue + green}
     world.asg.enter_standby(AutoScalingGroupName="blue", InstanceIds=blue, ShouldDecrementDesiredCapacity=True)
     world.asg.set_desired_capacity(AutoScalingGroupName="green", DesiredCapacity=3)  # must not touch blue's
-    health = world.health(tg)
-    assert health[blue[0]] == "draining"
-    assert {health[g] for g in green} <= {"initial", "healthy"}
+    assert world.health(tg) == {blue[0]: "draining", **{g: "initial" for g in green}}
 
 
 def test_reset_leaves_no_state(world):
@@ -134,13 +136,13 @@ def test_concurrent_clients_are_serialised(world):
     assert keys == {f"t{n}" for n in range(8)}
 
 
-def test_events_reach_subscribers_in_order(world, wait_for):
+def test_events_reach_subscribers_in_order(world):
     seen: list[tuple[str, str]] = []
     world.cloud.subscribe(lambda e: seen.append((e["type"], e["instance_id"])))
     tg = world.target_group()
     world.group("blue", desired=1, target_groups=(tg,))
     ids = world.wait_in_service("blue", 1)
-    wait_for(lambda: list(seen), lambda s: ("target_registered", ids[0]) in s, "the registration event")
+    wait_until(matching(lambda: list(seen), lambda s: ("target_registered", ids[0]) in s), "the registration event")
     assert [t for t, i in seen if i == ids[0]][:3] == [
         "instance_launched", "instance_lifecycle_changed", "target_registered"]
 
