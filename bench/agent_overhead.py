@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,17 +29,12 @@ import yaml
 
 from localcloud.aws import EmulatedAWS
 from localcloud.imds import IMDSServer
+from localcloud.ports import free_port
 from localcloud.sampleapp import build_and_push, write_bundle
 
 REGION = "us-east-1"
 BIN = os.path.dirname(sys.executable)
 AGENT = os.path.join(BIN, "bluegreen-agent")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def docker(*args, env=None, timeout=300):
