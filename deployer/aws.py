@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from botocore import xform_name
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 from .errors import AwsError
@@ -87,9 +88,9 @@ class DeployerAws:
         return out
 
     def apply(self, call):
-        """Make one planned Call (plan.Call): its op name maps onto the method of the same name."""
-        method = "".join("_" + c.lower() if c.isupper() else c for c in call.op).lstrip("_")
-        return getattr(self, method)(**call.params)
+        """Make one planned Call (steps.Call): its op name maps onto the method of the same name, as boto3 names
+        it (`EnterStandby` -> `enter_standby`); steps.OPERATIONS lists the ops a plan may name."""
+        return getattr(self, xform_name(call.op))(**call.params)
 
     # -- describe ------------------------------------------------------------------------------------
 

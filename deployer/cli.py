@@ -1,6 +1,8 @@
 """`bluegreen`: standby-based blue/green deployment between two Auto Scaling groups on one load balancer.
 
-The only place that reads flags and the environment, configures logging, and makes AWS clients.
+The only place that reads flags and the environment, configures logging, and makes AWS clients. `main(argv,
+environ, seams)` runs in-process too: tests pass `Seams` (time, the step hook, who this process is) instead of
+anything a stray environment variable could switch on in an installed `bluegreen`.
 """
 
 from __future__ import annotations
@@ -13,20 +15,24 @@ import os
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
+from typing import Callable
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 
+from agent import contract
+
 from . import bootstrap, plan, render, steps
 from .aws import CallCounter, DeployerAws, translate
-from .errors import BlueGreenError, FailedError, HealthFailure, UsageError, WaitTimeout
+from .errors import Aborted, BlueGreenError, UsageError
 from .model import check_version, other
 from .runner import Runner, observe
 
-log = logging.getLogger("deployer")
+log = logging.getLogger(__name__)
 
 EXIT_CODES = """exit codes:
   0  done
@@ -93,6 +99,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="bluegreen", description=__doc__.splitlines()[0], epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"bluegreen {contract.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name, help_text, parents):
@@ -133,13 +140,14 @@ def configure_logging(debug):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def make_clients(args):
-
+def make_clients(args, session=None):
+    """Every client the deployer uses, from one session (a caller that makes many, the tests, passes its own:
+    a session caches the service models its clients load)."""
     # A10: all Auto Scaling calls share one token bucket; adaptive mode backs off for us.
     config = Config(retries={"mode": "adaptive", "max_attempts": 10}, connect_timeout=10, read_timeout=60,
                     user_agent_extra="asg-bluegreen")
     try:
-        session = boto3.session.Session(profile_name=args.profile, region_name=args.region)
+        session = session or boto3.session.Session(profile_name=args.profile, region_name=args.region)
         return {name: session.client(name, config=config) for name in ("autoscaling", "elbv2", "elb", "ec2", "s3")}
     except BotoCoreError as exc:
         raise translate(exc, "configure") from exc
@@ -172,15 +180,29 @@ def holder_alive(holder):
     return True
 
 
-def context_factory(force):
-    me = f"{getpass.getuser()}@{socket.gethostname()}:{os.getpid()}"
-    return lambda: steps.Context(me=me, now=datetime.now(timezone.utc), holder_alive=holder_alive,
-                                force_unlock=force)
+@dataclass(frozen=True)
+class Seams:
+    """What an in-process caller (the tests) may replace: time, who this process is, and a hook called with each
+    step just before it is applied. The defaults are the real ones."""
+
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    me: str | None = None
+    holder_alive: Callable[[str], bool] = holder_alive
+    before_step: Callable | None = None
+    make_clients: Callable | None = None
+
+
+def context_factory(force, seams):
+    me = seams.me or f"{getpass.getuser()}@{socket.gethostname()}:{os.getpid()}"
+    return lambda: steps.Context(me=me, now=seams.now(), holder_alive=seams.holder_alive, force_unlock=force)
 
 
 class Cli:
-    def __init__(self, args, clients):
+    def __init__(self, args, clients, seams):
         self.args = args
+        self.seams = seams
         self.counter = CallCounter()
         self.aws = DeployerAws(clients["autoscaling"], clients["elbv2"], clients["elb"], clients["ec2"], self.counter)
         self.s3 = clients["s3"]
@@ -188,7 +210,7 @@ class Cli:
         self.started = time.monotonic()
 
     def summary(self, **fields):
-        out = {"command": self.args.command, "aws_calls": self.counter.calls, "aws_attempts": self.counter.attempts,
+        out = {"schema_version": contract.SCHEMA_VERSION, "command": self.args.command, "aws_calls": self.counter.calls, "aws_attempts": self.counter.attempts,
                "aws_calls_by_op": dict(sorted(self.counter.by_op.items())),
                "elapsed_s": round(time.monotonic() - self.started, 3)}
         out.update(fields)
@@ -201,39 +223,27 @@ class Cli:
 
     def planner(self):
         a = self.args
-        if a.command == "deploy":
-            return partial(plan.plan_deploy, version=a.version)
-        if a.command == "canary":
-            return partial(plan.plan_canary, version=a.version, count=a.count)
-        if a.command == "rollback":
-            return plan.plan_rollback
-        return plan.plan_finalize
+        planners = {"deploy": lambda: partial(plan.plan_deploy, version=a.version),
+                    "canary": lambda: partial(plan.plan_canary, version=a.version, count=a.count),
+                    "rollback": lambda: plan.plan_rollback, "finalize": lambda: plan.plan_finalize}
+        return planners[a.command]()
 
     def mutate(self):
         a = self.args
-        ctx = context_factory(a.force_unlock)
+        ctx = context_factory(a.force_unlock, self.seams)
         title = f"{a.command} {a.service}" + (f" {a.version}" if a.command in ("deploy", "canary") else "")
+        runner = Runner(self.aws, a.service, ctx, poll_interval=a.poll_interval, timeout=a.timeout,
+                        sleep=self.seams.sleep, clock=self.seams.clock, before_step=self.seams.before_step)
         if a.dry_run:
-            snap = observe(self.aws, a.service, needs=("policies",))
-            rec = snap.record
-            if rec is not None and rec.action == "finalize":
-                snap.retired = self.aws.describe_retired_instances(snap.groups[rec.live].name)
-            planned = self.planner()(snap, ctx())
+            planned = runner.plan(self.planner())
             data = self.summary(service=a.service, dry_run=True, result="planned", plan=render.plan_data(planned))
             return data, render.plan_text(title, planned)
-        runner = Runner(self.aws, a.service, ctx, poll_interval=a.poll_interval, timeout=a.timeout)
         log.info("%s: start (poll every %gs, each wait at most %gs)", title, a.poll_interval, a.timeout)
+        abort = plan.plan_abort if a.command in ("deploy", "canary") else None
         try:
-            snap = runner.run(self.planner())
-        except (HealthFailure, WaitTimeout) as exc:
-            step = getattr(exc, "step", None)
-            if step is None or not step.abort_on_failure:
-                raise
-            log.info("%s: aborting: %s", title, exc)
-            snap = runner.run(plan.plan_abort)
-            live = snap.record.live if snap.record else snap.live
-            raise FailedError(f"{title} aborted: {exc}; {snap.groups[other(live)].name} is back to 0 and "
-                              f"{snap.groups[live].name} was not touched") from exc
+            snap = runner.run(self.planner(), abort=abort)
+        except Aborted as exc:
+            raise Aborted(f"{title} {exc}", exc.cause) from exc.cause
         final = observe(self.aws, a.service, health_of=(snap.live,) if snap.live else ())
         data = self.summary(service=a.service, result="done", steps=runner.executed,
                             status=render.status_data(final))
@@ -270,8 +280,9 @@ class Cli:
                 f"uploaded {count - 1} files and {bootstrap.MANIFEST} to s3://{bucket}/{prefix}")
 
 
-def main(argv=None, environ=None):
+def main(argv=None, environ=None, seams=None):
     environ = os.environ if environ is None else environ
+    seams = seams or Seams()
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.debug)
@@ -283,7 +294,7 @@ def main(argv=None, environ=None):
             resolve(args, environ)
         if args.command == "push-bootstrap":
             bootstrap.plan_push(args.directory, args.url)  # bad input fails before any client is made
-        cli = Cli(args, make_clients(args))
+        cli = Cli(args, (seams.make_clients or make_clients)(args), seams)
         if args.command == "status":
             data, text = cli.status()
         elif args.command == "push-bootstrap":
@@ -296,9 +307,10 @@ def main(argv=None, environ=None):
         print(f"bluegreen: error: {exc}", file=sys.stderr)
         if args.output == "json":
             fields = {"service": getattr(args, "service", None), "result": "error", "exit_code": exc.exit_code,
-                      "error": str(exc)}
+                      "error": str(exc), **exc.details()}
             print(render.dumps(cli.summary(**fields) if cli is not None else
-                               dict(fields, command=args.command, aws_calls=0, aws_attempts=0)))
+                               dict(fields, schema_version=contract.SCHEMA_VERSION, command=args.command,
+                                    aws_calls=0, aws_attempts=0)))
         return exc.exit_code
     except KeyboardInterrupt:
         print("bluegreen: interrupted; rerun the same command to resume, or `bluegreen rollback`", file=sys.stderr)

@@ -11,6 +11,10 @@ class BlueGreenError(Exception):
 
     exit_code = 1
 
+    def details(self):
+        """Fields for the `--output json` error summary beyond the message."""
+        return {}
+
 
 class UsageError(BlueGreenError):
     """Bad input: an argument, a missing or ambiguous service pair, a bad URL."""
@@ -33,6 +37,16 @@ class AwsError(BlueGreenError):
         super().__init__(message)
         self.code = code
 
+    def details(self):
+        return {"aws_error_code": self.code} if self.code else {}
+
+
+class PlanError(BlueGreenError):
+    """A planner built a step the deployer cannot apply (a bug): raised while the plan is built, before any of
+    its calls is made."""
+
+    exit_code = 1
+
 
 class FailedError(BlueGreenError):
     """The operation failed and the fleet was left safe (aborted, or resumable by a rerun)."""
@@ -40,9 +54,36 @@ class FailedError(BlueGreenError):
     exit_code = 1
 
 
-class HealthFailure(FailedError):
+class WaitFailed(FailedError):
+    """A wait ended without its condition: `step` is the WaitStep, `last` the last state it saw, as data
+    (`detail`: the verdict's one line; `instances`: the watched group's instances and their health)."""
+
+    def __init__(self, message, step, last):
+        super().__init__(message)
+        self.step = step
+        self.last = last
+
+    def details(self):
+        return {"step": {"name": self.step.name, "summary": self.step.summary, "wait": self.step.verdict.kind,
+                         "color": self.step.color},
+                "last": self.last}
+
+
+class HealthFailure(WaitFailed):
     """A new instance turned unhealthy, or was terminated while we waited for it."""
 
 
-class WaitTimeout(FailedError):
+class WaitTimeout(WaitFailed):
     """A wait ran past its deadline. The message says what it waited for and the last state seen."""
+
+
+class Aborted(FailedError):
+    """A deploy or canary wait failed and the operation was undone: the new group is back to 0, the live group
+    untouched. `cause` is the WaitFailed that started it."""
+
+    def __init__(self, message, cause):
+        super().__init__(message)
+        self.cause = cause
+
+    def details(self):
+        return dict(self.cause.details(), aborted=True)

@@ -6,7 +6,28 @@ for the timeout error, which must say what was seen last (STYLE.md point 4).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 OK, WAIT, FAIL, REPLAN = "ok", "wait", "fail", "replan"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A wait's condition, as botocore's acceptors are (STYLE.md, botocore): a name for output and JSON, and a
+    pure function of one observation: (group, health, seen) -> (state, detail). `seen` holds the instance ids
+    earlier polls of the same wait saw in the group."""
+
+    kind: str
+    check: Callable
+
+    def __call__(self, group, health, seen=frozenset()):
+        return self.check(group, health, seen)
+
+
+def leaving(inst):
+    """Terminating (any of its sub-states) or Terminated: the instance is on its way out of the group."""
+    return inst.lifecycle.startswith("Terminat")
 
 
 def lb_label(key):
@@ -48,7 +69,7 @@ def verdict_healthy(group, health, strict=True, seen=frozenset()):
         return REPLAN, f"{len(group.in_state('Standby'))} instances of {group.name} are in Standby again"
     if strict:
         for inst in group.instances:
-            if inst.lifecycle.startswith("Terminating") or inst.lifecycle == "Terminated":
+            if leaving(inst):
                 return FAIL, f"instance {inst.id} of {group.name} is {inst.lifecycle} (failed launch or health check)"
             if inst.health_status == "Unhealthy":
                 return FAIL, f"instance {inst.id} of {group.name} is marked Unhealthy by the group"
@@ -60,7 +81,7 @@ def verdict_healthy(group, health, strict=True, seen=frozenset()):
             return vanished
     good = healthy_count(group, health)
     pending = [i for i in group.instances if i.lifecycle not in ("InService", "Standby")
-               and not i.lifecycle.startswith("Terminat")]
+               and not leaving(i)]
     detail = f"{good}/{group.desired} of {group.name} healthy"
     waiting = []
     for inst in group.in_state("InService"):
@@ -134,34 +155,26 @@ def verdict_settled(group):
 
 def verdict_scaled_in(group):
     """No instance of the group is still terminating from an earlier scale-in (a rollback, an abort)."""
-    leaving = [f"{i.id} {i.lifecycle}" for i in group.instances if i.lifecycle.startswith("Terminating")]
-    if leaving:
-        return WAIT, f"{len(leaving)} instances of {group.name} still terminating: " + ", ".join(leaving[:3])
+    # Terminated is already gone (a group lists it only for a moment): only Terminating is still to wait for.
+    going = [f"{i.id} {i.lifecycle}" for i in group.instances if i.lifecycle.startswith("Terminating")]
+    if going:
+        return WAIT, f"{len(going)} instances of {group.name} still terminating: " + ", ".join(going[:3])
     return OK, f"no instance of {group.name} is terminating"
 
 
 def verdict_detached(group):
     """No instance of the group is still Detaching (A3): what finalize detached has left the group."""
-    leaving = [i.id for i in group.instances if i.lifecycle.startswith("Detach")]
-    if leaving:
-        return WAIT, f"{len(leaving)} instances of {group.name} still detaching: " + ", ".join(leaving[:3])
+    detaching = [i.id for i in group.instances if i.lifecycle.startswith("Detach")]
+    if detaching:
+        return WAIT, f"{len(detaching)} instances of {group.name} still detaching: " + ", ".join(detaching[:3])
     return OK, f"no instance of {group.name} is detaching"
 
 
-def verdict(kind, group, health, seen=frozenset()):
-    """Dispatch one observation to the verdict of a wait kind; `seen` is what earlier polls of it saw."""
-    if kind == "detached":
-        return verdict_detached(group)
-    if kind == "scaled-in":
-        return verdict_scaled_in(group)
-    if kind == "settled":
-        return verdict_settled(group)
-    if kind == "healthy":
-        return verdict_healthy(group, health, strict=True, seen=seen)
-    if kind == "restored":
-        return verdict_healthy(group, health, strict=False)
-    if kind == "deregistered":
-        return verdict_deregistered(group, health)
-    if kind == "drained":
-        return verdict_drained(group, health)
-    raise ValueError(kind)
+# The waits a plan can name. Each is the verdict of one kind; the runner calls it on every poll.
+HEALTHY = Verdict("healthy", lambda group, health, seen: verdict_healthy(group, health, strict=True, seen=seen))
+RESTORED = Verdict("restored", lambda group, health, seen: verdict_healthy(group, health, strict=False))
+DEREGISTERED = Verdict("deregistered", lambda group, health, seen: verdict_deregistered(group, health))
+DRAINED = Verdict("drained", lambda group, health, seen: verdict_drained(group, health))
+SETTLED = Verdict("settled", lambda group, health, seen: verdict_settled(group))
+SCALED_IN = Verdict("scaled-in", lambda group, health, seen: verdict_scaled_in(group))
+DETACHED = Verdict("detached", lambda group, health, seen: verdict_detached(group))

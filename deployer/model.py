@@ -7,30 +7,28 @@ sizes and the processes that were already suspended.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
+
+from agent import contract
+from agent.contract import (  # noqa: F401 (re-exported: the deployer imports the tag keys from here)
+    TAG_COLOR,
+    TAG_OPERATION,
+    TAG_RETIRED_FROM,
+    TAG_SAVED_SIZES,
+    TAG_SAVED_SUSPENDED,
+    TAG_SERVICE,
+    TAG_VALUE_MAX,
+    TAG_VERSION,
+    VERSION_RE,
+)
 
 from .errors import UsageError
-
-TAG_SERVICE = "bluegreen:service"
-TAG_COLOR = "bluegreen:color"
-TAG_VERSION = "bluegreen:version"
-TAG_OPERATION = "bluegreen:operation"
-TAG_SAVED_SIZES = "bluegreen:saved-sizes"
-TAG_SAVED_SUSPENDED = "bluegreen:saved-suspended"
-# Put on an instance just before it is detached, so that a finalize killed between detach and terminate
-# still finds it: a detached instance loses its group (A3).
-TAG_RETIRED_FROM = "bluegreen:retired-from"
 
 COLORS = ("blue", "green")
 # Suspended on the old group while it waits in Standby, so no scale-out or rebalancing can launch
 # old-version instances into the load balancer (the seed's complaint about scale-outs during the flip).
 HOLD_PROCESSES = ("AlarmNotification", "ScheduledActions", "AZRebalance")
-
-# A Docker tag: what the agent will pull as repo:<version>.
-VERSION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-# A12: tag values are at most 256 characters.
-TAG_VALUE_MAX = 256
 
 HEALTH_ORDER = ("unhealthy", "initial", "draining", "unused", "healthy")
 
@@ -40,9 +38,11 @@ def other(color):
 
 
 def check_version(version):
-    if not VERSION_RE.match(version or ""):
-        raise UsageError(f"version {version!r} is not a valid Docker tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})")
-    return version
+    """The contract's version rule (a Docker tag, what the agent pulls as repo:<version>), as a usage error."""
+    try:
+        return contract.check_version(version)
+    except contract.ContractError as exc:
+        raise UsageError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -133,19 +133,27 @@ class Record:
                 "started": self.started, "holder": self.holder}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Snapshot:
-    """One observation of a service. `health` maps instance id -> {lb key: state}; filled on demand."""
+    """One observation of a service: the pair, plus what the next decision needed (read on demand, else None).
+
+    `health` maps instance id -> {lb key: state}; `policies`/`scheduled` map color -> DescribePolicies /
+    DescribeScheduledActions records; `retired` lists detached, not yet terminated instance ids.
+    """
 
     service: str
     groups: dict[str, Group]
     health: dict[str, dict[str, str]] | None = None
-    policies: dict[str, list] | None = None  # color -> DescribePolicies records
-    scheduled: dict[str, list] | None = None  # color -> DescribeScheduledActions records
-    retired: list[str] | None = None  # detached, not yet terminated instance ids
-    lb_names: dict[str, str] = field(default_factory=dict)
+    policies: dict[str, list] | None = None
+    scheduled: dict[str, list] | None = None
+    retired: list[str] | None = None
 
-    @property
+    def has(self, need):
+        """Whether the extra a step needs ("policies" or "retired") was read."""
+        return {"policies": self.policies is not None and self.scheduled is not None,
+                "retired": self.retired is not None}[need]
+
+    @cached_property
     def record(self):
         for color in COLORS:
             value = self.groups[color].tags.get(TAG_OPERATION)
@@ -181,7 +189,8 @@ def group_from_describe(record):
 
 def pair_from_describe(service, records):
     """The blue and green groups of `service` among DescribeAutoScalingGroups records, or UsageError."""
-    by_color = {}
+    names = {color: [] for color in COLORS}  # every group claiming a color, to refuse two of one
+    pair = {}
     for rec in records:
         group = group_from_describe(rec)
         if group.tags.get(TAG_SERVICE) != service:
@@ -189,18 +198,16 @@ def pair_from_describe(service, records):
         if group.color not in COLORS:
             raise UsageError(f"group {group.name} of service {service} has {TAG_COLOR}={group.color!r}; "
                              "expected blue or green")
-        by_color.setdefault(group.color, []).append(group.name)
-        by_color.setdefault("_" + group.color, group)
-    if not any(c in by_color for c in COLORS):
+        names[group.color].append(group.name)
+        pair.setdefault(group.color, group)
+    if not pair:
         raise UsageError(f"no Auto Scaling group is tagged {TAG_SERVICE}={service} in this account and Region")
     for color in COLORS:
-        names = by_color.get(color, [])
-        if not names:
+        if not names[color]:
             raise UsageError(f"service {service} has no group tagged {TAG_COLOR}={color}; tag the idle group")
-        if len(names) > 1:
-            raise UsageError(f"service {service} has {len(names)} groups tagged {TAG_COLOR}={color} "
-                             f"({', '.join(sorted(names))}); exactly one is allowed")
-    pair = {c: by_color["_" + c] for c in COLORS}
+        if len(names[color]) > 1:
+            raise UsageError(f"service {service} has {len(names[color])} groups tagged {TAG_COLOR}={color} "
+                             f"({', '.join(sorted(names[color]))}); exactly one is allowed")
     _check_same_load_balancers(service, pair)
     return pair
 
@@ -220,7 +227,11 @@ def _check_same_load_balancers(service, pair):
 
 
 def worst_health(states):
-    """One word for an instance across all its load balancers: the worst state wins."""
+    """One word for an instance across all its load balancers: the worst state wins.
+
+    A state this list does not know (`unavailable`, `unhealthy.draining`, E5) ranks as the worst on purpose:
+    status must never show an instance as better than the load balancer says it is.
+    """
     if not states:
         return "unused"
     return min(states, key=lambda s: HEALTH_ORDER.index(s) if s in HEALTH_ORDER else 0)

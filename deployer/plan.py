@@ -5,32 +5,36 @@ observes again, so every step is decided from the world as it is now plus the op
 groups' tags. That makes each command resumable after a crash at any step boundary (STYLE.md point 8), and
 makes `--dry-run` the same plan, printed.
 
-Each step is data: the AWS calls it makes, or a wait (what it waits for, and the call that records the next
-phase once the wait succeeds).
+Each step is data of one type (steps.py): the AWS calls it makes, the lock or unlock, or a wait (its verdict,
+and the call that records the next phase once the wait succeeds).
 """
 from .errors import ConflictError
+from .health import DEREGISTERED, DETACHED, DRAINED, HEALTHY, RESTORED, SCALED_IN, SETTLED
 from .model import HOLD_PROCESSES, TAG_RETIRED_FROM, TAG_SAVED_SIZES, TAG_SAVED_SUSPENDED, TAG_VERSION, Record, other
 from .policies import policy_copies, policy_deletions
 from .steps import (
+    ABORT,
     TERMINATE_BATCH,
     Call,
-    Step,
+    CallStep,
+    LockStep,
+    UnlockStep,
     batch_label,
     batches,
     clear_record,
-    describe_calls,
     set_sizes,
     sizes_text,
     tag,
+    wait_step,
     write_record,
 )
 
 
 def _policy_step(name, summary, calls_fn, snap):
     if snap.policies is None or snap.scheduled is None:
-        return [Step(name, summary + " (planned once the policies are read)", needs=("policies",))]
+        return [CallStep(name, summary + " (planned once the policies are read)", needs=("policies",))]
     calls = calls_fn()
-    return [Step(name, summary, tuple(calls))] if calls else []
+    return [CallStep(name, summary, tuple(calls))] if calls else []
 
 
 # ---- the lock ----------------------------------------------------------------------------------------
@@ -61,7 +65,7 @@ def _resume_check(snap, rec, ctx):
 def _lock_steps(snap, rec, new_record, extra=None):
     if rec is None or rec != new_record:
         what = "take the lock" if rec is None or rec.holder == new_record.holder else "take over the lock"
-        return [Step("lock", f"{what}: record {new_record.action} {new_record.version}, phase {new_record.phase}",
+        return [LockStep("lock", f"{what}: record {new_record.action} {new_record.version}, phase {new_record.phase}",
                      (write_record(snap, new_record, extra),))]
     return []
 
@@ -80,8 +84,8 @@ def _scaled_in_steps(snap, idle):
     launch (a Terminating new instance aborts it), so let them go first."""
     if not any(i.lifecycle.startswith("Terminating") for i in idle.instances):
         return []
-    return [Step("wait-idle-scaled-in", f"wait until the instances {idle.name} is scaling in have terminated",
-                 describe_calls(snap, idle.color), wait="scaled-in", color=idle.color)]
+    return [wait_step(snap, "wait-idle-scaled-in", f"wait until the instances {idle.name} is scaling in have "
+                      "terminated", idle.color, SCALED_IN)]
 
 
 def _resume_steps(old):
@@ -91,7 +95,7 @@ def _resume_steps(old):
     ours = [p for p in HOLD_PROCESSES if p in old.suspended and p not in old.saved_suspended]
     if not ours:
         return []
-    return [Step("resume", "resume {} on {}".format(", ".join(ours), old.name),
+    return [CallStep("resume", "resume {} on {}".format(", ".join(ours), old.name),
                  (Call("ResumeProcesses", {"AutoScalingGroupName": old.name, "ScalingProcesses": ours}),))]
 
 
@@ -131,44 +135,41 @@ def plan_deploy(snap, ctx, version):
     if at <= 0:
         steps += _scaled_in_steps(snap, new)
         if new.version != version:
-            steps.append(Step("set-version", f"set {new.name}'s {TAG_VERSION} to {version}",
+            steps.append(CallStep("set-version", f"set {new.name}'s {TAG_VERSION} to {version}",
                               (Call("CreateOrUpdateTags", {"Tags": [tag(new.name, TAG_VERSION, version, True)]}),)))
         if new.sizes != sizes:
-            steps.append(Step("size-new", f"copy {old.name}'s min/desired/max {sizes_text(sizes)} to {new.name}",
+            steps.append(CallStep("size-new", f"copy {old.name}'s min/desired/max {sizes_text(sizes)} to {new.name}",
                               (set_sizes(new, sizes),)))
-        steps.append(Step("wait-new-healthy", f"wait until {sizes[1]} {version} instances of {new.name} are "
-                          "InService and "
-                          "healthy in every load balancer", describe_calls(snap, new.color),
-                          wait="healthy", color=new.color, then=write_record(snap, record.moved(phase="policies")),
-                          abort_on_failure=True))
+        steps.append(wait_step(snap, "wait-new-healthy", f"wait until {sizes[1]} {version} instances of {new.name} "
+                               "are InService and healthy in every load balancer", new.color, HEALTHY,
+                               then=write_record(snap, record.moved(phase="policies")), on_failure=ABORT))
     if at <= 1:
         steps += _policy_step("copy-policies",
                               f"copy scaling policies and scheduled actions of {old.name} to {new.name} (A7)",
                               lambda: policy_copies(snap, live, new.color, ctx.now), snap)
         hold = [p for p in HOLD_PROCESSES if p not in old.suspended]
         if hold:
-            steps.append(Step("suspend", f"suspend {', '.join(hold)} on {old.name} so no scale-out launches old "
+            steps.append(CallStep("suspend", f"suspend {', '.join(hold)} on {old.name} so no scale-out launches old "
                               "instances (A8)",
                               (Call("SuspendProcesses", {"AutoScalingGroupName": old.name,
                                                          "ScalingProcesses": hold}),)))
-        steps.append(Step("mark-flip", "record phase flip", (write_record(snap, record.moved(phase="flip")),)))
+        steps.append(CallStep("mark-flip", "record phase flip", (write_record(snap, record.moved(phase="flip")),)))
     if at <= 2:
         steps += _standby_gate(old, new, version, snap, resumed=at >= 1)
         if old.min != 0:
-            steps.append(Step("lower-min", f"lower {old.name}'s MinSize to 0 so Standby with decrement is "
+            steps.append(CallStep("lower-min", f"lower {old.name}'s MinSize to 0 so Standby with decrement is "
                               "allowed (A1)", (Call("UpdateAutoScalingGroup", {"AutoScalingGroupName": old.name,
                                                                            "MinSize": 0}),)))
         in_service = [i.id for i in old.in_state("InService")]
         done = len(old.in_state("Standby", "EnteringStandby"))
         for n, ids in enumerate(batches(in_service), 1):
-            steps.append(Step("enter-standby", f"move {len(ids)} instances of {old.name} to Standby, "
+            steps.append(CallStep("enter-standby", f"move {len(ids)} instances of {old.name} to Standby, "
                               f"{batch_label(done, n, len(in_service))} (A1)",
                               (Call("EnterStandby", {"AutoScalingGroupName": old.name, "InstanceIds": ids,
                                                      "ShouldDecrementDesiredCapacity": True}),)))
-        steps.append(Step("wait-deregistered", f"wait until {old.name}'s instances have left the load balancers "
-                          "(draining is enough: they keep running in Standby, E2)",
-                          describe_calls(snap, live), wait="deregistered", color=live,
-                          then=write_record(snap, record.moved(phase="flipped"))))
+        steps.append(wait_step(snap, "wait-deregistered", f"wait until {old.name}'s instances have left the load "
+                               "balancers (draining is enough: they keep running in Standby, E2)", live, DEREGISTERED,
+                               then=write_record(snap, record.moved(phase="flipped"))))
     return steps
 
 
@@ -188,12 +189,11 @@ def _standby_gate(old, new, version, snap, resumed):
     capacity = old.desired + len(old.in_state("Standby", "EnteringStandby"))
     if new.desired < capacity:
         sizes = (new.min, capacity, max(new.max, capacity))
-        steps.append(Step("grow-new", f"grow {new.name} to the live capacity {capacity}: {old.name} scaled out "
+        steps.append(CallStep("grow-new", f"grow {new.name} to the live capacity {capacity}: {old.name} scaled out "
                           "during the launch", (set_sizes(new, sizes),)))
     want = max(new.desired, capacity)
-    steps.append(Step("recheck-new-healthy", f"confirm {want} {version} instances of {new.name} are healthy before "
-                      f"{old.name} leaves the load balancers", describe_calls(snap, new.color), wait="healthy",
-                      color=new.color, gate=True))
+    steps.append(wait_step(snap, "recheck-new-healthy", f"confirm {want} {version} instances of {new.name} are "
+                           f"healthy before {old.name} leaves the load balancers", new.color, HEALTHY, gate=True))
     return steps
 
 
@@ -215,7 +215,7 @@ def plan_canary(snap, ctx, version, count):
     steps = _lock_steps(snap, rec, record)
     steps += _scaled_in_steps(snap, new)
     if new.version != version:
-        steps.append(Step("set-version", f"set {new.name}'s {TAG_VERSION} to {version}",
+        steps.append(CallStep("set-version", f"set {new.name}'s {TAG_VERSION} to {version}",
                           (Call("CreateOrUpdateTags", {"Tags": [tag(new.name, TAG_VERSION, version, True)]}),)))
     want = (count, count, count)
     resize = new.sizes != want
@@ -223,11 +223,11 @@ def plan_canary(snap, ctx, version, count):
         calls = (set_sizes(new, want),)
         if phase == "serving":
             calls = (write_record(snap, record.moved(phase="launch")),) + calls
-        steps.append(Step("size-canary", f"give {new.name} {count} instance(s) of {version}", calls))
+        steps.append(CallStep("size-canary", f"give {new.name} {count} instance(s) of {version}", calls))
     if resize or phase != "serving":
-        steps.append(Step("wait-canary-healthy", f"wait until {count} canary instance(s) of {new.name} are healthy",
-                          describe_calls(snap, new.color), wait="healthy", color=new.color,
-                          then=write_record(snap, record.moved(phase="serving")), abort_on_failure=True))
+        steps.append(wait_step(snap, "wait-canary-healthy", f"wait until {count} canary instance(s) of {new.name} are "
+                               "healthy", new.color, HEALTHY, then=write_record(snap, record.moved(phase="serving")),
+                               on_failure=ABORT))
     return steps
 
 
@@ -239,8 +239,8 @@ def plan_abort(snap, ctx):
     new = snap.groups[other(rec.live)]
     steps = []
     if new.sizes != (0, 0, 0):
-        steps.append(Step("abort-new", f"scale {new.name} back to 0", (set_sizes(new, (0, 0, 0)),)))
-    steps.append(Step("unlock", "clear the operation record", (clear_record(snap, rec.live),)))
+        steps.append(CallStep("abort-new", f"scale {new.name} back to 0", (set_sizes(new, (0, 0, 0)),)))
+    steps.append(UnlockStep("unlock", "clear the operation record", (clear_record(snap, rec.live),)))
     return steps
 
 
@@ -270,12 +270,12 @@ def plan_rollback(snap, ctx):
     if phase in (None, "restore"):
         if old.in_state("EnteringStandby"):
             # A deploy killed right after EnterStandby: let those instances arrive in Standby, then replan.
-            steps.append(Step("wait-standby-settled", f"wait until no instance of {old.name} is EnteringStandby",
-                              describe_calls(snap, live), wait="settled", color=live))
+            steps.append(wait_step(snap, "wait-standby-settled", f"wait until no instance of {old.name} is "
+                                   "EnteringStandby", live, SETTLED))
         standby = [i.id for i in old.in_state("Standby")]
         done = len(old.instances) - len(standby)
         for n, ids in enumerate(batches(standby), 1):
-            steps.append(Step("exit-standby", f"return {len(ids)} instances of {old.name} to service, "
+            steps.append(CallStep("exit-standby", f"return {len(ids)} instances of {old.name} to service, "
                               f"{batch_label(done, n, len(standby))} (A2)",
                               (Call("ExitStandby", {"AutoScalingGroupName": old.name, "InstanceIds": ids}),)))
         saved = old.saved_sizes
@@ -287,19 +287,19 @@ def plan_rollback(snap, ctx):
             # Listed after the ExitStandby batches, so by the time it runs, they are back in service and this
             # only restores MinSize, or launches what the live capacity needs beyond them.
             if old.sizes != target:
-                steps.append(Step("restore-sizes", f"restore {old.name}'s min/desired/max to {sizes_text(target)}",
+                steps.append(CallStep("restore-sizes", f"restore {old.name}'s min/desired/max to {sizes_text(target)}",
                                   (set_sizes(old, target),)))
-        steps.append(Step("wait-restored", f"wait until every instance of {old.name} is InService and healthy in every "
-                          f"load balancer, before touching {new.name}", describe_calls(snap, live),
-                          wait="restored", color=live, then=write_record(snap, record.moved(phase="retire"))))
+        steps.append(wait_step(snap, "wait-restored", f"wait until every instance of {old.name} is InService and "
+                               f"healthy in every load balancer, before touching {new.name}", live, RESTORED,
+                               then=write_record(snap, record.moved(phase="retire"))))
     # Only now: an alarm or scheduled action on the old group while its instances were in Standby would have
     # launched more old instances, and pushed ExitStandby past MaxSize (A2, A8).
     steps += _resume_steps(old)
     steps += _policy_step("remove-copied-policies", f"remove from {new.name} the policies copied from {old.name}",
                           lambda: policy_deletions(snap, new.color, only_names_of=live), snap)
     if new.sizes != (0, 0, 0):
-        steps.append(Step("retire-new", f"scale {new.name} to 0", (set_sizes(new, (0, 0, 0)),)))
-    steps.append(Step("unlock", "clear the operation record", (clear_record(snap, live),)))
+        steps.append(CallStep("retire-new", f"scale {new.name} to 0", (set_sizes(new, (0, 0, 0)),)))
+    steps.append(UnlockStep("unlock", "clear the operation record", (clear_record(snap, live),)))
     return steps
 
 
@@ -327,14 +327,14 @@ def plan_finalize(snap, ctx):
     steps = _lock_steps(snap, rec, record)
     standby = [i.id for i in old.in_state("Standby")]
     if phase in (None, "drain"):
-        steps.append(Step("wait-drained", f"wait until no Standby instance of {old.name} is still draining in any load "
-                          "balancer, so in-flight requests finish (E2)", describe_calls(snap, rec.live),
-                          wait="drained", color=rec.live, then=write_record(snap, record.moved(phase="detach"))))
+        steps.append(wait_step(snap, "wait-drained", f"wait until no Standby instance of {old.name} is still draining "
+                               "in any load balancer, so in-flight requests finish (E2)", rec.live, DRAINED,
+                               then=write_record(snap, record.moved(phase="detach"))))
     if phase in (None, "drain", "detach"):
         done = len(snap.retired or [])
         for n, ids in enumerate(batches(standby), 1):
             # Tag first: once detached an instance leaves the group (A3), and only this tag finds it again.
-            steps.append(Step("detach", f"detach {len(ids)} Standby instances from {old.name}, "
+            steps.append(CallStep("detach", f"detach {len(ids)} Standby instances from {old.name}, "
                               f"{batch_label(done, n, len(standby))}, without decrementing again (A3, the seed's "
                               "footnote 2)",
                               (Call("CreateTags", {"Resources": ids, "Tags": [{"Key": TAG_RETIRED_FROM,
@@ -342,7 +342,7 @@ def plan_finalize(snap, ctx):
                                Call("DetachInstances", {"AutoScalingGroupName": old.name, "InstanceIds": ids,
                                                         "ShouldDecrementDesiredCapacity": False}))))
         if snap.retired is None and phase == "detach":
-            steps.append(Step("terminate", "terminate the detached instances", needs=("retired",)))
+            steps.append(CallStep("terminate", "terminate the detached instances", needs=("retired",)))
         else:
             in_group = {i.id for i in old.instances}
             detaching = {i.id for i in old.instances if i.lifecycle.startswith("Detach")}
@@ -350,23 +350,23 @@ def plan_finalize(snap, ctx):
             if leaving:
                 # Detached but still listed (Detaching, A3): wait, or cleanup would be recorded with them
                 # never terminated, and nothing would look for them again.
-                steps.append(Step("wait-detached", f"wait until {len(leaving)} detached instances have left "
-                                  f"{old.name}", describe_calls(snap, rec.live), wait="detached", color=rec.live))
+                steps.append(wait_step(snap, "wait-detached", f"wait until {len(leaving)} detached instances have "
+                                       f"left {old.name}", rec.live, DETACHED))
                 return steps
             # A4: never terminate an instance still in the group; detach comes first.
             detached = [i for i in (snap.retired or []) if i not in in_group]
             pending = detached + ([] if phase == "detach" else standby)
             for n, ids in enumerate(batches(pending, TERMINATE_BATCH), 1):
-                steps.append(Step("terminate", f"terminate {len(ids)} detached instances, batch {n} (A4: "
+                steps.append(CallStep("terminate", f"terminate {len(ids)} detached instances, batch {n} (A4: "
                                   "detached first)", (Call("TerminateInstances", {"InstanceIds": ids}),)))
         # Recorded once nothing is left to terminate, so later steps need not search EC2 again.
-        steps.append(Step("mark-cleanup", "record phase cleanup",
+        steps.append(CallStep("mark-cleanup", "record phase cleanup",
                           (write_record(snap, record.moved(phase="cleanup")),)))
     steps += _policy_step("delete-old-policies", f"delete {old.name}'s scaling policies and scheduled actions",
                           lambda: policy_deletions(snap, rec.live), snap)
     if old.sizes != (0, 0, 0):
-        steps.append(Step("empty-old", f"set {old.name} to 0/0/0", (set_sizes(old, (0, 0, 0)),)))
+        steps.append(CallStep("empty-old", f"set {old.name} to 0/0/0", (set_sizes(old, (0, 0, 0)),)))
     steps += _resume_steps(old)
-    steps.append(Step("unlock", f"clear the operation record; {snap.groups[other(rec.live)].name} is live",
+    steps.append(UnlockStep("unlock", f"clear the operation record; {snap.groups[other(rec.live)].name} is live",
                       (clear_record(snap, rec.live),)))
     return steps

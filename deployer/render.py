@@ -6,6 +6,7 @@ import json
 
 from .health import lb_keys, state_in
 from .model import COLORS, worst_health
+from .steps import WaitStep
 
 
 def status_data(snap):
@@ -58,10 +59,12 @@ def plan_text(title, steps):
     lines = [f"{title} (dry run: nothing changed):"]
     for n, step in enumerate(steps, 1):
         lines.append(f"{n:3}. {step.name}: {step.summary}")
+        waits = isinstance(step, WaitStep)
+        if waits:
+            lines.append(f"       until {step.verdict.kind}" + (", else abort" if step.on_failure == "abort" else ""))
         for call in step.calls:
-            prefix = "poll " if step.wait else ""
-            lines.append(f"       {prefix}{call.describe()}")
-        if step.then is not None:
+            lines.append(f"       {'poll ' if waits else ''}{call.describe()}")
+        if waits and step.then is not None:
             lines.append(f"       then {step.then.describe()}")
     return "\n".join(lines)
 

@@ -1,50 +1,32 @@
-"""Applying plans: observe, plan, apply the first step, observe again; and the waits.
+"""Applying plans: observe, plan, apply the steps one observation settles, observe again; and the waits.
 
 The loop re-reads the world before every step, so a run killed anywhere is finished by running the same
 command again (or `rollback`): the planner skips what is already done (STYLE.md point 8).
+
+Time and the test seams are passed in: `sleep` and `clock` (a test drives them, and the emulated AWS, from one
+fake clock), and `before_step`, called with each step just before it is applied (the crash tests kill the
+process there). Nothing here reads the environment.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 
-from . import health as verdicts
-from .errors import ConflictError, HealthFailure, WaitTimeout
-from .model import Snapshot, classic_state, pair_from_describe
+from .errors import Aborted, ConflictError, HealthFailure, WaitFailed, WaitTimeout
+from .health import FAIL, OK, REPLAN
+from .model import COLORS, Snapshot, classic_state, other, pair_from_describe
+from .steps import ABORT, LockStep, UnlockStep, WaitStep
 
 log = logging.getLogger(__name__)
-
-# Test hook, read here and nowhere else: BLUEGREEN_CRASH_AT=<step>[:<n>] kills this process with SIGKILL
-# just before it applies the n-th (default first) step of that name, as `kill -9` of a pipeline would.
-# The crash-and-rerun tests use it to stop a command at every step boundary and inside batch loops.
-CRASH_ENV = "BLUEGREEN_CRASH_AT"
-
-MAX_STEPS = 100000  # a guard against a planner that never converges, far above 1000 instances' batches
-
-
-class Crasher:
-    def __init__(self, spec):
-        name, _, nth = (spec or "").partition(":")
-        self.name, self.nth, self.seen = name, int(nth or 1), 0
-
-    def before(self, step_name):
-        if not self.name or step_name != self.name:
-            return
-        self.seen += 1
-        if self.seen == self.nth:
-            log.warning("test hook %s=%s: killing this process before step %s", CRASH_ENV, self.name, step_name)
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def observe(aws, service, needs=(), health_of=()):
     """One Snapshot: one group describe, plus only what the next decision needs (A9, A10)."""
     groups = pair_from_describe(service, aws.describe_service_groups(service))
-    snap = Snapshot(service, groups)
+    health = None
     if health_of:
-        snap.health = {}
+        health = {}
         seen = set()
         for color in health_of:
             for kind, ident in groups[color].load_balancers():
@@ -54,43 +36,55 @@ def observe(aws, service, needs=(), health_of=()):
                 seen.add(key)
                 if kind == "tg":
                     for desc in aws.describe_target_health(ident):
-                        snap.health.setdefault(desc["Target"]["Id"], {})[key] = desc["TargetHealth"]["State"]
+                        health.setdefault(desc["Target"]["Id"], {})[key] = desc["TargetHealth"]["State"]
                 else:
                     for st in aws.describe_instance_health(ident):
-                        snap.health.setdefault(st["InstanceId"], {})[key] = classic_state(
+                        health.setdefault(st["InstanceId"], {})[key] = classic_state(
                             st["State"], st.get("Description", ""))
+    policies = scheduled = retired = None
     if "policies" in needs:
-        snap.policies = {c: aws.describe_policies(g.name) for c, g in groups.items()}
-        snap.scheduled = {c: aws.describe_scheduled_actions(g.name) for c, g in groups.items()}
+        policies = {c: aws.describe_policies(g.name) for c, g in groups.items()}
+        scheduled = {c: aws.describe_scheduled_actions(g.name) for c, g in groups.items()}
+    snap = Snapshot(service, groups, health, policies, scheduled)
     if "retired" in needs:
         rec = snap.record
-        old = groups[rec.live] if rec else None
-        snap.retired = aws.describe_retired_instances(old.name) if old else []
+        retired = aws.describe_retired_instances(groups[rec.live].name) if rec else []
+        snap = Snapshot(service, groups, health, policies, scheduled, retired)
     return snap
 
 
-def has(snap, need):
-    return {"policies": snap.policies is not None, "retired": snap.retired is not None}[need]
+def round_limit(snap):
+    """A bound on plan rounds, from the pair's own size: a planner that never converges stops long before it
+    could make calls without end. Every round applies at least one step; a command needs a few dozen fixed
+    steps plus a few per batch of 20 instances (A1-A3), and a wait may replan a few times."""
+    most = sum(max(snap.groups[c].max, snap.groups[c].desired, len(snap.groups[c].instances)) for c in COLORS)
+    return 100 + 4 * most
+
+
+def last_state(snap, color, detail):
+    """What a wait saw last, as data for the error (and `--output json`)."""
+    group = snap.groups[color]
+    return {"detail": detail, "group": group.name, "desired": group.desired,
+            "instances": {i.id: {"lifecycle": i.lifecycle, "group_health": i.health_status,
+                                 "load_balancers": dict((snap.health or {}).get(i.id, {}))}
+                          for i in group.instances}}
 
 
 class Runner:
     def __init__(self, aws, service, context, poll_interval=5.0, timeout=600.0, sleep=time.sleep,
-                 clock=time.monotonic, crash_spec=None):
+                 clock=time.monotonic, before_step=None):
         self.aws, self.service, self.context = aws, service, context
         self.poll_interval, self.timeout = poll_interval, timeout
         self.sleep, self.clock = sleep, clock
-        self.crasher = Crasher(crash_spec if crash_spec is not None else os.environ.get(CRASH_ENV))
+        self.before_step = before_step or (lambda step: None)
         self.executed = []
         self.locked = False
-
-    def ctx(self):
-        return self.context()
 
     def _check_holder(self, snap):
         if not self.locked:
             return
         rec = snap.record
-        me = self.ctx().me
+        me = self.context().me
         if rec is None:
             raise ConflictError(f"the operation record on {self.service} was removed by another command (a rollback "
                                 "that has already finished, or --force-unlock); stopping here")
@@ -98,23 +92,56 @@ class Runner:
             raise ConflictError(f"the operation on {self.service} was taken over by {rec.action} by {rec.holder}; "
                                 "stopping here")
 
-    def run(self, planner):
-        """Apply `planner`'s steps until it has none left. Returns the last snapshot."""
+    def run(self, planner, abort=None):
+        """Apply `planner`'s steps until it has none left; return the last snapshot.
+
+        A failed wait whose failure policy is ABORT runs the `abort` planner, then raises Aborted naming the
+        failure; any other failed wait raises as it is (the record stays, so a rerun carries on).
+        """
+        try:
+            return self._loop(planner)
+        except WaitFailed as exc:
+            if exc.step.on_failure != ABORT or abort is None:
+                raise
+            log.info("aborting: %s", exc)
+            snap = self._loop(abort)
+            live = snap.record.live if snap.record else snap.live
+            raise Aborted(f"aborted: {exc}; {snap.groups[other(live)].name} is back to 0 and "
+                          f"{snap.groups[live].name} was not touched", exc) from exc
+
+    def plan(self, planner):
+        """The plan a run would start with (--dry-run), read with every extra its steps need, changing nothing."""
         needs = set()
-        for _ in range(MAX_STEPS):
+        for _ in range(len(needs) + 3):
             snap = observe(self.aws, self.service, needs)
+            steps = planner(snap, self.context())
+            missing = {n for s in steps for n in s.needs if not snap.has(n)}
+            if not missing:
+                return steps
+            needs |= missing
+        return steps
+
+    def _loop(self, planner):
+        needs = set()
+        limit = None
+        rounds = 0
+        while limit is None or rounds < limit:
+            rounds += 1
+            snap = observe(self.aws, self.service, needs)
+            if limit is None:
+                limit = round_limit(snap)
             self._check_holder(snap)
-            steps = planner(snap, self.ctx())
+            steps = planner(snap, self.context())
             if not steps:
                 return snap
             applied = self._apply_run(steps, snap)
-            if applied and steps[applied - 1].name == "unlock":
+            if applied and isinstance(steps[applied - 1], UnlockStep):
                 return snap
             # Read now what the next planned step needs (policies, retired instances), instead of observing
             # once without it only to find that out.
             following = steps[applied] if applied < len(steps) else None
             needs = set(following.needs if following is not None else ())
-        raise RuntimeError(f"planner did not converge after {MAX_STEPS} steps")
+        raise RuntimeError(f"internal error: the {self.service} plan did not converge in {limit} rounds")
 
     def _apply_run(self, steps, snap):
         """Apply the plan's leading steps that one observation settles; return how many were applied.
@@ -127,24 +154,24 @@ class Runner:
         """
         applied = 0
         for step in steps:
-            if any(not has(snap, n) for n in step.needs):
+            if not all(snap.has(n) for n in step.needs):
                 break
-            self.crasher.before(step.name)
-            self._apply(step, snap)
+            self.before_step(step)
+            self._apply(step)
             applied += 1
-            if (step.wait and not step.gate) or step.name in ("lock", "unlock"):
+            if (isinstance(step, WaitStep) and not step.gate) or isinstance(step, (LockStep, UnlockStep)):
                 break
         return applied
 
-    def _apply(self, step, snap):
+    def _apply(self, step):
         log.info("%s: %s", step.name, step.summary)
-        if step.wait:
+        if isinstance(step, WaitStep):
             self._wait(step)
             return
         for call in step.calls:
             # A2: ResourceContention comes back as HTTP 500, which botocore's adaptive mode already retries.
             self.aws.apply(call)
-        if step.name == "lock":
+        if isinstance(step, LockStep):
             self.locked = True
         self.executed.append(step.name)
 
@@ -153,6 +180,7 @@ class Runner:
         last = None
         polls = 0
         seen = set()  # instances seen in the watched group during this wait
+        snap = None
         while polls == 0 or self.clock() < deadline:
             if polls:
                 self.sleep(max(0.0, min(self.poll_interval, deadline - self.clock())))
@@ -160,24 +188,20 @@ class Runner:
             self._check_holder(snap)
             polls += 1
             group = snap.groups[step.color]
-            state, detail = verdicts.verdict(step.wait, group, snap.health, seen=seen)
+            state, detail = step.verdict(group, snap.health, seen)
             seen |= {i.id for i in group.instances}
             if detail != last:
                 log.info("%s: %s", step.name, detail)
                 last = detail
-            if state == verdicts.OK:
+            if state == OK:
                 if step.then is not None:
                     self.aws.apply(step.then)
                 self.executed.append(step.name)
                 return
-            if state == verdicts.REPLAN:
+            if state == REPLAN:
                 self.executed.append(step.name)
                 return
-            if state == verdicts.FAIL:
-                exc = HealthFailure(detail)
-                exc.step = step
-                raise exc
-        exc = WaitTimeout(f"timed out after {self.timeout:g}s ({polls} polls): {step.summary}; "
-                          f"last seen: {last}")
-        exc.step = step
-        raise exc
+            if state == FAIL:
+                raise HealthFailure(detail, step, last_state(snap, step.color, detail))
+        raise WaitTimeout(f"timed out after {self.timeout:g}s ({polls} polls): {step.summary}; last seen: {last}",
+                          step, last_state(snap, step.color, last))

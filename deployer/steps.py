@@ -1,16 +1,47 @@
-"""Steps as data: the AWS calls a plan is made of, and the builders the planners share (no AWS here)."""
+"""Steps as data: the AWS calls a plan is made of, typed steps, and the builders the planners share (no AWS here).
+
+A plan is a list of steps, each of one of four types, and the runner dispatches on the type:
+- `CallStep`: AWS calls made in order (idempotent: a rerun replans from what is left);
+- `LockStep`: writes the operation record; the runner then observes again to confirm it holds the lock;
+- `UnlockStep`: clears the record; the command is done;
+- `WaitStep`: polls one group until its verdict (health.py) says ok, then makes its `then` call (the call that
+  records the next phase); its failure policy says what a failed wait does to the operation.
+A step may also name snapshot extras it must be planned with (`needs`): policies, retired instances. The runner
+reads them before it applies such a step.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Union
 
-from .model import TAG_OPERATION, TAG_SAVED_SIZES, TAG_SAVED_SUSPENDED
+from .errors import PlanError
+from .health import Verdict
+from .model import TAG_OPERATION, TAG_SAVED_SIZES, TAG_SAVED_SUSPENDED, TAG_SERVICE
 
 # A1, A2, A3: at most 20 instance ids per EnterStandby / ExitStandby / DetachInstances call.
 BATCH = 20
 TERMINATE_BATCH = 100
+
+# Every AWS operation a plan may name. DeployerAws has one method per entry (a test holds them together), so a
+# planner naming anything else fails when the plan is built, with our error, not with a traceback mid-flip.
+OPERATIONS = frozenset({
+    "CreateOrUpdateTags", "DeleteTags", "UpdateAutoScalingGroup", "EnterStandby", "ExitStandby",
+    "DetachInstances", "SuspendProcesses", "ResumeProcesses", "PutScalingPolicy",
+    "PutScheduledUpdateGroupAction", "DeletePolicy", "DeleteScheduledAction", "CreateTags",
+    "TerminateInstances",
+    # read-only: what one poll of a wait costs (printed by --dry-run)
+    "DescribeAutoScalingGroups", "DescribeTargetHealth", "DescribeInstanceHealth",
+})
+# Snapshot extras a step may need before it can be planned or applied (runner.observe reads them).
+NEEDS = frozenset({"policies", "retired"})
+
+# What a failed wait does. ABORT (deploy, canary): the new group back to 0, the live group untouched, the lock
+# cleared. STOP: exit 1 with the record kept, so rerunning the command (or `rollback`) carries on.
+ABORT, STOP = "abort", "stop"
+
 
 @dataclass(frozen=True)
 class Call:
@@ -18,6 +49,11 @@ class Call:
 
     op: str
     params: dict
+
+    def __post_init__(self):
+        if self.op not in OPERATIONS:
+            raise PlanError(f"internal error: a plan names the AWS operation {self.op!r}, which the deployer does "
+                            "not make; nothing was changed by it")
 
     def as_json(self):
         return {"op": self.op, "params": self.params}
@@ -31,24 +67,85 @@ class Call:
         return "{}({})".format(self.op, ", ".join(parts))
 
 
+def _check_needs(needs):
+    unknown = set(needs) - NEEDS
+    if unknown:
+        raise PlanError(f"internal error: a step needs {sorted(unknown)}, which the runner cannot read")
+
+
 @dataclass(frozen=True)
-class Step:
+class CallStep:
+    """AWS calls made back to back. With no calls and `needs`, a placeholder planned again once they are read."""
+
     name: str
     summary: str
     calls: tuple[Call, ...] = ()
-    wait: str | None = None  # healthy | restored | deregistered | drained | settled | scaled-in
-    color: str | None = None  # whose instances a wait watches
-    then: Call | None = None  # made once the wait succeeds: records the next phase
-    needs: tuple[str, ...] = ()  # snapshot extras this step must be planned with (policies, retired)
-    abort_on_failure: bool = False  # deploy/canary: a failed wait aborts (new group to 0, lock cleared)
-    gate: bool = False  # a wait that only confirms a condition: the steps planned after it still apply
+    needs: tuple[str, ...] = ()
+
+    kind = "call"
+
+    def __post_init__(self):
+        _check_needs(self.needs)
 
     def as_json(self):
-        out = {"name": self.name, "summary": self.summary, "calls": [c.as_json() for c in self.calls]}
-        if self.wait:
-            out["wait"] = self.wait
-            out["then"] = self.then.as_json() if self.then else None
+        out = {"name": self.name, "kind": self.kind, "summary": self.summary,
+               "calls": [c.as_json() for c in self.calls]}
+        if self.needs:
+            out["needs"] = list(self.needs)
         return out
+
+
+@dataclass(frozen=True)
+class LockStep(CallStep):
+    """Writes the operation record (and, on a fresh lock, what the live group had)."""
+
+    kind = "lock"
+
+
+@dataclass(frozen=True)
+class UnlockStep(CallStep):
+    """Clears the operation record: the last step of a command."""
+
+    kind = "unlock"
+
+
+@dataclass(frozen=True)
+class WaitStep:
+    """Poll `color`'s group and its load balancers until `verdict` says ok; then make `then`.
+
+    gate: the wait only confirms a condition; the steps planned after it still apply without a new observation.
+    on_failure: ABORT or STOP (see above). `polls` are the describe calls one poll costs (for --dry-run).
+    """
+
+    name: str
+    summary: str
+    color: str
+    verdict: Verdict
+    polls: tuple[Call, ...] = ()
+    then: Call | None = None
+    on_failure: str = STOP
+    gate: bool = False
+    needs: tuple[str, ...] = ()
+
+    kind = "wait"
+
+    def __post_init__(self):
+        if self.on_failure not in (ABORT, STOP):
+            raise PlanError(f"internal error: wait {self.name} has failure policy {self.on_failure!r}")
+        _check_needs(self.needs)
+
+    @property
+    def calls(self):
+        return self.polls
+
+    def as_json(self):
+        return {"name": self.name, "kind": self.kind, "summary": self.summary, "wait": self.verdict.kind,
+                "color": self.color, "calls": [c.as_json() for c in self.polls],
+                "then": self.then.as_json() if self.then else None, "on_failure": self.on_failure,
+                "gate": self.gate}
+
+
+Step = Union[CallStep, LockStep, UnlockStep, WaitStep]
 
 
 @dataclass(frozen=True)
@@ -95,7 +192,7 @@ def sizes_text(sizes):
 def batch_label(done, n, remaining):
     """'batch 2 of 3', counting the instances an earlier (killed) run already handled."""
     first = done // BATCH
-    return f"batch {first + n} of {first + -(-remaining // BATCH)}"
+    return f"batch {first + n} of {first + math.ceil(remaining / BATCH)}"
 
 
 def set_sizes(group, sizes):
@@ -109,11 +206,16 @@ def batches(ids, size=BATCH):
     return [ids[i:i + size] for i in range(0, len(ids), size)]
 
 
-def describe_calls(snap, color):
+def poll_calls(snap, color):
     """What one poll of a wait costs: one group describe, one health call per load balancer (A9, A10)."""
     group = snap.groups[color]
-    calls = [Call("DescribeAutoScalingGroups", {"Filters": [{"Name": "tag:bluegreen:service",
+    calls = [Call("DescribeAutoScalingGroups", {"Filters": [{"Name": "tag:" + TAG_SERVICE,
                                                            "Values": [snap.service]}]})]
     calls += [Call("DescribeTargetHealth", {"TargetGroupArn": arn}) for arn in group.target_groups]
     calls += [Call("DescribeInstanceHealth", {"LoadBalancerName": n}) for n in group.classic_lbs]
     return tuple(calls)
+
+
+def wait_step(snap, name, summary, color, verdict, **kwargs):
+    """A WaitStep on `color`'s group, with what one of its polls costs."""
+    return WaitStep(name, summary, color, verdict, polls=poll_calls(snap, color), **kwargs)

@@ -28,9 +28,8 @@ def ids(prefix, n, state="InService"):
 
 
 def snapshot(blue, green, policies=None, scheduled=None, retired=None, health=None):
-    snap = Snapshot("demo", pair_from_describe("demo", [blue, green]))
-    snap.policies, snap.scheduled, snap.retired, snap.health = policies, scheduled, retired, health
-    return snap
+    return Snapshot("demo", pair_from_describe("demo", [blue, green]), health=health, policies=policies,
+                    scheduled=scheduled, retired=retired)
 
 
 def ctx(me="ci@builder:100", alive=(), force=False):

@@ -1,13 +1,15 @@
-"""Crash-and-rerun: `bluegreen` killed with SIGKILL at every step boundary and inside the batch loops.
+"""Crash-and-rerun: `bluegreen` killed at every step boundary and inside the batch loops, in process.
 
-The test hook BLUEGREEN_CRASH_AT=<step>[:<n>] (deployer/runner.py) kills the process just before it applies
-the n-th step of that name. After each kill the fleet must have lost no instance, and running the same
-command again (or `rollback`) must complete it.
+The harness (tests/deployer/harness.py) "kills" the command just before it applies the n-th step of a name
+(`crash_at="<step>[:<n>]"`), as `kill -9` of a pipeline would: nothing of the deployer's runs after that. After
+each kill the fleet must have lost no instance, and running the same command again from another process (or
+`rollback`) must complete it, never with fewer healthy targets than the live capacity after any call.
+A real SIGKILL of the console script is in test_deployer_smoke.py.
 """
 
 import pytest
 
-from tests.deployer.conftest import HealthSampler, run_bluegreen
+from tests.helpers import expect_exit
 
 
 def size_for(point):
@@ -23,17 +25,18 @@ FINALIZE = ["lock", "wait-drained", "detach:1", "detach:2", "terminate", "mark-c
             "empty-old", "resume", "unlock"]
 
 
-def crash(args, point):
-    proc = run_bluegreen(*args, env={"BLUEGREEN_CRASH_AT": point})
-    assert proc.returncode == -9, f"expected SIGKILL at {point}, got {proc.returncode}:\n{proc.stderr}"
-    assert f"killing this process before step {point.split(':')[0]}" in proc.stderr
-    return proc
+def crash(fleet, args, point):
+    """Run `args` as the first process and kill it at `point`; the reruns come from other processes."""
+    out = fleet.bluegreen(*args, crash_at=point, me="ci@runner:1")
+    expect_exit(out, -9)
+    return out
 
 
-def ok(*args):
-    proc = run_bluegreen(*args)
-    assert proc.returncode == 0, f"{args} exit {proc.returncode}\n{proc.stderr}"
-    return proc
+def ok(fleet, *args):
+    """Run `args` to its end as another process than the killed one; return the lowest healthy count it kept."""
+    with fleet.health_floor() as floor:
+        expect_exit(fleet.bluegreen(*args, me="ci@runner:2"), 0)
+    return floor.minimum
 
 
 def no_instance_lost(fleet, original):
@@ -72,34 +75,29 @@ def policy_names(fleet, color):
 
 
 @pytest.mark.parametrize("point", DEPLOY)
-def test_deploy_killed_then_rerun(make_fleet, point):
+def test_deploy_killed_then_rerun(make_harness, point):
     n = size_for(point)
-    fleet = with_policy(make_fleet(capacity=n))
+    fleet = with_policy(make_harness(capacity=n))
     original = set(fleet.lifecycles("blue"))
-    crash(("deploy", "demo", "2.0"), point)
+    crash(fleet, ("deploy", "demo", "2.0"), point)
     no_instance_lost(fleet, original)
-    with HealthSampler(fleet.svc["target_group_arn"]) as sampler:
-        ok("deploy", "demo", "2.0")
-    assert sampler.minimum >= n
+    assert ok(fleet, "deploy", "demo", "2.0") >= n
     fleet.assert_flipped("green", n, "2.0")
     assert set(fleet.lifecycles("blue")) == original
     assert policy_names(fleet, "green") == {"cpu50"}
 
 
 @pytest.mark.parametrize("point", DEPLOY)
-def test_deploy_killed_then_rolled_back(make_fleet, point):
+def test_deploy_killed_then_rolled_back(make_harness, point):
     n = size_for(point)
-    fleet = with_policy(make_fleet(capacity=n))
+    fleet = with_policy(make_harness(capacity=n))
     original = set(fleet.lifecycles("blue"))
-    crash(("deploy", "demo", "2.0"), point)
+    crash(fleet, ("deploy", "demo", "2.0"), point)
     if point == "lock":  # killed before anything was recorded or changed: there is nothing to undo
-        proc = run_bluegreen("rollback", "demo")
-        assert proc.returncode == 3 and "nothing to roll back" in proc.stderr
+        expect_exit(fleet.bluegreen("rollback", "demo"), 3, "nothing to roll back")
         fleet.assert_serving_only("blue", n, "1.0")
         return
-    with HealthSampler(fleet.svc["target_group_arn"]) as sampler:
-        ok("rollback", "demo")
-    assert sampler.minimum >= n
+    assert ok(fleet, "rollback", "demo") >= n
     fleet.assert_serving_only("blue", n, "1.0")
     assert set(fleet.lifecycles("blue")) == original
     assert fleet.sizes("blue") == (n, n, 2 * n)
@@ -107,30 +105,28 @@ def test_deploy_killed_then_rolled_back(make_fleet, point):
 
 
 @pytest.mark.parametrize("point", ROLLBACK)
-def test_rollback_killed_then_rerun(make_fleet, point):
+def test_rollback_killed_then_rerun(make_harness, point):
     n = size_for(point)
-    fleet = with_policy(make_fleet(capacity=n))
+    fleet = with_policy(make_harness(capacity=n))
     original = set(fleet.lifecycles("blue"))
-    ok("deploy", "demo", "2.0")
-    crash(("rollback", "demo"), point)
+    ok(fleet, "deploy", "demo", "2.0")
+    crash(fleet, ("rollback", "demo"), point)
     no_instance_lost(fleet, original)
-    with HealthSampler(fleet.svc["target_group_arn"]) as sampler:
-        ok("rollback", "demo")
-    assert sampler.minimum >= n
+    assert ok(fleet, "rollback", "demo") >= n
     fleet.assert_serving_only("blue", n, "1.0")
     assert set(fleet.lifecycles("blue")) == original
     assert policy_names(fleet, "blue") == {"cpu50"} and policy_names(fleet, "green") == set()
 
 
 @pytest.mark.parametrize("point", FINALIZE)
-def test_finalize_killed_then_rerun(make_fleet, point):
+def test_finalize_killed_then_rerun(make_harness, point):
     n = size_for(point)
-    fleet = with_policy(make_fleet(capacity=n))
+    fleet = with_policy(make_harness(capacity=n))
     original = set(fleet.lifecycles("blue"))
-    ok("deploy", "demo", "2.0")
-    crash(("finalize", "demo"), point)
+    ok(fleet, "deploy", "demo", "2.0")
+    crash(fleet, ("finalize", "demo"), point)
     no_instance_lost(fleet, original)
-    ok("finalize", "demo")
+    assert ok(fleet, "finalize", "demo") >= n
     fleet.assert_serving_only("green", n, "2.0")
     assert fleet.lifecycles("blue") == {}
     states = fleet.ec2_states(original)
@@ -139,12 +135,12 @@ def test_finalize_killed_then_rerun(make_fleet, point):
 
 
 @pytest.mark.parametrize("point", CANARY)
-def test_canary_killed_then_rerun_then_rolled_back(make_fleet, point):
-    fleet = make_fleet(capacity=3)
-    crash(("canary", "demo", "2.0", "--count", "2"), point)
-    ok("canary", "demo", "2.0", "--count", "2")
+def test_canary_killed_then_rerun_then_rolled_back(make_harness, point):
+    fleet = make_harness(capacity=3)
+    crash(fleet, ("canary", "demo", "2.0", "--count", "2"), point)
+    assert ok(fleet, "canary", "demo", "2.0", "--count", "2") >= 3
     assert sorted(fleet.lifecycles("green").values()) == ["InService", "InService"]
     assert set(fleet.lifecycles("green")) <= fleet.healthy()
     assert "action=canary;phase=serving" in fleet.tags("blue")["bluegreen:operation"]
-    ok("rollback", "demo")
+    assert ok(fleet, "rollback", "demo") >= 3
     fleet.assert_serving_only("blue", 3, "1.0")

@@ -4,7 +4,7 @@ import json
 import subprocess
 import time
 
-from tests.deployer.conftest import BLUEGREEN, FAST, HealthSampler, last_error_line, run_bluegreen
+from tests.deployer.fleet import BLUEGREEN, FAST, HealthSampler, last_error_line, run_bluegreen
 
 
 def ok(*args, **kwargs):
@@ -67,8 +67,10 @@ def test_more_policies_and_scheduled_actions_than_one_page(make_fleet):
 
 
 def test_lock_names_a_running_holder_and_rollback_takes_over(make_fleet):
-    # With a launch hook nobody completes (A6), the deploy sits in its health wait: a running holder.
-    fleet = make_fleet(capacity=2, launch_hook=True)
+    # With a launch hook nobody completes (A6), the deploy sits in its health wait: a running holder. The hook's
+    # own timeout (3600 AWS s, 36 s here) must outlast the test on a loaded machine, or its ABANDON (A6) would
+    # abort the deploy before the rollback takes over.
+    fleet = make_fleet(capacity=2, launch_hook=True, hook_timeout=3600)
     env = dict(__import__("os").environ, **FAST)
     first = subprocess.Popen([BLUEGREEN, "deploy", "demo", "2.0"], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
@@ -100,7 +102,7 @@ def test_lock_names_a_running_holder_and_rollback_takes_over(make_fleet):
 
 def test_force_unlock_takes_over_a_holder_that_looks_alive(make_fleet):
     fleet = make_fleet(capacity=2)
-    crashed = run_bluegreen("deploy", "demo", "2.0", env={"BLUEGREEN_CRASH_AT": "suspend"})
+    crashed = run_bluegreen("deploy", "demo", "2.0", crash_at="suspend")
     assert crashed.returncode == -9
     # The same record as written by a holder on another machine: it cannot be checked from here.
     value = fleet.tags("blue")["bluegreen:operation"]

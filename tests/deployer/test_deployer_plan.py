@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from deployer import plan
+from deployer import health, plan
 from deployer.errors import ConflictError, UsageError
 from deployer.model import Record, check_version, pair_from_describe
 from deployer.policies import policy_copies
@@ -43,7 +43,7 @@ def test_resumed_deploy_skips_what_is_done_and_batches_only_the_instances_still_
     steps = plan.plan_deploy(snap, ctx(), "2.0")
     # A resumed flip confirms the new fleet again before more old instances leave the load balancer.
     assert names(steps) == ["recheck-new-healthy", "enter-standby", "enter-standby", "wait-deregistered"]
-    assert steps[0].gate and steps[0].wait == "healthy" and steps[0].color == "green"
+    assert steps[0].gate and steps[0].verdict is health.HEALTHY and steps[0].color == "green"
     assert [len(c.params["InstanceIds"]) for c in calls_of(steps, "EnterStandby")] == [20, 5]
 
 
@@ -208,7 +208,10 @@ def test_finalize_detaches_in_batches_without_decrement_then_terminates_only_det
     terminated = [i for c in calls_of(steps, "TerminateInstances") for i in c.params["InstanceIds"]]
     assert set(terminated) == detached  # A4: never one that was not detached first
     assert names(steps).index("terminate") > max(i for i, n in enumerate(names(steps)) if n == "detach")
-    assert {c.op for c in calls_of(steps, "DeleteScheduledAction")} == {"DeleteScheduledAction"}
+    assert [(c.params["AutoScalingGroupName"], c.params["ScheduledActionName"])
+            for c in calls_of(steps, "DeleteScheduledAction")] == [("demo-blue", "nightly")]
+    assert [(c.params["AutoScalingGroupName"], c.params["PolicyName"]) for c in calls_of(steps, "DeletePolicy")] == [
+        ("demo-blue", "cpu")]
 
 
 def test_finalize_resumed_after_a_crash_between_detach_and_terminate():
@@ -291,7 +294,7 @@ def test_a_deploy_first_waits_for_instances_still_terminating_in_the_idle_group(
                     group_record("green", (0, 0, 0), ids("t", 2, "Terminating:Wait")))
     steps = plan.plan_deploy(snap, ctx(), "2.0")
     assert names(steps)[:3] == ["lock", "wait-idle-scaled-in", "set-version"]
-    assert steps[1].wait == "scaled-in" and steps[1].then is None  # replanned once they are gone
+    assert steps[1].verdict is health.SCALED_IN and steps[1].then is None  # replanned once they are gone
 
 
 def test_finalize_waits_for_detaching_instances_before_it_terminates_and_records_cleanup():
