@@ -12,6 +12,8 @@ import urllib.request
 import boto3
 import pytest
 
+from tests.localcloud.support import aws_error
+
 BIN = os.path.join(os.path.dirname(sys.executable), "bluegreen-localcloud")
 
 
@@ -43,7 +45,7 @@ def test_aws_command_serves_a_separate_process_and_stops_on_sigterm(monkeypatch)
         assert [i["LifecycleState"] for i in group["Instances"]] == ["Pending"]
         with pytest.raises(asg.exceptions.ClientError) as excinfo:
             asg.set_desired_capacity(AutoScalingGroupName="blue", DesiredCapacity=3)
-        assert excinfo.value.response["Error"]["Code"] == "ValidationError"
+        assert aws_error(excinfo)[0] == "ValidationError"
     finally:
         assert _stop(proc) == 0
 
