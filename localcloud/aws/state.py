@@ -1,8 +1,11 @@
-"""State the fidelity layer keeps beside moto's: the clock, the event log, forced health, faults.
+"""State the fidelity layer keeps beside moto's: the clock, per-instance records, its own indexes, the event
+log, forced health, faults.
 
 moto stores resources; this module stores what moto has no notion of: WHEN things happened (so that target
-health and lifecycle states move with time, E1/E2/A5/A6), what a test forced, and the events other processes
-follow. All of it is guarded by one re-entrant lock, the same one that serialises HTTP requests.
+health and lifecycle states move with time, E1/E2/A5/A6), the per-group index of policies and scheduled
+actions that moto keys by name alone (A7), what a test forced, and the events other processes follow. The
+layer never re-keys moto's own dicts. All of it is guarded by one re-entrant lock, the same one that
+serialises HTTP requests.
 """
 
 from __future__ import annotations
