@@ -12,14 +12,16 @@ import os
 import signal
 import sys
 
+from agent import contract
 from agent.errors import EXIT_CODES, EXIT_INTERNAL, AgentError
+from agent.settings import TAG_KEYS
 
 log = logging.getLogger(__name__)
 
-EPILOG = "exit codes:\n" + "\n".join(f"  {code:<3d} {text}" for code, text in EXIT_CODES) + """
+EPILOG = "exit codes:\n" + "\n".join(f"  {code:<3d} {text}" for code, text in EXIT_CODES) + f"""
 
-settings, highest first: flags, the group's tags (bluegreen:version, bluegreen:image, bluegreen:bootstrap,
-bluegreen:health-url, bluegreen:lifecycle-hook), the config file, defaults.
+settings, highest first: flags, the group's tags, the config file, defaults. The tags:
+  {", ".join(TAG_KEYS)}
 endpoints come from the standard chains only: AWS_ENDPOINT_URL[_<SERVICE>], AWS_REGION,
 AWS_EC2_METADATA_SERVICE_ENDPOINT, DOCKER_HOST."""
 
@@ -100,9 +102,21 @@ class Clients:
         return self._once("docker", make)
 
 
+class _OwnVersion(argparse.Action):
+    """`--version`: the agent's own version, read only when asked for (distribution metadata costs time)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the agent's own version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"bluegreen-agent {contract.__version__}")
+        parser.exit()
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="bluegreen-agent", description=__doc__.splitlines()[0],
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_OwnVersion)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="config file (default: $BLUEGREEN_AGENT_CONFIG or /etc/bluegreen/agent.yml)")
     common.add_argument("--workdir", help="work folder: releases, current, status.json (default /opt/bluegreen)")
@@ -111,8 +125,10 @@ def build_parser():
     sub.required = True
     run = sub.add_parser("run", parents=[common], help="deploy the group's version on this instance",
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("--version", dest="version", metavar="V",
-                     help="run version V instead of the group's tag (a canary on one instance; logged)")
+    run.add_argument("--app-version", metavar="VERSION",
+                     help="run VERSION instead of the group's tag (a canary on one instance; logged)")
+    # The old spelling, still accepted: it read like the agent's own --version (docs/agent.md).
+    run.add_argument("--version", dest="legacy_app_version", metavar="VERSION", help=argparse.SUPPRESS)
     run.add_argument("--s3-unsigned", action="store_true", default=None,
                      help="read the bundle with unsigned HTTPS GETs (through an S3 VPC endpoint) instead of GetObject")
     run.add_argument("--dry-run", action="store_true", help="print the resolved settings and plan; change nothing")
@@ -134,8 +150,15 @@ def _interrupt(signum, frame):
 
 def main(argv=None, environ=None):
     environ = os.environ if environ is None else environ
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     _configure_logging(args.debug)
+    if getattr(args, "legacy_app_version", None) is not None:
+        if args.app_version is not None:
+            parser.error("give the app version once, as --app-version (run --version is its old spelling)")
+        log.warning("`run --version VERSION` is deprecated: use `run --app-version VERSION` "
+                    "(`bluegreen-agent --version` prints the agent's own version)")
+        args.app_version = args.legacy_app_version
     # systemd stops a run with SIGTERM (`systemctl stop`, TimeoutStartSec): unwind like Ctrl-C, so status.json
     # records the failure and a launch hook is ABANDONed (A6) instead of waiting out its timeout.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -164,7 +187,7 @@ def _dispatch(args, environ):
     config = load_config(*config_path(args.config, environ))
     flags = {"workdir": args.workdir}
     if args.command == "run":
-        flags.update(version=args.version, s3_unsigned=args.s3_unsigned)
+        flags.update(version=args.app_version, s3_unsigned=args.s3_unsigned)
     flags = {k: v for k, v in flags.items() if v is not None}
     clients = Clients(environ)
     if args.command == "show":
@@ -172,18 +195,18 @@ def _dispatch(args, environ):
     if args.dry_run:
         found = runner.discover(clients, flags, config)
         settings = runner.resolve_settings(found, flags, config)
-        print(json.dumps({"settings": settings.as_dict(), "plan": runner.make_plan(found, settings, environ)},
-                         indent=2, sort_keys=True))
+        print(json.dumps({"schema_version": contract.SCHEMA_VERSION, "settings": settings.as_dict(),
+                          "plan": runner.make_plan(found, settings, environ)}, indent=2, sort_keys=True))
         return 0
     status = runner.run(clients, flags, config, resolve_workdir(flags, config), environ)
-    print(json.dumps({k: status.get(k) for k in ("result", "version", "image_digest", "release", "steps")},
-                     sort_keys=True))
+    print(json.dumps({k: status.get(k) for k in ("schema_version", "result", "version", "image_digest", "release",
+                                                 "steps")}, sort_keys=True))
     return 0
 
 
 def _show(runner, clients, flags, config, output):
     found = runner.discover(clients, flags, config)
-    doc = {"instance_id": found.identity.instance_id, "region": found.identity.region,
+    doc = {"schema_version": contract.SCHEMA_VERSION, "instance_id": found.identity.instance_id, "region": found.identity.region,
            "account_id": found.identity.account_id, "availability_zone": found.identity.availability_zone,
            "group": found.membership.group, "lifecycle_state": found.membership.lifecycle_state,
            "tags": found.tags}

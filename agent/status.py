@@ -1,33 +1,18 @@
-"""The work folder's lock (one agent at a time) and status.json (written atomically at start and end)."""
+"""The work folder's lock (one agent at a time) and status.json (written atomically before and after every step,
+as cloud-init writes its status: a run killed with SIGKILL leaves the step it died in)."""
 
 import errno
 import json
 import os
-import tempfile
+import threading
 import time
 from contextlib import contextmanager
 
+from agent import contract
 from agent.errors import LockedError
 
 LOCK_FILE = "agent.lock"
 STATUS_FILE = "status.json"
-
-
-def atomic_write_json(path, data):
-    """Write to a temp file in the same folder, then rename: a reader sees the old file or the new, never half."""
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class AgentLock:
@@ -64,34 +49,52 @@ def _now():
 
 
 class Status:
-    """status.json: version, image digest, per-step timings (seconds) and the result."""
+    """status.json: version, image digest, the steps in progress, per-step timings (seconds) and the result.
+
+    Two steps may run at once (plan beside image), so writes are serialised: the file on disk is always the
+    newest state, never an older snapshot renamed over a newer one.
+    """
 
     def __init__(self, workdir, clock=time.monotonic):
         self.path = os.path.join(workdir, STATUS_FILE)
         self._clock = clock
-        self.data = {"result": "running", "started_at": _now(), "finished_at": None, "steps": {},
-                     "version": None, "image_digest": None, "error": None, "pid": os.getpid()}
+        self._lock = threading.Lock()
+        self.data = {"schema_version": contract.SCHEMA_VERSION, "agent_version": contract.__version__,
+                     "result": "running", "started_at": _now(), "finished_at": None, "in_progress": [],
+                     "steps": {}, "version": None, "image_digest": None, "error": None, "pid": os.getpid()}
+
+    def _write(self, change=None, **fields):
+        with self._lock:
+            if change is not None:
+                change(self.data)
+            self.data.update(fields)
+            contract.atomic_write(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
 
     def begin(self):
-        atomic_write_json(self.path, self.data)
+        self._write()
 
     def update(self, **fields):
-        self.data.update(fields)
+        """Fields for the next write (every step writes on its way in and out)."""
+        with self._lock:
+            self.data.update(fields)
 
     @contextmanager
     def step(self, name):
         start = self._clock()
+        self._write(lambda data: data["in_progress"].append(name))
         try:
             yield
         finally:
-            self.data["steps"][name] = round(self._clock() - start, 3)
+            def done(data):
+                data["in_progress"].remove(name)
+                data["steps"][name] = round(self._clock() - start, 3)
+
+            self._write(done)
 
     def finish(self, error=None):
-        self.data["finished_at"] = _now()
         if error is None:
-            self.data["result"] = "success"
+            self._write(finished_at=_now(), result=contract.RESULT_SUCCESS, in_progress=[])
         else:
-            self.data["result"] = "failed"
-            self.data["error"] = {"step": getattr(error, "step", "agent"), "message": str(error),
-                                  "exit_code": getattr(error, "exit_code", 1)}
-        atomic_write_json(self.path, self.data)
+            self._write(finished_at=_now(), result=contract.RESULT_FAILED, in_progress=[],
+                        error={"step": getattr(error, "step", "agent"), "message": str(error),
+                               "exit_code": getattr(error, "exit_code", 1)})
