@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+from agent.contract import format_s3_url, parse_s3_url
 from localcloud.fleet import FleetError
 
 BUCKET = "bluegreen-bootstrap"
@@ -37,11 +38,9 @@ def bluegreen_command() -> list[str]:
 def push_bundle(session, folder: str, registry: str, url: str, environ: dict) -> None:
     from localcloud import sampleapp
 
-    session.client("s3").create_bucket(Bucket=url[5:].split("/", 1)[0])
-    sampleapp.write_bundle(folder, registry, repository=REPOSITORY)
-    # The bundle folder holds the manifest write_bundle made; push-bootstrap writes its own, so upload only
-    # the compose file and let the deployer's CI step produce the manifest the agent verifies.
-    os.unlink(os.path.join(folder, "manifest.json"))
+    session.client("s3").create_bucket(Bucket=parse_s3_url(url)[0])
+    # The compose file alone: push-bootstrap writes the manifest the agent verifies, as a CI step would.
+    sampleapp.write_bundle(folder, registry, repository=REPOSITORY, manifest=False)
     out = subprocess.run(bluegreen_command() + ["push-bootstrap", folder, url], env=environ, check=False,
                          capture_output=True, text=True, timeout=60)
     if out.returncode != 0:
@@ -53,7 +52,7 @@ def create_demo_service(session, state_dir: str, registry: str, name: str = "dem
                         version: str = "1.0", environ: dict | None = None) -> dict:
     from localcloud.scenario import create_service
 
-    url = f"s3://{BUCKET}/{name}/"
+    url = format_s3_url(BUCKET, name + "/")
     push_bundle(session, os.path.join(state_dir, "bundle"), registry, url, dict(environ or os.environ))
     return create_service(session, name=name, capacity=capacity, version=version, image=f"{registry}/{REPOSITORY}",
                           bootstrap=url, health_interval=HEALTH_INTERVAL, healthy_threshold=HEALTHY_THRESHOLD,

@@ -9,13 +9,14 @@ and it listens on 127.0.0.1:$APP_PORT (default 8080) with host networking, becau
     write_bundle(folder, "127.0.0.1:5000")   # docker-compose.yml (image <registry>/web:live) + manifest.json
 """
 
-import hashlib
 import json
 import logging
 import os
 import shutil
 import subprocess
 import tempfile
+
+from agent import contract
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +74,19 @@ def build_and_push(registry, repository="web", versions=("1.0", "2.0"), unhealth
     return digests
 
 
-def write_bundle(folder, registry, repository="web", fixed_tag="live"):
-    """Write the bootstrap bundle (docker-compose.yml and its manifest.json) into folder; return the paths.
-
-    The manifest is the agent's contract: {"files": [{"path": ..., "sha256": ...}]} (aws-rules.md S2: never
-    trust an ETag as a checksum).
-    """
+def write_bundle(folder, registry, repository="web", fixed_tag="live", manifest=True):
+    """Write the bootstrap bundle into folder: docker-compose.yml and, unless told not to (push-bootstrap
+    writes its own), the manifest.json the agent verifies (the contract's format, S2). Returns the paths."""
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(HERE, "docker-compose.yml.tmpl")) as f:
         compose = f.read().format(registry=registry, repository=repository, fixed_tag=fixed_tag)
-    compose_path = os.path.join(folder, "docker-compose.yml")
+    compose_path = os.path.join(folder, contract.COMPOSE_FILE)
     with open(compose_path, "w") as f:
         f.write(compose)
-    manifest = {"files": [{"path": "docker-compose.yml",
-                           "sha256": hashlib.sha256(compose.encode()).hexdigest()}]}
-    manifest_path = os.path.join(folder, "manifest.json")
-    with open(manifest_path, "w") as f:
-        json.dump(manifest, f, indent=2)
+    if not manifest:
+        return [compose_path]
+    doc = contract.build_manifest([(contract.COMPOSE_FILE, contract.sha256_hex(compose.encode()))])
+    manifest_path = os.path.join(folder, contract.MANIFEST)
+    with open(manifest_path, "wb") as f:
+        f.write(contract.manifest_bytes(doc))
     return [compose_path, manifest_path]

@@ -1,20 +1,21 @@
 """Fixtures for the agent's tests: a real emulated group (boto3 over HTTP against the `aws` fixture), an IMDSv2
-emulator answering for one of its instances, the bootstrap bundle in S3, and `bluegreen-agent` as a subprocess."""
+emulator answering for one of its instances, the bootstrap bundle in S3, and `bluegreen-agent` as a subprocess
+(or in-process, `agent.cli.main(argv, environ)`, where a test needs no real process)."""
 
-import hashlib
 import json
 import os
-import socket
+import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import boto3
 import pytest
 import yaml
 
+from agent import contract
 from localcloud.imds import IMDSServer
+from tests.helpers import Outcome, expect_exit, free_port, wait_until
 
 REGION = "us-east-1"
 BUCKET = "bluegreen-bootstrap"
@@ -22,12 +23,23 @@ PREFIX = "web/"
 # BLUEGREEN_AGENT_BIN runs these tests against another build of the agent, e.g. one under Python 3.9 (Amazon
 # Linux 2023's interpreter): `BLUEGREEN_AGENT_BIN=/path/to/py39/bin/bluegreen-agent pytest tests/agent`.
 AGENT = os.environ.get("BLUEGREEN_AGENT_BIN") or os.path.join(os.path.dirname(sys.executable), "bluegreen-agent")
+# Ports handed out this session: free_port() skips them even before their app has bound them.
+PORTS_TAKEN = set()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def app_port():
+    """A port for an app or a "closed" endpoint, below the ephemeral range and not handed out before."""
+    return free_port(PORTS_TAKEN)
+
+
+def agent_error(result, code):
+    """Assert the exit code and that stderr ends in exactly one `bluegreen-agent: STEP failed: ...` line;
+    return that line (the agent's one-line format: tests.helpers.expect_exit knows `PROG: error:` only)."""
+    expect_exit(result, code)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("bluegreen-agent: ")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == lines[0], result.stderr
+    return lines[0]
 
 
 class Group:
@@ -61,14 +73,12 @@ class Group:
         return found[0]["LifecycleState"] if found else None
 
     def _wait_for_instances(self, count, deadline=30.0):
-        until, found = time.monotonic() + deadline, []
-        while time.monotonic() < until:
+        def listed():
             groups = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[self.name])["AutoScalingGroups"]
             found = [i["InstanceId"] for i in groups[0]["Instances"]]
-            if len(found) >= count:
-                return found
-            time.sleep(0.1)
-        raise AssertionError(f"group {self.name} did not list {count} instances within {deadline}s: {found}")
+            return found if len(found) >= count else None
+
+        return wait_until(listed, f"group {self.name} to list {count} instances", deadline_s=deadline, interval=0.1)
 
     def tag_instance(self, instance_id, tags):
         """Give the instance its own tags (e.g. stale ones that disagree with the group's); return what it has."""
@@ -99,10 +109,12 @@ def upload_bundle(endpoint, files, bucket=BUCKET, prefix=PREFIX, manifest_files=
     for path, data in files.items():
         s3.put_object(Bucket=bucket, Key=prefix + path, Body=data)
     if manifest_files is None:
-        manifest_files = [{"path": p, "sha256": hashlib.sha256(d).hexdigest()} for p, d in files.items()]
-    s3.put_object(Bucket=bucket, Key=prefix + "manifest.json",
-                  Body=json.dumps({"files": manifest_files, "generator": "tests"}).encode())
-    return f"s3://{bucket}/{prefix}"
+        body = contract.manifest_bytes(contract.build_manifest(
+            (path, contract.sha256_hex(data)) for path, data in files.items()))
+    else:  # a manifest the contract would never build: what a broken or hostile writer leaves
+        body = json.dumps({"files": manifest_files}).encode()
+    s3.put_object(Bucket=bucket, Key=prefix + contract.MANIFEST, Body=body)
+    return contract.format_s3_url(bucket, prefix)
 
 
 class AgentRunner:
@@ -134,6 +146,19 @@ class AgentRunner:
     def __call__(self, *args, timeout=120):
         return subprocess.run(self.command(*args), env=self.env(), capture_output=True, text=True,
                               timeout=timeout, check=False)
+
+    def in_process(self, capsys, *args):
+        """The same command through `agent.cli.main(argv, environ)` in this process (its logs go to caplog)."""
+        from agent import cli
+
+        capsys.readouterr()
+        saved = signal.getsignal(signal.SIGTERM)  # main() installs its own handler for systemd's stop
+        try:
+            code = cli.main(self.command(*args)[1:], environ=self.env())
+        finally:
+            signal.signal(signal.SIGTERM, saved)
+        out = capsys.readouterr()
+        return Outcome(code, out.out, out.err)
 
     def status(self):
         with open(os.path.join(self.workdir, "status.json")) as f:

@@ -9,9 +9,10 @@ import uuid
 import docker
 import pytest
 
+from agent import contract
 from localcloud.sampleapp import build_and_push, write_bundle
-from tests.agent.conftest import BUCKET, AgentRunner, Group, free_port, upload_bundle
-from tests.waiting import wait_until
+from tests.agent.conftest import BUCKET, AgentRunner, Group, agent_error, app_port, upload_bundle
+from tests.helpers import expect_exit, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -44,8 +45,8 @@ def images(engine):
 
 def bundle_files(tmp_path, repository, fixed_tag):
     folder = tmp_path / ("bundle-" + fixed_tag)
-    write_bundle(str(folder), REGISTRY, repository=repository, fixed_tag=fixed_tag)
-    return {"docker-compose.yml": (folder / "docker-compose.yml").read_bytes()}
+    write_bundle(str(folder), REGISTRY, repository=repository, fixed_tag=fixed_tag, manifest=False)
+    return {contract.COMPOSE_FILE: (folder / contract.COMPOSE_FILE).read_bytes()}
 
 
 class Stack:
@@ -56,13 +57,14 @@ class Stack:
         self.engine, self.images, self.tmp_path = engine, images, tmp_path
         self.fixed_ref = f"{images['image']}:live-{self.uid}"
         self.bootstrap = upload_bundle(aws.endpoint, bundle_files(tmp_path, images["repository"], "live-" + self.uid))
-        tags = {"bluegreen:version": "1.0", "bluegreen:image": images["image"], "bluegreen:bootstrap": self.bootstrap}
+        tags = {contract.TAG_VERSION: "1.0", contract.TAG_IMAGE: images["image"],
+                contract.TAG_BOOTSTRAP: self.bootstrap}
         if launch_hook:
-            tags["bluegreen:lifecycle-hook"] = launch_hook
+            tags[contract.TAG_LIFECYCLE_HOOK] = launch_hook
         self.group = Group(aws.endpoint, "web-" + self.uid, tags, capacity=capacity, launch_hook=launch_hook)
         self.runners, self.ports = [], []
         for n, instance_id in enumerate(self.group.instance_ids):
-            port = free_port()
+            port = app_port()
             runner = AgentRunner(tmp_path, imds_for(instance_id, aws.endpoint), name=f"agent{n}", config={
                 "compose_project": f"bgt-{self.uid}-{n}", "compose_env": {"APP_PORT": str(port)},
                 "health_timeout": 60, "allowed_buckets": [BUCKET]})
@@ -114,17 +116,26 @@ def make_stack(aws, imds_for, tmp_path, images, engine):
 ABANDONED = (None, "Terminating", "Terminated", "Terminating:Wait", "Terminating:Proceed")
 
 
-def start_until_compose_up(stack):
-    """Start `bluegreen-agent run` and return the process once compose has started the stack: the agent is then
-    in its health wait."""
+def start_until_health_wait(stack):
+    """Start `bluegreen-agent run` and return the process once its status.json says it is in its health wait
+    (compose has started the stack)."""
     proc = stack.runner.start("run")
-    wait_until(stack.containers, "the agent to reach compose up", deadline_s=60, interval=0.1)
+
+    def in_health_wait():
+        try:
+            status = stack.runner.status()
+        except FileNotFoundError:  # not written yet; the file is replaced atomically, never read half-written
+            return False
+        assert status["result"] == "running", f"the run ended before its health wait: {status}"
+        return status["in_progress"] == ["health"]
+
+    try:
+        wait_until(in_health_wait, "the agent's health wait in status.json", deadline_s=60, interval=0.1)
+    except BaseException:
+        proc.kill()
+        proc.communicate(timeout=30)
+        raise
     return proc
-
-
-def ok(result):
-    assert result.returncode == 0, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    return result
 
 
 def test_first_boot_runs_the_groups_version_and_group_tags_beat_instance_tags(make_stack, images):
@@ -134,11 +145,13 @@ def test_first_boot_runs_the_groups_version_and_group_tags_beat_instance_tags(ma
         "bluegreen:version": "2.0", "bluegreen:bootstrap": "s3://elsewhere/x/"})
     assert instance_tags.get("bluegreen:version") == "2.0", "premise: the instance carries a conflicting tag"
 
-    ok(stack.runner("run"))
+    expect_exit(stack.runner("run"), 0)
 
     assert stack.served() == "1.0"
     status = stack.runner.status()
-    assert status["result"] == "success"
+    assert status["result"] == "success" and status["in_progress"] == []
+    assert status["schema_version"] == contract.SCHEMA_VERSION and status["agent_version"] == contract.__version__
+    assert os.stat(os.path.join(stack.runner.workdir, "status.json")).st_mode & 0o777 == 0o644
     assert status["version"] == "1.0" and status["version_source"] == "tag"
     assert status["image_digest"] == images["digests"]["1.0"]
     assert set(status["steps"]) >= {"identity", "bundle", "image", "activate", "compose", "health"}
@@ -147,18 +160,18 @@ def test_first_boot_runs_the_groups_version_and_group_tags_beat_instance_tags(ma
 
 def test_rerun_with_the_same_version_recreates_nothing(make_stack):
     stack = make_stack()
-    ok(stack.runner("run"))
+    expect_exit(stack.runner("run"), 0)
     before = stack.snapshot()
-    ok(stack.runner("run"))
+    expect_exit(stack.runner("run"), 0)
     assert stack.snapshot() == before
 
 
 def test_a_new_group_version_recreates_with_the_new_image(make_stack, images):
     stack = make_stack()
-    ok(stack.runner("run"))
+    expect_exit(stack.runner("run"), 0)
     before = stack.containers()
     stack.group.set_tags(version="2.0")
-    ok(stack.runner("run"))
+    expect_exit(stack.runner("run"), 0)
     assert stack.served() == "2.0"
     after = stack.containers()
     assert after != before and after[0][2] == stack.engine.images.get(images["image"] + ":2.0").id
@@ -167,19 +180,25 @@ def test_a_new_group_version_recreates_with_the_new_image(make_stack, images):
 
 def test_canary_override_runs_the_flag_version_and_says_so(make_stack):
     stack = make_stack()
-    result = ok(stack.runner("run", "--version", "2.0"))
+    result = stack.runner("run", "--app-version", "2.0")
+    expect_exit(result, 0)
     assert stack.served() == "2.0"
     assert "version override: running 2.0" in result.stderr and "says 1.0" in result.stderr
+    assert "deprecated" not in result.stderr
     assert stack.runner.status()["version_source"] == "flag"
+    # The old spelling still works, and says what replaces it.
+    result = stack.runner("run", "--version", "1.0")
+    expect_exit(result, 0)
+    assert stack.served() == "1.0" and "`run --version VERSION` is deprecated" in result.stderr
 
 
 def test_standalone_docker_compose_when_configured(make_stack):
     stack = make_stack()
     stack.runner.config["compose_command"] = ["docker-compose"]
-    ok(stack.runner("run"))
+    expect_exit(stack.runner("run"), 0)
     assert stack.served() == "1.0"
     containers = stack.containers()
-    ok(stack.runner("run"))
+    expect_exit(stack.runner("run"), 0)
     assert stack.containers() == containers  # the same version again recreates nothing, whichever compose
 
 
@@ -187,7 +206,8 @@ def test_unsigned_s3_reads_the_bundle_with_a_plain_get(make_stack, aws, tmp_path
     stack = make_stack()
     # S1: the bucket allows anonymous GetObject (what the VPC endpoint policy does on AWS).
     upload_bundle(aws.endpoint, bundle_files(tmp_path, images["repository"], "live-" + stack.uid), public=True)
-    result = ok(stack.runner("run", "--s3-unsigned"))
+    result = stack.runner("run", "--s3-unsigned")
+    expect_exit(result, 0)
     assert stack.served() == "1.0"
     assert f"unsigned GET {aws.endpoint}/{BUCKET}/web/manifest.json" in result.stderr
 
@@ -195,9 +215,11 @@ def test_unsigned_s3_reads_the_bundle_with_a_plain_get(make_stack, aws, tmp_path
 def test_two_agents_on_two_instances_at_once(make_stack):
     stack = make_stack(capacity=2)
     procs = [runner.start("run") for runner in stack.runners]
-    results = [(p.wait(timeout=120), p.communicate()) for p in procs]
-    for code, (out, err) in results:
-        assert code == 0, err
+    # communicate() drains both pipes while it waits: wait() first would block on an agent whose stderr
+    # filled the pipe buffer.
+    outputs = [p.communicate(timeout=120) for p in procs]
+    for proc, (_, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err
     assert [stack.served(0), stack.served(1)] == ["1.0", "1.0"]
 
 
@@ -207,8 +229,7 @@ def test_a_second_agent_on_the_same_workdir_exits_at_once(make_stack):
     with open(os.path.join(stack.runner.workdir, "agent.lock"), "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         result = stack.runner("run")
-    assert result.returncode == 10
-    assert result.stderr.strip().splitlines()[-1].startswith("bluegreen-agent: lock failed: another")
+    assert agent_error(result, 10).startswith("bluegreen-agent: lock failed: another")
     assert not os.path.exists(os.path.join(stack.runner.workdir, "status.json"))
 
 
@@ -216,9 +237,8 @@ def test_an_unhealthy_version_fails_the_health_step(make_stack):
     stack = make_stack()
     stack.runner.config["health_timeout"] = 30
     stack.group.set_tags(version="sick")
-    result = stack.runner("run")
-    assert result.returncode == 9, result.stderr
-    assert "health failed: project" in result.stderr and "unhealthy" in result.stderr
+    line = agent_error(stack.runner("run"), 9)
+    assert "health failed: project" in line and "unhealthy" in line
     status = stack.runner.status()
     assert status["result"] == "failed" and status["error"]["step"] == "health"
 
@@ -257,7 +277,7 @@ BAD_INPUTS = [
 def test_bad_input_fails_its_step_and_leaves_the_running_stack_as_it_was(make_stack, aws, tmp_path, case,
                                                                           breakage, code, words):
     stack = make_stack()
-    ok(stack.runner("run"))
+    expect_exit(stack.runner("run"), 0)
     before = stack.snapshot()
 
     tags = dict(breakage.get("tags", {}))
@@ -265,7 +285,7 @@ def test_bad_input_fails_its_step_and_leaves_the_running_stack_as_it_was(make_st
         bad = _bad_bundle(breakage["bundle"])
         tags["bootstrap"] = upload_bundle(aws.endpoint, bad["files"], prefix="bad/", manifest_files=bad["manifest"])
     if breakage.get("registry"):
-        closed = free_port()  # nothing listens there
+        closed = app_port()  # nothing listens there
         files = bundle_files(tmp_path, "web", "live-" + stack.uid)
         files["docker-compose.yml"] = files["docker-compose.yml"].replace(
             REGISTRY.encode(), f"127.0.0.1:{closed}".encode())
@@ -278,9 +298,7 @@ def test_bad_input_fails_its_step_and_leaves_the_running_stack_as_it_was(make_st
 
     result = stack.runner("run")
 
-    assert result.returncode == code, result.stderr
-    last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("bluegreen-agent: ") and words in last_line, last_line
+    assert words in agent_error(result, code)
     assert stack.snapshot() == before
     assert stack.runner.status()["result"] == "failed"
 
@@ -296,7 +314,7 @@ def test_launch_hook_waits_then_continues_once_healthy(make_stack, aws):
     instance_id = stack.group.instance_ids[0]
     assert stack.group.lifecycle_state(instance_id) == "Pending:Wait"
     stack.runner.config["heartbeat_interval"] = 0.05
-    ok(stack.runner("run"))
+    expect_exit(stack.runner("run"), 0)
     status = stack.runner.status()
     assert sum(status["steps"].values()) > 30 * HOOK_TIME_SCALE, "premise: the run outlasts the hook timeout"
     assert "lifecycle" in status["steps"]
@@ -342,7 +360,7 @@ def test_a_bundle_that_changes_only_a_mounted_file_is_applied(make_stack, aws, t
     def publish(text, prefix):
         stack.group.set_tags(bootstrap=upload_bundle(aws.endpoint, {"docker-compose.yml": compose_file,
                                                                     "page/index.html": text}, prefix=prefix))
-        ok(stack.runner("run"))
+        expect_exit(stack.runner("run"), 0)
         with urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/page/", timeout=5) as resp:
             return resp.read()
 
@@ -359,7 +377,7 @@ def test_sigterm_mid_run_records_the_failure_and_abandons_the_launch(make_stack,
     instance_id = stack.group.instance_ids[0]
     stack.runner.config["heartbeat_interval"] = 0.05
     stack.group.set_tags(version="sick")
-    proc = start_until_compose_up(stack)
+    proc = start_until_health_wait(stack)
     proc.terminate()
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1, err
@@ -371,10 +389,15 @@ def test_sigterm_mid_run_records_the_failure_and_abandons_the_launch(make_stack,
 def test_rerun_after_the_agent_is_killed_mid_run_recovers(make_stack):
     stack = make_stack()
     stack.group.set_tags(version="sick")
-    proc = start_until_compose_up(stack)
+    proc = start_until_health_wait(stack)
     proc.kill()  # SIGKILL: no cleanup at all, as in a power cut
-    proc.wait(timeout=10)
-    assert stack.runner.status()["result"] == "running"  # what a crashed run leaves behind
+    proc.communicate(timeout=10)
+    # What a crashed run leaves behind: status.json written as each step began and ended (as cloud-init's
+    # is), so it names the step the run died in and the steps it had finished.
+    status = stack.runner.status()
+    assert status["result"] == "running" and status["in_progress"] == ["health"], status
+    assert {"identity", "bundle", "image", "activate", "compose"} <= set(status["steps"]), status
+    assert status["schema_version"] == contract.SCHEMA_VERSION
     stack.group.set_tags(version="1.0")
-    ok(stack.runner("run"))  # the kernel released the flock; the status is rewritten
+    expect_exit(stack.runner("run"), 0)  # the kernel released the flock; the status is rewritten
     assert stack.served() == "1.0" and stack.runner.status()["result"] == "success"

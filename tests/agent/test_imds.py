@@ -9,21 +9,8 @@ import requests
 from agent.errors import IdentityError
 from agent.imds import IMDSClient
 from localcloud.imds import IMDSServer
-from tests.agent.conftest import Group, free_port
-
-
-class FakeTime:
-    """Injected clock and sleep: the retry schedule runs instantly and is observable."""
-
-    def __init__(self):
-        self.now, self.sleeps = 0.0, []
-
-    def clock(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
+from tests.agent.conftest import Group, app_port
+from tests.helpers import FakeTime
 
 
 @pytest.fixture
@@ -33,8 +20,11 @@ def server():
 
 
 def client(endpoint, deadline=30.0, fake=None):
+    """The retry schedule runs instantly and is observable: sleep, clock and jitter are the fake's (rand 1.0:
+    every backoff is its cap, base 0.2 s doubling up to 5 s)."""
     fake = fake or FakeTime()
-    return IMDSClient(requests.Session(), endpoint=endpoint, deadline=deadline, sleep=fake.sleep, clock=fake.clock)
+    return IMDSClient(requests.Session(), endpoint=endpoint, deadline=deadline, sleep=fake.sleep, clock=fake.now,
+                      rand=fake.rand)
 
 
 def test_identity_through_a_token(server):
@@ -77,12 +67,19 @@ def test_5xx_early_in_boot_is_retried_with_jittered_backoff(server):
     server.fail_next(3, status=503)
     fake = FakeTime()
     assert client(server.endpoint, fake=fake).identity().instance_id == "i-0123456789abcdef0"
-    assert len(fake.sleeps) == 3 and all(0 <= s <= 5.0 for s in fake.sleeps)
+    assert fake.sleeps == pytest.approx([0.4, 0.8, 1.6])  # full jitter's upper bound doubles per attempt
+
+
+def test_backoff_is_jittered_below_its_cap(server):
+    server.fail_next(8, status=503)
+    fake = FakeTime(rand=0.5)
+    client(server.endpoint, fake=fake).identity()
+    assert fake.sleeps == pytest.approx([0.2, 0.4, 0.8, 1.6, 2.5, 2.5, 2.5, 2.5])  # half of min(5, 0.2 * 2**n)
 
 
 def test_connection_refused_until_the_deadline_names_what_it_waited_for():
     fake = FakeTime()
-    closed = f"http://127.0.0.1:{free_port()}"
+    closed = f"http://127.0.0.1:{app_port()}"
     with pytest.raises(IdentityError, match=r"did not answer GET /latest/dynamic/instance-identity/document "
                                             r"within 20s \(last: ConnectionError"):
         client(closed, deadline=20.0, fake=fake).identity()

@@ -13,6 +13,7 @@ from agent.errors import ComposeError, GroupError
 from agent.health import judge
 from agent.images import ecr_auth, ecr_registry, normalize_repository, split_reference
 from tests.agent.conftest import Group
+from tests.helpers import FakeTime
 
 
 @pytest.mark.parametrize("ref,expected", [
@@ -70,17 +71,6 @@ def test_health_verdict(states, verdict):
     assert judge(states) == verdict
 
 
-class FakeTime:
-    def __init__(self):
-        self.now = 0.0
-
-    def clock(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-
 def test_find_group_and_its_tags(aws):
     group = Group(aws.endpoint, "web-blue", {"bluegreen:version": "1.0", "team": "x"})
     client = boto3.client("autoscaling", region_name="us-east-1")
@@ -90,11 +80,11 @@ def test_find_group_and_its_tags(aws):
 
 
 def test_an_instance_no_group_lists_fails_at_the_deadline(aws):
-    fake = FakeTime()
+    fake = FakeTime(start=0.0)
     client = boto3.client("autoscaling", region_name="us-east-1")
     with pytest.raises(GroupError, match=r"i-00000000000000000 is not in any Auto Scaling group \(waited 10s"):
-        asg.find_group(client, "i-00000000000000000", deadline=10, interval=2, sleep=fake.sleep, clock=fake.clock)
-    assert 8 <= fake.now <= 10
+        asg.find_group(client, "i-00000000000000000", deadline=10, interval=2, sleep=fake.sleep, clock=fake.now)
+    assert 8 <= fake.now() <= 10
 
 
 def test_ecr_password_never_reaches_a_log(aws, caplog):
