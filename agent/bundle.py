@@ -9,7 +9,6 @@ Fetching stages into a folder beside the releases and renames it into place only
 """
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -17,15 +16,14 @@ import tempfile
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from agent import contract
+from agent.contract import COMPLETE_MARKER, MANIFEST, ContractError
 from agent.errors import BundleError
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-COMPOSE_FILE = "docker-compose.yml"
 RELEASES = "releases"
 CURRENT = "current"
-COMPLETE_MARKER = ".complete"
 
 
 @dataclass(frozen=True)
@@ -36,43 +34,21 @@ class Bundle:
     reused: bool
 
 
-# -- the manifest (pure) ------------------------------------------------------------------------------------
+# -- the manifest (its rules are the contract's) -----------------------------------------------------------
 def parse_manifest(data) -> list[tuple[str, str]]:
-    """{"files": [{"path": ..., "sha256": ...}]} -> [(path, sha256)]; other top-level keys are ignored."""
+    """manifest.json's bytes -> [(path, sha256)], or BundleError."""
     try:
-        doc = json.loads(data)
-    except ValueError as exc:
-        raise BundleError(f"manifest.json is not JSON: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
-        raise BundleError('manifest.json must be {"files": [{"path": ..., "sha256": ...}, ...]}')
-    files, seen = [], set()
-    for entry in doc["files"]:
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) \
-                or not isinstance(entry.get("sha256"), str):
-            raise BundleError(f"manifest.json: every file needs a string path and sha256, got {entry!r}")
-        path, digest = check_path(entry["path"]), entry["sha256"].lower()
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise BundleError(f"manifest.json: {path} has no valid SHA-256 ({entry['sha256']!r})")
-        if path in seen or path in (MANIFEST, COMPLETE_MARKER):
-            raise BundleError(f"manifest.json: {path} is listed twice or is a reserved name")
-        seen.add(path)
-        files.append((path, digest))
-    if COMPOSE_FILE not in seen:
-        raise BundleError(f"manifest.json does not list {COMPOSE_FILE}")
-    folders = {"/".join(path.split("/")[:n]) for path in seen for n in range(1, path.count("/") + 1)}
-    clash = sorted(seen & (folders | {MANIFEST, COMPLETE_MARKER}))
-    if clash or any(f in (MANIFEST, COMPLETE_MARKER) for f in folders):
-        raise BundleError(f"manifest.json: {(clash or sorted(folders))[0]} is listed both as a file and as a folder")
-    return files
+        return contract.parse_manifest(data)
+    except ContractError as exc:
+        raise BundleError(str(exc)) from None
 
 
 def check_path(path):
     """A relative path that stays inside the bundle, or BundleError."""
-    parts = path.split("/")
-    if not path or path.startswith("/") or "\\" in path or "\0" in path \
-            or any(p in ("", ".", "..") for p in parts):
-        raise BundleError(f"manifest.json: path {path!r} escapes the bundle or is not a plain relative path")
-    return path
+    try:
+        return contract.check_bundle_path(path)
+    except ContractError as exc:
+        raise BundleError(str(exc)) from None
 
 
 # -- S3 readers -----------------------------------------------------------------------------------------------
@@ -98,12 +74,17 @@ class SignedReader:
 
 def unsigned_base_url(bucket, region, environ):
     """Where an unsigned GET goes (S1). On AWS: https://BUCKET.s3.REGION.amazonaws.com/ (virtual-hosted, through
-    the VPC gateway endpoint). With AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL set (C1, e.g. the emulator):
-    ENDPOINT/BUCKET/ (path-style, since a local endpoint has no per-bucket host names)."""
+    the VPC gateway endpoint), or https://s3.REGION.amazonaws.com/BUCKET/ (path-style) for a bucket with dots,
+    whose name breaks the wildcard certificate (S3); China Regions end in amazonaws.com.cn. With
+    AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL set (C1, e.g. the emulator): ENDPOINT/BUCKET/ (path-style, since a
+    local endpoint has no per-bucket host names)."""
     endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         return endpoint.rstrip("/") + "/" + bucket + "/"
-    return f"https://{bucket}.s3.{region}.amazonaws.com/"
+    domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    if "." in bucket:
+        return f"https://s3.{region}.{domain}/{bucket}/"
+    return f"https://{bucket}.s3.{region}.{domain}/"
 
 
 class UnsignedReader:

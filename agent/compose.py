@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 
+from agent.contract import COMPOSE_FILE, TAG_IMAGE
 from agent.errors import ComposeError
 from agent.images import normalize_repository, split_reference
 
@@ -99,5 +100,5 @@ def fixed_references(model, image_repository):
             raise ComposeError(f"service {name} pins {image} by digest: the agent can only re-tag a tag")
         refs.add(f"{repository}:{tag}")
     if not refs:
-        raise ComposeError(f"no service in docker-compose.yml uses the image {image_repository} (bluegreen:image)")
+        raise ComposeError(f"no service in {COMPOSE_FILE} uses the image {image_repository} ({TAG_IMAGE})")
     return sorted(refs)

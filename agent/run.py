@@ -12,6 +12,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 from agent import asg, bundle, compose, health, images
+from agent.contract import TAG_LIFECYCLE_HOOK, TAG_VERSION
 from agent.errors import AgentError
 from agent.settings import HOOK_RE, local_number, resolve, tags_to_settings
 from agent.status import AgentLock, Status
@@ -69,7 +70,7 @@ def resolve_settings(found, flags, config):
     settings = resolve(flags, tags_to_settings(found.tags), config)
     if settings.sources.get("version") == "flag":
         log.warning("version override: running %s on this instance; group %s says %s", settings.version,
-                    found.membership.group, found.tags.get("bluegreen:version"))
+                    found.membership.group, found.tags.get(TAG_VERSION))
     return settings
 
 
@@ -128,7 +129,7 @@ def _run_locked(clients, flags, config, environ, status):
 
 def _abandon_unresolved(autoscaling, found, config):
     """ABANDON the launch when the settings themselves are bad, if a well-formed hook name can be found."""
-    hook = found.tags.get("bluegreen:lifecycle-hook") or config.get("lifecycle_hook")
+    hook = found.tags.get(TAG_LIFECYCLE_HOOK) or config.get("lifecycle_hook")
     if not isinstance(hook, str) or not HOOK_RE.match(hook):
         return
     try:

@@ -10,6 +10,17 @@ import re
 import string
 from dataclasses import dataclass, field
 
+from agent.contract import (
+    TAG_BOOTSTRAP,
+    TAG_HEALTH_URL,
+    TAG_IMAGE,
+    TAG_LIFECYCLE_HOOK,
+    TAG_VERSION,
+    ContractError,
+    format_s3_url,
+    is_version,
+    parse_s3_url,
+)
 from agent.errors import ConfigError, SettingsError
 
 DEFAULT_CONFIG = "/etc/bluegreen/agent.yml"
@@ -18,11 +29,11 @@ DEFAULT_WORKDIR = "/opt/bluegreen"
 
 # The group's tags the agent reads (A12: the group's, never the instance's own).
 TAG_KEYS = {
-    "bluegreen:version": "version",
-    "bluegreen:image": "image",
-    "bluegreen:bootstrap": "bootstrap",
-    "bluegreen:health-url": "health_url",
-    "bluegreen:lifecycle-hook": "lifecycle_hook",
+    TAG_VERSION: "version",
+    TAG_IMAGE: "image",
+    TAG_BOOTSTRAP: "bootstrap",
+    TAG_HEALTH_URL: "health_url",
+    TAG_LIFECYCLE_HOOK: "lifecycle_hook",
 }
 
 # Settings that only the instance's own config may set (one machine can run many agents side by side).
@@ -44,13 +55,12 @@ LOCAL_DEFAULTS = {
 }
 CONFIG_KEYS = set(TAG_KEYS.values()) | set(LOCAL_DEFAULTS)
 
-# Docker's reference grammar (distribution/reference): a tag, and a repository without tag or digest.
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# Docker's reference grammar (distribution/reference): a repository without tag or digest (the tag, the
+# version, is the contract's rule).
 _DOMAIN_COMPONENT = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
 _DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?)"
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 REPOSITORY_RE = re.compile(rf"^(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
-BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 HOOK_RE = re.compile(r"^[A-Za-z0-9_./-]{1,255}$")
 PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -84,7 +94,7 @@ class Settings:
 
     @property
     def bootstrap(self):
-        return f"s3://{self.bucket}/{self.prefix}"
+        return format_s3_url(self.bucket, self.prefix)
 
     def as_dict(self):
         out = {k: getattr(self, k) for k in ("version", "image", "bootstrap", "health_url", "lifecycle_hook",
@@ -168,15 +178,15 @@ def resolve(flags, tags, config):
         else:
             merged[name], sources[name] = LOCAL_DEFAULTS.get(name), "default"
 
-    version = _required(merged, "version", "bluegreen:version")
-    if not TAG_RE.match(version):
+    version = _required(merged, "version", TAG_VERSION)
+    if not is_version(version):
         raise SettingsError(f"version {version!r} (from {sources['version']}) is not a valid Docker tag")
-    image = _required(merged, "image", "bluegreen:image")
+    image = _required(merged, "image", TAG_IMAGE)
     if not REPOSITORY_RE.match(image):
         raise SettingsError(f"image {image!r} (from {sources['image']}) is not a valid image repository "
                             "(no tag, no digest)")
     allowed = tuple(_str_list(merged["allowed_buckets"], "allowed_buckets"))
-    bucket, prefix = parse_s3_url(_required(merged, "bootstrap", "bluegreen:bootstrap"))
+    bucket, prefix = bootstrap_location(_required(merged, "bootstrap", TAG_BOOTSTRAP))
     if allowed and bucket not in allowed:
         raise SettingsError(f"bootstrap bucket {bucket!r} is not in allowed_buckets ({', '.join(allowed)})")
     project = str(merged["compose_project"])
@@ -207,19 +217,12 @@ def resolve(flags, tags, config):
         keep_releases=int(_positive(merged, "keep_releases")), sources=sources)
 
 
-def parse_s3_url(url):
-    """'s3://bucket/prefix/' -> ('bucket', 'prefix/'); the prefix may be empty."""
-    if not isinstance(url, str) or not url.startswith("s3://"):
-        raise SettingsError(f"bootstrap {url!r} is not an s3://bucket/prefix/ URL")
-    bucket, _, prefix = url[len("s3://"):].partition("/")
-    if not BUCKET_RE.match(bucket) or ".." in bucket or re.match(r"^\d+\.\d+\.\d+\.\d+$", bucket):
-        raise SettingsError(f"bootstrap {url!r}: {bucket!r} is not a valid S3 bucket name")
-    prefix = prefix.lstrip("/")
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
-    if any(part in ("..", ".") for part in prefix.split("/")):
-        raise SettingsError(f"bootstrap {url!r}: the prefix must not contain '.' or '..' segments")
-    return bucket, prefix
+def bootstrap_location(url):
+    """The bootstrap URL as (bucket, prefix), by the contract's one set of S3 URL rules."""
+    try:
+        return parse_s3_url(url)
+    except ContractError as exc:
+        raise SettingsError(f"bootstrap {exc}") from None
 
 
 def _required(merged, name, tag):

@@ -8,34 +8,26 @@ manifest lands, readers see the old one, and a file that changed under it fails 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import re
 
 from botocore.exceptions import BotoCoreError, ClientError
+
+from agent import contract
+from agent.contract import MANIFEST, ContractError
 
 from .aws import translate
 from .errors import UsageError
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-
 
 def parse_s3_url(url):
-    """s3://bucket/prefix/ -> (bucket, "prefix/"); the prefix always ends with "/" (or is empty)."""
-    if not url.startswith("s3://"):
-        raise UsageError(f"{url!r} is not an s3://bucket/prefix/ URL")
-    bucket, _, prefix = url[5:].partition("/")
-    if not BUCKET_RE.match(bucket) or ".." in bucket:
-        raise UsageError(f"{bucket!r} in {url!r} is not a valid S3 bucket name")
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
-    if prefix.startswith("/") or "//" in prefix:
-        raise UsageError(f"prefix {prefix!r} in {url!r} has an empty path segment")
-    return bucket, prefix
+    """s3://bucket/prefix/ -> (bucket, "prefix/"), by the contract's one set of rules (the agent's too)."""
+    try:
+        return contract.parse_s3_url(url)
+    except ContractError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def sha256_of(path):
@@ -47,7 +39,8 @@ def sha256_of(path):
 
 
 def collect(directory):
-    """[(relative posix path, absolute path)] of the bundle's regular files, sorted; the manifest excluded."""
+    """[(relative posix path, absolute path)] of the bundle's regular files, sorted; the manifest excluded (what
+    the bundle must hold, docker-compose.yml first of all, is the manifest's rule: build_manifest)."""
     if not os.path.isdir(directory):
         raise UsageError(f"{directory!r} is not a directory")
     root = os.path.realpath(directory)
@@ -63,20 +56,21 @@ def collect(directory):
                 raise UsageError(f"{rel} in {directory} is not a regular file (links are not uploaded)")
             files.append((rel, full))
     files.sort()
-    if not any(rel == "docker-compose.yml" for rel, _ in files):
-        raise UsageError(f"{directory} has no docker-compose.yml at its top: the agent needs one")
     return files
 
 
-def build_manifest(files):
-    """The manifest the agent verifies, in exactly this form: {"files": [{"path": ..., "sha256": ...}]}."""
-    return {"files": [{"path": rel, "sha256": sha256_of(full)} for rel, full in files]}
+def build_manifest(directory, files):
+    """The manifest the agent verifies (the contract's format): a bundle the agent would refuse is refused here."""
+    try:
+        return contract.build_manifest((rel, sha256_of(full)) for rel, full in files)
+    except ContractError as exc:
+        raise UsageError(f"{directory} cannot be pushed: {exc}") from None
 
 
 def plan_push(directory, url):
     bucket, prefix = parse_s3_url(url)
     files = collect(directory)
-    manifest = build_manifest(files)
+    manifest = build_manifest(directory, files)
     uploads = [(full, prefix + rel) for rel, full in files]
     return bucket, prefix, uploads, manifest
 
@@ -88,7 +82,7 @@ def push(s3, bucket, prefix, uploads, manifest):
             log.info("upload s3://%s/%s", bucket, key)
             with open(full, "rb") as body:
                 s3.put_object(Bucket=bucket, Key=key, Body=body)
-        body = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+        body = contract.manifest_bytes(manifest)
         log.info("upload s3://%s/%s%s (last, %d files)", bucket, prefix, MANIFEST, len(manifest["files"]))
         s3.put_object(Bucket=bucket, Key=prefix + MANIFEST, Body=body, ContentType="application/json")
     except (ClientError, BotoCoreError) as exc:

@@ -8,13 +8,26 @@ Creates: a VPC and a /20 subnet (moto hands out private IPs per subnet and does 
 many deploys exhaust a /24: aws-rules.md), a launch template, one target group (and optionally a Classic
 ELB), and two Auto Scaling groups tagged for `bluegreen`: blue live at `capacity`, green 0/0/0, both
 attached to the same load balancer(s) (E4). The agent reads the groups' tags (A12), so the tags are the
-whole contract: `bluegreen:service`, `bluegreen:color`, `bluegreen:version`, `bluegreen:image`,
-`bluegreen:bootstrap`, and `bluegreen:lifecycle-hook` / `bluegreen:health-url` when given.
+whole contract (agent/contract.py's registry, which also says which ones propagate at launch):
+`bluegreen:service`, `bluegreen:color`, `bluegreen:version`, `bluegreen:image`, `bluegreen:bootstrap`, and
+`bluegreen:lifecycle-hook` / `bluegreen:health-url` when given.
 """
 
 from __future__ import annotations
 
 import time
+
+from agent.contract import (
+    REGISTRY,
+    TAG_BOOTSTRAP,
+    TAG_COLOR,
+    TAG_HEALTH_URL,
+    TAG_IMAGE,
+    TAG_LIFECYCLE_HOOK,
+    TAG_SERVICE,
+    TAG_VERSION,
+    check_tags,
+)
 
 DEFAULT_IMAGE = "127.0.0.1:5000/web"
 # One of moto's built-in AMIs: DescribeImages over all of them takes seconds on the emulator.
@@ -22,8 +35,9 @@ DEFAULT_AMI = "ami-12c6146b"
 
 
 def _tags(group, pairs):
+    check_tags(pairs)  # A12, before AWS refuses them
     return [{"ResourceId": group, "ResourceType": "auto-scaling-group", "Key": k, "Value": v,
-             "PropagateAtLaunch": True} for k, v in pairs.items()]
+             "PropagateAtLaunch": REGISTRY[k].propagate} for k, v in pairs.items()]
 
 
 def create_service(session, name="demo", capacity=3, version="1.0", image=DEFAULT_IMAGE,
@@ -70,12 +84,12 @@ def create_service(session, name="demo", capacity=3, version="1.0", image=DEFAUL
     for color in ("blue", "green"):
         group = f"{name}-{color}"
         groups[color] = group
-        tags = {"bluegreen:service": name, "bluegreen:color": color, "bluegreen:version": version,
-                "bluegreen:image": image, "bluegreen:bootstrap": bootstrap}
+        tags = {TAG_SERVICE: name, TAG_COLOR: color, TAG_VERSION: version, TAG_IMAGE: image,
+                TAG_BOOTSTRAP: bootstrap}
         if hook:
-            tags["bluegreen:lifecycle-hook"] = hook
+            tags[TAG_LIFECYCLE_HOOK] = hook
         if health_url:
-            tags["bluegreen:health-url"] = health_url
+            tags[TAG_HEALTH_URL] = health_url
         params = {"AutoScalingGroupName": group, "LaunchTemplate": {"LaunchTemplateName": template,
                                                                     "Version": "$Latest"},
                   "MinSize": 0, "MaxSize": 0, "DesiredCapacity": 0, "VPCZoneIdentifier": subnet_id,

@@ -16,10 +16,10 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 
+from agent.contract import atomic_write
 from localcloud.fleet import FleetError
 
 log = logging.getLogger(__name__)
@@ -40,19 +40,6 @@ SERVICE = "demo"
 CAPACITY = 3
 VERSIONS = ("1.0", "2.0", "3.0")
 UNHEALTHY_VERSIONS = ("3.0",)
-
-
-def write_atomically(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def env_lines(aws_endpoint: str, region: str, lb_url: str, docker_host: str, registry: str) -> str:
@@ -88,7 +75,7 @@ class Daemon:
             self.state.update(changes)
             if self.supervisor is not None:
                 self.state["fleet"] = self.supervisor.snapshot()
-            write_atomically(os.path.join(self.state_dir, STATE_FILE), json.dumps(self.state, indent=2))
+            atomic_write(os.path.join(self.state_dir, STATE_FILE), json.dumps(self.state, indent=2))
 
     # -- start ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -114,7 +101,7 @@ class Daemon:
         self.lb = LoadBalancer(os.path.join(self.state_dir, "lb"), port=self.lb_port,
                                check_interval=5 * TIME_SCALE).start()
         self.record(aws_endpoint=self.cloud.endpoint, lb_url=self.lb.url, haproxy_pid=self.lb.pid)
-        write_atomically(os.path.join(self.state_dir, ENV_FILE),
+        atomic_write(os.path.join(self.state_dir, ENV_FILE),
                          env_lines(self.cloud.endpoint, self.region, self.lb.url, docker_host, registry))
 
         # C1: everything this process and its children run (push-bootstrap, the scenario) finds the
@@ -177,7 +164,7 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     daemon = Daemon(args.state, args.lb_port, args.region, args.infra_dir)
     os.makedirs(daemon.state_dir, exist_ok=True)
-    write_atomically(os.path.join(daemon.state_dir, PID_FILE), str(os.getpid()))
+    atomic_write(os.path.join(daemon.state_dir, PID_FILE), str(os.getpid()))
 
     starting = [True]
 

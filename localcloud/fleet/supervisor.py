@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from agent.contract import TAG_VERSION
 from localcloud.fleet import FleetError, FleetTimeout
 from localcloud.fleet.control import ControlClient
 from localcloud.fleet.haproxy import LoadBalancer
@@ -24,7 +25,7 @@ from localcloud.ports import NoFreePort, free_port
 
 log = logging.getLogger(__name__)
 
-VERSION_TAG = "bluegreen:version"
+VERSION_TAG = TAG_VERSION
 _TRANSIENT = (FleetError, NoFreePort, BotoCoreError, ClientError, OSError)
 
 

@@ -9,6 +9,7 @@ import boto3
 import pytest
 import requests
 
+from agent import contract
 from agent.bundle import (
     SignedReader,
     UnsignedReader,
@@ -35,7 +36,9 @@ def read(*parts):
 
 
 def manifest(*files, **extra):
-    return json.dumps(dict(extra, files=[{"path": p, "sha256": sha(d)} for p, d in files])).encode()
+    """The contract's manifest of files [(path, bytes)], with extra top-level keys (which readers ignore)."""
+    doc = contract.build_manifest((path, sha(data)) for path, data in files)
+    return contract.manifest_bytes(dict(doc, **extra))
 
 
 class DictReader:
@@ -62,7 +65,11 @@ def objects(prefix="p/", **files):
 
 def test_manifest_form_and_extra_keys_ignored():
     files = parse_manifest(manifest(("docker-compose.yml", COMPOSE), ("conf/app.env", b"A=1"), built_by="ci"))
-    assert files == [("docker-compose.yml", sha(COMPOSE)), ("conf/app.env", sha(b"A=1"))]
+    assert files == [("conf/app.env", sha(b"A=1")), ("docker-compose.yml", sha(COMPOSE))]
+    # The form before schema_version existed still reads, in its listed order.
+    legacy = json.dumps({"files": [{"path": "docker-compose.yml", "sha256": sha(COMPOSE)},
+                                   {"path": "conf/app.env", "sha256": sha(b"A=1")}]})
+    assert parse_manifest(legacy) == [("docker-compose.yml", sha(COMPOSE)), ("conf/app.env", sha(b"A=1"))]
 
 
 @pytest.mark.parametrize("doc,words", [
@@ -72,6 +79,8 @@ def test_manifest_form_and_extra_keys_ignored():
     (b'{"files": [{"path": "docker-compose.yml", "sha256": "xyz"}]}', "no valid SHA-256"),
     (b'{"files": [{"path": "other.yml", "sha256": "' + b"a" * 64 + b'"}]}', "does not list docker-compose.yml"),
     (json.dumps({"files": [{"path": "docker-compose.yml", "sha256": "a" * 64}] * 2}).encode(), "listed twice"),
+    (json.dumps({"files": [{"path": ".complete", "sha256": "a" * 64}]}).encode(), "reserved name"),
+    (json.dumps({"schema_version": 2, "files": []}).encode(), "schema_version 2; this agent reads 1"),
 ])
 def test_bad_manifests_are_refused(doc, words):
     with pytest.raises(BundleError, match=words):
@@ -132,6 +141,10 @@ def test_stale_staging_from_a_crash_is_removed(tmp_path):
 
 def test_unsigned_url_on_aws_and_with_an_endpoint():
     assert unsigned_base_url("b", "eu-west-1", {}) == "https://b.s3.eu-west-1.amazonaws.com/"
+    # S3: a dotted name breaks the virtual-hosted certificate; path style. China Regions: amazonaws.com.cn.
+    assert unsigned_base_url("boot.example.com", "eu-west-1", {}) == \
+        "https://s3.eu-west-1.amazonaws.com/boot.example.com/"
+    assert unsigned_base_url("b", "cn-north-1", {}) == "https://b.s3.cn-north-1.amazonaws.com.cn/"
     assert unsigned_base_url("b", "eu-west-1", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9/"}) == \
         "http://127.0.0.1:9/b/"
     assert unsigned_base_url("b", "r", {"AWS_ENDPOINT_URL": "http://x", "AWS_ENDPOINT_URL_S3": "http://s3"}) == \

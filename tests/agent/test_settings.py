@@ -3,7 +3,7 @@
 import pytest
 
 from agent.errors import ConfigError, SettingsError
-from agent.settings import config_path, load_config, parse_s3_url, resolve, tags_to_settings
+from agent.settings import config_path, load_config, resolve, tags_to_settings
 
 TAGS = {"bluegreen:version": "1.0", "bluegreen:image": "127.0.0.1:5000/web",
         "bluegreen:bootstrap": "s3://boot-bucket/web", "Name": "ignored"}
@@ -58,18 +58,10 @@ def test_invalid_images_are_refused(image):
         settings(tags=dict(TAGS, **{"bluegreen:image": image}))
 
 
-@pytest.mark.parametrize("url,expected", [("s3://my-bucket", ("my-bucket", "")),
-                                          ("s3://my-bucket/", ("my-bucket", "")),
-                                          ("s3://my.bucket/a/b", ("my.bucket", "a/b/"))])
-def test_s3_urls(url, expected):
-    assert parse_s3_url(url) == expected
-
-
-@pytest.mark.parametrize("url", ["https://b/x", "s3://", "s3://UP/x", "s3://ab/x", "s3://a..b/x",
-                                 "s3://192.168.1.1/x", "s3://bucket/../x", "s3:/bucket/x"])
-def test_bad_s3_urls_are_refused(url):
-    with pytest.raises(SettingsError):
-        parse_s3_url(url)
+def test_a_bad_bootstrap_url_is_a_settings_error_naming_the_rule():
+    # The rules themselves are the contract's (tests/agent/test_contract.py, both CLIs in test_s3_urls.py).
+    with pytest.raises(SettingsError, match=r"bootstrap 's3://boot-bucket/\./x/': the prefix must not contain"):
+        settings(tags=dict(TAGS, **{"bluegreen:bootstrap": "s3://boot-bucket/./x/"}))
 
 
 def test_bucket_allow_list():

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 
 import boto3
 import pytest
@@ -11,6 +12,8 @@ from deployer import bootstrap
 from deployer.errors import UsageError
 
 
+# The rules are the contract's, one set for push-bootstrap and the agent: tests/agent/test_s3_urls.py drives
+# every edge case through both CLIs. Here: they reach the deployer as usage errors (exit 2) with the rule.
 @pytest.mark.parametrize("url,expected", [("s3://bucket-1/demo/", ("bucket-1", "demo/")),
                                           ("s3://bucket-1/a/b", ("bucket-1", "a/b/")),
                                           ("s3://bucket-1", ("bucket-1", ""))])
@@ -18,9 +21,13 @@ def test_s3_urls(url, expected):
     assert bootstrap.parse_s3_url(url) == expected
 
 
-@pytest.mark.parametrize("url", ["https://bucket/x/", "s3://Bad_Bucket/x/", "s3://b/x//y/", "s3://ab/"])
-def test_bad_s3_urls_are_usage_errors(url):
-    with pytest.raises(UsageError):
+@pytest.mark.parametrize("url,words", [("https://bucket-1/x/", "is not an s3://bucket/prefix/ URL"),
+                                       ("s3://Bad_Bucket/x/", "is not a valid S3 bucket name"),
+                                       ("s3://bucket-1/x//y/", "empty path segment"),
+                                       ("s3://bucket-1/./x/", "'.' or '..' segments"),
+                                       ("s3://ab/", "is not a valid S3 bucket name")])
+def test_bad_s3_urls_are_usage_errors(url, words):
+    with pytest.raises(UsageError, match=re.escape(words)):
         bootstrap.parse_s3_url(url)
 
 
@@ -35,7 +42,7 @@ def test_manifest_lists_every_file_with_its_sha256(tmp_path):
     folder = bundle(tmp_path)
     (folder / "manifest.json").write_text("stale")  # never listed in itself
     _, _, uploads, manifest = bootstrap.plan_push(str(folder), "s3://bucket-1/demo/")
-    assert manifest == {"files": [
+    assert manifest == {"schema_version": 1, "files": [
         {"path": "conf/app.env", "sha256": hashlib.sha256(b"A=1\n").hexdigest()},
         {"path": "docker-compose.yml", "sha256": hashlib.sha256(b"services: {}\n").hexdigest()}]}
     assert [key for _, key in uploads] == ["demo/conf/app.env", "demo/docker-compose.yml"]
@@ -47,8 +54,13 @@ def test_links_and_missing_compose_file_are_refused(tmp_path):
     with pytest.raises(UsageError, match="not a regular file"):
         bootstrap.plan_push(str(folder), "s3://bucket-1/demo/")
     os.unlink(folder / "escape")
+    # What the agent would refuse is refused before anything is uploaded (the manifest's rules, one copy).
+    (folder / ".complete").write_text("")
+    with pytest.raises(UsageError, match="cannot be pushed: manifest.json: .complete is listed twice or is a reserved"):
+        bootstrap.plan_push(str(folder), "s3://bucket-1/demo/")
+    os.unlink(folder / ".complete")
     os.unlink(folder / "docker-compose.yml")
-    with pytest.raises(UsageError, match="no docker-compose.yml"):
+    with pytest.raises(UsageError, match="cannot be pushed: manifest.json does not list docker-compose.yml"):
         bootstrap.plan_push(str(folder), "s3://bucket-1/demo/")
 
 
@@ -68,7 +80,7 @@ def test_push_uploads_the_manifest_last_and_it_verifies(aws, tmp_path):
 
 def test_cli_push_is_what_the_agent_fetches_and_verifies(aws, tmp_path):
     from agent.bundle import SignedReader, fetch
-    from tests.deployer.conftest import run_bluegreen
+    from tests.deployer.fleet import run_bluegreen
 
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="bucket-1")
