@@ -1,18 +1,24 @@
 """The whole local fleet, started and stopped through its public commands (`bluegreen-localcloud up/down`),
 driven with the real `bluegreen` CLI, measured through the real HAProxy.
 
-One fleet per test session (starting one takes ~10 s); the tests in test_fleet.py run in file order and each
-leaves the service in the state the next expects, as an operator's day would.
+One fleet for the tests of test_fleet.py (starting one takes ~15 s), which each check or create the state
+they start from (`Fleet.start_from`), so any one of them, or any order, passes; a test that stops its fleet
+gets one of its own (`own_fleet`). Two fleets never run at once: they would share the Docker engine's fixed
+image tag (localcloud.fleet.service.REPOSITORY).
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+
+from localcloud.fleet.daemon import CAPACITY, SERVICE
+from tests.helpers import wait_until
 
 BIN = os.path.dirname(sys.executable)
 
@@ -39,7 +45,7 @@ class Fleet:
         return self.run(command("bluegreen-localcloud"), *args, "--state", self.state_dir, timeout=timeout)
 
     def status(self) -> dict:
-        out = self.bluegreen("status", "demo", "--output", "json")
+        out = self.bluegreen("status", SERVICE, "--output", "json")
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
@@ -68,6 +74,48 @@ class Fleet:
     def running_instances(self) -> list:
         return [i for i in self.localcloud_status()["state"]["fleet"]["instances"] if i["state"] == "running"]
 
+    def routed_versions(self) -> dict:
+        """{version: servers} HAProxy routes to and finds up, from the daemon's state file (rewritten after
+        every change HAProxy made), so a request sent after this read reaches HAProxy after those changes."""
+        try:
+            with open(os.path.join(self.state_dir, "state.json")) as f:
+                instances = json.load(f)["fleet"]["instances"]
+        except (OSError, ValueError, KeyError):
+            return {}
+        return dict(collections.Counter(i["version"] for i in instances
+                                        if i["state"] == "running" and i.get("lb") == "routed, up"))
+
+    def at_rest(self) -> dict:
+        """Wait until no operation runs, the live group serves its capacity, the idle group has no instance left
+        (a scale-in after a rollback or an abort takes a few seconds) and HAProxy routes to the live group only."""
+        def resting():
+            status = self.status()
+            live = status["live"]
+            if status["operation"] is not None or live is None:
+                return None
+            idle = "green" if live == "blue" else "blue"
+            groups = status["groups"]
+            serving = [i for i in groups[live]["instances"]
+                       if i["lifecycle"] == "InService" and i["health"] == "healthy"]
+            if len(serving) == CAPACITY and not groups[idle]["instances"] and \
+                    self.routed_versions() == {groups[live]["version"]: CAPACITY}:
+                return status
+            return None
+
+        return wait_until(resting, "the service at rest", deadline_s=180.0, interval=0.5)
+
+    def start_from(self, color: str, version: str) -> dict:
+        """The service at rest with `color` live at `version`, as `up` leaves it: made with the deployer (a
+        finalized deploy, twice at most: a deploy goes to the idle color) when an earlier test left another."""
+        for _ in range(3):
+            status = self.at_rest()
+            if status["live"] == color and status["groups"][color]["version"] == version:
+                return status
+            for args in (("deploy", SERVICE, version), ("finalize", SERVICE)):
+                out = self.bluegreen(*args)
+                assert out.returncode == 0, f"bluegreen {' '.join(args)} exited {out.returncode}: {out.stderr[-3000:]}"
+        raise AssertionError(f"two finalized deploys did not make {color} live at {version}: {status}")
+
 
 def read_env(path: str) -> dict:
     env = {}
@@ -80,8 +128,9 @@ def read_env(path: str) -> dict:
     return env
 
 
-@pytest.fixture(scope="session")
-def fleet(tmp_path_factory):
+def started_fleet(tmp_path_factory):
+    """`bluegreen-localcloud up` in a fresh state folder; yields the Fleet, then `down` (a no-op when the test
+    stopped it already)."""
     state_dir = str(tmp_path_factory.mktemp("localcloud") / "state")
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     up = subprocess.run([command("bluegreen-localcloud"), "up", "--state", state_dir, "--lb-port", "0",
@@ -100,3 +149,15 @@ def fleet(tmp_path_factory):
     yield Fleet(state_dir, env)
     subprocess.run([command("bluegreen-localcloud"), "down", "--state", state_dir], env=base, timeout=180,
                    check=False)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """One fleet for a module's tests; each test brings it to the state it starts from."""
+    yield from started_fleet(tmp_path_factory)
+
+
+@pytest.fixture
+def own_fleet(tmp_path_factory):
+    """A fleet for one test alone (one that stops it)."""
+    yield from started_fleet(tmp_path_factory)

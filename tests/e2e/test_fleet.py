@@ -1,7 +1,8 @@
 """The local fleet end to end: real agents, containers, HAProxy; the demo's flow as assertions; steady load.
 
-Run in CI by `make test` (marker e2e). Figures (flip times, version shares, requests) are printed and, with
-BLUEGREEN_E2E_FIGURES=path, written as JSON for docs/benchmarks.md.
+Run in CI by `make test` (marker e2e). Each test starts from a state it checks or makes (Fleet.start_from,
+Fleet.at_rest), so any one of them runs alone and in any order. Figures (flip times, version shares,
+requests) are printed and, with BLUEGREEN_E2E_FIGURES=path, written as JSON for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ import time
 
 import pytest
 
+from localcloud.fleet.daemon import CAPACITY
 from localcloud.fleet.load import LoadGenerator, sample_versions
-from tests.waiting import wait_until as _wait_until
+from tests.helpers import wait_until as _wait_until
 
 pytestmark = pytest.mark.e2e
 
 RATE = 50  # requests per second through the load balancer, each on a new connection
-SETTLE = 1.0  # seconds after a command returns before its outcome is asserted on traffic: the fleet polls
-# the target group every 0.2 s, as an ALB takes a moment to act on a deregistration
-WINDOW = 3.0  # seconds of traffic observed between steps
+OBSERVED = 150  # answers observed in each state between steps (3 s of load)
 FIGURES: dict = {}
 wait_until = functools.partial(_wait_until, deadline_s=60.0, interval=0.5)
 
@@ -46,7 +46,7 @@ def record_figures():
 
 
 def test_up_serves_1_0_from_three_healthy_blue_instances(fleet):
-    status = fleet.status()
+    status = fleet.start_from("blue", "1.0")  # as `up` left it: the fleet is fresh unless a test ran before
     assert status["live"] == "blue"
     assert status["groups"]["blue"]["version"] == "1.0"
     assert len(serving(status, "blue")) == 3, status
@@ -70,6 +70,8 @@ def test_up_serves_1_0_from_three_healthy_blue_instances(fleet):
 
 
 def test_canary_deploy_rollback_deploy_finalize_under_steady_load_fail_no_request(fleet):
+    fleet.start_from("blue", "1.0")
+    loaded = time.monotonic()
     load = LoadGenerator(fleet.lb_url, rate=RATE, max_seconds=600).start()
     marks = {}
     routed = []
@@ -85,52 +87,67 @@ def test_canary_deploy_rollback_deploy_finalize_under_steady_load_fail_no_reques
     sampler = threading.Thread(target=sample_routed, daemon=True)
     sampler.start()
 
-    def step(name, *args):
+    def observe(since, answers=OBSERVED):
+        """Let the load run until `answers` answers were sent after `since`: the traffic of one state."""
+        wait_until(lambda: sum(load.snapshot().versions(start=since).values()) >= answers,
+                   f"{answers} answers through the load balancer", deadline_s=60.0, interval=0.1)
+
+    def step(name, *args, routes, answers=OBSERVED):
+        """Run the command, wait until HAProxy routes to `routes` ({version: servers}) (the fleet follows the
+        target group within a few of its polls, as an ALB takes a moment to act on a deregistration), then
+        observe the traffic. marks[name] = (command started, command returned, HAProxy routes as it should)."""
         started = time.monotonic()
         out = fleet.bluegreen(*args)
-        marks[name] = (started, time.monotonic())
+        returned = time.monotonic()
         assert out.returncode == 0, f"bluegreen {' '.join(args)} exited {out.returncode}: {out.stderr[-3000:]}"
-        time.sleep(WINDOW)
+        wait_until(lambda: fleet.routed_versions() == routes, f"HAProxy to route to {routes} after {name}",
+                   deadline_s=30.0, interval=0.1)
+        marks[name] = (started, returned, time.monotonic())
+        observe(marks[name][2], answers)
 
     try:
-        time.sleep(WINDOW)
-        step("canary", "canary", "demo", "2.0")
+        observe(loaded)
+        step("canary", "canary", "demo", "2.0", routes={"1.0": CAPACITY, "2.0": 1})
         status = fleet.status()
         assert len(serving(status, "green")) == 1 and status["groups"]["green"]["version"] == "2.0"
-        step("deploy", "deploy", "demo", "2.0")
+        step("deploy", "deploy", "demo", "2.0", routes={"2.0": CAPACITY})
         status = fleet.status()
         assert status["live"] == "green" and len(serving(status, "green")) == 3
         assert {i["lifecycle"] for i in instances(status, "blue")} == {"Standby"}
         # Standby keeps the old instances running (A1): their stacks still answer, ready for a rollback.
         stacks = fleet.containers()
         assert all("healthy" in stacks.get(f"lc-{i['id']}", "") for i in instances(status, "blue")), stacks
-        step("rollback", "rollback", "demo")
+        # Fewer answers observed after the rollback, so that the next deploy starts while green's instances
+        # still drain (3 s here) and terminate: the deploy waits for that scale-in itself (commit bc55054).
+        step("rollback", "rollback", "demo", routes={"1.0": CAPACITY}, answers=25)
         status = fleet.status()
         assert status["live"] == "blue" and len(serving(status, "blue")) == 3
-        # The emptied group's instances drain (3 s here) before they terminate; a deploy started in that
-        # window takes them for failed launches and aborts (deployer limitation, reported): let them go.
-        wait_until(lambda: instances(fleet.status(), "green") == [], "demo-green's instances to terminate")
-        step("deploy_again", "deploy", "demo", "2.0")
+        scaling_in = [i["lifecycle"] for i in instances(status, "green")]
+        step("deploy_again", "deploy", "demo", "2.0", routes={"2.0": CAPACITY})
         standby = [i["id"] for i in instances(fleet.status(), "blue")]
-        step("finalize", "finalize", "demo")
+        step("finalize", "finalize", "demo", routes={"2.0": CAPACITY})
     finally:
         result = load.stop()
         done.set()
         sampler.join(5)
 
     start = result.samples[0].at if result.samples else 0.0
+    # Each window opens once HAProxy routes as the step should have left it, and closes when the next starts.
     windows = {
         "before": result.shares(end=marks["canary"][0]),
-        "canary": result.shares(marks["canary"][1] + SETTLE, marks["deploy"][0]),
-        "after_deploy": result.shares(marks["deploy"][1] + SETTLE, marks["rollback"][0]),
-        "after_rollback": result.shares(marks["rollback"][1] + SETTLE, marks["deploy_again"][0]),
-        "after_deploy_again": result.shares(marks["deploy_again"][1] + SETTLE, marks["finalize"][0]),
-        "after_finalize": result.shares(marks["finalize"][1] + SETTLE),
+        "canary": result.shares(marks["canary"][2], marks["deploy"][0]),
+        "after_deploy": result.shares(marks["deploy"][2], marks["rollback"][0]),
+        "after_rollback": result.shares(marks["rollback"][2], marks["deploy_again"][0]),
+        "after_deploy_again": result.shares(marks["deploy_again"][2], marks["finalize"][0]),
+        "after_finalize": result.shares(marks["finalize"][2]),
     }
     FIGURES["steady_load"] = {
         "rate_per_s": RATE, "requests": result.total, "failed": len(result.failures),
         "seconds": round(result.samples[-1].at - start, 1) if result.samples else 0,
         "step_seconds": {k: round(v[1] - v[0], 1) for k, v in marks.items()},
+        # from the command's return until HAProxy routed as it should
+        "routing_lag_seconds": {k: round(v[2] - v[1], 2) for k, v in marks.items()},
+        "green_when_deployed_again": scaling_in,  # still scaling in, or already gone
         "version_shares": windows,
         "version_shares_during_step": {k: result.shares(v[0], v[1]) for k, v in marks.items()},
         "servers_routed": {"fewest": min(routed), "most": max(routed), "samples": len(routed)},
@@ -157,6 +174,9 @@ def test_canary_deploy_rollback_deploy_finalize_under_steady_load_fail_no_reques
 
 
 def test_a_version_that_never_turns_healthy_aborts_on_its_own_without_a_failed_request(fleet):
+    before = fleet.at_rest()  # whichever color and version an earlier test left live
+    live, idle = before["live"], "green" if before["live"] == "blue" else "blue"
+    version = before["groups"][live]["version"]
     load = LoadGenerator(fleet.lb_url, rate=RATE, max_seconds=300).start()
     try:
         started = time.monotonic()
@@ -169,30 +189,15 @@ def test_a_version_that_never_turns_healthy_aborts_on_its_own_without_a_failed_r
     assert out.returncode == 1, out.stderr[-3000:]
     assert "3.0" in out.stderr
     assert result.failures == [], result.summary()
-    assert result.shares() == {"2.0": 1.0}
+    assert result.shares() == {version: 1.0}
     status = fleet.status()
-    assert status["live"] == "green" and status["operation"] is None
-    assert status["groups"]["blue"]["desired"] == 0
-    assert len(serving(status, "green")) == 3
+    assert status["live"] == live and status["operation"] is None
+    assert status["groups"][idle]["desired"] == 0
+    assert len(serving(status, live)) == CAPACITY
     # The 3.0 instances were abandoned or scaled in: their stacks go, the live ones stay.
-    def only_three_running():
+    def only_the_live_ones_running():
         running = fleet.running_instances()
-        return running if len(running) == 3 else None
+        return running if len(running) == CAPACITY else None
 
-    running = wait_until(only_three_running, "only the three live instances to keep running")
-    assert {i["version"] for i in running} == {"2.0"}
-
-
-def test_down_stops_and_removes_everything_it_made(fleet):
-    local = fleet.localcloud_status()["state"]
-    projects = {i["compose_project"] for i in local["fleet"]["instances"]}
-    haproxy_pid = local["haproxy_pid"]
-    out = fleet.localcloud("down")
-    assert out.returncode == 0, out.stderr
-    assert not projects & set(fleet.containers())
-    assert not os.path.exists(f"/proc/{haproxy_pid}")
-    assert not os.path.exists(fleet.state_dir)
-    after = fleet.localcloud("status")
-    assert after.returncode == 3 and "no local fleet is running" in after.stdout
-    # The shared engine and registry were running before `up`, so `down` left them alone.
-    assert fleet.run("docker", "version").returncode == 0
+    running = wait_until(only_the_live_ones_running, "only the live instances to keep running")
+    assert {i["version"] for i in running} == {version}

@@ -1,0 +1,31 @@
+"""`bluegreen-localcloud down` on a fleet of its own: it stops and removes everything `up` made.
+
+Apart from test_fleet.py, whose fleet its tests share: a module's fleet is stopped before the next module
+starts one, so this test's fleet never runs beside it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_down_stops_and_removes_everything_it_made(own_fleet):
+    fleet = own_fleet
+    local = fleet.localcloud_status()["state"]
+    projects = {i["compose_project"] for i in local["fleet"]["instances"]}
+    assert len(projects) == 3 and projects <= set(fleet.containers())
+    haproxy_pid = local["haproxy_pid"]
+    assert os.path.exists(f"/proc/{haproxy_pid}")
+    out = fleet.localcloud("down")
+    assert out.returncode == 0, out.stderr
+    assert not projects & set(fleet.containers())
+    assert not os.path.exists(f"/proc/{haproxy_pid}")
+    assert not os.path.exists(fleet.state_dir)
+    after = fleet.localcloud("status")
+    assert after.returncode == 3 and "no local fleet is running" in after.stdout
+    # The shared engine and registry were running before `up`, so `down` left them alone.
+    assert fleet.run("docker", "version").returncode == 0
