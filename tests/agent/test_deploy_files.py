@@ -13,8 +13,6 @@ import yaml
 from agent.settings import load_config
 from tests.iam import granted_operations, parliament_findings
 
-pytestmark = pytest.mark.system_tools  # cloud-init and systemd-analyze: not in `make unit`
-
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEMPLATE = os.path.join(ROOT, "cloud-init", "user-data.yaml.tmpl")
 UNIT = os.path.join(ROOT, "systemd", "bluegreen-agent.service")
@@ -36,6 +34,7 @@ def rendered(tmp_path):
     return path, yaml.safe_load(text)
 
 
+@pytest.mark.system_tools  # Debian's cloud-init: not in `make unit`
 def test_cloud_init_user_data_is_valid_cloud_config(tmp_path):
     path, _ = rendered(tmp_path)
     result = subprocess.run(["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True,
@@ -59,6 +58,7 @@ def test_cloud_init_installs_from_the_index_writes_the_config_and_starts_the_uni
     assert commands[-1] == "systemctl enable --now --no-block bluegreen-agent.service"
 
 
+@pytest.mark.system_tools  # systemd-analyze: not in `make unit`
 def test_systemd_unit_verifies_and_has_the_required_shape(tmp_path):
     unit = read(UNIT)
     for line in ("Type=oneshot", "RemainAfterExit=yes", "ConditionPathExists=!/etc/bluegreen/agent.disabled",

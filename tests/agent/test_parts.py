@@ -109,10 +109,15 @@ def test_compose_detection_prefers_the_v2_plugin_then_docker_compose(tmp_path, m
     plugin.write_text("#!/bin/sh\n")
     plugin.chmod(0o755)
     monkeypatch.setattr(compose, "PLUGIN_DIRS", ())
-    assert compose.detect_command(environ={"DOCKER_CONFIG": str(tmp_path)}) == ("docker", "compose")
-    # No plugin file and `docker compose version` fails: the standalone binary, if on PATH.
+    # A `docker` CLI of our own on PATH: the test must not depend on the machine having Docker (`make unit`).
     bindir = tmp_path / "bin"
     bindir.mkdir()
+    docker = bindir / "docker"
+    docker.write_text("#!/bin/sh\nexit 1\n")
+    docker.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bindir))
+    assert compose.detect_command(environ={"DOCKER_CONFIG": str(tmp_path)}) == ("docker", "compose")
+    # No plugin file and `docker compose version` fails: the standalone binary, if on PATH.
     standalone = bindir / "docker-compose"
     standalone.write_text("#!/bin/sh\n")
     standalone.chmod(0o755)
