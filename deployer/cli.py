@@ -27,9 +27,10 @@ from botocore.exceptions import BotoCoreError
 from agent import contract
 
 from . import bootstrap, plan, render, steps
+from . import store as store_mod
 from .aws import CallCounter, DeployerAws, translate
 from .errors import Aborted, BlueGreenError, UsageError
-from .model import check_version, other
+from .model import TAG_OPERATION, check_version, other, pair_from_describe
 from .runner import Runner, observe
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ EXIT_CODES = """exit codes:
 """
 
 # Precedence, in this one place: flag > environment > default (STYLE.md point 7).
-DEFAULTS = {"poll_interval": ("BLUEGREEN_POLL_INTERVAL", 5.0), "timeout": ("BLUEGREEN_TIMEOUT", 600.0)}
+DEFAULTS = {"poll_interval": ("BLUEGREEN_POLL_INTERVAL", 5.0), "timeout": ("BLUEGREEN_TIMEOUT", 600.0),
+            "lease": ("BLUEGREEN_LEASE", store_mod.LEASE_S)}
 
 
 def resolve(args, environ):
@@ -95,6 +97,10 @@ def build_parser():
                           help="seconds between polls (env BLUEGREEN_POLL_INTERVAL, default 5)")
     mutating.add_argument("--force-unlock", action="store_true",
                           help="take over the lock even if its holder still looks alive")
+    stateful = argparse.ArgumentParser(add_help=False)
+    stateful.add_argument("--state", metavar="s3://bucket/prefix/",
+                          help="the state store (env BLUEGREEN_STATE; default: the groups' bluegreen:state tag, else "
+                               "<bluegreen:bootstrap prefix>.bluegreen/)")
 
     parser = argparse.ArgumentParser(
         prog="bluegreen", description=__doc__.splitlines()[0], epilog=EXIT_CODES,
@@ -106,20 +112,23 @@ def build_parser():
         return sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES, parents=parents,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    p = add("status", "which color is live, versions, sizes, instances and the operation in progress", [common])
+    p = add("status", "which color is live, versions, sizes, instances and the operation in progress", [common, stateful])
     p.add_argument("service")
-    p = add("deploy", "launch VERSION in the idle group, then move the live group to Standby", [common, mutating])
+    p = add("deploy", "launch VERSION in the idle group, then move the live group to Standby", [common, mutating, stateful])
     p.add_argument("service")
     p.add_argument("version")
     p = add("rollback", "return the old group to service, then empty the new one (from any phase)",
-            [common, mutating])
+            [common, mutating, stateful])
     p.add_argument("service")
-    p = add("finalize", "after a flip: detach and terminate the old Standby instances", [common, mutating])
+    p = add("finalize", "after a flip: detach and terminate the old Standby instances", [common, mutating, stateful])
     p.add_argument("service")
-    p = add("canary", "serve VERSION from N instances of the idle group beside the live fleet", [common, mutating])
+    p = add("canary", "serve VERSION from N instances of the idle group beside the live fleet", [common, mutating, stateful])
     p.add_argument("service")
     p.add_argument("version")
     p.add_argument("--count", type=positive_int, default=1, help="canary instances (default 1)")
+    p = add("history", "the operations journaled in the state store, newest first", [common, stateful])
+    p.add_argument("service")
+    p.add_argument("--limit", type=positive_int, default=20, help="entries (default 20)")
     p = add("push-bootstrap", "upload a bootstrap folder and its SHA-256 manifest (last) to S3", [common])
     p.add_argument("directory")
     p.add_argument("url", metavar="s3://bucket/prefix/")
@@ -143,8 +152,11 @@ def configure_logging(debug):
 def make_clients(args, session=None):
     """Every client the deployer uses, from one session (a caller that makes many, the tests, passes its own:
     a session caches the service models its clients load)."""
-    # A10: all Auto Scaling calls share one token bucket; adaptive mode backs off for us.
-    config = Config(retries={"mode": "adaptive", "max_attempts": 10}, connect_timeout=10, read_timeout=60,
+    # A10: all Auto Scaling calls share one token bucket; adaptive mode backs off for us. The retries and
+    # timeouts are bounded so that one call, retries included, ends within store.MAX_CALL_S (4 attempts of at
+    # most 5 s connect + 10 s read, plus botocore's backoff of a few seconds): a holder that starts a call with
+    # that much of its lease left cannot have it land after the lease ran out (issue "No late writes").
+    config = Config(retries={"mode": "adaptive", "max_attempts": 4}, connect_timeout=5, read_timeout=10,
                     user_agent_extra="asg-bluegreen")
     try:
         session = session or boto3.session.Session(profile_name=args.profile, region_name=args.region)
@@ -200,9 +212,12 @@ def context_factory(force, seams):
 
 
 class Cli:
-    def __init__(self, args, clients, seams):
+    def __init__(self, args, clients, seams, environ=None, argv=()):
         self.args = args
         self.seams = seams
+        self.environ = environ or {}
+        self.argv = list(argv)
+        self.runner = None
         self.counter = CallCounter()
         self.aws = DeployerAws(clients["autoscaling"], clients["elbv2"], clients["elb"], clients["ec2"], self.counter)
         self.s3 = clients["s3"]
@@ -210,16 +225,42 @@ class Cli:
         self.started = time.monotonic()
 
     def summary(self, **fields):
-        out = {"schema_version": contract.SCHEMA_VERSION, "command": self.args.command, "aws_calls": self.counter.calls, "aws_attempts": self.counter.attempts,
+        out = {"schema_version": contract.SCHEMA_VERSION, "command": self.args.command,
+               "aws_calls": self.counter.calls, "aws_attempts": self.counter.attempts,
                "aws_calls_by_op": dict(sorted(self.counter.by_op.items())),
                "elapsed_s": round(time.monotonic() - self.started, 3)}
+        if self.runner is not None and self.runner.journal_key and "journal" not in fields:
+            out["journal"] = self.runner.journal_key
         out.update(fields)
         return out
 
+    def store(self, me=None):
+        """The service's StateStore, or None (with the one warning naming the race) when none is named."""
+        a = self.args
+        groups = pair_from_describe(a.service, self.aws.describe_service_groups(a.service))
+        found = store_mod.locate(a.service, groups, a.state, self.environ)
+        if found is None:
+            log.warning(store_mod.NO_STORE_WARNING.format(service=a.service, tag=TAG_OPERATION))
+            return None
+        bucket, prefix, source = found
+        log.debug("state store s3://%s/%s (from %s)", bucket, prefix, source)
+        return store_mod.StateStore(self.s3, bucket, prefix, a.service, me or "", self.seams.clock,
+                                    lease_s=getattr(a, "lease", None) or store_mod.LEASE_S)
+
     def status(self):
-        snap = observe(self.aws, self.args.service, health_of=("blue", "green"))
+        store = self.store()
+        snap = observe(self.aws, self.args.service, health_of=("blue", "green"), store=store)
         data = render.status_data(snap)
         return data, render.status_text(data)
+
+    def history(self):
+        store = self.store()
+        if store is None:
+            raise UsageError(f"history needs a state store for {self.args.service}: set the groups' "
+                             f"{contract.TAG_STATE} tag, or --state / BLUEGREEN_STATE")
+        entries = store.history(self.args.limit)
+        return (self.summary(service=self.args.service, state=store.url, entries=entries),
+                render.history_text(self.args.service, entries))
 
     def planner(self):
         a = self.args
@@ -232,8 +273,11 @@ class Cli:
         a = self.args
         ctx = context_factory(a.force_unlock, self.seams)
         title = f"{a.command} {a.service}" + (f" {a.version}" if a.command in ("deploy", "canary") else "")
+        store = self.store(me=ctx().me)
         runner = Runner(self.aws, a.service, ctx, poll_interval=a.poll_interval, timeout=a.timeout,
-                        sleep=self.seams.sleep, clock=self.seams.clock, before_step=self.seams.before_step)
+                        sleep=self.seams.sleep, clock=self.seams.clock, before_step=self.seams.before_step,
+                        store=store, journal={"command": " ".join(self.argv)})
+        self.runner = runner
         if a.dry_run:
             planned = runner.plan(self.planner())
             data = self.summary(service=a.service, dry_run=True, result="planned", plan=render.plan_data(planned))
@@ -244,9 +288,9 @@ class Cli:
             snap = runner.run(self.planner(), abort=abort)
         except Aborted as exc:
             raise Aborted(f"{title} {exc}", exc.cause) from exc.cause
-        final = observe(self.aws, a.service, health_of=(snap.live,) if snap.live else ())
+        final = observe(self.aws, a.service, health_of=(snap.live,) if snap.live else (), store=store)
         data = self.summary(service=a.service, result="done", steps=runner.executed,
-                            status=render.status_data(final))
+                            status=render.status_data(final), journal=runner.journal_key)
         return data, self.done_text(title, final, runner.executed)
 
     def done_text(self, title, snap, executed):
@@ -290,13 +334,16 @@ def main(argv=None, environ=None, seams=None):
     try:
         if args.command in ("deploy", "canary"):
             check_version(args.version)
-        if args.command not in ("status", "push-bootstrap"):
+        if args.command not in ("status", "history", "push-bootstrap"):
             resolve(args, environ)
         if args.command == "push-bootstrap":
             bootstrap.plan_push(args.directory, args.url)  # bad input fails before any client is made
-        cli = Cli(args, (seams.make_clients or make_clients)(args), seams)
+        cli = Cli(args, (seams.make_clients or make_clients)(args), seams, environ,
+                  ["bluegreen"] + list(sys.argv[1:] if argv is None else argv))
         if args.command == "status":
             data, text = cli.status()
+        elif args.command == "history":
+            data, text = cli.history()
         elif args.command == "push-bootstrap":
             data, text = cli.push_bootstrap()
         else:

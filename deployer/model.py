@@ -128,6 +128,15 @@ class Record:
         values.update(changes)
         return Record(**values)
 
+    @classmethod
+    def from_state(cls, op, holder):
+        """From the state store's `operation` (store.py)."""
+        return cls(op["action"], op["phase"], op.get("version", ""), op["live"], op.get("started", ""), holder)
+
+    def as_state(self):
+        return {"action": self.action, "phase": self.phase, "version": self.version, "live": self.live,
+                "started": self.started}
+
     def as_json(self):
         return {"action": self.action, "phase": self.phase, "version": self.version, "live": self.live,
                 "started": self.started, "holder": self.holder}
@@ -147,6 +156,9 @@ class Snapshot:
     policies: dict[str, list] | None = None
     scheduled: dict[str, list] | None = None
     retired: list[str] | None = None
+    # The state store (store.py), when one is configured: its URL, and lock.json as observed (None: absent).
+    store_url: str | None = None
+    stored: object | None = None
 
     def has(self, need):
         """Whether the extra a step needs ("policies" or "retired") was read."""
@@ -154,12 +166,59 @@ class Snapshot:
                 "retired": self.retired is not None}[need]
 
     @cached_property
-    def record(self):
+    def tag_record(self):
+        """The operation as the groups' tags record it: the lock itself without a store, its mirror with one."""
         for color in COLORS:
             value = self.groups[color].tags.get(TAG_OPERATION)
             if value:
                 return Record.decode(value)
         return None
+
+    @property
+    def from_store(self):
+        """Whether the store decides: configured and its lock.json exists. A store with no lock.json yet (a pair
+        last run by a version without one, or a lost object) falls back to the tags, which the next lock write
+        migrates into the store."""
+        return self.store_url is not None and self.stored is not None
+
+    @cached_property
+    def record(self):
+        if self.from_store:
+            op = self.stored.operation
+            return Record.from_state(op, self.stored.holder) if op else None
+        return self.tag_record
+
+    @property
+    def lease_live(self):
+        """Whether the recorded holder's lease is live by S3's clock (always, without a store: today's rule)."""
+        return self.stored.lease_live if self.from_store else True
+
+    @cached_property
+    def saved(self):
+        """What the live group had when the operation started: (sizes, suspended processes), or None."""
+        rec = self.record
+        if rec is None:
+            return None
+        if self.from_store:
+            saved = self.stored.doc.get("saved") or {}
+            if "sizes" not in saved:
+                return None
+            return tuple(saved["sizes"]), tuple(saved.get("suspended", ()))
+        old = self.groups[rec.live]
+        if old.saved_sizes is None:
+            return None
+        return old.saved_sizes, old.saved_suspended
+
+    @property
+    def drift(self):
+        """One line when the tag mirror disagrees with the store (an IaC apply wiped or reset tags, X3)."""
+        if not self.from_store:
+            return None
+        mirror, rec = self.tag_record, self.record
+        if mirror == rec:
+            return None
+        return (f"the groups' {TAG_OPERATION} tags say {mirror.encode() if mirror else 'nothing'}, the state store "
+                f"says {rec.encode() if rec else 'nothing'}; the store wins and the next step rewrites the tags")
 
     @property
     def live(self):
@@ -241,8 +300,10 @@ def classic_state(raw, description=""):
     """E3: Classic ELB says InService / OutOfService; map it onto the target-group words.
 
     OutOfService also covers "registration still in progress", so it counts as `initial` unless the
-    description says the health checks failed (conservative: a real failure then shows as a timeout).
+    description says the health checks failed (conservative: a real failure then shows as a timeout). An
+    instance whose connections drain after deregistration stays InService with the description "Instance
+    deregistration currently in progress" (E3): it takes no new requests, so it is `draining`, not `healthy`.
     """
     if raw == "InService":
-        return "healthy"
+        return "draining" if "deregistration" in (description or "").lower() else "healthy"
     return "unhealthy" if "failed" in (description or "").lower() else "initial"

@@ -10,7 +10,7 @@ and the call that records the next phase once the wait succeeds).
 """
 from .errors import ConflictError
 from .health import DEREGISTERED, DETACHED, DRAINED, HEALTHY, RESTORED, SCALED_IN, SETTLED
-from .model import HOLD_PROCESSES, TAG_RETIRED_FROM, TAG_SAVED_SIZES, TAG_SAVED_SUSPENDED, TAG_VERSION, Record, other
+from .model import HOLD_PROCESSES, TAG_RETIRED_FROM, TAG_VERSION, Record, other
 from .policies import policy_copies, policy_deletions
 from .steps import (
     ABORT,
@@ -55,8 +55,9 @@ def lock_message(snap, rec):
 
 
 def _resume_check(snap, rec, ctx):
-    """A fitting command may resume a recorded operation unless its holder still looks alive."""
-    if rec.holder != ctx.me and ctx.holder_alive(rec.holder) and not ctx.force_unlock:
+    """A fitting command may resume a recorded operation unless its holder still looks alive: its lease is live
+    by S3's clock (with a state store) and its process is not known to be gone (same host, pid dead)."""
+    if rec.holder != ctx.me and snap.lease_live and ctx.holder_alive(rec.holder) and not ctx.force_unlock:
         raise ConflictError(f"{rec.action} {rec.version} of {snap.service} is running now in {rec.holder} "
                             f"(since {rec.started}); wait for it, or --force-unlock if "
                             "it is stuck")
@@ -88,11 +89,11 @@ def _scaled_in_steps(snap, idle):
                       "terminated", idle.color, SCALED_IN)]
 
 
-def _resume_steps(old):
+def _resume_steps(snap, old):
     """Resume only the processes a deploy suspended, never those the operator had suspended before (A8)."""
-    if TAG_SAVED_SUSPENDED not in old.tags:
+    if snap.saved is None:
         return []
-    ours = [p for p in HOLD_PROCESSES if p in old.suspended and p not in old.saved_suspended]
+    ours = [p for p in HOLD_PROCESSES if p in old.suspended and p not in snap.saved[1]]
     if not ours:
         return []
     return [CallStep("resume", "resume {} on {}".format(", ".join(ours), old.name),
@@ -122,14 +123,13 @@ def plan_deploy(snap, ctx, version):
     steps = []
     if phase is None:
         record = Record("deploy", "launch", version, live, ctx.stamp, ctx.me)
-        saved = {TAG_SAVED_SIZES: sizes_text(old.sizes),
-                 TAG_SAVED_SUSPENDED: ",".join(p for p in HOLD_PROCESSES if p in old.suspended) or "none"}
+        saved = {"sizes": list(old.sizes), "suspended": [p for p in HOLD_PROCESSES if p in old.suspended]}
         steps += _lock_steps(snap, None, record, saved)
         sizes = old.sizes
     else:
         record = rec.moved(holder=ctx.me)
         steps += _lock_steps(snap, rec, record)
-        sizes = old.saved_sizes or old.sizes
+        sizes = snap.saved[0] if snap.saved else old.sizes
     at = DEPLOY_PHASES.index(phase) if phase else 0
 
     if at <= 0:
@@ -240,15 +240,32 @@ def plan_abort(snap, ctx):
     steps = []
     if new.sizes != (0, 0, 0):
         steps.append(CallStep("abort-new", f"scale {new.name} back to 0", (set_sizes(new, (0, 0, 0)),)))
-    steps.append(UnlockStep("unlock", "clear the operation record", (clear_record(snap, rec.live),)))
+    steps.append(UnlockStep("unlock", "clear the operation record", (clear_record(snap, rec.live, "aborted"),)))
     return steps
 
 
 # ---- rollback ----------------------------------------------------------------------------------------
 
 
+def _rollback_from_facts(snap, ctx):
+    """No record anywhere (the state store's object and the tags both lost, X3): Standby instances in a service
+    group still mean "return them". Returns the record a rollback starts from, or None when there are none."""
+    holding = [c for c in ("blue", "green") if snap.groups[c].in_state("Standby", "EnteringStandby")]
+    if not holding:
+        return None
+    if len(holding) > 1:
+        raise ConflictError(f"no operation is recorded for {snap.service} and both groups have Standby instances; "
+                            "return the right ones with ExitStandby by hand")
+    old = snap.groups[holding[0]]
+    return Record("deploy", "flipped", old.version or "", holding[0], ctx.stamp, "")
+
+
 def plan_rollback(snap, ctx):
     rec = snap.record
+    facts = False
+    if rec is None:
+        rec = _rollback_from_facts(snap, ctx)
+        facts = rec is not None
     if rec is None:
         raise ConflictError(f"no operation in progress on {snap.service}: nothing to roll back (after finalize the old "
                             "instances are gone; deploy the old version instead)")
@@ -266,7 +283,16 @@ def plan_rollback(snap, ctx):
         record = rec.moved(action="rollback", phase="restore", started=ctx.stamp, holder=ctx.me)
     live = rec.live
     old, new = snap.groups[live], snap.groups[other(live)]
-    steps = _lock_steps(snap, rec, record)
+    if facts:
+        # What the old group had is lost with the record: take its instances as the live capacity, and record
+        # that nothing was suspended before, so the processes a deploy holds are resumed (see _resume_steps).
+        n = len(old.instances)
+        saved = {"sizes": [old.min, n, max(old.max, n)], "suspended": []}
+        steps = _lock_steps(snap, None, record, saved)
+        steps[0] = LockStep("lock", f"no operation record (state store and tags lost): roll back from facts, "
+                            f"{n} instances of {old.name} in Standby; " + steps[0].summary, steps[0].calls)
+    else:
+        steps = _lock_steps(snap, rec, record)
     if phase in (None, "restore"):
         if old.in_state("EnteringStandby"):
             # A deploy killed right after EnterStandby: let those instances arrive in Standby, then replan.
@@ -278,7 +304,7 @@ def plan_rollback(snap, ctx):
             steps.append(CallStep("exit-standby", f"return {len(ids)} instances of {old.name} to service, "
                               f"{batch_label(done, n, len(standby))} (A2)",
                               (Call("ExitStandby", {"AutoScalingGroupName": old.name, "InstanceIds": ids}),)))
-        saved = old.saved_sizes
+        saved = snap.saved[0] if snap.saved else None
         if saved:
             # The live capacity now: what the old group had, or what the new group has grown to since (a
             # scale-out after the flip); never above the old group's MaxSize (A5).
@@ -294,7 +320,7 @@ def plan_rollback(snap, ctx):
                                then=write_record(snap, record.moved(phase="retire"))))
     # Only now: an alarm or scheduled action on the old group while its instances were in Standby would have
     # launched more old instances, and pushed ExitStandby past MaxSize (A2, A8).
-    steps += _resume_steps(old)
+    steps += _resume_steps(snap, old)
     steps += _policy_step("remove-copied-policies", f"remove from {new.name} the policies copied from {old.name}",
                           lambda: policy_deletions(snap, new.color, only_names_of=live), snap)
     if new.sizes != (0, 0, 0):
@@ -366,7 +392,7 @@ def plan_finalize(snap, ctx):
                           lambda: policy_deletions(snap, rec.live), snap)
     if old.sizes != (0, 0, 0):
         steps.append(CallStep("empty-old", f"set {old.name} to 0/0/0", (set_sizes(old, (0, 0, 0)),)))
-    steps += _resume_steps(old)
+    steps += _resume_steps(snap, old)
     steps.append(UnlockStep("unlock", f"clear the operation record; {snap.groups[other(rec.live)].name} is live",
                       (clear_record(snap, rec.live),)))
     return steps

@@ -26,7 +26,8 @@ def status_data(snap):
                          "target_groups": list(group.target_groups), "classic_load_balancers": list(group.classic_lbs)}
     rec = snap.record
     return {"service": snap.service, "live": snap.live, "groups": groups,
-            "operation": rec.as_json() if rec else None}
+            "operation": rec.as_json() if rec else None, "state_store": snap.store_url,
+            "lease_live": snap.lease_live if rec else None, "drift": snap.drift}
 
 
 def status_text(data):
@@ -37,6 +38,9 @@ def status_text(data):
                      f"by {op['holder']}")
     else:
         lines.append("operation: none")
+    lines.append(f"state store: {data['state_store'] or 'none (the lock is the groups tags: no compare-and-set)'}")
+    if data.get("drift"):
+        lines.append(f"drift: {data['drift']}")
     lines.append(f"{'COLOR':6} {'GROUP':28} {'VERSION':12} {'MIN/DES/MAX':12} SUSPENDED")
     for color in COLORS:
         g = data["groups"][color]
@@ -46,6 +50,17 @@ def status_text(data):
                      f"{','.join(g['suspended_processes']) or '-'}")
         for inst in g["instances"]:
             lines.append(f"    {inst['id']:22} {inst['lifecycle']:20} {inst['health']}")
+    return "\n".join(lines)
+
+
+def history_text(service, entries):
+    if not entries:
+        return f"{service}: no operation journaled yet"
+    lines = [f"{'ENDED':24} {'ACTION':9} {'RESULT':9} {'VERSION':12} {'TOOK':>8}  BY"]
+    for e in entries:
+        took = sum(p.get("duration_s", 0) for p in e.get("phases", []))
+        lines.append(f"{e.get('ended', '?'):24} {e.get('action') or '?':9} {e.get('result') or '?':9} "
+                     f"{e.get('version') or '-':12} {took:7.1f}s  {e.get('holder', '?')}")
     return "\n".join(lines)
 
 

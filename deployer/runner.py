@@ -12,18 +12,24 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
+from datetime import datetime, timezone
 
 from .errors import Aborted, ConflictError, HealthFailure, WaitFailed, WaitTimeout
 from .health import FAIL, OK, REPLAN
 from .model import COLORS, Snapshot, classic_state, other, pair_from_describe
-from .steps import ABORT, LockStep, UnlockStep, WaitStep
+from .steps import ABORT, LockStep, RecordClear, RecordWrite, UnlockStep, WaitStep
+from .store import MAX_CALL_S
 
 log = logging.getLogger(__name__)
 
 
-def observe(aws, service, needs=(), health_of=()):
-    """One Snapshot: one group describe, plus only what the next decision needs (A9, A10)."""
+def observe(aws, service, needs=(), health_of=(), store=None):
+    """One Snapshot: one group describe, lock.json when there is a state store, plus only what the next decision
+    needs (A9, A10)."""
     groups = pair_from_describe(service, aws.describe_service_groups(service))
+    stored = store.read() if store is not None else None
+    store_url = store.url if store is not None else None
     health = None
     if health_of:
         health = {}
@@ -45,12 +51,28 @@ def observe(aws, service, needs=(), health_of=()):
     if "policies" in needs:
         policies = {c: aws.describe_policies(g.name) for c, g in groups.items()}
         scheduled = {c: aws.describe_scheduled_actions(g.name) for c, g in groups.items()}
-    snap = Snapshot(service, groups, health, policies, scheduled)
+    snap = Snapshot(service, groups, health, policies, scheduled, store_url=store_url, stored=stored)
     if "retired" in needs:
         rec = snap.record
         retired = aws.describe_retired_instances(groups[rec.live].name) if rec else []
-        snap = Snapshot(service, groups, health, policies, scheduled, retired)
+        snap = Snapshot(service, groups, health, policies, scheduled, retired, store_url, stored)
     return snap
+
+
+def _utc_stamp():
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _durations(timeline, ended):
+    """Each phase with how long it lasted (until the next one, the last until the end)."""
+    def parse(stamp):
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+    out = []
+    for n, item in enumerate(timeline):
+        until = timeline[n + 1]["at"] if n + 1 < len(timeline) else ended
+        out.append(dict(item, duration_s=round((parse(until) - parse(item["at"])).total_seconds(), 3)))
+    return out
 
 
 def round_limit(snap):
@@ -72,13 +94,17 @@ def last_state(snap, color, detail):
 
 class Runner:
     def __init__(self, aws, service, context, poll_interval=5.0, timeout=600.0, sleep=time.sleep,
-                 clock=time.monotonic, before_step=None):
+                 clock=time.monotonic, before_step=None, store=None, journal=None):
         self.aws, self.service, self.context = aws, service, context
         self.poll_interval, self.timeout = poll_interval, timeout
         self.sleep, self.clock = sleep, clock
         self.before_step = before_step or (lambda step: None)
+        self.store = store  # store.StateStore, or None: the groups' tags are the lock (no compare-and-set)
+        self.journal = journal or {}  # what the journal entry of this run records beyond the store's state
         self.executed = []
         self.locked = False
+        self.fence_until = None  # after taking over a live holder: when its last call can have landed
+        self.journal_key = None
 
     def _check_holder(self, snap):
         if not self.locked:
@@ -113,7 +139,7 @@ class Runner:
         """The plan a run would start with (--dry-run), read with every extra its steps need, changing nothing."""
         needs = set()
         for _ in range(len(needs) + 3):
-            snap = observe(self.aws, self.service, needs)
+            snap = observe(self.aws, self.service, needs, store=self.store)
             steps = planner(snap, self.context())
             missing = {n for s in steps for n in s.needs if not snap.has(n)}
             if not missing:
@@ -127,12 +153,14 @@ class Runner:
         rounds = 0
         while limit is None or rounds < limit:
             rounds += 1
-            snap = observe(self.aws, self.service, needs)
+            snap = observe(self.aws, self.service, needs, store=self.store)
             if limit is None:
                 limit = round_limit(snap)
             self._check_holder(snap)
             steps = planner(snap, self.context())
             if not steps:
+                if self.store is not None and self.locked and snap.record is not None:
+                    self.store.park()
                 return snap
             applied = self._apply_run(steps, snap)
             if applied and isinstance(steps[applied - 1], UnlockStep):
@@ -156,24 +184,111 @@ class Runner:
         for step in steps:
             if not all(snap.has(n) for n in step.needs):
                 break
+            if isinstance(step, UnlockStep) and self._fenced():
+                break  # observe again: a late call of the displaced holder may have changed the plan
             self.before_step(step)
-            self._apply(step)
+            self._apply(step, snap)
             applied += 1
             if (isinstance(step, WaitStep) and not step.gate) or isinstance(step, (LockStep, UnlockStep)):
                 break
         return applied
 
-    def _apply(self, step):
+    def _apply(self, step, snap):
         log.info("%s: %s", step.name, step.summary)
         if isinstance(step, WaitStep):
             self._wait(step)
             return
+        if self.store is not None and self.locked and any(not isinstance(c, (RecordWrite, RecordClear))
+                                                           for c in step.calls):
+            # Fencing: confirm the lock with a compare-and-set right before the step's changes. A process that was
+            # displaced learns it here and stops; one that holds it knows its calls start while it holds it, and
+            # each ends within MAX_CALL_S (cli.make_clients bounds the retries).
+            self.store.renew()
         for call in step.calls:
-            # A2: ResourceContention comes back as HTTP 500, which botocore's adaptive mode already retries.
-            self.aws.apply(call)
+            self._call(call, snap, lock=isinstance(step, LockStep))
         if isinstance(step, LockStep):
             self.locked = True
         self.executed.append(step.name)
+
+    def _call(self, call, snap, lock=False):
+        """One planned call. A record write goes to the state store first (the lock's compare-and-set), then to
+        the tags, its mirror; a release removes the tags first, so a stale mirror never outlives the lock."""
+        if isinstance(call, RecordWrite) and self.store is not None:
+            self._write_record(call, snap, lock)
+        if isinstance(call, RecordClear):
+            if call.params["Tags"]:
+                self.aws.apply(call)
+            if self.store is not None:
+                self.journal_key = self.store.release(self._journal_entry(call))
+            return
+        # A2: ResourceContention comes back as HTTP 500, which botocore's adaptive mode already retries.
+        self.aws.apply(call)
+
+    def _write_record(self, call, snap, lock):
+        # The first write of this process takes the lock even when the record already names it (a resumed
+        # record of the same holder string, or one migrated from the tags): only a write conditional on what
+        # was observed proves this process holds it.
+        lock = lock or self.store.lease.etag is None
+        op = dict(call.record.as_state())
+        previous = (self.store.lease.doc.get("operation") or {}) if not lock else (
+            snap.stored.operation if snap.from_store and snap.stored.operation else {})
+        same_operation = previous.get("action") == op["action"] and previous.get("started") == op["started"]
+        op["id"] = previous.get("id") if same_operation and previous.get("id") else uuid.uuid4().hex[:16]
+        phases = list((self.store.lease.doc if not lock else (snap.stored.doc if snap.from_store else {}))
+                      .get("phases", [])) if same_operation else []
+        if not phases or phases[-1][0] != op["phase"]:
+            phases.append([op["phase"], _utc_stamp()])
+        if lock:
+            saved = call.saved
+            if saved is None and snap.saved is not None:  # resumed or taken over: keep what was saved
+                saved = {"sizes": list(snap.saved[0]), "suspended": list(snap.saved[1])}
+            if snap.record is not None and snap.record.holder != call.record.holder:
+                op["took_over"] = {"action": snap.record.action, "version": snap.record.version,
+                                   "holder": snap.record.holder, "lease_live": snap.lease_live}
+                if snap.lease_live and self.context().holder_alive(snap.record.holder):
+                    # The displaced holder may still run and have a call in flight: re-check the end state once
+                    # its last possible call has landed.
+                    self.fence_until = self.clock() + MAX_CALL_S
+            elif same_operation and previous.get("took_over"):
+                op["took_over"] = previous["took_over"]
+            self.store.acquire(snap.stored if snap.from_store else None, op, saved or {}, phases)
+        else:
+            if self.store.lease.doc.get("operation", {}).get("took_over"):
+                op.setdefault("took_over", self.store.lease.doc["operation"]["took_over"])
+            self.store.write(op, phases=phases)
+
+    def _journal_entry(self, call):
+        op = self.store.lease.doc.get("operation") or {}
+        phases = self.store.lease.doc.get("phases", [])
+        ended = _utc_stamp()
+        timeline = [{"phase": name, "at": at} for name, at in phases]
+        entry = {"schema_version": 1, "id": op.get("id") or uuid.uuid4().hex[:16], "service": self.service,
+                 "action": op.get("action"), "result": call.result, "holder": self.context().me,
+                 "version": op.get("version"), "live_before": op.get("live"), "started": op.get("started"),
+                 "ended": ended, "phases": _durations(timeline, ended)}
+        if op.get("took_over"):
+            entry["took_over"] = op["took_over"]
+        entry.update(self.journal)
+        return entry
+
+    def _hold_lease(self, margin):
+        """Renew the lease when less than `margin` of this process's own view of it is left (during waits)."""
+        if self.store.needs_renewal(margin):
+            self.store.renew()
+
+    def _fenced(self):
+        """After taking over a live holder: hold back the unlock until that holder's last possible call has
+        landed (store.MAX_CALL_S), then observe and plan once more."""
+        if self.fence_until is None:
+            return False
+        left = self.fence_until - self.clock()
+        self.fence_until = None
+        if left <= 0:
+            return False
+        log.info("waiting %.0fs for any call of the displaced holder to land before checking the end state", left)
+        self._hold_lease(margin=left + MAX_CALL_S)
+        self.sleep(left)
+        return True
 
     def _wait(self, step):
         deadline = self.clock() + self.timeout
@@ -184,8 +299,10 @@ class Runner:
         while polls == 0 or self.clock() < deadline:
             if polls:
                 self.sleep(max(0.0, min(self.poll_interval, deadline - self.clock())))
-            snap = observe(self.aws, self.service, health_of=(step.color,))
+            snap = observe(self.aws, self.service, health_of=(step.color,), store=self.store)
             self._check_holder(snap)
+            if self.store is not None and self.locked:
+                self._hold_lease(margin=self.store.lease_s * 2 / 3)  # a live holder renews during every wait
             polls += 1
             group = snap.groups[step.color]
             state, detail = step.verdict(group, snap.health, seen)
@@ -195,7 +312,7 @@ class Runner:
                 last = detail
             if state == OK:
                 if step.then is not None:
-                    self.aws.apply(step.then)
+                    self._call(step.then, snap)
                 self.executed.append(step.name)
                 return
             if state == REPLAN:

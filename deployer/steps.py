@@ -168,21 +168,42 @@ def tag(group_name, key, value, propagate=False):
             "PropagateAtLaunch": propagate}
 
 
-def write_record(snap, record, extra_on_live=None):
+@dataclass(frozen=True)
+class RecordWrite(Call):
+    """A write of the operation record: to the state store first (compare-and-set, store.py), when there is
+    one, then to the groups' tags, which are then its mirror. `saved` (on the lock only): what the live group
+    had, {"sizes": [min, desired, max], "suspended": [...]}."""
+
+    record: object = None
+    saved: dict | None = None
+
+
+@dataclass(frozen=True)
+class RecordClear(Call):
+    """The end of an operation: its tags removed, then the store's lock released with a journal entry."""
+
+    live: str = ""
+    result: str = "done"
+
+
+def write_record(snap, record, saved=None):
     tags = [tag(snap.groups[c].name, TAG_OPERATION, record.encode()) for c in ("blue", "green")]
-    for key, value in sorted((extra_on_live or {}).items()):
-        tags.append(tag(snap.groups[record.live].name, key, value))
-    return Call("CreateOrUpdateTags", {"Tags": tags})
+    if saved is not None:
+        old = snap.groups[record.live].name
+        tags.append(tag(old, TAG_SAVED_SIZES, sizes_text(saved["sizes"])))
+        tags.append(tag(old, TAG_SAVED_SUSPENDED, ",".join(saved["suspended"]) or "none"))
+    return RecordWrite("CreateOrUpdateTags", {"Tags": tags}, record=record, saved=saved)
 
 
-def clear_record(snap, live):
+def clear_record(snap, live, result="done"):
+    """Removes the record's tags (those present: an apply may have wiped them, X3) and releases the lock."""
     tags = [{"ResourceId": snap.groups[c].name, "ResourceType": "auto-scaling-group", "Key": TAG_OPERATION}
             for c in ("blue", "green") if TAG_OPERATION in snap.groups[c].tags]
     old = snap.groups[live]
     for key in (TAG_SAVED_SIZES, TAG_SAVED_SUSPENDED):
         if key in old.tags:
             tags.append({"ResourceId": old.name, "ResourceType": "auto-scaling-group", "Key": key})
-    return Call("DeleteTags", {"Tags": tags})
+    return RecordClear("DeleteTags", {"Tags": tags}, live=live, result=result)
 
 
 def sizes_text(sizes):

@@ -25,11 +25,15 @@ def ephemeral_range() -> tuple[int, int]:
         return 32768, 60999  # Linux's default
 
 
+_HANDED_OUT: set = set()  # every port this process handed out without a caller's own set
+
+
 def free_port(taken: set | None = None, host: str = "127.0.0.1", attempts: int = 200) -> int:
-    """A port free now, not in `taken` (ports handed out but maybe not bound yet; the port is added to it),
-    and below the ephemeral range. Processes start their search at different places (by pid) so that two
-    test runs or fleets on one machine rarely probe the same ports."""
-    taken = set() if taken is None else taken
+    """A port free now, not in `taken` (ports handed out but maybe not bound yet; the port is added to it;
+    default: every port this process handed out so far), and below the ephemeral range. Processes start their
+    search at different places (by pid) so that two test runs or fleets on one machine rarely probe the same
+    ports."""
+    taken = _HANDED_OUT if taken is None else taken
     low = ephemeral_range()[0]
     first = max(1024, low - 12000)
     span = low - first

@@ -40,6 +40,19 @@ def _tags(group, pairs):
              "PropagateAtLaunch": REGISTRY[k].propagate} for k, v in pairs.items()]
 
 
+def _ensure_bucket(session, url):
+    from botocore.exceptions import ClientError
+
+    from agent.contract import parse_s3_url
+
+    s3 = session.client("s3")
+    bucket = parse_s3_url(url)[0]
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError:
+        s3.create_bucket(Bucket=bucket)
+
+
 def create_service(session, name="demo", capacity=3, version="1.0", image=DEFAULT_IMAGE,
                    bootstrap="s3://bluegreen-bootstrap/demo/", health_interval=5, healthy_threshold=2,
                    deregistration_delay=5, launch_hook=False, hook_timeout=300, classic_elb=False,
@@ -52,6 +65,7 @@ def create_service(session, name="demo", capacity=3, version="1.0", image=DEFAUL
     region = session.region_name or ec2.meta.region_name
     max_size = capacity * 2 if max_size is None else max_size
 
+    _ensure_bucket(session, bootstrap)  # the agents' bundle, and beside it the deployer's state store
     vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock=subnet_cidr,
                                   AvailabilityZone=region + "a")["Subnet"]["SubnetId"]

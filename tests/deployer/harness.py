@@ -57,6 +57,7 @@ class Harness(Fleet):
         self.alive = set()  # holders (user@host:pid) whose process is still running
         self.floor = None  # a Floor while one is watched: healthy targets after every mutating call
         self.agents = []  # callables run whenever the deployer sleeps: what instances' agents do meanwhile
+        self.runs = 0
 
     # -- time ----------------------------------------------------------------------------------------
 
@@ -89,8 +90,11 @@ class Harness(Fleet):
 
     # -- the command ---------------------------------------------------------------------------------
 
-    def bluegreen(self, *argv, crash_at=None, me="ci@runner:1", env=None):
-        """`bluegreen ARGV` as holder `me`; returncode -9 when `crash_at` killed it."""
+    def bluegreen(self, *argv, crash_at=None, me=None, env=None):
+        """`bluegreen ARGV` as holder `me` (default: a new process each time); returncode -9 when `crash_at`
+        killed it."""
+        self.runs += 1
+        me = me or f"ci@runner:{1000 + self.runs}"
         seams = cli.Seams(sleep=self._sleep, clock=self.clock.now, me=me, holder_alive=self.alive.__contains__,
                           before_step=crash_hook(crash_at), make_clients=self._clients)
         out, err = io.StringIO(), io.StringIO()

@@ -67,6 +67,8 @@ def test_classic_elb_out_of_service_counts_as_initial_unless_checks_failed():
     assert classic_state("OutOfService", "Instance registration is still in progress.") == "initial"
     assert classic_state("OutOfService", "Instance has failed at least the UnhealthyThreshold number of "
                                          "health checks consecutively.") == "unhealthy"
+    # E3: a deregistered instance stays InService while its connections drain; it takes no new requests.
+    assert classic_state("InService", "Instance deregistration currently in progress.") == "draining"
 
 
 def test_rollback_replans_when_instances_are_back_in_standby():

@@ -16,18 +16,22 @@ def test_policy_passes_parliament():
 
 def operations_in_deployer_code():
     ops = set()
-    for name in ("aws.py", "bootstrap.py"):
+    for name in ("aws.py", "bootstrap.py", "store.py"):
         with open(os.path.join(ROOT, "deployer", name)) as f:
             source = f.read()
         ops |= set(re.findall(r'(?:_call|_pages)\(self\.\w+, "(\w+)"', source))
-        ops |= set(re.findall(r"s3\.(\w+)\(", source))
-    return {"".join(part.title() for part in op.split("_")) for op in ops}
+        ops |= set(re.findall(r"\bs3\.([a-z][a-z0-9_]+)\b", source))
+    # ListObjectsV2 is authorised as s3:ListBucket (IAM's action names for S3 are not the API's).
+    return {IAM_NAME.get(op, "".join(part.title() for part in op.split("_"))) for op in ops}
+
+
+IAM_NAME = {"list_objects_v2": "ListBucket"}
 
 
 def test_policy_grants_exactly_the_calls_the_deployer_makes():
     granted = granted_operations(POLICY)
     found = operations_in_deployer_code()
-    assert len(found) == 22
+    assert len(found) == 24
     assert granted == found
 
 
@@ -36,6 +40,9 @@ def test_mutations_are_limited_to_tagged_groups_and_retired_instances():
         statements = {s["Sid"]: s for s in json.load(f)["Statement"]}
     assert statements["FlipOnlyBlueGreenGroups"]["Condition"] == {
         "Null": {"aws:ResourceTag/bluegreen:service": "false"}}
+    # The state store: the lock and the journal beside the bundle (the default location), listing only there.
+    assert statements["StateStoreLockAndJournal"]["Resource"] == "arn:aws:s3:::bluegreen-bootstrap/*.bluegreen/*"
+    assert statements["StateStoreHistory"]["Condition"] == {"StringLike": {"s3:prefix": ["*.bluegreen/*"]}}
     assert statements["TerminateOnlyRetiredInstances"]["Condition"] == {
         "Null": {"aws:ResourceTag/bluegreen:retired-from": "false"}}
     # Tag-then-terminate must not reach any instance of the account: only those a blue/green group launched
