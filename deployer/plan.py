@@ -8,6 +8,8 @@ makes `--dry-run` the same plan, printed.
 Each step is data of one type (steps.py): the AWS calls it makes, the lock or unlock, or a wait (its verdict,
 and the call that records the next phase once the wait succeeds).
 """
+from agent.contract import ACTION_DEPLOY, EVENT_ABORTED, PHASES
+
 from .errors import ConflictError
 from .health import DEREGISTERED, DETACHED, DRAINED, HEALTHY, RESTORED, SCALED_IN, SETTLED
 from .model import HOLD_PROCESSES, TAG_RETIRED_FROM, TAG_VERSION, Record, other
@@ -102,7 +104,8 @@ def _resume_steps(snap, old):
 
 # ---- deploy ------------------------------------------------------------------------------------------
 
-DEPLOY_PHASES = ("launch", "policies", "flip", "flipped")
+# The phases of a deploy, in order, as the contract names them (one vocabulary: docs/contract.md).
+DEPLOY_PHASES = PHASES[ACTION_DEPLOY]
 
 
 def plan_deploy(snap, ctx, version):
@@ -240,7 +243,7 @@ def plan_abort(snap, ctx):
     steps = []
     if new.sizes != (0, 0, 0):
         steps.append(CallStep("abort-new", f"scale {new.name} back to 0", (set_sizes(new, (0, 0, 0)),)))
-    steps.append(UnlockStep("unlock", "clear the operation record", (clear_record(snap, rec.live, "aborted"),)))
+    steps.append(UnlockStep("unlock", "clear the operation record", (clear_record(snap, rec.live, EVENT_ABORTED),)))
     return steps
 
 
