@@ -8,7 +8,7 @@ the control API for other processes:
                                        "target_group_arn": optional}
     POST /_localcloud/reset
     POST /_localcloud/faults         {"throttle_fraction": 0.0, "latency_s": 0.0,
-                                       "exit_standby_contention_once": false}
+                                       "exit_standby_contention_once": false, "conditional_conflicts": 0}
     POST /_localcloud/time           {"time_scale": X, "health_interval": S}
     GET  /_localcloud/events?after=N {"events": [...], "last": M}  (each event carries "seq")
     GET  /_localcloud/calls          {"calls": {"autoscaling:DescribeAutoScalingGroups": n, ...}}
@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from . import autoscaling, moto_seam, runtime, targets
+from . import autoscaling, moto_seam, runtime, s3_conditional, targets
 from .errors import AlreadyRunning, BadControlRequest, NotStarted
 from .moto_seam import DomainDispatcherApplication, create_backend_app, moto_api_backend
 from .state import LayerState
@@ -155,9 +155,12 @@ class EmulatedAWS:
         self.state.set_target_health(instance_id, state, target_group_arn)
 
     def configure_faults(self, throttle_fraction: float = 0.0, latency_s: float = 0.0,
-                         exit_standby_contention_once: bool = False) -> None:
+                         exit_standby_contention_once: bool = False, conditional_conflicts: int = 0) -> None:
+        """Replace every fault setting. `conditional_conflicts=N`: the next N conditional PutObject requests
+        (If-Match or If-None-Match) answer 409 ConditionalRequestConflict and write nothing (X2)."""
         with self.state.lock:
-            self.state.faults.configure(throttle_fraction, latency_s, exit_standby_contention_once)
+            self.state.faults.configure(throttle_fraction, latency_s, exit_standby_contention_once,
+                                        conditional_conflicts)
 
     def configure_time(self, time_scale: float | None = None, health_interval: float | None = None) -> None:
         """Change the clock until the next reset() (which restores the constructor's values)."""
@@ -212,6 +215,11 @@ class EmulatedAWS:
                 log.info("fault injection: throttling %s %s", service, action)
                 status, headers, chunks = "400 Bad Request", [("Content-Type", "text/xml")], [
                     _xml_error("Throttling", "Rate exceeded")]
+            elif (service == "s3" and s3_conditional.is_conditional_put_object(environ)
+                  and faults.take_conditional_conflict()):
+                # X2: a conflicting write in flight. Answered in front of moto: nothing is written.
+                log.info("fault injection: 409 ConditionalRequestConflict for PUT %s", environ.get("PATH_INFO"))
+                status, headers, chunks = s3_conditional.conflict_response(environ)
             else:
                 targets.expire_draining(self.state)
                 autoscaling.tick(self.state)

@@ -32,24 +32,33 @@ EVENT_TYPES = (
 )
 
 HEALTH_STATES = ("healthy", "unhealthy")
+MAX_CONDITIONAL_CONFLICTS = 1000  # a bound on the 409 fault, X2: a typo must not fail a whole run
 
 
 class Faults:
-    """Fault injection, off by default (issue 3). Deterministic: every 1/throttle_fraction-th call is throttled."""
+    """Fault injection, off by default (issue 3). Deterministic: every 1/throttle_fraction-th call is throttled;
+    `conditional_conflicts` counts down one per conditional PutObject answered 409 (X2)."""
 
     def __init__(self) -> None:
         self.throttle_fraction = 0.0
         self.latency_s = 0.0
         self.exit_standby_contention_once = False
+        # X2: the next N conditional PutObject requests answer 409 ConditionalRequestConflict (s3_conditional.py)
+        self.conditional_conflicts = 0
         self._throttle_credit = 0.0
 
     def configure(self, throttle_fraction: float = 0.0, latency_s: float = 0.0,
-                  exit_standby_contention_once: bool = False) -> None:
+                  exit_standby_contention_once: bool = False, conditional_conflicts: int = 0) -> None:
         try:
             throttle_fraction = float(throttle_fraction)
             latency_s = float(latency_s)
         except (TypeError, ValueError):
             raise BadControlRequest("throttle_fraction and latency_s must be numbers") from None
+        if isinstance(conditional_conflicts, bool) or not isinstance(conditional_conflicts, int):
+            raise BadControlRequest(f"conditional_conflicts must be a whole number, got {conditional_conflicts!r}")
+        if not 0 <= conditional_conflicts <= MAX_CONDITIONAL_CONFLICTS:
+            raise BadControlRequest(f"conditional_conflicts must be 0-{MAX_CONDITIONAL_CONFLICTS}, "
+                                    f"got {conditional_conflicts!r}")
         if not 0.0 <= throttle_fraction <= 1.0:
             raise BadControlRequest(f"throttle_fraction must be between 0 and 1, got {throttle_fraction!r}")
         if not 0.0 <= latency_s <= 60.0:
@@ -57,6 +66,7 @@ class Faults:
         self.throttle_fraction = throttle_fraction
         self.latency_s = latency_s
         self.exit_standby_contention_once = bool(exit_standby_contention_once)
+        self.conditional_conflicts = conditional_conflicts
         self._throttle_credit = 0.0
 
     def should_throttle(self) -> bool:
@@ -74,9 +84,17 @@ class Faults:
             return True
         return False
 
+    def take_conditional_conflict(self) -> bool:
+        """X2: True (and one fewer left) while conditional PutObject requests are to answer 409."""
+        if self.conditional_conflicts > 0:
+            self.conditional_conflicts -= 1
+            return True
+        return False
+
     def as_dict(self) -> dict[str, Any]:
         return {"throttle_fraction": self.throttle_fraction, "latency_s": self.latency_s,
-                "exit_standby_contention_once": self.exit_standby_contention_once}
+                "exit_standby_contention_once": self.exit_standby_contention_once,
+                "conditional_conflicts": self.conditional_conflicts}
 
 
 @dataclass

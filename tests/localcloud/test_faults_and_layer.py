@@ -97,7 +97,7 @@ def test_reset_leaves_no_state(world):
     world.wait_in_service("blue", 1)
     world.asg.put_scaling_policy(AutoScalingGroupName="blue", PolicyName="out", AdjustmentType="ChangeInCapacity",
                                  ScalingAdjustment=1)
-    world.cloud.configure_faults(latency_s=0.01)
+    world.cloud.configure_faults(latency_s=0.01, conditional_conflicts=3)
     world.cloud.set_target_health("i-forced", "unhealthy")
     world.cloud.configure_time(health_interval=1.0)
     world.cloud.reset()
@@ -105,7 +105,8 @@ def test_reset_leaves_no_state(world):
     assert (state.instances, state.targets, state.forced_health, state.events, state.backends, state.calls) == (
         {}, {}, {}, [], [], {})
     assert (len(state.policies), len(state.scheduled_actions)) == (0, 0)
-    assert state.faults.as_dict() == {"throttle_fraction": 0.0, "latency_s": 0.0, "exit_standby_contention_once": False}
+    assert state.faults.as_dict() == {"throttle_fraction": 0.0, "latency_s": 0.0, "exit_standby_contention_once": False,
+                                      "conditional_conflicts": 0}
     assert state.health_interval is None
     assert world.asg.describe_auto_scaling_groups()["AutoScalingGroups"] == []
     assert world.elbv2.describe_target_groups()["TargetGroups"] == []
