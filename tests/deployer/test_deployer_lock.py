@@ -109,21 +109,15 @@ def test_x2_a_lost_response_is_not_a_lost_lock(aws):
 
 
 def test_x2_a_conflicting_write_in_flight_409_is_tried_again(aws):
+    """The emulator answers the first conditional PutObject 409 ConditionalRequestConflict (its X2 fault)."""
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     mine = store("ci@host:1")
-    real_put = mine.s3.put_object
     answers = []
-
-    def conflict_once(**params):
-        if not answers:
-            answers.append(409)
-            raise ClientError({"Error": {"Code": "ConditionalRequestConflict", "Message": "A conflicting operation "
-                                         "is in progress"}, "ResponseMetadata": {"HTTPStatusCode": 409}}, "PutObject")
-        return real_put(**params)
-
-    mine.s3.put_object = conflict_once
+    mine.s3.meta.events.register("after-call.s3.PutObject",
+                                 lambda http_response, **_: answers.append(http_response.status_code))
+    aws.configure_faults(conditional_conflicts=1)
     mine.acquire(None, {"action": "deploy", "phase": "launch", "live": "blue", "started": "t"}, {}, [])
-    assert answers == [409] and mine.read().holder == "ci@host:1"
+    assert answers == [409, 200] and mine.read().holder == "ci@host:1"
 
 
 def test_the_lease_runs_out_by_s3s_clock_not_the_local_one(aws):
