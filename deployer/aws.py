@@ -1,6 +1,6 @@
 """The deployer's AWS calls: one thin method per API operation, nothing decided here.
 
-Clients are made by the CLI (STYLE.md point 2) and passed in, configured with botocore's adaptive retry
+Clients are made by the CLI (STYLE.md point 2) and passed in, configured with botocore's standard retry
 mode, which backs off on `Throttling` (A10): there is no retry loop of our own. Every describe call that AWS
 pages goes through a paginator (A9). A `ClientError` leaves this module only as an `AwsError`.
 """

@@ -58,6 +58,9 @@ def resolve(args, environ):
         except ValueError:
             raise UsageError(f"{env}={raw!r} is not a positive number of seconds") from None
         setattr(args, name, value)
+    if getattr(args, "lease", None) is not None and args.lease < store_mod.LEASE_MIN_S:
+        raise UsageError(f"BLUEGREEN_LEASE={args.lease:g} is below {store_mod.LEASE_MIN_S:g} s: a lease must outlast "
+                         "two AWS calls with their retries, or a holder that is only slow would lose it")
     return args
 
 
@@ -152,11 +155,12 @@ def configure_logging(debug):
 def make_clients(args, session=None):
     """Every client the deployer uses, from one session (a caller that makes many, the tests, passes its own:
     a session caches the service models its clients load)."""
-    # A10: all Auto Scaling calls share one token bucket; adaptive mode backs off for us. The retries and
-    # timeouts are bounded so that one call, retries included, ends within store.MAX_CALL_S (4 attempts of at
-    # most 5 s connect + 10 s read, plus botocore's backoff of a few seconds): a holder that starts a call with
-    # that much of its lease left cannot have it land after the lease ran out (issue "No late writes").
-    config = Config(retries={"mode": "adaptive", "max_attempts": 4}, connect_timeout=5, read_timeout=10,
+    # A10: all Auto Scaling calls share one token bucket; botocore backs off and retries Throttling for us. The
+    # standard mode, not adaptive: adaptive's client-side rate limiter may hold a request back for an unbounded
+    # while, and a call must end within store.MAX_CALL_S, retries included (4 attempts of at most 5 s connect +
+    # 10 s read, plus the backoff): a rollback that takes over waits that long for the displaced holder's last
+    # call (issue 9, "No late writes").
+    config = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=10,
                     user_agent_extra="asg-bluegreen")
     try:
         session = session or boto3.session.Session(profile_name=args.profile, region_name=args.region)
@@ -204,6 +208,7 @@ class Seams:
     holder_alive: Callable[[str], bool] = holder_alive
     before_step: Callable | None = None
     make_clients: Callable | None = None
+    lease_s: float | None = None  # the tests' short leases; BLUEGREEN_LEASE has a floor (store.LEASE_MIN_S)
 
 
 def context_factory(force, seams):
@@ -244,8 +249,8 @@ class Cli:
             return None
         bucket, prefix, source = found
         log.debug("state store s3://%s/%s (from %s)", bucket, prefix, source)
-        return store_mod.StateStore(self.s3, bucket, prefix, a.service, me or "", self.seams.clock,
-                                    lease_s=getattr(a, "lease", None) or store_mod.LEASE_S)
+        lease = self.seams.lease_s or getattr(a, "lease", None) or store_mod.LEASE_S
+        return store_mod.StateStore(self.s3, bucket, prefix, a.service, me or "", self.seams.clock, lease_s=lease)
 
     def status(self):
         store = self.store()

@@ -1,9 +1,10 @@
 """What the deployer knows about a service, built from plain describe results (no AWS calls here).
 
 A service is two Auto Scaling groups tagged `bluegreen:service=<name>` and `bluegreen:color=blue|green`.
-The operation in progress lives in the groups' tags (STYLE.md point 8), so that a rerun from any machine
-finds it: `bluegreen:operation` on both groups, and on the group that was live when it started its original
-sizes and the processes that were already suspended.
+The operation in progress lives in the state store (store.py: S3, with compare-and-set), mirrored to the
+groups' tags (STYLE.md point 8), so that a rerun from any machine finds it: `bluegreen:operation` on both groups,
+and on the group that was live when it started its original sizes and the processes that were already
+suspended. Without a store the tags are the record.
 """
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
 """Deciding what to do: pure functions from one Snapshot to the remaining steps (STYLE.md point 1).
 
-No AWS here. The runner observes, asks a planner for the steps still to do, applies the first one, and
-observes again, so every step is decided from the world as it is now plus the operation record in the
-groups' tags. That makes each command resumable after a crash at any step boundary (STYLE.md point 8), and
+No AWS here. The runner observes, asks a planner for the steps still to do, applies the steps one observation
+settles, and observes again, so every step is decided from the world as it is now plus the operation record
+(the state store's, or the groups' tags without one). That makes each command resumable after a crash at any step boundary (STYLE.md point 8), and
 makes `--dry-run` the same plan, printed.
 
 Each step is data of one type (steps.py): the AWS calls it makes, the lock or unlock, or a wait (its verdict,
 and the call that records the next phase once the wait succeeds).
 """
-from agent.contract import ACTION_DEPLOY, EVENT_ABORTED, PHASES
+from agent.contract import ACTION_DEPLOY, EVENT_ABORTED, EVENT_FINALIZED, EVENT_ROLLED_BACK, PHASES
 
 from .errors import ConflictError
 from .health import DEREGISTERED, DETACHED, DRAINED, HEALTHY, RESTORED, SCALED_IN, SETTLED
@@ -296,7 +296,11 @@ def plan_rollback(snap, ctx):
                             f"{n} instances of {old.name} in Standby; " + steps[0].summary, steps[0].calls)
     else:
         steps = _lock_steps(snap, rec, record)
-    if phase in (None, "restore"):
+    # Whatever the phase, old instances in Standby, or the old group's min/max not as saved (a late EnterStandby
+    # or MinSize change of a displaced deploy landed after this rollback had moved on): restore first.
+    saved_sizes = snap.saved[0] if snap.saved else None
+    moved = saved_sizes is not None and (old.min, old.max) != (saved_sizes[0], saved_sizes[2])
+    if phase in (None, "restore") or old.in_state("Standby", "EnteringStandby") or moved:
         if old.in_state("EnteringStandby"):
             # A deploy killed right after EnterStandby: let those instances arrive in Standby, then replan.
             steps.append(wait_step(snap, "wait-standby-settled", f"wait until no instance of {old.name} is "
@@ -327,8 +331,8 @@ def plan_rollback(snap, ctx):
     steps += _policy_step("remove-copied-policies", f"remove from {new.name} the policies copied from {old.name}",
                           lambda: policy_deletions(snap, new.color, only_names_of=live), snap)
     if new.sizes != (0, 0, 0):
-        steps.append(CallStep("retire-new", f"scale {new.name} to 0", (set_sizes(new, (0, 0, 0)),)))
-    steps.append(UnlockStep("unlock", "clear the operation record", (clear_record(snap, live),)))
+        steps.append(CallStep("retire-new", f"scale {new.name} to 0", (set_sizes(new, (0, 0, 0)),), settling=True))
+    steps.append(UnlockStep("unlock", "clear the operation record", (clear_record(snap, live, EVENT_ROLLED_BACK),)))
     return steps
 
 
@@ -397,5 +401,5 @@ def plan_finalize(snap, ctx):
         steps.append(CallStep("empty-old", f"set {old.name} to 0/0/0", (set_sizes(old, (0, 0, 0)),)))
     steps += _resume_steps(snap, old)
     steps.append(UnlockStep("unlock", f"clear the operation record; {snap.groups[other(rec.live)].name} is live",
-                      (clear_record(snap, rec.live),)))
+                      (clear_record(snap, rec.live, EVENT_FINALIZED),)))
     return steps

@@ -15,7 +15,9 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-from .errors import Aborted, ConflictError, HealthFailure, WaitFailed, WaitTimeout
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .errors import Aborted, BlueGreenError, ConflictError, HealthFailure, WaitFailed, WaitTimeout
 from .health import FAIL, OK, REPLAN
 from .model import COLORS, Snapshot, classic_state, other, pair_from_describe
 from .steps import ABORT, LockStep, RecordClear, RecordWrite, UnlockStep, WaitStep
@@ -128,12 +130,23 @@ class Runner:
             return self._loop(planner)
         except WaitFailed as exc:
             if exc.step.on_failure != ABORT or abort is None:
+                self._park()
                 raise
             log.info("aborting: %s", exc)
             snap = self._loop(abort)
             live = snap.record.live if snap.record else snap.live
             raise Aborted(f"aborted: {exc}; {snap.groups[other(live)].name} is back to 0 and "
                           f"{snap.groups[live].name} was not touched", exc) from exc
+
+    def _park(self):
+        """Stopping with the operation still open (exit 1, 4 or 130): give up the lease, so that the rerun the
+        message asks for, from any machine, resumes at once instead of waiting for the lease to run out."""
+        if self.store is None or not self.locked or not self.store.lease.doc.get("operation"):
+            return
+        try:
+            self.store.park()
+        except (BlueGreenError, BotoCoreError, ClientError) as exc:  # displaced meanwhile, or S3 unreachable
+            log.warning("could not park the lease: %s", exc)
 
     def plan(self, planner):
         """The plan a run would start with (--dry-run), read with every extra its steps need, changing nothing."""
@@ -148,6 +161,17 @@ class Runner:
         return steps
 
     def _loop(self, planner):
+        try:
+            return self._rounds(planner)
+        except WaitFailed:
+            raise  # run() decides: abort, or park
+        except ConflictError:
+            raise  # displaced, or refused: not ours to park
+        except (BlueGreenError, BotoCoreError, ClientError, KeyboardInterrupt):
+            self._park()
+            raise
+
+    def _rounds(self, planner):
         needs = set()
         limit = None
         rounds = 0
@@ -184,7 +208,7 @@ class Runner:
         for step in steps:
             if not all(snap.has(n) for n in step.needs):
                 break
-            if isinstance(step, UnlockStep) and self._fenced():
+            if (isinstance(step, UnlockStep) or getattr(step, "settling", False)) and self._fenced():
                 break  # observe again: a late call of the displaced holder may have changed the plan
             self.before_step(step)
             self._apply(step, snap)
@@ -198,16 +222,14 @@ class Runner:
         if isinstance(step, WaitStep):
             self._wait(step)
             return
-        if self.store is not None and self.locked and any(not isinstance(c, (RecordWrite, RecordClear))
-                                                           for c in step.calls):
-            # Fencing: confirm the lock with a compare-and-set right before the step's changes. A process that was
-            # displaced learns it here and stops; one that holds it knows its calls start while it holds it, and
-            # each ends within MAX_CALL_S (cli.make_clients bounds the retries).
-            self.store.renew()
         for call in step.calls:
+            if self.store is not None and self.locked and not isinstance(call, RecordWrite):
+                # Fencing: confirm the lock with a compare-and-set right before each change (a record write is one
+                # itself). A process that was displaced learns it here and stops; one that holds it knows each of
+                # its calls starts while it holds it and ends within MAX_CALL_S (cli.make_clients bounds the
+                # retries), which is what a rollback that takes over waits out before it settles.
+                self.store.renew()
             self._call(call, snap, lock=isinstance(step, LockStep))
-        if isinstance(step, LockStep):
-            self.locked = True
         self.executed.append(step.name)
 
     def _call(self, call, snap, lock=False):
@@ -221,14 +243,23 @@ class Runner:
             if self.store is not None:
                 self.journal_key = self.store.release(self._journal_entry(call))
             return
-        # A2: ResourceContention comes back as HTTP 500, which botocore's adaptive mode already retries.
+        # A2: ResourceContention comes back as HTTP 500, which botocore's standard retry mode already retries.
         self.aws.apply(call)
 
     def _write_record(self, call, snap, lock):
         # The first write of this process takes the lock even when the record already names it (a resumed
         # record of the same holder string, or one migrated from the tags): only a write conditional on what
         # was observed proves this process holds it.
-        lock = lock or self.store.lease.etag is None
+        if not lock and self.store.lease.etag is None:
+            lock = True
+            if snap.from_store and snap.stored.operation and snap.lease_live and \
+                    snap.stored.doc.get("nonce") != self.store.lease.nonce and call.record.action != "rollback" \
+                    and not self.context().force_unlock:
+                # Another process with the same user@host:pid (containers with fixed hostnames and pids) holds a
+                # live lease: the holder string cannot tell them apart, the nonce can.
+                raise ConflictError(f"{snap.record.action} {snap.record.version} of {self.service} is held by another "
+                                    f"process also named {snap.record.holder} whose lease is live; wait for it, or "
+                                    "--force-unlock if it is stuck")
         op = dict(call.record.as_state())
         previous = (self.store.lease.doc.get("operation") or {}) if not lock else (
             snap.stored.operation if snap.from_store and snap.stored.operation else {})
@@ -238,6 +269,7 @@ class Runner:
                       .get("phases", [])) if same_operation else []
         if not phases or phases[-1][0] != op["phase"]:
             phases.append([op["phase"], _utc_stamp()])
+        fence = False
         if lock:
             saved = call.saved
             if saved is None and snap.saved is not None:  # resumed or taken over: keep what was saved
@@ -245,13 +277,15 @@ class Runner:
             if snap.record is not None and snap.record.holder != call.record.holder:
                 op["took_over"] = {"action": snap.record.action, "version": snap.record.version,
                                    "holder": snap.record.holder, "lease_live": snap.lease_live}
-                if snap.lease_live and self.context().holder_alive(snap.record.holder):
-                    # The displaced holder may still run and have a call in flight: re-check the end state once
-                    # its last possible call has landed.
-                    self.fence_until = self.clock() + MAX_CALL_S
+                fence = snap.lease_live and self.context().holder_alive(snap.record.holder)
             elif same_operation and previous.get("took_over"):
                 op["took_over"] = previous["took_over"]
             self.store.acquire(snap.stored if snap.from_store else None, op, saved or {}, phases)
+            self.locked = True
+            if op.get("took_over") and fence:
+                # The displaced holder may still run and have a call in flight (it confirmed its lock right before
+                # it): settle nothing until that call can have landed, counted from when we hold the lock.
+                self.fence_until = self.clock() + MAX_CALL_S
         else:
             if self.store.lease.doc.get("operation", {}).get("took_over"):
                 op.setdefault("took_over", self.store.lease.doc["operation"]["took_over"])

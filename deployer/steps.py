@@ -81,6 +81,9 @@ class CallStep:
     summary: str
     calls: tuple[Call, ...] = ()
     needs: tuple[str, ...] = ()
+    # Settles the end state (a rollback emptying the new group): after taking over a holder that may still run,
+    # the runner applies it only once that holder's last call can have landed, and plans again first.
+    settling: bool = False
 
     kind = "call"
 
@@ -183,7 +186,7 @@ class RecordClear(Call):
     """The end of an operation: its tags removed, then the store's lock released with a journal entry."""
 
     live: str = ""
-    result: str = "done"
+    result: str = "settled"  # the journal's result: an event of the contract's vocabulary
 
 
 def write_record(snap, record, saved=None):
@@ -195,7 +198,7 @@ def write_record(snap, record, saved=None):
     return RecordWrite("CreateOrUpdateTags", {"Tags": tags}, record=record, saved=saved)
 
 
-def clear_record(snap, live, result="done"):
+def clear_record(snap, live, result="settled"):
     """Removes the record's tags (those present: an apply may have wiped them, X3) and releases the lock."""
     tags = [{"ResourceId": snap.groups[c].name, "ResourceType": "auto-scaling-group", "Key": TAG_OPERATION}
             for c in ("blue", "green") if TAG_OPERATION in snap.groups[c].tags]

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -42,10 +44,13 @@ JOURNAL = "journal/"
 # How long a holder's lock stays its own without a renewal (S3 time). A live holder renews it on every
 # mutating step and during every wait, well before it runs out.
 LEASE_S = 180.0
-# The longest one mutating AWS call may take, botocore's retries included (cli.make_clients bounds them). A
-# holder starts no call with less than this left on its lease, so none of its calls can land after the lease
-# ran out; a rollback that takes over a live holder re-checks its end state this long after the takeover.
-MAX_CALL_S = 75.0
+# The longest one AWS call may take, botocore's retries included (cli.make_clients bounds them: 4 attempts of
+# at most 5 s connect + 10 s read, and the standard mode's backoff, about 7 s, with room for throttling's
+# retry-after). A holder confirms its lock right before each call, so a rollback that takes over a holder that
+# may still run settles nothing until this long after it took the lock.
+MAX_CALL_S = 90.0
+# A lease shorter than two calls would lapse under a holder that is only slow.
+LEASE_MIN_S = 2 * MAX_CALL_S
 # Journal keys sort newest first: this minus the end time in milliseconds, zero-padded.
 _JOURNAL_EPOCH_MS = 10 ** 13
 
@@ -106,7 +111,12 @@ class StateStore:
         try:
             resp = self.s3.get_object(Bucket=self.bucket, Key=self.key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
+                return None
+            if code in ("AccessDenied", "403") and self._absent():
+                # S3: without s3:ListBucket a missing key answers 403, not 404. The policy grants ListBucket for
+                # the state prefix only, which a GetObject does not carry: ask the listing, which it allows.
                 return None
             raise self._error(exc, "GetObject") from exc
         except BotoCoreError as exc:
@@ -121,6 +131,11 @@ class StateStore:
             raise UsageError(f"the state store {self.url}{LOCK} has schema_version {doc.get('schema_version')!r}; "
                              f"this bluegreen reads {contract.SCHEMA_VERSION}: upgrade it")
         return Stored(doc, resp["ETag"], doc.get("operation") is not None and self._lease_live(resp, doc))
+
+    def _absent(self):
+        listing = self._call("ListObjectsV2", self.s3.list_objects_v2, Bucket=self.bucket, Prefix=self.key,
+                             MaxKeys=1)
+        return not any(obj["Key"] == self.key for obj in listing.get("Contents", []))
 
     def _lease_live(self, resp, doc):
         """By S3's clock: the object's Last-Modified plus the holder's lease, against the response's Date (X2,
@@ -198,8 +213,14 @@ class StateStore:
                     if self._landed(doc):
                         return self._landed_at(sent)
                     log.info("state store: conditional write conflict (409), trying again (%d)", attempt + 1)
+                    time.sleep(random.uniform(0.05, 0.2) * 2 ** attempt)  # full jitter, as botocore backs off
                     continue
-                if code in ("PreconditionFailed", "NoSuchKey") or status in (404, 412):
+                if code == "NoSuchKey" or status == 404:
+                    # If-Match on a key that is gone: lock.json was deleted while we held it.
+                    raise ConflictError(f"the lock of {self.service} in {self.url} was deleted while this process "
+                                        "held it; stopping here without further changes: rerun the command to "
+                                        "go on from the groups' tags") from exc
+                if code == "PreconditionFailed" or status == 412:
                     # A lost response is not a lost lock: our write may be the one that landed.
                     if self._landed(doc):
                         return self._landed_at(sent)
@@ -209,7 +230,8 @@ class StateStore:
                 raise self._error(exc, "PutObject") from exc
             self.lease.etag, self.lease.sent_at, self.lease.doc = resp["ETag"], sent, doc
             return None
-        raise self._displaced()
+        raise ConflictError(f"the lock of {self.service} in {self.url}: conditional writes kept conflicting (409 "
+                            "ConditionalRequestConflict, X2); nothing was changed by this write: rerun the command")
 
     def _landed(self, doc):
         current = self.read()
@@ -276,9 +298,15 @@ def locate(service, groups, flag=None, environ=None):
     prefix>.bluegreen/`. Each service keeps its own folder below it, so one prefix can serve many services.
     """
     environ = environ or {}
+    tagged = {g.tags.get(contract.TAG_STATE) for g in groups.values()} - {None, ""}
     for url, source in ((flag, "--state"), (environ.get("BLUEGREEN_STATE"), "BLUEGREEN_STATE")):
         if url:
-            return _folder(url, source, service)
+            found = _folder(url, source, service)
+            if tagged and {_folder(t, "tag", service)[:2] for t in tagged} != {found[:2]}:
+                # Two stores would be two locks: a pipeline and a laptop could both hold "the" lock.
+                raise UsageError(f"{source} names {url}, but the groups of {service} name their state store "
+                                 f"{', '.join(sorted(tagged))} ({contract.TAG_STATE}): use that one, or change the tag")
+            return found
     for key, make_default in ((contract.TAG_STATE, False), (contract.TAG_BOOTSTRAP, True)):
         values = {g.tags.get(key) for g in groups.values()} - {None, ""}
         if len(values) > 1:

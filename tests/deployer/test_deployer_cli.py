@@ -54,6 +54,7 @@ def test_bad_input_is_one_line_exit_2_before_any_aws_call(capsys, argv, message)
     ({"BLUEGREEN_POLL_INTERVAL": "0"}, (), "BLUEGREEN_POLL_INTERVAL='0' is not a positive number of seconds"),
     ({"BLUEGREEN_POLL_INTERVAL": "nan"}, (), "is not a positive number of seconds"),
     ({"BLUEGREEN_TIMEOUT": "-1"}, (), "BLUEGREEN_TIMEOUT='-1' is not a positive number of seconds"),
+    ({"BLUEGREEN_LEASE": "30"}, (), "BLUEGREEN_LEASE=30 is below 180 s"),
 ])
 def test_unusable_poll_intervals_and_timeouts_are_bad_input(capsys, environ, argv, message):
     expect_exit(run(capsys, "deploy", "demo", "2.0", "--dry-run", *argv, environ=environ), 2, message)

@@ -17,7 +17,7 @@ def size_for(point):
     return 21 if ":" in point else 3
 
 DEPLOY = ["lock", "set-version", "size-new", "wait-new-healthy", "copy-policies", "suspend", "mark-flip",
-          "lower-min", "enter-standby:1", "enter-standby:2", "wait-deregistered"]
+          "recheck-new-healthy", "lower-min", "enter-standby:1", "enter-standby:2", "wait-deregistered"]
 ROLLBACK = ["lock", "resume", "exit-standby:1", "exit-standby:2", "restore-sizes", "wait-restored",
             "remove-copied-policies", "retire-new", "unlock"]
 CANARY = ["lock", "set-version", "size-canary", "wait-canary-healthy"]
@@ -144,3 +144,18 @@ def test_canary_killed_then_rerun_then_rolled_back(make_harness, point):
     assert "action=canary;phase=serving" in fleet.tags("blue")["bluegreen:operation"]
     assert ok(fleet, "rollback", "demo") >= 3
     fleet.assert_serving_only("blue", 3, "1.0")
+
+
+@pytest.mark.parametrize("point", ["abort-new", "unlock"])
+def test_a_deploy_killed_while_it_aborts_is_finished_by_rollback(make_harness, aws, point):
+    from tests.deployer.fleet import unhealthy_launches
+
+    fleet = with_policy(make_harness(capacity=3))
+    original = set(fleet.lifecycles("blue"))
+    with unhealthy_launches(aws, "demo-green"):
+        crash(fleet, ("deploy", "demo", "3.0"), point)
+    no_instance_lost(fleet, original)
+    assert ok(fleet, "rollback", "demo") >= 3
+    fleet.assert_serving_only("blue", 3, "1.0")
+    assert set(fleet.lifecycles("blue")) == original
+    assert policy_names(fleet, "blue") == {"cpu50"} and policy_names(fleet, "green") == set()

@@ -2,10 +2,13 @@
 apply cannot wipe (X3), rollback from facts, and the journal."""
 
 import json
-import re
+import os
 import subprocess
+import sys
 import threading
 import time
+from datetime import timedelta
+from email.utils import format_datetime, parsedate_to_datetime
 
 import boto3
 import pytest
@@ -13,8 +16,9 @@ from botocore.exceptions import ClientError
 
 from deployer.errors import ConflictError
 from deployer.store import LOCK, StateStore
-from tests.deployer.fleet import BLUEGREEN, FAST, REPO, run_bluegreen
-from tests.helpers import expect_exit, wait_until
+from tests.deployer.fleet import FAST, REPO, run_bluegreen
+from tests.deployer.harness import Killed
+from tests.helpers import expect_exit
 
 BUCKET = "bluegreen-bootstrap"
 STATE = "demo/.bluegreen/demo/"  # the default: beside the bundle of the groups' bluegreen:bootstrap tag
@@ -120,14 +124,24 @@ def test_x2_a_conflicting_write_in_flight_409_is_tried_again(aws):
     assert answers == [409, 200] and mine.read().holder == "ci@host:1"
 
 
-def test_the_lease_runs_out_by_s3s_clock_not_the_local_one(aws):
+def test_the_lease_is_judged_by_s3s_clock_never_the_local_one(aws):
     boto3.client("s3").create_bucket(Bucket=BUCKET)
-    skewed = store("ci@host:1", lease_s=1.0, clock=lambda: 10 ** 9)  # a holder whose local clock is far off
-    skewed.acquire(None, {"action": "deploy", "phase": "launch", "live": "blue", "started": "t"}, {}, [])
-    reader = store("ci@host:2", lease_s=600.0)  # the reader's own setting does not matter: the holder's does
-    assert reader.read().lease_live
-    wait_until(lambda: not reader.read().lease_live, "the 1 s lease to run out by S3's clock", deadline_s=8,
-               interval=0.25)
+    holder = store("ci@host:1", clock=lambda: 10 ** 9)  # a holder whose local clock is far off
+    holder.acquire(None, {"action": "deploy", "phase": "launch", "live": "blue", "started": "t"}, {}, [])
+    # A reader whose own clock is years off still sees the lease live: only S3's headers count.
+    assert store("ci@host:2", clock=lambda: 0.0).read().lease_live
+    # A reader whose S3 answers an hour later (its Date header) sees it run out: the holder's lease_s (180 s), not
+    # the reader's own setting, against Last-Modified.
+    later = store("ci@host:3", lease_s=10 ** 6)
+
+    def an_hour_later(parsed=None, **_):
+        headers = parsed["ResponseMetadata"]["HTTPHeaders"]
+        headers["date"] = format_datetime(parsedate_to_datetime(headers["date"]) + timedelta(hours=1), usegmt=True)
+
+    later.s3.meta.events.register("after-call.s3.GetObject", an_hour_later)
+    assert not later.read().lease_live
+    holder.park()
+    assert not store("ci@host:2").read().lease_live  # parked: nobody holds it
 
 
 # -- whole commands (in process, on the fake clock) --------------------------------------------------------
@@ -150,7 +164,7 @@ def test_deploy_rollback_and_finalize_keep_their_state_in_s3_and_journal_it(make
     assert summary["journal"].startswith(STATE + "journal/")
     history = json.loads(fleet.bluegreen("history", "demo", "--output", "json").stdout)["entries"]
     assert [(e["action"], e["result"], e["version"]) for e in history] == [
-        ("finalize", "done", "3.0"), ("rollback", "done", "2.0")]
+        ("finalize", "finalized", "3.0"), ("rollback", "rolled-back", "2.0")]
     assert history[1]["took_over"]["action"] == "deploy"
     assert [p["phase"] for p in history[0]["phases"]] == ["drain", "detach", "cleanup"]
     assert all(p["duration_s"] >= 0 for p in history[0]["phases"])
@@ -236,61 +250,128 @@ def test_a_record_of_the_previous_version_is_read_and_migrated_into_the_store(ma
 
 def test_a_holder_on_another_host_killed_mid_wait_is_taken_over_once_its_lease_ran_out(make_harness):
     fleet = make_harness(capacity=2)
-    killed = fleet.bluegreen("deploy", "demo", "2.0", crash_at="mark-flip", me="ci@builder-7:41",
-                             env={"BLUEGREEN_LEASE": "1"})
+    polls = []
+
+    def kill_on_the_third_poll():  # kill -9 in the middle of the launch wait, between two polls
+        polls.append(fleet.clock.now())
+        if len(polls) == 3:
+            raise Killed("mid-wait")
+
+    fleet.agents.append(kill_on_the_third_poll)
+    killed = fleet.bluegreen("deploy", "demo", "2.0", me="ci@builder-7:41")
+    fleet.agents.remove(kill_on_the_third_poll)
     expect_exit(killed, -9)
+    assert lock_doc(fleet)["operation"]["phase"] == "launch"
     fleet.alive.add("ci@builder-7:41")  # on another host: whether it still runs cannot be told from here...
     # ...but its lease is live by S3's clock, so it is taken to run.
     expect_exit(fleet.bluegreen("deploy", "demo", "2.0"), 3, "is running now in ci@builder-7:41")
-    store_view = store("reader")
-    wait_until(lambda: not store_view.read().lease_live, "the killed holder's lease to run out", deadline_s=8,
-               interval=0.25)
+    fleet.advance(200)  # S3's clock moves with the harness's: past the 180 s lease
     out = fleet.bluegreen("deploy", "demo", "2.0")
     expect_exit(out, 0)
     assert "take over the lock" in out.stderr
     fleet.assert_flipped("green", 2, "2.0")
 
 
-def test_a_rollback_that_took_over_a_running_deploy_undoes_its_late_call_before_it_unlocks(make_harness):
-    """The displaced deploy was in the middle of a resize: its call may land after the rollback took the lock.
-    The rollback re-checks its end state once that call can have landed (store.MAX_CALL_S) and undoes it."""
+def test_a_late_enter_standby_of_a_displaced_deploy_is_returned_before_the_new_group_is_emptied(make_harness):
+    """The deploy was in the middle of its EnterStandby batch when the rollback took the lock; the call lands
+    after the rollback restored the old fleet. The rollback holds back emptying the new group until that call can
+    have landed, sees the old instances in Standby again, and returns them first: the service never goes dark."""
     fleet = make_harness(capacity=3)
-    expect_exit(fleet.bluegreen("deploy", "demo", "2.0", crash_at="mark-flip", me="ci@runner:1"), -9)
-    fleet.alive.add("ci@runner:1")  # it still runs: stuck in a slow call
+    fleet.asg.update_auto_scaling_group(AutoScalingGroupName="demo-blue", MinSize=0)  # so decrement is allowed
+    expect_exit(fleet.bluegreen("deploy", "demo", "2.0", crash_at="enter-standby", me="ci@runner:1"), -9)
+    fleet.alive.add("ci@runner:1")  # it still runs: its EnterStandby is in flight
     landed = []
 
-    def late_resize():  # the displaced deploy's UpdateAutoScalingGroup, landing after green was emptied
-        if not landed and fleet.sizes("green") == (0, 0, 0) and "rollback" in lock_doc(fleet)["operation"]["action"]:
-            fleet.asg.update_auto_scaling_group(AutoScalingGroupName="demo-green", MinSize=3, DesiredCapacity=3,
-                                                MaxSize=6)
+    def late_enter_standby():
+        op = lock_doc(fleet)["operation"]
+        if not landed and op and op["action"] == "rollback" and op["phase"] == "retire":
+            ids = [i for i, life in fleet.lifecycles("blue").items() if life == "InService"]
+            fleet.asg.enter_standby(AutoScalingGroupName="demo-blue", InstanceIds=ids,
+                                    ShouldDecrementDesiredCapacity=True)
+            landed.append(ids)
+
+    fleet.agents.append(late_enter_standby)
+    with fleet.health_floor() as floor:
+        out = fleet.bluegreen("rollback", "demo")
+    expect_exit(out, 0)
+    assert landed and len(landed[0]) == 3, "the late call never landed: the test proves nothing"
+    assert floor.minimum >= 3
+    fleet.assert_serving_only("blue", 3, "1.0")
+
+
+def test_a_late_min_size_change_of_a_displaced_deploy_is_undone_before_the_rollback_unlocks(make_harness):
+    """The displaced deploy's `lower-min` (MinSize 0 on the old group) lands after the rollback restored the sizes:
+    the rollback re-checks its end state once that call can have landed, and restores them again."""
+    fleet = make_harness(capacity=3)
+    expect_exit(fleet.bluegreen("deploy", "demo", "2.0", crash_at="lower-min", me="ci@runner:1"), -9)
+    fleet.alive.add("ci@runner:1")  # it still runs: its UpdateAutoScalingGroup is in flight
+    landed = []
+
+    def late_lower_min():
+        op = lock_doc(fleet)["operation"]
+        if not landed and op and op["action"] == "rollback" and op["phase"] == "retire":
+            fleet.asg.update_auto_scaling_group(AutoScalingGroupName="demo-blue", MinSize=0)
             landed.append(fleet.clock.now())
 
-    fleet.agents.append(late_resize)
+    fleet.agents.append(late_lower_min)
     out = fleet.bluegreen("rollback", "demo")
     expect_exit(out, 0)
     assert landed, "the late call never landed: the test proves nothing"
-    assert re.search(r"waiting \d+s for any call of the displaced holder to land", out.stderr), out.stderr
+    assert "for any call of the displaced holder to land" in out.stderr
     fleet.assert_serving_only("blue", 3, "1.0")
+    assert fleet.sizes("blue") == (3, 3, 6)
     history = json.loads(fleet.bluegreen("history", "demo", "--output", "json").stdout)["entries"]
     assert history[0]["took_over"] == {"action": "deploy", "version": "2.0", "holder": "ci@runner:1",
                                        "lease_live": True}
 
 
+def test_a_command_that_stops_with_the_operation_open_parks_its_lease_so_a_rerun_resumes_at_once(make_harness, aws):
+    fleet = make_harness(capacity=2)
+    expect_exit(fleet.bluegreen("deploy", "demo", "2.0"), 0)
+    for instance_id in fleet.lifecycles("blue"):
+        aws.set_target_health(instance_id, "unhealthy")  # the old fleet does not come back healthy
+    stuck = fleet.bluegreen("rollback", "demo", "--timeout", "60", me="ci@builder-1:5")
+    expect_exit(stuck, 1, "timed out after 60s")
+    fleet.alive.add("ci@builder-1:5")  # another host: only its lease can say whether it runs, and it is parked
+    assert lock_doc(fleet)["lease_s"] == 0
+    for instance_id in fleet.lifecycles("blue"):
+        aws.set_target_health(instance_id, None)
+    expect_exit(fleet.bluegreen("rollback", "demo", me="ci@builder-2:6"), 0)
+    fleet.assert_serving_only("blue", 2, "1.0")
+
+
+def test_a_state_store_named_apart_from_the_groups_tag_is_refused(make_harness):
+    fleet = make_harness(capacity=2)
+    fleet.asg.create_or_update_tags(Tags=[{"ResourceId": g, "ResourceType": "auto-scaling-group",
+                                           "Key": "bluegreen:state", "Value": "s3://bluegreen-bootstrap/state/",
+                                           "PropagateAtLaunch": False} for g in ("demo-blue", "demo-green")])
+    out = fleet.bluegreen("deploy", "demo", "2.0", env={"BLUEGREEN_STATE": "s3://bluegreen-bootstrap/mine/"})
+    expect_exit(out, 2, "BLUEGREEN_STATE names s3://bluegreen-bootstrap/mine/, but the groups of demo name")
+    assert "bluegreen:operation" not in fleet.tags("blue")
+    expect_exit(fleet.bluegreen("deploy", "demo", "2.0", "--state", "s3://bluegreen-bootstrap/state"), 0)
+    assert fleet.session.client("s3").get_object(Bucket=BUCKET, Key="state/demo/" + LOCK)
+
+
 # -- real processes at the same instant ----------------------------------------------------------------------
 
 
-def test_two_deploys_started_together_exactly_one_proceeds_every_time(make_fleet):
+def test_two_deploys_writing_the_lock_at_the_same_instant_exactly_one_proceeds_every_time(make_fleet, tmp_path):
+    """Both processes observe the lock free and reach their lock write together (tests/deployer/racing.py): only
+    the compare-and-set decides, every round."""
     fleet = make_fleet(capacity=1)
+    env = dict(os.environ, **FAST)
     for round_ in range(4):
         version = f"2.{round_}"
-        procs = [subprocess.Popen([BLUEGREEN, "deploy", "demo", version], env=dict(__import__("os").environ, **FAST),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-                 for _ in range(2)]
+        gate = tmp_path / f"round-{round_}"
+        gate.mkdir()
+        procs = [subprocess.Popen([sys.executable, "-m", "tests.deployer.racing", str(gate), "2", "deploy", "demo",
+                                   version], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  cwd=REPO) for _ in range(2)]
         results = [p.communicate(timeout=120) for p in procs]
         codes = sorted(p.returncode for p in procs)
         assert codes == [0, 3], (round_, [err[-600:] for _, err in results])
         loser = next(err for p, (_, err) in zip(procs, results) if p.returncode == 3)
-        assert "bluegreen: error:" in loser
+        assert "was taken by deploy " + version in loser, loser[-600:]
         live = "green" if round_ % 2 == 0 else "blue"
         fleet.assert_flipped(live, 1, version)
         expect_exit(run_bluegreen("finalize", "demo"), 0)
