@@ -25,9 +25,18 @@ def status_data(snap):
                          "suspended_processes": list(group.suspended),
                          "target_groups": list(group.target_groups), "classic_load_balancers": list(group.classic_lbs)}
     rec = snap.record
+    warning = None
+    if rec is None:
+        waiting = {snap.groups[c].name: len(snap.groups[c].in_state("Standby", "EnteringStandby")) for c in COLORS}
+        if any(waiting.values()):
+            # No record, yet instances in Standby: an apply wiped the state, or it was lost (X3). They are billed
+            # and wait for nothing; rollback works from these facts (deployer-audit finding 2).
+            warning = ("no operation is recorded, but " + ", ".join(f"{n} instances of {g}" for g, n in
+                       waiting.items() if n) + " are in Standby: `bluegreen rollback " + snap.service +
+                       "` returns them to service")
     return {"service": snap.service, "live": snap.live, "groups": groups,
             "operation": rec.as_json() if rec else None, "state_store": snap.store_url,
-            "lease_live": snap.lease_live if rec else None, "drift": snap.drift}
+            "lease_live": snap.lease_live if rec else None, "drift": snap.drift, "warning": warning}
 
 
 def status_text(data):
@@ -41,6 +50,8 @@ def status_text(data):
     lines.append(f"state store: {data['state_store'] or 'none (the lock is the groups tags: no compare-and-set)'}")
     if data.get("drift"):
         lines.append(f"drift: {data['drift']}")
+    if data.get("warning"):
+        lines.append(f"warning: {data['warning']}")
     lines.append(f"{'COLOR':6} {'GROUP':28} {'VERSION':12} {'MIN/DES/MAX':12} SUSPENDED")
     for color in COLORS:
         g = data["groups"][color]

@@ -209,6 +209,9 @@ def test_s3_state_and_tags_both_lost_mid_flip_rollback_restores_from_facts(make_
     expect_exit(fleet.bluegreen("deploy", "demo", "2.0"), 0)
     fleet.session.client("s3").delete_object(Bucket=BUCKET, Key=STATE + LOCK)
     wipe_tags(fleet)
+    status = fleet.bluegreen("status", "demo")
+    assert "warning: no operation is recorded, but 3 instances of demo-blue are in Standby: `bluegreen rollback " \
+        "demo` returns them to service" in status.stdout
     out = fleet.bluegreen("rollback", "demo")
     expect_exit(out, 0)
     assert "roll back from facts, 3 instances of demo-blue in Standby" in out.stderr
