@@ -74,13 +74,31 @@ def policy_names(fleet, color):
         AutoScalingGroupName=fleet.svc["groups"][color])["ScalingPolicies"]}
 
 
-@pytest.mark.parametrize("point", DEPLOY)
-def test_deploy_killed_then_rerun(make_harness, point):
+def killed(make_harness, args, point, before=None):
+    """A service (with a policy) where `args` was killed at `point`, after `before` ran to its end; the fleet
+    and the original ids, with no instance lost."""
     n = size_for(point)
     fleet = with_policy(make_harness(capacity=n))
     original = set(fleet.lifecycles("blue"))
-    crash(fleet, ("deploy", "demo", "2.0"), point)
+    if before:
+        ok(fleet, *before)
+    crash(fleet, args, point)
     no_instance_lost(fleet, original)
+    return fleet, original, n
+
+
+def rolled_back(fleet, original, n):
+    """`rollback` run to its end: the same old instances serve the old version, with its policy, and no fewer
+    healthy targets than the live capacity after any call."""
+    assert ok(fleet, "rollback", "demo") >= n
+    fleet.assert_serving_only("blue", n, "1.0")
+    assert set(fleet.lifecycles("blue")) == original
+    assert policy_names(fleet, "blue") == {"cpu50"} and policy_names(fleet, "green") == set()
+
+
+@pytest.mark.parametrize("point", DEPLOY)
+def test_deploy_killed_then_rerun(make_harness, point):
+    fleet, original, n = killed(make_harness, ("deploy", "demo", "2.0"), point)
     assert ok(fleet, "deploy", "demo", "2.0") >= n
     fleet.assert_flipped("green", n, "2.0")
     assert set(fleet.lifecycles("blue")) == original
@@ -89,43 +107,23 @@ def test_deploy_killed_then_rerun(make_harness, point):
 
 @pytest.mark.parametrize("point", DEPLOY)
 def test_deploy_killed_then_rolled_back(make_harness, point):
-    n = size_for(point)
-    fleet = with_policy(make_harness(capacity=n))
-    original = set(fleet.lifecycles("blue"))
-    crash(fleet, ("deploy", "demo", "2.0"), point)
+    fleet, original, n = killed(make_harness, ("deploy", "demo", "2.0"), point)
     if point == "lock":  # killed before anything was recorded or changed: there is nothing to undo
         expect_exit(fleet.bluegreen("rollback", "demo"), 3, "nothing to roll back")
         fleet.assert_serving_only("blue", n, "1.0")
         return
-    assert ok(fleet, "rollback", "demo") >= n
-    fleet.assert_serving_only("blue", n, "1.0")
-    assert set(fleet.lifecycles("blue")) == original
+    rolled_back(fleet, original, n)
     assert fleet.sizes("blue") == (n, n, 2 * n)
-    assert policy_names(fleet, "blue") == {"cpu50"} and policy_names(fleet, "green") == set()
 
 
 @pytest.mark.parametrize("point", ROLLBACK)
 def test_rollback_killed_then_rerun(make_harness, point):
-    n = size_for(point)
-    fleet = with_policy(make_harness(capacity=n))
-    original = set(fleet.lifecycles("blue"))
-    ok(fleet, "deploy", "demo", "2.0")
-    crash(fleet, ("rollback", "demo"), point)
-    no_instance_lost(fleet, original)
-    assert ok(fleet, "rollback", "demo") >= n
-    fleet.assert_serving_only("blue", n, "1.0")
-    assert set(fleet.lifecycles("blue")) == original
-    assert policy_names(fleet, "blue") == {"cpu50"} and policy_names(fleet, "green") == set()
+    rolled_back(*killed(make_harness, ("rollback", "demo"), point, before=("deploy", "demo", "2.0")))
 
 
 @pytest.mark.parametrize("point", FINALIZE)
 def test_finalize_killed_then_rerun(make_harness, point):
-    n = size_for(point)
-    fleet = with_policy(make_harness(capacity=n))
-    original = set(fleet.lifecycles("blue"))
-    ok(fleet, "deploy", "demo", "2.0")
-    crash(fleet, ("finalize", "demo"), point)
-    no_instance_lost(fleet, original)
+    fleet, original, n = killed(make_harness, ("finalize", "demo"), point, before=("deploy", "demo", "2.0"))
     assert ok(fleet, "finalize", "demo") >= n
     fleet.assert_serving_only("green", n, "2.0")
     assert fleet.lifecycles("blue") == {}

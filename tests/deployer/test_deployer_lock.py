@@ -275,29 +275,36 @@ def test_a_holder_on_another_host_killed_mid_wait_is_taken_over_once_its_lease_r
     fleet.assert_flipped("green", 2, "2.0")
 
 
+def displaced_deploy_lands_late(fleet, step, late_call):
+    """A deploy that still runs (it looks alive) but stopped just before `step`, whose call of that step lands
+    once the rollback that takes over has restored the old fleet (phase retire). Returns what landed."""
+    expect_exit(fleet.bluegreen("deploy", "demo", "2.0", crash_at=step, me="ci@runner:1"), -9)
+    fleet.alive.add("ci@runner:1")  # it still runs: its call is in flight
+    landed = []
+
+    def lands():
+        op = lock_doc(fleet)["operation"]
+        if not landed and op and op["action"] == "rollback" and op["phase"] == "retire":
+            landed.append(late_call())
+
+    fleet.agents.append(lands)
+    return landed
+
+
 def test_a_late_enter_standby_of_a_displaced_deploy_is_returned_before_the_new_group_is_emptied(make_harness):
     """The deploy was in the middle of its EnterStandby batch when the rollback took the lock; the call lands
     after the rollback restored the old fleet. The rollback holds back emptying the new group until that call can
     have landed, sees the old instances in Standby again, and returns them first: the service never goes dark."""
     fleet = make_harness(capacity=3)
     fleet.asg.update_auto_scaling_group(AutoScalingGroupName="demo-blue", MinSize=0)  # so decrement is allowed
-    expect_exit(fleet.bluegreen("deploy", "demo", "2.0", crash_at="enter-standby", me="ci@runner:1"), -9)
-    fleet.alive.add("ci@runner:1")  # it still runs: its EnterStandby is in flight
-    landed = []
-
-    def late_enter_standby():
-        op = lock_doc(fleet)["operation"]
-        if not landed and op and op["action"] == "rollback" and op["phase"] == "retire":
-            ids = [i for i, life in fleet.lifecycles("blue").items() if life == "InService"]
-            fleet.asg.enter_standby(AutoScalingGroupName="demo-blue", InstanceIds=ids,
-                                    ShouldDecrementDesiredCapacity=True)
-            landed.append(ids)
-
-    fleet.agents.append(late_enter_standby)
+    landed = displaced_deploy_lands_late(fleet, "enter-standby", lambda: fleet.asg.enter_standby(
+        AutoScalingGroupName="demo-blue", ShouldDecrementDesiredCapacity=True,
+        InstanceIds=[i for i, life in fleet.lifecycles("blue").items() if life == "InService"]))
     with fleet.health_floor() as floor:
         out = fleet.bluegreen("rollback", "demo")
     expect_exit(out, 0)
-    assert landed and len(landed[0]) == 3, "the late call never landed: the test proves nothing"
+    assert landed, "the late call never landed: the test proves nothing"
+    assert len(landed[0]["Activities"]) == 3
     assert floor.minimum >= 3
     fleet.assert_serving_only("blue", 3, "1.0")
 
@@ -306,17 +313,8 @@ def test_a_late_min_size_change_of_a_displaced_deploy_is_undone_before_the_rollb
     """The displaced deploy's `lower-min` (MinSize 0 on the old group) lands after the rollback restored the sizes:
     the rollback re-checks its end state once that call can have landed, and restores them again."""
     fleet = make_harness(capacity=3)
-    expect_exit(fleet.bluegreen("deploy", "demo", "2.0", crash_at="lower-min", me="ci@runner:1"), -9)
-    fleet.alive.add("ci@runner:1")  # it still runs: its UpdateAutoScalingGroup is in flight
-    landed = []
-
-    def late_lower_min():
-        op = lock_doc(fleet)["operation"]
-        if not landed and op and op["action"] == "rollback" and op["phase"] == "retire":
-            fleet.asg.update_auto_scaling_group(AutoScalingGroupName="demo-blue", MinSize=0)
-            landed.append(fleet.clock.now())
-
-    fleet.agents.append(late_lower_min)
+    landed = displaced_deploy_lands_late(fleet, "lower-min", lambda: fleet.asg.update_auto_scaling_group(
+        AutoScalingGroupName="demo-blue", MinSize=0))
     out = fleet.bluegreen("rollback", "demo")
     expect_exit(out, 0)
     assert landed, "the late call never landed: the test proves nothing"

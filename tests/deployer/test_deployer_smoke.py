@@ -39,24 +39,24 @@ def test_deploy_killed_while_waiting_for_the_new_fleet_then_rolled_back(make_fle
     assert set(fleet.lifecycles("blue")) == original
 
 
-def test_rollback_killed_between_exit_standby_batches_then_rerun(make_fleet):
-    fleet = make_fleet(capacity=21)
+def deployed_then_killed(make_fleet, capacity, command, at):
+    fleet = make_fleet(capacity=capacity)
     original = set(fleet.lifecycles("blue"))
     expect_exit(run_bluegreen("deploy", "demo", "2.0"), 0)
-    killed("rollback", "demo", at="exit-standby:2")
+    killed(command, "demo", at=at)
     no_instance_lost(fleet, original)
-    expect_exit(run_bluegreen("rollback", "demo"), 0)
+    expect_exit(run_bluegreen(command, "demo"), 0)
+    return fleet, original
+
+
+def test_rollback_killed_between_exit_standby_batches_then_rerun(make_fleet):
+    fleet, original = deployed_then_killed(make_fleet, 21, "rollback", at="exit-standby:2")
     fleet.assert_serving_only("blue", 21, "1.0")
     assert set(fleet.lifecycles("blue")) == original
 
 
 def test_finalize_killed_between_detach_and_terminate_then_rerun(make_fleet):
-    fleet = make_fleet(capacity=3)
-    original = set(fleet.lifecycles("blue"))
-    expect_exit(run_bluegreen("deploy", "demo", "2.0"), 0)
-    killed("finalize", "demo", at="terminate")
-    no_instance_lost(fleet, original)
-    expect_exit(run_bluegreen("finalize", "demo"), 0)
+    fleet, original = deployed_then_killed(make_fleet, 3, "finalize", at="terminate")
     fleet.assert_serving_only("green", 3, "2.0")
     assert set(fleet.ec2_states(original).values()) <= {"shutting-down", "terminated"}
 

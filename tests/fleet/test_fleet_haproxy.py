@@ -57,6 +57,25 @@ def test_server_goes_down_after_fall_failures_and_back_up(lb, backend):
     wait_until(lambda: lb.servers()["i-1"].up, "i-1 up after the reset")
 
 
+def request_in_flight(lb, server):
+    """One request sent through the load balancer and still being answered by `server`; its answer lands in the
+    list once the thread ends."""
+    answers = []
+    thread = threading.Thread(target=lambda: answers.append(get_once(lb.url, timeout=5)))
+    thread.start()
+    wait_until(lambda: lb.servers()[server].sessions == 1, f"a request in flight on {server}")
+    return thread, answers
+
+
+def slow_request_in_flight(lb, backend, delay):
+    """The only server, "slow" (version 1.0, answering after `delay` s), with one request in flight on it."""
+    slow = backend("1.0", delay=delay)
+    lb.add_server("slow", "127.0.0.1", slow.port)
+    wait_until(lambda: lb.servers()["slow"].up, "slow up")
+    lb.route("slow")
+    return request_in_flight(lb, "slow")
+
+
 def test_drain_stops_new_requests_and_lets_in_flight_ones_finish(lb, backend):
     slow = backend("1.0", delay=1.0)
     fast = backend("2.0")
@@ -65,10 +84,7 @@ def test_drain_stops_new_requests_and_lets_in_flight_ones_finish(lb, backend):
     wait_until(lambda: all(s.up for s in lb.servers().values()), "both up")
     lb.route("slow")
 
-    answers = []
-    thread = threading.Thread(target=lambda: answers.append(get_once(lb.url, timeout=5)))
-    thread.start()
-    wait_until(lambda: lb.servers()["slow"].sessions == 1, "request in flight on slow")
+    thread, answers = request_in_flight(lb, "slow")
     lb.route("fast")
     lb.drain("slow")
     assert sample_versions(lb.url, 6) == ({"2.0": 6}, 0)
@@ -79,15 +95,7 @@ def test_drain_stops_new_requests_and_lets_in_flight_ones_finish(lb, backend):
 
 
 def test_remove_waits_for_in_flight_requests(lb, backend):
-    slow = backend("1.0", delay=0.8)
-    lb.add_server("slow", "127.0.0.1", slow.port)
-    wait_until(lambda: lb.servers()["slow"].up, "slow up")
-    lb.route("slow")
-
-    answers = []
-    thread = threading.Thread(target=lambda: answers.append(get_once(lb.url, timeout=5)))
-    thread.start()
-    wait_until(lambda: lb.servers()["slow"].sessions == 1, "request in flight")
+    thread, answers = slow_request_in_flight(lb, backend, delay=0.8)
     lb.remove_server("slow")
     thread.join(5)
     assert answers == [("1.0", None)]
@@ -95,14 +103,7 @@ def test_remove_waits_for_in_flight_requests(lb, backend):
 
 
 def test_wait_idle_times_out_naming_the_server_and_what_is_in_flight(lb, backend):
-    slow = backend("1.0", delay=1.0)
-    lb.add_server("slow", "127.0.0.1", slow.port)
-    wait_until(lambda: lb.servers()["slow"].up, "slow up")
-    lb.route("slow")
-
-    thread = threading.Thread(target=lambda: get_once(lb.url, timeout=5))
-    thread.start()
-    wait_until(lambda: lb.servers()["slow"].sessions == 1, "request in flight")
+    thread, _ = slow_request_in_flight(lb, backend, delay=1.0)
     with pytest.raises(FleetTimeout, match="slow still had 1 requests in flight after 0.3s"):
         lb.wait_idle("slow", deadline_s=0.3)
     thread.join(5)
