@@ -278,3 +278,23 @@ def test_rollback_brings_back_the_capacity_the_new_group_grew_to(make_harness):
         ok(fleet.bluegreen("rollback", "demo"))
     assert sampler.minimum >= 5
     fleet.assert_serving_only("blue", 5, "1.0")
+
+
+def test_a_planner_that_never_converges_is_stopped_by_a_bound_from_the_pairs_size(make_harness):
+    from deployer.runner import round_limit
+    from deployer.steps import Call, CallStep, tag
+
+    fleet = make_harness(capacity=2)
+    rounds = []
+
+    def forever(snap, ctx):  # a bug: always one more harmless step
+        rounds.append(snap)
+        return [CallStep("again", "tag again", (Call("CreateOrUpdateTags", {"Tags": [tag("demo-blue", "x", "y")]}),))]
+
+    try:
+        fleet.run_planner(forever)
+    except RuntimeError as exc:
+        assert "did not converge" in str(exc)
+    else:
+        raise AssertionError("the runner applied steps without end")
+    assert len(rounds) == round_limit(rounds[0]) == 100 + 4 * 4  # blue at most 4, green at most 0
