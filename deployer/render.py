@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from agent import contract
+
 from .health import lb_keys, state_in
 from .model import COLORS, worst_health
 from .steps import WaitStep
@@ -34,7 +36,7 @@ def status_data(snap):
             warning = ("no operation is recorded, but " + ", ".join(f"{n} instances of {g}" for g, n in
                        waiting.items() if n) + " are in Standby: `bluegreen rollback " + snap.service +
                        "` returns them to service")
-    return {"service": snap.service, "live": snap.live, "groups": groups,
+    return {"schema_version": contract.SCHEMA_VERSION, "service": snap.service, "live": snap.live, "groups": groups,
             "operation": rec.as_json() if rec else None, "state_store": snap.store_url,
             "lease_live": snap.lease_live if rec else None, "drift": snap.drift, "warning": warning}
 

@@ -55,7 +55,7 @@ def test_full_cycle_at_45_instances_never_drops_below_live_capacity(make_harness
     assert out.stdout.strip() == "finalize demo: done; demo-green is live"
 
     status = json.loads(ok(fleet.bluegreen("status", "demo", "--output", "json")).stdout)
-    assert status["live"] == "green" and status["operation"] is None
+    assert status["live"] == "green" and status["operation"] is None and status["schema_version"] == 1
     assert (status["groups"]["blue"]["min"], status["groups"]["blue"]["desired"], status["groups"]["blue"]["max"]) \
         == (0, 0, 0)
     assert {i["health"] for i in status["groups"]["green"]["instances"]} == {"healthy"}
