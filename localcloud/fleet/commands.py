@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 
+from agent.contract import SCHEMA_VERSION
 from localcloud import infra
 from localcloud.fleet import FleetError, FleetTimeout
 from localcloud.fleet.daemon import ENV_FILE, LOG_FILE, PID_FILE, STATE_FILE
@@ -166,7 +167,7 @@ def status(state_dir: str, output: str) -> int:
     pid = _daemon_pid(state_dir)
     state = _read_state(state_dir) if pid else None
     if output == "json":
-        print(json.dumps({"running": bool(pid), "state": state}, indent=2))
+        print(json.dumps({"schema_version": SCHEMA_VERSION, "running": bool(pid), "state": state}, indent=2))
     elif not pid:
         print("no local fleet is running (start one with `bluegreen-localcloud up`)")
     else:

@@ -29,7 +29,7 @@ def test_status_without_a_fleet_exits_3(tmp_path):
 def test_status_json_without_a_fleet(tmp_path):
     out = run("status", "--state", str(tmp_path / "none"), "--output", "json")
     assert out.returncode == 3
-    assert json.loads(out.stdout) == {"running": False, "state": None}
+    assert json.loads(out.stdout) == {"schema_version": 1, "running": False, "state": None}
 
 
 def test_a_stale_pid_file_does_not_count_as_running(tmp_path):
