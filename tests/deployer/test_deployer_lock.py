@@ -377,3 +377,29 @@ def test_two_deploys_writing_the_lock_at_the_same_instant_exactly_one_proceeds_e
         fleet.assert_flipped(live, 1, version)
         expect_exit(run_bluegreen("finalize", "demo"), 0)
         fleet.assert_serving_only(live, 1, version)
+
+
+def test_a_deploy_and_a_rollback_writing_the_lock_at_the_same_instant_leave_the_fleet_consistent(make_fleet,
+                                                                                                  tmp_path):
+    """Over a serving canary both commands fit, so both reach their lock write (held there together by
+    tests/deployer/racing.py): exactly one wins the compare-and-set; the other stops, and the fleet ends either
+    flipped (then rolled back by hand) or rolled back, never in between."""
+    fleet = make_fleet(capacity=2)
+    env = dict(os.environ, **FAST)
+    for round_ in range(2):
+        expect_exit(run_bluegreen("canary", "demo", "2.0"), 0)
+        gate = tmp_path / f"round-{round_}"
+        gate.mkdir()
+        commands = (["deploy", "demo", "2.0"], ["rollback", "demo"])
+        procs = [subprocess.Popen([sys.executable, "-m", "tests.deployer.racing", str(gate), "2", *argv], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+                 for argv in commands]
+        results = [p.communicate(timeout=120) for p in procs]
+        codes = {argv[0]: p.returncode for argv, p in zip(commands, procs)}
+        assert sorted(codes.values()) == [0, 3], (round_, [err[-600:] for _, err in results])
+        loser = next(err for p, (_, err) in zip(procs, results) if p.returncode == 3)
+        assert "was taken by" in loser, loser[-600:]
+        if codes["deploy"] == 0:
+            fleet.assert_flipped("green", 2, "2.0")
+            expect_exit(run_bluegreen("rollback", "demo"), 0)
+        fleet.assert_serving_only("blue", 2, "1.0")
