@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .errors import Aborted, BlueGreenError, ConflictError, HealthFailure, WaitFailed, WaitTimeout
 from .health import FAIL, OK, REPLAN
 from .model import COLORS, Snapshot, classic_state, other, pair_from_describe
-from .steps import ABORT, LockStep, RecordClear, RecordWrite, UnlockStep, WaitStep
+from .steps import ABORT, NEEDS, LockStep, RecordClear, RecordWrite, UnlockStep, WaitStep
 from .store import MAX_CALL_S
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class Runner:
     def plan(self, planner):
         """The plan a run would start with (--dry-run), read with every extra its steps need, changing nothing."""
         needs = set()
-        for _ in range(len(needs) + 3):
+        for _ in range(len(NEEDS) + 1):  # the first read, then at most one more per extra a step asks for
             snap = observe(self.aws, self.service, needs, store=self.store)
             steps = planner(snap, self.context())
             missing = {n for s in steps for n in s.needs if not snap.has(n)}
