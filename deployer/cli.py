@@ -315,9 +315,10 @@ class Cli:
                     f" or `bluegreen rollback {a.service}`")
         return f"{title}: done{note}; {snap.groups[live].name if live else 'no group'} is live"
 
-    def push_bootstrap(self):
+    def push_bootstrap(self, planned):
+        """`planned`: what bootstrap.plan_push read and hashed before any client was made (done once)."""
         a = self.args
-        bucket, prefix, uploads, manifest = bootstrap.plan_push(a.directory, a.url)
+        bucket, prefix, uploads, manifest = planned
         if a.dry_run:
             text = "\n".join([f"push-bootstrap (dry run: nothing uploaded) to s3://{bucket}/{prefix}:"]
                              + [f"  PutObject {key}" for _, key in uploads]
@@ -342,7 +343,7 @@ def main(argv=None, environ=None, seams=None):
         if args.command not in ("status", "history", "push-bootstrap"):
             resolve(args, environ)
         if args.command == "push-bootstrap":
-            bootstrap.plan_push(args.directory, args.url)  # bad input fails before any client is made
+            pushed = bootstrap.plan_push(args.directory, args.url)  # bad input fails before any client is made
         cli = Cli(args, (seams.make_clients or make_clients)(args), seams, environ,
                   ["bluegreen"] + list(sys.argv[1:] if argv is None else argv))
         if args.command == "status":
@@ -350,7 +351,7 @@ def main(argv=None, environ=None, seams=None):
         elif args.command == "history":
             data, text = cli.history()
         elif args.command == "push-bootstrap":
-            data, text = cli.push_bootstrap()
+            data, text = cli.push_bootstrap(pushed)
         else:
             data, text = cli.mutate()
     except BlueGreenError as exc:
