@@ -51,6 +51,9 @@ class Instance:
     id: str
     lifecycle: str
     health_status: str = "Healthy"  # the group's own health check
+    zone: str = ""                  # its Availability Zone (A19, E6)
+    protected: bool = False         # ProtectedFromScaleIn (A14)
+    weight: int | None = None       # WeightedCapacity, when the group weighs its instances (A18)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,14 @@ class Group:
     suspended: tuple[str, ...]
     target_groups: tuple[str, ...]
     classic_lbs: tuple[str, ...]
+    # What pre-flight, the gates and doctor compare (A14, A18, A19, A20); defaults are AWS's.
+    zones: tuple[str, ...] = ()
+    subnets: tuple[str, ...] = ()
+    health_check_type: str = "EC2"
+    grace_period: int = 0
+    new_protected: bool = False                 # NewInstancesProtectedFromScaleIn
+    capacity_type: str = "units"                # DesiredCapacityType
+    mixed_weights: tuple[str, ...] = ()         # WeightedCapacity values in a MixedInstancesPolicy's overrides
 
     @property
     def version(self):
@@ -236,15 +247,25 @@ def group_from_describe(record):
     """A Group from one DescribeAutoScalingGroups record."""
     tags = {t["Key"]: t["Value"] for t in record.get("Tags", [])}
     instances = tuple(
-        Instance(i["InstanceId"], i["LifecycleState"], i.get("HealthStatus", "Healthy"))
+        Instance(i["InstanceId"], i["LifecycleState"], i.get("HealthStatus", "Healthy"),
+                 zone=i.get("AvailabilityZone", ""), protected=bool(i.get("ProtectedFromScaleIn")),
+                 weight=int(i["WeightedCapacity"]) if i.get("WeightedCapacity") else None)
         for i in sorted(record.get("Instances", []), key=lambda i: i["InstanceId"]))
+    overrides = (((record.get("MixedInstancesPolicy") or {}).get("LaunchTemplate") or {}).get("Overrides") or [])
     return Group(
         name=record["AutoScalingGroupName"], color=tags.get(TAG_COLOR, ""),
         min=record["MinSize"], desired=record["DesiredCapacity"], max=record["MaxSize"],
         tags=tags, instances=instances,
         suspended=tuple(sorted(p["ProcessName"] for p in record.get("SuspendedProcesses", []))),
         target_groups=tuple(record.get("TargetGroupARNs", [])),
-        classic_lbs=tuple(record.get("LoadBalancerNames", [])))
+        classic_lbs=tuple(record.get("LoadBalancerNames", [])),
+        zones=tuple(sorted(record.get("AvailabilityZones", []))),
+        subnets=tuple(sorted(s for s in (record.get("VPCZoneIdentifier") or "").split(",") if s)),
+        health_check_type=record.get("HealthCheckType", "EC2"),
+        grace_period=int(record.get("HealthCheckGracePeriod") or 0),
+        new_protected=bool(record.get("NewInstancesProtectedFromScaleIn")),
+        capacity_type=record.get("DesiredCapacityType") or "units",
+        mixed_weights=tuple(o["WeightedCapacity"] for o in overrides if o.get("WeightedCapacity")))
 
 
 def pair_from_describe(service, records):
