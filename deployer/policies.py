@@ -14,30 +14,49 @@ POLICY_KEYS = {
 }
 SCHEDULED_KEYS = ("Recurrence", "MinSize", "MaxSize", "DesiredCapacity", "TimeZone", "EndTime")
 
+def _policy_params(pol, group_name):
+    kind = pol.get("PolicyType") or "SimpleScaling"
+    params = {"AutoScalingGroupName": group_name, "PolicyName": pol["PolicyName"], "PolicyType": kind}
+    params.update({k: pol[k] for k in POLICY_KEYS.get(kind, ()) + ("Enabled",) if pol.get(k) not in (None, {}, [])})
+    return params
+
+
+def _scheduled_params(act, group_name):
+    params = {"AutoScalingGroupName": group_name, "ScheduledActionName": act["ScheduledActionName"]}
+    params.update({k: act[k] for k in SCHEDULED_KEYS if act.get(k) is not None})
+    return params
+
+
 def policy_copies(snap, src, dst, now):
-    """Put calls that give group `dst` every scaling policy and scheduled action of `src` it lacks."""
-    have = {p["PolicyName"] for p in snap.policies[dst]}
+    """Put calls that make group `dst` carry every scaling policy and scheduled action of `src` as `src` has it.
+
+    A name `dst` already has is put again only when its body differs (PutScalingPolicy and
+    PutScheduledUpdateGroupAction replace by name, A7): a policy changed on the live group since the last deploy
+    must reach the copy (audit finding 24), and an identical one costs no call.
+    """
+    name = snap.groups[dst].name
+    have = {p["PolicyName"]: _policy_params(p, name) for p in snap.policies[dst]}
     calls = []
     for pol in snap.policies[src]:
-        if pol["PolicyName"] in have:
-            continue
-        params = {"AutoScalingGroupName": snap.groups[dst].name, "PolicyName": pol["PolicyName"]}
-        kind = pol.get("PolicyType") or "SimpleScaling"
-        params["PolicyType"] = kind
-        params.update({k: pol[k] for k in POLICY_KEYS.get(kind, ()) + ("Enabled",)
-                       if pol.get(k) not in (None, {}, [])})
-        calls.append(Call("PutScalingPolicy", params))
-    have = {a["ScheduledActionName"] for a in snap.scheduled[dst]}
+        params = _policy_params(pol, name)
+        if have.get(pol["PolicyName"]) != params:
+            calls.append(Call("PutScalingPolicy", params))
+    have = {a["ScheduledActionName"]: _scheduled_params(a, name) for a in snap.scheduled[dst]}
     for act in snap.scheduled[src]:
-        if act["ScheduledActionName"] in have:
+        params = _scheduled_params(act, name)
+        end = act.get("EndTime")
+        if end is not None and end <= now:
+            # AWS refuses an action that ends in the past (PutScheduledUpdateGroupAction): a recurring action
+            # past its EndTime will never run again, so there is nothing to copy (audit finding 24).
             continue
-        params = {"AutoScalingGroupName": snap.groups[dst].name, "ScheduledActionName": act["ScheduledActionName"]}
-        params.update({k: act[k] for k in SCHEDULED_KEYS if act.get(k) is not None})
         start = act.get("StartTime")
         # AWS refuses a StartTime in the past; a recurring action needs none, a one-off in the past is spent.
         if start is not None and start > now:
             params["StartTime"] = start
         elif "Recurrence" not in act:
+            continue
+        current = have.get(act["ScheduledActionName"])
+        if current is not None and {k: v for k, v in params.items() if k != "StartTime"} == current:
             continue
         calls.append(Call("PutScheduledUpdateGroupAction", params))
     return calls

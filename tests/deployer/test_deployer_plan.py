@@ -117,24 +117,33 @@ def test_deploy_after_a_canary_of_the_same_version_keeps_the_canary_instances():
 # -- policies (A7) ---------------------------------------------------------------------------------
 
 
-def test_policy_copies_skip_existing_names_and_spent_one_off_actions():
+def test_policy_copies_skip_identical_copies_spent_and_expired_actions_and_update_changed_ones():
     blue, green = group_record("blue", (3, 3, 6), ids("b", 3)), group_record("green", (3, 3, 6))
+    same = {"PolicyName": "same", "PolicyType": "SimpleScaling", "ScalingAdjustment": 2}
     policies = {"blue": [{"PolicyName": "cpu", "PolicyType": "TargetTrackingScaling", "AutoScalingGroupName": "x",
                           "TargetTrackingConfiguration": {"TargetValue": 50.0}},
-                         {"PolicyName": "old", "PolicyType": "SimpleScaling", "ScalingAdjustment": 1}],
-                "green": [{"PolicyName": "old"}]}
+                         {"PolicyName": "old", "PolicyType": "SimpleScaling", "ScalingAdjustment": 1},
+                         dict(same, AutoScalingGroupName="demo-blue")],
+                "green": [{"PolicyName": "old", "PolicyType": "SimpleScaling", "ScalingAdjustment": 3},
+                          dict(same, AutoScalingGroupName="demo-green")]}
     scheduled = {"blue": [{"ScheduledActionName": "nightly", "Recurrence": "0 2 * * *", "MinSize": 1,
                            "StartTime": NOW - timedelta(days=3)},
                           {"ScheduledActionName": "spent", "DesiredCapacity": 4, "StartTime": NOW - timedelta(days=1)},
-                          {"ScheduledActionName": "later", "DesiredCapacity": 5, "StartTime": NOW + timedelta(days=1)}],
-                 "green": []}
+                          {"ScheduledActionName": "ended", "Recurrence": "0 3 * * *", "MinSize": 2,
+                           "EndTime": NOW - timedelta(hours=1)},
+                          {"ScheduledActionName": "later", "DesiredCapacity": 5, "StartTime": NOW + timedelta(days=1)},
+                          {"ScheduledActionName": "kept", "Recurrence": "0 4 * * *", "MinSize": 1}],
+                 "green": [{"ScheduledActionName": "kept", "Recurrence": "0 4 * * *", "MinSize": 1}]}
     calls = policy_copies(snapshot(blue, green, policies, scheduled), "blue", "green", NOW)
     puts = [(c.op, c.params.get("PolicyName") or c.params.get("ScheduledActionName")) for c in calls]
-    assert puts == [("PutScalingPolicy", "cpu"), ("PutScheduledUpdateGroupAction", "nightly"),
-                    ("PutScheduledUpdateGroupAction", "later")]
+    # "old" differs on green (finding 24: a changed policy must reach the copy); "same" and "kept" are
+    # identical already; "ended" is past its EndTime, which AWS would refuse.
+    assert puts == [("PutScalingPolicy", "cpu"), ("PutScalingPolicy", "old"),
+                    ("PutScheduledUpdateGroupAction", "nightly"), ("PutScheduledUpdateGroupAction", "later")]
+    assert calls[1].params["ScalingAdjustment"] == 1
     assert calls[0].params["AutoScalingGroupName"] == "demo-green" and "TargetTrackingConfiguration" in calls[0].params
-    assert "StartTime" not in calls[1].params  # AWS refuses a StartTime in the past
-    assert calls[2].params["StartTime"] == NOW + timedelta(days=1)
+    assert "StartTime" not in calls[2].params  # AWS refuses a StartTime in the past
+    assert calls[3].params["StartTime"] == NOW + timedelta(days=1)
 
 
 # -- rollback --------------------------------------------------------------------------------------
