@@ -28,8 +28,11 @@ from .errors import UsageError
 
 COLORS = ("blue", "green")
 # Suspended on the old group while it waits in Standby, so no scale-out or rebalancing can launch
-# old-version instances into the load balancer (the seed's complaint about scale-outs during the flip).
-HOLD_PROCESSES = ("AlarmNotification", "ScheduledActions", "AZRebalance")
+# old-version instances into the load balancer (the seed's complaint about scale-outs during the flip), and no
+# instance refresh started meanwhile (IaC starts them on a launch template change) terminates the Standby fleet
+# a rollback needs: suspending InstanceRefresh pauses a refresh (A16, audit finding 9). Never `Launch`: with
+# Launch suspended ExitStandby is refused, and rollback with it (A13).
+HOLD_PROCESSES = ("AlarmNotification", "ScheduledActions", "AZRebalance", "InstanceRefresh")
 
 HEALTH_ORDER = ("unhealthy", "initial", "draining", "unused", "healthy")
 

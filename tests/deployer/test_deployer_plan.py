@@ -37,7 +37,7 @@ def test_resumed_deploy_skips_what_is_done_and_batches_only_the_instances_still_
     blue = group_record("blue", (0, 25, 50), ids("b", 25) + ids("s", 20, "Standby"),
                         tags={**record_tag("deploy", "flip", holder="ci@builder:100"),
                               "bluegreen:saved-sizes": "45/45/90", "bluegreen:saved-suspended": "none"},
-                        suspended=("AZRebalance", "AlarmNotification", "ScheduledActions"))
+                        suspended=("AZRebalance", "AlarmNotification", "InstanceRefresh", "ScheduledActions"))
     green = group_record("green", (45, 45, 90), ids("g", 45), tags={"bluegreen:version": "2.0"})
     snap = snapshot(blue, green)
     steps = plan.plan_deploy(snap, ctx(), "2.0")
@@ -52,7 +52,7 @@ def test_resumed_flip_grows_the_new_group_when_the_old_one_scaled_out_during_the
     blue = group_record("blue", (3, 5, 6), ids("b", 5),
                         tags={**record_tag("deploy", "flip", holder="ci@builder:100"),
                               "bluegreen:saved-sizes": "3/3/6", "bluegreen:saved-suspended": "none"},
-                        suspended=("AZRebalance", "AlarmNotification", "ScheduledActions"))
+                        suspended=("AZRebalance", "AlarmNotification", "InstanceRefresh", "ScheduledActions"))
     green = group_record("green", (3, 3, 6), ids("g", 3), tags={"bluegreen:version": "2.0"})
     steps = plan.plan_deploy(snapshot(blue, green), ctx(), "2.0")
     assert names(steps)[:3] == ["grow-new", "recheck-new-healthy", "lower-min"]
@@ -154,7 +154,7 @@ def flipped_pair(n=45, rec=None, green_policies=("cpu",)):
     blue = group_record("blue", (0, 0, 2 * n), ids("b", n, "Standby"),
                         tags={**tags, "bluegreen:saved-sizes": f"{n}/{n}/{2 * n}",
                               "bluegreen:saved-suspended": "AZRebalance"},
-                        suspended=("AZRebalance", "AlarmNotification", "ScheduledActions"))
+                        suspended=("AZRebalance", "AlarmNotification", "InstanceRefresh", "ScheduledActions"))
     green = group_record("green", (n, n, 2 * n), ids("g", n), tags={"bluegreen:version": "2.0", **tags})
     policies = {"blue": [{"PolicyName": "cpu"}], "green": [{"PolicyName": p} for p in green_policies]}
     return blue, green, policies
@@ -169,7 +169,8 @@ def test_rollback_after_flip_returns_the_old_fleet_before_touching_the_new_one()
                             "wait-restored", "resume", "remove-copied-policies", "retire-new", "unlock"]
     # only the processes the deploy suspended: AZRebalance was suspended before it
     assert calls_of(steps, "ResumeProcesses")[0].params["ScalingProcesses"] == ["AlarmNotification",
-                                                                               "ScheduledActions"]
+                                                                               "ScheduledActions",
+                                                                               "InstanceRefresh"]
     assert [len(c.params["InstanceIds"]) for c in calls_of(steps, "ExitStandby")] == [20, 20, 5]
     assert [c.params["PolicyName"] for c in calls_of(steps, "DeletePolicy")] == ["cpu"]
     assert names(steps).index("wait-restored") < names(steps).index("retire-new")
