@@ -18,8 +18,8 @@ import logging
 import uuid
 from typing import Any
 
+from . import group_health, runtime, targets
 from . import moto_seam as seam
-from . import runtime, targets
 from .moto_seam import ASG_NAME_TAG, AutoScalingBackend, FakeAutoScalingGroup, InstanceState
 from .state import HookWait, InstanceRecord, LayerState
 
@@ -134,6 +134,7 @@ def launch(state: LayerState, group: FakeAutoScalingGroup, count: int) -> None:
             inst.lifecycle_state = "Pending"
             rec.deadline = state.now() + state.scaled(LAUNCH_SECONDS)
         _hold_back_tags(state, group, inst)
+        group_health.launched(state, inst)  # E5: its app's boot (apps.py)
         state.emit("instance_launched", inst.instance.id, group.name, state=inst.lifecycle_state)
 
 
@@ -220,6 +221,7 @@ def tick(state: LayerState) -> None:
     now = state.now()
     for backend in list(state.backends):
         for group in list(backend.autoscaling_groups.values()):
+            group_health.check(state, group)  # A20: HealthCheckType ELB marks unhealthy targets Unhealthy
             _tick_group(state, group, now)
             _run_scheduled_actions(state, backend, group)
             reconcile(state, group)

@@ -217,6 +217,7 @@ STATE: dict[type, dict[str, type | None]] = {
         "min_size": int, "max_size": int, "target_group_arns": list, "load_balancer_names": list, "tags": list,
         "new_instances_protected_from_scale_in": None,
         "_suspended_processes": list,  # private: A8 reads it directly (moto has no public reader)
+        "health_check_type": str, "health_check_grace_period": None,  # A20 (group_health.py)
     },
     InstanceState: {
         "instance": Instance, "auto_scaling_group_name": str, "lifecycle_state": str, "health_status": str,
@@ -233,13 +234,14 @@ STATE: dict[type, dict[str, type | None]] = {
     FakeTargetGroup: {
         "arn": str, "port": None, "targets": dict, "attributes": dict, "health_check_interval_seconds": None,
         "healthy_threshold_count": None, "health_check_port": None,
+        "name": str, "unhealthy_threshold_count": None, "health_check_enabled": bool,  # E5
     },
     LoadBalancer: {
         "name": str, "instance_ids": list, "instance_autoscaling_ids": list, "attributes": dict, "listeners": list,
         "health_check": FakeHealthCheck,
     },
     FakeListener: {"instance_port": None},
-    FakeHealthCheck: {"interval": None, "healthy_threshold": None},
+    FakeHealthCheck: {"interval": None, "healthy_threshold": None, "unhealthy_threshold": None},
     LifecycleHook: {
         "name": str, "auto_scaling_group_name": str, "lifecycle_transition": str, "default_result": str,
         "heartbeat_timeout": None,
