@@ -15,8 +15,8 @@ import inspect
 import logging
 from typing import Any
 
+from . import cross_zone, runtime
 from . import moto_seam as seam
-from . import runtime
 from .moto_seam import ActionResult, ELBBackend, ELBResponse, ELBv2Backend, FakeHealthStatus, FakeTargetGroup
 from .moto_seam import ELBv2ValidationError as ValidationError
 from .state import LayerState
@@ -256,6 +256,7 @@ def _modify_target_group(self: ELBv2Backend, arn: str, *args: Any, **kwargs: Any
 
 @seam.replaces(ELBv2Backend, "modify_target_group_attributes")
 def _modify_target_group_attributes(self: ELBv2Backend, target_group_arn: str, attributes: dict[str, Any]) -> None:
+    cross_zone.check_target_group_attributes(attributes)  # E6
     key = "deregistration_delay.timeout_seconds"
     rest = dict(attributes)
     delay = rest.pop(key, None)
