@@ -96,3 +96,19 @@ def routes_by_zone(targets, zone_of, zones, cross_zone):
     if cross_zone:
         return {zone: list(healthy) for zone in zones}
     return {zone: [i for i in healthy if zone_of.get(i) == zone] for zone in zones}
+
+
+def plan_zone_routing(routes, zone_servers, servers):
+    """E6: [(zone, id, routed)] changes that make each zone node's copies match `routes` (routes_by_zone).
+    zone_servers: {zone: {id: ServerState}} of the zone copies; servers: the main backend's {id: ServerState}.
+    A copy is routed only while the main server is routed too (the target group calls it healthy AND
+    HAProxy's own checks pass), so a zone node never sends a request where the main node would not."""
+    changes = []
+    for zone, copies in sorted(zone_servers.items()):
+        wanted = set(routes.get(zone, ()))
+        for instance_id, copy in sorted(copies.items()):
+            main = servers.get(instance_id)
+            routed = instance_id in wanted and main is not None and main.routed
+            if routed != copy.routed:
+                changes.append((zone, instance_id, routed))
+    return changes
