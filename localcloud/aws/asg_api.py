@@ -202,6 +202,11 @@ def enter_standby(self: AutoScalingResponse) -> ActionResult:
 def exit_standby(self: AutoScalingResponse) -> ActionResult:
     group = require_group(self)
     instances = _instances(self, group, ("Standby",))  # A2: only Standby instances
+    if model.suspended(group, "Launch"):
+        # A13: (user guide, "Suspend and resume processes") returning from Standby is a launch; the error code
+        # is unverified, ValidationError is the conservative reading. EnterStandby is not held back.
+        raise ValidationError(f"Cannot move instances out of Standby for AutoScalingGroup {group.name} while "
+                              f"the Launch process is suspended.")
     if group.desired_capacity + len(instances) > group.max_size:
         raise _sizes(group, "move out of standby", len(instances))  # A2: must stay <= MaxSize
     state = require_state()
