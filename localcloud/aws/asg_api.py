@@ -30,6 +30,7 @@ from .moto_seam import (
 from .state import LayerState
 
 MAX_INSTANCE_IDS = 20      # A1, A2, A3: at most 20 instance IDs per call
+MAX_PROTECTION_IDS = 50    # A14: SetInstanceProtection takes at most 50 instance IDs
 MAX_TAGS = 50              # A12
 HEARTBEAT_RANGE = (30, 7200)  # A6
 
@@ -358,11 +359,33 @@ def _guarded(action: str) -> Callable[[AutoScalingResponse], ActionResult]:
 GUARDED = ("suspend_processes", "resume_processes", "attach_load_balancer_target_groups",
            "detach_load_balancer_target_groups", "describe_load_balancer_target_groups",
            "attach_load_balancers", "detach_load_balancers", "describe_load_balancers",
-           "set_instance_protection", "describe_lifecycle_hooks", "delete_lifecycle_hook",
+           "describe_lifecycle_hooks", "delete_lifecycle_hook",
            "enable_metrics_collection",
            # NOT USED BY THE PRODUCT YET: the warm-pool guards wait for the warm-pool issue (A17).
            "put_warm_pool", "describe_warm_pool", "delete_warm_pool",
            "put_scheduled_update_group_action", "batch_put_scheduled_update_group_action")
+
+
+def set_instance_protection(self: AutoScalingResponse) -> ActionResult:
+    """A14: moto sets the flag on whatever ids it is given, silently skipping strangers; AWS refuses an id that
+    is not in the group, more than 50 ids, or a missing ProtectedFromScaleIn."""
+    group = require_group(self)
+    ids = self._get_param("InstanceIds", []) or []
+    if not ids:
+        raise ValidationError("InstanceIds must contain at least one instance id")
+    if len(ids) > MAX_PROTECTION_IDS:
+        raise ValidationError(f"The number of instance ids that may be passed in is limited to {MAX_PROTECTION_IDS}")
+    protected = self._get_bool_param("ProtectedFromScaleIn")
+    if protected is None:
+        raise ValidationError("ProtectedFromScaleIn is required")
+    by_id = {s.instance.id: s for s in group.instance_states}
+    for iid in ids:
+        if iid not in by_id:
+            raise ValidationError(f"The instance {iid} is not part of Auto Scaling group {group.name}.")
+    for iid in ids:
+        by_id[iid].protected_from_scale_in = protected
+    model.reconcile(require_state(), group)  # cleared protection makes a group above desired scale in (A14)
+    return EmptyResult()
 
 
 def set_instance_health(self: AutoScalingResponse) -> ActionResult:
@@ -378,7 +401,7 @@ def set_instance_health(self: AutoScalingResponse) -> ActionResult:
 
 REPLACED = (set_desired_capacity, update_auto_scaling_group, create_auto_scaling_group, delete_auto_scaling_group,
             enter_standby, exit_standby, detach_instances, terminate_instance_in_auto_scaling_group,
-            attach_instances, put_lifecycle_hook, set_instance_health)
+            attach_instances, put_lifecycle_hook, set_instance_health, set_instance_protection)
 ADDED = (complete_lifecycle_action, record_lifecycle_action_heartbeat)
 
 

@@ -123,12 +123,13 @@ WRAPPED: tuple[Wrap, ...] = (
     *(Wrap(AutoScalingResponse, name, ACTION) for name in (
         "set_desired_capacity", "update_auto_scaling_group", "create_auto_scaling_group",
         "delete_auto_scaling_group", "enter_standby", "exit_standby", "detach_instances",
-        "terminate_instance_in_auto_scaling_group", "attach_instances", "put_lifecycle_hook", "set_instance_health")),
+        "terminate_instance_in_auto_scaling_group", "attach_instances", "put_lifecycle_hook", "set_instance_health",
+        "set_instance_protection")),
     # asg_api.py: A11, an unknown group is a ValidationError; then moto's own action runs.
     *(Wrap(AutoScalingResponse, name, ACTION) for name in (
         "suspend_processes", "resume_processes", "attach_load_balancer_target_groups",
         "detach_load_balancer_target_groups", "describe_load_balancer_target_groups", "attach_load_balancers",
-        "detach_load_balancers", "describe_load_balancers", "set_instance_protection", "describe_lifecycle_hooks",
+        "detach_load_balancers", "describe_load_balancers", "describe_lifecycle_hooks",
         "delete_lifecycle_hook", "enable_metrics_collection", "put_warm_pool", "describe_warm_pool",
         "delete_warm_pool", "put_scheduled_update_group_action", "batch_put_scheduled_update_group_action")),
     # asg_catalog.py: pages (A9), tags (A12), policies and scheduled actions per group (A7).
