@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 from . import moto_seam as seam
-from . import runtime, targets
+from . import runtime, targets, zones
 from .moto_seam import ASG_NAME_TAG, AutoScalingBackend, FakeAutoScalingGroup, InstanceState
 from .state import HookWait, InstanceRecord, LayerState
 
@@ -117,12 +117,15 @@ def launch_hooks(group: FakeAutoScalingGroup) -> list[Any]:
             if h.auto_scaling_group_name == group.name and h.lifecycle_transition == LAUNCH_HOOK]
 
 
-def launch(state: LayerState, group: FakeAutoScalingGroup, count: int) -> None:
-    before = {id(s) for s in group.instance_states}
-    group.replace_autoscaling_group_instances(count, group.get_propagated_tags())
+def launch(state: LayerState, group: FakeAutoScalingGroup, count: int, rebalance: bool = False) -> None:
+    """Launch `count` instances, one at a time, each into the subnet of the group's least-used zone (A19)."""
     hooks = launch_hooks(group)
-    for inst in [s for s in group.instance_states if id(s) not in before]:
+    for _ in range(count):
+        counted = [s for s in group.instance_states if s.lifecycle_state in COUNTED]
+        zone, subnet_id = zones.next_subnet(group, zones.counts(group, counted))
+        inst = _launch_into(group, zone, subnet_id)
         rec = record(state, inst)
+        rec.rebalance = rebalance
         if hooks:
             # A6: the instance boots while it waits; it joins no load balancer before CONTINUE.
             inst.lifecycle_state = "Pending:Wait"
@@ -135,6 +138,18 @@ def launch(state: LayerState, group: FakeAutoScalingGroup, count: int) -> None:
             rec.deadline = state.now() + state.scaled(LAUNCH_SECONDS)
         _hold_back_tags(state, group, inst)
         state.emit("instance_launched", inst.instance.id, group.name, state=inst.lifecycle_state)
+
+
+def _launch_into(group: FakeAutoScalingGroup, zone: str, subnet_id: str | None) -> InstanceState:
+    """One instance through moto's own launch, which always takes the first subnet (or a random zone):
+    it is shown only the chosen one for the call (A19)."""
+    saved = group.vpc_zone_identifier, group.availability_zones
+    group.vpc_zone_identifier, group.availability_zones = subnet_id, [zone]
+    try:
+        group.replace_autoscaling_group_instances(1, group.get_propagated_tags())
+    finally:
+        group.vpc_zone_identifier, group.availability_zones = saved
+    return group.instance_states[-1]
 
 
 def _hold_back_tags(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState) -> None:
@@ -180,17 +195,42 @@ def finish_terminate(state: LayerState, group: FakeAutoScalingGroup, inst: Insta
 
 
 def reconcile(state: LayerState, group: FakeAutoScalingGroup) -> None:
-    """Launch or terminate until the counted instances match DesiredCapacity (A5), unless suspended (A8)."""
+    """Launch or terminate until the counted instances match DesiredCapacity (A5), unless suspended (A8);
+    then even out the zones (A19)."""
     counted = [s for s in group.instance_states if s.lifecycle_state in COUNTED]
-    delta = (group.desired_capacity or 0) - len(counted)
+    # A19: an instance AZRebalance launched stays outside the desired capacity until its partner goes.
+    extra = [s for s in counted if record(state, s).rebalance]
+    delta = (group.desired_capacity or 0) - (len(counted) - len(extra))
     if delta > 0 and not suspended(group, "Launch"):
         launch(state, group, delta)
     elif delta < 0 and not suspended(group, "Terminate"):
-        # A5: scale-in picks among InService/Pending instances only, never Standby; not protected ones.
-        # (unverified) victims oldest first; AWS's default policy also balances AZs.
-        candidates = [s for s in counted if not s.protected_from_scale_in]
-        for inst in candidates[:-delta]:
+        # A5: scale-in picks among InService/Pending instances only, never Standby; not protected ones (A14).
+        candidates = [s for s in counted if not s.protected_from_scale_in and not record(state, s).rebalance]
+        for inst in zones.victims(group, candidates, -delta):
             begin_terminate(state, group, inst)
+    elif delta == 0:
+        _rebalance(state, group, counted, extra)
+
+
+def _rebalance(state: LayerState, group: FakeAutoScalingGroup, counted: list[InstanceState],
+               extra: list[InstanceState]) -> None:
+    """A19 AZRebalance: launch in the smallest zone first; once that instance is InService, terminate one in
+    the largest. (unverified) one instance at a time; protected instances are not chosen."""
+    if any(suspended(group, p) for p in ("AZRebalance", "Launch", "Terminate")):
+        return
+    for inst in extra:
+        if inst.lifecycle_state != "InService":
+            return  # still launching: nothing is terminated before its replacement serves
+        record(state, inst).rebalance = False
+        members = [s for s in counted if s is not inst]
+        largest = max(zones.counts(group, members).items(), key=lambda kv: kv[1])[0]
+        pool = [s for s in members if zones.zone_of(group, s) == largest and s.lifecycle_state == "InService"
+                and not s.protected_from_scale_in]
+        if pool:
+            begin_terminate(state, group, pool[0])
+        return
+    if zones.imbalance(group, counted) is not None:
+        launch(state, group, 1, rebalance=True)
 
 
 def become_in_service(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState) -> None:

@@ -187,6 +187,7 @@ CALLED: tuple[Call, ...] = (
          "(self, lb_name: str, instances: list[dict[str, str]]) -> list[dict[str, typing.Any]]"),
     Call(EC2Backend, "create_tags", "(self, resource_ids: list[str], tags: dict[str, str]) -> bool"),
     Call(EC2Backend, "delete_tags", "(self, resource_ids: list[str], tags: dict[str, str]) -> bool"),
+    Call(EC2Backend, "get_subnet", "(self, subnet_id: 'str') -> 'Subnet'"),  # A19: a subnet's zone
     Call(EC2Backend, "get_instance", "(self, instance_id: 'str') -> 'Instance'"),
     Call(EC2Backend, "terminate_instances",
          "(self, instance_ids: 'list[str]') -> 'list[tuple[Instance, InstanceState]]'"),
@@ -217,13 +218,15 @@ STATE: dict[type, dict[str, type | None]] = {
         "name": str, "autoscaling_backend": AutoScalingBackend, "instance_states": list, "desired_capacity": int,
         "min_size": int, "max_size": int, "target_group_arns": list, "load_balancer_names": list, "tags": list,
         "new_instances_protected_from_scale_in": None,
+        # A19: launch() shows moto's single-subnet launch only the chosen subnet and zone for one call
+        "vpc_zone_identifier": None, "availability_zones": list,
         "_suspended_processes": list,  # private: A8 reads it directly (moto has no public reader)
     },
     InstanceState: {
         "instance": Instance, "auto_scaling_group_name": str, "lifecycle_state": str, "health_status": str,
         "protected_from_scale_in": None,
     },
-    Instance: {"id": str, "state": str, "autoscaling_group": None},
+    Instance: {"id": str, "state": str, "autoscaling_group": None, "subnet_id": str},
     AutoScalingBackend: {
         "autoscaling_groups": dict, "policies": dict, "scheduled_actions": dict, "lifecycle_hooks": dict,
         "ec2_backend": EC2Backend, "elb_backend": ELBBackend, "elbv2_backend": ELBv2Backend, "account_id": str,

@@ -122,6 +122,7 @@ class InstanceRecord:
     ec2_terminated: bool = False        # EC2 terminated it (A4), or the group did
     held_tags: dict[str, str] | None = None  # propagated tags not yet on the instance (A12)
     tags_due: float | None = None       # when held_tags reach it
+    rebalance: bool = False             # launched by AZRebalance, not yet matched by a termination (A19)
 
 
 class GroupIndex:
