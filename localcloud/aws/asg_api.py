@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from . import activities as scaling
 from . import autoscaling as model
 from . import moto_seam as seam
 from . import runtime
@@ -195,9 +196,17 @@ def enter_standby(self: AutoScalingResponse) -> ActionResult:
         # A1: Standby instances leave the load balancers and drain; (unverified) EnteringStandby lasts the drain.
         drain = model.leave_lbs(state, group, inst)
         model.set_lifecycle(state, group, inst, "EnteringStandby", after_aws_seconds=drain)
-        activities.append(EnterStandbyActivity(inst.instance, original))
+        activities.append(_logged(state, group, "enter_standby", inst, EnterStandbyActivity(inst.instance, original)))
     model.reconcile(state, group)  # without decrement the group launches replacements (A1)
     return ActionResult({"Activities": activities})
+
+
+def _logged(state: LayerState, group: FakeAutoScalingGroup, kind: str, inst: InstanceState, activity: Any,
+            status: str = "InProgress") -> Any:
+    """A15: moto's activity for the reply, kept (same id) in the layer's log for DescribeScalingActivities."""
+    scaling.add(state, group, kind, inst.instance.id, activity.description, activity.cause, status,
+                activity_id=activity.activity_id)
+    return activity
 
 
 def exit_standby(self: AutoScalingResponse) -> ActionResult:
@@ -218,7 +227,7 @@ def exit_standby(self: AutoScalingResponse) -> ActionResult:
     activities = []
     for inst in instances:
         model.set_lifecycle(state, group, inst, "Pending", after_aws_seconds=model.EXIT_STANDBY_SECONDS)
-        activities.append(ExitStandbyActivity(inst.instance, original))
+        activities.append(_logged(state, group, "exit_standby", inst, ExitStandbyActivity(inst.instance, original)))
     return ActionResult({"Activities": activities})
 
 
@@ -236,7 +245,7 @@ def detach_instances(self: AutoScalingResponse) -> ActionResult:
     for inst in instances:
         model.leave_lbs(state, group, inst)  # A3: detached instances drain and keep running
         group.autoscaling_backend.ec2_backend.delete_tags([inst.instance.id], {ASG_NAME_TAG: group.name})
-        activities.append(DetachInstanceActivity(inst.instance))
+        activities.append(_logged(state, group, "detach", inst, DetachInstanceActivity(inst.instance), "Successful"))
         group.instance_states = [s for s in group.instance_states if s is not inst]
         state.emit("instance_detached", inst.instance.id, group.name)
         state.instances.pop(inst.instance.id, None)
@@ -267,8 +276,8 @@ def terminate_instance_in_auto_scaling_group(self: AutoScalingResponse) -> Actio
         original = group.desired_capacity
         if decrement and counted:
             group.desired_capacity -= 1
-        model.begin_terminate(state, group, inst)
         activity = TerminateInstanceActivity(inst.instance, original)
+        model.begin_terminate(state, group, inst, cause=activity.cause, activity_id=activity.activity_id)
         model.reconcile(state, group)
         return ActionResult({"Activity": activity})
     raise ValidationError(f"Instance Id not found - No managed instance found for instance ID: {iid}")

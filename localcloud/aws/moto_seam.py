@@ -136,6 +136,8 @@ WRAPPED: tuple[Wrap, ...] = (
     *(Wrap(AutoScalingResponse, name, ACTION) for name in (
         "describe_auto_scaling_groups", "describe_auto_scaling_instances", "describe_tags", "describe_policies",
         "describe_scheduled_actions", "create_or_update_tags", "delete_tags", "delete_policy", "execute_policy")),
+    # activities.py: A15, moto answers no activities at all.
+    Wrap(AutoScalingResponse, "describe_scaling_activities", ACTION),
     Wrap(AutoScalingBackend, "put_scaling_policy",
          "(self, name: 'str', policy_type: 'str', metric_aggregation_type: 'str', adjustment_type: 'str',"
          " as_name: 'str', min_adjustment_magnitude: 'str', scaling_adjustment: 'int | None',"
@@ -187,6 +189,7 @@ CALLED: tuple[Call, ...] = (
          "(self, lb_name: str, instances: list[dict[str, str]]) -> list[dict[str, typing.Any]]"),
     Call(EC2Backend, "create_tags", "(self, resource_ids: list[str], tags: dict[str, str]) -> bool"),
     Call(EC2Backend, "delete_tags", "(self, resource_ids: list[str], tags: dict[str, str]) -> bool"),
+    Call(EC2Backend, "all_instances", "(self, filters: 'Any' = None) -> 'list[Instance]'"),  # A15: vCPU limit
     Call(EC2Backend, "get_subnet", "(self, subnet_id: 'str') -> 'Subnet'"),  # A19: a subnet's zone
     Call(EC2Backend, "get_instance", "(self, instance_id: 'str') -> 'Instance'"),
     Call(EC2Backend, "terminate_instances",
@@ -220,13 +223,15 @@ STATE: dict[type, dict[str, type | None]] = {
         "new_instances_protected_from_scale_in": None,
         # A19: launch() shows moto's single-subnet launch only the chosen subnet and zone for one call
         "vpc_zone_identifier": None, "availability_zones": list,
+        # A15: what a launch failure names (activities.py)
+        "arn": str, "ec2_launch_template": None, "instance_type": None, "image_id": None,
         "_suspended_processes": list,  # private: A8 reads it directly (moto has no public reader)
     },
     InstanceState: {
         "instance": Instance, "auto_scaling_group_name": str, "lifecycle_state": str, "health_status": str,
         "protected_from_scale_in": None,
     },
-    Instance: {"id": str, "state": str, "autoscaling_group": None, "subnet_id": str},
+    Instance: {"id": str, "state": str, "autoscaling_group": None, "subnet_id": str, "instance_type": str},
     AutoScalingBackend: {
         "autoscaling_groups": dict, "policies": dict, "scheduled_actions": dict, "lifecycle_hooks": dict,
         "ec2_backend": EC2Backend, "elb_backend": ELBBackend, "elbv2_backend": ELBv2Backend, "account_id": str,
@@ -313,7 +318,7 @@ def replaces(cls: type, name: str) -> Callable[[Callable[..., Any]], Callable[..
 
 def install() -> None:
     """Put every replacement on moto's classes; idempotent (a class attribute is replaced once per process)."""
-    from . import asg_api, asg_catalog, autoscaling, targets  # noqa: F401  (importing them registers them)
+    from . import activities, asg_api, asg_catalog, autoscaling, targets  # noqa: F401  (importing them registers them)
 
     missing = _LISTED - set(_replacements)
     if missing:
