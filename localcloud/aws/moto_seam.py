@@ -37,9 +37,10 @@ from moto.autoscaling.models import (
     TerminateInstanceActivity,
 )
 from moto.autoscaling.responses import AutoScalingResponse
+from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult, BaseResponse, EmptyResult
-from moto.ec2.models import EC2Backend
+from moto.ec2.models import EC2Backend, ec2_backends
 from moto.ec2.models.instances import Instance
 from moto.elb.models import ELBBackend, FakeHealthCheck, FakeListener, LoadBalancer
 from moto.elb.responses import ELBResponse
@@ -52,12 +53,13 @@ from moto.moto_server import werkzeug_app
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 __all__ = [
-    "ASG_NAME_TAG", "ActionResult", "AutoScalingBackend", "AutoScalingResponse", "AutoscalingClientError",
+    "ASG_NAME_TAG", "DEFAULT_ACCOUNT_ID", "ActionResult", "AutoScalingBackend", "AutoScalingResponse",
+    "AutoscalingClientError",
     "DetachInstanceActivity", "DomainDispatcherApplication", "ELBBackend", "ELBResponse", "ELBv2Backend",
     "ELBv2ValidationError", "EmptyResult", "EnterStandbyActivity", "ExitStandbyActivity", "FakeAutoScalingGroup",
     "FakeHealthStatus", "FakeScalingPolicy", "FakeScheduledAction", "FakeTargetGroup", "InstanceState",
     "ResourceContentionError", "TerminateInstanceActivity", "ValidationError", "create_backend_app",
-    "moto_api_backend",
+    "ec2_backends", "moto_api_backend",
 ]
 
 
