@@ -3,11 +3,17 @@ cross-zone off a zone whose targets are all unhealthy answers 503 to its own cli
 clients are served. The plan is pure (no I/O); the node test runs a real HAProxy and tiny HTTP apps (no Docker).
 """
 
+import boto3
 import pytest
+from botocore.config import Config
 
+from localcloud.aws.cross_zone import KEY
+from localcloud.fleet.control import ControlClient
 from localcloud.fleet.haproxy import LoadBalancer, ServerState
 from localcloud.fleet.load import get_once, sample_versions
 from localcloud.fleet.plan import plan_zone_routing, routes_by_zone
+from localcloud.fleet.supervisor import FleetSupervisor
+from localcloud.scenario import create_service
 from tests.helpers import wait_until
 
 ZONES = ["us-east-1a", "us-east-1b"]
@@ -65,3 +71,41 @@ def test_e6_each_zone_node_serves_only_what_it_is_told_and_a_zone_without_target
     lb.remove_server("i-b")
     assert sorted(lb.zone_servers(ZONES[1])) == ["i-a"]
     assert "i-b" not in lb.servers()
+
+
+@pytest.mark.haproxy
+def test_e6_the_supervisor_keeps_a_zone_without_healthy_targets_dark_when_cross_zone_is_off(aws, tmp_path,
+                                                                                          fake_instance):
+    scale = 0.05
+    aws.configure_time(time_scale=scale, health_interval=300)  # HAProxy's checks decide health (fed in)
+    session = boto3.session.Session()
+    svc = create_service(session, name="svc", capacity=2, version="1.0", health_interval=5, healthy_threshold=2,
+                         deregistration_delay=30, zones=2)  # A19: one instance in each zone
+    retries = Config(retries={"mode": "standard", "max_attempts": 5})
+    asg, elbv2 = session.client("autoscaling", config=retries), session.client("elbv2", config=retries)
+    elbv2.modify_target_group_attributes(TargetGroupArn=svc["target_group_arn"],
+                                         Attributes=[{"Key": KEY, "Value": "false"}])
+    lb = LoadBalancer(str(tmp_path / "lb"), zones=ZONES).start()
+    supervisor = FleetSupervisor(ControlClient(aws.endpoint), asg, elbv2, lb, str(tmp_path), aws.endpoint,
+                                 "us-east-1", "unused", time_scale=scale, poll_interval=0.05,
+                                 instance_factory=fake_instance).start()
+    try:
+        wait_until(lambda: supervisor.routed_count() == 2, "both instances healthy and routed", 20)
+        zone_of = {i["InstanceId"]: i["AvailabilityZone"]
+                   for i in asg.describe_auto_scaling_instances()["AutoScalingInstances"]}
+        by_zone = {zone: i for i, zone in zone_of.items()}
+        assert sorted(by_zone) == ZONES
+        url = {zone: f"http://127.0.0.1:{port}" for zone, port in lb.zone_ports.items()}
+        for zone in ZONES:  # cross-zone off: each zone's clients reach only their own zone's instance
+            wait_until(lambda z=zone: sample_versions(url[z], 4) == ({by_zone[z]: 4}, 0), f"{zone} served", 20)
+        supervisor.instances[by_zone[ZONES[1]]].backend.healthy = False
+        wait_until(lambda: get_once(url[ZONES[1]]) == (None, "HTTP 503"), "zone b dark for its clients", 20)
+        assert sample_versions(url[ZONES[0]], 4) == ({by_zone[ZONES[0]]: 4}, 0)
+        assert sample_versions(lb.url, 4) == ({by_zone[ZONES[0]]: 4}, 0)
+        elbv2.modify_target_group_attributes(TargetGroupArn=svc["target_group_arn"],
+                                             Attributes=[{"Key": KEY, "Value": "true"}])
+        wait_until(lambda: sample_versions(url[ZONES[1]], 4) == ({by_zone[ZONES[0]]: 4}, 0),
+                   "zone b's clients served across zones", 20)
+    finally:
+        supervisor.stop()
+        lb.stop()
