@@ -174,6 +174,9 @@ def test_a20_health_check_type_elb_replaces_an_unhealthy_instance_after_the_grac
     stopped_clock.advance(20)
     assert world.health(arn) == {good: "healthy"}
     assert any(e["type"] == "instance_terminated" and e["instance_id"] == bad for e in world.cloud.events())
+    causes = [a["Cause"] for a in world.asg.describe_scaling_activities(AutoScalingGroupName="green")["Activities"]
+              if a["Description"] == f"Terminating EC2 instance: {bad}"]
+    assert len(causes) == 1 and "marked unhealthy" in causes[0]  # A15 (emu-asg) says why
 
 
 def test_a20_health_check_type_ec2_ignores_the_load_balancer(world, stopped_clock):
