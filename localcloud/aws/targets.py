@@ -106,8 +106,8 @@ def _count_checks(state: LayerState, record: dict[str, Any], target_id: str, int
     """
     now = state.now()
     apps = state.apps
-    if interval <= 0:  # health_interval 0: checks without pause, the status follows the app at once
-        up = apps.answers(target_id, now)
+    if interval <= 0:  # health_interval 0: checks without pause, the status follows the app at once,
+        up = apps.answers(target_id, now + 1e-9)  # a change made at this very instant included
         record.update(status="healthy" if up else "unhealthy", checked_at=now, checks=record["checks"] + 1)
         return
     eps = 1e-9 * max(1.0, interval)

@@ -202,3 +202,15 @@ def test_a20_a_suspended_health_check_process_marks_nothing(world, stopped_clock
     world.asg.resume_processes(AutoScalingGroupName="green", ScalingProcesses=["HealthCheck"])
     stopped_clock.advance(1)
     assert world.states("green")[iid] == "Terminating"
+
+
+def test_e5_with_health_interval_zero_the_status_follows_the_app_at_once(world, stopped_clock):
+    world.cloud.configure_time(health_interval=0.0)
+    arn = _tg(world)
+    (iid,) = world.instances()
+    world.elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": iid}])
+    assert world.health(arn) == {iid: "healthy"}
+    world.cloud.set_app_up(iid, False)
+    assert world.health(arn) == {iid: "unhealthy"}
+    world.cloud.set_app_up(iid, True)
+    assert world.health(arn) == {iid: "healthy"}
