@@ -60,6 +60,18 @@ backend {backend}
     balance roundrobin
     option httpchk GET {check_path}
     http-check expect status 200
+{zones}"""
+
+# E6: one load balancer node per zone, for that zone's clients: its own port and its own backend, holding a copy
+# of every server without checks (HAProxy 2.6 cannot track a dynamic server). The copies are routed or drained
+# from the target group's health and the cross-zone setting (plan.routes_by_zone), never from checks of their own.
+_ZONE = """
+frontend lb_{zone}
+    bind fd@${{BLUEGREEN_LB_FD_{index}}}
+    default_backend {backend}
+
+backend {backend}
+    balance roundrobin
 """
 
 
@@ -82,7 +94,7 @@ class LoadBalancer:
     """One HAProxy process listening on host:port (port 0: an ephemeral port, passed in as a bound socket)."""
 
     def __init__(self, state_dir, host="127.0.0.1", port=0, check_path="/health", check_interval=1.0,
-                 rise=2, fall=2, haproxy_bin="haproxy"):
+                 rise=2, fall=2, haproxy_bin="haproxy", zones=()):
         self.state_dir = os.path.abspath(state_dir)
         self.host = host
         self._requested_port = port
@@ -95,6 +107,9 @@ class LoadBalancer:
         self._proc = None  # type: Optional[subprocess.Popen]
         self._runtime_dir = None  # type: Optional[str]
         self.socket_path = None  # type: Optional[str]
+        # E6: Availability Zones with a node (port) of their own; empty: one node for every client (cross-zone)
+        self.zones = list(zones)
+        self.zone_ports = {}  # type: Dict[str, int]
 
     @property
     def url(self):
@@ -113,28 +128,31 @@ class LoadBalancer:
         self._runtime_dir = tempfile.mkdtemp(prefix="bg-lb-")
         self.socket_path = os.path.join(self._runtime_dir, "admin.sock")
         config = os.path.join(self.state_dir, "haproxy.cfg")
+        zones = "".join(_ZONE.format(zone=zone, index=i, backend=zone_backend(zone))
+                        for i, zone in enumerate(self.zones))
         with open(config, "w") as f:
-            f.write(_CONFIG.format(socket=self.socket_path, backend=BACKEND, check_path=self.check_path))
-        # Bind here and hand HAProxy the listening socket (`bind fd@N`): port 0 then works without a race.
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            f.write(_CONFIG.format(socket=self.socket_path, backend=BACKEND, check_path=self.check_path,
+                                   zones=zones))
+        # Bind here and hand HAProxy the listening sockets (`bind fd@N`): port 0 then works without a race.
+        listeners = []
         try:
-            listener.bind((self.host, self._requested_port))
-        except OSError as exc:
-            listener.close()
-            raise HAProxyError(f"cannot listen on {self.host}:{self._requested_port}: {exc}")
-        listener.listen(512)
-        self.port = listener.getsockname()[1]
-        fd = listener.fileno()
-        os.set_inheritable(fd, True)
-        try:
+            listener = _listen(self.host, self._requested_port)
+            listeners.append(listener)
+            env = dict(os.environ, BLUEGREEN_LB_FD=str(listener.fileno()))
+            for i, zone in enumerate(self.zones):
+                zone_listener = _listen(self.host, 0)
+                listeners.append(zone_listener)
+                self.zone_ports[zone] = zone_listener.getsockname()[1]
+                env[f"BLUEGREEN_LB_FD_{i}"] = str(zone_listener.fileno())
+            self.port = listener.getsockname()[1]
             with open(os.path.join(self.state_dir, "haproxy.log"), "ab") as logfile:
                 self._proc = subprocess.Popen(
-                    [binary, "-db", "-f", config], pass_fds=(fd,), stdin=subprocess.DEVNULL, stdout=logfile,
-                    stderr=subprocess.STDOUT, env=dict(os.environ, BLUEGREEN_LB_FD=str(fd)),
+                    [binary, "-db", "-f", config], pass_fds=tuple(s.fileno() for s in listeners),
+                    stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT, env=env,
                     start_new_session=True)
         finally:
-            listener.close()  # HAProxy holds its own copy
+            for item in listeners:
+                item.close()  # HAProxy holds its own copies
         try:
             wait_until(self._show_info, "haproxy's admin socket", deadline_s, 0.05,
                        until=lambda answer: not isinstance(answer, HAProxyError))
@@ -218,6 +236,10 @@ class LoadBalancer:
         self._checked(f"set server {target} state drain")
         self._checked(f"set server {target} health down")
         self._checked(f"enable health {target}")
+        for zone in self.zones:
+            copy = f"{zone_backend(zone)}/{name}"
+            self._checked(f"add server {copy} {address}:{port}")
+            self._checked(f"set server {copy} state drain")  # out of maintenance, not routed (E6)
         log.info("load balancer: added %s at %s:%d (checked, not routed)", name, address, port)
 
     def route(self, name):
@@ -235,11 +257,22 @@ class LoadBalancer:
         `initial`, E1). Requests in flight are not cut."""
         self._checked(f"set server {BACKEND}/{name} health down")
 
+    def route_in_zone(self, zone, name, routed):
+        """E6: the zone's node sends new requests to this server (routed) or none (drain; in flight finish)."""
+        self._checked(f"set server {zone_backend(zone)}/{name} state {'ready' if routed else 'drain'}")
+        log.info("load balancer: %s %s in zone %s", "routing to" if routed else "draining", name, zone)
+
+    def zone_servers(self, zone):
+        """E6: the zone node's copies, by name."""
+        return self.servers(zone_backend(zone))
+
     def remove_server(self, name, deadline_s=10.0):
         """Take the server out for good: maintenance (no new requests), wait for in-flight ones, delete."""
         target = f"{BACKEND}/{name}"
         if name not in self.servers():
             return
+        for zone in self.zones:
+            self._remove(zone_backend(zone), name, deadline_s)
         self._checked(f"set server {target} state maint")
         self.wait_idle(name, deadline_s)
         # `del server` refuses while a connection (even an idle pooled one) is still attached: retry briefly.
@@ -251,14 +284,28 @@ class LoadBalancer:
                                f"last answer: {exc.last}") from None
         log.info("load balancer: removed %s", name)
 
-    def servers(self):
+    def _remove(self, backend, name, deadline_s):
+        """Delete one zone copy (E6): maintenance, wait for in-flight requests, delete."""
+        target = f"{backend}/{name}"
+        if name not in self.servers(backend):
+            return
+        self._checked(f"set server {target} state maint")
+        try:
+            wait_until(lambda: self.servers(backend).get(name), f"no request in flight on {target}", deadline_s,
+                       0.1, until=lambda state: state is None or state.sessions == 0)
+            wait_until(lambda: self.command(f"del server {target}").strip(), f"haproxy to delete {target}",
+                       deadline_s, 0.1, until=lambda answer: "deleted" in answer.lower() or "no such" in answer.lower())
+        except WaitTimeout as exc:
+            raise FleetTimeout(f"haproxy would not delete {target} within {deadline_s}s; last: {exc.last}") from None
+
+    def servers(self, backend=BACKEND):
         """Every server of the backend, by name."""
         sessions = {}
         for row in _parse_csv(self.command("show stat")):
-            if row.get("# pxname") == BACKEND and row.get("svname") not in ("BACKEND", "FRONTEND"):
+            if row.get("# pxname") == backend and row.get("svname") not in ("BACKEND", "FRONTEND"):
                 sessions[row["svname"]] = int(row.get("scur") or 0)
         result = {}  # type: Dict[str, ServerState]
-        lines = self.command(f"show servers state {BACKEND}").splitlines()
+        lines = self.command(f"show servers state {backend}").splitlines()
         header = None
         for line in lines:
             if line.startswith("# be_id"):
@@ -289,6 +336,24 @@ class LoadBalancer:
         except WaitTimeout as exc:
             raise FleetTimeout(f"server {name} still had {exc.last.sessions} requests in flight after "
                                f"{deadline_s}s") from None
+
+
+def zone_backend(zone):
+    """E6: the backend of one zone's node."""
+    return f"{BACKEND}_{zone}"
+
+
+def _listen(host, port):
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        raise HAProxyError(f"cannot listen on {host}:{port}: {exc}")
+    listener.listen(512)
+    os.set_inheritable(listener.fileno(), True)
+    return listener
 
 
 def _parse_csv(text):

@@ -80,3 +80,35 @@ def merge_target_health(descriptions):
             if rank[state] > rank.get(merged.get(instance_id), 0):
                 merged[instance_id] = state
     return merged
+
+
+def routes_by_zone(targets, zone_of, zones, cross_zone):
+    """E6: the targets a client in each zone reaches, {zone: sorted ids}, from the merged target health
+    ({id: state}), each target's zone ({id: zone}), the load balancer's zones (one node each) and the
+    resolved cross-zone setting (localcloud.aws.cross_zone.resolve).
+
+    Cross-zone on: every node routes to every healthy target. Off: a node routes only to the healthy targets
+    of its own zone, so a zone with none answers 503 to its clients (an ALB whose target group has cross-zone
+    off; an NLB would take that zone out of DNS instead, which is not modelled). With no healthy target at
+    all nothing is routed (HAProxy's 503, where AWS fails open: E4).
+    """
+    healthy = sorted(i for i, state in targets.items() if state == "healthy")
+    if cross_zone:
+        return {zone: list(healthy) for zone in zones}
+    return {zone: [i for i in healthy if zone_of.get(i) == zone] for zone in zones}
+
+
+def plan_zone_routing(routes, zone_servers, servers):
+    """E6: [(zone, id, routed)] changes that make each zone node's copies match `routes` (routes_by_zone).
+    zone_servers: {zone: {id: ServerState}} of the zone copies; servers: the main backend's {id: ServerState}.
+    A copy is routed only while the main server is routed too (the target group calls it healthy AND
+    HAProxy's own checks pass), so a zone node never sends a request where the main node would not."""
+    changes = []
+    for zone, copies in sorted(zone_servers.items()):
+        wanted = set(routes.get(zone, ()))
+        for instance_id, copy in sorted(copies.items()):
+            main = servers.get(instance_id)
+            routed = instance_id in wanted and main is not None and main.routed
+            if routed != copy.routed:
+                changes.append((zone, instance_id, routed))
+    return changes

@@ -15,11 +15,13 @@ from typing import Any, Callable
 from botocore.exceptions import BotoCoreError, ClientError
 
 from agent.contract import TAG_VERSION
+from localcloud.aws.cross_zone import KEY as CROSS_ZONE_KEY
+from localcloud.aws.cross_zone import resolve as resolve_cross_zone
 from localcloud.fleet import FleetError, FleetTimeout
 from localcloud.fleet.control import ControlClient
 from localcloud.fleet.haproxy import LoadBalancer
 from localcloud.fleet.instances import Instance, VersionGate
-from localcloud.fleet.plan import Action, merge_target_health, plan_load_balancer
+from localcloud.fleet.plan import Action, merge_target_health, plan_load_balancer, plan_zone_routing, routes_by_zone
 from localcloud.polling import WaitTimeout, wait_until
 from localcloud.ports import NoFreePort, free_port
 
@@ -53,6 +55,7 @@ class FleetSupervisor:
         self.retired: dict[str, Instance] = {}
         self.target_groups: dict[str, dict] = {}  # arn -> {"interval", "rise", "fall"}
         self.targets: dict[str, str] = {}  # instance id -> target group state, as last read
+        self.zone_of: dict[str, str] = {}  # instance id -> Availability Zone (E6: only with lb.zones)
         self.ports_taken: set = set()
         self.fed: dict[str, str | None] = {}
         self._seq = 0
@@ -192,8 +195,37 @@ class FleetSupervisor:
         self.targets = targets
         for action in actions:
             self._apply(action, membership.get(action.instance_id))
+        if self.lb.zones:
+            self._route_zones(targets)
         if actions or changed:
             self._changed()
+
+    def _route_zones(self, targets: dict[str, str]) -> None:
+        """E6: each zone's node routes as the target groups' cross-zone setting says (plan.routes_by_zone)."""
+        missing = sorted(i for i in targets if i not in self.zone_of)
+        for start in range(0, len(missing), 50):  # A9: at most 50 ids a call
+            answer = self.autoscaling.describe_auto_scaling_instances(InstanceIds=missing[start:start + 50])
+            for item in answer.get("AutoScalingInstances", []):
+                self.zone_of[item["InstanceId"]] = item["AvailabilityZone"]
+        routes = routes_by_zone(targets, self.zone_of, self.lb.zones, self._cross_zone())
+        zone_servers = {zone: self.lb.zone_servers(zone) for zone in self.lb.zones}
+        for zone, instance_id, routed in plan_zone_routing(routes, zone_servers, self.lb.servers()):
+            self.lb.route_in_zone(zone, instance_id, routed)
+
+    def _cross_zone(self) -> bool:
+        """E6: on when any followed target group has it on (HAProxy stands for one load balancer)."""
+        for arn in list(self.target_groups):
+            attributes = {a["Key"]: a["Value"] for a in
+                          self.elbv2.describe_target_group_attributes(TargetGroupArn=arn)["Attributes"]}
+            group = self.elbv2.describe_target_groups(TargetGroupArns=[arn])["TargetGroups"][0]
+            lb_type = lb_value = None
+            for lb_arn in group.get("LoadBalancerArns", [])[:1]:
+                lb_type = self.elbv2.describe_load_balancers(LoadBalancerArns=[lb_arn])["LoadBalancers"][0]["Type"]
+                lb_value = {a["Key"]: a["Value"] for a in self.elbv2.describe_load_balancer_attributes(
+                    LoadBalancerArn=lb_arn)["Attributes"]}.get(CROSS_ZONE_KEY)
+            if resolve_cross_zone(attributes.get(CROSS_ZONE_KEY), lb_type, lb_value):
+                return True
+        return False
 
     def _apply(self, action: Action, target_group_arn: str | None) -> None:
         name = action.instance_id
