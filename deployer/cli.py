@@ -262,7 +262,8 @@ class Cli:
     def store(self, me=None):
         """The service's StateStore, or None (with the one warning naming the race) when none is named."""
         a = self.args
-        groups = pair_from_describe(a.service, self.aws.describe_service_groups(a.service))
+        # Only the tags locate the store: the load balancers are pre-flight's and the runner's to check.
+        groups = pair_from_describe(a.service, self.aws.describe_service_groups(a.service), same_load_balancers=False)
         found = store_mod.locate(a.service, groups, a.state, self.environ)
         if found is None:
             log.warning(store_mod.NO_STORE_WARNING.format(service=a.service, tag=TAG_OPERATION))
@@ -320,7 +321,7 @@ class Cli:
                          preflight.refusal_checks(facts, a.version, resuming, max_drain=a.max_drain))
 
     def doctor(self):
-        facts = self.facts(self.store())
+        facts = self.facts(self.store(), version=preflight.LAUNCH_VERSION)
         doc, code = doctor.report(facts, max_drain=self.args.max_drain)
         return doc, doctor.text(doc), code
 

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 from agent import contract
-from agent.contract import MANIFEST, TAG_BOOTSTRAP, TAG_IMAGE, ContractError
+from agent.contract import MANIFEST, TAG_BOOTSTRAP, TAG_IMAGE, TAG_VERSION, ContractError
 from agent.images import ecr_registry, registry_host
 
 from . import registry
@@ -121,9 +121,12 @@ class Facts:
 # ---- reading -----------------------------------------------------------------------------------------
 
 
+LAUNCH_VERSION = object()  # gather's `version` for doctor: the version the idle group's tags name
+
+
 def gather(aws, service, store=None, version=None, s3=None, ecr_for=None, opener=None):
-    """One read of everything the checks need. `version`: the image tag to look for (deploy, canary); `s3`: the
-    client the manifest is read with; `ecr_for(region)`: an ECR client of that Region."""
+    """One read of everything the checks need. `version`: the image tag to look for (deploy, canary; doctor:
+    LAUNCH_VERSION); `s3`: the client the manifest is read with; `ecr_for(region)`: an ECR client of that Region."""
     records = aws.describe_service_groups(service)
     groups = pair_from_describe(service, records, same_load_balancers=False)
     stored = store.read() if store is not None else None
@@ -140,6 +143,8 @@ def gather(aws, service, store=None, version=None, s3=None, ecr_for=None, opener
     facts["classic"] = {d["LoadBalancerName"]: d for d in aws.describe_classic_load_balancers(names)} if names else {}
     facts["classic_attributes"] = {name: aws.describe_classic_attributes(name) for name in names}
     tags = _launch_tags(snap)
+    if version is LAUNCH_VERSION:
+        version = tags.get(TAG_VERSION)
     if version is not None and tags.get(TAG_IMAGE):
         facts["image"] = probe_image(aws, tags[TAG_IMAGE], version, ecr_for, opener)
     if s3 is not None and tags.get(TAG_BOOTSTRAP):
@@ -397,7 +402,8 @@ def check_image(facts, version=None):
                      "before launch", f"tag both groups with {TAG_IMAGE}=REPOSITORY")
     probe = facts.image
     if probe is None:
-        return _ok("image-exists", f"image {tags[TAG_IMAGE]} (checked for a version by deploy and canary)")
+        return Check("image-exists", WARN, f"the pair names image {tags[TAG_IMAGE]} but no version to look for",
+                     f"tag the groups with {TAG_VERSION}")
     if probe.state == registry.FOUND:
         return _ok("image-exists", f"{probe.subject} exists ({probe.detail})")
     if probe.state == registry.MISSING:

@@ -2,7 +2,7 @@
 and changes nothing: the pair reads the same before and after, no mutating call was made, no lock was written.
 
 Driven through the in-process harness against the emulated AWS; the image checks against moto's ECR and a
-registry served by the test itself (tests/deployer/registry_stub.py).
+registry served by the test itself (tests/deployer/preflight_support.py).
 """
 
 from __future__ import annotations
@@ -14,28 +14,15 @@ import pytest
 from deployer import preflight
 from tests.deployer.deployer_fixtures import group_record, ids, snapshot
 from tests.deployer.harness import MUTATING
-from tests.deployer.registry_stub import ecr_image, local_registry, unreachable_registry
+from tests.deployer.preflight_support import (
+    ecr_image,
+    local_registry,
+    lock_objects,
+    name_image,
+    pair_state,
+    unreachable_registry,
+)
 from tests.helpers import error_lines, expect_exit
-
-
-def pair_state(fleet):
-    """What a refusal must leave as it was: each group's sizes, tags, processes, settings and instances."""
-    out = {}
-    for color in ("blue", "green"):
-        g = fleet.group(color)
-        out[color] = {k: g.get(k) for k in ("MinSize", "DesiredCapacity", "MaxSize", "HealthCheckType",
-                                            "VPCZoneIdentifier", "NewInstancesProtectedFromScaleIn")}
-        out[color]["tags"] = sorted((t["Key"], t["Value"]) for t in g["Tags"])
-        out[color]["suspended"] = sorted(p["ProcessName"] for p in g["SuspendedProcesses"])
-        out[color]["instances"] = sorted((i["InstanceId"], i["LifecycleState"], i.get("ProtectedFromScaleIn"))
-                                         for i in g["Instances"])
-    return out
-
-
-def lock_exists(fleet):
-    s3 = fleet.session.client("s3")
-    listed = s3.list_objects_v2(Bucket="bluegreen-bootstrap", Prefix="demo/.bluegreen/")
-    return [o["Key"] for o in listed.get("Contents", [])]
 
 
 def refused(fleet, *argv, check):
@@ -49,7 +36,7 @@ def refused(fleet, *argv, check):
     made = set(summary["aws_calls_by_op"])
     assert not made & (MUTATING | {"PutObject", "DeleteObject"}), made
     assert pair_state(fleet) == before
-    assert lock_exists(fleet) == []
+    assert lock_objects(fleet) == []
     return line
 
 
@@ -152,12 +139,6 @@ def test_an_unreadable_bootstrap_manifest_refuses(fleet):
     s3.put_object(Bucket="bluegreen-bootstrap", Key="demo/manifest.json", Body=b'{"files": []}')
     line = refused(fleet, "deploy", "demo", "2.0", check="bootstrap-manifest")
     assert "not a manifest the agent accepts" in line
-
-
-def name_image(fleet, image):
-    fleet.asg.create_or_update_tags(Tags=[
-        {"ResourceId": name, "ResourceType": "auto-scaling-group", "Key": "bluegreen:image", "Value": image,
-         "PropagateAtLaunch": False} for name in fleet.svc["groups"].values()])
 
 
 def test_a_version_missing_from_ecr_refuses_and_one_present_passes(fleet):

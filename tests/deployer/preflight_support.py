@@ -1,5 +1,6 @@
-"""Where an image can live for pre-flight's image check: moto's ECR, or a registry served by the test itself
-(the Docker registry HTTP API V2's manifest HEAD, optionally behind the anonymous bearer-token flow)."""
+"""What the pre-flight and doctor tests share: the pair as a refusal must leave it, and where an image can live for
+the image check: moto's ECR, or a registry served by the test itself (the Docker registry HTTP API V2's manifest
+HEAD, optionally behind the anonymous bearer-token flow)."""
 
 from __future__ import annotations
 
@@ -80,3 +81,30 @@ def unreachable_registry():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def pair_state(fleet):
+    """What a refusal must leave as it was: each group's sizes, tags, processes, settings and instances."""
+    out = {}
+    for color in ("blue", "green"):
+        g = fleet.group(color)
+        out[color] = {k: g.get(k) for k in ("MinSize", "DesiredCapacity", "MaxSize", "HealthCheckType",
+                                            "VPCZoneIdentifier", "NewInstancesProtectedFromScaleIn")}
+        out[color]["tags"] = sorted((t["Key"], t["Value"]) for t in g["Tags"])
+        out[color]["suspended"] = sorted(p["ProcessName"] for p in g["SuspendedProcesses"])
+        out[color]["instances"] = sorted((i["InstanceId"], i["LifecycleState"], i.get("ProtectedFromScaleIn"))
+                                         for i in g["Instances"])
+    return out
+
+
+def lock_objects(fleet):
+    """The state store's objects of service demo (lock.json, the journal): none before any operation."""
+    s3 = fleet.session.client("s3")
+    listed = s3.list_objects_v2(Bucket="bluegreen-bootstrap", Prefix="demo/.bluegreen/")
+    return [o["Key"] for o in listed.get("Contents", [])]
+
+
+def name_image(fleet, image):
+    fleet.asg.create_or_update_tags(Tags=[
+        {"ResourceId": name, "ResourceType": "auto-scaling-group", "Key": "bluegreen:image", "Value": image,
+         "PropagateAtLaunch": False} for name in fleet.svc["groups"].values()])
