@@ -157,6 +157,10 @@ WRAPPED: tuple[Wrap, ...] = (
 ADDED: tuple[tuple[type, str], ...] = (
     (AutoScalingResponse, "complete_lifecycle_action"),
     (AutoScalingResponse, "record_lifecycle_action_heartbeat"),
+    # refresh.py: A16, instance refresh.
+    (AutoScalingResponse, "start_instance_refresh"),
+    (AutoScalingResponse, "describe_instance_refreshes"),
+    (AutoScalingResponse, "cancel_instance_refresh"),
 )
 
 # -- CALLED ------------------------------------------------------------------------------------------------
@@ -320,7 +324,7 @@ def replaces(cls: type, name: str) -> Callable[[Callable[..., Any]], Callable[..
 
 def install() -> None:
     """Put every replacement on moto's classes; idempotent (a class attribute is replaced once per process)."""
-    from . import activities, asg_api, asg_catalog, autoscaling, targets  # noqa: F401  (importing them registers them)
+    from . import activities, asg_api, asg_catalog, autoscaling, refresh, targets  # noqa: F401  (importing them registers them)
 
     missing = _LISTED - set(_replacements)
     if missing:
