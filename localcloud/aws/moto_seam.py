@@ -190,6 +190,10 @@ CALLED: tuple[Call, ...] = (
          "(self, instance_ids: 'list[str]') -> 'list[InstanceState]'"),
     Call(AutoScalingBackend, "describe_tags",
          "(self, filters: 'list[dict[str, str]]') -> 'list[dict[str, str]]'"),
+    Call(AutoScalingBackend, "create_lifecycle_hook",  # A19: LifecycleHookSpecificationList
+         "(self, name: 'str', as_name: 'str', transition: 'str', timeout: 'int | None', result: 'str')"
+         " -> 'LifecycleHook'"),
+    Call(AutoScalingBackend, "delete_lifecycle_hook", "(self, as_name: 'str', name: 'str') -> 'None'"),
     Call(ELBBackend, "get_load_balancer", "(self, load_balancer_name: str) -> moto.elb.models.LoadBalancer"),
     Call(ELBBackend, "describe_instance_health",
          "(self, lb_name: str, instances: list[dict[str, str]]) -> list[dict[str, typing.Any]]"),
