@@ -11,7 +11,7 @@ from typing import Any, Callable
 from . import activities as scaling
 from . import autoscaling as model
 from . import moto_seam as seam
-from . import runtime
+from . import runtime, weights
 from .errors import NotStarted
 from .moto_seam import (
     ASG_NAME_TAG,
@@ -28,7 +28,7 @@ from .moto_seam import (
     TerminateInstanceActivity,
     ValidationError,
 )
-from .state import LayerState
+from .state import GroupRecord, LayerState
 
 MAX_INSTANCE_IDS = 20      # A1, A2, A3: at most 20 instance IDs per call
 MAX_PROTECTION_IDS = 50    # A14: SetInstanceProtection takes at most 50 instance IDs
@@ -133,6 +133,7 @@ def update_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
     new_min = group.min_size if min_size is None else min_size
     new_max = group.max_size if max_size is None else max_size
     _check_bounds(new_min, new_max, desired)
+    capacity_type = _capacity_type(self)
     if desired is None and not new_min <= group.desired_capacity <= new_max:
         # AWS: a new MinSize/MaxSize that excludes the current size implies SetDesiredCapacity to that bound.
         desired = max(new_min, min(new_max, group.desired_capacity))
@@ -148,6 +149,10 @@ def update_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
         new_instances_protected_from_scale_in=self._get_bool_param("NewInstancesProtectedFromScaleIn", None),
         mixed_instances_policy=self._get_param("MixedInstancesPolicy"),
     )
+    if capacity_type is not None:  # A18
+        scaling.group_record(require_state(), group).desired_capacity_type = capacity_type
+        group.desired_capacity_type = capacity_type
+        model.reconcile(require_state(), group)
     return EmptyResult()
 
 
@@ -162,18 +167,34 @@ def create_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
     _check_bounds(min_size, max_size, self._get_int_param("DesiredCapacity"))
     check_tags(self._get_params().get("Tags", []) or [])
     hooks = _hook_specifications(self)
-    model.remember_backend(require_state(), self.autoscaling_backend)
+    state = require_state()
+    model.remember_backend(state, self.autoscaling_backend)
+    backend = self.autoscaling_backend
+    # A18: moto ignores DesiredCapacityType; known before moto's constructor sizes the group (first launch).
+    capacity_type = _capacity_type(self)
+    state.groups.setdefault((backend.account_id, backend.region_name, name), GroupRecord()).desired_capacity_type = \
+        capacity_type
     # A19: the hooks exist before moto's constructor sizes the group, so the very first instances wait in
     # Pending:Wait (A6). A refused group takes its hooks with it.
-    backend = self.autoscaling_backend
     for hook_name, transition, timeout, result in hooks:
         backend.create_lifecycle_hook(hook_name, name, transition, timeout, result)
     try:
-        return seam.original(AutoScalingResponse, "create_auto_scaling_group")(self)
+        reply = seam.original(AutoScalingResponse, "create_auto_scaling_group")(self)
     except Exception:
         for hook_name, *_ in hooks:
             backend.delete_lifecycle_hook(name, hook_name)
+        state.groups.pop((backend.account_id, backend.region_name, name), None)
         raise
+    backend.autoscaling_groups[name].desired_capacity_type = capacity_type  # reported by Describe (A18)
+    return reply
+
+
+def _capacity_type(resp: AutoScalingResponse) -> str | None:
+    value = resp._get_param("DesiredCapacityType")
+    if value is not None and value not in weights.CAPACITY_TYPES:
+        raise ValidationError(f"Invalid DesiredCapacityType: {value}; valid values are "
+                              f"{', '.join(weights.CAPACITY_TYPES)}")
+    return value
 
 
 def delete_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:

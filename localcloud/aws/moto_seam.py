@@ -235,11 +235,15 @@ STATE: dict[type, dict[str, type | None]] = {
         "vpc_zone_identifier": None, "availability_zones": list,
         # A15: what a launch failure names (activities.py)
         "arn": str, "ec2_launch_template": None, "instance_type": None, "image_id": None,
+        # A18 (weights.py): read, and `desired_capacity_type` written by the layer (moto has none; its
+        # serializer reports it as DesiredCapacityType because the botocore shape names it)
+        "mixed_instances_policy": None, "desired_capacity_type": None,
         "_suspended_processes": list,  # private: A8 reads it directly (moto has no public reader)
     },
     InstanceState: {
         "instance": Instance, "auto_scaling_group_name": str, "lifecycle_state": str, "health_status": str,
         "protected_from_scale_in": None,
+        "weighted_capacity": None,  # A18: written by the layer at launch; reported as WeightedCapacity
     },
     Instance: {"id": str, "state": str, "autoscaling_group": None, "subnet_id": str, "instance_type": str},
     AutoScalingBackend: {

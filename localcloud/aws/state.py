@@ -164,6 +164,7 @@ class GroupRecord:
 
     retry_at: float = 0.0
     failed_zones: set[str] = field(default_factory=set)
+    desired_capacity_type: str | None = None  # A18: units, vcpu or memory-mib (moto ignores it)
 
 
 class GroupIndex:
