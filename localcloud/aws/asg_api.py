@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from . import activities as scaling
 from . import autoscaling as model
 from . import moto_seam as seam
-from . import runtime
+from . import runtime, weights
 from .errors import NotStarted
 from .moto_seam import (
     ASG_NAME_TAG,
@@ -27,9 +28,10 @@ from .moto_seam import (
     TerminateInstanceActivity,
     ValidationError,
 )
-from .state import LayerState
+from .state import GroupRecord, LayerState
 
 MAX_INSTANCE_IDS = 20      # A1, A2, A3: at most 20 instance IDs per call
+MAX_PROTECTION_IDS = 50    # A14: SetInstanceProtection takes at most 50 instance IDs
 MAX_TAGS = 50              # A12
 HEARTBEAT_RANGE = (30, 7200)  # A6
 
@@ -131,6 +133,7 @@ def update_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
     new_min = group.min_size if min_size is None else min_size
     new_max = group.max_size if max_size is None else max_size
     _check_bounds(new_min, new_max, desired)
+    capacity_type = _capacity_type(self)
     if desired is None and not new_min <= group.desired_capacity <= new_max:
         # AWS: a new MinSize/MaxSize that excludes the current size implies SetDesiredCapacity to that bound.
         desired = max(new_min, min(new_max, group.desired_capacity))
@@ -146,6 +149,10 @@ def update_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
         new_instances_protected_from_scale_in=self._get_bool_param("NewInstancesProtectedFromScaleIn", None),
         mixed_instances_policy=self._get_param("MixedInstancesPolicy"),
     )
+    if capacity_type is not None:  # A18
+        scaling.group_record(require_state(), group).desired_capacity_type = capacity_type
+        group.desired_capacity_type = capacity_type
+        model.reconcile(require_state(), group)
     return EmptyResult()
 
 
@@ -159,8 +166,35 @@ def create_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
         raise ValidationError("MinSize and MaxSize are required")
     _check_bounds(min_size, max_size, self._get_int_param("DesiredCapacity"))
     check_tags(self._get_params().get("Tags", []) or [])
-    model.remember_backend(require_state(), self.autoscaling_backend)
-    return seam.original(AutoScalingResponse, "create_auto_scaling_group")(self)
+    hooks = _hook_specifications(self)
+    state = require_state()
+    model.remember_backend(state, self.autoscaling_backend)
+    backend = self.autoscaling_backend
+    # A18: moto ignores DesiredCapacityType; known before moto's constructor sizes the group (first launch).
+    capacity_type = _capacity_type(self)
+    state.groups.setdefault((backend.account_id, backend.region_name, name), GroupRecord()).desired_capacity_type = \
+        capacity_type
+    # A19: the hooks exist before moto's constructor sizes the group, so the very first instances wait in
+    # Pending:Wait (A6). A refused group takes its hooks with it.
+    for hook_name, transition, timeout, result in hooks:
+        backend.create_lifecycle_hook(hook_name, name, transition, timeout, result)
+    try:
+        reply = seam.original(AutoScalingResponse, "create_auto_scaling_group")(self)
+    except Exception:
+        for hook_name, *_ in hooks:
+            backend.delete_lifecycle_hook(name, hook_name)
+        state.groups.pop((backend.account_id, backend.region_name, name), None)
+        raise
+    backend.autoscaling_groups[name].desired_capacity_type = capacity_type  # reported by Describe (A18)
+    return reply
+
+
+def _capacity_type(resp: AutoScalingResponse) -> str | None:
+    value = resp._get_param("DesiredCapacityType")
+    if value is not None and value not in weights.CAPACITY_TYPES:
+        raise ValidationError(f"Invalid DesiredCapacityType: {value}; valid values are "
+                              f"{', '.join(weights.CAPACITY_TYPES)}")
+    return value
 
 
 def delete_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
@@ -194,14 +228,27 @@ def enter_standby(self: AutoScalingResponse) -> ActionResult:
         # A1: Standby instances leave the load balancers and drain; (unverified) EnteringStandby lasts the drain.
         drain = model.leave_lbs(state, group, inst)
         model.set_lifecycle(state, group, inst, "EnteringStandby", after_aws_seconds=drain)
-        activities.append(EnterStandbyActivity(inst.instance, original))
+        activities.append(_logged(state, group, "enter_standby", inst, EnterStandbyActivity(inst.instance, original)))
     model.reconcile(state, group)  # without decrement the group launches replacements (A1)
     return ActionResult({"Activities": activities})
+
+
+def _logged(state: LayerState, group: FakeAutoScalingGroup, kind: str, inst: InstanceState, activity: Any,
+            status: str = "InProgress") -> Any:
+    """A15: moto's activity for the reply, kept (same id) in the layer's log for DescribeScalingActivities."""
+    scaling.add(state, group, kind, inst.instance.id, activity.description, activity.cause, status,
+                activity_id=activity.activity_id)
+    return activity
 
 
 def exit_standby(self: AutoScalingResponse) -> ActionResult:
     group = require_group(self)
     instances = _instances(self, group, ("Standby",))  # A2: only Standby instances
+    if model.suspended(group, "Launch"):
+        # A13: (user guide, "Suspend and resume processes") returning from Standby is a launch; the error code
+        # is unverified, ValidationError is the conservative reading. EnterStandby is not held back.
+        raise ValidationError(f"Cannot move instances out of Standby for AutoScalingGroup {group.name} while "
+                              f"the Launch process is suspended.")
     if group.desired_capacity + len(instances) > group.max_size:
         raise _sizes(group, "move out of standby", len(instances))  # A2: must stay <= MaxSize
     state = require_state()
@@ -212,7 +259,7 @@ def exit_standby(self: AutoScalingResponse) -> ActionResult:
     activities = []
     for inst in instances:
         model.set_lifecycle(state, group, inst, "Pending", after_aws_seconds=model.EXIT_STANDBY_SECONDS)
-        activities.append(ExitStandbyActivity(inst.instance, original))
+        activities.append(_logged(state, group, "exit_standby", inst, ExitStandbyActivity(inst.instance, original)))
     return ActionResult({"Activities": activities})
 
 
@@ -230,7 +277,7 @@ def detach_instances(self: AutoScalingResponse) -> ActionResult:
     for inst in instances:
         model.leave_lbs(state, group, inst)  # A3: detached instances drain and keep running
         group.autoscaling_backend.ec2_backend.delete_tags([inst.instance.id], {ASG_NAME_TAG: group.name})
-        activities.append(DetachInstanceActivity(inst.instance))
+        activities.append(_logged(state, group, "detach", inst, DetachInstanceActivity(inst.instance), "Successful"))
         group.instance_states = [s for s in group.instance_states if s is not inst]
         state.emit("instance_detached", inst.instance.id, group.name)
         state.instances.pop(inst.instance.id, None)
@@ -261,8 +308,8 @@ def terminate_instance_in_auto_scaling_group(self: AutoScalingResponse) -> Actio
         original = group.desired_capacity
         if decrement and counted:
             group.desired_capacity -= 1
-        model.begin_terminate(state, group, inst)
         activity = TerminateInstanceActivity(inst.instance, original)
+        model.begin_terminate(state, group, inst, cause=activity.cause, activity_id=activity.activity_id)
         model.reconcile(state, group)
         return ActionResult({"Activity": activity})
     raise ValidationError(f"Instance Id not found - No managed instance found for instance ID: {iid}")
@@ -294,19 +341,40 @@ def attach_instances(self: AutoScalingResponse) -> ActionResult:
 
 # -- lifecycle hooks (A6) ----------------------------------------------------------------------------------
 
-def put_lifecycle_hook(self: AutoScalingResponse) -> ActionResult:
-    require_group(self)
-    timeout = self._get_int_param("HeartbeatTimeout")
+def _check_hook(timeout: int | None, transition: str | None, result: str | None) -> None:
     if timeout is not None and not HEARTBEAT_RANGE[0] <= timeout <= HEARTBEAT_RANGE[1]:
         raise ValidationError(f"Heartbeat timeout must be between {HEARTBEAT_RANGE[0]} and {HEARTBEAT_RANGE[1]} "
                               f"seconds, got {timeout}")
-    transition = self._get_param("LifecycleTransition")
     if transition not in (model.LAUNCH_HOOK, "autoscaling:EC2_INSTANCE_TERMINATING"):
         raise ValidationError(f"Invalid LifecycleTransition: {transition}")
-    result = self._get_param("DefaultResult")
     if result not in (None, "CONTINUE", "ABANDON"):
         raise ValidationError(f"Invalid DefaultResult: {result}")
+
+
+def put_lifecycle_hook(self: AutoScalingResponse) -> ActionResult:
+    require_group(self)
+    _check_hook(self._get_int_param("HeartbeatTimeout"), self._get_param("LifecycleTransition"),
+                self._get_param("DefaultResult"))
     return seam.original(AutoScalingResponse, "put_lifecycle_hook")(self)
+
+
+def _hook_specifications(resp: AutoScalingResponse) -> list[tuple[str, str, int | None, str | None]]:
+    """A19: CreateAutoScalingGroup's LifecycleHookSpecificationList (moto ignores it), checked as
+    PutLifecycleHook checks one hook: (name, transition, timeout, default result)."""
+    specs = resp._get_params().get("LifecycleHookSpecificationList") or []
+    hooks = []
+    for spec in specs:
+        name = spec.get("LifecycleHookName")
+        if not name:
+            raise ValidationError("LifecycleHookName is required in LifecycleHookSpecificationList")
+        raw = spec.get("HeartbeatTimeout")
+        try:
+            timeout = None if raw in (None, "") else int(raw)
+        except (TypeError, ValueError):
+            raise ValidationError(f"Invalid HeartbeatTimeout: {raw}") from None
+        _check_hook(timeout, spec.get("LifecycleTransition"), spec.get("DefaultResult"))
+        hooks.append((name, spec["LifecycleTransition"], timeout, spec.get("DefaultResult")))
+    return hooks
 
 
 def _lifecycle_action(self: AutoScalingResponse) -> tuple[LayerState, FakeAutoScalingGroup, InstanceState, str]:
@@ -353,11 +421,33 @@ def _guarded(action: str) -> Callable[[AutoScalingResponse], ActionResult]:
 GUARDED = ("suspend_processes", "resume_processes", "attach_load_balancer_target_groups",
            "detach_load_balancer_target_groups", "describe_load_balancer_target_groups",
            "attach_load_balancers", "detach_load_balancers", "describe_load_balancers",
-           "set_instance_protection", "describe_lifecycle_hooks", "delete_lifecycle_hook",
+           "describe_lifecycle_hooks", "delete_lifecycle_hook",
            "enable_metrics_collection",
            # NOT USED BY THE PRODUCT YET: the warm-pool guards wait for the warm-pool issue (A17).
            "put_warm_pool", "describe_warm_pool", "delete_warm_pool",
            "put_scheduled_update_group_action", "batch_put_scheduled_update_group_action")
+
+
+def set_instance_protection(self: AutoScalingResponse) -> ActionResult:
+    """A14: moto sets the flag on whatever ids it is given, silently skipping strangers; AWS refuses an id that
+    is not in the group, more than 50 ids, or a missing ProtectedFromScaleIn."""
+    group = require_group(self)
+    ids = self._get_param("InstanceIds", []) or []
+    if not ids:
+        raise ValidationError("InstanceIds must contain at least one instance id")
+    if len(ids) > MAX_PROTECTION_IDS:
+        raise ValidationError(f"The number of instance ids that may be passed in is limited to {MAX_PROTECTION_IDS}")
+    protected = self._get_bool_param("ProtectedFromScaleIn")
+    if protected is None:
+        raise ValidationError("ProtectedFromScaleIn is required")
+    by_id = {s.instance.id: s for s in group.instance_states}
+    for iid in ids:
+        if iid not in by_id:
+            raise ValidationError(f"The instance {iid} is not part of Auto Scaling group {group.name}.")
+    for iid in ids:
+        by_id[iid].protected_from_scale_in = protected
+    model.reconcile(require_state(), group)  # cleared protection makes a group above desired scale in (A14)
+    return EmptyResult()
 
 
 def set_instance_health(self: AutoScalingResponse) -> ActionResult:
@@ -373,7 +463,7 @@ def set_instance_health(self: AutoScalingResponse) -> ActionResult:
 
 REPLACED = (set_desired_capacity, update_auto_scaling_group, create_auto_scaling_group, delete_auto_scaling_group,
             enter_standby, exit_standby, detach_instances, terminate_instance_in_auto_scaling_group,
-            attach_instances, put_lifecycle_hook, set_instance_health)
+            attach_instances, put_lifecycle_hook, set_instance_health, set_instance_protection)
 ADDED = (complete_lifecycle_action, record_lifecycle_action_heartbeat)
 
 
