@@ -133,7 +133,7 @@ def gather(aws, service, store=None, version=None, s3=None, ecr_for=None, opener
     snap = Snapshot(service, groups, store_url=store.url if store is not None else None, stored=stored)
     facts = {"refreshes": {}, "warm_pools": {}, "hooks": {}}
     for color, group in groups.items():
-        facts["refreshes"][color] = _refreshes(aws, group.name)
+        facts["refreshes"][color] = aws.describe_instance_refreshes(group.name)
         facts["warm_pools"][color] = aws.describe_warm_pool(group.name)
         facts["hooks"][color] = aws.describe_lifecycle_hooks(group.name)
     arns = sorted({a for g in groups.values() for a in g.target_groups})
@@ -150,19 +150,6 @@ def gather(aws, service, store=None, version=None, s3=None, ecr_for=None, opener
     if s3 is not None and tags.get(TAG_BOOTSTRAP):
         facts["bootstrap"] = probe_manifest(aws, s3, tags[TAG_BOOTSTRAP])
     return Facts(snap, **facts)
-
-
-def _refreshes(aws, group_name):
-    """DescribeInstanceRefreshes, or None when the service failed internally: the emulator (moto 5.2) does not
-    implement the action and answers InternalFailure. That one answer is a warning ("not checked"), nothing else:
-    a refusal (AccessDenied) or any other error stays an AWS error (exit 4)."""
-    try:
-        return aws.describe_instance_refreshes(group_name)
-    except AwsError as exc:
-        if exc.code != "InternalFailure":
-            raise
-        log.debug("DescribeInstanceRefreshes on %s: %s", group_name, exc)
-        return None
 
 
 def _launch_tags(snap):
@@ -246,12 +233,8 @@ def check_suspended(facts, resuming=None):
 
 
 def check_refreshes(facts):
-    unknown = [facts.groups[c].name for c in COLORS if facts.refreshes.get(c, []) is None]
-    active = [(facts.groups[c].name, r) for c in COLORS for r in facts.refreshes.get(c) or []
+    active = [(facts.groups[c].name, r) for c in COLORS for r in facts.refreshes.get(c, [])
               if r.get("Status") in ACTIVE_REFRESH]
-    if not active and unknown:
-        return Check("instance-refresh", WARN, f"DescribeInstanceRefreshes failed on {', '.join(unknown)} "
-                     "(InternalFailure): not checked", "check with `aws autoscaling describe-instance-refreshes`")
     if not active:
         return _ok("instance-refresh", "no instance refresh is active")
     name, r = active[0]

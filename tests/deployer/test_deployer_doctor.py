@@ -8,8 +8,6 @@ import io
 import json
 import os
 
-from botocore.exceptions import ClientError
-
 from agent import contract
 from deployer import cli, doctor, preflight
 from tests.deployer.preflight_support import ecr_image, lock_objects, name_image, pair_state
@@ -23,17 +21,6 @@ def run_doctor(fleet, *extra):
     out = fleet.bluegreen("doctor", "demo", "--output", "json", *extra)
     assert pair_state(fleet) == before and lock_objects(fleet) == []  # read only
     return out, (json.loads(out.stdout) if out.stdout.strip() else None)
-
-
-def refresh_warnings(fleet):
-    """{"instance-refresh"} while the emulator does not answer DescribeInstanceRefreshes (moto 5.2: InternalFailure,
-    which pre-flight reports as a warning, "not checked"); set() once it does (branch emu-asg)."""
-    try:
-        fleet.asg.describe_instance_refreshes(AutoScalingGroupName=fleet.svc["groups"]["blue"])
-    except ClientError as exc:
-        assert exc.response["Error"]["Code"] == "InternalFailure"
-        return {"instance-refresh"}
-    return set()
 
 
 def by_id(doc):
@@ -53,7 +40,7 @@ def test_the_json_document_and_a_warn_only_pair_exits_0(make_harness):
     for c in doc["checks"]:
         assert set(c) == {"id", "status", "message", "fix"} and c["status"] in ("pass", "warn", "fail")
     checks = by_id(doc)
-    warned = {"launch-hook", "image-exists"} | refresh_warnings(fleet)
+    warned = {"launch-hook", "image-exists"}
     assert {i for i, c in checks.items() if c["status"] != "pass"} == warned
     assert "has no launch hook" in checks["launch-hook"]["message"] and "put-lifecycle-hook" in checks["launch-hook"]["fix"]
     assert checks["bootstrap-manifest"]["message"] == "s3://bluegreen-bootstrap/demo/manifest.json: 1 files"
