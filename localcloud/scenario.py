@@ -9,8 +9,10 @@ many deploys exhaust a /24: aws-rules.md), a launch template, one target group (
 ELB), and two Auto Scaling groups tagged for `bluegreen`: blue live at `capacity`, green 0/0/0, both
 attached to the same load balancer(s) (E4). The agent reads the groups' tags (A12), so the tags are the
 whole contract (agent/contract.py's registry, which also says which ones propagate at launch):
-`bluegreen:service`, `bluegreen:color`, `bluegreen:version`, `bluegreen:image`, `bluegreen:bootstrap`, and
-`bluegreen:lifecycle-hook` / `bluegreen:health-url` when given.
+`bluegreen:service`, `bluegreen:color`, `bluegreen:version`, `bluegreen:image` (unless image=None),
+`bluegreen:bootstrap`, and `bluegreen:lifecycle-hook` / `bluegreen:health-url` when given. Under the bootstrap
+prefix, unless a bundle is there already, a one-file bundle and its manifest: the deployer's pre-flight refuses a
+pair whose manifest it cannot read.
 """
 
 from __future__ import annotations
