@@ -224,6 +224,7 @@ class DeployerAws:
             raise
         return True
 
-    def get_object_bytes(self, s3, bucket, key):
-        """The object's bytes (the bootstrap manifest the agent reads), or AwsError."""
+    def describe_object(self, s3, bucket, key):
+        """GetObject: the object's bytes (the bootstrap manifest the agent reads), or AwsError. Named describe_* as
+        every read here is: the step tests tell mutations from reads by the name."""
         return self._call(s3, "get_object", Bucket=bucket, Key=key)["Body"].read()

@@ -184,7 +184,7 @@ def probe_manifest(aws, s3, url):
         return Probe(url, registry.MISSING, str(exc))
     subject = f"s3://{bucket}/{prefix}{MANIFEST}"
     try:
-        data = aws.get_object_bytes(s3, bucket, prefix + MANIFEST)
+        data = aws.describe_object(s3, bucket, prefix + MANIFEST)
     except AwsError as exc:
         if exc.code in ("NoSuchKey", "NoSuchBucket", "AccessDenied", "403", "404"):
             # S3: without s3:ListBucket a missing key answers 403, so both mean "not readable" here.
