@@ -100,6 +100,18 @@ def test_a_launch_hook_with_an_absurd_heartbeat_fails_and_a_sane_one_passes(make
     assert by_id(doc)["launch-hooks-match"]["status"] == "pass"
 
 
+def test_cross_zone_off_across_zones_is_a_warning(make_harness):
+    fleet = make_harness(capacity=2, zones=2)
+    out, doc = run_doctor(fleet)
+    assert by_id(doc)["cross-zone"]["status"] == "pass" and by_id(doc)["zones-match"]["status"] == "pass"
+    fleet.elbv2.modify_target_group_attributes(TargetGroupArn=fleet.svc["target_group_arn"], Attributes=[
+        {"Key": "load_balancing.cross_zone.enabled", "Value": "false"}])
+    out, doc = run_doctor(fleet)
+    expect_exit(out, 0)
+    check = by_id(doc)["cross-zone"]
+    assert check["status"] == "warn" and "across 2 zone(s)" in check["message"]
+
+
 def test_doctor_checks_the_image_of_the_live_version_and_reports_an_operation(make_harness):
     fleet = make_harness(capacity=1)
     name_image(fleet, ecr_image(fleet.session, "demo-web", tags=("1.0", "2.0")))
