@@ -177,3 +177,54 @@ class DeployerAws:
 
     def terminate_instances(self, **params):
         return self._call(self.ec2, "terminate_instances", **params)
+
+    # -- pre-flight and doctor reads (deployer/preflight.py decides; nothing here changes anything) -------
+
+    def describe_instance_refreshes(self, group_name):
+        """The group's instance refreshes, newest first (A16). One page: only one refresh can be active at a
+        time, and it is the newest."""
+        return self._call(self.asg, "describe_instance_refreshes", AutoScalingGroupName=group_name,
+                          MaxRecords=100).get("InstanceRefreshes", [])
+
+    def describe_warm_pool(self, group_name):
+        """The group's WarmPoolConfiguration, or None (A17). One page: the configuration is on every page."""
+        return self._call(self.asg, "describe_warm_pool", AutoScalingGroupName=group_name,
+                          MaxRecords=1).get("WarmPoolConfiguration") or None
+
+    def describe_lifecycle_hooks(self, group_name):
+        return self._call(self.asg, "describe_lifecycle_hooks",
+                          AutoScalingGroupName=group_name).get("LifecycleHooks", [])
+
+    def describe_target_groups(self, arns):
+        return self._pages(self.elbv2, "describe_target_groups", "TargetGroups", TargetGroupArns=list(arns))
+
+    def describe_target_group_attributes(self, arn):
+        """{key: value}: deregistration_delay.timeout_seconds, load_balancing.cross_zone.enabled, ... (E2, E6)."""
+        attrs = self._call(self.elbv2, "describe_target_group_attributes", TargetGroupArn=arn)["Attributes"]
+        return {a["Key"]: a["Value"] for a in attrs}
+
+    def describe_classic_load_balancers(self, names):
+        return self._pages(self.elb, "describe_load_balancers", "LoadBalancerDescriptions",
+                           LoadBalancerNames=list(names))
+
+    def describe_classic_attributes(self, name):
+        """ConnectionDraining, CrossZoneLoadBalancing, ... of a Classic ELB (E3, E6)."""
+        return self._call(self.elb, "describe_load_balancer_attributes",
+                          LoadBalancerName=name)["LoadBalancerAttributes"]
+
+    def describe_ecr_image(self, ecr, registry_id, repository, tag):
+        """True when ECR has `repository:tag`, False when it has not (the image or the repository). `ecr` is a
+        client of the repository's own Region (the CLI makes it)."""
+        try:
+            self._call(ecr, "describe_images", registryId=registry_id, repositoryName=repository,
+                       imageIds=[{"imageTag": tag}])
+        except AwsError as exc:
+            if exc.code in ("ImageNotFoundException", "RepositoryNotFoundException"):
+                return False
+            raise
+        return True
+
+    def describe_object(self, s3, bucket, key):
+        """GetObject: the object's bytes (the bootstrap manifest the agent reads), or AwsError. Named describe_* as
+        every read here is: the step tests tell mutations from reads by the name."""
+        return self._call(s3, "get_object", Bucket=bucket, Key=key)["Body"].read()

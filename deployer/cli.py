@@ -26,7 +26,7 @@ from botocore.exceptions import BotoCoreError
 
 from agent import contract
 
-from . import bootstrap, plan, render, steps
+from . import bootstrap, doctor, plan, preflight, render, steps
 from . import store as store_mod
 from .aws import CallCounter, DeployerAws, translate
 from .errors import Aborted, BlueGreenError, UsageError
@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 EXIT_CODES = """exit codes:
   0  done
-  1  failed and safely aborted (or stopped safely: rerun the command, or `bluegreen rollback`)
-  2  usage or bad input (unknown service, bad version, bad S3 URL, ...)
+  1  failed and safely aborted (or stopped safely: rerun the command, or `bluegreen rollback`); doctor: a check fails
+  2  usage or bad input (unknown service, bad version, bad S3 URL, ...), or pre-flight refused (nothing changed)
   3  conflict: another operation holds the lock, or the command does not fit the current phase
   4  AWS or credentials error
 """
@@ -79,6 +79,13 @@ def positive_float(text):
         raise argparse.ArgumentTypeError("must be a positive, finite number of seconds") from None
 
 
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
 def positive_int(text):
     value = int(text)
     if value < 1:
@@ -104,6 +111,10 @@ def build_parser():
     stateful.add_argument("--state", metavar="s3://bucket/prefix/",
                           help="the state store (env BLUEGREEN_STATE; default: the groups' bluegreen:state tag, else "
                                "<bluegreen:bootstrap prefix>.bluegreen/)")
+    checked = argparse.ArgumentParser(add_help=False)
+    checked.add_argument("--max-drain", type=non_negative_int, default=preflight.MAX_DRAIN_S, metavar="SECONDS",
+                         help="refuse when a load balancer drains longer than this (default "
+                              f"{preflight.MAX_DRAIN_S}: a rollback right after the flip waits the whole drain)")
 
     parser = argparse.ArgumentParser(
         prog="bluegreen", description=__doc__.splitlines()[0], epilog=EXIT_CODES,
@@ -117,7 +128,8 @@ def build_parser():
 
     p = add("status", "which color is live, versions, sizes, instances and the operation in progress", [common, stateful])
     p.add_argument("service")
-    p = add("deploy", "launch VERSION in the idle group, then move the live group to Standby", [common, mutating, stateful])
+    p = add("deploy", "launch VERSION in the idle group, then move the live group to Standby",
+            [common, mutating, stateful, checked])
     p.add_argument("service")
     p.add_argument("version")
     p = add("rollback", "return the old group to service, then empty the new one (from any phase)",
@@ -125,10 +137,14 @@ def build_parser():
     p.add_argument("service")
     p = add("finalize", "after a flip: detach and terminate the old Standby instances", [common, mutating, stateful])
     p.add_argument("service")
-    p = add("canary", "serve VERSION from N instances of the idle group beside the live fleet", [common, mutating, stateful])
+    p = add("canary", "serve VERSION from N instances of the idle group beside the live fleet",
+            [common, mutating, stateful, checked])
     p.add_argument("service")
     p.add_argument("version")
     p.add_argument("--count", type=positive_int, default=1, help="canary instances (default 1)")
+    p = add("doctor", "check a pair read-only: every pre-flight check with its fix, and the expected times "
+            "(exit 0 nothing fails, 1 a check fails)", [common, stateful, checked])
+    p.add_argument("service")
     p = add("history", "the operations journaled in the state store, newest first", [common, stateful])
     p.add_argument("service")
     p.add_argument("--limit", type=positive_int, default=20, help="entries (default 20)")
@@ -164,7 +180,8 @@ def make_clients(args, session=None):
                     user_agent_extra="asg-bluegreen")
     try:
         session = session or boto3.session.Session(profile_name=args.profile, region_name=args.region)
-        return {name: session.client(name, config=config) for name in ("autoscaling", "elbv2", "elb", "ec2", "s3")}
+        return {name: session.client(name, config=config)
+                for name in ("autoscaling", "elbv2", "elb", "ec2", "s3", "ecr")}
     except BotoCoreError as exc:
         raise translate(exc, "configure") from exc
 
@@ -227,6 +244,9 @@ class Cli:
         self.aws = DeployerAws(clients["autoscaling"], clients["elbv2"], clients["elb"], clients["ec2"], self.counter)
         self.s3 = clients["s3"]
         self.counter.attach(self.s3)
+        self.ecr = clients.get("ecr")
+        if self.ecr is not None:
+            self.counter.attach(self.ecr)
         self.started = time.monotonic()
 
     def summary(self, **fields):
@@ -242,7 +262,8 @@ class Cli:
     def store(self, me=None):
         """The service's StateStore, or None (with the one warning naming the race) when none is named."""
         a = self.args
-        groups = pair_from_describe(a.service, self.aws.describe_service_groups(a.service))
+        # Only the tags locate the store: the load balancers are pre-flight's and the runner's to check.
+        groups = pair_from_describe(a.service, self.aws.describe_service_groups(a.service), same_load_balancers=False)
         found = store_mod.locate(a.service, groups, a.state, self.environ)
         if found is None:
             log.warning(store_mod.NO_STORE_WARNING.format(service=a.service, tag=TAG_OPERATION))
@@ -267,6 +288,43 @@ class Cli:
         return (self.summary(service=self.args.service, state=store.url, entries=entries),
                 render.history_text(self.args.service, entries))
 
+    def ecr_for(self, region):
+        """An ECR client of `region` (an image may live in another Region than the pair), made like the others."""
+        if self.ecr is not None and self.ecr.meta.region_name == region:
+            return self.ecr
+        try:
+            client = boto3.session.Session(profile_name=self.args.profile, region_name=region).client(
+                "ecr", config=self.ecr.meta.config if self.ecr is not None else None)
+        except BotoCoreError as exc:
+            raise translate(exc, "configure") from exc
+        self.counter.attach(client)
+        return client
+
+    def facts(self, store, version=None):
+        return preflight.gather(self.aws, self.args.service, store, version=version, s3=self.s3,
+                                ecr_for=self.ecr_for)
+
+    def preflight(self, store):
+        """Refuse a new deploy or canary the pair cannot carry safely, before the lock is taken (exit 2, nothing
+        changed). A rerun of the recorded operation of this same command and version skips the refusals its own
+        earlier steps cause; another recorded operation is the planner's to refuse (exit 3) or resume."""
+        a = self.args
+        facts = self.facts(store, a.version)
+        rec = facts.snap.record
+        resuming = None
+        if rec is not None:
+            if rec.action == a.command and rec.version == a.version:
+                resuming = rec
+            elif not (a.command == "deploy" and rec.action == "canary" and rec.version == a.version):
+                return
+        preflight.refuse(a.service, a.command,
+                         preflight.refusal_checks(facts, a.version, resuming, max_drain=a.max_drain))
+
+    def doctor(self):
+        facts = self.facts(self.store(), version=preflight.LAUNCH_VERSION)
+        doc, code = doctor.report(facts, max_drain=self.args.max_drain)
+        return doc, doctor.text(doc), code
+
     def planner(self):
         a = self.args
         planners = {"deploy": lambda: partial(plan.plan_deploy, version=a.version),
@@ -279,6 +337,8 @@ class Cli:
         ctx = context_factory(a.force_unlock, self.seams)
         title = f"{a.command} {a.service}" + (f" {a.version}" if a.command in ("deploy", "canary") else "")
         store = self.store(me=ctx().me)
+        if a.command in ("deploy", "canary"):
+            self.preflight(store)
         runner = Runner(self.aws, a.service, ctx, poll_interval=a.poll_interval, timeout=a.timeout,
                         sleep=self.seams.sleep, clock=self.seams.clock, before_step=self.seams.before_step,
                         store=store, journal={"command": " ".join(self.argv)})
@@ -337,10 +397,11 @@ def main(argv=None, environ=None, seams=None):
     args = parser.parse_args(argv)
     configure_logging(args.debug)
     cli = None
+    code = 0
     try:
         if args.command in ("deploy", "canary"):
             check_version(args.version)
-        if args.command not in ("status", "history", "push-bootstrap"):
+        if args.command not in ("status", "history", "push-bootstrap", "doctor"):
             resolve(args, environ)
         if args.command == "push-bootstrap":
             pushed = bootstrap.plan_push(args.directory, args.url)  # bad input fails before any client is made
@@ -350,6 +411,8 @@ def main(argv=None, environ=None, seams=None):
             data, text = cli.status()
         elif args.command == "history":
             data, text = cli.history()
+        elif args.command == "doctor":
+            data, text, code = cli.doctor()
         elif args.command == "push-bootstrap":
             data, text = cli.push_bootstrap(pushed)
         else:
@@ -369,7 +432,7 @@ def main(argv=None, environ=None, seams=None):
         print("bluegreen: interrupted; rerun the same command to resume, or `bluegreen rollback`", file=sys.stderr)
         return 130
     print(render.dumps(data) if args.output == "json" else text)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

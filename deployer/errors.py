@@ -87,3 +87,16 @@ class Aborted(FailedError):
 
     def details(self):
         return dict(self.cause.details(), aborted=True)
+
+
+class PreflightRefused(UsageError):
+    """Pre-flight found the pair unsafe for a new deploy or canary (deployer/preflight.py): nothing was changed.
+    `checks` are every check's result; the message names the first that failed and its fix."""
+
+    def __init__(self, message, checks):
+        super().__init__(message)
+        self.checks = checks
+
+    def details(self):
+        failed = [c for c in self.checks if c.status == "fail"]
+        return {"refused_by": failed[0].id if failed else None, "checks": [c.as_json() for c in self.checks]}

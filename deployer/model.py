@@ -271,8 +271,9 @@ def group_from_describe(record):
         mixed_weights=tuple(o["WeightedCapacity"] for o in overrides if o.get("WeightedCapacity")))
 
 
-def pair_from_describe(service, records):
-    """The blue and green groups of `service` among DescribeAutoScalingGroups records, or UsageError."""
+def pair_from_describe(service, records, same_load_balancers=True):
+    """The blue and green groups of `service` among DescribeAutoScalingGroups records, or UsageError.
+    `same_load_balancers=False`: leave that check to the caller (doctor reports it as a check)."""
     names = {color: [] for color in COLORS}  # every group claiming a color, to refuse two of one
     pair = {}
     for rec in records:
@@ -292,11 +293,12 @@ def pair_from_describe(service, records):
         if len(names[color]) > 1:
             raise UsageError(f"service {service} has {len(names[color])} groups tagged {TAG_COLOR}={color} "
                              f"({', '.join(sorted(names[color]))}); exactly one is allowed")
-    _check_same_load_balancers(service, pair)
+    if same_load_balancers:
+        check_same_load_balancers(service, pair)
     return pair
 
 
-def _check_same_load_balancers(service, pair):
+def check_same_load_balancers(service, pair):
     """Both groups behind the same load balancers, and at least one (E4): otherwise "healthy in every load
     balancer of the group" would be true of a group attached to none, and a flip could empty the real one."""
     blue, green = pair["blue"], pair["green"]

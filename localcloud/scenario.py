@@ -9,8 +9,10 @@ many deploys exhaust a /24: aws-rules.md), a launch template, one target group (
 ELB), and two Auto Scaling groups tagged for `bluegreen`: blue live at `capacity`, green 0/0/0, both
 attached to the same load balancer(s) (E4). The agent reads the groups' tags (A12), so the tags are the
 whole contract (agent/contract.py's registry, which also says which ones propagate at launch):
-`bluegreen:service`, `bluegreen:color`, `bluegreen:version`, `bluegreen:image`, `bluegreen:bootstrap`, and
-`bluegreen:lifecycle-hook` / `bluegreen:health-url` when given.
+`bluegreen:service`, `bluegreen:color`, `bluegreen:version`, `bluegreen:image` (unless image=None),
+`bluegreen:bootstrap`, and `bluegreen:lifecycle-hook` / `bluegreen:health-url` when given. Under the bootstrap
+prefix, unless a bundle is there already, a one-file bundle and its manifest: the deployer's pre-flight refuses a
+pair whose manifest it cannot read.
 """
 
 from __future__ import annotations
@@ -54,6 +56,27 @@ def _ensure_bucket(session, url):
         s3.create_bucket(Bucket=bucket)
 
 
+def _ensure_bundle(session, url, image):
+    """A one-file bundle and its manifest under the bootstrap prefix, unless a bundle is there already (a fleet
+    pushes its real one first, localcloud/fleet/service.py): the deployer's pre-flight refuses a pair whose
+    manifest cannot be read, as an operator's pair would have one."""
+    from botocore.exceptions import ClientError
+
+    from agent.contract import COMPOSE_FILE, MANIFEST, build_manifest, manifest_bytes, parse_s3_url, sha256_hex
+
+    s3 = session.client("s3")
+    bucket, prefix = parse_s3_url(url)
+    try:
+        s3.head_object(Bucket=bucket, Key=prefix + MANIFEST)
+        return
+    except ClientError:
+        pass
+    compose = f"services:\n  web:\n    image: {image or 'web'}:live\n".encode()
+    s3.put_object(Bucket=bucket, Key=prefix + COMPOSE_FILE, Body=compose)
+    s3.put_object(Bucket=bucket, Key=prefix + MANIFEST,
+                  Body=manifest_bytes(build_manifest([(COMPOSE_FILE, sha256_hex(compose))])))
+
+
 def create_service(session, name="demo", capacity=3, version="1.0", image=DEFAULT_IMAGE,
                    bootstrap="s3://bluegreen-bootstrap/demo/", health_interval=5, healthy_threshold=2,
                    deregistration_delay=5, launch_hook=False, hook_timeout=300, classic_elb=False,
@@ -70,6 +93,7 @@ def create_service(session, name="demo", capacity=3, version="1.0", image=DEFAUL
     max_size = capacity * 2 if max_size is None else max_size
 
     _ensure_bucket(session, bootstrap)  # the agents' bundle, and beside it the deployer's state store
+    _ensure_bundle(session, bootstrap, image)
     vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     if not 1 <= zones <= 6:
         raise ValueError(f"zones must be 1-6, got {zones!r}")
@@ -108,8 +132,9 @@ def create_service(session, name="demo", capacity=3, version="1.0", image=DEFAUL
     for color in ("blue", "green"):
         group = f"{name}-{color}"
         groups[color] = group
-        tags = {TAG_SERVICE: name, TAG_COLOR: color, TAG_VERSION: version, TAG_IMAGE: image,
-                TAG_BOOTSTRAP: bootstrap}
+        tags = {TAG_SERVICE: name, TAG_COLOR: color, TAG_VERSION: version, TAG_BOOTSTRAP: bootstrap}
+        if image:  # None: a pair whose agents take the image from their own config (no agent runs here)
+            tags[TAG_IMAGE] = image
         if hook:
             tags[TAG_LIFECYCLE_HOOK] = hook
         if health_url:

@@ -36,6 +36,10 @@ def _stamp(when: datetime.datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def stamp_now() -> str:
+    return _stamp(_now())
+
+
 @dataclass
 class Activity:
     group: str
@@ -137,7 +141,7 @@ def terminate_cause(group: FakeAutoScalingGroup, unhealthy: bool, counted: int) 
 
 # -- launch failures (fault injection) ---------------------------------------------------------------------
 
-def _vcpus(instance_type: str) -> int:
+def vcpus(instance_type: str) -> int:
     """vCPUs of an instance type, from its size (nano..large: 2, xlarge: 4, Nxlarge: 4N); enough for a limit."""
     size = instance_type.split(".", 1)[-1]
     if size.endswith("xlarge"):
@@ -146,9 +150,9 @@ def _vcpus(instance_type: str) -> int:
     return 96 if size == "metal" else 2
 
 
-def _running_vcpus(group: FakeAutoScalingGroup) -> int:
+def _runningvcpus(group: FakeAutoScalingGroup) -> int:
     ec2 = group.autoscaling_backend.ec2_backend
-    return sum(_vcpus(i.instance_type) for i in ec2.all_instances() if i.state in ("pending", "running"))
+    return sum(vcpus(i.instance_type) for i in ec2.all_instances() if i.state in ("pending", "running"))
 
 
 def launch_failure(state: LayerState, group: FakeAutoScalingGroup, zone: str) -> str | None:
@@ -158,7 +162,7 @@ def launch_failure(state: LayerState, group: FakeAutoScalingGroup, zone: str) ->
     if template is not None and ({template.id, template.name} & set(faults.broken_launch_templates)):
         return f"The image id '[{group.image_id}]' does not exist. Launching EC2 instance failed."
     itype = group.instance_type or "m1.small"
-    if faults.vcpu_limit is not None and _running_vcpus(group) + _vcpus(itype) > faults.vcpu_limit:
+    if faults.vcpu_limit is not None and _runningvcpus(group) + vcpus(itype) > faults.vcpu_limit:
         return (f"You have requested more vCPU capacity than your current vCPU limit of {faults.vcpu_limit} "
                 f"allows for the instance bucket that the specified instance type belongs to. Please visit "
                 f"http://aws.amazon.com/contact-us/ec2-request to request an adjustment to this limit. "

@@ -11,7 +11,7 @@ from typing import Any, Callable
 from . import activities as scaling
 from . import autoscaling as model
 from . import moto_seam as seam
-from . import runtime
+from . import runtime, weights
 from .errors import NotStarted
 from .moto_seam import (
     ASG_NAME_TAG,
@@ -28,7 +28,7 @@ from .moto_seam import (
     TerminateInstanceActivity,
     ValidationError,
 )
-from .state import LayerState
+from .state import GroupRecord, LayerState
 
 MAX_INSTANCE_IDS = 20      # A1, A2, A3: at most 20 instance IDs per call
 MAX_PROTECTION_IDS = 50    # A14: SetInstanceProtection takes at most 50 instance IDs
@@ -133,6 +133,7 @@ def update_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
     new_min = group.min_size if min_size is None else min_size
     new_max = group.max_size if max_size is None else max_size
     _check_bounds(new_min, new_max, desired)
+    capacity_type = _capacity_type(self)
     if desired is None and not new_min <= group.desired_capacity <= new_max:
         # AWS: a new MinSize/MaxSize that excludes the current size implies SetDesiredCapacity to that bound.
         desired = max(new_min, min(new_max, group.desired_capacity))
@@ -148,6 +149,10 @@ def update_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
         new_instances_protected_from_scale_in=self._get_bool_param("NewInstancesProtectedFromScaleIn", None),
         mixed_instances_policy=self._get_param("MixedInstancesPolicy"),
     )
+    if capacity_type is not None:  # A18
+        scaling.group_record(require_state(), group).desired_capacity_type = capacity_type
+        group.desired_capacity_type = capacity_type
+        model.reconcile(require_state(), group)
     return EmptyResult()
 
 
@@ -161,8 +166,35 @@ def create_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
         raise ValidationError("MinSize and MaxSize are required")
     _check_bounds(min_size, max_size, self._get_int_param("DesiredCapacity"))
     check_tags(self._get_params().get("Tags", []) or [])
-    model.remember_backend(require_state(), self.autoscaling_backend)
-    return seam.original(AutoScalingResponse, "create_auto_scaling_group")(self)
+    hooks = _hook_specifications(self)
+    state = require_state()
+    model.remember_backend(state, self.autoscaling_backend)
+    backend = self.autoscaling_backend
+    # A18: moto ignores DesiredCapacityType; known before moto's constructor sizes the group (first launch).
+    capacity_type = _capacity_type(self)
+    state.groups.setdefault((backend.account_id, backend.region_name, name), GroupRecord()).desired_capacity_type = \
+        capacity_type
+    # A19: the hooks exist before moto's constructor sizes the group, so the very first instances wait in
+    # Pending:Wait (A6). A refused group takes its hooks with it.
+    for hook_name, transition, timeout, result in hooks:
+        backend.create_lifecycle_hook(hook_name, name, transition, timeout, result)
+    try:
+        reply = seam.original(AutoScalingResponse, "create_auto_scaling_group")(self)
+    except Exception:
+        for hook_name, *_ in hooks:
+            backend.delete_lifecycle_hook(name, hook_name)
+        state.groups.pop((backend.account_id, backend.region_name, name), None)
+        raise
+    backend.autoscaling_groups[name].desired_capacity_type = capacity_type  # reported by Describe (A18)
+    return reply
+
+
+def _capacity_type(resp: AutoScalingResponse) -> str | None:
+    value = resp._get_param("DesiredCapacityType")
+    if value is not None and value not in weights.CAPACITY_TYPES:
+        raise ValidationError(f"Invalid DesiredCapacityType: {value}; valid values are "
+                              f"{', '.join(weights.CAPACITY_TYPES)}")
+    return value
 
 
 def delete_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
@@ -309,19 +341,40 @@ def attach_instances(self: AutoScalingResponse) -> ActionResult:
 
 # -- lifecycle hooks (A6) ----------------------------------------------------------------------------------
 
-def put_lifecycle_hook(self: AutoScalingResponse) -> ActionResult:
-    require_group(self)
-    timeout = self._get_int_param("HeartbeatTimeout")
+def _check_hook(timeout: int | None, transition: str | None, result: str | None) -> None:
     if timeout is not None and not HEARTBEAT_RANGE[0] <= timeout <= HEARTBEAT_RANGE[1]:
         raise ValidationError(f"Heartbeat timeout must be between {HEARTBEAT_RANGE[0]} and {HEARTBEAT_RANGE[1]} "
                               f"seconds, got {timeout}")
-    transition = self._get_param("LifecycleTransition")
     if transition not in (model.LAUNCH_HOOK, "autoscaling:EC2_INSTANCE_TERMINATING"):
         raise ValidationError(f"Invalid LifecycleTransition: {transition}")
-    result = self._get_param("DefaultResult")
     if result not in (None, "CONTINUE", "ABANDON"):
         raise ValidationError(f"Invalid DefaultResult: {result}")
+
+
+def put_lifecycle_hook(self: AutoScalingResponse) -> ActionResult:
+    require_group(self)
+    _check_hook(self._get_int_param("HeartbeatTimeout"), self._get_param("LifecycleTransition"),
+                self._get_param("DefaultResult"))
     return seam.original(AutoScalingResponse, "put_lifecycle_hook")(self)
+
+
+def _hook_specifications(resp: AutoScalingResponse) -> list[tuple[str, str, int | None, str | None]]:
+    """A19: CreateAutoScalingGroup's LifecycleHookSpecificationList (moto ignores it), checked as
+    PutLifecycleHook checks one hook: (name, transition, timeout, default result)."""
+    specs = resp._get_params().get("LifecycleHookSpecificationList") or []
+    hooks = []
+    for spec in specs:
+        name = spec.get("LifecycleHookName")
+        if not name:
+            raise ValidationError("LifecycleHookName is required in LifecycleHookSpecificationList")
+        raw = spec.get("HeartbeatTimeout")
+        try:
+            timeout = None if raw in (None, "") else int(raw)
+        except (TypeError, ValueError):
+            raise ValidationError(f"Invalid HeartbeatTimeout: {raw}") from None
+        _check_hook(timeout, spec.get("LifecycleTransition"), spec.get("DefaultResult"))
+        hooks.append((name, spec["LifecycleTransition"], timeout, spec.get("DefaultResult")))
+    return hooks
 
 
 def _lifecycle_action(self: AutoScalingResponse) -> tuple[LayerState, FakeAutoScalingGroup, InstanceState, str]:

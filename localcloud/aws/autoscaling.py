@@ -18,7 +18,7 @@ import logging
 import uuid
 from typing import Any
 
-from . import activities, group_health, runtime, targets, zones
+from . import activities, group_health, runtime, targets, weights, zones
 from . import moto_seam as seam
 from .moto_seam import ASG_NAME_TAG, AutoScalingBackend, FakeAutoScalingGroup, InstanceState
 from .state import HookWait, InstanceRecord, LayerState
@@ -137,6 +137,7 @@ def launch(state: LayerState, group: FakeAutoScalingGroup, count: int, rebalance
             return
         grec.failed_zones.discard(where)
         inst = _launch_into(group, where, subnet_id)
+        weights.mark(state, group, inst)  # A18
         rec = record(state, inst)
         rec.rebalance = rebalance
         if hooks:
@@ -228,16 +229,22 @@ def reconcile(state: LayerState, group: FakeAutoScalingGroup) -> None:
     counted = [s for s in group.instance_states if s.lifecycle_state in COUNTED]
     # A19: an instance AZRebalance launched stays outside the desired capacity until its partner goes.
     extra = [s for s in counted if record(state, s).rebalance]
-    delta = (group.desired_capacity or 0) - (len(counted) - len(extra))
+    # A18: sizes are in capacity units (an instance's weight; 1 without weights), and may overshoot desired.
+    desired = group.desired_capacity or 0
+    delta = desired - (weights.units(counted) - weights.units(extra))
     launch_due = state.now() >= activities.group_record(state, group).retry_at  # A15: retry after a delay
     if delta > 0 and not suspended(group, "Launch"):
         if launch_due:
-            launch(state, group, delta)
+            step = weights.weight_for(state, group, group.instance_type) or 1
+            launch(state, group, -(-delta // step))
     elif delta < 0 and not suspended(group, "Terminate"):
         # A5: scale-in picks among InService/Pending instances only, never Standby; not protected ones (A14).
         candidates = [s for s in counted if not s.protected_from_scale_in and not record(state, s).rebalance]
-        for inst in zones.victims(group, candidates, -delta):
-            begin_terminate(state, group, inst)
+        surplus = -delta
+        for inst in zones.victims(group, candidates, len(candidates)):
+            if weights.weight(inst) <= surplus:  # never below desired
+                surplus -= weights.weight(inst)
+                begin_terminate(state, group, inst)
     elif delta == 0:
         _rebalance(state, group, counted, extra)
 

@@ -165,6 +165,10 @@ WRAPPED: tuple[Wrap, ...] = (
 ADDED: tuple[tuple[type, str], ...] = (
     (AutoScalingResponse, "complete_lifecycle_action"),
     (AutoScalingResponse, "record_lifecycle_action_heartbeat"),
+    # refresh.py: A16, instance refresh.
+    (AutoScalingResponse, "start_instance_refresh"),
+    (AutoScalingResponse, "describe_instance_refreshes"),
+    (AutoScalingResponse, "cancel_instance_refresh"),
 )
 
 # -- CALLED ------------------------------------------------------------------------------------------------
@@ -194,6 +198,10 @@ CALLED: tuple[Call, ...] = (
          "(self, instance_ids: 'list[str]') -> 'list[InstanceState]'"),
     Call(AutoScalingBackend, "describe_tags",
          "(self, filters: 'list[dict[str, str]]') -> 'list[dict[str, str]]'"),
+    Call(AutoScalingBackend, "create_lifecycle_hook",  # A19: LifecycleHookSpecificationList
+         "(self, name: 'str', as_name: 'str', transition: 'str', timeout: 'int | None', result: 'str')"
+         " -> 'LifecycleHook'"),
+    Call(AutoScalingBackend, "delete_lifecycle_hook", "(self, as_name: 'str', name: 'str') -> 'None'"),
     Call(ELBBackend, "get_load_balancer", "(self, load_balancer_name: str) -> moto.elb.models.LoadBalancer"),
     Call(ELBBackend, "describe_instance_health",
          "(self, lb_name: str, instances: list[dict[str, str]]) -> list[dict[str, typing.Any]]"),
@@ -235,12 +243,16 @@ STATE: dict[type, dict[str, type | None]] = {
         "vpc_zone_identifier": None, "availability_zones": list,
         # A15: what a launch failure names (activities.py)
         "arn": str, "ec2_launch_template": None, "instance_type": None, "image_id": None,
+        # A18 (weights.py): read, and `desired_capacity_type` written by the layer (moto has none; its
+        # serializer reports it as DesiredCapacityType because the botocore shape names it)
+        "mixed_instances_policy": None, "desired_capacity_type": None,
         "_suspended_processes": list,  # private: A8 reads it directly (moto has no public reader)
         "health_check_type": str, "health_check_grace_period": None,  # A20 (group_health.py)
     },
     InstanceState: {
         "instance": Instance, "auto_scaling_group_name": str, "lifecycle_state": str, "health_status": str,
         "protected_from_scale_in": None,
+        "weighted_capacity": None,  # A18: written by the layer at launch; reported as WeightedCapacity
     },
     Instance: {"id": str, "state": str, "autoscaling_group": None, "subnet_id": str, "instance_type": str},
     AutoScalingBackend: {
@@ -331,7 +343,7 @@ def replaces(cls: type, name: str) -> Callable[[Callable[..., Any]], Callable[..
 
 def install() -> None:
     """Put every replacement on moto's classes; idempotent (a class attribute is replaced once per process)."""
-    from . import activities, asg_api, asg_catalog, autoscaling, targets  # noqa: F401  (importing them registers them)
+    from . import activities, asg_api, asg_catalog, autoscaling, refresh, targets  # noqa: F401  (importing them registers them)
 
     missing = _LISTED - set(_replacements)
     if missing:

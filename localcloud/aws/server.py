@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from . import autoscaling, moto_seam, runtime, s3_conditional, tag_delay, targets
+from . import autoscaling, moto_seam, refresh, runtime, s3_conditional, tag_delay, targets
 from .errors import AlreadyRunning, BadControlRequest, NotStarted
 from .moto_seam import DomainDispatcherApplication, create_backend_app, moto_api_backend
 from .state import LayerState
@@ -212,6 +212,7 @@ class EmulatedAWS:
         with self.state.lock:
             targets.expire_draining(self.state)
             autoscaling.tick(self.state)
+            refresh.tick(self.state)  # A16
         self.state.deliver()
 
     # -- HTTP ---------------------------------------------------------------------------------------
@@ -250,6 +251,7 @@ class EmulatedAWS:
             else:
                 targets.expire_draining(self.state)
                 autoscaling.tick(self.state)
+                refresh.tick(self.state)  # A16
                 status, headers, chunks = self._call_ec2(environ, action, region or self.region, body) \
                     if service == "ec2" else self._call_moto(environ)
         self.state.deliver()

@@ -9,6 +9,11 @@ from tests.deployer.fleet import Fleet
 from tests.deployer.harness import Harness
 from tests.helpers import FakeTime
 
+# No agent runs on these instances, so the pair names no image (bluegreen:image): pre-flight then warns that it
+# cannot check IMAGE:VERSION instead of asking whatever registry happens to listen on 127.0.0.1:5000. The
+# image check has its own tests (test_deployer_preflight.py), against moto's ECR and a local registry.
+NO_AGENT = {"image": None}
+
 
 @pytest.fixture
 def make_fleet(aws):
@@ -16,7 +21,7 @@ def make_fleet(aws):
 
     def make(capacity=3, **kwargs):
         session = boto3.session.Session()
-        svc = create_service(session, capacity=capacity, **kwargs)
+        svc = create_service(session, capacity=capacity, **dict(NO_AGENT, **kwargs))
         fleet = Fleet(session, svc)
         if svc["lifecycle_hook"]:
             fleet.wait_for(lambda: fleet.complete_hooks("blue") == capacity, "blue's launch hooks to complete")
@@ -35,7 +40,7 @@ def make_harness(aws):
         aws.configure_time(time_scale=1.0)
         aws.use_clock(clock.now)
         session = boto3.session.Session()
-        harness = Harness(aws, session, create_service(session, capacity=capacity, **kwargs), clock)
+        harness = Harness(aws, session, create_service(session, capacity=capacity, **dict(NO_AGENT, **kwargs)), clock)
         if harness.svc["lifecycle_hook"]:
             harness.wait_for(lambda: harness.complete_hooks("blue") == capacity, "blue's launch hooks to complete")
         harness.wait_for(lambda: len(harness.healthy()) >= capacity, "the service to serve")

@@ -1,0 +1,180 @@
+"""`bluegreen doctor SERVICE`: every pre-flight check, the doctor's own checks and the expected times, read only.
+
+The same Facts and the same check functions as pre-flight (preflight.py); doctor adds what helps someone who sets
+up a pair: HealthCheckType ELB, a launch hook with a sane heartbeat, cross-zone settings, the IAM actions the
+deployer calls, and the times the pair's own settings imply.
+"""
+
+from __future__ import annotations
+
+from agent import contract
+from agent.contract import TAG_LIFECYCLE_HOOK
+
+from .model import COLORS
+from .preflight import (
+    AGENT_HEARTBEAT_S,
+    EXIT_STANDBY_S,
+    FAIL,
+    LAUNCH_S,
+    LAUNCHING,
+    MAX_DRAIN_S,
+    PASS,
+    WARN,
+    Check,
+    drains,
+    refusal_checks,
+)
+
+# Every AWS action the deployer calls (iam/deployer-policy.json grants exactly these:
+# tests/deployer/test_deployer_doctor.py holds the two to each other, and test_deployer_iam.py the policy to the code).
+IAM_ACTIONS = (
+    "autoscaling:CreateOrUpdateTags", "autoscaling:DeleteTags", "autoscaling:DeletePolicy",
+    "autoscaling:DeleteScheduledAction", "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeInstanceRefreshes", "autoscaling:DescribeLifecycleHooks", "autoscaling:DescribePolicies",
+    "autoscaling:DescribeScheduledActions", "autoscaling:DescribeWarmPool", "autoscaling:DetachInstances",
+    "autoscaling:EnterStandby", "autoscaling:ExitStandby", "autoscaling:PutScalingPolicy",
+    "autoscaling:PutScheduledUpdateGroupAction", "autoscaling:ResumeProcesses", "autoscaling:SuspendProcesses",
+    "autoscaling:UpdateAutoScalingGroup",
+    "ec2:CreateTags", "ec2:DescribeInstances", "ec2:DescribeTags", "ec2:TerminateInstances",
+    "ecr:DescribeImages",
+    "elasticloadbalancing:DescribeInstanceHealth", "elasticloadbalancing:DescribeLoadBalancerAttributes",
+    "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeTargetGroupAttributes",
+    "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth",
+    "s3:GetObject", "s3:ListBucket", "s3:PutObject",
+)
+
+
+def health_runs(facts):
+    """{load balancer: seconds a new target needs to turn healthy}: healthy threshold x interval (E1, E3)."""
+    out = {}
+    for arn, tg in facts.target_groups.items():
+        out[arn.rsplit(":", 1)[-1]] = int(tg.get("HealthyThresholdCount", 5)) * int(tg.get("HealthCheckIntervalSeconds", 30))
+    for name, lb in facts.classic.items():
+        hc = lb.get("HealthCheck") or {}
+        out[name] = int(hc.get("HealthyThreshold", 10)) * int(hc.get("Interval", 30))
+    return out
+
+
+def expected_times(facts):
+    """The floors the pair's own settings imply (issue 10, section 3). The deploy floor leaves out the agent's own
+    work between launch and CONTINUE (pull, compose, health), which only the hook's timeout bounds."""
+    health = max(health_runs(facts).values(), default=0)
+    drain = max(drains(facts).values(), default=0)
+    hooks = [int(h.get("HeartbeatTimeout", 3600)) for c in COLORS for h in facts.hooks.get(c, [])
+             if h.get("LifecycleTransition") == LAUNCHING]
+    return {"deploy_floor_s": LAUNCH_S + health, "rollback_floor_s": drain + EXIT_STANDBY_S + health,
+            "drain_s": drain, "health_run_s": health, "hook_timeout_s": max(hooks, default=None)}
+
+
+def check_operation(facts):
+    rec = facts.snap.record
+    if rec is None:
+        live = facts.live
+        if live is None:
+            return Check("operation", WARN, "no operation is recorded and both groups have capacity: which color is "
+                         "live cannot be told", "scale the group that should not serve to 0")
+        return Check("operation", PASS, f"no operation in progress; {facts.groups[live].name} is live")
+    return Check("operation", WARN, f"{rec.action} {rec.version} is in progress (phase {rec.phase}, by "
+                 f"{rec.holder or '?'} since {rec.started or '?'}): checks read the pair mid-operation",
+                 f"finish it, or `bluegreen rollback {facts.snap.service}`")
+
+
+def check_health_check_type(facts):
+    types = {g.name: g.health_check_type for g in facts.groups.values()}
+    ec2 = sorted(n for n, t in types.items() if t != "ELB")
+    if not ec2:
+        return Check("health-check-type", PASS, "HealthCheckType ELB on both groups")
+    return Check("health-check-type", WARN, f"{', '.join(ec2)} uses HealthCheckType EC2 (A20: an instance the load "
+                 "balancer finds unhealthy is never replaced, and a dead Standby instance stalls a rollback)",
+                 "aws autoscaling update-auto-scaling-group --health-check-type ELB --health-check-grace-period 300")
+
+
+def check_launch_hook(facts):
+    problems, warnings = [], []
+    for color in COLORS:
+        g = facts.groups[color]
+        hooks = [h for h in facts.hooks.get(color, []) if h.get("LifecycleTransition") == LAUNCHING]
+        named = g.tags.get(TAG_LIFECYCLE_HOOK)
+        if not hooks:
+            warnings.append(f"{g.name} has no launch hook (E5: new targets register while they boot; the deploy "
+                            "tolerates unhealthy only within the grace period)")
+            continue
+        if named and named not in {h["LifecycleHookName"] for h in hooks}:
+            problems.append(f"{g.name}'s {TAG_LIFECYCLE_HOOK} names {named}, which is not one of its launch hooks")
+        if not named:
+            warnings.append(f"{g.name} has launch hooks but no {TAG_LIFECYCLE_HOOK} tag: the agent completes none "
+                            "unless its own config names one")
+        for h in hooks:
+            beat = int(h.get("HeartbeatTimeout", 3600))
+            if beat <= AGENT_HEARTBEAT_S:
+                problems.append(f"{g.name}'s hook {h['LifecycleHookName']} times out after {beat} s, no more than "
+                                f"the agent's heartbeat every {AGENT_HEARTBEAT_S} s: it lapses while the agent works (A6)")
+            if h.get("DefaultResult") == "CONTINUE":
+                warnings.append(f"{g.name}'s hook {h['LifecycleHookName']} defaults to CONTINUE: an instance whose "
+                                "agent died joins the load balancer")
+    fix = ("put a launch hook on both groups: aws autoscaling put-lifecycle-hook --lifecycle-transition "
+           f"{LAUNCHING} --heartbeat-timeout 600 --default-result ABANDON, and tag them {TAG_LIFECYCLE_HOOK}=NAME")
+    if problems:
+        return Check("launch-hook", FAIL, "; ".join(problems), fix)
+    if warnings:
+        return Check("launch-hook", WARN, "; ".join(warnings), fix)
+    return Check("launch-hook", PASS, "a launch hook on both groups, named by the tag, with a sane heartbeat")
+
+
+def check_cross_zone(facts):
+    zones = set(facts.groups["blue"].zones) | set(facts.groups["green"].zones)
+    off = []
+    for arn, attrs in facts.tg_attributes.items():
+        value = attrs.get("load_balancing.cross_zone.enabled", "use_load_balancer_configuration")
+        protocol = (facts.target_groups.get(arn) or {}).get("Protocol", "HTTP")
+        # E6: an ALB's own cross-zone is always on; an NLB's is off by default.
+        if value == "false" or (value == "use_load_balancer_configuration" and protocol not in ("HTTP", "HTTPS")):
+            off.append(arn.rsplit(":", 1)[-1])
+    for name, attrs in facts.classic_attributes.items():
+        if not (attrs.get("CrossZoneLoadBalancing") or {}).get("Enabled"):
+            off.append(name)
+    if not off:
+        return Check("cross-zone", PASS, "cross-zone load balancing is on")
+    status = WARN if len(zones) > 1 else PASS
+    return Check("cross-zone", status, f"cross-zone load balancing is off (or the NLB's default) for {', '.join(off)}"
+                 f" across {len(zones)} zone(s) (E6: each zone serves only its own targets, so a flip must leave "
+                 "every served zone new healthy targets)", "" if status == PASS else
+                 "turn it on (load_balancing.cross_zone.enabled=true), or mind the per-zone gate's refusals")
+
+
+def check_iam(_facts):
+    return Check("iam-actions", PASS, f"the deployer calls {len(IAM_ACTIONS)} actions: {', '.join(IAM_ACTIONS)}",
+                 "grant them as iam/deployer-policy.json does (doctor lists them; it cannot simulate IAM)")
+
+
+def doctor_checks(facts, max_drain=MAX_DRAIN_S):
+    return ([check_operation(facts)] + refusal_checks(facts, max_drain=max_drain)
+            + [check_health_check_type(facts), check_launch_hook(facts), check_cross_zone(facts), check_iam(facts)])
+
+
+def report(facts, max_drain=MAX_DRAIN_S):
+    """(the JSON document, exit code): 1 when a check fails, else 0."""
+    checks = doctor_checks(facts, max_drain)
+    doc = {"schema_version": contract.SCHEMA_VERSION, "service": facts.snap.service,
+           "checks": [c.as_json() for c in checks], "expected": expected_times(facts),
+           "iam_actions": list(IAM_ACTIONS)}
+    return doc, (1 if any(c.status == FAIL for c in checks) else 0)
+
+
+def text(doc):
+    lines = [f"bluegreen doctor {doc['service']}:"]
+    for c in doc["checks"]:
+        lines.append(f"  {c['status'].upper():4}  {c['id']}: {c['message']}")
+        if c["status"] != PASS and c["fix"]:
+            lines.append(f"        fix: {c['fix']}")
+    e = doc["expected"]
+    lines.append(f"expected: deploy at least {e['deploy_floor_s']} s (launch {LAUNCH_S} s + health run "
+                 f"{e['health_run_s']} s, plus the agent's own work"
+                 + (f", bounded by the hook's {e['hook_timeout_s']} s" if e["hook_timeout_s"] else "") + "); "
+                 f"rollback at least {e['rollback_floor_s']} s (drain {e['drain_s']} s + ExitStandby + health run); "
+                 f"drain {e['drain_s']} s")
+    failed = sum(1 for c in doc["checks"] if c["status"] == FAIL)
+    warned = sum(1 for c in doc["checks"] if c["status"] == WARN)
+    lines.append(f"{failed} failed, {warned} warnings, {len(doc['checks']) - failed - warned} passed")
+    return "\n".join(lines)
+

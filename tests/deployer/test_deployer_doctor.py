@@ -1,0 +1,149 @@
+"""`bluegreen doctor SERVICE` (issue 10, section 3): read only, every check with pass/warn/fail and its fix, the
+expected times from the pair's own settings; exit 0 when nothing fails, 1 when a check fails, 2 usage, 4 AWS."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+
+from agent import contract
+from deployer import cli, doctor, preflight
+from tests.deployer.preflight_support import ecr_image, lock_objects, name_image, pair_state
+from tests.helpers import Outcome, expect_exit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_doctor(fleet, *extra):
+    before = pair_state(fleet)
+    out = fleet.bluegreen("doctor", "demo", "--output", "json", *extra)
+    assert pair_state(fleet) == before and lock_objects(fleet) == []  # read only
+    return out, (json.loads(out.stdout) if out.stdout.strip() else None)
+
+
+def by_id(doc):
+    return {c["id"]: c for c in doc["checks"]}
+
+
+def test_the_json_document_and_a_warn_only_pair_exits_0(make_harness):
+    # The harness's pair: no launch hook and no image named (warnings), everything else sound.
+    fleet = make_harness(capacity=2)
+    out, doc = run_doctor(fleet)
+    expect_exit(out, 0)
+    assert set(doc) == {"schema_version", "service", "checks", "expected", "iam_actions"}
+    assert doc["schema_version"] == contract.SCHEMA_VERSION and doc["service"] == "demo"
+    assert [c["id"] for c in doc["checks"]] == ["operation", *preflight.REFUSALS, "health-check-type", "launch-hook",
+                                                "cross-zone", "iam-actions"]
+    assert set(preflight.CHECK_IDS) == {c["id"] for c in doc["checks"]}
+    for c in doc["checks"]:
+        assert set(c) == {"id", "status", "message", "fix"} and c["status"] in ("pass", "warn", "fail")
+    checks = by_id(doc)
+    warned = {"launch-hook", "image-exists"}
+    assert {i for i, c in checks.items() if c["status"] != "pass"} == warned
+    assert "has no launch hook" in checks["launch-hook"]["message"] and "put-lifecycle-hook" in checks["launch-hook"]["fix"]
+    assert checks["bootstrap-manifest"]["message"] == "s3://bluegreen-bootstrap/demo/manifest.json: 1 files"
+    # The scenario's settings: health checks every 5 s, healthy after 2, a 5 s deregistration delay.
+    assert doc["expected"] == {"deploy_floor_s": preflight.LAUNCH_S + 10, "rollback_floor_s": 5 + preflight.EXIT_STANDBY_S + 10,
+                               "drain_s": 5, "health_run_s": 10, "hook_timeout_s": None}
+    text = fleet.bluegreen("doctor", "demo")
+    expect_exit(text, 0)
+    assert "  WARN  launch-hook: demo-blue has no launch hook" in text.stdout
+    assert "        fix: put a launch hook on both groups" in text.stdout
+    assert f"0 failed, {len(warned)} warnings, {18 - len(warned)} passed" in text.stdout
+
+
+def test_a_failing_check_exits_1_and_names_its_fix(make_harness):
+    fleet = make_harness(capacity=1)
+    fleet.asg.put_warm_pool(AutoScalingGroupName=fleet.svc["groups"]["green"], MinSize=1, PoolState="Stopped")
+    fleet.asg.update_auto_scaling_group(AutoScalingGroupName=fleet.svc["groups"]["blue"], HealthCheckType="EC2")
+    out, doc = run_doctor(fleet)
+    expect_exit(out, 1)
+    checks = by_id(doc)
+    assert checks["warm-pool"]["status"] == "fail" and "delete-warm-pool" in checks["warm-pool"]["fix"]
+    assert checks["health-check-type-match"]["status"] == "fail"
+    assert checks["health-check-type"]["status"] == "warn" and "demo-blue uses HealthCheckType EC2" in \
+        checks["health-check-type"]["message"]
+    text = fleet.bluegreen("doctor", "demo")
+    expect_exit(text, 1)
+    assert "  FAIL  warm-pool: demo-green has a warm pool" in text.stdout
+
+
+def test_groups_on_different_load_balancers_are_a_failed_check_not_a_usage_error(make_harness):
+    fleet = make_harness(capacity=1)
+    other = fleet.elbv2.create_target_group(Name="other-tg", Protocol="HTTP", Port=8080, VpcId=fleet.svc["vpc_id"],
+                                            TargetType="instance")["TargetGroups"][0]["TargetGroupArn"]
+    fleet.asg.attach_load_balancer_target_groups(AutoScalingGroupName=fleet.svc["groups"]["green"],
+                                                 TargetGroupARNs=[other])
+    out, doc = run_doctor(fleet)
+    expect_exit(out, 1)
+    assert by_id(doc)["same-load-balancers"]["status"] == "fail"
+    # deploy refuses it as it always did, now as pre-flight's check: exit 2, nothing changed
+    expect_exit(fleet.bluegreen("deploy", "demo", "2.0"), 2, "[same-load-balancers]")
+
+
+def test_a_launch_hook_with_an_absurd_heartbeat_fails_and_a_sane_one_passes(make_harness):
+    fleet = make_harness(capacity=1, launch_hook=True, hook_timeout=600)
+    out, doc = run_doctor(fleet)
+    expect_exit(out, 0)
+    assert by_id(doc)["launch-hook"]["status"] == "pass"
+    assert doc["expected"]["hook_timeout_s"] == 600
+    for name in fleet.svc["groups"].values():
+        fleet.asg.put_lifecycle_hook(LifecycleHookName=fleet.svc["lifecycle_hook"], AutoScalingGroupName=name,
+                                     LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING", HeartbeatTimeout=45,
+                                     DefaultResult="ABANDON")
+    out, doc = run_doctor(fleet)
+    expect_exit(out, 1)
+    hook = by_id(doc)["launch-hook"]
+    assert hook["status"] == "fail" and "times out after 45 s" in hook["message"]
+    assert by_id(doc)["launch-hooks-match"]["status"] == "pass"
+
+
+def test_cross_zone_off_across_zones_is_a_warning(make_harness):
+    fleet = make_harness(capacity=2, zones=2)
+    out, doc = run_doctor(fleet)
+    assert by_id(doc)["cross-zone"]["status"] == "pass" and by_id(doc)["zones-match"]["status"] == "pass"
+    fleet.elbv2.modify_target_group_attributes(TargetGroupArn=fleet.svc["target_group_arn"], Attributes=[
+        {"Key": "load_balancing.cross_zone.enabled", "Value": "false"}])
+    out, doc = run_doctor(fleet)
+    expect_exit(out, 0)
+    check = by_id(doc)["cross-zone"]
+    assert check["status"] == "warn" and "across 2 zone(s)" in check["message"]
+
+
+def test_doctor_checks_the_image_of_the_live_version_and_reports_an_operation(make_harness):
+    fleet = make_harness(capacity=1)
+    name_image(fleet, ecr_image(fleet.session, "demo-web", tags=("1.0", "2.0")))
+    out, doc = run_doctor(fleet)
+    expect_exit(out, 0)
+    assert by_id(doc)["image-exists"]["status"] == "pass"
+    assert by_id(doc)["operation"]["message"] == "no operation in progress; demo-blue is live"
+    assert fleet.bluegreen("deploy", "demo", "2.0", crash_at="mark-flip").returncode == -9
+    doc = json.loads(fleet.bluegreen("doctor", "demo", "--output", "json").stdout)
+    op = by_id(doc)["operation"]
+    assert op["status"] == "warn" and op["message"].startswith("deploy 2.0 is in progress (phase policies")
+
+
+def test_usage_and_aws_errors(make_harness, monkeypatch, tmp_path):
+    fleet = make_harness(capacity=1)
+    expect_exit(fleet.bluegreen("doctor", "nosuch"), 2, "no Auto Scaling group is tagged bluegreen:service=nosuch")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli.main(["doctor", "demo"], environ={})
+    expect_exit(Outcome(code, "", err.getvalue()), 4, "no AWS credentials found")
+
+
+def test_the_listed_iam_actions_are_exactly_the_policy():
+    with open(os.path.join(ROOT, "iam", "deployer-policy.json")) as f:
+        policy = json.load(f)
+    granted = set()
+    for statement in policy["Statement"]:
+        actions = statement["Action"]
+        granted |= set(actions if isinstance(actions, list) else [actions])
+    assert set(doctor.IAM_ACTIONS) == granted and len(doctor.IAM_ACTIONS) == len(granted)
