@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from agent.contract import EVENT_SETTLED, PHASE_RESTORED
+
 from .errors import Aborted, BlueGreenError, ConflictError, HealthFailure, WaitFailed, WaitTimeout
 from .health import FAIL, OK, REPLAN
 from .model import COLORS, Snapshot, classic_state, other, pair_from_describe
@@ -107,6 +109,12 @@ class Runner:
         self.locked = False
         self.fence_until = None  # after taking over a live holder: when its last call can have landed
         self.journal_key = None
+        # Rollback's two stages (issue 10): seconds from this run's start until the record entered phase
+        # `restored` (recovery time ends) and until the lock was released (`settled`); None if not in this run.
+        self.started_at = clock()
+        self.stage_s = {PHASE_RESTORED: None, EVENT_SETTLED: None}
+        if store is not None and hasattr(aws, "before_retry"):
+            aws.before_retry = self._confirm_lock  # a retried change is a new change: confirm the lock first
 
     def _check_holder(self, snap):
         if not self.locked:
@@ -242,6 +250,11 @@ class Runner:
                 self.aws.apply(call)
             if self.store is not None:
                 self.journal_key = self.store.release(self._journal_entry(call))
+            self._stage(EVENT_SETTLED)
+            return
+        if isinstance(call, RecordWrite) and call.record.phase == PHASE_RESTORED:
+            self.aws.apply(call)
+            self._stage(PHASE_RESTORED)
             return
         # A2: ResourceContention comes back as HTTP 500, which botocore's standard retry mode already retries.
         self.aws.apply(call)
@@ -304,6 +317,13 @@ class Runner:
             entry["took_over"] = op["took_over"]
         entry.update(self.journal)
         return entry
+
+    def _confirm_lock(self):
+        if self.store is not None and self.locked:
+            self.store.renew()
+
+    def _stage(self, name):
+        self.stage_s[name] = round(self.clock() - self.started_at, 3)
 
     def _hold_lease(self, margin):
         """Renew the lease when less than `margin` of this process's own view of it is left (during waits)."""

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from . import autoscaling, moto_seam, runtime, s3_conditional, targets
+from . import autoscaling, faults_asg, moto_seam, runtime, s3_conditional, targets
 from .errors import AlreadyRunning, BadControlRequest, NotStarted
 from .moto_seam import DomainDispatcherApplication, create_backend_app, moto_api_backend
 from .state import LayerState
@@ -223,7 +223,7 @@ class EmulatedAWS:
             else:
                 targets.expire_draining(self.state)
                 autoscaling.tick(self.state)
-                status, headers, chunks = self._call_moto(environ)
+                status, headers, chunks = faults_asg.around(self.state, service, action, environ, self._call_moto)
         self.state.deliver()
         start_response(status, headers)
         return chunks

@@ -19,7 +19,7 @@ def operations_in_deployer_code():
     for name in ("aws.py", "bootstrap.py", "store.py"):
         with open(os.path.join(ROOT, "deployer", name)) as f:
             source = f.read()
-        ops |= set(re.findall(r'(?:_call|_pages)\(self\.\w+, "(\w+)"', source))
+        ops |= set(re.findall(r'(?:_call|_pages|_change)\(self\.\w+, "(\w+)"', source))
         ops |= set(re.findall(r"\bs3\.([a-z][a-z0-9_]+)\b", source))
     # ListObjectsV2 is authorised as s3:ListBucket (IAM's action names for S3 are not the API's).
     return {IAM_NAME.get(op, "".join(part.title() for part in op.split("_"))) for op in ops}
@@ -31,7 +31,7 @@ IAM_NAME = {"list_objects_v2": "ListBucket"}
 def test_policy_grants_exactly_the_calls_the_deployer_makes():
     granted = granted_operations(POLICY)
     found = operations_in_deployer_code()
-    assert len(found) == 24
+    assert len(found) == 25
     assert granted == found
 
 

@@ -155,15 +155,27 @@ def test_rollback_after_flip_returns_the_old_fleet_before_touching_the_new_one()
     blue, green, policies = flipped_pair(green_policies=("cpu", "own"))
     snap = snapshot(blue, green, policies, {"blue": [], "green": []})
     steps = plan.plan_rollback(snap, ctx())
-    # The processes are resumed only once the old fleet serves again (A8: no alarm launches into Standby).
+    # Stage one (restored): the old fleet back, then the new one out of the load balancers.
     assert names(steps) == ["lock", "exit-standby", "exit-standby", "exit-standby", "restore-sizes",
-                            "wait-restored", "resume", "remove-copied-policies", "retire-new", "unlock"]
+                            "wait-restored", "retire-new", "wait-new-out"]
+    assert steps[-1].then.record.phase == "restored"
+    # Stage two (settled), planned once the record says restored and the new group is empty: the processes are
+    # resumed only once the old fleet serves again (A8: no alarm launches into Standby).
+    tags = {t["Key"]: t["Value"] for t in blue["Tags"]}
+    tags["bluegreen:operation"] = tags["bluegreen:operation"].replace("action=deploy;phase=flipped",
+                                                                      "action=rollback;phase=restored")
+    back = group_record("blue", (45, 45, 90), ids("b", 45), tags=tags,
+                        suspended=("AZRebalance", "AlarmNotification", "ScheduledActions"))
+    settle = plan.plan_rollback(snapshot(back, group_record("green", (0, 0, 0), tags={
+        "bluegreen:operation": tags["bluegreen:operation"]}), policies, {"blue": [], "green": []}), ctx())
+    assert names(settle)[-3:] == ["resume", "remove-copied-policies", "unlock"]
+    steps = steps + settle
     # only the processes the deploy suspended: AZRebalance was suspended before it
     assert calls_of(steps, "ResumeProcesses")[0].params["ScalingProcesses"] == ["AlarmNotification",
                                                                                "ScheduledActions"]
     assert [len(c.params["InstanceIds"]) for c in calls_of(steps, "ExitStandby")] == [20, 20, 5]
     assert [c.params["PolicyName"] for c in calls_of(steps, "DeletePolicy")] == ["cpu"]
-    assert names(steps).index("wait-restored") < names(steps).index("retire-new")
+    assert names(steps).index("wait-restored") < names(steps).index("retire-new") < names(steps).index("resume")
     restore = calls_of(steps, "UpdateAutoScalingGroup")[0].params
     assert (restore["AutoScalingGroupName"], restore["MinSize"], restore["MaxSize"]) == ("demo-blue", 45, 90)
 
@@ -253,8 +265,14 @@ def test_abort_returns_the_new_group_to_zero_and_clears_the_lock():
     snap = snapshot(group_record("blue", (3, 3, 6), ids("b", 3), tags=tags),
                     group_record("green", (3, 3, 6), ids("g", 3), tags=tags))
     steps = plan.plan_abort(snap, ctx())
-    assert names(steps) == ["abort-new", "unlock"]
-    deleted = {(t["ResourceId"], t["Key"]) for t in steps[1].calls[0].params["Tags"]}
+    assert names(steps) == ["abort-new", "wait-new-out"]
+    # restored: recorded as a rollback in phase restored (what `--wait restored` leaves for a rerun to settle)
+    assert (steps[1].then.record.action, steps[1].then.record.phase) == ("rollback", "restored")
+    tags["bluegreen:operation"] = tags["bluegreen:operation"].replace("deploy;phase=launch", "rollback;phase=restored")
+    snap = snapshot(group_record("blue", (3, 3, 6), ids("b", 3), tags=tags), group_record("green", (0, 0, 0), tags=tags))
+    steps = plan.plan_abort(snap, ctx())
+    assert names(steps) == ["unlock"]
+    deleted = {(t["ResourceId"], t["Key"]) for t in steps[0].calls[0].params["Tags"]}
     assert deleted == {("demo-blue", "bluegreen:operation"), ("demo-green", "bluegreen:operation"),
                        ("demo-blue", "bluegreen:saved-sizes"), ("demo-blue", "bluegreen:saved-suspended")}
 
