@@ -254,7 +254,9 @@ class Runner:
             return
         if isinstance(call, RecordWrite) and call.record.phase == PHASE_RESTORED:
             self.aws.apply(call)
-            self._stage(PHASE_RESTORED)
+            was = snap.record
+            if was is None or (was.action, was.phase) != (call.record.action, PHASE_RESTORED):
+                self._stage(PHASE_RESTORED)  # reached now, not a rerun taking over a record already restored
             return
         # A2: ResourceContention comes back as HTTP 500, which botocore's standard retry mode already retries.
         self.aws.apply(call)
