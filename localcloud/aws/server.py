@@ -8,7 +8,9 @@ the control API for other processes:
                                        "target_group_arn": optional}
     POST /_localcloud/reset
     POST /_localcloud/faults         {"throttle_fraction": 0.0, "latency_s": 0.0,
-                                       "exit_standby_contention_once": false, "conditional_conflicts": 0}
+                                       "exit_standby_contention_once": false, "conditional_conflicts": 0,
+                                       "insufficient_capacity_zones": [], "vcpu_limit": null,
+                                       "broken_launch_templates": [], "tag_visibility_delay_s": 0}
     POST /_localcloud/time           {"time_scale": X, "health_interval": S}
     GET  /_localcloud/events?after=N {"events": [...], "last": M}  (each event carries "seq")
     GET  /_localcloud/calls          {"calls": {"autoscaling:DescribeAutoScalingGroups": n, ...}}
@@ -155,12 +157,20 @@ class EmulatedAWS:
         self.state.set_target_health(instance_id, state, target_group_arn)
 
     def configure_faults(self, throttle_fraction: float = 0.0, latency_s: float = 0.0,
-                         exit_standby_contention_once: bool = False, conditional_conflicts: int = 0) -> None:
+                         exit_standby_contention_once: bool = False, conditional_conflicts: int = 0,
+                         insufficient_capacity_zones: list[str] | None = None, vcpu_limit: int | None = None,
+                         broken_launch_templates: list[str] | None = None,
+                         tag_visibility_delay_s: float = 0.0) -> None:
         """Replace every fault setting. `conditional_conflicts=N`: the next N conditional PutObject requests
-        (If-Match or If-None-Match) answer 409 ConditionalRequestConflict and write nothing (X2)."""
+        (If-Match or If-None-Match) answer 409 ConditionalRequestConflict and write nothing (X2).
+        A15, failed launches (Failed scaling activities, retried by the group): `insufficient_capacity_zones`
+        (zone names), `vcpu_limit` (vCPUs of running instances, null: none), `broken_launch_templates`
+        (launch template ids or names). X1: `tag_visibility_delay_s`, AWS seconds a new EC2 tag stays
+        invisible to DescribeTags and tag filters."""
         with self.state.lock:
             self.state.faults.configure(throttle_fraction, latency_s, exit_standby_contention_once,
-                                        conditional_conflicts)
+                                        conditional_conflicts, insufficient_capacity_zones, vcpu_limit,
+                                        broken_launch_templates, tag_visibility_delay_s)
 
     def configure_time(self, time_scale: float | None = None, health_interval: float | None = None) -> None:
         """Change the clock until the next reset() (which restores the constructor's values)."""
