@@ -36,6 +36,10 @@ def _stamp(when: datetime.datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def stamp_now() -> str:
+    return _stamp(_now())
+
+
 @dataclass
 class Activity:
     group: str

@@ -161,8 +161,19 @@ def create_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
         raise ValidationError("MinSize and MaxSize are required")
     _check_bounds(min_size, max_size, self._get_int_param("DesiredCapacity"))
     check_tags(self._get_params().get("Tags", []) or [])
+    hooks = _hook_specifications(self)
     model.remember_backend(require_state(), self.autoscaling_backend)
-    return seam.original(AutoScalingResponse, "create_auto_scaling_group")(self)
+    # A19: the hooks exist before moto's constructor sizes the group, so the very first instances wait in
+    # Pending:Wait (A6). A refused group takes its hooks with it.
+    backend = self.autoscaling_backend
+    for hook_name, transition, timeout, result in hooks:
+        backend.create_lifecycle_hook(hook_name, name, transition, timeout, result)
+    try:
+        return seam.original(AutoScalingResponse, "create_auto_scaling_group")(self)
+    except Exception:
+        for hook_name, *_ in hooks:
+            backend.delete_lifecycle_hook(name, hook_name)
+        raise
 
 
 def delete_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
@@ -309,19 +320,40 @@ def attach_instances(self: AutoScalingResponse) -> ActionResult:
 
 # -- lifecycle hooks (A6) ----------------------------------------------------------------------------------
 
-def put_lifecycle_hook(self: AutoScalingResponse) -> ActionResult:
-    require_group(self)
-    timeout = self._get_int_param("HeartbeatTimeout")
+def _check_hook(timeout: int | None, transition: str | None, result: str | None) -> None:
     if timeout is not None and not HEARTBEAT_RANGE[0] <= timeout <= HEARTBEAT_RANGE[1]:
         raise ValidationError(f"Heartbeat timeout must be between {HEARTBEAT_RANGE[0]} and {HEARTBEAT_RANGE[1]} "
                               f"seconds, got {timeout}")
-    transition = self._get_param("LifecycleTransition")
     if transition not in (model.LAUNCH_HOOK, "autoscaling:EC2_INSTANCE_TERMINATING"):
         raise ValidationError(f"Invalid LifecycleTransition: {transition}")
-    result = self._get_param("DefaultResult")
     if result not in (None, "CONTINUE", "ABANDON"):
         raise ValidationError(f"Invalid DefaultResult: {result}")
+
+
+def put_lifecycle_hook(self: AutoScalingResponse) -> ActionResult:
+    require_group(self)
+    _check_hook(self._get_int_param("HeartbeatTimeout"), self._get_param("LifecycleTransition"),
+                self._get_param("DefaultResult"))
     return seam.original(AutoScalingResponse, "put_lifecycle_hook")(self)
+
+
+def _hook_specifications(resp: AutoScalingResponse) -> list[tuple[str, str, int | None, str | None]]:
+    """A19: CreateAutoScalingGroup's LifecycleHookSpecificationList (moto ignores it), checked as
+    PutLifecycleHook checks one hook: (name, transition, timeout, default result)."""
+    specs = resp._get_params().get("LifecycleHookSpecificationList") or []
+    hooks = []
+    for spec in specs:
+        name = spec.get("LifecycleHookName")
+        if not name:
+            raise ValidationError("LifecycleHookName is required in LifecycleHookSpecificationList")
+        raw = spec.get("HeartbeatTimeout")
+        try:
+            timeout = None if raw in (None, "") else int(raw)
+        except (TypeError, ValueError):
+            raise ValidationError(f"Invalid HeartbeatTimeout: {raw}") from None
+        _check_hook(timeout, spec.get("LifecycleTransition"), spec.get("DefaultResult"))
+        hooks.append((name, spec["LifecycleTransition"], timeout, spec.get("DefaultResult")))
+    return hooks
 
 
 def _lifecycle_action(self: AutoScalingResponse) -> tuple[LayerState, FakeAutoScalingGroup, InstanceState, str]:

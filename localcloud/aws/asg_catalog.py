@@ -28,6 +28,7 @@ from .state import GroupIndex
 PAGE_SIZES = {
     "DescribeAutoScalingGroups": (50, 100),
     "DescribeScalingActivities": (100, 100),
+    "DescribeInstanceRefreshes": (50, 100),
     "DescribeAutoScalingInstances": (50, 50),
     "DescribeTags": (50, 100),
     "DescribePolicies": (50, 100),

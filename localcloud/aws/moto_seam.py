@@ -37,9 +37,10 @@ from moto.autoscaling.models import (
     TerminateInstanceActivity,
 )
 from moto.autoscaling.responses import AutoScalingResponse
+from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult, BaseResponse, EmptyResult
-from moto.ec2.models import EC2Backend
+from moto.ec2.models import EC2Backend, ec2_backends
 from moto.ec2.models.instances import Instance
 from moto.elb.models import ELBBackend, FakeHealthCheck, FakeListener, LoadBalancer
 from moto.elb.responses import ELBResponse
@@ -52,12 +53,13 @@ from moto.moto_server import werkzeug_app
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 __all__ = [
-    "ASG_NAME_TAG", "ActionResult", "AutoScalingBackend", "AutoScalingResponse", "AutoscalingClientError",
+    "ASG_NAME_TAG", "DEFAULT_ACCOUNT_ID", "ActionResult", "AutoScalingBackend", "AutoScalingResponse",
+    "AutoscalingClientError",
     "DetachInstanceActivity", "DomainDispatcherApplication", "ELBBackend", "ELBResponse", "ELBv2Backend",
     "ELBv2ValidationError", "EmptyResult", "EnterStandbyActivity", "ExitStandbyActivity", "FakeAutoScalingGroup",
     "FakeHealthStatus", "FakeScalingPolicy", "FakeScheduledAction", "FakeTargetGroup", "InstanceState",
     "ResourceContentionError", "TerminateInstanceActivity", "ValidationError", "create_backend_app",
-    "moto_api_backend",
+    "ec2_backends", "moto_api_backend",
 ]
 
 
@@ -155,6 +157,10 @@ WRAPPED: tuple[Wrap, ...] = (
 ADDED: tuple[tuple[type, str], ...] = (
     (AutoScalingResponse, "complete_lifecycle_action"),
     (AutoScalingResponse, "record_lifecycle_action_heartbeat"),
+    # refresh.py: A16, instance refresh.
+    (AutoScalingResponse, "start_instance_refresh"),
+    (AutoScalingResponse, "describe_instance_refreshes"),
+    (AutoScalingResponse, "cancel_instance_refresh"),
 )
 
 # -- CALLED ------------------------------------------------------------------------------------------------
@@ -184,6 +190,10 @@ CALLED: tuple[Call, ...] = (
          "(self, instance_ids: 'list[str]') -> 'list[InstanceState]'"),
     Call(AutoScalingBackend, "describe_tags",
          "(self, filters: 'list[dict[str, str]]') -> 'list[dict[str, str]]'"),
+    Call(AutoScalingBackend, "create_lifecycle_hook",  # A19: LifecycleHookSpecificationList
+         "(self, name: 'str', as_name: 'str', transition: 'str', timeout: 'int | None', result: 'str')"
+         " -> 'LifecycleHook'"),
+    Call(AutoScalingBackend, "delete_lifecycle_hook", "(self, as_name: 'str', name: 'str') -> 'None'"),
     Call(ELBBackend, "get_load_balancer", "(self, load_balancer_name: str) -> moto.elb.models.LoadBalancer"),
     Call(ELBBackend, "describe_instance_health",
          "(self, lb_name: str, instances: list[dict[str, str]]) -> list[dict[str, typing.Any]]"),
@@ -318,7 +328,7 @@ def replaces(cls: type, name: str) -> Callable[[Callable[..., Any]], Callable[..
 
 def install() -> None:
     """Put every replacement on moto's classes; idempotent (a class attribute is replaced once per process)."""
-    from . import activities, asg_api, asg_catalog, autoscaling, targets  # noqa: F401  (importing them registers them)
+    from . import activities, asg_api, asg_catalog, autoscaling, refresh, targets  # noqa: F401  (importing them registers them)
 
     missing = _LISTED - set(_replacements)
     if missing:

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from . import autoscaling, faults_asg, moto_seam, runtime, s3_conditional, targets
+from . import autoscaling, faults_asg, moto_seam, refresh, runtime, s3_conditional, tag_delay, targets
 from .errors import AlreadyRunning, BadControlRequest, NotStarted
 from .moto_seam import DomainDispatcherApplication, create_backend_app, moto_api_backend
 from .state import LayerState
@@ -52,14 +52,15 @@ def _xml_error(code: str, message: str, namespace: str = "") -> bytes:
             f'<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>').encode()
 
 
-def _service_of(environ: dict[str, Any]) -> str | None:
+def _scope_of(environ: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(service, Region) from the SigV4 credential scope."""
     auth = environ.get("HTTP_AUTHORIZATION", "")
     marker = "Credential="
     if marker in auth:
         scope = auth.split(marker, 1)[1].split(",", 1)[0].split("/")
         if len(scope) >= 4:
-            return scope[3]
-    return None
+            return scope[3], scope[2]
+    return None, None
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -196,6 +197,7 @@ class EmulatedAWS:
         with self.state.lock:
             targets.expire_draining(self.state)
             autoscaling.tick(self.state)
+            refresh.tick(self.state)  # A16
         self.state.deliver()
 
     # -- HTTP ---------------------------------------------------------------------------------------
@@ -210,8 +212,9 @@ class EmulatedAWS:
         path = environ.get("PATH_INFO", "")
         if path.startswith("/_localcloud/"):
             return self._control(environ, start_response)
-        service = _service_of(environ)
+        service, region = _scope_of(environ)
         action = None
+        body = b""
         if service in COUNTED_SERVICES:
             body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
             environ["wsgi.input"] = io.BytesIO(body)
@@ -233,10 +236,25 @@ class EmulatedAWS:
             else:
                 targets.expire_draining(self.state)
                 autoscaling.tick(self.state)
-                status, headers, chunks = faults_asg.around(self.state, service, action, environ, self._call_moto)
+                refresh.tick(self.state)  # A16
+                status, headers, chunks = self._call_ec2(environ, action, region or self.region, body) \
+                    if service == "ec2" else faults_asg.around(self.state, service, action, environ, self._call_moto)
         self.state.deliver()
         start_response(status, headers)
         return chunks
+
+    def _call_ec2(self, environ: dict[str, Any], action: str | None, region: str, body: bytes) -> Any:
+        """X1 (fault tag_visibility_delay_s): new tags stay invisible to DescribeTags / DescribeInstances."""
+        if action == "CreateTags":
+            written = tag_delay.before_create(self.state, region, body)
+            status, headers, chunks = self._call_moto(environ)
+            if written and status.startswith("200"):
+                tag_delay.after_create(self.state, written)
+            return status, headers, chunks
+        if action in tag_delay.READS:
+            with tag_delay.hidden(self.state, region):
+                return self._call_moto(environ)
+        return self._call_moto(environ)
 
     def _call_moto(self, environ: dict[str, Any]) -> Any:
         captured: dict[str, Any] = {}

@@ -261,6 +261,8 @@ class LayerState:
             self.groups: dict[tuple[str, str, str], GroupRecord] = {}
             # A15: every scaling activity, oldest first (activities.py)
             self.activities: list[Any] = []
+            # A16: instance refreshes, oldest first (refresh.py)
+            self.refreshes: list[Any] = []
             # X1: (resource id, tag key) -> layer-clock time the tag becomes visible to readers
             self.tags_visible_at: dict[tuple[str, str], float] = {}
             # moto AutoScalingBackends that hold groups, so the clock can visit them

@@ -6,9 +6,12 @@ from __future__ import annotations
 from collections import Counter
 
 import boto3
+import pytest
+from botocore.exceptions import ClientError
 
 from localcloud.aws.autoscaling import LAUNCH_SECONDS
 from localcloud.scenario import create_service
+from tests.localcloud.support import aws_error
 
 
 def _zones(world, name: str) -> dict[str, str]:
@@ -74,3 +77,29 @@ def test_a19_scenario_creates_a_pair_over_several_zones(world, stopped_clock):
     stopped_clock.advance(LAUNCH_SECONDS)
     world.in_service("multi-blue", 3)
     assert sorted(_zones(world, "multi-blue").values()) == svc["zones"]
+
+
+def test_a19_lifecycle_hook_specification_list_holds_the_very_first_instances(world, stopped_clock):
+    world.group("blue", desired=2, LifecycleHookSpecificationList=[{
+        "LifecycleHookName": "boot", "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+        "HeartbeatTimeout": 300, "DefaultResult": "ABANDON"}])
+    hooks = world.asg.describe_lifecycle_hooks(AutoScalingGroupName="blue")["LifecycleHooks"]
+    assert [(h["LifecycleHookName"], h["HeartbeatTimeout"], h["DefaultResult"]) for h in hooks] == [
+        ("boot", 300, "ABANDON")]
+    stopped_clock.advance(LAUNCH_SECONDS)
+    states = world.states("blue")
+    assert sorted(states.values()) == ["Pending:Wait", "Pending:Wait"]  # A6 from the very first launch
+    for iid in states:
+        world.asg.complete_lifecycle_action(AutoScalingGroupName="blue", LifecycleHookName="boot", InstanceId=iid,
+                                            LifecycleActionResult="CONTINUE")
+    stopped_clock.advance(2)
+    world.in_service("blue", 2)
+
+
+def test_a19_a_bad_hook_specification_refuses_the_group(world):
+    with pytest.raises(ClientError) as excinfo:
+        world.group("blue", desired=1, LifecycleHookSpecificationList=[{
+            "LifecycleHookName": "boot", "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+            "HeartbeatTimeout": 10}])
+    assert aws_error(excinfo) == ("ValidationError", "Heartbeat timeout must be between 30 and 7200 seconds, got 10")
+    assert world.asg.describe_auto_scaling_groups()["AutoScalingGroups"] == []
