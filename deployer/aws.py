@@ -174,8 +174,9 @@ class DeployerAws:
         return self._pages(self.asg, "describe_scheduled_actions", "ScheduledUpdateGroupActions",
                            AutoScalingGroupName=group_name)
 
-    def describe_retired_instances(self, group_name):
-        """Instances we tagged before detaching them from `group_name` that still exist (A3, A4).
+    def describe_retired_instances(self, group_name, expected=()):
+        """(tagged, live): the ids tagged as detached from `group_name` that a tag search finds now, and which
+        of those and of `expected` (ids known to be detached) still exist (A3, A4, X1).
 
         DescribeTags finds the ids (a tag filter on DescribeInstances scans every instance); DescribeInstances
         then reads their states, filtered by id so that an id already gone is no error.
@@ -184,14 +185,15 @@ class DeployerAws:
                            Filters=[{"Name": "key", "Values": [TAG_RETIRED_FROM]},
                                     {"Name": "value", "Values": [group_name]},
                                     {"Name": "resource-type", "Values": ["instance"]}])
-        ids = sorted({t["ResourceId"] for t in tags})
+        tagged = sorted({t["ResourceId"] for t in tags})
+        ids = sorted(set(tagged) | set(expected))
         live = []
         for start in range(0, len(ids), 200):
             reservations = self._pages(self.ec2, "describe_instances", "Reservations",
                                        Filters=[{"Name": "instance-id", "Values": ids[start:start + 200]},
                                                 {"Name": "instance-state-name", "Values": LIVE_STATES}])
             live += [i["InstanceId"] for r in reservations for i in r["Instances"]]
-        return sorted(live)
+        return tagged, sorted(live)
 
     # -- Auto Scaling --------------------------------------------------------------------------------
 

@@ -274,7 +274,7 @@ def _retire_steps(snap, new, restored):
         steps.append(CallStep("retire-new", f"scale {new.name} to 0", (set_sizes(new, (0, 0, 0)),), settling=True))
     steps.append(wait_step(snap, "wait-new-out", f"wait until no instance of {new.name} takes new requests in any "
                            "load balancer (draining or gone, E2)", new.color, OUT_OF_TRAFFIC,
-                           then=write_record(snap, restored)))
+                           then=write_record(snap, restored) if restored else None))
     return steps
 
 
@@ -294,16 +294,26 @@ def _needs_retire(rec, new):
 def plan_abort(snap, ctx, wait=EVENT_SETTLED):
     """After a failed deploy or canary wait: the new group back to 0 and out of every load balancer, the live
     group untouched, lock cleared. Its `restored` stage records the operation as a rollback in phase restored,
-    so `--wait restored` leaves it for `bluegreen rollback` to settle."""
+    so `--wait restored` leaves it for `bluegreen rollback` to settle; without, it stays the deploy's (or
+    canary's) record, journaled as aborted."""
     rec = snap.record
     if rec is None:
         return []
     new = snap.groups[other(rec.live)]
     steps = []
-    if _needs_retire(rec, new):
-        restored = rec.moved(action="rollback", phase=PHASE_RESTORED, holder=ctx.me)
+    # From facts, not the phase (the deploy's record keeps its own phase): anything of the new group not yet on
+    # its way out, or, for --wait restored, the record not yet moved to restored.
+    serving = new.desired > 0 or any(not leaving(i) for i in new.instances)
+    if serving or (wait == PHASE_RESTORED and rec.phase != PHASE_RESTORED):
+        restored = rec.moved(action="rollback", phase=PHASE_RESTORED, holder=ctx.me) if wait == PHASE_RESTORED \
+            else None
         steps += [s if s.name != "retire-new" else CallStep("abort-new", f"scale {new.name} back to 0", s.calls)
                   for s in _retire_steps(snap, new, restored)]
+        if wait == PHASE_RESTORED:
+            return steps
+        steps += _settle_steps(snap, new)
+        steps.append(UnlockStep("unlock", "clear the operation record",
+                                (clear_record(snap, rec.live, EVENT_ABORTED),)))
         return steps
     if wait == PHASE_RESTORED:
         return []
@@ -458,32 +468,41 @@ def plan_finalize(snap, ctx):
                                "in any load balancer, so in-flight requests finish (E2)", rec.live, DRAINED,
                                then=write_record(snap, record.moved(phase="detach"))))
     if phase in (None, "drain", "detach"):
+        if old.sizes != (0, 0, 0):
+            # Finding 23: AWS cautions that detaching Standby instances may make the group terminate others;
+            # once min, desired and max are 0 its sizes ask for nothing, so no miscount launches or terminates.
+            steps.append(CallStep("empty-old", f"set {old.name} to 0/0/0 before detaching anything",
+                              (set_sizes(old, (0, 0, 0)),)))
         done = len(snap.retired or [])
         for n, ids in enumerate(batches(standby), 1):
-            # Tag first: once detached an instance leaves the group (A3), and only this tag finds it again.
+            # The ids go into the stored record first (with a state store): finalize terminates them by id, not
+            # only by the tag search below, which X1 can miss (finding 13). Then the tag: once detached an
+            # instance leaves the group (A3), and without a store only this tag finds it again.
+            keep = (write_record(snap, record.moved(phase="detach"), detached=ids),) if snap.store_url else ()
             steps.append(CallStep("detach", f"detach {len(ids)} Standby instances from {old.name}, "
                               f"{batch_label(done, n, len(standby))}, without decrementing again (A3, the seed's "
                               "footnote 2)",
-                              (Call("CreateTags", {"Resources": ids, "Tags": [{"Key": TAG_RETIRED_FROM,
-                                                                               "Value": old.name}]}),
-                               Call("DetachInstances", {"AutoScalingGroupName": old.name, "InstanceIds": ids,
-                                                        "ShouldDecrementDesiredCapacity": False}))))
-        if snap.retired is None and phase == "detach":
+                              keep + (Call("CreateTags", {"Resources": ids, "Tags": [{"Key": TAG_RETIRED_FROM,
+                                                                                      "Value": old.name}]}),
+                                      Call("DetachInstances", {"AutoScalingGroupName": old.name, "InstanceIds": ids,
+                                                               "ShouldDecrementDesiredCapacity": False}))))
+        if snap.retired is None and (phase == "detach" or standby):
+            # Planned once the detached instances are read: the stored ids, and a tag search repeated with
+            # backoff until it finds every id this run detached (runner.find_retired, X1).
             steps.append(CallStep("terminate", "terminate the detached instances", needs=("retired",)))
         else:
             in_group = {i.id for i in old.instances}
             detaching = {i.id for i in old.instances if i.lifecycle.startswith("Detach")}
-            leaving = [i for i in (snap.retired or []) if i in detaching]
-            if leaving:
+            leaving_ids = [i for i in (snap.retired or []) if i in detaching]
+            if leaving_ids:
                 # Detached but still listed (Detaching, A3): wait, or cleanup would be recorded with them
                 # never terminated, and nothing would look for them again.
-                steps.append(wait_step(snap, "wait-detached", f"wait until {len(leaving)} detached instances have "
-                                       f"left {old.name}", rec.live, DETACHED))
+                steps.append(wait_step(snap, "wait-detached", f"wait until {len(leaving_ids)} detached instances "
+                                       f"have left {old.name}", rec.live, DETACHED))
                 return steps
             # A4: never terminate an instance still in the group; detach comes first.
             detached = [i for i in (snap.retired or []) if i not in in_group]
-            pending = detached + ([] if phase == "detach" else standby)
-            for n, ids in enumerate(batches(pending, TERMINATE_BATCH), 1):
+            for n, ids in enumerate(batches(detached, TERMINATE_BATCH), 1):
                 steps.append(CallStep("terminate", f"terminate {len(ids)} detached instances, batch {n} (A4: "
                                   "detached first)", (Call("TerminateInstances", {"InstanceIds": ids}),)))
         # Recorded once nothing is left to terminate, so later steps need not search EC2 again.
@@ -491,7 +510,7 @@ def plan_finalize(snap, ctx):
                           (write_record(snap, record.moved(phase="cleanup")),)))
     steps += _policy_step("delete-old-policies", f"delete {old.name}'s scaling policies and scheduled actions",
                           lambda: policy_deletions(snap, rec.live), snap)
-    if old.sizes != (0, 0, 0):
+    if phase == "cleanup" and old.sizes != (0, 0, 0):
         steps.append(CallStep("empty-old", f"set {old.name} to 0/0/0", (set_sizes(old, (0, 0, 0)),)))
     steps += _resume_steps(snap, old)
     steps.append(UnlockStep("unlock", f"clear the operation record; {snap.groups[other(rec.live)].name} is live",
