@@ -33,6 +33,7 @@ from .health import (
 )
 from .model import HOLD_PROCESSES, TAG_RETIRED_FROM, TAG_VERSION, Record, other
 from .policies import policy_copies, policy_deletions
+from .schedule import apply_action, missed_action, parse_stamp
 from .steps import (
     ABORT,
     TERMINATE_BATCH,
@@ -349,6 +350,11 @@ def _refuse_launch_suspended(snap, old):
                          "changed")
 
 
+def _holds_schedule(snap):
+    """Whether the deploy held ScheduledActions on the old group (it was not suspended before it, A8)."""
+    return snap.saved is not None and "ScheduledActions" not in snap.saved[1]
+
+
 def plan_rollback(snap, ctx, wait=EVENT_SETTLED):
     rec = snap.record
     facts = False
@@ -385,11 +391,28 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED):
                             f"{n} instances of {old.name} in Standby; " + steps[0].summary, steps[0].calls)
     else:
         steps = _lock_steps(snap, rec, record)
+    saved_sizes = snap.saved[0] if snap.saved else None
+    if phase is None and not facts and steps and _holds_schedule(snap):
+        if snap.scheduled is None:
+            # Read the old group's scheduled actions before taking the lock (A8, below).
+            return [LockStep(steps[0].name, steps[0].summary + " (once the scheduled actions are read)",
+                             steps[0].calls, needs=("policies",))]
+        missed = missed_action(snap.scheduled.get(live) or [], parse_stamp(rec.started) or ctx.now, ctx.now)
+        if missed is not None:
+            # A8, finding 12: ScheduledActions was held on the old group since the deploy started, and AWS skips
+            # what came due meanwhile; apply the latest one's sizes now. Recorded as the sizes to restore (the
+            # store's `saved`, or the tags), so a rerun restores the same; never below the live capacity.
+            at, action = missed
+            saved_sizes = apply_action(saved_sizes, action)
+            extra = {"sizes": list(saved_sizes), "suspended": list(snap.saved[1])}
+            lock = _lock_steps(snap, rec, record, extra)[0]
+            steps = [LockStep(lock.name, f"{lock.summary}; apply the scheduled action "
+                              f"{action.get('ScheduledActionName')} of {old.name} missed in Standby at "
+                              f"{at:%Y-%m-%dT%H:%M}Z: sizes to restore {sizes_text(saved_sizes)} (A8)", lock.calls)]
     # The live capacity (deployer-audit finding 12): what the old group had, what it has now with its Standby
     # instances counted (it may have scaled out before its processes were held, or hold instances an operator
     # put in Standby), or what the new group has grown to since the flip; whichever is most. Never capped at
     # the old MaxSize: MaxSize is raised to it instead (A2, A5).
-    saved_sizes = snap.saved[0] if snap.saved else None
     target = None
     if saved_sizes:
         want = max(saved_sizes[1], old.desired + len(standby_now), new.desired)

@@ -197,6 +197,8 @@ def test_rollback_waits_for_instances_still_entering_standby():
     blue = group_record("blue", (0, 1, 6), ids("b", 2, "EnteringStandby") + ids("c", 1), tags=tags)
     green = group_record("green", (3, 3, 6), ids("g", 3), tags=tags)
     steps = plan.plan_rollback(snapshot(blue, green), ctx())
+    assert names(steps) == ["lock"] and steps[0].needs == ("policies",)  # A8: the scheduled actions first
+    steps = plan.plan_rollback(snapshot(blue, green, {"blue": [], "green": []}, {"blue": [], "green": []}), ctx())
     assert names(steps)[:2] == ["lock", "wait-standby-settled"]
 
 

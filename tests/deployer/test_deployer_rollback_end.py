@@ -130,3 +130,27 @@ def test_a_lost_standby_response_is_a_success(make_harness, aws, action):
         fleet.assert_flipped("green", 3, "2.0")
     else:
         fleet.assert_serving_only("blue", 3, "1.0")
+
+
+def test_rollback_applies_the_scheduled_action_missed_in_standby():
+    # A8, finding 12: ScheduledActions was held on the old group; AWS skips what came due meanwhile.
+    from datetime import datetime, timezone
+
+    from deployer import plan
+    from tests.deployer.deployer_fixtures import ctx, group_record, ids, names, record_tag, snapshot
+
+    tags = {**record_tag("deploy", "flipped"), "bluegreen:saved-sizes": "3/3/6", "bluegreen:saved-suspended": "none"}
+    blue = group_record("blue", (0, 0, 6), ids("b", 3, "Standby"), tags=tags,
+                        suspended=("AZRebalance", "AlarmNotification", "ScheduledActions"))
+    green = group_record("green", (3, 3, 6), ids("g", 3), tags=tags)
+    actions = [  # the deploy started at 11:00, the rollback runs at 12:00 (deployer_fixtures.NOW)
+        {"ScheduledActionName": "morning", "StartTime": datetime(2026, 11, 26, 11, 30, tzinfo=timezone.utc),
+         "MinSize": 4, "MaxSize": 10, "DesiredCapacity": 5},
+        {"ScheduledActionName": "at-eleven", "Recurrence": "0 11 * * *", "MinSize": 1},  # at the start: not missed
+        {"ScheduledActionName": "later", "StartTime": datetime(2026, 11, 26, 13, 0, tzinfo=timezone.utc),
+         "MinSize": 9, "MaxSize": 9, "DesiredCapacity": 9}]
+    steps = plan.plan_rollback(snapshot(blue, green, {"blue": [], "green": []}, {"blue": actions, "green": []}), ctx())
+    assert "apply the scheduled action morning" in steps[0].summary
+    assert steps[0].calls[0].saved["sizes"] == [4, 5, 10]
+    restore = steps[names(steps).index("restore-sizes")].calls[0].params
+    assert (restore["MinSize"], restore["DesiredCapacity"], restore["MaxSize"]) == (4, 5, 10)
