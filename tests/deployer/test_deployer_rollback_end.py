@@ -154,3 +154,22 @@ def test_rollback_applies_the_scheduled_action_missed_in_standby():
     assert steps[0].calls[0].saved["sizes"] == [4, 5, 10]
     restore = steps[names(steps).index("restore-sizes")].calls[0].params
     assert (restore["MinSize"], restore["DesiredCapacity"], restore["MaxSize"]) == (4, 5, 10)
+
+
+def test_rollback_applies_a_scheduled_action_missed_in_standby_on_the_emulator(make_harness):
+    # A8: the emulator skips a one-time action that comes due while ScheduledActions is suspended, as AWS does.
+    import time
+    from datetime import datetime, timedelta, timezone
+
+    fleet = flipped(make_harness)
+    fleet.asg.put_scheduled_update_group_action(
+        AutoScalingGroupName="demo-blue", ScheduledActionName="morning", MinSize=4, MaxSize=8, DesiredCapacity=4,
+        StartTime=datetime.now(timezone.utc) + timedelta(seconds=1))
+    time.sleep(1.5)  # one-time actions come due on the wall clock (localcloud/aws/autoscaling.py)
+    fleet.advance(1)
+    assert fleet.sizes("blue") == (0, 0, 6)  # skipped: held by the deploy
+    out = fleet.bluegreen("rollback", "demo")
+    expect_exit(out, 0)
+    assert "apply the scheduled action morning of demo-blue missed in Standby" in out.stderr
+    assert fleet.sizes("blue") == (4, 4, 8)
+    fleet.assert_serving_only("blue", 4, "1.0")
