@@ -173,3 +173,26 @@ def test_rollback_applies_a_scheduled_action_missed_in_standby_on_the_emulator(m
     assert "apply the scheduled action morning of demo-blue missed in Standby" in out.stderr
     assert fleet.sizes("blue") == (4, 4, 8)
     fleet.assert_serving_only("blue", 4, "1.0")
+
+
+def test_rollback_raises_max_size_when_the_standby_instances_would_not_fit_then_restores_it(make_harness):
+    # A2, finding 3: ExitStandby raises desired, which must stay <= MaxSize (here lowered by hand to 2).
+    fleet = flipped(make_harness)
+    fleet.asg.update_auto_scaling_group(AutoScalingGroupName="demo-blue", MinSize=0, DesiredCapacity=0, MaxSize=2)
+    out = fleet.bluegreen("rollback", "demo")
+    expect_exit(out, 0)
+    assert "raise-max: raise demo-blue's MaxSize to 3" in out.stderr
+    assert fleet.sizes("blue") == (3, 3, 6)  # the saved sizes, MaxSize included
+    fleet.assert_serving_only("blue", 3, "1.0")
+
+
+def test_an_abort_clears_protection_so_the_new_instances_leave(make_harness, aws):
+    # A14, finding 5, on the abort path: the launch fails while the new instances are protected.
+    fleet = make_harness(capacity=3)
+    fleet.asg.update_auto_scaling_group(AutoScalingGroupName="demo-green", NewInstancesProtectedFromScaleIn=True)
+    with unhealthy_launches(aws, "demo-green"):
+        out = fleet.bluegreen("deploy", "demo", "3.0")
+    expect_exit(out, 1)
+    assert "unprotect-new" in out.stderr
+    assert fleet.lifecycles("green") == {}
+    fleet.assert_serving_only("blue", 3, "1.0")
