@@ -424,14 +424,16 @@ PHASE_RETIRE = "retire"
 PHASE_DRAIN = "drain"
 PHASE_DETACH = "detach"
 PHASE_CLEANUP = "cleanup"
-# Named now, placed by later issues: the bake after a flip, and rollback's first stage.
-PHASE_BAKE = "bake"
+# Rollback's first stage done (issue 10): the old fleet serves at the live capacity, the new one takes no new
+# requests; recovery time ends here. The record stays in it until the second stage (settled) releases the lock.
 PHASE_RESTORED = "restored"
+# Named now, placed by a later issue: the bake after a flip.
+PHASE_BAKE = "bake"
 # The phases an operation record passes through today, in order (`bluegreen:operation`'s phase=).
 PHASES = {
     ACTION_DEPLOY: (PHASE_LAUNCH, PHASE_POLICIES, PHASE_FLIP, PHASE_FLIPPED),
     ACTION_CANARY: (PHASE_LAUNCH, PHASE_SERVING),
-    ACTION_ROLLBACK: (PHASE_RESTORE, PHASE_RETIRE),
+    ACTION_ROLLBACK: (PHASE_RESTORE, PHASE_RETIRE, PHASE_RESTORED),
     ACTION_FINALIZE: (PHASE_DRAIN, PHASE_DETACH, PHASE_CLEANUP),
 }
 

@@ -1,13 +1,27 @@
 """The deployer's AWS calls: one thin method per API operation, nothing decided here.
 
-Clients are made by the CLI (STYLE.md point 2) and passed in, configured with botocore's standard retry
-mode, which backs off on `Throttling` (A10): there is no retry loop of our own. Every describe call that AWS
-pages goes through a paginator (A9). A `ClientError` leaves this module only as an `AwsError`.
+Clients are made by the CLI (STYLE.md point 2) and passed in. Every describe call that AWS pages goes through a
+paginator (A9). A `ClientError` leaves this module only as an `AwsError`.
+
+Retries, chosen on purpose (deployer-audit finding 20):
+- botocore's `standard` mode (cli.make_clients, 4 attempts) backs off on `Throttling` (A10), 5xx and
+  `ResourceContention` (A2), and on connection errors. Not `adaptive`: AWS calls it experimental and fit only
+  for specialised cases, and its client-side rate limiter may hold a call back for an unbounded while, where the
+  lock needs each call to end within store.MAX_CALL_S.
+- `ScalingActivityInProgress` is an HTTP 400 (A11), which standard mode never retries: `_call` retries it here,
+  with full-jitter backoff, under SCALING_RETRY_S, confirming the lock before each retry (`before_retry`, set by
+  the runner), because each retry is a new change request.
+- A retried call may meet what its own first attempt did (the response was lost, botocore retried): EnterStandby
+  of an instance already in Standby (A1), ExitStandby of one already back (A2), DetachInstances of one already
+  gone (A3), TerminateInstances of one already gone. AWS answers those with a ValidationError; when the call was
+  retried and a fresh read shows every instance in the state the call asked for, it is a success, not exit 4.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import time
 
 from botocore import xform_name
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
@@ -21,6 +35,17 @@ CREDENTIAL_CODES = {"ExpiredToken", "ExpiredTokenException", "InvalidClientToken
                     "AuthFailure", "SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied",
                     "AccessDeniedException", "UnauthorizedOperation"}
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+# How long `_call` keeps retrying ScalingActivityInProgress (AWS seconds), and its backoff's cap.
+SCALING_RETRY_S = 60.0
+SCALING_BACKOFF_CAP_S = 10.0
+RETRIED_CODES = frozenset({"ScalingActivityInProgress"})
+# What each instance is in once the call landed: the state it asked for, or on its way there (A1-A3).
+TARGET_STATES = {
+    "enter_standby": ("Standby", "EnteringStandby"),
+    "exit_standby": ("InService", "Pending", "Pending:Wait", "Pending:Proceed"),
+    "detach_instances": ("Detaching", "Detached", None),  # None: no longer in the group
+}
+GONE_STATES = ("shutting-down", "terminated")
 
 
 def translate(exc, op):
@@ -64,18 +89,54 @@ class CallCounter:
 class DeployerAws:
     """Auto Scaling, ELBv2, Classic ELB and EC2, as the deployer uses them."""
 
-    def __init__(self, autoscaling, elbv2, elb, ec2, counter=None):
+    def __init__(self, autoscaling, elbv2, elb, ec2, counter=None, sleep=time.sleep, clock=time.monotonic):
         self.asg, self.elbv2, self.elb, self.ec2 = autoscaling, elbv2, elb, ec2
         self.counter = counter or CallCounter()
+        self.sleep, self.clock = sleep, clock
+        self.before_retry = None  # the runner's lock check before each retry of a change (see the module doc)
+        self.random = random.random
         for client in (autoscaling, elbv2, elb, ec2):
             self.counter.attach(client)
 
     # -- generic plumbing ----------------------------------------------------------------------------
 
-    def _call(self, client, method, **params):
+    def _call(self, client, method, _raw=False, **params):
+        """One API call; ScalingActivityInProgress retried (see the module doc). `_raw`: any other ClientError
+        leaves untranslated, for _change to inspect."""
+        deadline = None
+        attempt = 0
+        while True:
+            try:
+                return getattr(client, method)(**params)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code not in RETRIED_CODES:
+                    if _raw:
+                        raise
+                    raise translate(exc, method) from exc
+                deadline = deadline if deadline is not None else self.clock() + SCALING_RETRY_S
+                # Full jitter, as botocore's standard mode backs off (STYLE.md, botocore retries/standard.py).
+                delay = self.random() * min(SCALING_BACKOFF_CAP_S, 2 ** attempt)
+                if self.clock() + delay > deadline:
+                    raise translate(exc, f"{method} (retried for {SCALING_RETRY_S:g}s)") from exc
+                attempt += 1
+                log.info("%s: %s, retrying in %.1fs (%d)", method, code, delay, attempt)
+                self.sleep(delay)
+                if self.before_retry is not None:
+                    self.before_retry()
+            except BotoCoreError as exc:
+                raise translate(exc, method) from exc
+
+    def _change(self, client, method, check, **params):
+        """A change that a lost response may make botocore retry: "already done" by its own first attempt is
+        done (see the module doc)."""
         try:
-            return getattr(client, method)(**params)
-        except (ClientError, BotoCoreError) as exc:
+            return self._call(client, method, _raw=True, **params)
+        except ClientError as exc:
+            if _retried(exc) and check(params):
+                log.info("%s: %s after a retry, and every instance is already where the call puts it: done "
+                         "(its first attempt landed)", method, exc.response.get("Error", {}).get("Code"))
+                return {}
             raise translate(exc, method) from exc
 
     def _pages(self, client, method, key, **params):
@@ -113,8 +174,9 @@ class DeployerAws:
         return self._pages(self.asg, "describe_scheduled_actions", "ScheduledUpdateGroupActions",
                            AutoScalingGroupName=group_name)
 
-    def describe_retired_instances(self, group_name):
-        """Instances we tagged before detaching them from `group_name` that still exist (A3, A4).
+    def describe_retired_instances(self, group_name, expected=()):
+        """(tagged, live): the ids tagged as detached from `group_name` that a tag search finds now, and which
+        of those and of `expected` (ids known to be detached) still exist (A3, A4, X1).
 
         DescribeTags finds the ids (a tag filter on DescribeInstances scans every instance); DescribeInstances
         then reads their states, filtered by id so that an id already gone is no error.
@@ -123,14 +185,15 @@ class DeployerAws:
                            Filters=[{"Name": "key", "Values": [TAG_RETIRED_FROM]},
                                     {"Name": "value", "Values": [group_name]},
                                     {"Name": "resource-type", "Values": ["instance"]}])
-        ids = sorted({t["ResourceId"] for t in tags})
+        tagged = sorted({t["ResourceId"] for t in tags})
+        ids = sorted(set(tagged) | set(expected))
         live = []
         for start in range(0, len(ids), 200):
             reservations = self._pages(self.ec2, "describe_instances", "Reservations",
                                        Filters=[{"Name": "instance-id", "Values": ids[start:start + 200]},
                                                 {"Name": "instance-state-name", "Values": LIVE_STATES}])
             live += [i["InstanceId"] for r in reservations for i in r["Instances"]]
-        return sorted(live)
+        return tagged, sorted(live)
 
     # -- Auto Scaling --------------------------------------------------------------------------------
 
@@ -144,13 +207,24 @@ class DeployerAws:
         return self._call(self.asg, "update_auto_scaling_group", **params)
 
     def enter_standby(self, **params):
-        return self._call(self.asg, "enter_standby", **params)
+        return self._change(self.asg, "enter_standby", self._in_target_state("enter_standby"), **params)
 
     def exit_standby(self, **params):
-        return self._call(self.asg, "exit_standby", **params)
+        return self._change(self.asg, "exit_standby", self._in_target_state("exit_standby"), **params)
 
     def detach_instances(self, **params):
-        return self._call(self.asg, "detach_instances", **params)
+        return self._change(self.asg, "detach_instances", self._in_target_state("detach_instances"), **params)
+
+    def set_instance_protection(self, **params):
+        return self._call(self.asg, "set_instance_protection", **params)
+
+    def _in_target_state(self, method):
+        def check(params):
+            records = self._pages(self.asg, "describe_auto_scaling_groups", "AutoScalingGroups",
+                                  AutoScalingGroupNames=[params["AutoScalingGroupName"]])
+            states = {i["InstanceId"]: i["LifecycleState"] for r in records for i in r.get("Instances", [])}
+            return all(states.get(iid) in TARGET_STATES[method] for iid in params["InstanceIds"])
+        return check
 
     def suspend_processes(self, **params):
         return self._call(self.asg, "suspend_processes", **params)
@@ -176,7 +250,14 @@ class DeployerAws:
         return self._call(self.ec2, "create_tags", **params)
 
     def terminate_instances(self, **params):
-        return self._call(self.ec2, "terminate_instances", **params)
+        return self._change(self.ec2, "terminate_instances", self._terminated, **params)
+
+    def _terminated(self, params):
+        reservations = self._pages(self.ec2, "describe_instances", "Reservations",
+                                   Filters=[{"Name": "instance-id", "Values": params["InstanceIds"]}])
+        states = {i["InstanceId"]: i["State"]["Name"] for r in reservations for i in r["Instances"]}
+        # An id EC2 no longer lists at all was terminated long ago.
+        return all(states.get(iid, "terminated") in GONE_STATES for iid in params["InstanceIds"])
 
     # -- pre-flight and doctor reads (deployer/preflight.py decides; nothing here changes anything) -------
 
@@ -228,3 +309,8 @@ class DeployerAws:
         """GetObject: the object's bytes (the bootstrap manifest the agent reads), or AwsError. Named describe_* as
         every read here is: the step tests tell mutations from reads by the name."""
         return self._call(s3, "get_object", Bucket=bucket, Key=key)["Body"].read()
+
+
+def _retried(exc):
+    """Whether botocore retried the call that ended in `exc` (ResponseMetadata.RetryAttempts)."""
+    return bool(exc.response.get("ResponseMetadata", {}).get("RetryAttempts"))

@@ -107,6 +107,13 @@ def build_parser():
                           help="seconds between polls (env BLUEGREEN_POLL_INTERVAL, default 5)")
     mutating.add_argument("--force-unlock", action="store_true",
                           help="take over the lock even if its holder still looks alive")
+    # Rollback done has two stages (issue 10): `restored` (the old fleet serves, the new one takes no new
+    # requests: recovery ends) and `settled` (sizes restored, the new group empty, processes resumed, unlocked).
+    undoing = argparse.ArgumentParser(add_help=False)
+    undoing.add_argument("--wait", choices=plan.ROLLBACK_WAITS, default="settled",
+                         help="rollback (and a deploy's or canary's abort): exit once `restored`, leaving the record "
+                              "in phase restored for a rerun of `bluegreen rollback` to settle, or once `settled` "
+                              "(default)")
     stateful = argparse.ArgumentParser(add_help=False)
     stateful.add_argument("--state", metavar="s3://bucket/prefix/",
                           help="the state store (env BLUEGREEN_STATE; default: the groups' bluegreen:state tag, else "
@@ -129,16 +136,16 @@ def build_parser():
     p = add("status", "which color is live, versions, sizes, instances and the operation in progress", [common, stateful])
     p.add_argument("service")
     p = add("deploy", "launch VERSION in the idle group, then move the live group to Standby",
-            [common, mutating, stateful, checked])
+            [common, mutating, stateful, checked, undoing])
     p.add_argument("service")
     p.add_argument("version")
     p = add("rollback", "return the old group to service, then empty the new one (from any phase)",
-            [common, mutating, stateful])
+            [common, mutating, stateful, undoing])
     p.add_argument("service")
     p = add("finalize", "after a flip: detach and terminate the old Standby instances", [common, mutating, stateful])
     p.add_argument("service")
     p = add("canary", "serve VERSION from N instances of the idle group beside the live fleet",
-            [common, mutating, stateful, checked])
+            [common, mutating, stateful, checked, undoing])
     p.add_argument("service")
     p.add_argument("version")
     p.add_argument("--count", type=positive_int, default=1, help="canary instances (default 1)")
@@ -241,7 +248,8 @@ class Cli:
         self.argv = list(argv)
         self.runner = None
         self.counter = CallCounter()
-        self.aws = DeployerAws(clients["autoscaling"], clients["elbv2"], clients["elb"], clients["ec2"], self.counter)
+        self.aws = DeployerAws(clients["autoscaling"], clients["elbv2"], clients["elb"], clients["ec2"], self.counter,
+                               sleep=seams.sleep, clock=seams.clock)
         self.s3 = clients["s3"]
         self.counter.attach(self.s3)
         self.ecr = clients.get("ecr")
@@ -329,7 +337,8 @@ class Cli:
         a = self.args
         planners = {"deploy": lambda: partial(plan.plan_deploy, version=a.version),
                     "canary": lambda: partial(plan.plan_canary, version=a.version, count=a.count),
-                    "rollback": lambda: plan.plan_rollback, "finalize": lambda: plan.plan_finalize}
+                    "rollback": lambda: partial(plan.plan_rollback, wait=a.wait),
+                    "finalize": lambda: plan.plan_finalize}
         return planners[a.command]()
 
     def mutate(self):
@@ -348,15 +357,23 @@ class Cli:
             data = self.summary(service=a.service, dry_run=True, result="planned", plan=render.plan_data(planned))
             return data, render.plan_text(title, planned)
         log.info("%s: start (poll every %gs, each wait at most %gs)", title, a.poll_interval, a.timeout)
-        abort = plan.plan_abort if a.command in ("deploy", "canary") else None
+        abort = partial(plan.plan_abort, wait=a.wait) if a.command in ("deploy", "canary") else None
         try:
             snap = runner.run(self.planner(), abort=abort)
         except Aborted as exc:
             raise Aborted(f"{title} {exc}", exc.cause) from exc.cause
         final = observe(self.aws, a.service, health_of=(snap.live,) if snap.live else (), store=store)
         data = self.summary(service=a.service, result="done", steps=runner.executed,
-                            status=render.status_data(final), journal=runner.journal_key)
+                            status=render.status_data(final), journal=runner.journal_key, **self.stages())
         return data, self.done_text(title, final, runner.executed)
+
+    def stages(self):
+        """Rollback's and abort's two stages: seconds from this run's start to each, null when this run did not
+        reach it (a rerun that found the record already `restored` reports only `settled_s`)."""
+        stage = self.runner.stage_s if self.runner is not None else {}
+        if self.args.command != "rollback" and not any(stage.values()):
+            return {}  # a deploy or canary that did not abort
+        return {"restored_s": stage[contract.PHASE_RESTORED], "settled_s": stage[contract.EVENT_SETTLED]}
 
     def done_text(self, title, snap, executed):
         a = self.args
@@ -423,7 +440,7 @@ def main(argv=None, environ=None, seams=None):
         print(f"bluegreen: error: {exc}", file=sys.stderr)
         if args.output == "json":
             fields = {"service": getattr(args, "service", None), "result": "error", "exit_code": exc.exit_code,
-                      "error": str(exc), **exc.details()}
+                      "error": str(exc), **exc.details(), **(cli.stages() if cli is not None else {})}
             print(render.dumps(cli.summary(**fields) if cli is not None else
                                dict(fields, schema_version=contract.SCHEMA_VERSION, command=args.command,
                                     aws_calls=0, aws_attempts=0)))

@@ -178,3 +178,52 @@ DRAINED = Verdict("drained", lambda group, health, seen: verdict_drained(group, 
 SETTLED = Verdict("settled", lambda group, health, seen: verdict_settled(group))
 SCALED_IN = Verdict("scaled-in", lambda group, health, seen: verdict_scaled_in(group))
 DETACHED = Verdict("detached", lambda group, health, seen: verdict_detached(group))
+
+
+# ---- rollback's and abort's end state (issue 10: "Rollback done has two stages") ----------------------------
+
+
+def _retire_blockers(group):
+    """Why instances of a group being emptied may never leave it: None, or a REPLAN/FAIL verdict."""
+    if group.desired > 0:
+        # Scaled up again after the plan was made (a displaced holder's late call): only a new plan empties it.
+        return REPLAN, f"{group.name} has desired capacity {group.desired} again"
+    staying = [i for i in group.instances if i.protected and not leaving(i)]
+    if staying:
+        # A14: protected instances survive the scale-in and keep serving; the plan clears protection first.
+        return REPLAN, f"{len(staying)} instances of {group.name} are protected from scale-in"
+    if "Terminate" in group.suspended and any(not leaving(i) for i in group.instances):
+        # A14, A8: with Terminate suspended nothing is scaled in; reporting success would leave them serving.
+        return FAIL, (f"Terminate is suspended on {group.name}, so its instances are not scaled in and keep "
+                      f"serving; resume it (aws autoscaling resume-processes --auto-scaling-group-name "
+                      f"{group.name} --scaling-processes Terminate) and rerun the command")
+    return None
+
+
+def verdict_out_of_traffic(group, health):
+    """The first stage of rollback done (`restored`), for the group being emptied: none of its instances takes
+    new requests in any load balancer: each is draining or unused everywhere (E2, E3), or gone."""
+    blocked = _retire_blockers(group)
+    if blocked:
+        return blocked
+    keys = lb_keys(group)
+    serving = [f"{i.id} {state_in(health, i.id, k)} in {lb_label(k)}" for i in group.instances for k in keys
+               if state_in(health, i.id, k) not in ("draining", "unused")]
+    if serving:
+        return WAIT, f"{len(serving)} still take requests: " + ", ".join(serving[:3])
+    return OK, f"no instance of {group.name} takes new requests"
+
+
+def verdict_emptied(group, health):
+    """The second stage (`settled`), for the group being emptied: desired 0 and no instance left at all."""
+    blocked = _retire_blockers(group)
+    if blocked:
+        return blocked
+    if group.instances:
+        left = [f"{i.id} {i.lifecycle}" for i in group.instances]
+        return WAIT, f"{len(left)} instances of {group.name} still there: " + ", ".join(left[:3])
+    return OK, f"{group.name} is empty"
+
+
+OUT_OF_TRAFFIC = Verdict("out-of-traffic", lambda group, health, seen: verdict_out_of_traffic(group, health))
+EMPTIED = Verdict("emptied", lambda group, health, seen: verdict_emptied(group, health))

@@ -204,6 +204,14 @@ class Snapshot:
         return self.tag_record
 
     @property
+    def detached(self):
+        """The ids finalize detached, as the state store recorded them before each DetachInstances (finding 13);
+        None without a store (the tags hold no list: finalize then searches with backoff, X1)."""
+        if not self.from_store or not self.stored.operation:
+            return None
+        return tuple(self.stored.operation.get("detached", ()))
+
+    @property
     def lease_live(self):
         """Whether the recorded holder's lease is live by S3's clock (always, without a store: today's rule)."""
         return self.stored.lease_live if self.from_store else True

@@ -8,12 +8,32 @@ makes `--dry-run` the same plan, printed.
 Each step is data of one type (steps.py): the AWS calls it makes, the lock or unlock, or a wait (its verdict,
 and the call that records the next phase once the wait succeeds).
 """
-from agent.contract import ACTION_DEPLOY, EVENT_ABORTED, EVENT_FINALIZED, EVENT_ROLLED_BACK, PHASES
+from agent.contract import (
+    ACTION_DEPLOY,
+    EVENT_ABORTED,
+    EVENT_FINALIZED,
+    EVENT_ROLLED_BACK,
+    EVENT_SETTLED,
+    PHASE_RESTORED,
+    PHASES,
+)
 
-from .errors import ConflictError
-from .health import DEREGISTERED, DETACHED, DRAINED, HEALTHY, RESTORED, SCALED_IN, SETTLED
+from .errors import ConflictError, UsageError
+from .health import (
+    DEREGISTERED,
+    DETACHED,
+    DRAINED,
+    EMPTIED,
+    HEALTHY,
+    OUT_OF_TRAFFIC,
+    RESTORED,
+    SCALED_IN,
+    SETTLED,
+    leaving,
+)
 from .model import HOLD_PROCESSES, TAG_RETIRED_FROM, TAG_VERSION, Record, other
 from .policies import policy_copies, policy_deletions
+from .schedule import apply_action, missed_action, parse_stamp
 from .steps import (
     ABORT,
     TERMINATE_BATCH,
@@ -234,15 +254,71 @@ def plan_canary(snap, ctx, version, count):
     return steps
 
 
-def plan_abort(snap, ctx):
-    """After a failed deploy or canary wait: the new group back to 0, the live group untouched, lock cleared."""
+ROLLBACK_WAITS = (PHASE_RESTORED, EVENT_SETTLED)
+# SetInstanceProtection takes at most 50 instance ids a call (A14).
+PROTECTION_BATCH = 50
+
+
+def _retire_steps(snap, new, restored):
+    """Empty the new group out of every load balancer, then record `restored` (issue 10, "Rollback done has
+    two stages"): its scale-in protection cleared first (A14: protected instances survive a scale-in and keep
+    serving), the group set to 0/0/0, and a wait until none of its instances takes new requests. `Terminate`
+    suspended there makes that wait fail with one line (verdict_out_of_traffic), never report success."""
+    steps = []
+    protected = [i.id for i in new.instances if i.protected and not leaving(i)]
+    for n, ids in enumerate(batches(protected, PROTECTION_BATCH), 1):
+        steps.append(CallStep("unprotect-new", f"clear scale-in protection of {len(ids)} instances of {new.name}, "
+                          f"batch {n}, so the scale-in removes them (A14)",
+                          (Call("SetInstanceProtection", {"AutoScalingGroupName": new.name, "InstanceIds": ids,
+                                                          "ProtectedFromScaleIn": False}),)))
+    if new.sizes != (0, 0, 0):
+        steps.append(CallStep("retire-new", f"scale {new.name} to 0", (set_sizes(new, (0, 0, 0)),), settling=True))
+    steps.append(wait_step(snap, "wait-new-out", f"wait until no instance of {new.name} takes new requests in any "
+                           "load balancer (draining or gone, E2)", new.color, OUT_OF_TRAFFIC,
+                           then=write_record(snap, restored) if restored else None))
+    return steps
+
+
+def _settle_steps(snap, new):
+    """The second stage, `settled`: the new group empty (its instances gone, not only draining)."""
+    if not new.instances and new.desired == 0:
+        return []
+    return [wait_step(snap, "wait-new-empty", f"wait until every instance of {new.name} has terminated",
+                      new.color, EMPTIED)]
+
+
+def _needs_retire(rec, new):
+    return rec.phase != PHASE_RESTORED or new.desired > 0 or any(i.protected and not leaving(i)
+                                                                  for i in new.instances)
+
+
+def plan_abort(snap, ctx, wait=EVENT_SETTLED):
+    """After a failed deploy or canary wait: the new group back to 0 and out of every load balancer, the live
+    group untouched, lock cleared. Its `restored` stage records the operation as a rollback in phase restored,
+    so `--wait restored` leaves it for `bluegreen rollback` to settle; without, it stays the deploy's (or
+    canary's) record, journaled as aborted."""
     rec = snap.record
     if rec is None:
         return []
     new = snap.groups[other(rec.live)]
     steps = []
-    if new.sizes != (0, 0, 0):
-        steps.append(CallStep("abort-new", f"scale {new.name} back to 0", (set_sizes(new, (0, 0, 0)),)))
+    # From facts, not the phase (the deploy's record keeps its own phase): anything of the new group not yet on
+    # its way out, or, for --wait restored, the record not yet moved to restored.
+    serving = new.desired > 0 or any(not leaving(i) for i in new.instances)
+    if serving or (wait == PHASE_RESTORED and rec.phase != PHASE_RESTORED):
+        restored = rec.moved(action="rollback", phase=PHASE_RESTORED, holder=ctx.me) if wait == PHASE_RESTORED \
+            else None
+        steps += [s if s.name != "retire-new" else CallStep("abort-new", f"scale {new.name} back to 0", s.calls)
+                  for s in _retire_steps(snap, new, restored)]
+        if wait == PHASE_RESTORED:
+            return steps
+        steps += _settle_steps(snap, new)
+        steps.append(UnlockStep("unlock", "clear the operation record",
+                                (clear_record(snap, rec.live, EVENT_ABORTED),)))
+        return steps
+    if wait == PHASE_RESTORED:
+        return []
+    steps += _settle_steps(snap, new)
     steps.append(UnlockStep("unlock", "clear the operation record", (clear_record(snap, rec.live, EVENT_ABORTED),)))
     return steps
 
@@ -263,7 +339,23 @@ def _rollback_from_facts(snap, ctx):
     return Record("deploy", "flipped", old.version or "", holding[0], ctx.stamp, "")
 
 
-def plan_rollback(snap, ctx):
+def _refuse_launch_suspended(snap, old):
+    """A13: with `Launch` suspended on the old group ExitStandby is refused and no instance launches, so the
+    rollback would fail half way through an incident. The tool never suspends Launch itself (HOLD_PROCESSES), so
+    it is not ours to resume: refuse before any change, with the fix."""
+    if "Launch" in old.suspended:
+        raise UsageError(f"Launch is suspended on {old.name}, so its Standby instances cannot return to service "
+                         f"(A13); resume it (aws autoscaling resume-processes --auto-scaling-group-name {old.name} "
+                         f"--scaling-processes Launch) and rerun `bluegreen rollback {snap.service}`; nothing was "
+                         "changed")
+
+
+def _holds_schedule(snap):
+    """Whether the deploy held ScheduledActions on the old group (it was not suspended before it, A8)."""
+    return snap.saved is not None and "ScheduledActions" not in snap.saved[1]
+
+
+def plan_rollback(snap, ctx, wait=EVENT_SETTLED):
     rec = snap.record
     facts = False
     if rec is None:
@@ -286,6 +378,9 @@ def plan_rollback(snap, ctx):
         record = rec.moved(action="rollback", phase="restore", started=ctx.stamp, holder=ctx.me)
     live = rec.live
     old, new = snap.groups[live], snap.groups[other(live)]
+    standby_now = old.in_state("Standby", "EnteringStandby")
+    if phase in (None, "restore") or standby_now:
+        _refuse_launch_suspended(snap, old)
     if facts:
         # What the old group had is lost with the record: take its instances as the live capacity, and record
         # that nothing was suspended before, so the processes a deploy holds are resumed (see _resume_steps).
@@ -296,42 +391,74 @@ def plan_rollback(snap, ctx):
                             f"{n} instances of {old.name} in Standby; " + steps[0].summary, steps[0].calls)
     else:
         steps = _lock_steps(snap, rec, record)
-    # Whatever the phase, old instances in Standby, or the old group's min/max not as saved (a late EnterStandby
-    # or MinSize change of a displaced deploy landed after this rollback had moved on): restore first.
     saved_sizes = snap.saved[0] if snap.saved else None
-    moved = saved_sizes is not None and (old.min, old.max) != (saved_sizes[0], saved_sizes[2])
-    if phase in (None, "restore") or old.in_state("Standby", "EnteringStandby") or moved:
+    if phase is None and not facts and steps and _holds_schedule(snap):
+        if snap.scheduled is None:
+            # Read the old group's scheduled actions before taking the lock (A8, below).
+            return [LockStep(steps[0].name, steps[0].summary + " (once the scheduled actions are read)",
+                             steps[0].calls, needs=("policies",))]
+        missed = missed_action(snap.scheduled.get(live) or [], parse_stamp(rec.started) or ctx.now, ctx.now)
+        if missed is not None:
+            # A8, finding 12: ScheduledActions was held on the old group since the deploy started, and AWS skips
+            # what came due meanwhile; apply the latest one's sizes now. Recorded as the sizes to restore (the
+            # store's `saved`, or the tags), so a rerun restores the same; never below the live capacity.
+            at, action = missed
+            saved_sizes = apply_action(saved_sizes, action)
+            extra = {"sizes": list(saved_sizes), "suspended": list(snap.saved[1])}
+            lock = _lock_steps(snap, rec, record, extra)[0]
+            steps = [LockStep(lock.name, f"{lock.summary}; apply the scheduled action "
+                              f"{action.get('ScheduledActionName')} of {old.name} missed in Standby at "
+                              f"{at:%Y-%m-%dT%H:%M}Z: sizes to restore {sizes_text(saved_sizes)} (A8)", lock.calls)]
+    # The live capacity (deployer-audit finding 12): what the old group had, what it has now with its Standby
+    # instances counted (it may have scaled out before its processes were held, or hold instances an operator
+    # put in Standby), or what the new group has grown to since the flip; whichever is most. Never capped at
+    # the old MaxSize: MaxSize is raised to it instead (A2, A5).
+    target = None
+    if saved_sizes:
+        want = max(saved_sizes[1], old.desired + len(standby_now), new.desired)
+        target = (min(saved_sizes[0], want), want, max(saved_sizes[2], want))
+    # Whatever the phase, old instances in Standby, or the old group's min/max not as planned (a late EnterStandby
+    # or MinSize change of a displaced deploy landed after this rollback had moved on): restore first.
+    moved = target is not None and (old.min, old.max) != (target[0], target[2])
+    if phase in (None, "restore") or standby_now or moved:
         if old.in_state("EnteringStandby"):
             # A deploy killed right after EnterStandby: let those instances arrive in Standby, then replan.
             steps.append(wait_step(snap, "wait-standby-settled", f"wait until no instance of {old.name} is "
                                    "EnteringStandby", live, SETTLED))
         standby = [i.id for i in old.in_state("Standby")]
+        if standby and old.desired + len(standby) > old.max:
+            # A2: ExitStandby raises desired, which must stay <= MaxSize. Raised for now; restore-sizes sets it
+            # back to the saved MaxSize (kept in the record: the state store's `saved`, or the tags), or to the
+            # live capacity if that is more, so a crash in between is restored by the rerun.
+            steps.append(CallStep("raise-max", f"raise {old.name}'s MaxSize to {old.desired + len(standby)} so its "
+                              f"{len(standby)} Standby instances can return (A2)",
+                              (Call("UpdateAutoScalingGroup", {"AutoScalingGroupName": old.name,
+                                                               "MaxSize": old.desired + len(standby)}),)))
         done = len(old.instances) - len(standby)
         for n, ids in enumerate(batches(standby), 1):
             steps.append(CallStep("exit-standby", f"return {len(ids)} instances of {old.name} to service, "
                               f"{batch_label(done, n, len(standby))} (A2)",
                               (Call("ExitStandby", {"AutoScalingGroupName": old.name, "InstanceIds": ids}),)))
-        saved = snap.saved[0] if snap.saved else None
-        if saved:
-            # The live capacity now: what the old group had, or what the new group has grown to since (a
-            # scale-out after the flip); never above the old group's MaxSize (A5).
-            want = min(max(saved[1], new.desired), saved[2])
-            target = (saved[0], want, saved[2])
-            # Listed after the ExitStandby batches, so by the time it runs, they are back in service and this
-            # only restores MinSize, or launches what the live capacity needs beyond them.
-            if old.sizes != target:
-                steps.append(CallStep("restore-sizes", f"restore {old.name}'s min/desired/max to {sizes_text(target)}",
-                                  (set_sizes(old, target),)))
+        # Listed after the ExitStandby batches, so by the time it runs, they are back in service and this only
+        # restores MinSize and MaxSize, or launches what the live capacity needs beyond them.
+        if target is not None and old.sizes != target:
+            steps.append(CallStep("restore-sizes", f"restore {old.name}'s min/desired/max to {sizes_text(target)}",
+                              (set_sizes(old, target),)))
         steps.append(wait_step(snap, "wait-restored", f"wait until every instance of {old.name} is InService and "
                                f"healthy in every load balancer, before touching {new.name}", live, RESTORED,
                                then=write_record(snap, record.moved(phase="retire"))))
-    # Only now: an alarm or scheduled action on the old group while its instances were in Standby would have
-    # launched more old instances, and pushed ExitStandby past MaxSize (A2, A8).
+    # Stage one, `restored`: the new fleet out of every load balancer.
+    if _needs_retire(record, new):
+        steps += _retire_steps(snap, new, record.moved(phase=PHASE_RESTORED))
+        return steps
+    if wait == PHASE_RESTORED:
+        return steps  # --wait restored: the record stays in phase restored for a rerun to settle
+    # Stage two, `settled`. Only now resume: an alarm or scheduled action on the old group while its instances
+    # were in Standby would have launched more old instances, and pushed ExitStandby past MaxSize (A2, A8).
+    steps += _settle_steps(snap, new)
     steps += _resume_steps(snap, old)
     steps += _policy_step("remove-copied-policies", f"remove from {new.name} the policies copied from {old.name}",
                           lambda: policy_deletions(snap, new.color, only_names_of=live), snap)
-    if new.sizes != (0, 0, 0):
-        steps.append(CallStep("retire-new", f"scale {new.name} to 0", (set_sizes(new, (0, 0, 0)),), settling=True))
     steps.append(UnlockStep("unlock", "clear the operation record", (clear_record(snap, live, EVENT_ROLLED_BACK),)))
     return steps
 
@@ -364,32 +491,41 @@ def plan_finalize(snap, ctx):
                                "in any load balancer, so in-flight requests finish (E2)", rec.live, DRAINED,
                                then=write_record(snap, record.moved(phase="detach"))))
     if phase in (None, "drain", "detach"):
+        if old.sizes != (0, 0, 0):
+            # Finding 23: AWS cautions that detaching Standby instances may make the group terminate others;
+            # once min, desired and max are 0 its sizes ask for nothing, so no miscount launches or terminates.
+            steps.append(CallStep("empty-old", f"set {old.name} to 0/0/0 before detaching anything",
+                              (set_sizes(old, (0, 0, 0)),)))
         done = len(snap.retired or [])
         for n, ids in enumerate(batches(standby), 1):
-            # Tag first: once detached an instance leaves the group (A3), and only this tag finds it again.
+            # The ids go into the stored record first (with a state store): finalize terminates them by id, not
+            # only by the tag search below, which X1 can miss (finding 13). Then the tag: once detached an
+            # instance leaves the group (A3), and without a store only this tag finds it again.
+            keep = (write_record(snap, record.moved(phase="detach"), detached=ids),) if snap.store_url else ()
             steps.append(CallStep("detach", f"detach {len(ids)} Standby instances from {old.name}, "
                               f"{batch_label(done, n, len(standby))}, without decrementing again (A3, the seed's "
                               "footnote 2)",
-                              (Call("CreateTags", {"Resources": ids, "Tags": [{"Key": TAG_RETIRED_FROM,
-                                                                               "Value": old.name}]}),
-                               Call("DetachInstances", {"AutoScalingGroupName": old.name, "InstanceIds": ids,
-                                                        "ShouldDecrementDesiredCapacity": False}))))
-        if snap.retired is None and phase == "detach":
+                              keep + (Call("CreateTags", {"Resources": ids, "Tags": [{"Key": TAG_RETIRED_FROM,
+                                                                                      "Value": old.name}]}),
+                                      Call("DetachInstances", {"AutoScalingGroupName": old.name, "InstanceIds": ids,
+                                                               "ShouldDecrementDesiredCapacity": False}))))
+        if snap.retired is None and (phase == "detach" or standby):
+            # Planned once the detached instances are read: the stored ids, and a tag search repeated with
+            # backoff until it finds every id this run detached (runner.find_retired, X1).
             steps.append(CallStep("terminate", "terminate the detached instances", needs=("retired",)))
         else:
             in_group = {i.id for i in old.instances}
             detaching = {i.id for i in old.instances if i.lifecycle.startswith("Detach")}
-            leaving = [i for i in (snap.retired or []) if i in detaching]
-            if leaving:
+            leaving_ids = [i for i in (snap.retired or []) if i in detaching]
+            if leaving_ids:
                 # Detached but still listed (Detaching, A3): wait, or cleanup would be recorded with them
                 # never terminated, and nothing would look for them again.
-                steps.append(wait_step(snap, "wait-detached", f"wait until {len(leaving)} detached instances have "
-                                       f"left {old.name}", rec.live, DETACHED))
+                steps.append(wait_step(snap, "wait-detached", f"wait until {len(leaving_ids)} detached instances "
+                                       f"have left {old.name}", rec.live, DETACHED))
                 return steps
             # A4: never terminate an instance still in the group; detach comes first.
             detached = [i for i in (snap.retired or []) if i not in in_group]
-            pending = detached + ([] if phase == "detach" else standby)
-            for n, ids in enumerate(batches(pending, TERMINATE_BATCH), 1):
+            for n, ids in enumerate(batches(detached, TERMINATE_BATCH), 1):
                 steps.append(CallStep("terminate", f"terminate {len(ids)} detached instances, batch {n} (A4: "
                                   "detached first)", (Call("TerminateInstances", {"InstanceIds": ids}),)))
         # Recorded once nothing is left to terminate, so later steps need not search EC2 again.
@@ -397,7 +533,7 @@ def plan_finalize(snap, ctx):
                           (write_record(snap, record.moved(phase="cleanup")),)))
     steps += _policy_step("delete-old-policies", f"delete {old.name}'s scaling policies and scheduled actions",
                           lambda: policy_deletions(snap, rec.live), snap)
-    if old.sizes != (0, 0, 0):
+    if phase == "cleanup" and old.sizes != (0, 0, 0):
         steps.append(CallStep("empty-old", f"set {old.name} to 0/0/0", (set_sizes(old, (0, 0, 0)),)))
     steps += _resume_steps(snap, old)
     steps.append(UnlockStep("unlock", f"clear the operation record; {snap.groups[other(rec.live)].name} is live",

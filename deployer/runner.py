@@ -17,8 +17,10 @@ from datetime import datetime, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from agent.contract import EVENT_SETTLED, PHASE_RESTORED
+
 from .errors import Aborted, BlueGreenError, ConflictError, HealthFailure, WaitFailed, WaitTimeout
-from .health import FAIL, OK, REPLAN
+from .health import FAIL, OK, OUT_OF_TRAFFIC, REPLAN
 from .model import COLORS, Snapshot, classic_state, other, pair_from_describe
 from .steps import ABORT, NEEDS, LockStep, RecordClear, RecordWrite, UnlockStep, WaitStep
 from .store import MAX_CALL_S
@@ -26,9 +28,37 @@ from .store import MAX_CALL_S
 log = logging.getLogger(__name__)
 
 
-def observe(aws, service, needs=(), health_of=(), store=None):
+# X1: how long finalize searches again for the detached instances' tag before it goes on with the ids it knows.
+RETIRED_SEARCH_S = 120.0
+RETIRED_BACKOFF_CAP_S = 20.0
+
+
+def find_retired(aws, group_name, expected):
+    """The detached instances of `group_name` that still exist: those a tag search finds and those `expected`
+    (ids known to be detached: the state store's list, and this run's). X1: a tag just written may not be
+    returned by DescribeTags for a while, so search again with backoff until every expected id that still
+    exists is found (what a rerun without a store relies on), under RETIRED_SEARCH_S."""
+    deadline = aws.clock() + RETIRED_SEARCH_S
+    delay = 1.0
+    while True:
+        tagged, live = aws.describe_retired_instances(group_name, sorted(expected))
+        missing = (set(expected) & set(live)) - set(tagged)
+        if not missing:
+            return live
+        if aws.clock() + delay > deadline:
+            log.warning("X1: %d detached instances of %s are still not found by their tag after %gs (%s); going on "
+                        "with the ids this run knows", len(missing), group_name, RETIRED_SEARCH_S,
+                        ", ".join(sorted(missing)[:3]))
+            return live
+        log.info("X1: %d detached instances of %s not yet found by their tag; searching again in %gs",
+                 len(missing), group_name, delay)
+        aws.sleep(delay)
+        delay = min(2 * delay, RETIRED_BACKOFF_CAP_S)
+
+
+def observe(aws, service, needs=(), health_of=(), store=None, detached=()):
     """One Snapshot: one group describe, lock.json when there is a state store, plus only what the next decision
-    needs (A9, A10)."""
+    needs (A9, A10). `detached`: ids this run detached (finalize), searched for with the stored ones."""
     groups = pair_from_describe(service, aws.describe_service_groups(service))
     stored = store.read() if store is not None else None
     store_url = store.url if store is not None else None
@@ -56,7 +86,8 @@ def observe(aws, service, needs=(), health_of=(), store=None):
     snap = Snapshot(service, groups, health, policies, scheduled, store_url=store_url, stored=stored)
     if "retired" in needs:
         rec = snap.record
-        retired = aws.describe_retired_instances(groups[rec.live].name) if rec else []
+        expected = set(snap.detached or ()) | set(detached)
+        retired = find_retired(aws, groups[rec.live].name, expected) if rec else []
         snap = Snapshot(service, groups, health, policies, scheduled, retired, store_url, stored)
     return snap
 
@@ -107,6 +138,13 @@ class Runner:
         self.locked = False
         self.fence_until = None  # after taking over a live holder: when its last call can have landed
         self.journal_key = None
+        # Rollback's two stages (issue 10): seconds from this run's start until the record entered phase
+        # `restored` (recovery time ends) and until the lock was released (`settled`); None if not in this run.
+        self.started_at = clock()
+        self.detached = set()  # instance ids this run detached (finalize): terminated by id (finding 13, X1)
+        self.stage_s = {PHASE_RESTORED: None, EVENT_SETTLED: None}
+        if store is not None and hasattr(aws, "before_retry"):
+            aws.before_retry = self._confirm_lock  # a retried change is a new change: confirm the lock first
 
     def _check_holder(self, snap):
         if not self.locked:
@@ -177,7 +215,7 @@ class Runner:
         rounds = 0
         while limit is None or rounds < limit:
             rounds += 1
-            snap = observe(self.aws, self.service, needs, store=self.store)
+            snap = observe(self.aws, self.service, needs, store=self.store, detached=self.detached)
             if limit is None:
                 limit = round_limit(snap)
             self._check_holder(snap)
@@ -242,9 +280,12 @@ class Runner:
                 self.aws.apply(call)
             if self.store is not None:
                 self.journal_key = self.store.release(self._journal_entry(call))
+            self._stage(EVENT_SETTLED)
             return
         # A2: ResourceContention comes back as HTTP 500, which botocore's standard retry mode already retries.
         self.aws.apply(call)
+        if call.op == "DetachInstances":
+            self.detached |= set(call.params["InstanceIds"])
 
     def _write_record(self, call, snap, lock):
         # The first write of this process takes the lock even when the record already names it (a resumed
@@ -264,6 +305,10 @@ class Runner:
         previous = (self.store.lease.doc.get("operation") or {}) if not lock else (
             snap.stored.operation if snap.from_store and snap.stored.operation else {})
         same_operation = previous.get("action") == op["action"] and previous.get("started") == op["started"]
+        detached = set(previous.get("detached", ())) if same_operation else set()
+        detached |= set(call.detached)
+        if detached:
+            op["detached"] = sorted(detached)
         op["id"] = previous.get("id") if same_operation and previous.get("id") else uuid.uuid4().hex[:16]
         phases = list((self.store.lease.doc if not lock else (snap.stored.doc if snap.from_store else {}))
                       .get("phases", [])) if same_operation else []
@@ -305,6 +350,14 @@ class Runner:
         entry.update(self.journal)
         return entry
 
+    def _confirm_lock(self):
+        if self.store is not None and self.locked:
+            self.store.renew()
+
+    def _stage(self, name):
+        if self.stage_s[name] is None:
+            self.stage_s[name] = round(self.clock() - self.started_at, 3)
+
     def _hold_lease(self, margin):
         """Renew the lease when less than `margin` of this process's own view of it is left (during waits)."""
         if self.store.needs_renewal(margin):
@@ -345,6 +398,8 @@ class Runner:
                 log.info("%s: %s", step.name, detail)
                 last = detail
             if state == OK:
+                if step.verdict.kind == OUT_OF_TRAFFIC.kind:
+                    self._stage(PHASE_RESTORED)  # rollback's or abort's first stage reached in this run
                 if step.then is not None:
                     self._call(step.then, snap)
                 self.executed.append(step.name)

@@ -31,7 +31,7 @@ OPERATIONS = frozenset({
     "CreateOrUpdateTags", "DeleteTags", "UpdateAutoScalingGroup", "EnterStandby", "ExitStandby",
     "DetachInstances", "SuspendProcesses", "ResumeProcesses", "PutScalingPolicy",
     "PutScheduledUpdateGroupAction", "DeletePolicy", "DeleteScheduledAction", "CreateTags",
-    "TerminateInstances",
+    "TerminateInstances", "SetInstanceProtection",
     # read-only: what one poll of a wait costs (printed by --dry-run)
     "DescribeAutoScalingGroups", "DescribeTargetHealth", "DescribeInstanceHealth",
 })
@@ -179,6 +179,9 @@ class RecordWrite(Call):
 
     record: object = None
     saved: dict | None = None
+    # Finalize: instance ids about to be detached, added to the stored record before DetachInstances, so that
+    # they are terminated by id, never only found again by a tag search that X1 can miss (finding 13).
+    detached: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -189,13 +192,13 @@ class RecordClear(Call):
     result: str = "settled"  # the journal's result: an event of the contract's vocabulary
 
 
-def write_record(snap, record, saved=None):
+def write_record(snap, record, saved=None, detached=()):
     tags = [tag(snap.groups[c].name, TAG_OPERATION, record.encode()) for c in ("blue", "green")]
     if saved is not None:
         old = snap.groups[record.live].name
         tags.append(tag(old, TAG_SAVED_SIZES, sizes_text(saved["sizes"])))
         tags.append(tag(old, TAG_SAVED_SUSPENDED, ",".join(saved["suspended"]) or "none"))
-    return RecordWrite("CreateOrUpdateTags", {"Tags": tags}, record=record, saved=saved)
+    return RecordWrite("CreateOrUpdateTags", {"Tags": tags}, record=record, saved=saved, detached=tuple(detached))
 
 
 def clear_record(snap, live, result="settled"):

@@ -20,7 +20,7 @@ def operations_in_deployer_code():
         with open(os.path.join(ROOT, "deployer", name)) as f:
             source = f.read()
         # self._call(self.asg, "op") and, for clients passed in (S3, ECR of the image's Region), _call(s3, "op").
-        ops |= set(re.findall(r'(?:_call|_pages)\((?:self\.)?\w+, "(\w+)"', source))
+        ops |= set(re.findall(r'(?:_call|_pages|_change)\((?:self\.)?\w+, "(\w+)"', source))
         ops |= set(re.findall(r"\bs3\.([a-z][a-z0-9_]+)\b", source))
     # ListObjectsV2 is authorised as s3:ListBucket (IAM's action names for S3 are not the API's).
     return {IAM_NAME.get(op, "".join(part.title() for part in op.split("_"))) for op in ops}
@@ -32,7 +32,7 @@ IAM_NAME = {"list_objects_v2": "ListBucket"}
 def test_policy_grants_exactly_the_calls_the_deployer_makes():
     granted = granted_operations(POLICY)
     found = operations_in_deployer_code()
-    assert len(found) == 32
+    assert len(found) == 33
     assert granted == found
 
 

@@ -164,16 +164,28 @@ def test_rollback_after_flip_returns_the_old_fleet_before_touching_the_new_one()
     blue, green, policies = flipped_pair(green_policies=("cpu", "own"))
     snap = snapshot(blue, green, policies, {"blue": [], "green": []})
     steps = plan.plan_rollback(snap, ctx())
-    # The processes are resumed only once the old fleet serves again (A8: no alarm launches into Standby).
+    # Stage one (restored): the old fleet back, then the new one out of the load balancers.
     assert names(steps) == ["lock", "exit-standby", "exit-standby", "exit-standby", "restore-sizes",
-                            "wait-restored", "resume", "remove-copied-policies", "retire-new", "unlock"]
+                            "wait-restored", "retire-new", "wait-new-out"]
+    assert steps[-1].then.record.phase == "restored"
+    # Stage two (settled), planned once the record says restored and the new group is empty: the processes are
+    # resumed only once the old fleet serves again (A8: no alarm launches into Standby).
+    tags = {t["Key"]: t["Value"] for t in blue["Tags"]}
+    tags["bluegreen:operation"] = tags["bluegreen:operation"].replace("action=deploy;phase=flipped",
+                                                                      "action=rollback;phase=restored")
+    back = group_record("blue", (45, 45, 90), ids("b", 45), tags=tags,
+                        suspended=("AZRebalance", "AlarmNotification", "ScheduledActions"))
+    settle = plan.plan_rollback(snapshot(back, group_record("green", (0, 0, 0), tags={
+        "bluegreen:operation": tags["bluegreen:operation"]}), policies, {"blue": [], "green": []}), ctx())
+    assert names(settle)[-3:] == ["resume", "remove-copied-policies", "unlock"]
+    steps = steps + settle
     # only the processes the deploy suspended: AZRebalance was suspended before it
     assert calls_of(steps, "ResumeProcesses")[0].params["ScalingProcesses"] == ["AlarmNotification",
                                                                                "ScheduledActions",
                                                                                "InstanceRefresh"]
     assert [len(c.params["InstanceIds"]) for c in calls_of(steps, "ExitStandby")] == [20, 20, 5]
     assert [c.params["PolicyName"] for c in calls_of(steps, "DeletePolicy")] == ["cpu"]
-    assert names(steps).index("wait-restored") < names(steps).index("retire-new")
+    assert names(steps).index("wait-restored") < names(steps).index("retire-new") < names(steps).index("resume")
     restore = calls_of(steps, "UpdateAutoScalingGroup")[0].params
     assert (restore["AutoScalingGroupName"], restore["MinSize"], restore["MaxSize"]) == ("demo-blue", 45, 90)
 
@@ -195,6 +207,8 @@ def test_rollback_waits_for_instances_still_entering_standby():
     blue = group_record("blue", (0, 1, 6), ids("b", 2, "EnteringStandby") + ids("c", 1), tags=tags)
     green = group_record("green", (3, 3, 6), ids("g", 3), tags=tags)
     steps = plan.plan_rollback(snapshot(blue, green), ctx())
+    assert names(steps) == ["lock"] and steps[0].needs == ("policies",)  # A8: the scheduled actions first
+    steps = plan.plan_rollback(snapshot(blue, green, {"blue": [], "green": []}, {"blue": [], "green": []}), ctx())
     assert names(steps)[:2] == ["lock", "wait-standby-settled"]
 
 
@@ -205,8 +219,12 @@ def test_finalize_detaches_in_batches_without_decrement_then_terminates_only_det
     blue, green, policies = flipped_pair(45)
     snap = snapshot(blue, green, policies, {"blue": [{"ScheduledActionName": "nightly"}], "green": []})
     steps = plan.plan_finalize(snap, ctx())
-    assert names(steps) == ["lock", "wait-drained", "detach", "detach", "detach", "terminate", "mark-cleanup",
-                            "delete-old-policies", "empty-old", "resume", "unlock"]
+    # Finding 23: the old group's sizes ask for nothing (0/0/0) before the first DetachInstances; the terminate
+    # is planned once the detached instances are read (X1: by id, and a tag search repeated until it finds them).
+    assert names(steps) == ["lock", "wait-drained", "empty-old", "detach", "detach", "detach", "terminate",
+                            "mark-cleanup", "delete-old-policies", "resume", "unlock"]
+    assert calls_of(steps, "UpdateAutoScalingGroup")[0].params["MaxSize"] == 0
+    assert steps[names(steps).index("terminate")].needs == ("retired",)
     detach = calls_of(steps, "DetachInstances")
     assert [len(c.params["InstanceIds"]) for c in detach] == [20, 20, 5]
     assert not any(c.params["ShouldDecrementDesiredCapacity"] for c in detach)  # A3, footnote 2
@@ -215,13 +233,19 @@ def test_finalize_detaches_in_batches_without_decrement_then_terminates_only_det
         if step.name == "detach":
             assert [c.op for c in step.calls] == ["CreateTags", "DetachInstances"]
     detached = {i for c in detach for i in c.params["InstanceIds"]}
+    blue = group_record("blue", (0, 0, 0), (), tags={t["Key"]: t["Value"] for t in blue["Tags"]},
+                        suspended=("AZRebalance", "AlarmNotification", "ScheduledActions"))
+    blue["Tags"] = [dict(t, Value=t["Value"].replace("deploy;phase=flipped", "finalize;phase=detach"))
+                    if t["Key"] == "bluegreen:operation" else t for t in blue["Tags"]]
+    steps += plan.plan_finalize(snapshot(blue, green, policies, {"blue": [{"ScheduledActionName": "nightly"}],
+                                                                  "green": []}, retired=sorted(detached)), ctx())
     terminated = [i for c in calls_of(steps, "TerminateInstances") for i in c.params["InstanceIds"]]
     assert set(terminated) == detached  # A4: never one that was not detached first
     assert names(steps).index("terminate") > max(i for i, n in enumerate(names(steps)) if n == "detach")
     assert [(c.params["AutoScalingGroupName"], c.params["ScheduledActionName"])
-            for c in calls_of(steps, "DeleteScheduledAction")] == [("demo-blue", "nightly")]
+            for c in calls_of(steps, "DeleteScheduledAction")] == [("demo-blue", "nightly")] * 2
     assert [(c.params["AutoScalingGroupName"], c.params["PolicyName"]) for c in calls_of(steps, "DeletePolicy")] == [
-        ("demo-blue", "cpu")]
+        ("demo-blue", "cpu")] * 2
 
 
 def test_finalize_resumed_after_a_crash_between_detach_and_terminate():
@@ -230,7 +254,7 @@ def test_finalize_resumed_after_a_crash_between_detach_and_terminate():
     retired = ["i-b00000", "i-b00001", "i-b00002"]  # i-b00002 was tagged but not yet detached
     snap = snapshot(blue, green, policies, {"blue": [], "green": []}, retired=retired)
     steps = plan.plan_finalize(snap, ctx())
-    assert names(steps)[:2] == ["detach", "terminate"]
+    assert names(steps)[:3] == ["empty-old", "detach", "terminate"]
     assert calls_of(steps, "TerminateInstances")[0].params["InstanceIds"] == ["i-b00000", "i-b00001"]
 
 
@@ -262,9 +286,16 @@ def test_abort_returns_the_new_group_to_zero_and_clears_the_lock():
     tags = {**record_tag("deploy", "launch"), "bluegreen:saved-sizes": "3/3/6", "bluegreen:saved-suspended": "none"}
     snap = snapshot(group_record("blue", (3, 3, 6), ids("b", 3), tags=tags),
                     group_record("green", (3, 3, 6), ids("g", 3), tags=tags))
+    assert names(plan.plan_abort(snap, ctx())) == ["abort-new", "wait-new-out", "wait-new-empty", "unlock"]
+    steps = plan.plan_abort(snap, ctx(), wait="restored")
+    assert names(steps) == ["abort-new", "wait-new-out"]
+    # restored: recorded as a rollback in phase restored (what `--wait restored` leaves for a rerun to settle)
+    assert (steps[1].then.record.action, steps[1].then.record.phase) == ("rollback", "restored")
+    tags["bluegreen:operation"] = tags["bluegreen:operation"].replace("deploy;phase=launch", "rollback;phase=restored")
+    snap = snapshot(group_record("blue", (3, 3, 6), ids("b", 3), tags=tags), group_record("green", (0, 0, 0), tags=tags))
     steps = plan.plan_abort(snap, ctx())
-    assert names(steps) == ["abort-new", "unlock"]
-    deleted = {(t["ResourceId"], t["Key"]) for t in steps[1].calls[0].params["Tags"]}
+    assert names(steps) == ["unlock"]
+    deleted = {(t["ResourceId"], t["Key"]) for t in steps[0].calls[0].params["Tags"]}
     assert deleted == {("demo-blue", "bluegreen:operation"), ("demo-green", "bluegreen:operation"),
                        ("demo-blue", "bluegreen:saved-sizes"), ("demo-blue", "bluegreen:saved-suspended")}
 
@@ -315,7 +346,7 @@ def test_finalize_waits_for_detaching_instances_before_it_terminates_and_records
                               "bluegreen:saved-sizes": "3/3/6", "bluegreen:saved-suspended": "none"})
     green = group_record("green", (3, 3, 6), ids("g", 3), tags={"bluegreen:version": "2.0"})
     steps = plan.plan_finalize(snapshot(blue, green, retired=["i-a"]), ctx())
-    assert names(steps) == ["detach", "wait-detached"]
+    assert names(steps) == ["empty-old", "detach", "wait-detached"]
     assert "TerminateInstances" not in {c.op for s in steps for c in s.calls}
     blue["Instances"] = [{"InstanceId": "i-b", "LifecycleState": "Standby", "HealthStatus": "Healthy"}]
     steps = plan.plan_finalize(snapshot(blue, green, retired=["i-a"]), ctx())
