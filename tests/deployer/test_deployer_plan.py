@@ -174,7 +174,7 @@ def test_rollback_after_flip_returns_the_old_fleet_before_touching_the_new_one()
     tags["bluegreen:operation"] = tags["bluegreen:operation"].replace("action=deploy;phase=flipped",
                                                                       "action=rollback;phase=restored")
     back = group_record("blue", (45, 45, 90), ids("b", 45), tags=tags,
-                        suspended=("AZRebalance", "AlarmNotification", "ScheduledActions"))
+                        suspended=("AZRebalance", "AlarmNotification", "InstanceRefresh", "ScheduledActions"))
     settle = plan.plan_rollback(snapshot(back, group_record("green", (0, 0, 0), tags={
         "bluegreen:operation": tags["bluegreen:operation"]}), policies, {"blue": [], "green": []}), ctx())
     assert names(settle)[-3:] == ["resume", "remove-copied-policies", "unlock"]
