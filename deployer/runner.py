@@ -13,28 +13,59 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from agent import contract
+
 from .errors import Aborted, BlueGreenError, ConflictError, HealthFailure, WaitFailed, WaitTimeout
-from .health import FAIL, OK, REPLAN
+from .health import (
+    DEFAULT_BUDGET,
+    FAIL,
+    NLB_PROTOCOLS,
+    OK,
+    REPLAN,
+    WaitFacts,
+    cross_zone_off,
+    lb_keys,
+    leaving,
+    state_in,
+    unverified,
+)
 from .model import COLORS, Snapshot, classic_state, other, pair_from_describe
 from .steps import ABORT, NEEDS, LockStep, RecordClear, RecordWrite, UnlockStep, WaitStep
 from .store import MAX_CALL_S
 
 log = logging.getLogger(__name__)
 
+LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 
-def observe(aws, service, needs=(), health_of=(), store=None):
+
+@dataclass(frozen=True)
+class LaunchReads:
+    """What one poll of a launch wait or the gate reads beyond the group and its health, each only when needed
+    (A9, A10: the poll cost stays flat): the `bluegreen:running` tags of its InService instances not yet `verified`
+    (DescribeTags, 200 ids a call), the group's newest scaling activities when it is short of capacity (A15), its launch hooks (once per
+    wait), and the pair's cross-zone settings (once per gate, E6)."""
+
+    color: str
+    versions: bool = True
+    verified: frozenset = frozenset()  # ids already seen running the version: not asked again
+    hooks: bool = False
+    cross_zone: bool = False
+
+
+def observe(aws, service, needs=(), health_of=(), store=None, launch=None):
     """One Snapshot: one group describe, lock.json when there is a state store, plus only what the next decision
-    needs (A9, A10)."""
+    needs (A9, A10); `launch` (LaunchReads): what a launch wait or the gate asks for."""
     groups = pair_from_describe(service, aws.describe_service_groups(service))
     stored = store.read() if store is not None else None
     store_url = store.url if store is not None else None
-    health = None
+    health = reasons = None
     if health_of:
-        health = {}
+        health, reasons = {}, {}
         seen = set()
         for color in health_of:
             for kind, ident in groups[color].load_balancers():
@@ -44,7 +75,10 @@ def observe(aws, service, needs=(), health_of=(), store=None):
                 seen.add(key)
                 if kind == "tg":
                     for desc in aws.describe_target_health(ident):
-                        health.setdefault(desc["Target"]["Id"], {})[key] = desc["TargetHealth"]["State"]
+                        target = desc["Target"]["Id"]
+                        health.setdefault(target, {})[key] = desc["TargetHealth"]["State"]
+                        if desc["TargetHealth"].get("Reason"):
+                            reasons.setdefault(target, {})[key] = desc["TargetHealth"]["Reason"]
                 else:
                     for st in aws.describe_instance_health(ident):
                         health.setdefault(st["InstanceId"], {})[key] = classic_state(
@@ -53,12 +87,123 @@ def observe(aws, service, needs=(), health_of=(), store=None):
     if "policies" in needs:
         policies = {c: aws.describe_policies(g.name) for c, g in groups.items()}
         scheduled = {c: aws.describe_scheduled_actions(g.name) for c, g in groups.items()}
-    snap = Snapshot(service, groups, health, policies, scheduled, store_url=store_url, stored=stored)
+    snap = Snapshot(service, groups, health, policies, scheduled, store_url=store_url, stored=stored,
+                    reasons=reasons)
     if "retired" in needs:
         rec = snap.record
         retired = aws.describe_retired_instances(groups[rec.live].name) if rec else []
-        snap = Snapshot(service, groups, health, policies, scheduled, retired, store_url, stored)
+        snap = replace(snap, retired=retired)
+    if launch is not None:
+        snap = replace(snap, **_launch_reads(aws, groups, launch))
     return snap
+
+
+def _launch_reads(aws, groups, launch):
+    group = groups[launch.color]
+    out = {}
+    ask = [i.id for i in group.in_state("InService") if i.id not in launch.verified]
+    if launch.versions and ask:
+        out["running"] = aws.describe_running_tags(ask)
+    arriving = [i for i in group.instances if not leaving(i) and i.health_status != "Unhealthy"]
+    if len(arriving) < group.desired:
+        # Short of capacity: only now is it worth asking why (A15); a wait whose launches arrive pays nothing.
+        out["activities"] = aws.describe_scaling_activities(group.name)
+    if launch.hooks:
+        out["hooked"] = any(h.get("LifecycleTransition") == LAUNCHING
+                            for h in aws.describe_lifecycle_hooks(group.name))
+    if launch.cross_zone:
+        tgs = []
+        for arn in group.target_groups:
+            desc = aws.describe_target_group(arn)
+            attrs = aws.describe_target_group_attributes(arn)
+            lb_attrs = None
+            if desc.get("Protocol") in NLB_PROTOCOLS and desc.get("LoadBalancerArns") and \
+                    attrs.get("load_balancing.cross_zone.enabled") not in ("true", "false"):
+                lb_attrs = aws.describe_load_balancer_attributes(desc["LoadBalancerArns"][0])
+            tgs.append((attrs, desc.get("Protocol"), lb_attrs))
+        out["cross_zone_off"] = cross_zone_off(tgs, [aws.describe_classic_attributes(n) for n in group.classic_lbs])
+    return out
+
+
+# A15: a scaling activity counts for a wait if it started after the wait did, by the deployer's clock, less
+# this allowance for the skew between that clock and AWS's (NTP keeps it far below).
+ACTIVITY_SKEW_S = 10.0
+
+
+class LaunchWatch:
+    """What the polls of one launch wait or gate learn and keep: when each instance was first seen (its grace
+    period is counted from then, a lower bound on its launch: E5), which instances were seen running the version
+    (not asked again), the launch hook and cross-zone answers (asked once per wait)."""
+
+    def __init__(self, step, since, budget, warned):
+        self.step, self.since, self.budget, self.warned = step, since, budget, warned
+        self.first_seen = {}
+        self.healthy_once = set()
+        self.verified = set()
+        self.hooked = None
+        self.cross_zone_off = None
+
+    def reads(self):
+        return LaunchReads(self.step.color, verified=frozenset(self.verified), hooks=self.hooked is None,
+                           cross_zone=self.step.verdict.kind == "gate" and self.cross_zone_off is None)
+
+    def facts(self, snap, now):
+        group = snap.groups[self.step.color]
+        if snap.hooked is not None:
+            self.hooked = snap.hooked
+        if snap.cross_zone_off is not None:
+            self.cross_zone_off = snap.cross_zone_off
+        for inst in group.instances:
+            self.first_seen.setdefault(inst.id, now)
+        keys = lb_keys(group)
+        self.healthy_once |= {i.id for i in group.in_state("InService")
+                              if keys and all(state_in(snap.health or {}, i.id, k) == "healthy" for k in keys)}
+        version = group.version
+        running = {i: version for i in self.verified}
+        raw = snap.running or {}
+        for inst in group.in_state("InService"):
+            if inst.id in self.verified:
+                continue
+            value = raw.get(inst.id)
+            if value is None:
+                running[inst.id] = None
+                continue
+            try:
+                running[inst.id] = contract.decode_running(value).version or ""
+            except contract.ContractError:
+                running[inst.id] = ""  # unreadable: never counted as running the version
+            if running[inst.id] == version:
+                self.verified.add(inst.id)
+        if any(v is not None for v in running.values()):
+            # Some new instance publishes `bluegreen:running`: its agent knows the tag, and so do the others of the
+            # same launch template; one without it has not written it yet, or its tag is not visible yet (X1).
+            running = {i: ("" if v is None else v) for i, v in running.items()}
+        activities = None
+        if snap.activities is not None:
+            activities = [a for a in snap.activities if _started(a) is None or _started(a) >= self.since]
+        return WaitFacts(version=version, budget=self.budget, running=running,
+                         age={i: now - t for i, t in self.first_seen.items()}, hooked=self.hooked,
+                         activities=activities, reasons=snap.reasons or {},
+                         old=snap.groups[other(self.step.color)] if self.step.verdict.kind == "gate" else None,
+                         cross_zone_off=bool(self.cross_zone_off), healthy_once=frozenset(self.healthy_once),
+                         grace=self.step.verdict.kind != "gate")
+
+    def warn_unverified(self, group, facts):
+        """One warning line per instance and run for an instance gated on health alone (finding 7)."""
+        for iid in unverified(group, facts):
+            if iid not in self.warned:
+                self.warned.add(iid)
+                log.warning("instance %s of %s publishes no %s tag (an agent older than it): counted on its health "
+                            "alone, its version unverified", iid, group.name, contract.TAG_RUNNING)
+
+
+def _started(activity):
+    start = activity.get("StartTime")
+    if isinstance(start, str):
+        start = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=timezone.utc)
+    return start
 
 
 def _utc_stamp():
@@ -96,8 +241,10 @@ def last_state(snap, color, detail):
 
 class Runner:
     def __init__(self, aws, service, context, poll_interval=5.0, timeout=600.0, sleep=time.sleep,
-                 clock=time.monotonic, before_step=None, store=None, journal=None):
+                 clock=time.monotonic, before_step=None, store=None, journal=None, budget=None):
         self.aws, self.service, self.context = aws, service, context
+        self.budget = budget or DEFAULT_BUDGET  # health.ReplacementBudget: --max-replacements
+        self.warned = set()  # instances already warned about as unverified (one line each per run)
         self.poll_interval, self.timeout = poll_interval, timeout
         self.sleep, self.clock = sleep, clock
         self.before_step = before_step or (lambda step: None)
@@ -130,6 +277,7 @@ class Runner:
             return self._loop(planner)
         except WaitFailed as exc:
             if exc.step.on_failure != ABORT or abort is None:
+                self._undo(exc.step)
                 self._park()
                 raise
             log.info("aborting: %s", exc)
@@ -137,6 +285,17 @@ class Runner:
             live = snap.record.live if snap.record else snap.live
             raise Aborted(f"aborted: {exc}; {snap.groups[other(live)].name} is back to 0 and "
                           f"{snap.groups[live].name} was not touched", exc) from exc
+
+    def _undo(self, step):
+        """A stopped wait's cleanup calls (WaitStep.undo), made while this process still holds the lock."""
+        try:
+            for call in step.undo:
+                log.info("%s failed: %s", step.name, call.describe())
+                if self.store is not None and self.locked:
+                    self.store.renew()  # fencing, as for every change (see _apply)
+                self._call(call, None)
+        except (BlueGreenError, BotoCoreError, ClientError) as exc:  # displaced meanwhile, or AWS refused
+            log.warning("could not undo after %s: %s", step.name, exc)
 
     def _park(self):
         """Stopping with the operation still open (exit 1, 4 or 130): give up the lease, so that the rerun the
@@ -330,16 +489,24 @@ class Runner:
         polls = 0
         seen = set()  # instances seen in the watched group during this wait
         snap = None
+        watch = None
+        if step.verdict.facts_needed:
+            since = self.context().now - timedelta(seconds=ACTIVITY_SKEW_S)
+            watch = LaunchWatch(step, since, self.budget, self.warned)
         while polls == 0 or self.clock() < deadline:
             if polls:
                 self.sleep(max(0.0, min(self.poll_interval, deadline - self.clock())))
-            snap = observe(self.aws, self.service, health_of=(step.color,), store=self.store)
+            snap = observe(self.aws, self.service, health_of=(step.color,), store=self.store,
+                           launch=watch.reads() if watch else None)
             self._check_holder(snap)
             if self.store is not None and self.locked:
                 self._hold_lease(margin=self.store.lease_s * 2 / 3)  # a live holder renews during every wait
             polls += 1
             group = snap.groups[step.color]
-            state, detail = step.verdict(group, snap.health, seen)
+            facts = watch.facts(snap, self.clock()) if watch else None
+            state, detail = step.verdict(group, snap.health, seen, facts)
+            if watch and state == OK:
+                watch.warn_unverified(group, facts)
             seen |= {i.id for i in group.instances}
             if detail != last:
                 log.info("%s: %s", step.name, detail)
