@@ -15,6 +15,7 @@ whole contract (agent/contract.py's registry, which also says which ones propaga
 
 from __future__ import annotations
 
+import ipaddress
 import time
 
 from agent.contract import (
@@ -57,8 +58,11 @@ def create_service(session, name="demo", capacity=3, version="1.0", image=DEFAUL
                    bootstrap="s3://bluegreen-bootstrap/demo/", health_interval=5, healthy_threshold=2,
                    deregistration_delay=5, launch_hook=False, hook_timeout=300, classic_elb=False,
                    subnet_cidr="10.0.0.0/20", max_size=None, app_port=8080, health_url=None,
-                   health_check_path="/health", instance_type="t3.micro", image_id=DEFAULT_AMI):
-    """Create the service's AWS resources and return their names and ARNs as a plain dict."""
+                   health_check_path="/health", instance_type="t3.micro", image_id=DEFAULT_AMI, zones=1):
+    """Create the service's AWS resources and return their names and ARNs as a plain dict.
+
+    `zones=N` (1-6) gives both groups N subnets in the zones REGIONa, REGIONb, ... (A19: the groups spread
+    their instances over them); the subnets are `subnet_cidr` and the blocks of its size that follow it."""
     ec2 = session.client("ec2")
     elbv2 = session.client("elbv2")
     asg = session.client("autoscaling")
@@ -67,8 +71,14 @@ def create_service(session, name="demo", capacity=3, version="1.0", image=DEFAUL
 
     _ensure_bucket(session, bootstrap)  # the agents' bundle, and beside it the deployer's state store
     vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock=subnet_cidr,
-                                  AvailabilityZone=region + "a")["Subnet"]["SubnetId"]
+    if not 1 <= zones <= 6:
+        raise ValueError(f"zones must be 1-6, got {zones!r}")
+    first = ipaddress.ip_network(subnet_cidr)
+    zone_names = [region + letter for letter in "abcdef"[:zones]]
+    subnet_ids = [ec2.create_subnet(VpcId=vpc_id, AvailabilityZone=zone, CidrBlock=str(ipaddress.ip_network(
+        (int(first.network_address) + i * first.num_addresses, first.prefixlen))))["Subnet"]["SubnetId"]
+                  for i, zone in enumerate(zone_names)]
+    subnet_id = subnet_ids[0]
     template = f"{name}-lt"
     ec2.create_launch_template(LaunchTemplateName=template,
                                LaunchTemplateData={"ImageId": image_id, "InstanceType": instance_type})
@@ -85,7 +95,7 @@ def create_service(session, name="demo", capacity=3, version="1.0", image=DEFAUL
     if classic_elb:
         elb = session.client("elb")
         elb_name = f"{name}-elb"[:32]
-        elb.create_load_balancer(LoadBalancerName=elb_name, Subnets=[subnet_id], Listeners=[
+        elb.create_load_balancer(LoadBalancerName=elb_name, Subnets=subnet_ids, Listeners=[
             {"Protocol": "HTTP", "LoadBalancerPort": 80, "InstanceProtocol": "HTTP", "InstancePort": app_port}])
         elb.configure_health_check(LoadBalancerName=elb_name, HealthCheck={
             "Target": f"HTTP:{app_port}{health_check_path}", "Interval": health_interval, "Timeout": 2,
@@ -106,7 +116,7 @@ def create_service(session, name="demo", capacity=3, version="1.0", image=DEFAUL
             tags[TAG_HEALTH_URL] = health_url
         params = {"AutoScalingGroupName": group, "LaunchTemplate": {"LaunchTemplateName": template,
                                                                     "Version": "$Latest"},
-                  "MinSize": 0, "MaxSize": 0, "DesiredCapacity": 0, "VPCZoneIdentifier": subnet_id,
+                  "MinSize": 0, "MaxSize": 0, "DesiredCapacity": 0, "VPCZoneIdentifier": ",".join(subnet_ids),
                   "TargetGroupARNs": [tg_arn], "HealthCheckType": "ELB", "HealthCheckGracePeriod": 60,
                   "Tags": _tags(group, tags)}
         if elb_name:
@@ -121,6 +131,7 @@ def create_service(session, name="demo", capacity=3, version="1.0", image=DEFAUL
     asg.update_auto_scaling_group(AutoScalingGroupName=groups["blue"], MinSize=capacity,
                                   MaxSize=max_size, DesiredCapacity=capacity)
     return {"service": name, "region": region, "vpc_id": vpc_id, "subnet_id": subnet_id,
+            "subnet_ids": subnet_ids, "zones": zone_names,
             "launch_template": template, "target_group_arn": tg_arn, "classic_elb": elb_name,
             "groups": groups, "lifecycle_hook": hook, "capacity": capacity, "version": version}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from . import activities as scaling
 from . import autoscaling as model
 from . import moto_seam as seam
 from . import runtime
@@ -30,6 +31,7 @@ from .moto_seam import (
 from .state import LayerState
 
 MAX_INSTANCE_IDS = 20      # A1, A2, A3: at most 20 instance IDs per call
+MAX_PROTECTION_IDS = 50    # A14: SetInstanceProtection takes at most 50 instance IDs
 MAX_TAGS = 50              # A12
 HEARTBEAT_RANGE = (30, 7200)  # A6
 
@@ -194,14 +196,27 @@ def enter_standby(self: AutoScalingResponse) -> ActionResult:
         # A1: Standby instances leave the load balancers and drain; (unverified) EnteringStandby lasts the drain.
         drain = model.leave_lbs(state, group, inst)
         model.set_lifecycle(state, group, inst, "EnteringStandby", after_aws_seconds=drain)
-        activities.append(EnterStandbyActivity(inst.instance, original))
+        activities.append(_logged(state, group, "enter_standby", inst, EnterStandbyActivity(inst.instance, original)))
     model.reconcile(state, group)  # without decrement the group launches replacements (A1)
     return ActionResult({"Activities": activities})
+
+
+def _logged(state: LayerState, group: FakeAutoScalingGroup, kind: str, inst: InstanceState, activity: Any,
+            status: str = "InProgress") -> Any:
+    """A15: moto's activity for the reply, kept (same id) in the layer's log for DescribeScalingActivities."""
+    scaling.add(state, group, kind, inst.instance.id, activity.description, activity.cause, status,
+                activity_id=activity.activity_id)
+    return activity
 
 
 def exit_standby(self: AutoScalingResponse) -> ActionResult:
     group = require_group(self)
     instances = _instances(self, group, ("Standby",))  # A2: only Standby instances
+    if model.suspended(group, "Launch"):
+        # A13: (user guide, "Suspend and resume processes") returning from Standby is a launch; the error code
+        # is unverified, ValidationError is the conservative reading. EnterStandby is not held back.
+        raise ValidationError(f"Cannot move instances out of Standby for AutoScalingGroup {group.name} while "
+                              f"the Launch process is suspended.")
     if group.desired_capacity + len(instances) > group.max_size:
         raise _sizes(group, "move out of standby", len(instances))  # A2: must stay <= MaxSize
     state = require_state()
@@ -212,7 +227,7 @@ def exit_standby(self: AutoScalingResponse) -> ActionResult:
     activities = []
     for inst in instances:
         model.set_lifecycle(state, group, inst, "Pending", after_aws_seconds=model.EXIT_STANDBY_SECONDS)
-        activities.append(ExitStandbyActivity(inst.instance, original))
+        activities.append(_logged(state, group, "exit_standby", inst, ExitStandbyActivity(inst.instance, original)))
     return ActionResult({"Activities": activities})
 
 
@@ -230,7 +245,7 @@ def detach_instances(self: AutoScalingResponse) -> ActionResult:
     for inst in instances:
         model.leave_lbs(state, group, inst)  # A3: detached instances drain and keep running
         group.autoscaling_backend.ec2_backend.delete_tags([inst.instance.id], {ASG_NAME_TAG: group.name})
-        activities.append(DetachInstanceActivity(inst.instance))
+        activities.append(_logged(state, group, "detach", inst, DetachInstanceActivity(inst.instance), "Successful"))
         group.instance_states = [s for s in group.instance_states if s is not inst]
         state.emit("instance_detached", inst.instance.id, group.name)
         state.instances.pop(inst.instance.id, None)
@@ -261,8 +276,8 @@ def terminate_instance_in_auto_scaling_group(self: AutoScalingResponse) -> Actio
         original = group.desired_capacity
         if decrement and counted:
             group.desired_capacity -= 1
-        model.begin_terminate(state, group, inst)
         activity = TerminateInstanceActivity(inst.instance, original)
+        model.begin_terminate(state, group, inst, cause=activity.cause, activity_id=activity.activity_id)
         model.reconcile(state, group)
         return ActionResult({"Activity": activity})
     raise ValidationError(f"Instance Id not found - No managed instance found for instance ID: {iid}")
@@ -353,11 +368,33 @@ def _guarded(action: str) -> Callable[[AutoScalingResponse], ActionResult]:
 GUARDED = ("suspend_processes", "resume_processes", "attach_load_balancer_target_groups",
            "detach_load_balancer_target_groups", "describe_load_balancer_target_groups",
            "attach_load_balancers", "detach_load_balancers", "describe_load_balancers",
-           "set_instance_protection", "describe_lifecycle_hooks", "delete_lifecycle_hook",
+           "describe_lifecycle_hooks", "delete_lifecycle_hook",
            "enable_metrics_collection",
            # NOT USED BY THE PRODUCT YET: the warm-pool guards wait for the warm-pool issue (A17).
            "put_warm_pool", "describe_warm_pool", "delete_warm_pool",
            "put_scheduled_update_group_action", "batch_put_scheduled_update_group_action")
+
+
+def set_instance_protection(self: AutoScalingResponse) -> ActionResult:
+    """A14: moto sets the flag on whatever ids it is given, silently skipping strangers; AWS refuses an id that
+    is not in the group, more than 50 ids, or a missing ProtectedFromScaleIn."""
+    group = require_group(self)
+    ids = self._get_param("InstanceIds", []) or []
+    if not ids:
+        raise ValidationError("InstanceIds must contain at least one instance id")
+    if len(ids) > MAX_PROTECTION_IDS:
+        raise ValidationError(f"The number of instance ids that may be passed in is limited to {MAX_PROTECTION_IDS}")
+    protected = self._get_bool_param("ProtectedFromScaleIn")
+    if protected is None:
+        raise ValidationError("ProtectedFromScaleIn is required")
+    by_id = {s.instance.id: s for s in group.instance_states}
+    for iid in ids:
+        if iid not in by_id:
+            raise ValidationError(f"The instance {iid} is not part of Auto Scaling group {group.name}.")
+    for iid in ids:
+        by_id[iid].protected_from_scale_in = protected
+    model.reconcile(require_state(), group)  # cleared protection makes a group above desired scale in (A14)
+    return EmptyResult()
 
 
 def set_instance_health(self: AutoScalingResponse) -> ActionResult:
@@ -373,7 +410,7 @@ def set_instance_health(self: AutoScalingResponse) -> ActionResult:
 
 REPLACED = (set_desired_capacity, update_auto_scaling_group, create_auto_scaling_group, delete_auto_scaling_group,
             enter_standby, exit_standby, detach_instances, terminate_instance_in_auto_scaling_group,
-            attach_instances, put_lifecycle_hook, set_instance_health)
+            attach_instances, put_lifecycle_hook, set_instance_health, set_instance_protection)
 ADDED = (complete_lifecycle_action, record_lifecycle_action_heartbeat)
 
 

@@ -27,6 +27,7 @@ from .state import GroupIndex
 # A9: (default page, largest page) per describe call, from the Auto Scaling API reference.
 PAGE_SIZES = {
     "DescribeAutoScalingGroups": (50, 100),
+    "DescribeScalingActivities": (100, 100),
     "DescribeAutoScalingInstances": (50, 50),
     "DescribeTags": (50, 100),
     "DescribePolicies": (50, 100),

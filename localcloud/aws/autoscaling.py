@@ -18,8 +18,8 @@ import logging
 import uuid
 from typing import Any
 
+from . import activities, runtime, targets, zones
 from . import moto_seam as seam
-from . import runtime, targets
 from .moto_seam import ASG_NAME_TAG, AutoScalingBackend, FakeAutoScalingGroup, InstanceState
 from .state import HookWait, InstanceRecord, LayerState
 
@@ -61,6 +61,7 @@ def set_lifecycle(state: LayerState, group: FakeAutoScalingGroup, inst: Instance
     rec.deadline = None if after_aws_seconds is None else state.now() + state.scaled(after_aws_seconds)
     if previous != new:
         state.emit("instance_lifecycle_changed", inst.instance.id, group.name, state=new, previous=previous)
+        activities.follow(state, inst.instance.id, new)  # A15
 
 
 # -- load balancer membership ------------------------------------------------------------------------------
@@ -117,12 +118,27 @@ def launch_hooks(group: FakeAutoScalingGroup) -> list[Any]:
             if h.auto_scaling_group_name == group.name and h.lifecycle_transition == LAUNCH_HOOK]
 
 
-def launch(state: LayerState, group: FakeAutoScalingGroup, count: int) -> None:
-    before = {id(s) for s in group.instance_states}
-    group.replace_autoscaling_group_instances(count, group.get_propagated_tags())
+def launch(state: LayerState, group: FakeAutoScalingGroup, count: int, rebalance: bool = False,
+           zone: str | None = None) -> None:
+    """Launch `count` instances, one at a time, each into the subnet of the group's least-used zone (A19),
+    or of `zone`. A launch the faults make fail is a Failed activity and ends this round (A15)."""
     hooks = launch_hooks(group)
-    for inst in [s for s in group.instance_states if id(s) not in before]:
+    grec = activities.group_record(state, group)
+    for _ in range(count):
+        counted = [s for s in group.instance_states if s.lifecycle_state in COUNTED]
+        if zone is None:
+            # A15: after a capacity failure the group tries another zone first.
+            where, subnet_id = zones.next_subnet(group, zones.counts(group, counted), avoid=grec.failed_zones)
+        else:
+            where, subnet_id = zone, dict(zones.subnets(group)).get(zone)
+        failure = activities.launch_failure(state, group, where)
+        if failure is not None:
+            activities.record_failed_launch(state, group, where, subnet_id, failure, len(counted), rebalance)
+            return
+        grec.failed_zones.discard(where)
+        inst = _launch_into(group, where, subnet_id)
         rec = record(state, inst)
+        rec.rebalance = rebalance
         if hooks:
             # A6: the instance boots while it waits; it joins no load balancer before CONTINUE.
             inst.lifecycle_state = "Pending:Wait"
@@ -134,7 +150,24 @@ def launch(state: LayerState, group: FakeAutoScalingGroup, count: int) -> None:
             inst.lifecycle_state = "Pending"
             rec.deadline = state.now() + state.scaled(LAUNCH_SECONDS)
         _hold_back_tags(state, group, inst)
-        state.emit("instance_launched", inst.instance.id, group.name, state=inst.lifecycle_state)
+        iid = inst.instance.id
+        activities.add(state, group, "launch", iid, f"Launching a new EC2 instance: {iid}",
+                       activities.launch_cause(group, len(counted), rebalance),
+                       activities.LAUNCH_STATUS[inst.lifecycle_state],
+                       details={"Subnet ID": subnet_id or "", "Availability Zone": where})
+        state.emit("instance_launched", iid, group.name, state=inst.lifecycle_state)
+
+
+def _launch_into(group: FakeAutoScalingGroup, zone: str, subnet_id: str | None) -> InstanceState:
+    """One instance through moto's own launch, which always takes the first subnet (or a random zone):
+    it is shown only the chosen one for the call (A19)."""
+    saved = group.vpc_zone_identifier, group.availability_zones
+    group.vpc_zone_identifier, group.availability_zones = subnet_id, [zone]
+    try:
+        group.replace_autoscaling_group_instances(1, group.get_propagated_tags())
+    finally:
+        group.vpc_zone_identifier, group.availability_zones = saved
+    return group.instance_states[-1]
 
 
 def _hold_back_tags(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState) -> None:
@@ -164,14 +197,23 @@ def _release_tags(state: LayerState, group: FakeAutoScalingGroup, inst: Instance
         ec2.create_tags([inst.instance.id], missing)
 
 
-def begin_terminate(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState) -> None:
-    """Terminating while the targets drain (E2), then Terminated (finish_terminate)."""
+def begin_terminate(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState,
+                    cause: str | None = None, activity_id: str | None = None) -> None:
+    """Terminating while the targets drain (E2), then Terminated (finish_terminate); an activity (A15)."""
+    counted = len([s for s in group.instance_states if s.lifecycle_state in COUNTED])
     drain = leave_lbs(state, group, inst)
     set_lifecycle(state, group, inst, "Terminating", after_aws_seconds=drain)
+    iid = inst.instance.id
+    if cause is None:
+        cause = activities.terminate_cause(group, inst.health_status == "Unhealthy", counted)
+    activities.add(state, group, "terminate", iid, f"Terminating EC2 instance: {iid}", cause,
+                   "WaitingForELBConnectionDraining" if drain > 0 else "InProgress", activity_id=activity_id)
 
 
 def finish_terminate(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState) -> None:
     group.instance_states = [s for s in group.instance_states if s is not inst]
+    for activity in activities.open_activities(state, inst.instance.id, "terminate"):
+        activity.set_status("Successful")  # A15
     rec = record(state, inst)
     if not rec.ec2_terminated:  # else EC2 TerminateInstances came first and emitted the event
         group.autoscaling_backend.ec2_backend.terminate_instances([inst.instance.id])
@@ -180,17 +222,45 @@ def finish_terminate(state: LayerState, group: FakeAutoScalingGroup, inst: Insta
 
 
 def reconcile(state: LayerState, group: FakeAutoScalingGroup) -> None:
-    """Launch or terminate until the counted instances match DesiredCapacity (A5), unless suspended (A8)."""
+    """Launch or terminate until the counted instances match DesiredCapacity (A5), unless suspended (A8);
+    then even out the zones (A19)."""
     counted = [s for s in group.instance_states if s.lifecycle_state in COUNTED]
-    delta = (group.desired_capacity or 0) - len(counted)
+    # A19: an instance AZRebalance launched stays outside the desired capacity until its partner goes.
+    extra = [s for s in counted if record(state, s).rebalance]
+    delta = (group.desired_capacity or 0) - (len(counted) - len(extra))
+    launch_due = state.now() >= activities.group_record(state, group).retry_at  # A15: retry after a delay
     if delta > 0 and not suspended(group, "Launch"):
-        launch(state, group, delta)
+        if launch_due:
+            launch(state, group, delta)
     elif delta < 0 and not suspended(group, "Terminate"):
-        # A5: scale-in picks among InService/Pending instances only, never Standby; not protected ones.
-        # (unverified) victims oldest first; AWS's default policy also balances AZs.
-        candidates = [s for s in counted if not s.protected_from_scale_in]
-        for inst in candidates[:-delta]:
+        # A5: scale-in picks among InService/Pending instances only, never Standby; not protected ones (A14).
+        candidates = [s for s in counted if not s.protected_from_scale_in and not record(state, s).rebalance]
+        for inst in zones.victims(group, candidates, -delta):
             begin_terminate(state, group, inst)
+    elif delta == 0:
+        _rebalance(state, group, counted, extra)
+
+
+def _rebalance(state: LayerState, group: FakeAutoScalingGroup, counted: list[InstanceState],
+               extra: list[InstanceState]) -> None:
+    """A19 AZRebalance: launch in the smallest zone first; once that instance is InService, terminate one in
+    the largest. (unverified) one instance at a time; protected instances are not chosen."""
+    if any(suspended(group, p) for p in ("AZRebalance", "Launch", "Terminate")):
+        return
+    for inst in extra:
+        if inst.lifecycle_state != "InService":
+            return  # still launching: nothing is terminated before its replacement serves
+        record(state, inst).rebalance = False
+        members = [s for s in counted if s is not inst]
+        largest = max(zones.counts(group, members).items(), key=lambda kv: kv[1])[0]
+        pool = [s for s in members if zones.zone_of(group, s) == largest and s.lifecycle_state == "InService"
+                and not s.protected_from_scale_in]
+        if pool:
+            begin_terminate(state, group, pool[0])
+        return
+    uneven = zones.imbalance(group, counted)
+    if uneven is not None and state.now() >= activities.group_record(state, group).retry_at:
+        launch(state, group, 1, rebalance=True, zone=uneven[0])
 
 
 def become_in_service(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState) -> None:
@@ -206,9 +276,14 @@ def apply_hook_result(state: LayerState, group: FakeAutoScalingGroup, inst: Inst
                       result: str) -> None:
     """A6: CONTINUE clears one hook (the last one lets the instance proceed); ABANDON terminates it."""
     rec = record(state, inst)
-    rec.hooks.pop(hook, None)
+    waiting = rec.hooks.pop(hook, None)
+    waiting_token = waiting.token if waiting else ""
     if result == "ABANDON":
         rec.hooks = {}
+        for activity in activities.open_activities(state, inst.instance.id, "launch"):
+            activity.set_status("Cancelled", f"Instance failed to complete user's Lifecycle Action: Lifecycle "
+                                             f"Action with token {waiting_token} was abandoned: Lifecycle Action "
+                                             f"Completed with ABANDON Result")
         begin_terminate(state, group, inst)
     elif not rec.hooks:
         set_lifecycle(state, group, inst, "Pending:Proceed", after_aws_seconds=PROCEED_SECONDS)

@@ -37,9 +37,10 @@ from moto.autoscaling.models import (
     TerminateInstanceActivity,
 )
 from moto.autoscaling.responses import AutoScalingResponse
+from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult, BaseResponse, EmptyResult
-from moto.ec2.models import EC2Backend
+from moto.ec2.models import EC2Backend, ec2_backends
 from moto.ec2.models.instances import Instance
 from moto.elb.models import ELBBackend, FakeHealthCheck, FakeListener, LoadBalancer
 from moto.elb.responses import ELBResponse
@@ -52,12 +53,13 @@ from moto.moto_server import werkzeug_app
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 __all__ = [
-    "ASG_NAME_TAG", "ActionResult", "AutoScalingBackend", "AutoScalingResponse", "AutoscalingClientError",
+    "ASG_NAME_TAG", "DEFAULT_ACCOUNT_ID", "ActionResult", "AutoScalingBackend", "AutoScalingResponse",
+    "AutoscalingClientError",
     "DetachInstanceActivity", "DomainDispatcherApplication", "ELBBackend", "ELBResponse", "ELBv2Backend",
     "ELBv2ValidationError", "EmptyResult", "EnterStandbyActivity", "ExitStandbyActivity", "FakeAutoScalingGroup",
     "FakeHealthStatus", "FakeScalingPolicy", "FakeScheduledAction", "FakeTargetGroup", "InstanceState",
     "ResourceContentionError", "TerminateInstanceActivity", "ValidationError", "create_backend_app",
-    "moto_api_backend",
+    "ec2_backends", "moto_api_backend",
 ]
 
 
@@ -123,18 +125,21 @@ WRAPPED: tuple[Wrap, ...] = (
     *(Wrap(AutoScalingResponse, name, ACTION) for name in (
         "set_desired_capacity", "update_auto_scaling_group", "create_auto_scaling_group",
         "delete_auto_scaling_group", "enter_standby", "exit_standby", "detach_instances",
-        "terminate_instance_in_auto_scaling_group", "attach_instances", "put_lifecycle_hook", "set_instance_health")),
+        "terminate_instance_in_auto_scaling_group", "attach_instances", "put_lifecycle_hook", "set_instance_health",
+        "set_instance_protection")),
     # asg_api.py: A11, an unknown group is a ValidationError; then moto's own action runs.
     *(Wrap(AutoScalingResponse, name, ACTION) for name in (
         "suspend_processes", "resume_processes", "attach_load_balancer_target_groups",
         "detach_load_balancer_target_groups", "describe_load_balancer_target_groups", "attach_load_balancers",
-        "detach_load_balancers", "describe_load_balancers", "set_instance_protection", "describe_lifecycle_hooks",
+        "detach_load_balancers", "describe_load_balancers", "describe_lifecycle_hooks",
         "delete_lifecycle_hook", "enable_metrics_collection", "put_warm_pool", "describe_warm_pool",
         "delete_warm_pool", "put_scheduled_update_group_action", "batch_put_scheduled_update_group_action")),
     # asg_catalog.py: pages (A9), tags (A12), policies and scheduled actions per group (A7).
     *(Wrap(AutoScalingResponse, name, ACTION) for name in (
         "describe_auto_scaling_groups", "describe_auto_scaling_instances", "describe_tags", "describe_policies",
         "describe_scheduled_actions", "create_or_update_tags", "delete_tags", "delete_policy", "execute_policy")),
+    # activities.py: A15, moto answers no activities at all.
+    Wrap(AutoScalingResponse, "describe_scaling_activities", ACTION),
     Wrap(AutoScalingBackend, "put_scaling_policy",
          "(self, name: 'str', policy_type: 'str', metric_aggregation_type: 'str', adjustment_type: 'str',"
          " as_name: 'str', min_adjustment_magnitude: 'str', scaling_adjustment: 'int | None',"
@@ -186,6 +191,8 @@ CALLED: tuple[Call, ...] = (
          "(self, lb_name: str, instances: list[dict[str, str]]) -> list[dict[str, typing.Any]]"),
     Call(EC2Backend, "create_tags", "(self, resource_ids: list[str], tags: dict[str, str]) -> bool"),
     Call(EC2Backend, "delete_tags", "(self, resource_ids: list[str], tags: dict[str, str]) -> bool"),
+    Call(EC2Backend, "all_instances", "(self, filters: 'Any' = None) -> 'list[Instance]'"),  # A15: vCPU limit
+    Call(EC2Backend, "get_subnet", "(self, subnet_id: 'str') -> 'Subnet'"),  # A19: a subnet's zone
     Call(EC2Backend, "get_instance", "(self, instance_id: 'str') -> 'Instance'"),
     Call(EC2Backend, "terminate_instances",
          "(self, instance_ids: 'list[str]') -> 'list[tuple[Instance, InstanceState]]'"),
@@ -216,13 +223,17 @@ STATE: dict[type, dict[str, type | None]] = {
         "name": str, "autoscaling_backend": AutoScalingBackend, "instance_states": list, "desired_capacity": int,
         "min_size": int, "max_size": int, "target_group_arns": list, "load_balancer_names": list, "tags": list,
         "new_instances_protected_from_scale_in": None,
+        # A19: launch() shows moto's single-subnet launch only the chosen subnet and zone for one call
+        "vpc_zone_identifier": None, "availability_zones": list,
+        # A15: what a launch failure names (activities.py)
+        "arn": str, "ec2_launch_template": None, "instance_type": None, "image_id": None,
         "_suspended_processes": list,  # private: A8 reads it directly (moto has no public reader)
     },
     InstanceState: {
         "instance": Instance, "auto_scaling_group_name": str, "lifecycle_state": str, "health_status": str,
         "protected_from_scale_in": None,
     },
-    Instance: {"id": str, "state": str, "autoscaling_group": None},
+    Instance: {"id": str, "state": str, "autoscaling_group": None, "subnet_id": str, "instance_type": str},
     AutoScalingBackend: {
         "autoscaling_groups": dict, "policies": dict, "scheduled_actions": dict, "lifecycle_hooks": dict,
         "ec2_backend": EC2Backend, "elb_backend": ELBBackend, "elbv2_backend": ELBv2Backend, "account_id": str,
@@ -309,7 +320,7 @@ def replaces(cls: type, name: str) -> Callable[[Callable[..., Any]], Callable[..
 
 def install() -> None:
     """Put every replacement on moto's classes; idempotent (a class attribute is replaced once per process)."""
-    from . import asg_api, asg_catalog, autoscaling, targets  # noqa: F401  (importing them registers them)
+    from . import activities, asg_api, asg_catalog, autoscaling, targets  # noqa: F401  (importing them registers them)
 
     missing = _LISTED - set(_replacements)
     if missing:

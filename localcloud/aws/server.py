@@ -8,7 +8,9 @@ the control API for other processes:
                                        "target_group_arn": optional}
     POST /_localcloud/reset
     POST /_localcloud/faults         {"throttle_fraction": 0.0, "latency_s": 0.0,
-                                       "exit_standby_contention_once": false, "conditional_conflicts": 0}
+                                       "exit_standby_contention_once": false, "conditional_conflicts": 0,
+                                       "insufficient_capacity_zones": [], "vcpu_limit": null,
+                                       "broken_launch_templates": [], "tag_visibility_delay_s": 0}
     POST /_localcloud/time           {"time_scale": X, "health_interval": S}
     GET  /_localcloud/events?after=N {"events": [...], "last": M}  (each event carries "seq")
     GET  /_localcloud/calls          {"calls": {"autoscaling:DescribeAutoScalingGroups": n, ...}}
@@ -29,7 +31,7 @@ from typing import Any, Callable
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from . import autoscaling, moto_seam, runtime, s3_conditional, targets
+from . import autoscaling, moto_seam, runtime, s3_conditional, tag_delay, targets
 from .errors import AlreadyRunning, BadControlRequest, NotStarted
 from .moto_seam import DomainDispatcherApplication, create_backend_app, moto_api_backend
 from .state import LayerState
@@ -50,14 +52,15 @@ def _xml_error(code: str, message: str, namespace: str = "") -> bytes:
             f'<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>').encode()
 
 
-def _service_of(environ: dict[str, Any]) -> str | None:
+def _scope_of(environ: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(service, Region) from the SigV4 credential scope."""
     auth = environ.get("HTTP_AUTHORIZATION", "")
     marker = "Credential="
     if marker in auth:
         scope = auth.split(marker, 1)[1].split(",", 1)[0].split("/")
         if len(scope) >= 4:
-            return scope[3]
-    return None
+            return scope[3], scope[2]
+    return None, None
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -155,12 +158,20 @@ class EmulatedAWS:
         self.state.set_target_health(instance_id, state, target_group_arn)
 
     def configure_faults(self, throttle_fraction: float = 0.0, latency_s: float = 0.0,
-                         exit_standby_contention_once: bool = False, conditional_conflicts: int = 0) -> None:
+                         exit_standby_contention_once: bool = False, conditional_conflicts: int = 0,
+                         insufficient_capacity_zones: list[str] | None = None, vcpu_limit: int | None = None,
+                         broken_launch_templates: list[str] | None = None,
+                         tag_visibility_delay_s: float = 0.0) -> None:
         """Replace every fault setting. `conditional_conflicts=N`: the next N conditional PutObject requests
-        (If-Match or If-None-Match) answer 409 ConditionalRequestConflict and write nothing (X2)."""
+        (If-Match or If-None-Match) answer 409 ConditionalRequestConflict and write nothing (X2).
+        A15, failed launches (Failed scaling activities, retried by the group): `insufficient_capacity_zones`
+        (zone names), `vcpu_limit` (vCPUs of running instances, null: none), `broken_launch_templates`
+        (launch template ids or names). X1: `tag_visibility_delay_s`, AWS seconds a new EC2 tag stays
+        invisible to DescribeTags and tag filters."""
         with self.state.lock:
             self.state.faults.configure(throttle_fraction, latency_s, exit_standby_contention_once,
-                                        conditional_conflicts)
+                                        conditional_conflicts, insufficient_capacity_zones, vcpu_limit,
+                                        broken_launch_templates, tag_visibility_delay_s)
 
     def configure_time(self, time_scale: float | None = None, health_interval: float | None = None) -> None:
         """Change the clock until the next reset() (which restores the constructor's values)."""
@@ -200,8 +211,9 @@ class EmulatedAWS:
         path = environ.get("PATH_INFO", "")
         if path.startswith("/_localcloud/"):
             return self._control(environ, start_response)
-        service = _service_of(environ)
+        service, region = _scope_of(environ)
         action = None
+        body = b""
         if service in COUNTED_SERVICES:
             body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
             environ["wsgi.input"] = io.BytesIO(body)
@@ -223,10 +235,24 @@ class EmulatedAWS:
             else:
                 targets.expire_draining(self.state)
                 autoscaling.tick(self.state)
-                status, headers, chunks = self._call_moto(environ)
+                status, headers, chunks = self._call_ec2(environ, action, region or self.region, body) \
+                    if service == "ec2" else self._call_moto(environ)
         self.state.deliver()
         start_response(status, headers)
         return chunks
+
+    def _call_ec2(self, environ: dict[str, Any], action: str | None, region: str, body: bytes) -> Any:
+        """X1 (fault tag_visibility_delay_s): new tags stay invisible to DescribeTags / DescribeInstances."""
+        if action == "CreateTags":
+            written = tag_delay.before_create(self.state, region, body)
+            status, headers, chunks = self._call_moto(environ)
+            if written and status.startswith("200"):
+                tag_delay.after_create(self.state, written)
+            return status, headers, chunks
+        if action in tag_delay.READS:
+            with tag_delay.hidden(self.state, region):
+                return self._call_moto(environ)
+        return self._call_moto(environ)
 
     def _call_moto(self, environ: dict[str, Any]) -> Any:
         captured: dict[str, Any] = {}

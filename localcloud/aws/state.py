@@ -45,10 +45,27 @@ class Faults:
         self.exit_standby_contention_once = False
         # X2: the next N conditional PutObject requests answer 409 ConditionalRequestConflict (s3_conditional.py)
         self.conditional_conflicts = 0
+        # A15: launches into these zones fail for capacity; a launch beyond this many vCPUs of running
+        # instances fails; groups on these launch templates (id or name) fail every launch.
+        self.insufficient_capacity_zones: list[str] = []
+        self.vcpu_limit: int | None = None
+        self.broken_launch_templates: list[str] = []
+        # X1: an EC2 tag written by CreateTags is invisible to DescribeTags / tag filters for this long (AWS s)
+        self.tag_visibility_delay_s = 0.0
         self._throttle_credit = 0.0
 
     def configure(self, throttle_fraction: float = 0.0, latency_s: float = 0.0,
-                  exit_standby_contention_once: bool = False, conditional_conflicts: int = 0) -> None:
+                  exit_standby_contention_once: bool = False, conditional_conflicts: int = 0,
+                  insufficient_capacity_zones: list[str] | None = None, vcpu_limit: int | None = None,
+                  broken_launch_templates: list[str] | None = None, tag_visibility_delay_s: float = 0.0) -> None:
+        zones = _strings("insufficient_capacity_zones", insufficient_capacity_zones)
+        templates = _strings("broken_launch_templates", broken_launch_templates)
+        if vcpu_limit is not None and (isinstance(vcpu_limit, bool) or not isinstance(vcpu_limit, int)
+                                       or vcpu_limit < 0):
+            raise BadControlRequest(f"vcpu_limit must be a whole number >= 0 or null, got {vcpu_limit!r}")
+        tag_delay = _number("tag_visibility_delay_s", tag_visibility_delay_s)
+        if not 0.0 <= tag_delay <= 3600.0:
+            raise BadControlRequest(f"tag_visibility_delay_s must be 0-3600 AWS s, got {tag_visibility_delay_s!r}")
         try:
             throttle_fraction = float(throttle_fraction)
             latency_s = float(latency_s)
@@ -67,6 +84,10 @@ class Faults:
         self.latency_s = latency_s
         self.exit_standby_contention_once = bool(exit_standby_contention_once)
         self.conditional_conflicts = conditional_conflicts
+        self.insufficient_capacity_zones = zones
+        self.vcpu_limit = vcpu_limit
+        self.broken_launch_templates = templates
+        self.tag_visibility_delay_s = tag_delay
         self._throttle_credit = 0.0
 
     def should_throttle(self) -> bool:
@@ -94,7 +115,18 @@ class Faults:
     def as_dict(self) -> dict[str, Any]:
         return {"throttle_fraction": self.throttle_fraction, "latency_s": self.latency_s,
                 "exit_standby_contention_once": self.exit_standby_contention_once,
-                "conditional_conflicts": self.conditional_conflicts}
+                "conditional_conflicts": self.conditional_conflicts,
+                "insufficient_capacity_zones": list(self.insufficient_capacity_zones),
+                "vcpu_limit": self.vcpu_limit, "broken_launch_templates": list(self.broken_launch_templates),
+                "tag_visibility_delay_s": self.tag_visibility_delay_s}
+
+
+def _strings(name: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise BadControlRequest(f"{name} must be a list of non-empty strings, got {value!r}")
+    return list(value)
 
 
 @dataclass
@@ -122,6 +154,16 @@ class InstanceRecord:
     ec2_terminated: bool = False        # EC2 terminated it (A4), or the group did
     held_tags: dict[str, str] | None = None  # propagated tags not yet on the instance (A12)
     tags_due: float | None = None       # when held_tags reach it
+    rebalance: bool = False             # launched by AZRebalance, not yet matched by a termination (A19)
+
+
+@dataclass
+class GroupRecord:
+    """What the layer remembers of one Auto Scaling group: when it may try a launch again after a failed one,
+    and which zones failed last (A15: the group retries on its own after a delay, preferring another zone)."""
+
+    retry_at: float = 0.0
+    failed_zones: set[str] = field(default_factory=set)
 
 
 class GroupIndex:
@@ -215,6 +257,12 @@ class LayerState:
             self.targets: dict[tuple[str, str], dict[str, Any]] = {}
             # instance id -> the layer's record of an Auto Scaling instance (see autoscaling.py)
             self.instances: dict[str, InstanceRecord] = {}
+            # (account, Region, group name) -> GroupRecord (A15 launch retries)
+            self.groups: dict[tuple[str, str, str], GroupRecord] = {}
+            # A15: every scaling activity, oldest first (activities.py)
+            self.activities: list[Any] = []
+            # X1: (resource id, tag key) -> layer-clock time the tag becomes visible to readers
+            self.tags_visible_at: dict[tuple[str, str], float] = {}
             # moto AutoScalingBackends that hold groups, so the clock can visit them
             self.backends: list[Any] = []
             # A7: the layer's own index of policies and scheduled actions per group (moto keys them by name)

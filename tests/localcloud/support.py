@@ -91,9 +91,17 @@ class World:
               target_groups: tuple[str, ...] = (), **kwargs: Any) -> str:
         self.asg.create_auto_scaling_group(
             AutoScalingGroupName=name, MinSize=min_size, MaxSize=max_size, DesiredCapacity=desired,
-            LaunchTemplate={"LaunchTemplateId": self.template}, VPCZoneIdentifier=self.subnet,
-            TargetGroupARNs=list(target_groups), **kwargs)
+            LaunchTemplate={"LaunchTemplateId": self.template}, TargetGroupARNs=list(target_groups),
+            **{"VPCZoneIdentifier": self.subnet, **kwargs})
         return name
+
+    def zone_subnets(self, count: int) -> list[str]:
+        """The world's subnet (us-east-1a) and count-1 more /20 subnets in us-east-1b, c, ... (A19): pass
+        `VPCZoneIdentifier=",".join(...)` to group() for a group over several zones."""
+        more = [self.ec2.create_subnet(VpcId=self.vpc, CidrBlock=f"10.0.{16 * i}.0/20",
+                                       AvailabilityZone=f"us-east-1{'abcdef'[i]}")["Subnet"]["SubnetId"]
+                for i in range(1, count)]
+        return [self.subnet, *more]
 
     def instances(self, count: int = 1) -> list[str]:
         """Loose EC2 instances in the world's subnet, outside any group."""

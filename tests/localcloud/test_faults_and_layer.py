@@ -105,8 +105,11 @@ def test_reset_leaves_no_state(world):
     assert (state.instances, state.targets, state.forced_health, state.events, state.backends, state.calls) == (
         {}, {}, {}, [], [], {})
     assert (len(state.policies), len(state.scheduled_actions)) == (0, 0)
+    assert (state.activities, state.groups, state.tags_visible_at) == ([], {}, {})
     assert state.faults.as_dict() == {"throttle_fraction": 0.0, "latency_s": 0.0, "exit_standby_contention_once": False,
-                                      "conditional_conflicts": 0}
+                                      "conditional_conflicts": 0, "insufficient_capacity_zones": [],
+                                      "vcpu_limit": None, "broken_launch_templates": [],
+                                      "tag_visibility_delay_s": 0.0}
     assert state.health_interval is None
     assert world.asg.describe_auto_scaling_groups()["AutoScalingGroups"] == []
     assert world.elbv2.describe_target_groups()["TargetGroups"] == []

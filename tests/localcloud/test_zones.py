@@ -1,0 +1,76 @@
+"""A19: a group over several zones spreads its instances evenly, scales in from the fullest zone, and
+AZRebalance launches first, then terminates, to even out an imbalance."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import boto3
+
+from localcloud.aws.autoscaling import LAUNCH_SECONDS
+from localcloud.scenario import create_service
+
+
+def _zones(world, name: str) -> dict[str, str]:
+    return {i["InstanceId"]: i["AvailabilityZone"] for i in world.describe(name)["Instances"]}
+
+
+def test_a19_a_group_spreads_evenly_over_its_subnets_zones(world, stopped_clock):
+    subnets = world.zone_subnets(3)
+    world.group("blue", desired=6, VPCZoneIdentifier=",".join(subnets))
+    stopped_clock.advance(LAUNCH_SECONDS)
+    ids = world.in_service("blue", 6)
+    zones = _zones(world, "blue")
+    assert Counter(zones.values()) == {"us-east-1a": 2, "us-east-1b": 2, "us-east-1c": 2}
+    # EC2 agrees: each instance is in the subnet of the zone the group reports.
+    subnet_zone = dict(zip(subnets, ("us-east-1a", "us-east-1b", "us-east-1c")))
+    reservations = world.ec2.describe_instances(InstanceIds=ids)["Reservations"]
+    for inst in (i for r in reservations for i in r["Instances"]):
+        assert inst["Placement"]["AvailabilityZone"] == zones[inst["InstanceId"]]
+        assert subnet_zone[inst["SubnetId"]] == zones[inst["InstanceId"]]
+    # Scale-in takes from the fullest zones: 4 left, never 2 from one zone and 0 from another.
+    world.asg.set_desired_capacity(AutoScalingGroupName="blue", DesiredCapacity=4)
+    stopped_clock.advance(1)
+    assert sorted(Counter(_zones(world, "blue").values()).values()) == [1, 1, 2]
+
+
+def test_a19_az_rebalance_launches_first_then_terminates(world, stopped_clock):
+    world.group("blue", desired=4)  # one subnet: all in us-east-1a
+    stopped_clock.advance(LAUNCH_SECONDS)
+    old = world.in_service("blue", 4)
+    subnets = world.zone_subnets(2)
+    world.asg.update_auto_scaling_group(AutoScalingGroupName="blue", VPCZoneIdentifier=",".join(subnets))
+    stopped_clock.advance(1)
+    states = world.states("blue")
+    new = [i for i in states if i not in old]
+    # Launch first: one new instance in us-east-1b, nothing terminated yet; the group runs above desired.
+    assert len(new) == 1 and states[new[0]] == "Pending"
+    assert [states[i] for i in old] == ["InService"] * 4
+    assert _zones(world, "blue")[new[0]] == "us-east-1b"
+    assert world.describe("blue")["DesiredCapacity"] == 4
+    for _ in range(4):
+        stopped_clock.advance(LAUNCH_SECONDS)
+    # Then terminate: two and two, desired never changed.
+    world.in_service("blue", 4)
+    assert Counter(_zones(world, "blue").values()) == {"us-east-1a": 2, "us-east-1b": 2}
+    assert world.describe("blue")["DesiredCapacity"] == 4
+
+
+def test_a19_az_rebalance_suspended_leaves_the_imbalance(world, stopped_clock):
+    world.group("blue", desired=4)
+    stopped_clock.advance(LAUNCH_SECONDS)
+    old = world.in_service("blue", 4)
+    world.asg.suspend_processes(AutoScalingGroupName="blue", ScalingProcesses=["AZRebalance"])
+    world.asg.update_auto_scaling_group(AutoScalingGroupName="blue", VPCZoneIdentifier=",".join(world.zone_subnets(2)))
+    stopped_clock.advance(LAUNCH_SECONDS)
+    assert world.in_service("blue", 4) == old
+
+
+def test_a19_scenario_creates_a_pair_over_several_zones(world, stopped_clock):
+    svc = create_service(boto3.session.Session(), name="multi", capacity=3, zones=3)
+    assert svc["zones"] == ["us-east-1a", "us-east-1b", "us-east-1c"] and len(svc["subnet_ids"]) == 3
+    for color in ("blue", "green"):
+        assert world.describe(svc["groups"][color])["VPCZoneIdentifier"] == ",".join(svc["subnet_ids"])
+    stopped_clock.advance(LAUNCH_SECONDS)
+    world.in_service("multi-blue", 3)
+    assert sorted(_zones(world, "multi-blue").values()) == svc["zones"]
