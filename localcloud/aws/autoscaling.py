@@ -18,7 +18,7 @@ import logging
 import uuid
 from typing import Any
 
-from . import activities, runtime, targets, zones
+from . import activities, group_health, runtime, targets, zones
 from . import moto_seam as seam
 from .moto_seam import ASG_NAME_TAG, AutoScalingBackend, FakeAutoScalingGroup, InstanceState
 from .state import HookWait, InstanceRecord, LayerState
@@ -150,6 +150,7 @@ def launch(state: LayerState, group: FakeAutoScalingGroup, count: int, rebalance
             inst.lifecycle_state = "Pending"
             rec.deadline = state.now() + state.scaled(LAUNCH_SECONDS)
         _hold_back_tags(state, group, inst)
+        group_health.launched(state, inst)  # E5: its app's boot (apps.py)
         iid = inst.instance.id
         activities.add(state, group, "launch", iid, f"Launching a new EC2 instance: {iid}",
                        activities.launch_cause(group, len(counted), rebalance),
@@ -295,6 +296,7 @@ def tick(state: LayerState) -> None:
     now = state.now()
     for backend in list(state.backends):
         for group in list(backend.autoscaling_groups.values()):
+            group_health.check(state, group)  # A20: HealthCheckType ELB marks unhealthy targets Unhealthy
             _tick_group(state, group, now)
             _run_scheduled_actions(state, backend, group)
             reconcile(state, group)

@@ -103,6 +103,14 @@ WRAPPED: tuple[Wrap, ...] = (
          " health_check_enabled: bool | None = None) -> moto.elbv2.models.FakeTargetGroup"),
     Wrap(ELBv2Backend, "modify_target_group_attributes",
          "(self, target_group_arn: str, attributes: dict[str, typing.Any]) -> None"),
+    # cross_zone.py: cross-zone load balancing defaults and settings (E6).
+    Wrap(ELBv2Backend, "create_load_balancer",
+         "(self, name: str, security_groups: list[str], subnet_ids: list[str],"
+         " subnet_mappings: list[dict[str, str]] | None = None, scheme: str = 'internet-facing',"
+         " loadbalancer_type: str | None = None, ip_address_type: str = 'ipv4',"
+         " tags: list[dict[str, str]] | None = None) -> moto.elbv2.models.FakeLoadBalancer"),
+    Wrap(ELBv2Backend, "modify_load_balancer_attributes",
+         "(self, arn: str, attrs: dict[str, typing.Any]) -> dict[str, typing.Any]"),
     Wrap(ELBBackend, "register_instances",
          "(self, load_balancer_name: str, instance_ids: collections.abc.Iterable[str],"
          " from_autoscaling: bool = False) -> moto.elb.models.LoadBalancer"),
@@ -228,6 +236,7 @@ STATE: dict[type, dict[str, type | None]] = {
         # A15: what a launch failure names (activities.py)
         "arn": str, "ec2_launch_template": None, "instance_type": None, "image_id": None,
         "_suspended_processes": list,  # private: A8 reads it directly (moto has no public reader)
+        "health_check_type": str, "health_check_grace_period": None,  # A20 (group_health.py)
     },
     InstanceState: {
         "instance": Instance, "auto_scaling_group_name": str, "lifecycle_state": str, "health_status": str,
@@ -240,17 +249,19 @@ STATE: dict[type, dict[str, type | None]] = {
         "region_name": str,
     },
     EC2Backend: {"tags": dict},  # resource id -> {key: value}; A12 holds propagated tags back through it
-    ELBv2Backend: {"target_groups": dict},
+    ELBv2Backend: {"target_groups": dict, "load_balancers": dict},
     FakeTargetGroup: {
         "arn": str, "port": None, "targets": dict, "attributes": dict, "health_check_interval_seconds": None,
         "healthy_threshold_count": None, "health_check_port": None,
+        "name": str, "unhealthy_threshold_count": None, "health_check_enabled": bool,  # E5
+        "load_balancer_arns": list,  # E6
     },
     LoadBalancer: {
         "name": str, "instance_ids": list, "instance_autoscaling_ids": list, "attributes": dict, "listeners": list,
         "health_check": FakeHealthCheck,
     },
     FakeListener: {"instance_port": None},
-    FakeHealthCheck: {"interval": None, "healthy_threshold": None},
+    FakeHealthCheck: {"interval": None, "healthy_threshold": None, "unhealthy_threshold": None},
     LifecycleHook: {
         "name": str, "auto_scaling_group_name": str, "lifecycle_transition": str, "default_result": str,
         "heartbeat_timeout": None,

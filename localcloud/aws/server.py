@@ -12,6 +12,8 @@ the control API for other processes:
                                        "insufficient_capacity_zones": [], "vcpu_limit": null,
                                        "broken_launch_templates": [], "tag_visibility_delay_s": 0}
     POST /_localcloud/time           {"time_scale": X, "health_interval": S}
+    POST /_localcloud/apps           {"boot_seconds": 0.0, "broken_launches": 0}   (E5, apps.py)
+    POST /_localcloud/app            {"instance_id": ..., "up": true|false}       (E5)
     GET  /_localcloud/events?after=N {"events": [...], "last": M}  (each event carries "seq")
     GET  /_localcloud/calls          {"calls": {"autoscaling:DescribeAutoScalingGroups": n, ...}}
 """
@@ -173,6 +175,19 @@ class EmulatedAWS:
                                         conditional_conflicts, insufficient_capacity_zones, vcpu_limit,
                                         broken_launch_templates, tag_visibility_delay_s)
 
+    def configure_apps(self, boot_seconds: float = 0.0, broken_launches: int = 0) -> None:
+        """E5, until the next reset(): instances launched from now on answer health checks only `boot_seconds`
+        AWS seconds after launch; the next `broken_launches` never answer (apps.py). Replaces both settings."""
+        with self.state.lock:
+            self.state.apps.configure(boot_seconds, broken_launches)
+
+    def set_app_up(self, instance_id: str, up: bool) -> None:
+        """E5: from now on the app on `instance_id` answers health checks (True) or fails them (False)."""
+        if not isinstance(instance_id, str) or not instance_id or not isinstance(up, bool):
+            raise BadControlRequest("instance_id must be a non-empty string and up a boolean")
+        with self.state.lock:
+            self.state.apps.set_up(instance_id, up, self.state.now())
+
     def configure_time(self, time_scale: float | None = None, health_interval: float | None = None) -> None:
         """Change the clock until the next reset() (which restores the constructor's values)."""
         self.state.configure_time(time_scale, health_interval)
@@ -298,6 +313,10 @@ class EmulatedAWS:
                 self.reset()
             elif path == "/_localcloud/faults":
                 self.configure_faults(**payload)
+            elif path == "/_localcloud/apps":
+                self.configure_apps(**payload)
+            elif path == "/_localcloud/app":
+                self.set_app_up(payload.get("instance_id"), payload.get("up"))
             elif path == "/_localcloud/time":
                 self.configure_time(payload.get("time_scale"), payload.get("health_interval"))
             else:

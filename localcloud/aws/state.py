@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .apps import Apps
 from .errors import BadControlRequest, EmulationError
 
 log = logging.getLogger(__name__)
@@ -250,6 +251,7 @@ class LayerState:
             self.time_scale = self._default_time_scale
             self.health_interval = self._default_health_interval
             self.faults = Faults()
+            self.apps = Apps()  # E5: whether each instance's app answers health checks (apps.py)
             # (instance_id, target_group_arn or None for "every load balancer") -> "healthy" | "unhealthy"
             self.forced_health: dict[tuple[str, str | None], str] = {}
             # (lb key, target id) -> {"registered_at": t, "drain_until": t or None, "port": p}

@@ -1,8 +1,11 @@
-"""Load balancer target health that moves with time (E1, E2, E3), on top of moto's ELBv2 and Classic ELB.
+"""Load balancer target health that moves with time (E1, E2, E3, E5), on top of moto's ELBv2 and Classic ELB.
 
-A target is `initial` when registered and `healthy` after HealthyThresholdCount x HealthCheckIntervalSeconds
-(E1), `draining` for the deregistration delay after deregistration and then gone (E2). A test or another
-process may force `healthy` / `unhealthy` per instance (the local fleet feeds real HTTP checks in that way).
+A registered target is checked every HealthCheckIntervalSeconds from its registration. It starts `initial`;
+HealthyThresholdCount consecutive passing checks make it `healthy` (E1), UnhealthyThresholdCount consecutive
+failing ones `unhealthy` (E5), and from either, the other threshold turns it back. A check passes when the
+instance's app answers then (apps.py; by default always). After deregistration it is `draining` for the
+deregistration delay, then gone (E2). A test or another process may force `healthy` / `unhealthy` per instance
+(the local fleet feeds real HTTP checks in that way); forced health wins over the checks.
 Classic ELBs answer InService / OutOfService, with connection draining in the part of E2 (E3).
 """
 
@@ -12,8 +15,8 @@ import inspect
 import logging
 from typing import Any
 
+from . import cross_zone, runtime
 from . import moto_seam as seam
-from . import runtime
 from .moto_seam import ActionResult, ELBBackend, ELBResponse, ELBv2Backend, FakeHealthStatus, FakeTargetGroup
 from .moto_seam import ELBv2ValidationError as ValidationError
 from .state import LayerState
@@ -24,6 +27,7 @@ CLB_PREFIX = "elb:"
 # Classic ELB health check defaults (Elastic Load Balancing user guide, "Configure health checks").
 CLB_DEFAULT_INTERVAL = 30
 CLB_DEFAULT_HEALTHY_THRESHOLD = 10
+CLB_DEFAULT_UNHEALTHY_THRESHOLD = 2
 CLB_DEFAULT_DRAINING_TIMEOUT = 300
 
 
@@ -36,7 +40,12 @@ def _note_registered(state: LayerState, lb_key: str, target_id: str, port: Any, 
     record = state.targets.get((lb_key, target_id))
     if record is not None and record["drain_until"] is None:
         return  # registering a registered target changes nothing
-    state.targets[(lb_key, target_id)] = {"registered_at": state.now(), "drain_until": None, "port": port}
+    now = state.now()
+    # E1/E5: "status" after the checks counted so far; "checked_at" is the last check counted (the first
+    # comes one interval after registration); "run" consecutive checks ended with result "run_up".
+    state.targets[(lb_key, target_id)] = {"registered_at": now, "drain_until": None, "port": port,
+                                          "status": "initial", "checked_at": now, "checks": 0,
+                                          "run": 0, "run_up": None}
     state.emit("target_registered", target_id, _group_of(state, target_id), port=_int_or_none(port), **extra)
 
 
@@ -72,20 +81,65 @@ def expire_draining(state: LayerState) -> None:
                        **_lb_extra(lb_key))
 
 
-def health_of(state: LayerState, lb_key: str, target_id: str, interval_aws: float, threshold: int) -> str | None:
+def health_of(state: LayerState, lb_key: str, target_id: str, interval_aws: float, threshold: int,
+              unhealthy_threshold: int = 2) -> str | None:
     """'initial' | 'healthy' | 'unhealthy' | 'draining', or None when the target is not registered."""
     record = state.targets.get((lb_key, target_id))
     if record is None:
         return None
     if record["drain_until"] is not None:
         return "draining" if state.now() < record["drain_until"] else None
+    _count_checks(state, record, target_id, state.health_check_interval(interval_aws), threshold,
+                  unhealthy_threshold)
     forced = state.forced(target_id, lb_key)
     if forced is not None:
         return forced
-    # E1: HealthyThresholdCount consecutive passing checks, one per interval.
-    if state.now() - record["registered_at"] >= threshold * state.health_check_interval(interval_aws):
-        return "healthy"
-    return "initial"
+    return record["status"]
+
+
+def _count_checks(state: LayerState, record: dict[str, Any], target_id: str, interval: float, healthy_n: int,
+                  unhealthy_n: int) -> None:
+    """Count the checks due since the last one counted (E1, E5).
+
+    Between two changes of the app's answer (apps.py) every check has the same result, so a whole run of
+    them is counted at once: the cost is per change, not per check, however far a fake clock jumps.
+    """
+    now = state.now()
+    apps = state.apps
+    if interval <= 0:  # health_interval 0: checks without pause, the status follows the app at once
+        up = apps.answers(target_id, now)
+        record.update(status="healthy" if up else "unhealthy", checked_at=now, checks=record["checks"] + 1)
+        return
+    eps = 1e-9 * max(1.0, interval)
+    while record["checked_at"] + interval <= now + eps:
+        first = record["checked_at"] + interval
+        up = apps.answers(target_id, first)
+        change = apps.next_change(target_id, first)
+        count = int((now - first + eps) // interval) + 1
+        if change != float("inf"):
+            count = min(count, int((change - first + eps) // interval) + 1)
+        record["run"] = record["run"] + count if record["run_up"] == up else count
+        record["run_up"] = up
+        record["checks"] += count
+        record["checked_at"] = first + (count - 1) * interval
+        if up and record["run"] >= healthy_n:
+            record["status"] = "healthy"
+        elif not up and record["run"] >= unhealthy_n:
+            record["status"] = "unhealthy"
+
+
+def reason_of(health: str, record: dict[str, Any] | None) -> tuple[str | None, str | None]:
+    """E5: every state but `healthy` carries a reason code (ELBv2 TargetHealth.Reason)."""
+    if health == "initial":
+        if record is not None and record.get("checks"):
+            return "Elb.InitialHealthChecking", "Initial health checks in progress"
+        return "Elb.RegistrationInProgress", "Target registration is in progress"
+    return {
+        "unhealthy": ("Target.FailedHealthChecks", "Health checks failed"),
+        "draining": ("Target.DeregistrationInProgress", "Target deregistration is in progress"),
+        "unavailable": ("Target.HealthCheckDisabled", "Health checks are disabled"),
+        "healthy": (None, None),
+    }[health]
 
 
 # -- ELBv2 (target groups) ---------------------------------------------------------------------------------
@@ -129,21 +183,25 @@ def _tg_health_for(self: FakeTargetGroup, target: dict[str, Any], ec2_backend: A
     if state is None:
         return seam.original(FakeTargetGroup, "health_for")(self, target, ec2_backend)
     record = state.targets.get((self.arn, target["Id"]))
-    health = health_of(state, self.arn, target["Id"], float(self.health_check_interval_seconds),
-                       int(self.healthy_threshold_count))
+    health = tg_health(state, self, target["Id"])
     if health is None:
         if record is not None:
             expire_draining(state)
+        # Not registered (any more): moto answers `unused` with Target.NotRegistered.
         return seam.original(FakeTargetGroup, "health_for")(self, target, ec2_backend)
-    port = record["port"]
-    reasons = {
-        "initial": ("Elb.RegistrationInProgress", "Target registration is in progress"),
-        "unhealthy": ("Target.FailedHealthChecks", "Health checks failed"),
-        "draining": ("Target.DeregistrationInProgress", "Target deregistration is in progress"),
-        "healthy": (None, None),
-    }
-    reason, description = reasons[health]
-    return FakeHealthStatus(target["Id"], port, self.health_check_port, health, reason, description)
+    reason, description = reason_of(health, record)
+    return FakeHealthStatus(target["Id"], record["port"], self.health_check_port, health, reason, description)
+
+
+def tg_health(state: LayerState, tg: FakeTargetGroup, target_id: str) -> str | None:
+    """One target's state in one target group, as DescribeTargetHealth reports it; None: not registered."""
+    health = health_of(state, tg.arn, target_id, float(tg.health_check_interval_seconds),
+                       int(tg.healthy_threshold_count), int(tg.unhealthy_threshold_count))
+    if health in ("initial", "healthy", "unhealthy") and not tg.health_check_enabled:
+        # E5: health checks disabled: `unavailable` (AWS allows that only for Lambda targets; moto and the
+        # emulation do not refuse it for instances).
+        return "unavailable"
+    return health
 
 
 @seam.replaces(ELBv2Backend, "describe_target_health")
@@ -179,6 +237,10 @@ def _create_target_group(self: ELBv2Backend, name: str, **kwargs: Any) -> FakeTa
     _check_health_check(HealthCheckIntervalSeconds=kwargs.get("healthcheck_interval_seconds"),
                         HealthyThresholdCount=kwargs.get("healthy_threshold_count"),
                         UnhealthyThresholdCount=kwargs.get("unhealthy_threshold_count"))
+    if isinstance(kwargs.get("healthcheck_enabled"), bool):
+        # moto's request parser hands a boolean where moto's model expects "true"/"false", and moto then
+        # ignores HealthCheckEnabled=false (E5's `unavailable` needs it).
+        kwargs["healthcheck_enabled"] = str(kwargs["healthcheck_enabled"]).lower()
     return seam.original(ELBv2Backend, "create_target_group")(self, name, **kwargs)
 
 
@@ -194,6 +256,7 @@ def _modify_target_group(self: ELBv2Backend, arn: str, *args: Any, **kwargs: Any
 
 @seam.replaces(ELBv2Backend, "modify_target_group_attributes")
 def _modify_target_group_attributes(self: ELBv2Backend, target_group_arn: str, attributes: dict[str, Any]) -> None:
+    cross_zone.check_target_group_attributes(attributes)  # E6
     key = "deregistration_delay.timeout_seconds"
     rest = dict(attributes)
     delay = rest.pop(key, None)
@@ -263,19 +326,25 @@ def _clb_deregister(self: ELBBackend, load_balancer_name: str, instance_ids: Any
     return result
 
 
-def _clb_instance_states(backend: ELBBackend, state: LayerState, name: str,
-                         requested: list[str]) -> list[dict[str, str]]:
-    lb = backend.get_load_balancer(name)
+def clb_health(state: LayerState, lb: Any, instance_id: str, name: str | None = None) -> str | None:
+    """One instance's state in a Classic ELB ('initial' | 'healthy' | 'unhealthy' | 'draining' | None)."""
     check = lb.health_check if lb is not None else None
     interval = float(check.interval) if check is not None else CLB_DEFAULT_INTERVAL
     threshold = int(check.healthy_threshold) if check is not None else CLB_DEFAULT_HEALTHY_THRESHOLD
+    unhealthy_threshold = int(check.unhealthy_threshold) if check is not None else CLB_DEFAULT_UNHEALTHY_THRESHOLD
+    return health_of(state, CLB_PREFIX + (name or lb.name), instance_id, interval, threshold, unhealthy_threshold)
+
+
+def _clb_instance_states(backend: ELBBackend, state: LayerState, name: str,
+                         requested: list[str]) -> list[dict[str, str]]:
+    lb = backend.get_load_balancer(name)
     key = CLB_PREFIX + name
     expire_draining(state)
     ids = requested or [tid for (k, tid) in state.targets if k == key] + [
         i for i in (lb.instance_ids if lb is not None else []) if (key, i) not in state.targets]
     out = []
     for instance_id in ids:
-        health = health_of(state, key, instance_id, interval, threshold)
+        health = clb_health(state, lb, instance_id, name)
         if health == "healthy":
             out.append({"InstanceId": instance_id, "State": "InService", "ReasonCode": "N/A", "Description": "N/A"})
         elif health == "draining":

@@ -80,3 +80,19 @@ def merge_target_health(descriptions):
             if rank[state] > rank.get(merged.get(instance_id), 0):
                 merged[instance_id] = state
     return merged
+
+
+def routes_by_zone(targets, zone_of, zones, cross_zone):
+    """E6: the targets a client in each zone reaches, {zone: sorted ids}, from the merged target health
+    ({id: state}), each target's zone ({id: zone}), the load balancer's zones (one node each) and the
+    resolved cross-zone setting (localcloud.aws.cross_zone.resolve).
+
+    Cross-zone on: every node routes to every healthy target. Off: a node routes only to the healthy targets
+    of its own zone, so a zone with none answers 503 to its clients (an ALB whose target group has cross-zone
+    off; an NLB would take that zone out of DNS instead, which is not modelled). With no healthy target at
+    all nothing is routed (HAProxy's 503, where AWS fails open: E4).
+    """
+    healthy = sorted(i for i, state in targets.items() if state == "healthy")
+    if cross_zone:
+        return {zone: list(healthy) for zone in zones}
+    return {zone: [i for i in healthy if zone_of.get(i) == zone] for zone in zones}
