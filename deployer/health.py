@@ -317,10 +317,12 @@ def verdict_launch(group, health, seen, facts):
     pending = [i for i in group.instances if i.lifecycle not in ("InService", "Standby") and not leaving(i)]
     arriving = [i for i in group.instances if not leaving(i) and i.health_status != "Unhealthy"]
     reason, going = failed_activity(facts)
-    newest_failed = bool(facts.activities) and facts.activities[0].get("StatusCode") == "Failed"
-    if len(arriving) < group.desired and not pending and not going and newest_failed:
-        # A15: AWS retries a failed launch on its own, but with nothing in progress and the newest activities
-        # failed, the reason is known now: say it at once rather than after --timeout.
+    failures = [a for a in facts.activities or () if a.get("StatusCode") == "Failed"]
+    newest_failed = bool(failures) and facts.activities[0] is failures[0]
+    if len(arriving) < group.desired and not pending and not going and newest_failed and len(failures) >= 2:
+        # A15: the group retries a failed launch on its own, often in another zone. Once that retry has failed
+        # too (two failed launches in this wait, the newest activity one of them) and nothing is launching, the
+        # reason is known: say it now rather than after --timeout.
         return FAIL, (f"{group.name} cannot launch its capacity ({len(arriving)}/{group.desired} instances): "
                       f"{reason}")
     detail = f"{len(good)}/{group.desired} of {group.name} healthy"

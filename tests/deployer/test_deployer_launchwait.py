@@ -154,3 +154,44 @@ def test_a_failed_gate_leaves_nothing_suspended_on_the_serving_group(make_harnes
     assert phase(fleet) == "policies"
     assert set(fleet.lifecycles("blue").values()) == {"InService"}
     expect_exit(fleet.bluegreen("rollback", "demo"), 0)
+
+
+# -- with the emulator's failures: apps that never answer (E5, A20), failed launches (A15), zones (A19, E6) --
+
+
+def test_an_instance_whose_app_never_answers_is_replaced_by_its_group_and_the_deploy_flips(make_harness, aws):
+    fleet = make_harness(capacity=3)
+    aws.configure_apps(broken_launches=1)  # the next launch's app never answers: unhealthy, then replaced (A20)
+    with fleet.health_floor() as floor:
+        out = fleet.bluegreen("deploy", "demo", "2.0")
+    expect_exit(out, 0)
+    fleet.assert_flipped("green", 3, "2.0")
+    assert floor.minimum >= 3
+
+
+def test_a_launch_that_aws_refuses_fails_at_once_with_the_scaling_activity_message(make_harness, aws):
+    fleet = make_harness(capacity=2)
+    aws.configure_faults(vcpu_limit=4)  # blue's two t3.micro already use the account's 4 vCPUs
+    started = fleet.clock.now()
+    out = fleet.bluegreen("deploy", "demo", "2.0")
+    took = fleet.clock.now() - started
+    expect_exit(out, 1)
+    line = last_error_line(out)
+    assert "aborted: demo-green cannot launch its capacity (0/2 instances): " in line and "vCPU" in line, line
+    assert took < 120, f"the deploy took {took:.0f} AWS seconds to say why capacity does not arrive"
+    fleet.assert_serving_only("blue", 2, "1.0")
+
+
+def test_the_gate_refuses_to_leave_a_zone_without_new_instances(make_harness, aws):
+    fleet = make_harness(capacity=4, zones=2)
+    zone_b = fleet.svc["zones"][1]
+    aws.configure_faults(insufficient_capacity_zones=[zone_b])  # the new group fills the other zone only (A19)
+    out = fleet.bluegreen("deploy", "demo", "2.0", "--timeout", "120")
+    expect_exit(out, 1)
+    line = last_error_line(out)
+    assert f"zone {zone_b} would be left with 0 healthy 2.0 instances of demo-green, it needs 1" in line, line
+    assert set(fleet.lifecycles("blue").values()) == {"InService"}  # nothing went to Standby
+    assert fleet.group("blue")["SuspendedProcesses"] == []
+    aws.configure_faults()
+    expect_exit(fleet.bluegreen("rollback", "demo"), 0)
+    fleet.assert_serving_only("blue", 4, "1.0")
