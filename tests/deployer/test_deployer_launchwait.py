@@ -10,7 +10,8 @@ import json
 import pytest
 
 from agent.contract import RESULT_SUCCESS, TAG_RUNNING, Running, encode_running
-from deployer import cli
+from deployer import cli, health, plan
+from tests.deployer.deployer_fixtures import ctx, group_record, ids, names, record_tag, snapshot
 from tests.deployer.fleet import last_error_line
 from tests.helpers import expect_exit
 
@@ -195,3 +196,33 @@ def test_the_gate_refuses_to_leave_a_zone_without_new_instances(make_harness, aw
     aws.configure_faults()
     expect_exit(fleet.bluegreen("rollback", "demo"), 0)
     fleet.assert_serving_only("blue", 4, "1.0")
+
+
+# -- the plan of the gate and the phase record (pure) ------------------------------------------------------
+
+
+def resumed(phase_name, blue_instances, suspended=("AZRebalance", "AlarmNotification", "ScheduledActions"),
+            saved_suspended="AZRebalance"):
+    blue = group_record("blue", (3, len(blue_instances), 6), blue_instances,
+                        tags={**record_tag("deploy", phase_name, holder="ci@builder:100"),
+                              "bluegreen:saved-sizes": "3/3/6", "bluegreen:saved-suspended": saved_suspended},
+                        suspended=suspended)
+    green = group_record("green", (3, 3, 6), ids("g", 3), tags={"bluegreen:version": "2.0"})
+    return snapshot(blue, green, {"blue": [], "green": []}, {"blue": [], "green": []})
+
+
+def test_the_gate_undoes_only_the_suspensions_of_the_deploy_and_none_once_part_has_flipped():
+    steps = plan.plan_deploy(resumed("policies", ids("b", 3)), ctx(), "2.0")
+    gate = steps[names(steps).index("recheck-new-healthy")]
+    assert gate.verdict is health.GATE and gate.on_failure == "stop"
+    assert [c.params["ScalingProcesses"] for c in gate.undo] == [["AlarmNotification", "ScheduledActions"]]
+    steps = plan.plan_deploy(resumed("flip", ids("b", 2) + ids("s", 1, "Standby")), ctx(), "2.0")
+    assert steps[names(steps).index("recheck-new-healthy")].undo == ()
+
+
+def test_a_deploy_killed_between_its_last_batch_and_the_phase_record_records_it_on_the_rerun():
+    steps = plan.plan_deploy(resumed("policies", ids("s", 3, "Standby")), ctx(), "2.0")
+    assert "enter-standby" not in names(steps)
+    mark = steps[names(steps).index("mark-flip")]
+    assert mark.calls[0].record.phase == "flip"
+    assert names(steps).index("recheck-new-healthy") < names(steps).index("mark-flip")
