@@ -155,15 +155,15 @@ class DeployerAws:
         return self._call(self.asg, "describe_lifecycle_hooks", AutoScalingGroupName=group_name)["LifecycleHooks"]
 
     def describe_target_group_attributes(self, target_group_arn):
-        return {a["Key"]: a["Value"] for a in self._call(
-            self.elbv2, "describe_target_group_attributes", TargetGroupArn=target_group_arn)["Attributes"]}
+        attrs = self._call(self.elbv2, "describe_target_group_attributes", TargetGroupArn=target_group_arn)
+        return {a["Key"]: a["Value"] for a in attrs["Attributes"]}
 
     def describe_target_group(self, target_group_arn):
         return self._call(self.elbv2, "describe_target_groups", TargetGroupArns=[target_group_arn])["TargetGroups"][0]
 
     def describe_load_balancer_attributes(self, load_balancer_arn):
-        return {a["Key"]: a["Value"] for a in self._call(
-            self.elbv2, "describe_load_balancer_attributes", LoadBalancerArn=load_balancer_arn)["Attributes"]}
+        attrs = self._call(self.elbv2, "describe_load_balancer_attributes", LoadBalancerArn=load_balancer_arn)
+        return {a["Key"]: a["Value"] for a in attrs["Attributes"]}
 
     def describe_classic_attributes(self, load_balancer_name):
         return self._call(self.elb, "describe_load_balancer_attributes",
