@@ -306,12 +306,16 @@ def verdict_launch(group, health, seen, facts):
     if misconfigured:
         return FAIL, misconfigured
     allowed = facts.budget.allowed(group.desired)
-    if len(counted) > allowed:
-        first = next(iter(counted.items()))
-        return FAIL, (f"{len(counted)} new instances of {group.name} failed or were replaced, more than the budget "
-                      f"of {facts.budget.describe(group.desired)}: {first[0]} {first[1]}"
-                      + (f", and {len(counted) - 1} more" if len(counted) > 1 else ""))
     keys = lb_keys(group)
+    any_healthy = any(all(state_in(health, i.id, k) == "healthy" for k in keys) for i in group.in_state("InService"))
+    if len(counted) > allowed or (counted and len(counted) >= group.desired and not any_healthy):
+        # Past the budget; or as many failures as the whole fleet with none healthy: a broken version, however
+        # large the budget is next to a small fleet (the default's floor of 2 at 2 instances).
+        first = next(iter(counted.items()))
+        limit = (f"more than the budget of {facts.budget.describe(group.desired)}" if len(counted) > allowed
+                 else f"as many as its capacity {group.desired}, none healthy")
+        return FAIL, (f"{len(counted)} new instances of {group.name} failed or were replaced, {limit}: "
+                      f"{first[0]} {first[1]}" + (f", and {len(counted) - 1} more" if len(counted) > 1 else ""))
     good = [i for i in group.in_state("InService")
             if all(state_in(health, i.id, k) == "healthy" for k in keys) and counts_as_version(facts, i.id)]
     pending = [i for i in group.instances if i.lifecycle not in ("InService", "Standby") and not leaving(i)]

@@ -235,3 +235,14 @@ def test_cross_zone_settings_of_target_groups_and_classic_elbs():
     assert health.cross_zone_off([(lb_default, "TCP", {"load_balancing.cross_zone.enabled": "true"})], []) is False
     assert health.cross_zone_off([], [{"CrossZoneLoadBalancing": {"Enabled": False}}]) is True
     assert health.cross_zone_off([], [{"CrossZoneLoadBalancing": {"Enabled": True}}]) is False
+
+
+def test_a_whole_small_fleet_failing_is_a_broken_version_whatever_the_budget():
+    group = green(ids("g", 2), sizes=(2, 2, 4))
+    states = {"i-g00000": {KEY: "unhealthy"}, "i-g00001": {KEY: "unhealthy"}}
+    late = health.WaitFacts(hooked=True)  # budget: the default, 2 at this size
+    state, detail = health.HEALTHY(group, states, facts=late)
+    assert state == health.FAIL and "2 new instances of demo-green failed or were replaced, as many as its " \
+                                     "capacity 2, none healthy" in detail
+    states["i-g00001"] = {KEY: "healthy"}
+    assert health.HEALTHY(group, states, facts=late)[0] == health.WAIT
