@@ -18,25 +18,12 @@ from datetime import datetime, timedelta, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from agent import contract
-
 from .errors import Aborted, BlueGreenError, ConflictError, HealthFailure, WaitFailed, WaitTimeout
-from .health import (
-    DEFAULT_BUDGET,
-    FAIL,
-    NLB_PROTOCOLS,
-    OK,
-    REPLAN,
-    WaitFacts,
-    cross_zone_off,
-    lb_keys,
-    leaving,
-    state_in,
-    unverified,
-)
+from .health import DEFAULT_BUDGET, FAIL, NLB_PROTOCOLS, OK, REPLAN, cross_zone_off, leaving
 from .model import COLORS, Snapshot, classic_state, other, pair_from_describe
 from .steps import ABORT, NEEDS, LockStep, RecordClear, RecordWrite, UnlockStep, WaitStep
 from .store import MAX_CALL_S
+from .watch import ACTIVITY_SKEW_S, LaunchWatch
 
 log = logging.getLogger(__name__)
 
@@ -123,87 +110,6 @@ def _launch_reads(aws, groups, launch):
             tgs.append((attrs, desc.get("Protocol"), lb_attrs))
         out["cross_zone_off"] = cross_zone_off(tgs, [aws.describe_classic_attributes(n) for n in group.classic_lbs])
     return out
-
-
-# A15: a scaling activity counts for a wait if it started after the wait did, by the deployer's clock, less
-# this allowance for the skew between that clock and AWS's (NTP keeps it far below).
-ACTIVITY_SKEW_S = 10.0
-
-
-class LaunchWatch:
-    """What the polls of one launch wait or gate learn and keep: when each instance was first seen (its grace
-    period is counted from then, a lower bound on its launch: E5), which instances were seen running the version
-    (not asked again), the launch hook and cross-zone answers (asked once per wait)."""
-
-    def __init__(self, step, since, budget, warned):
-        self.step, self.since, self.budget, self.warned = step, since, budget, warned
-        self.first_seen = {}
-        self.healthy_once = set()
-        self.verified = set()
-        self.hooked = None
-        self.cross_zone_off = None
-
-    def reads(self):
-        return LaunchReads(self.step.color, verified=frozenset(self.verified), hooks=self.hooked is None,
-                           cross_zone=self.step.verdict.kind == "gate" and self.cross_zone_off is None)
-
-    def facts(self, snap, now):
-        group = snap.groups[self.step.color]
-        if snap.hooked is not None:
-            self.hooked = snap.hooked
-        if snap.cross_zone_off is not None:
-            self.cross_zone_off = snap.cross_zone_off
-        for inst in group.instances:
-            self.first_seen.setdefault(inst.id, now)
-        keys = lb_keys(group)
-        self.healthy_once |= {i.id for i in group.in_state("InService")
-                              if keys and all(state_in(snap.health or {}, i.id, k) == "healthy" for k in keys)}
-        version = group.version
-        running = {i: version for i in self.verified}
-        raw = snap.running or {}
-        for inst in group.in_state("InService"):
-            if inst.id in self.verified:
-                continue
-            value = raw.get(inst.id)
-            if value is None:
-                running[inst.id] = None
-                continue
-            try:
-                running[inst.id] = contract.decode_running(value).version or ""
-            except contract.ContractError:
-                running[inst.id] = ""  # unreadable: never counted as running the version
-            if running[inst.id] == version:
-                self.verified.add(inst.id)
-        if any(v is not None for v in running.values()):
-            # Some new instance publishes `bluegreen:running`: its agent knows the tag, and so do the others of the
-            # same launch template; one without it has not written it yet, or its tag is not visible yet (X1).
-            running = {i: ("" if v is None else v) for i, v in running.items()}
-        activities = None
-        if snap.activities is not None:
-            activities = [a for a in snap.activities if _started(a) is None or _started(a) >= self.since]
-        return WaitFacts(version=version, budget=self.budget, running=running,
-                         age={i: now - t for i, t in self.first_seen.items()}, hooked=self.hooked,
-                         activities=activities, reasons=snap.reasons or {},
-                         old=snap.groups[other(self.step.color)] if self.step.verdict.kind == "gate" else None,
-                         cross_zone_off=bool(self.cross_zone_off), healthy_once=frozenset(self.healthy_once),
-                         grace=self.step.verdict.kind != "gate")
-
-    def warn_unverified(self, group, facts):
-        """One warning line per instance and run for an instance gated on health alone (finding 7)."""
-        for iid in unverified(group, facts):
-            if iid not in self.warned:
-                self.warned.add(iid)
-                log.warning("instance %s of %s publishes no %s tag (an agent older than it): counted on its health "
-                            "alone, its version unverified", iid, group.name, contract.TAG_RUNNING)
-
-
-def _started(activity):
-    start = activity.get("StartTime")
-    if isinstance(start, str):
-        start = datetime.fromisoformat(start.replace("Z", "+00:00"))
-    if start is not None and start.tzinfo is None:
-        start = start.replace(tzinfo=timezone.utc)
-    return start
 
 
 def _utc_stamp():
@@ -497,7 +403,7 @@ class Runner:
             if polls:
                 self.sleep(max(0.0, min(self.poll_interval, deadline - self.clock())))
             snap = observe(self.aws, self.service, health_of=(step.color,), store=self.store,
-                           launch=watch.reads() if watch else None)
+                           launch=LaunchReads(**watch.reads()) if watch else None)
             self._check_holder(snap)
             if self.store is not None and self.locked:
                 self._hold_lease(margin=self.store.lease_s * 2 / 3)  # a live holder renews during every wait
