@@ -226,3 +226,17 @@ def test_a_deploy_killed_between_its_last_batch_and_the_phase_record_records_it_
     mark = steps[names(steps).index("mark-flip")]
     assert mark.calls[0].record.phase == "flip"
     assert names(steps).index("recheck-new-healthy") < names(steps).index("mark-flip")
+
+
+def test_with_cross_zone_off_the_gate_asks_each_zone_for_its_share(make_harness, aws):
+    fleet = make_harness(capacity=4, zones=2)
+    fleet.elbv2.modify_target_group_attributes(TargetGroupArn=fleet.svc["target_group_arn"], Attributes=[
+        {"Key": "load_balancing.cross_zone.enabled", "Value": "false"}])  # each zone serves its own targets (E6)
+    zone_b = fleet.svc["zones"][1]
+    aws.configure_faults(insufficient_capacity_zones=[zone_b])
+    out = fleet.bluegreen("deploy", "demo", "2.0", "--timeout", "60")
+    expect_exit(out, 1)
+    line = last_error_line(out)
+    assert f"zone {zone_b} would be left with 0 healthy 2.0 instances of demo-green, it needs 2 (4 of demo-blue " \
+           "serve 2 zones, cross-zone off)" in line, line
+    assert set(fleet.lifecycles("blue").values()) == {"InService"}
