@@ -182,6 +182,7 @@ class Snapshot:
     activities: list | None = None
     hooked: bool | None = None
     cross_zone_off: bool | None = None
+    peers_publish: bool | None = None  # the other group's instances publish `bluegreen:running` (X1, finding 7)
 
     def has(self, need):
         """Whether the extra a step needs ("policies" or "retired") was read."""

@@ -41,6 +41,7 @@ class LaunchReads:
     versions: bool = True
     verified: frozenset = frozenset()  # ids already seen running the version: not asked again
     hooks: bool = False
+    peers: bool = False  # whether the live fleet's instances publish `bluegreen:running` (once per wait)
     cross_zone: bool = False
 
 
@@ -95,6 +96,9 @@ def _launch_reads(aws, groups, launch):
     if len(arriving) < group.desired:
         # Short of capacity: only now is it worth asking why (A15); a wait whose launches arrive pays nothing.
         out["activities"] = aws.describe_scaling_activities(group.name)
+    if launch.peers:
+        serving = [i.id for i in groups[other(launch.color)].in_state("InService", "Standby", "EnteringStandby")]
+        out["peers_publish"] = bool(serving) and bool(aws.describe_running_tags(serving[:200]))
     if launch.hooks:
         out["hooked"] = any(h.get("LifecycleTransition") == LAUNCHING
                             for h in aws.describe_lifecycle_hooks(group.name))

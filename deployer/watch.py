@@ -30,17 +30,21 @@ class LaunchWatch:
         self.healthy_once = set()
         self.verified = set()
         self.hooked = None
+        self.peers_publish = None
         self.cross_zone_off = None
 
     def reads(self):
         """What the next poll asks runner.observe for (a runner.LaunchReads)."""
         return {"color": self.step.color, "verified": frozenset(self.verified), "hooks": self.hooked is None,
-                    "cross_zone": self.step.verdict.kind == "gate" and self.cross_zone_off is None}
+                "peers": self.peers_publish is None,
+                "cross_zone": self.step.verdict.kind == "gate" and self.cross_zone_off is None}
 
     def facts(self, snap, now):
         group = snap.groups[self.step.color]
         if snap.hooked is not None:
             self.hooked = snap.hooked
+        if snap.peers_publish is not None:
+            self.peers_publish = snap.peers_publish
         if snap.cross_zone_off is not None:
             self.cross_zone_off = snap.cross_zone_off
         for inst in group.instances:
@@ -64,9 +68,10 @@ class LaunchWatch:
                 running[inst.id] = ""  # unreadable: never counted as running the version
             if running[inst.id] == version:
                 self.verified.add(inst.id)
-        if any(v is not None for v in running.values()):
-            # Some new instance publishes `bluegreen:running`: its agent knows the tag, and so do the others of the
-            # same launch template; one without it has not written it yet, or its tag is not visible yet (X1).
+        if self.peers_publish or any(v is not None for v in running.values()):
+            # The live fleet, or some new instance, publishes `bluegreen:running`: the agent knows the tag, and
+            # so do the others of the same launch template; one without it has not written it yet, or its tag is
+            # not visible yet (X1). Only a fleet where none publishes it is gated on health alone.
             running = {i: ("" if v is None else v) for i, v in running.items()}
         activities = None
         if snap.activities is not None:

@@ -45,8 +45,9 @@ def publish_running(fleet, version, others=None):
         for iid, life in sorted(fleet.lifecycles("green").items()):
             if life != "InService":
                 continue
-            if iid not in order:
-                order.append(iid)
+            if iid in order:
+                continue  # written once, as the agent does (a rewrite would restart X1's delay)
+            order.append(iid)
             reports = others.get(order.index(iid), version)
             value = encode_running(Running(version=reports, digest=None, agent="0.1.0", result=RESULT_SUCCESS))
             fleet.ec2.create_tags(Resources=[iid], Tags=[{"Key": TAG_RUNNING, "Value": value}])
@@ -127,6 +128,19 @@ def test_an_agent_older_than_the_tag_is_gated_on_health_with_one_warning_per_ins
     # The launch wait and the gate both count them: still one line per instance in the run.
     assert sorted(line.split("instance ", 1)[1].split(" ", 1)[0] for line in warned) == sorted(
         fleet.lifecycles("green"))
+
+
+def test_tags_not_yet_visible_are_not_taken_for_an_agent_without_the_tag(make_harness, aws):
+    fleet = make_harness(capacity=3)
+    running = encode_running(Running(version="1.0", digest=None, agent="0.1.0", result=RESULT_SUCCESS))
+    fleet.ec2.create_tags(Resources=list(fleet.lifecycles("blue")), Tags=[{"Key": TAG_RUNNING, "Value": running}])
+    aws.configure_faults(tag_visibility_delay_s=30)  # X1: a new tag is invisible to DescribeTags for 30 s
+    fleet.advance(31)  # the live fleet's tags are old and visible
+    publish_running(fleet, "2.0")
+    out = fleet.bluegreen("deploy", "demo", "2.0")
+    expect_exit(out, 0)
+    fleet.assert_flipped("green", 3, "2.0")
+    assert WARNING not in out.stderr  # the live fleet publishes the tag: a new instance will too
 
 
 # -- phase and cleanup (finding 21) ----------------------------------------------------------------------
