@@ -27,7 +27,7 @@ from botocore import xform_name
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 from .errors import AwsError
-from .model import TAG_RETIRED_FROM, TAG_SERVICE
+from .model import TAG_RETIRED_FROM, TAG_RUNNING, TAG_SERVICE
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,32 @@ class DeployerAws:
                                                 {"Name": "instance-state-name", "Values": LIVE_STATES}])
             live += [i["InstanceId"] for r in reservations for i in r["Instances"]]
         return tagged, sorted(live)
+
+    def describe_running_tags(self, instance_ids):
+        """{instance id: `bluegreen:running` value} for those of `instance_ids` that carry the tag (finding 7).
+
+        DescribeTags filtered by key and by id, 200 ids per call (a filter's values are bounded), so a launch
+        wait reads at most ceil(unverified / 200) pages per poll, nothing once every instance is verified."""
+        out = {}
+        ids = sorted(instance_ids)
+        for start in range(0, len(ids), 200):
+            for t in self._pages(self.ec2, "describe_tags", "Tags",
+                                 Filters=[{"Name": "key", "Values": [TAG_RUNNING]},
+                                          {"Name": "resource-id", "Values": ids[start:start + 200]}]):
+                out[t["ResourceId"]] = t["Value"]
+        return out
+
+    def describe_scaling_activities(self, group_name, max_records=10):
+        """The group's newest scaling activities, newest first (A15): one call, not paged further."""
+        return self._call(self.asg, "describe_scaling_activities", AutoScalingGroupName=group_name,
+                          MaxRecords=max_records)["Activities"]
+
+    def describe_target_group(self, target_group_arn):
+        return self._call(self.elbv2, "describe_target_groups", TargetGroupArns=[target_group_arn])["TargetGroups"][0]
+
+    def describe_load_balancer_attributes(self, load_balancer_arn):
+        attrs = self._call(self.elbv2, "describe_load_balancer_attributes", LoadBalancerArn=load_balancer_arn)
+        return {a["Key"]: a["Value"] for a in attrs["Attributes"]}
 
     # -- Auto Scaling --------------------------------------------------------------------------------
 

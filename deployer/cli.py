@@ -30,6 +30,7 @@ from . import bootstrap, doctor, plan, preflight, render, steps
 from . import store as store_mod
 from .aws import CallCounter, DeployerAws, translate
 from .errors import Aborted, BlueGreenError, UsageError
+from .health import ReplacementBudget
 from .model import TAG_OPERATION, check_version, other, pair_from_describe
 from .runner import Runner, observe
 
@@ -93,6 +94,17 @@ def positive_int(text):
     return value
 
 
+def replacement_budget(text):
+    try:
+        return ReplacementBudget.parse(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a count (0, 3) or a percentage of the capacity (10%)") from None
+
+
+MAX_REPLACEMENTS_HELP = ("new instances that may fail and be replaced during the launch wait before the deploy "
+                         "aborts: a count or N%% of the capacity (default: 10%%, at least 2; 0 aborts on the first)")
+
+
 def build_parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--region", help="AWS Region (default: the standard AWS chain, C1)")
@@ -139,6 +151,7 @@ def build_parser():
             [common, mutating, stateful, checked, undoing])
     p.add_argument("service")
     p.add_argument("version")
+    p.add_argument("--max-replacements", type=replacement_budget, metavar="N|N%", help=MAX_REPLACEMENTS_HELP)
     p = add("rollback", "return the old group to service, then empty the new one (from any phase)",
             [common, mutating, stateful, undoing])
     p.add_argument("service")
@@ -149,6 +162,7 @@ def build_parser():
     p.add_argument("service")
     p.add_argument("version")
     p.add_argument("--count", type=positive_int, default=1, help="canary instances (default 1)")
+    p.add_argument("--max-replacements", type=replacement_budget, metavar="N|N%", help=MAX_REPLACEMENTS_HELP)
     p = add("doctor", "check a pair read-only: every pre-flight check with its fix, and the expected times "
             "(exit 0 nothing fails, 1 a check fails)", [common, stateful, checked])
     p.add_argument("service")
@@ -350,7 +364,8 @@ class Cli:
             self.preflight(store)
         runner = Runner(self.aws, a.service, ctx, poll_interval=a.poll_interval, timeout=a.timeout,
                         sleep=self.seams.sleep, clock=self.seams.clock, before_step=self.seams.before_step,
-                        store=store, journal={"command": " ".join(self.argv)})
+                        store=store, journal={"command": " ".join(self.argv)},
+                        budget=getattr(a, "max_replacements", None))
         self.runner = runner
         if a.dry_run:
             planned = runner.plan(self.planner())

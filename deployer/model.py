@@ -16,6 +16,7 @@ from agent.contract import (  # noqa: F401 (re-exported: the deployer imports th
     TAG_COLOR,
     TAG_OPERATION,
     TAG_RETIRED_FROM,
+    TAG_RUNNING,
     TAG_SAVED_SIZES,
     TAG_SAVED_SUSPENDED,
     TAG_SERVICE,
@@ -174,6 +175,17 @@ class Snapshot:
     # The state store (store.py), when one is configured: its URL, and lock.json as observed (None: absent).
     store_url: str | None = None
     stored: object | None = None
+    # What a launch wait or the Standby gate reads beyond the describe (runner.observe, health.WaitFacts):
+    # `reasons`, DescribeTargetHealth's reason codes (instance id -> {lb key: code}, E5), read with the health at
+    # no extra call; `running`, `bluegreen:running` values of the instances asked about (id -> raw value; absent:
+    # no tag); `activities`, the watched group's newest scaling activities (A15); `hooked`, whether it has a
+    # launch lifecycle hook (E5); `cross_zone_off`, whether a load balancer of the pair routes within zones (E6).
+    reasons: dict[str, dict[str, str]] | None = None
+    running: dict[str, str] | None = None
+    activities: list | None = None
+    hooked: bool | None = None
+    cross_zone_off: bool | None = None
+    peers_publish: bool | None = None  # the other group's instances publish `bluegreen:running` (X1, finding 7)
 
     def has(self, need):
         """Whether the extra a step needs ("policies" or "retired") was read."""

@@ -24,6 +24,7 @@ from .health import (
     DETACHED,
     DRAINED,
     EMPTIED,
+    GATE,
     HEALTHY,
     OUT_OF_TRAFFIC,
     RESTORED,
@@ -176,7 +177,6 @@ def plan_deploy(snap, ctx, version):
                               "instances (A8)",
                               (Call("SuspendProcesses", {"AutoScalingGroupName": old.name,
                                                          "ScalingProcesses": hold}),)))
-        steps.append(CallStep("mark-flip", "record phase flip", (write_record(snap, record.moved(phase="flip")),)))
     if at <= 2:
         steps += _standby_gate(old, new, version, snap, resumed=at >= 1)
         if old.min != 0:
@@ -185,11 +185,19 @@ def plan_deploy(snap, ctx, version):
                                                                            "MinSize": 0}),)))
         in_service = [i.id for i in old.in_state("InService")]
         done = len(old.in_state("Standby", "EnteringStandby"))
+        # Finding 21: phase flip is recorded after the step it names, the first EnterStandby batch, in the same
+        # step right after its call: until then the old group serves, and `status` and Snapshot.live say so.
+        mark = () if at >= 2 else (write_record(snap, record.moved(phase="flip")),)
         for n, ids in enumerate(batches(in_service), 1):
             steps.append(CallStep("enter-standby", f"move {len(ids)} instances of {old.name} to Standby, "
-                              f"{batch_label(done, n, len(in_service))} (A1)",
+                              f"{batch_label(done, n, len(in_service))} (A1)" + (", then record phase flip"
+                                                                                 if mark and n == 1 else ""),
                               (Call("EnterStandby", {"AutoScalingGroupName": old.name, "InstanceIds": ids,
-                                                     "ShouldDecrementDesiredCapacity": True}),)))
+                                                     "ShouldDecrementDesiredCapacity": True}),)
+                              + (mark if n == 1 else ())))
+        if mark and not in_service and done:
+            # Killed between the last batch and its record write: the batches are done, the phase is not.
+            steps.append(CallStep("mark-flip", "record phase flip", mark))
         steps.append(wait_step(snap, "wait-deregistered", f"wait until {old.name}'s instances have left the load "
                                "balancers (draining is enough: they keep running in Standby, E2)", live, DEREGISTERED,
                                then=write_record(snap, record.moved(phase="flipped"))))
@@ -215,8 +223,17 @@ def _standby_gate(old, new, version, snap, resumed):
         steps.append(CallStep("grow-new", f"grow {new.name} to the live capacity {capacity}: {old.name} scaled out "
                           "during the launch", (set_sizes(new, sizes),)))
     want = max(new.desired, capacity)
+    # Finding 21: a gate that fails (exit 1, the record kept at phase policies) leaves nothing of this deploy's
+    # suspended on the group that still serves: resume what the deploy suspended, never what the operator had
+    # suspended before (the record's saved list, A8). A rerun suspends them again before its gate.
+    saved = snap.saved[1] if snap.saved else tuple(p for p in HOLD_PROCESSES if p in old.suspended)
+    ours = [p for p in HOLD_PROCESSES if p not in saved]
+    if old.in_state("Standby", "EnteringStandby"):
+        ours = []  # part of the fleet has flipped: the old group must not scale out meanwhile (A8)
+    undo = (Call("ResumeProcesses", {"AutoScalingGroupName": old.name, "ScalingProcesses": ours}),) if ours else ()
     steps.append(wait_step(snap, "recheck-new-healthy", f"confirm {want} {version} instances of {new.name} are "
-                           f"healthy before {old.name} leaves the load balancers", new.color, HEALTHY, gate=True))
+                           f"healthy, running {version}, in every zone {old.name} serves, before {old.name} leaves "
+                           "the load balancers (E6)", new.color, GATE, gate=True, undo=undo))
     return steps
 
 

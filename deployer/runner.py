@@ -13,20 +13,23 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from agent.contract import EVENT_SETTLED, PHASE_RESTORED
 
 from .errors import Aborted, BlueGreenError, ConflictError, HealthFailure, WaitFailed, WaitTimeout
-from .health import FAIL, OK, OUT_OF_TRAFFIC, REPLAN
+from .health import DEFAULT_BUDGET, FAIL, NLB_PROTOCOLS, OK, OUT_OF_TRAFFIC, REPLAN, cross_zone_off, leaving
 from .model import COLORS, Snapshot, classic_state, other, pair_from_describe
 from .steps import ABORT, NEEDS, LockStep, RecordClear, RecordWrite, UnlockStep, WaitStep
 from .store import MAX_CALL_S
+from .watch import ACTIVITY_SKEW_S, LaunchWatch
 
 log = logging.getLogger(__name__)
 
+LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 
 # X1: how long finalize searches again for the detached instances' tag before it goes on with the ids it knows.
 RETIRED_SEARCH_S = 120.0
@@ -56,15 +59,31 @@ def find_retired(aws, group_name, expected):
         delay = min(2 * delay, RETIRED_BACKOFF_CAP_S)
 
 
-def observe(aws, service, needs=(), health_of=(), store=None, detached=()):
+@dataclass(frozen=True)
+class LaunchReads:
+    """What one poll of a launch wait or the gate reads beyond the group and its health, each only when needed
+    (A9, A10: the poll cost stays flat): the `bluegreen:running` tags of its InService instances not yet `verified`
+    (DescribeTags, 200 ids a call), the group's newest scaling activities when it is short of capacity (A15), its launch hooks (once per
+    wait), and the pair's cross-zone settings (once per gate, E6)."""
+
+    color: str
+    versions: bool = True
+    verified: frozenset = frozenset()  # ids already seen running the version: not asked again
+    hooks: bool = False
+    peers: bool = False  # whether the live fleet's instances publish `bluegreen:running` (once per wait)
+    cross_zone: bool = False
+
+
+def observe(aws, service, needs=(), health_of=(), store=None, detached=(), launch=None):
     """One Snapshot: one group describe, lock.json when there is a state store, plus only what the next decision
-    needs (A9, A10). `detached`: ids this run detached (finalize), searched for with the stored ones."""
+    needs (A9, A10). `detached`: ids this run detached (finalize), searched for with the stored ones; `launch`
+    (LaunchReads): what a launch wait or the gate asks for."""
     groups = pair_from_describe(service, aws.describe_service_groups(service))
     stored = store.read() if store is not None else None
     store_url = store.url if store is not None else None
-    health = None
+    health = reasons = None
     if health_of:
-        health = {}
+        health, reasons = {}, {}
         seen = set()
         for color in health_of:
             for kind, ident in groups[color].load_balancers():
@@ -74,7 +93,10 @@ def observe(aws, service, needs=(), health_of=(), store=None, detached=()):
                 seen.add(key)
                 if kind == "tg":
                     for desc in aws.describe_target_health(ident):
-                        health.setdefault(desc["Target"]["Id"], {})[key] = desc["TargetHealth"]["State"]
+                        target = desc["Target"]["Id"]
+                        health.setdefault(target, {})[key] = desc["TargetHealth"]["State"]
+                        if desc["TargetHealth"].get("Reason"):
+                            reasons.setdefault(target, {})[key] = desc["TargetHealth"]["Reason"]
                 else:
                     for st in aws.describe_instance_health(ident):
                         health.setdefault(st["InstanceId"], {})[key] = classic_state(
@@ -83,13 +105,46 @@ def observe(aws, service, needs=(), health_of=(), store=None, detached=()):
     if "policies" in needs:
         policies = {c: aws.describe_policies(g.name) for c, g in groups.items()}
         scheduled = {c: aws.describe_scheduled_actions(g.name) for c, g in groups.items()}
-    snap = Snapshot(service, groups, health, policies, scheduled, store_url=store_url, stored=stored)
+    snap = Snapshot(service, groups, health, policies, scheduled, store_url=store_url, stored=stored,
+                    reasons=reasons)
     if "retired" in needs:
         rec = snap.record
         expected = set(snap.detached or ()) | set(detached)
         retired = find_retired(aws, groups[rec.live].name, expected) if rec else []
-        snap = Snapshot(service, groups, health, policies, scheduled, retired, store_url, stored)
+        snap = replace(snap, retired=retired)
+    if launch is not None:
+        snap = replace(snap, **_launch_reads(aws, groups, launch))
     return snap
+
+
+def _launch_reads(aws, groups, launch):
+    group = groups[launch.color]
+    out = {}
+    ask = [i.id for i in group.in_state("InService") if i.id not in launch.verified]
+    if launch.versions and ask:
+        out["running"] = aws.describe_running_tags(ask)
+    arriving = [i for i in group.instances if not leaving(i) and i.health_status != "Unhealthy"]
+    if len(arriving) < group.desired:
+        # Short of capacity: only now is it worth asking why (A15); a wait whose launches arrive pays nothing.
+        out["activities"] = aws.describe_scaling_activities(group.name)
+    if launch.peers:
+        serving = [i.id for i in groups[other(launch.color)].in_state("InService", "Standby", "EnteringStandby")]
+        out["peers_publish"] = bool(serving) and bool(aws.describe_running_tags(serving[:200]))
+    if launch.hooks:
+        out["hooked"] = any(h.get("LifecycleTransition") == LAUNCHING
+                            for h in aws.describe_lifecycle_hooks(group.name))
+    if launch.cross_zone:
+        tgs = []
+        for arn in group.target_groups:
+            desc = aws.describe_target_group(arn)
+            attrs = aws.describe_target_group_attributes(arn)
+            lb_attrs = None
+            if desc.get("Protocol") in NLB_PROTOCOLS and desc.get("LoadBalancerArns") and \
+                    attrs.get("load_balancing.cross_zone.enabled") not in ("true", "false"):
+                lb_attrs = aws.describe_load_balancer_attributes(desc["LoadBalancerArns"][0])
+            tgs.append((attrs, desc.get("Protocol"), lb_attrs))
+        out["cross_zone_off"] = cross_zone_off(tgs, [aws.describe_classic_attributes(n) for n in group.classic_lbs])
+    return out
 
 
 def _utc_stamp():
@@ -127,8 +182,10 @@ def last_state(snap, color, detail):
 
 class Runner:
     def __init__(self, aws, service, context, poll_interval=5.0, timeout=600.0, sleep=time.sleep,
-                 clock=time.monotonic, before_step=None, store=None, journal=None):
+                 clock=time.monotonic, before_step=None, store=None, journal=None, budget=None):
         self.aws, self.service, self.context = aws, service, context
+        self.budget = budget or DEFAULT_BUDGET  # health.ReplacementBudget: --max-replacements
+        self.warned = set()  # instances already warned about as unverified (one line each per run)
         self.poll_interval, self.timeout = poll_interval, timeout
         self.sleep, self.clock = sleep, clock
         self.before_step = before_step or (lambda step: None)
@@ -168,6 +225,7 @@ class Runner:
             return self._loop(planner)
         except WaitFailed as exc:
             if exc.step.on_failure != ABORT or abort is None:
+                self._undo(exc.step)
                 self._park()
                 raise
             log.info("aborting: %s", exc)
@@ -175,6 +233,17 @@ class Runner:
             live = snap.record.live if snap.record else snap.live
             raise Aborted(f"aborted: {exc}; {snap.groups[other(live)].name} is back to 0 and "
                           f"{snap.groups[live].name} was not touched", exc) from exc
+
+    def _undo(self, step):
+        """A stopped wait's cleanup calls (WaitStep.undo), made while this process still holds the lock."""
+        try:
+            for call in step.undo:
+                log.info("%s failed: %s", step.name, call.describe())
+                if self.store is not None and self.locked:
+                    self.store.renew()  # fencing, as for every change (see _apply)
+                self._call(call, None)
+        except (BlueGreenError, BotoCoreError, ClientError) as exc:  # displaced meanwhile, or AWS refused
+            log.warning("could not undo after %s: %s", step.name, exc)
 
     def _park(self):
         """Stopping with the operation still open (exit 1, 4 or 130): give up the lease, so that the rerun the
@@ -383,16 +452,24 @@ class Runner:
         polls = 0
         seen = set()  # instances seen in the watched group during this wait
         snap = None
+        watch = None
+        if step.verdict.facts_needed:
+            since = self.context().now - timedelta(seconds=ACTIVITY_SKEW_S)
+            watch = LaunchWatch(step, since, self.budget, self.warned)
         while polls == 0 or self.clock() < deadline:
             if polls:
                 self.sleep(max(0.0, min(self.poll_interval, deadline - self.clock())))
-            snap = observe(self.aws, self.service, health_of=(step.color,), store=self.store)
+            snap = observe(self.aws, self.service, health_of=(step.color,), store=self.store,
+                           launch=LaunchReads(**watch.reads()) if watch else None)
             self._check_holder(snap)
             if self.store is not None and self.locked:
                 self._hold_lease(margin=self.store.lease_s * 2 / 3)  # a live holder renews during every wait
             polls += 1
             group = snap.groups[step.color]
-            state, detail = step.verdict(group, snap.health, seen)
+            facts = watch.facts(snap, self.clock()) if watch else None
+            state, detail = step.verdict(group, snap.health, seen, facts)
+            if watch and state == OK:
+                watch.warn_unverified(group, facts)
             seen |= {i.id for i in group.instances}
             if detail != last:
                 log.info("%s: %s", step.name, detail)

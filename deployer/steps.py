@@ -129,6 +129,8 @@ class WaitStep:
     on_failure: str = STOP
     gate: bool = False
     needs: tuple[str, ...] = ()
+    # Calls a STOP failure makes before the command exits (the Standby gate resumes what the deploy suspended).
+    undo: tuple[Call, ...] = ()
 
     kind = "wait"
 
@@ -145,7 +147,7 @@ class WaitStep:
         return {"name": self.name, "kind": self.kind, "summary": self.summary, "wait": self.verdict.kind,
                 "color": self.color, "calls": [c.as_json() for c in self.polls],
                 "then": self.then.as_json() if self.then else None, "on_failure": self.on_failure,
-                "gate": self.gate}
+                "gate": self.gate, "undo": [c.as_json() for c in self.undo]}
 
 
 Step = Union[CallStep, LockStep, UnlockStep, WaitStep]

@@ -16,7 +16,7 @@ def size_for(point):
     """21 instances (two batches of at most 20) where the crash is inside a batch loop, else 3: faster."""
     return 21 if ":" in point else 3
 
-DEPLOY = ["lock", "set-version", "size-new", "wait-new-healthy", "copy-policies", "suspend", "mark-flip",
+DEPLOY = ["lock", "set-version", "size-new", "wait-new-healthy", "copy-policies", "suspend",
           "recheck-new-healthy", "lower-min", "enter-standby:1", "enter-standby:2", "wait-deregistered"]
 ROLLBACK = ["lock", "resume", "exit-standby:1", "exit-standby:2", "restore-sizes", "wait-restored",
             "remove-copied-policies", "retire-new", "unlock"]

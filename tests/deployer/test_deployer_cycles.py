@@ -94,7 +94,9 @@ def test_deploy_aborts_on_its_own_when_a_new_instance_turns_unhealthy(make_harne
         proc = fleet.bluegreen("deploy", "demo", "3.0")
     assert proc.returncode == 1
     line = last_error_line(proc)
-    assert "deploy demo 3.0 aborted: instance i-" in line and "is unhealthy in target group demo-tg" in line
+    # Every new instance fails: past the replacement budget (finding 11) once their grace period is over (E5).
+    assert "deploy demo 3.0 aborted: 3 new instances of demo-green failed or were replaced" in line
+    assert "unhealthy in target group demo-tg" in line
     assert "demo-green is back to 0 and demo-blue was not touched" in line
     assert sampler.minimum >= 3
     fleet.assert_serving_only("blue", 3, "1.0")

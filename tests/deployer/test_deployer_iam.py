@@ -32,7 +32,7 @@ IAM_NAME = {"list_objects_v2": "ListBucket"}
 def test_policy_grants_exactly_the_calls_the_deployer_makes():
     granted = granted_operations(POLICY)
     found = operations_in_deployer_code()
-    assert len(found) == 33
+    assert len(found) == 34
     assert granted == found
 
 
