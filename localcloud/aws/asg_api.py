@@ -424,7 +424,7 @@ GUARDED = ("suspend_processes", "resume_processes", "attach_load_balancer_target
            "describe_lifecycle_hooks", "delete_lifecycle_hook",
            "enable_metrics_collection",
            # NOT USED BY THE PRODUCT YET: the warm-pool guards wait for the warm-pool issue (A17).
-           "put_warm_pool", "describe_warm_pool", "delete_warm_pool",
+           "put_warm_pool", "delete_warm_pool",
            "put_scheduled_update_group_action", "batch_put_scheduled_update_group_action")
 
 

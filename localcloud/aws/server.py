@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from . import autoscaling, moto_seam, refresh, runtime, s3_conditional, tag_delay, targets
+from . import autoscaling, moto_seam, refresh, runtime, s3_conditional, tag_delay, targets, warm
 from .errors import AlreadyRunning, BadControlRequest, NotStarted
 from .moto_seam import DomainDispatcherApplication, create_backend_app, moto_api_backend
 from .state import LayerState
@@ -198,6 +198,7 @@ class EmulatedAWS:
             targets.expire_draining(self.state)
             autoscaling.tick(self.state)
             refresh.tick(self.state)  # A16
+            warm.tick(self.state, autoscaling.LAUNCH_SECONDS)  # A17
         self.state.deliver()
 
     # -- HTTP ---------------------------------------------------------------------------------------
@@ -237,6 +238,7 @@ class EmulatedAWS:
                 targets.expire_draining(self.state)
                 autoscaling.tick(self.state)
                 refresh.tick(self.state)  # A16
+                warm.tick(self.state, autoscaling.LAUNCH_SECONDS)  # A17
                 status, headers, chunks = self._call_ec2(environ, action, region or self.region, body) \
                     if service == "ec2" else self._call_moto(environ)
         self.state.deliver()

@@ -262,6 +262,8 @@ class LayerState:
             self.groups: dict[tuple[str, str, str], GroupRecord] = {}
             # A15: every scaling activity, oldest first (activities.py)
             self.activities: list[Any] = []
+            # A17: (account, Region, group) -> the warm pool's instances (warm.py)
+            self.warm_pools: dict[tuple[str, str, str], list[Any]] = {}
             # A16: instance refreshes, oldest first (refresh.py)
             self.refreshes: list[Any] = []
             # X1: (resource id, tag key) -> layer-clock time the tag becomes visible to readers

@@ -81,3 +81,15 @@ def imbalance(group: FakeAutoScalingGroup, members: list[InstanceState]) -> tupl
     small = min(order, key=lambda z: (per_zone[z], order.index(z)))
     large = max(order, key=lambda z: (per_zone[z], -order.index(z)))
     return (small, large) if per_zone[large] - per_zone[small] > 1 else None
+
+
+def launch_into(group: FakeAutoScalingGroup, zone: str, subnet_id: str | None) -> InstanceState:
+    """One instance through moto's own launch, which always takes the first subnet (or a random zone):
+    it is shown only the chosen one for the call."""
+    saved = group.vpc_zone_identifier, group.availability_zones
+    group.vpc_zone_identifier, group.availability_zones = subnet_id, [zone]
+    try:
+        group.replace_autoscaling_group_instances(1, group.get_propagated_tags())
+    finally:
+        group.vpc_zone_identifier, group.availability_zones = saved
+    return group.instance_states[-1]
