@@ -79,13 +79,13 @@ class Activity:
         return out
 
 
-def _scope(group: FakeAutoScalingGroup) -> tuple[str, str]:
+def scope(group: FakeAutoScalingGroup) -> tuple[str, str]:
     backend = group.autoscaling_backend
     return backend.account_id, backend.region_name
 
 
 def group_record(state: LayerState, group: FakeAutoScalingGroup) -> GroupRecord:
-    key = (*_scope(group), group.name)
+    key = (*scope(group), group.name)
     rec = state.groups.get(key)
     if rec is None:
         rec = state.groups[key] = GroupRecord()
@@ -95,7 +95,7 @@ def group_record(state: LayerState, group: FakeAutoScalingGroup) -> GroupRecord:
 def add(state: LayerState, group: FakeAutoScalingGroup, kind: str, instance_id: str | None, description: str,
         cause: str, status_code: str, status_message: str = "", activity_id: str | None = None,
         details: dict[str, str] | None = None) -> Activity:
-    activity = Activity(group=group.name, scope=_scope(group), kind=kind, instance_id=instance_id,
+    activity = Activity(group=group.name, scope=scope(group), kind=kind, instance_id=instance_id,
                         description=description, cause=cause, status_code="", details=details or {})
     if activity_id:
         activity.activity_id = activity_id
