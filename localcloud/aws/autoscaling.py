@@ -241,7 +241,7 @@ def reconcile(state: LayerState, group: FakeAutoScalingGroup) -> None:
         # A5: scale-in picks among InService/Pending instances only, never Standby; not protected ones (A14).
         candidates = [s for s in counted if not s.protected_from_scale_in and not record(state, s).rebalance]
         surplus = -delta
-        for inst in zones.victims(group, candidates, len(candidates)):
+        for inst in zones.victims(group, candidates, -delta):  # at most one victim per surplus unit
             if weights.weight(inst) <= surplus:  # never below desired
                 surplus -= weights.weight(inst)
                 begin_terminate(state, group, inst)

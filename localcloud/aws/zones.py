@@ -61,14 +61,14 @@ def next_subnet(group: FakeAutoScalingGroup, per_zone: dict[str, int],
 def victims(group: FakeAutoScalingGroup, candidates: list[InstanceState], count: int) -> list[InstanceState]:
     """Scale-in victims: from the zone with the most candidates each time, oldest first within it (A19;
     (unverified) AWS's default policy then prefers the oldest launch template and the next billing hour)."""
+    by_zone: dict[str, list[InstanceState]] = {zone: [] for zone, _ in subnets(group)}
+    for inst in candidates:
+        by_zone.setdefault(zone_of(group, inst), []).append(inst)
+    order = list(by_zone)
     chosen: list[InstanceState] = []
-    left = list(candidates)
-    for _ in range(min(count, len(left))):
-        per_zone = counts(group, left)
-        zone = max(per_zone, key=lambda z: (per_zone[z], -list(per_zone).index(z)))
-        inst = next(s for s in left if zone_of(group, s) == zone)
-        chosen.append(inst)
-        left = [s for s in left if s is not inst]
+    for _ in range(min(count, len(candidates))):
+        zone = max(order, key=lambda z: (len(by_zone[z]), -order.index(z)))
+        chosen.append(by_zone[zone].pop(0))
     return chosen
 
 

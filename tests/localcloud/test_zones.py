@@ -103,3 +103,18 @@ def test_a19_a_bad_hook_specification_refuses_the_group(world):
             "HeartbeatTimeout": 10}])
     assert aws_error(excinfo) == ("ValidationError", "Heartbeat timeout must be between 30 and 7200 seconds, got 10")
     assert world.asg.describe_auto_scaling_groups()["AutoScalingGroups"] == []
+
+
+def test_a19_scale_in_takes_from_the_fullest_zone_not_simply_the_oldest(world, stopped_clock):
+    world.group("blue", desired=2)  # both in us-east-1a: the oldest two
+    stopped_clock.advance(LAUNCH_SECONDS)
+    world.asg.suspend_processes(AutoScalingGroupName="blue", ScalingProcesses=["AZRebalance"])
+    world.asg.update_auto_scaling_group(AutoScalingGroupName="blue", VPCZoneIdentifier=",".join(world.zone_subnets(2)),
+                                        DesiredCapacity=4)
+    stopped_clock.advance(LAUNCH_SECONDS)
+    world.in_service("blue", 4)
+    assert Counter(_zones(world, "blue").values()) == {"us-east-1a": 2, "us-east-1b": 2}
+    world.asg.set_desired_capacity(AutoScalingGroupName="blue", DesiredCapacity=2)
+    stopped_clock.advance(1)
+    world.in_service("blue", 2)
+    assert Counter(_zones(world, "blue").values()) == {"us-east-1a": 1, "us-east-1b": 1}
