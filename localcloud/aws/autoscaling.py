@@ -124,26 +124,29 @@ def launch(state: LayerState, group: FakeAutoScalingGroup, count: int, rebalance
     or of `zone`. A launch the faults make fail is a Failed activity and ends this round (A15)."""
     hooks = launch_hooks(group)
     grec = activities.group_record(state, group)
-    for _ in range(count):
-        counted = [s for s in group.instance_states if s.lifecycle_state in COUNTED]
+    counted = [s for s in group.instance_states if s.lifecycle_state in COUNTED]
+    per_zone = zones.counts(group, counted)  # kept up to date below: one pass, not one per launch
+    for before in range(len(counted), len(counted) + count):
         warmed = None if rebalance else warm.take(state, group)  # A17: a ready pool instance first
         if warmed is not None:
-            _start(state, group, warmed, hooks, rebalance, zones.zone_of(group, warmed),
-                   warmed.instance.subnet_id, len(counted), warmed=True)
+            where = zones.zone_of(group, warmed)
+            _start(state, group, warmed, hooks, rebalance, where, warmed.instance.subnet_id, before, warmed=True)
+            per_zone[where] = per_zone.get(where, 0) + 1
             continue
         if zone is None:
             # A15: after a capacity failure the group tries another zone first.
-            where, subnet_id = zones.next_subnet(group, zones.counts(group, counted), avoid=grec.failed_zones)
+            where, subnet_id = zones.next_subnet(group, per_zone, avoid=grec.failed_zones)
         else:
             where, subnet_id = zone, dict(zones.subnets(group)).get(zone)
         failure = activities.launch_failure(state, group, where)
         if failure is not None:
-            activities.record_failed_launch(state, group, where, subnet_id, failure, len(counted), rebalance)
+            activities.record_failed_launch(state, group, where, subnet_id, failure, before, rebalance)
             return
         grec.failed_zones.discard(where)
         inst = zones.launch_into(group, where, subnet_id)
         weights.mark(state, group, inst)  # A18
-        _start(state, group, inst, hooks, rebalance, where, subnet_id, len(counted))
+        _start(state, group, inst, hooks, rebalance, where, subnet_id, before)
+        per_zone[where] = per_zone.get(where, 0) + 1
 
 
 def _start(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState, hooks: list[Any], rebalance: bool,
