@@ -101,12 +101,19 @@ def add(state: LayerState, group: FakeAutoScalingGroup, kind: str, instance_id: 
         activity.activity_id = activity_id
     activity.set_status(status_code, status_message)
     state.activities.append(activity)
+    if instance_id and activity.status_code not in FINAL:
+        state.open_activities.setdefault(instance_id, []).append(activity)
     return activity
 
 
 def open_activities(state: LayerState, instance_id: str, kind: str | None = None) -> list[Activity]:
-    return [a for a in state.activities if a.instance_id == instance_id and a.status_code not in FINAL
-            and (kind is None or a.kind == kind)]
+    """The instance's activities still under way (an index: a long run holds thousands of activities)."""
+    still = [a for a in state.open_activities.get(instance_id, []) if a.status_code not in FINAL]
+    if still:
+        state.open_activities[instance_id] = still
+    else:
+        state.open_activities.pop(instance_id, None)
+    return [a for a in still if kind is None or a.kind == kind]
 
 
 def follow(state: LayerState, instance_id: str, new_state: str) -> None:

@@ -234,7 +234,8 @@ def reconcile(state: LayerState, group: FakeAutoScalingGroup) -> None:
     extra = [s for s in counted if record(state, s).rebalance]
     # A18: sizes are in capacity units (an instance's weight; 1 without weights), and may overshoot desired.
     desired = group.desired_capacity or 0
-    delta = desired - (weights.units(counted) - weights.units(extra))
+    size = weights.units if weights.weighted(state, group) else len
+    delta = desired - (size(counted) - size(extra))
     launch_due = state.now() >= activities.group_record(state, group).retry_at  # A15: retry after a delay
     if delta > 0 and not suspended(group, "Launch"):
         if launch_due:

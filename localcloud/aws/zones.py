@@ -74,6 +74,8 @@ def victims(group: FakeAutoScalingGroup, candidates: list[InstanceState], count:
 
 def imbalance(group: FakeAutoScalingGroup, members: list[InstanceState]) -> tuple[str, str] | None:
     """(smallest zone, largest zone) when they differ by more than one instance, else None."""
+    if len({zone for zone, _ in subnets(group)}) < 2:
+        return None  # one zone: nothing to balance (and no per-instance pass on every tick)
     per_zone = counts(group, members)
     if len(per_zone) < 2:
         return None
