@@ -79,13 +79,13 @@ class Activity:
         return out
 
 
-def _scope(group: FakeAutoScalingGroup) -> tuple[str, str]:
+def scope(group: FakeAutoScalingGroup) -> tuple[str, str]:
     backend = group.autoscaling_backend
     return backend.account_id, backend.region_name
 
 
 def group_record(state: LayerState, group: FakeAutoScalingGroup) -> GroupRecord:
-    key = (*_scope(group), group.name)
+    key = (*scope(group), group.name)
     rec = state.groups.get(key)
     if rec is None:
         rec = state.groups[key] = GroupRecord()
@@ -95,18 +95,25 @@ def group_record(state: LayerState, group: FakeAutoScalingGroup) -> GroupRecord:
 def add(state: LayerState, group: FakeAutoScalingGroup, kind: str, instance_id: str | None, description: str,
         cause: str, status_code: str, status_message: str = "", activity_id: str | None = None,
         details: dict[str, str] | None = None) -> Activity:
-    activity = Activity(group=group.name, scope=_scope(group), kind=kind, instance_id=instance_id,
+    activity = Activity(group=group.name, scope=scope(group), kind=kind, instance_id=instance_id,
                         description=description, cause=cause, status_code="", details=details or {})
     if activity_id:
         activity.activity_id = activity_id
     activity.set_status(status_code, status_message)
     state.activities.append(activity)
+    if instance_id and activity.status_code not in FINAL:
+        state.open_activities.setdefault(instance_id, []).append(activity)
     return activity
 
 
 def open_activities(state: LayerState, instance_id: str, kind: str | None = None) -> list[Activity]:
-    return [a for a in state.activities if a.instance_id == instance_id and a.status_code not in FINAL
-            and (kind is None or a.kind == kind)]
+    """The instance's activities still under way (an index: a long run holds thousands of activities)."""
+    still = [a for a in state.open_activities.get(instance_id, []) if a.status_code not in FINAL]
+    if still:
+        state.open_activities[instance_id] = still
+    else:
+        state.open_activities.pop(instance_id, None)
+    return [a for a in still if kind is None or a.kind == kind]
 
 
 def follow(state: LayerState, instance_id: str, new_state: str) -> None:

@@ -423,8 +423,8 @@ GUARDED = ("suspend_processes", "resume_processes", "attach_load_balancer_target
            "attach_load_balancers", "detach_load_balancers", "describe_load_balancers",
            "describe_lifecycle_hooks", "delete_lifecycle_hook",
            "enable_metrics_collection",
-           # NOT USED BY THE PRODUCT YET: the warm-pool guards wait for the warm-pool issue (A17).
-           "put_warm_pool", "describe_warm_pool", "delete_warm_pool",
+           # NOT USED BY THE PRODUCT YET: the PutWarmPool / DeleteWarmPool guards (A11); the pool is warm.py's (A17).
+           "put_warm_pool", "delete_warm_pool",
            "put_scheduled_update_group_action", "batch_put_scheduled_update_group_action")
 
 

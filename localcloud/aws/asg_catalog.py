@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from . import asg_api, runtime
+from . import asg_api, runtime, warm
 from . import moto_seam as seam
 from .moto_seam import (
     ActionResult,
@@ -76,6 +76,9 @@ def describe_auto_scaling_instances(self: AutoScalingResponse) -> ActionResult:
     if len(ids) > 50:
         raise ValidationError("The number of instance ids that may be passed in is limited to 50")
     states = self.autoscaling_backend.describe_auto_scaling_instances(instance_ids=ids)
+    state = runtime.active()
+    if state is not None:  # A17: warm pool instances too, in their Warmed:* states
+        states += [s for s in warm.all_members(state, self.autoscaling_backend) if not ids or s.instance.id in ids]
     page, token = paginate(self, "DescribeAutoScalingInstances", states)
     return ActionResult({"AutoScalingInstances": page, "NextToken": token})
 

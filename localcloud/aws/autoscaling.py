@@ -18,7 +18,7 @@ import logging
 import uuid
 from typing import Any
 
-from . import activities, group_health, runtime, targets, weights, zones
+from . import activities, group_health, runtime, targets, warm, weights, zones
 from . import moto_seam as seam
 from .moto_seam import ASG_NAME_TAG, AutoScalingBackend, FakeAutoScalingGroup, InstanceState
 from .state import HookWait, InstanceRecord, LayerState
@@ -124,52 +124,56 @@ def launch(state: LayerState, group: FakeAutoScalingGroup, count: int, rebalance
     or of `zone`. A launch the faults make fail is a Failed activity and ends this round (A15)."""
     hooks = launch_hooks(group)
     grec = activities.group_record(state, group)
-    for _ in range(count):
-        counted = [s for s in group.instance_states if s.lifecycle_state in COUNTED]
+    counted = [s for s in group.instance_states if s.lifecycle_state in COUNTED]
+    per_zone = zones.counts(group, counted)  # kept up to date below: one pass, not one per launch
+    for before in range(len(counted), len(counted) + count):
+        warmed = None if rebalance else warm.take(state, group)  # A17: a ready pool instance first
+        if warmed is not None:
+            where = zones.zone_of(group, warmed)
+            _start(state, group, warmed, hooks, rebalance, where, warmed.instance.subnet_id, before, warmed=True)
+            per_zone[where] = per_zone.get(where, 0) + 1
+            continue
         if zone is None:
             # A15: after a capacity failure the group tries another zone first.
-            where, subnet_id = zones.next_subnet(group, zones.counts(group, counted), avoid=grec.failed_zones)
+            where, subnet_id = zones.next_subnet(group, per_zone, avoid=grec.failed_zones)
         else:
             where, subnet_id = zone, dict(zones.subnets(group)).get(zone)
         failure = activities.launch_failure(state, group, where)
         if failure is not None:
-            activities.record_failed_launch(state, group, where, subnet_id, failure, len(counted), rebalance)
+            activities.record_failed_launch(state, group, where, subnet_id, failure, before, rebalance)
             return
         grec.failed_zones.discard(where)
-        inst = _launch_into(group, where, subnet_id)
+        inst = zones.launch_into(group, where, subnet_id)
         weights.mark(state, group, inst)  # A18
-        rec = record(state, inst)
-        rec.rebalance = rebalance
-        if hooks:
-            # A6: the instance boots while it waits; it joins no load balancer before CONTINUE.
-            inst.lifecycle_state = "Pending:Wait"
-            rec.hooks = {h.name: HookWait(token=str(uuid.uuid4()), default_result=h.default_result,
-                                          timeout=float(h.heartbeat_timeout),
-                                          deadline=state.now() + state.scaled(float(h.heartbeat_timeout)))
-                         for h in hooks}
-        else:
-            inst.lifecycle_state = "Pending"
-            rec.deadline = state.now() + state.scaled(LAUNCH_SECONDS)
+        _start(state, group, inst, hooks, rebalance, where, subnet_id, before)
+        per_zone[where] = per_zone.get(where, 0) + 1
+
+
+def _start(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState, hooks: list[Any], rebalance: bool,
+       where: str, subnet_id: str | None, before: int, warmed: bool = False) -> None:
+    """A launched (or warm pool) instance enters the group: Pending, or Pending:Wait for its hooks (A6)."""
+    rec = record(state, inst)
+    rec.rebalance = rebalance
+    if hooks:
+        # A6: the instance boots while it waits; it joins no load balancer before CONTINUE.
+        inst.lifecycle_state = "Pending:Wait"
+        rec.hooks = {h.name: HookWait(token=str(uuid.uuid4()), default_result=h.default_result,
+                                      timeout=float(h.heartbeat_timeout),
+                                      deadline=state.now() + state.scaled(float(h.heartbeat_timeout)))
+                     for h in hooks}
+    else:
+        inst.lifecycle_state = "Pending"
+        rec.deadline = state.now() + state.scaled(LAUNCH_SECONDS)
+    if not warmed:  # a warm pool instance has carried its tags since it entered the pool (A12)
         _hold_back_tags(state, group, inst)
-        group_health.launched(state, inst)  # E5: its app's boot (apps.py)
-        iid = inst.instance.id
-        activities.add(state, group, "launch", iid, f"Launching a new EC2 instance: {iid}",
-                       activities.launch_cause(group, len(counted), rebalance),
-                       activities.LAUNCH_STATUS[inst.lifecycle_state],
-                       details={"Subnet ID": subnet_id or "", "Availability Zone": where})
-        state.emit("instance_launched", iid, group.name, state=inst.lifecycle_state)
-
-
-def _launch_into(group: FakeAutoScalingGroup, zone: str, subnet_id: str | None) -> InstanceState:
-    """One instance through moto's own launch, which always takes the first subnet (or a random zone):
-    it is shown only the chosen one for the call (A19)."""
-    saved = group.vpc_zone_identifier, group.availability_zones
-    group.vpc_zone_identifier, group.availability_zones = subnet_id, [zone]
-    try:
-        group.replace_autoscaling_group_instances(1, group.get_propagated_tags())
-    finally:
-        group.vpc_zone_identifier, group.availability_zones = saved
-    return group.instance_states[-1]
+    group_health.launched(state, inst)  # E5: its app's boot (apps.py)
+    iid = inst.instance.id
+    description = "Launching a new EC2 instance from warm pool" if warmed else "Launching a new EC2 instance"
+    activities.add(state, group, "launch", iid, f"{description}: {iid}",
+                   activities.launch_cause(group, before, rebalance),
+                   activities.LAUNCH_STATUS[inst.lifecycle_state],
+                   details={"Subnet ID": subnet_id or "", "Availability Zone": where})
+    state.emit("instance_launched", iid, group.name, state=inst.lifecycle_state)
 
 
 def _hold_back_tags(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState) -> None:
@@ -231,7 +235,8 @@ def reconcile(state: LayerState, group: FakeAutoScalingGroup) -> None:
     extra = [s for s in counted if record(state, s).rebalance]
     # A18: sizes are in capacity units (an instance's weight; 1 without weights), and may overshoot desired.
     desired = group.desired_capacity or 0
-    delta = desired - (weights.units(counted) - weights.units(extra))
+    size = weights.units if weights.weighted(state, group) else len
+    delta = desired - (size(counted) - size(extra))
     launch_due = state.now() >= activities.group_record(state, group).retry_at  # A15: retry after a delay
     if delta > 0 and not suspended(group, "Launch"):
         if launch_due:
@@ -241,7 +246,7 @@ def reconcile(state: LayerState, group: FakeAutoScalingGroup) -> None:
         # A5: scale-in picks among InService/Pending instances only, never Standby; not protected ones (A14).
         candidates = [s for s in counted if not s.protected_from_scale_in and not record(state, s).rebalance]
         surplus = -delta
-        for inst in zones.victims(group, candidates, len(candidates)):
+        for inst in zones.victims(group, candidates, -delta):  # at most one victim per surplus unit
             if weights.weight(inst) <= surplus:  # never below desired
                 surplus -= weights.weight(inst)
                 begin_terminate(state, group, inst)

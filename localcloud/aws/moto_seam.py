@@ -140,12 +140,14 @@ WRAPPED: tuple[Wrap, ...] = (
         "suspend_processes", "resume_processes", "attach_load_balancer_target_groups",
         "detach_load_balancer_target_groups", "describe_load_balancer_target_groups", "attach_load_balancers",
         "detach_load_balancers", "describe_load_balancers", "describe_lifecycle_hooks",
-        "delete_lifecycle_hook", "enable_metrics_collection", "put_warm_pool", "describe_warm_pool",
-        "delete_warm_pool", "put_scheduled_update_group_action", "batch_put_scheduled_update_group_action")),
+        "delete_lifecycle_hook", "enable_metrics_collection", "put_warm_pool", "delete_warm_pool",
+        "put_scheduled_update_group_action", "batch_put_scheduled_update_group_action")),
     # asg_catalog.py: pages (A9), tags (A12), policies and scheduled actions per group (A7).
     *(Wrap(AutoScalingResponse, name, ACTION) for name in (
         "describe_auto_scaling_groups", "describe_auto_scaling_instances", "describe_tags", "describe_policies",
         "describe_scheduled_actions", "create_or_update_tags", "delete_tags", "delete_policy", "execute_policy")),
+    # warm.py: A17, the pool's instances (moto lists none).
+    Wrap(AutoScalingResponse, "describe_warm_pool", ACTION),
     # activities.py: A15, moto answers no activities at all.
     Wrap(AutoScalingResponse, "describe_scaling_activities", ACTION),
     Wrap(AutoScalingBackend, "put_scaling_policy",
@@ -246,6 +248,7 @@ STATE: dict[type, dict[str, type | None]] = {
         # A18 (weights.py): read, and `desired_capacity_type` written by the layer (moto has none; its
         # serializer reports it as DesiredCapacityType because the botocore shape names it)
         "mixed_instances_policy": None, "desired_capacity_type": None,
+        "warm_pool": None,  # A17 (warm.py): moto's FakeWarmPool (max_group_prepared_capacity, min_size, pool_state)
         "_suspended_processes": list,  # private: A8 reads it directly (moto has no public reader)
         "health_check_type": str, "health_check_grace_period": None,  # A20 (group_health.py)
     },
@@ -343,7 +346,7 @@ def replaces(cls: type, name: str) -> Callable[[Callable[..., Any]], Callable[..
 
 def install() -> None:
     """Put every replacement on moto's classes; idempotent (a class attribute is replaced once per process)."""
-    from . import activities, asg_api, asg_catalog, autoscaling, refresh, targets  # noqa: F401  (importing them registers them)
+    from . import activities, asg_api, asg_catalog, autoscaling, refresh, targets, warm  # noqa: F401  (importing them registers them)
 
     missing = _LISTED - set(_replacements)
     if missing:

@@ -76,12 +76,8 @@ class Refresh:
         return out
 
 
-def _scope(group: FakeAutoScalingGroup) -> tuple[str, str]:
-    return group.autoscaling_backend.account_id, group.autoscaling_backend.region_name
-
-
 def _refreshes(state: LayerState, group: FakeAutoScalingGroup) -> list[Refresh]:
-    return [r for r in state.refreshes if r.group == group.name and r.scope == _scope(group)]
+    return [r for r in state.refreshes if r.group == group.name and r.scope == activities.scope(group)]
 
 
 def _active(state: LayerState, group: FakeAutoScalingGroup) -> Refresh | None:
@@ -107,7 +103,7 @@ def start_instance_refresh(self: AutoScalingResponse) -> ActionResult:
              "StandbyInstances": prefs.get("StandbyInstances", "Ignore"),
              "ScaleInProtectedInstances": prefs.get("ScaleInProtectedInstances", "Ignore"),
              **{k: v for k, v in prefs.items() if k in ("InstanceWarmup", "AutoRollback", "MaxHealthyPercentage")}}
-    refresh = Refresh(group=group.name, scope=_scope(group), preferences=prefs, strategy=strategy,
+    refresh = Refresh(group=group.name, scope=activities.scope(group), preferences=prefs, strategy=strategy,
                       desired_configuration=self._get_params().get("DesiredConfiguration"),
                       to_replace=[s.instance.id for s in group.instance_states
                                   if s.lifecycle_state not in ("Terminating",)])

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from . import autoscaling, faults_asg, moto_seam, refresh, runtime, s3_conditional, tag_delay, targets
+from . import autoscaling, faults_asg, moto_seam, refresh, runtime, s3_conditional, tag_delay, targets, warm
 from .errors import AlreadyRunning, BadControlRequest, NotStarted
 from .moto_seam import DomainDispatcherApplication, create_backend_app, moto_api_backend
 from .state import LayerState
@@ -213,6 +213,7 @@ class EmulatedAWS:
             targets.expire_draining(self.state)
             autoscaling.tick(self.state)
             refresh.tick(self.state)  # A16
+            warm.tick(self.state, autoscaling.LAUNCH_SECONDS)  # A17
         self.state.deliver()
 
     # -- HTTP ---------------------------------------------------------------------------------------
@@ -252,6 +253,7 @@ class EmulatedAWS:
                 targets.expire_draining(self.state)
                 autoscaling.tick(self.state)
                 refresh.tick(self.state)  # A16
+                warm.tick(self.state, autoscaling.LAUNCH_SECONDS)  # A17
                 status, headers, chunks = self._call_ec2(environ, action, region or self.region, body) \
                     if service == "ec2" else faults_asg.around(self.state, service, action, environ, self._call_moto)
         self.state.deliver()

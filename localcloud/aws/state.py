@@ -264,6 +264,9 @@ class LayerState:
             self.groups: dict[tuple[str, str, str], GroupRecord] = {}
             # A15: every scaling activity, oldest first (activities.py)
             self.activities: list[Any] = []
+            self.open_activities: dict[str, list[Any]] = {}  # instance id -> its activities under way
+            # A17: (account, Region, group) -> the warm pool's instances (warm.py)
+            self.warm_pools: dict[tuple[str, str, str], list[Any]] = {}
             # A16: instance refreshes, oldest first (refresh.py)
             self.refreshes: list[Any] = []
             # X1: (resource id, tag key) -> layer-clock time the tag becomes visible to readers

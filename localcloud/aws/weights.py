@@ -45,6 +45,12 @@ def weight_for(state: LayerState, group: FakeAutoScalingGroup, instance_type: st
         return 1
 
 
+def weighted(state: LayerState, group: FakeAutoScalingGroup) -> bool:
+    """Whether the group counts units other than instances (vcpu, or weighted overrides)."""
+    return capacity_type(state, group) == "vcpu" or any(
+        o.get("WeightedCapacity") not in (None, "") for o in _overrides(group))
+
+
 def weight(inst: InstanceState) -> int:
     value = getattr(inst, "weighted_capacity", None)  # set by mark(); absent on instances moto made alone
     return int(value) if value else 1

@@ -61,19 +61,21 @@ def next_subnet(group: FakeAutoScalingGroup, per_zone: dict[str, int],
 def victims(group: FakeAutoScalingGroup, candidates: list[InstanceState], count: int) -> list[InstanceState]:
     """Scale-in victims: from the zone with the most candidates each time, oldest first within it (A19;
     (unverified) AWS's default policy then prefers the oldest launch template and the next billing hour)."""
+    by_zone: dict[str, list[InstanceState]] = {zone: [] for zone, _ in subnets(group)}
+    for inst in candidates:
+        by_zone.setdefault(zone_of(group, inst), []).append(inst)
+    order = list(by_zone)
     chosen: list[InstanceState] = []
-    left = list(candidates)
-    for _ in range(min(count, len(left))):
-        per_zone = counts(group, left)
-        zone = max(per_zone, key=lambda z: (per_zone[z], -list(per_zone).index(z)))
-        inst = next(s for s in left if zone_of(group, s) == zone)
-        chosen.append(inst)
-        left = [s for s in left if s is not inst]
+    for _ in range(min(count, len(candidates))):
+        zone = max(order, key=lambda z: (len(by_zone[z]), -order.index(z)))
+        chosen.append(by_zone[zone].pop(0))
     return chosen
 
 
 def imbalance(group: FakeAutoScalingGroup, members: list[InstanceState]) -> tuple[str, str] | None:
     """(smallest zone, largest zone) when they differ by more than one instance, else None."""
+    if len({zone for zone, _ in subnets(group)}) < 2:
+        return None  # one zone: nothing to balance (and no per-instance pass on every tick)
     per_zone = counts(group, members)
     if len(per_zone) < 2:
         return None
@@ -81,3 +83,15 @@ def imbalance(group: FakeAutoScalingGroup, members: list[InstanceState]) -> tupl
     small = min(order, key=lambda z: (per_zone[z], order.index(z)))
     large = max(order, key=lambda z: (per_zone[z], -order.index(z)))
     return (small, large) if per_zone[large] - per_zone[small] > 1 else None
+
+
+def launch_into(group: FakeAutoScalingGroup, zone: str, subnet_id: str | None) -> InstanceState:
+    """One instance through moto's own launch, which always takes the first subnet (or a random zone):
+    it is shown only the chosen one for the call."""
+    saved = group.vpc_zone_identifier, group.availability_zones
+    group.vpc_zone_identifier, group.availability_zones = subnet_id, [zone]
+    try:
+        group.replace_autoscaling_group_instances(1, group.get_propagated_tags())
+    finally:
+        group.vpc_zone_identifier, group.availability_zones = saved
+    return group.instance_states[-1]

@@ -4,7 +4,10 @@ a zone short of capacity, a vCPU limit, a broken launch template) are Failed act
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
+
+import pytest
 
 from localcloud.aws.activities import LAUNCH_RETRY_SECONDS
 from localcloud.aws.autoscaling import LAUNCH_SECONDS
@@ -128,3 +131,17 @@ def test_a15_a_broken_launch_template_fails_every_launch_until_fixed(world, stop
     stopped_clock.advance(LAUNCH_SECONDS)
     world.in_service("blue", 1)
     assert _activities(world, "blue")[0]["StatusCode"] == "Successful"
+
+
+def test_a15_activities_page_and_bad_fault_settings_are_refused(world, stopped_clock):
+    world.group("blue", desired=3)
+    pages = world.asg.get_paginator("describe_scaling_activities").paginate(
+        AutoScalingGroupName="blue", PaginationConfig={"PageSize": 2})
+    assert [len(p["Activities"]) for p in pages] == [2, 1]
+    for bad in ({"insufficient_capacity_zones": "us-east-1a"}, {"vcpu_limit": -1}, {"vcpu_limit": True},
+                {"broken_launch_templates": [""]}, {"tag_visibility_delay_s": 4000}):
+        req = urllib.request.Request(world.cloud.endpoint + "/_localcloud/faults", data=json.dumps(bad).encode(),
+                                     method="POST")
+        with pytest.raises(urllib.error.HTTPError) as excinfo:
+            urllib.request.urlopen(req, timeout=5)
+        assert excinfo.value.code == 400, bad

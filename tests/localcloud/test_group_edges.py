@@ -102,8 +102,8 @@ def test_a11_an_unforeseen_moto_failure_is_an_xml_internal_failure(world, monkey
         raise RuntimeError("moto bug")
 
     world.group("blue", desired=0)
-    monkeypatch.setattr(AutoScalingBackend, "describe_warm_pool", broken)
+    monkeypatch.setattr(AutoScalingBackend, "delete_warm_pool", broken)
     with pytest.raises(ClientError) as excinfo:
-        world.asg.describe_warm_pool(AutoScalingGroupName="blue")
+        world.asg.delete_warm_pool(AutoScalingGroupName="blue")
     assert aws_error(excinfo)[0] == "InternalFailure"
     assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500

@@ -66,3 +66,40 @@ def test_a16_standby_instances_terminate_preference_terminates_them(world, stopp
         stopped_clock.advance(LAUNCH_SECONDS)
     assert old[0] not in world.states("blue")  # the Standby instance (A16: a flip's old fleet) is gone
     assert _refresh(world, "blue")["Status"] == "Successful"
+
+
+def _pool(world, name: str) -> dict[str, str]:
+    reply = world.asg.describe_warm_pool(AutoScalingGroupName=name)
+    return {i["InstanceId"]: i["LifecycleState"] for i in reply["Instances"]}
+
+
+def test_a17_a_warm_pool_is_listed_apart_and_a_scale_out_takes_from_it(world, stopped_clock):
+    world.group("blue", desired=1, max_size=3)
+    world.asg.put_warm_pool(AutoScalingGroupName="blue", PoolState="Running", MinSize=1)
+    stopped_clock.advance(1)
+    # A17: MaxSize 3 - desired 1 = 2 pool instances, launching, outside the group.
+    pool = _pool(world, "blue")
+    assert sorted(pool.values()) == ["Warmed:Pending"] * 2
+    stopped_clock.advance(LAUNCH_SECONDS)
+    assert sorted(_pool(world, "blue").values()) == ["Warmed:Running"] * 2
+    (member,) = world.in_service("blue", 1)
+    assert not set(pool) & {member}  # DescribeAutoScalingGroups lists no pool instance
+    listed = {d["InstanceId"]: d["LifecycleState"]
+              for d in world.asg.describe_auto_scaling_instances()["AutoScalingInstances"]}
+    assert listed == {member: "InService", **{i: "Warmed:Running" for i in pool}}
+    config = world.asg.describe_warm_pool(AutoScalingGroupName="blue")["WarmPoolConfiguration"]
+    assert (config["PoolState"], config["MinSize"]) == ("Running", 1)
+    # A scale-out takes a warmed instance (no fresh launch); the pool refills to max(MinSize, 3 - 2) = 1.
+    world.asg.set_desired_capacity(AutoScalingGroupName="blue", DesiredCapacity=2)
+    states = world.states("blue")
+    (taken,) = [i for i in states if i != member]
+    assert taken in pool and states[taken] == "Pending"
+    activity = world.asg.describe_scaling_activities(AutoScalingGroupName="blue")["Activities"][0]
+    assert activity["Description"] == f"Launching a new EC2 instance from warm pool: {taken}"
+    stopped_clock.advance(LAUNCH_SECONDS)
+    world.in_service("blue", 2)
+    assert list(_pool(world, "blue").values()) == ["Warmed:Running"]
+    world.asg.delete_warm_pool(AutoScalingGroupName="blue", ForceDelete=True)
+    stopped_clock.advance(1)
+    assert world.asg.describe_warm_pool(AutoScalingGroupName="blue")["Instances"] == []
+    assert len(world.asg.describe_auto_scaling_instances()["AutoScalingInstances"]) == 2

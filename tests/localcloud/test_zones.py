@@ -103,3 +103,34 @@ def test_a19_a_bad_hook_specification_refuses_the_group(world):
             "HeartbeatTimeout": 10}])
     assert aws_error(excinfo) == ("ValidationError", "Heartbeat timeout must be between 30 and 7200 seconds, got 10")
     assert world.asg.describe_auto_scaling_groups()["AutoScalingGroups"] == []
+
+
+def test_a19_scale_in_takes_from_the_fullest_zone_not_simply_the_oldest(world, stopped_clock):
+    world.group("blue", desired=2)  # both in us-east-1a: the oldest two
+    stopped_clock.advance(LAUNCH_SECONDS)
+    world.asg.suspend_processes(AutoScalingGroupName="blue", ScalingProcesses=["AZRebalance"])
+    world.asg.update_auto_scaling_group(AutoScalingGroupName="blue", VPCZoneIdentifier=",".join(world.zone_subnets(2)),
+                                        DesiredCapacity=4)
+    stopped_clock.advance(LAUNCH_SECONDS)
+    world.in_service("blue", 4)
+    assert Counter(_zones(world, "blue").values()) == {"us-east-1a": 2, "us-east-1b": 2}
+    world.asg.set_desired_capacity(AutoScalingGroupName="blue", DesiredCapacity=2)
+    stopped_clock.advance(1)
+    world.in_service("blue", 2)
+    assert Counter(_zones(world, "blue").values()) == {"us-east-1a": 1, "us-east-1b": 1}
+
+
+def test_a19_standby_can_unbalance_the_zones_and_az_rebalance_acts_unless_held(world, stopped_clock):
+    subnets = ",".join(world.zone_subnets(2))
+    for name, held in (("blue", False), ("green", True)):
+        world.group(name, desired=6, VPCZoneIdentifier=subnets)
+        stopped_clock.advance(LAUNCH_SECONDS)
+        if held:
+            world.asg.suspend_processes(AutoScalingGroupName=name, ScalingProcesses=["AZRebalance"])
+        in_a = sorted(i for i, z in _zones(world, name).items() if z == "us-east-1a")[:2]
+        world.asg.enter_standby(AutoScalingGroupName=name, InstanceIds=in_a, ShouldDecrementDesiredCapacity=True)
+        for _ in range(3):
+            stopped_clock.advance(LAUNCH_SECONDS)
+        serving = [i["AvailabilityZone"] for i in world.describe(name)["Instances"] if i["LifecycleState"] == "InService"]
+        # A19: 1 in us-east-1a against 3 in us-east-1b is evened out to 2 and 2, unless AZRebalance is held.
+        assert Counter(serving) == ({"us-east-1a": 1, "us-east-1b": 3} if held else {"us-east-1a": 2, "us-east-1b": 2})
