@@ -57,6 +57,8 @@ CHECK_IDS = {
     "drain-bound": "deregistration delay / Classic ELB draining within --max-drain (E2, E3)",
     "image-exists": "IMAGE:VERSION exists in its registry",
     "bootstrap-manifest": "the bootstrap manifest the agent reads is readable",
+    "predictive-scaling": "no predictive scaling policy that scales (warning only; audit finding 16)",
+    "nlb-connection-termination": "NLB target groups end old flows at deregistration (warning only; E7)",
     # doctor adds
     "operation": "no operation in progress",
     "health-check-type": "HealthCheckType ELB (A20)",
@@ -67,6 +69,8 @@ CHECK_IDS = {
 REFUSALS = ("same-load-balancers", "suspended-processes", "instance-refresh", "warm-pool", "capacity-units",
             "scale-in-protection", "standby-unexplained", "zones-match", "health-check-type-match",
             "launch-hooks-match", "drain-bound", "image-exists", "bootstrap-manifest")
+# Checked before every deploy and canary too, but only ever warn.
+WARNINGS = ("predictive-scaling", "nlb-connection-termination")
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ class Facts:
     tg_attributes: dict = field(default_factory=dict)  # arn -> {key: value}
     classic: dict = field(default_factory=dict)      # name -> DescribeLoadBalancers record
     classic_attributes: dict = field(default_factory=dict)  # name -> LoadBalancerAttributes
+    policies: list = field(default_factory=list)     # the live group's DescribePolicies records
     image: Probe | None = None
     bootstrap: Probe | None = None
 
@@ -142,6 +147,8 @@ def gather(aws, service, store=None, version=None, s3=None, ecr_for=None, opener
     facts["tg_attributes"] = {arn: aws.describe_target_group_attributes(arn) for arn in arns}
     facts["classic"] = {d["LoadBalancerName"]: d for d in aws.describe_classic_load_balancers(names)} if names else {}
     facts["classic_attributes"] = {name: aws.describe_classic_attributes(name) for name in names}
+    if snap.live is not None:
+        facts["policies"] = aws.describe_policies(groups[snap.live].name)
     tags = _launch_tags(snap)
     if version is LAUNCH_VERSION:
         version = tags.get(TAG_VERSION)
@@ -411,13 +418,50 @@ def check_manifest(facts):
                  f"`bluegreen push-bootstrap DIR {tags[TAG_BOOTSTRAP]}`, or grant s3:GetObject on it")
 
 
+def check_predictive(facts):
+    """Audit finding 16. A predictive policy copied to the new group starts with no history: "your new Auto Scaling
+    group needs 24 hours of historical load data before predictive scaling can start generating forecasts again"
+    (predictive scaling user guide). And whether the processes held on the old group (AlarmNotification,
+    ScheduledActions) stop a ForecastAndScale policy from raising its capacity while it waits in Standby is not
+    documented (unverified). A warning, not a refusal: ForecastOnly is harmless, and the fix is the operator's."""
+    scaling = [p["PolicyName"] for p in facts.policies if p.get("PolicyType") == "PredictiveScaling"
+               and (p.get("PredictiveScalingConfiguration") or {}).get("Mode", "ForecastOnly") == "ForecastAndScale"]
+    if not scaling:
+        return _ok("predictive-scaling", "no predictive scaling policy scales the live group")
+    return Check("predictive-scaling", WARN, f"predictive scaling policy {', '.join(scaling)} scales the live group in "
+                 "ForecastAndScale mode: its copy on the new group has no history for 24 h, and it may raise the old "
+                 "group's capacity while that waits in Standby (unverified)",
+                 "base it on custom metrics that sum both groups, or set its Mode to ForecastOnly around deploys")
+
+
+NLB_PROTOCOLS = ("TCP", "UDP", "TLS", "TCP_UDP")
+
+
+def check_nlb_termination(facts):
+    """E7, audit finding 17: on an NLB, flows already open to a deregistered target go on after the flip (until the
+    delay ends only with connection termination on), and new connections may still reach it for minutes; finalize's
+    TerminateInstances then resets whatever is left. A warning: the flip is not atomic there."""
+    keep = [arn.rsplit(":", 1)[-1] for arn, tg in facts.target_groups.items()
+            if tg.get("Protocol") in NLB_PROTOCOLS and
+            (facts.tg_attributes.get(arn) or {}).get("deregistration_delay.connection_termination.enabled",
+                                                     "false") != "true"]
+    if not keep:
+        return _ok("nlb-connection-termination", "no NLB target group keeps flows on deregistered targets")
+    return Check("nlb-connection-termination", WARN, f"NLB target group {', '.join(keep)} keeps open flows on old "
+                 "instances after the flip (E7): long-lived connections stay on the old version until finalize "
+                 "terminates them, and new ones may reach them for minutes",
+                 "aws elbv2 modify-target-group-attributes --target-group-arn ARN --attributes "
+                 "Key=deregistration_delay.connection_termination.enabled,Value=true")
+
+
 def refusal_checks(facts, version=None, resuming=None, max_drain=MAX_DRAIN_S):
-    """Every check that refuses a new deploy or canary, in the order of REFUSALS."""
+    """Every check that refuses a new deploy or canary, in the order of REFUSALS, then the warnings every deploy
+    prints (predictive scaling, NLB flows)."""
     return [check_load_balancers(facts), check_suspended(facts, resuming), check_refreshes(facts),
             check_warm_pools(facts), check_capacity_units(facts), check_protection(facts),
             check_standby(facts, resuming), check_zones(facts), check_health_check_types(facts),
             check_hooks_match(facts), check_drain(facts, max_drain), check_image(facts, version),
-            check_manifest(facts)]
+            check_manifest(facts), check_predictive(facts), check_nlb_termination(facts)]
 
 
 def refuse(service, command, checks):

@@ -34,7 +34,8 @@ def test_the_json_document_and_a_warn_only_pair_exits_0(make_harness):
     expect_exit(out, 0)
     assert set(doc) == {"schema_version", "service", "checks", "expected", "iam_actions"}
     assert doc["schema_version"] == contract.SCHEMA_VERSION and doc["service"] == "demo"
-    assert [c["id"] for c in doc["checks"]] == ["operation", *preflight.REFUSALS, "health-check-type", "launch-hook",
+    assert [c["id"] for c in doc["checks"]] == ["operation", *preflight.REFUSALS, *preflight.WARNINGS,
+                                                "health-check-type", "launch-hook",
                                                 "cross-zone", "iam-actions"]
     assert set(preflight.CHECK_IDS) == {c["id"] for c in doc["checks"]}
     for c in doc["checks"]:
@@ -51,7 +52,7 @@ def test_the_json_document_and_a_warn_only_pair_exits_0(make_harness):
     expect_exit(text, 0)
     assert "  WARN  launch-hook: demo-blue has no launch hook" in text.stdout
     assert "        fix: put a launch hook on both groups" in text.stdout
-    assert f"0 failed, {len(warned)} warnings, {18 - len(warned)} passed" in text.stdout
+    assert f"0 failed, {len(warned)} warnings, {len(preflight.CHECK_IDS) - len(warned)} passed" in text.stdout
 
 
 def test_a_failing_check_exits_1_and_names_its_fix(make_harness):
@@ -119,7 +120,7 @@ def test_doctor_checks_the_image_of_the_live_version_and_reports_an_operation(ma
     expect_exit(out, 0)
     assert by_id(doc)["image-exists"]["status"] == "pass"
     assert by_id(doc)["operation"]["message"] == "no operation in progress; demo-blue is live"
-    assert fleet.bluegreen("deploy", "demo", "2.0", crash_at="mark-flip").returncode == -9
+    assert fleet.bluegreen("deploy", "demo", "2.0", crash_at="enter-standby").returncode == -9
     doc = json.loads(fleet.bluegreen("doctor", "demo", "--output", "json").stdout)
     op = by_id(doc)["operation"]
     assert op["status"] == "warn" and op["message"].startswith("deploy 2.0 is in progress (phase policies")

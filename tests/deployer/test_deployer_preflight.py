@@ -32,7 +32,7 @@ def refused(fleet, *argv, check):
     line = expect_exit(out, 2, f"refused before any change [{check}]")
     summary = json.loads(out.stdout)
     assert summary["refused_by"] == check and summary["exit_code"] == 2
-    assert {c["id"] for c in summary["checks"]} == set(preflight.REFUSALS)
+    assert {c["id"] for c in summary["checks"]} == set(preflight.REFUSALS + preflight.WARNINGS)
     made = set(summary["aws_calls_by_op"])
     assert not made & (MUTATING | {"PutObject", "DeleteObject"}), made
     assert pair_state(fleet) == before
@@ -206,7 +206,7 @@ def test_a_resumed_deploy_is_not_refused_for_the_standby_instances_it_put_there(
 
 
 def test_a_resumed_deploy_still_refuses_what_it_did_not_cause(fleet):
-    crashed = fleet.bluegreen("deploy", "demo", "2.0", crash_at="mark-flip")
+    crashed = fleet.bluegreen("deploy", "demo", "2.0", crash_at="enter-standby")
     assert crashed.returncode == -9
     blue = fleet.svc["groups"]["blue"]
     fleet.asg.suspend_processes(AutoScalingGroupName=blue, ScalingProcesses=["Launch"])
@@ -259,3 +259,24 @@ def test_protected_instances_in_the_idle_group_fail_with_set_instance_protection
     assert check.status == "fail"
     assert ("set-instance-protection --auto-scaling-group-name demo-green --instance-ids i-g00000 "
             "--no-protected-from-scale-in") in check.fix
+
+
+def test_a_predictive_policy_that_scales_is_a_warning_and_one_that_only_forecasts_is_not():
+    def policy(mode):
+        return {"PolicyName": "predict", "PolicyType": "PredictiveScaling",
+                "PredictiveScalingConfiguration": {"Mode": mode} if mode else {}}
+    check = preflight.check_predictive(facts(policies=[policy("ForecastAndScale")]))
+    assert check.status == "warn" and "predict" in check.message and "ForecastOnly" in check.fix
+    # AWS's default Mode is ForecastOnly: it forecasts and never changes capacity.
+    assert preflight.check_predictive(facts(policies=[policy("ForecastOnly"), policy(None)])).status == "pass"
+
+
+def test_an_nlb_target_group_without_connection_termination_is_a_warning():
+    arn = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/tcp/0123"
+    nlb = {arn: {"TargetGroupArn": arn, "Protocol": "TCP"}}
+    check = preflight.check_nlb_termination(facts(target_groups=nlb, tg_attributes={arn: {}}))
+    assert check.status == "warn" and "connection_termination.enabled,Value=true" in check.fix
+    on = {arn: {"deregistration_delay.connection_termination.enabled": "true"}}
+    assert preflight.check_nlb_termination(facts(target_groups=nlb, tg_attributes=on)).status == "pass"
+    alb = {arn: {"TargetGroupArn": arn, "Protocol": "HTTP"}}
+    assert preflight.check_nlb_termination(facts(target_groups=alb, tg_attributes={arn: {}})).status == "pass"
