@@ -93,13 +93,22 @@ class Harness(Fleet):
 
     # -- the command ---------------------------------------------------------------------------------
 
-    def bluegreen(self, *argv, crash_at=None, me=None, env=None):
+    def bluegreen(self, *argv, crash_at=None, me=None, env=None, meanwhile=None):
         """`bluegreen ARGV` as holder `me` (default: a new process each time); returncode -9 when `crash_at`
-        killed it."""
+        killed it. `meanwhile(step)`: what the world does just before each step (an operator's or an IaC
+        apply's change in the middle of an operation, after pre-flight passed)."""
         self.runs += 1
         me = me or f"ci@runner:{1000 + self.runs}"
+        crash = crash_hook(crash_at)
+
+        def before_step(step):
+            if meanwhile is not None:
+                meanwhile(step)
+            if crash is not None:
+                crash(step)
+
         seams = cli.Seams(sleep=self._sleep, clock=self.clock.now, me=me, holder_alive=self.alive.__contains__,
-                          before_step=crash_hook(crash_at), make_clients=self._clients)
+                          before_step=before_step if (crash or meanwhile) else None, make_clients=self._clients)
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:

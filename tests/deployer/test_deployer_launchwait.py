@@ -215,7 +215,8 @@ def test_the_gate_refuses_to_leave_a_zone_without_new_instances(make_harness, aw
 # -- the plan of the gate and the phase record (pure) ------------------------------------------------------
 
 
-def resumed(phase_name, blue_instances, suspended=("AZRebalance", "AlarmNotification", "ScheduledActions"),
+def resumed(phase_name, blue_instances,
+            suspended=("AZRebalance", "AlarmNotification", "InstanceRefresh", "ScheduledActions"),
             saved_suspended="AZRebalance"):
     blue = group_record("blue", (3, len(blue_instances), 6), blue_instances,
                         tags={**record_tag("deploy", phase_name, holder="ci@builder:100"),
@@ -229,7 +230,8 @@ def test_the_gate_undoes_only_the_suspensions_of_the_deploy_and_none_once_part_h
     steps = plan.plan_deploy(resumed("policies", ids("b", 3)), ctx(), "2.0")
     gate = steps[names(steps).index("recheck-new-healthy")]
     assert gate.verdict is health.GATE and gate.on_failure == "stop"
-    assert [c.params["ScalingProcesses"] for c in gate.undo] == [["AlarmNotification", "ScheduledActions"]]
+    assert [c.params["ScalingProcesses"] for c in gate.undo] == [["AlarmNotification", "ScheduledActions",
+                                                                  "InstanceRefresh"]]
     steps = plan.plan_deploy(resumed("flip", ids("b", 2) + ids("s", 1, "Standby")), ctx(), "2.0")
     assert steps[names(steps).index("recheck-new-healthy")].undo == ()
 

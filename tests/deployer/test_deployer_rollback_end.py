@@ -187,11 +187,18 @@ def test_rollback_raises_max_size_when_the_standby_instances_would_not_fit_then_
 
 
 def test_an_abort_clears_protection_so_the_new_instances_leave(make_harness, aws):
-    # A14, finding 5, on the abort path: the launch fails while the new instances are protected.
+    # A14, finding 5, on the abort path: the launch fails while the new instances are protected. Pre-flight
+    # refuses a protected idle group up front, so the protection arrives after it: set mid-deploy (an operator, an
+    # IaC apply), right before the new group is sized.
     fleet = make_harness(capacity=3)
-    fleet.asg.update_auto_scaling_group(AutoScalingGroupName="demo-green", NewInstancesProtectedFromScaleIn=True)
+
+    def protect(step):
+        if step.name == "size-new":
+            fleet.asg.update_auto_scaling_group(AutoScalingGroupName="demo-green",
+                                                NewInstancesProtectedFromScaleIn=True)
+
     with unhealthy_launches(aws, "demo-green"):
-        out = fleet.bluegreen("deploy", "demo", "3.0")
+        out = fleet.bluegreen("deploy", "demo", "3.0", meanwhile=protect)
     expect_exit(out, 1)
     assert "unprotect-new" in out.stderr
     assert fleet.lifecycles("green") == {}
