@@ -97,7 +97,7 @@ def test_a_planner_bug_is_our_error_not_a_traceback(capsys, aws, monkeypatch):
         return [CallStep("oops", "typo", (Call("EnterStandy", {}),))]
 
     monkeypatch.setattr(plan, "plan_deploy", typo)
-    create_service(boto3.session.Session(), capacity=0)
+    create_service(boto3.session.Session(), capacity=0, image=None)  # no image: pre-flight only warns
     out = run(capsys, "deploy", "demo", "2.0")
     expect_exit(out, 1, "a plan names the AWS operation 'EnterStandy', which the deployer does not make")
     assert "Traceback" not in out.stderr
