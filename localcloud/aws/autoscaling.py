@@ -126,6 +126,16 @@ def launch(state: LayerState, group: FakeAutoScalingGroup, count: int, rebalance
     grec = activities.group_record(state, group)
     counted = [s for s in group.instance_states if s.lifecycle_state in COUNTED]
     per_zone = zones.counts(group, counted)  # kept up to date below: one pass, not one per launch
+    pending: dict[tuple[str, str | None], list[int]] = {}  # (zone, subnet) -> the `before` of each launch
+
+    def flush() -> None:
+        # One moto launch per zone for the instances decided so far (zones.launch_into: one reservation each).
+        for (where, subnet_id), befores in pending.items():
+            for inst, before in zip(zones.launch_into(group, where, subnet_id, len(befores)), befores):
+                weights.mark(state, group, inst)  # A18
+                _start(state, group, inst, hooks, rebalance, where, subnet_id, before)
+        pending.clear()
+
     for before in range(len(counted), len(counted) + count):
         warmed = None if rebalance else warm.take(state, group)  # A17: a ready pool instance first
         if warmed is not None:
@@ -138,15 +148,17 @@ def launch(state: LayerState, group: FakeAutoScalingGroup, count: int, rebalance
             where, subnet_id = zones.next_subnet(group, per_zone, avoid=grec.failed_zones)
         else:
             where, subnet_id = zone, dict(zones.subnets(group)).get(zone)
+        if state.faults.vcpu_limit is not None:
+            flush()  # the vCPU limit counts running instances: launch what was decided before checking it
         failure = activities.launch_failure(state, group, where)
         if failure is not None:
+            flush()
             activities.record_failed_launch(state, group, where, subnet_id, failure, before, rebalance)
             return
         grec.failed_zones.discard(where)
-        inst = zones.launch_into(group, where, subnet_id)
-        weights.mark(state, group, inst)  # A18
-        _start(state, group, inst, hooks, rebalance, where, subnet_id, before)
+        pending.setdefault((where, subnet_id), []).append(before)
         per_zone[where] = per_zone.get(where, 0) + 1
+    flush()
 
 
 def _start(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState, hooks: list[Any], rebalance: bool,

@@ -77,7 +77,7 @@ def tick(state: LayerState, launch_seconds: float) -> None:
             while len(pool) < want:
                 counted = [*group.instance_states, *pool]
                 zone, subnet_id = zones.next_subnet(group, zones.counts(group, counted))
-                inst = zones.launch_into(group, zone, subnet_id)
+                inst, = zones.launch_into(group, zone, subnet_id)
                 group.instance_states.remove(inst)
                 inst.lifecycle_state = "Warmed:Pending"
                 state.instances[inst.instance.id] = InstanceRecord(group=group.name,

@@ -85,13 +85,15 @@ def imbalance(group: FakeAutoScalingGroup, members: list[InstanceState]) -> tupl
     return (small, large) if per_zone[large] - per_zone[small] > 1 else None
 
 
-def launch_into(group: FakeAutoScalingGroup, zone: str, subnet_id: str | None) -> InstanceState:
-    """One instance through moto's own launch, which always takes the first subnet (or a random zone):
-    it is shown only the chosen one for the call."""
+def launch_into(group: FakeAutoScalingGroup, zone: str, subnet_id: str | None, count: int = 1) -> list[InstanceState]:
+    """`count` instances through moto's own launch, which always takes the first subnet (or a random zone): it
+    is shown only the chosen one for the call. One call, so one EC2 reservation for all of them: moto looks an
+    instance up by walking (and copying) every reservation, so one reservation per instance made each later
+    lookup O(N), and a 1,000-instance launch O(N^2) (tens of seconds inside one UpdateAutoScalingGroup)."""
     saved = group.vpc_zone_identifier, group.availability_zones
     group.vpc_zone_identifier, group.availability_zones = subnet_id, [zone]
     try:
-        group.replace_autoscaling_group_instances(1, group.get_propagated_tags())
+        group.replace_autoscaling_group_instances(count, group.get_propagated_tags())
     finally:
         group.vpc_zone_identifier, group.availability_zones = saved
-    return group.instance_states[-1]
+    return group.instance_states[-count:]
