@@ -148,7 +148,9 @@ def check_iam(_facts):
 
 
 def doctor_checks(facts, max_drain=MAX_DRAIN_S):
-    return ([check_operation(facts)] + refusal_checks(facts, max_drain=max_drain)
+    # A recorded operation explains what its own steps did to the old group (the processes a deploy holds, its
+    # Standby instances): between a deploy and its finalize those are expected, not failures.
+    return ([check_operation(facts)] + refusal_checks(facts, resuming=facts.snap.record, max_drain=max_drain)
             + [check_health_check_type(facts), check_launch_hook(facts), check_cross_zone(facts), check_iam(facts)])
 
 

@@ -51,10 +51,11 @@ def state_in(health, instance_id, key):
 
 
 def healthy_count(group, health):
-    """InService instances healthy in every load balancer of the group."""
+    """InService instances healthy in every load balancer of the group, and not marked Unhealthy by the group
+    (A20: those are about to be replaced, whatever their targets still say)."""
     keys = lb_keys(group)
-    return sum(1 for i in group.in_state("InService")
-               if all(state_in(health, i.id, k) == "healthy" for k in keys))
+    return sum(1 for i in group.in_state("InService") if i.health_status != "Unhealthy"
+               and all(state_in(health, i.id, k) == "healthy" for k in keys))
 
 
 def verdict_healthy(group, health):
@@ -308,16 +309,18 @@ def verdict_launch(group, health, seen, facts):
     allowed = facts.budget.allowed(group.desired)
     keys = lb_keys(group)
     any_healthy = any(all(state_in(health, i.id, k) == "healthy" for k in keys) for i in group.in_state("InService"))
-    if len(counted) > allowed or (counted and len(counted) >= group.desired and not any_healthy):
+    if len(counted) > allowed or (counted and len(counted) >= max(2, group.desired) and not any_healthy):
         # Past the budget; or as many failures as the whole fleet with none healthy: a broken version, however
-        # large the budget is next to a small fleet (the default's floor of 2 at 2 instances).
+        # large the budget is next to a small fleet (the default's floor of 2 at 2 instances). Never at the first
+        # failure, though: a 1-instance canary or service gets one replacement, as any fleet does.
         first = next(iter(counted.items()))
         limit = (f"more than the budget of {facts.budget.describe(group.desired)}" if len(counted) > allowed
-                 else f"as many as its capacity {group.desired}, none healthy")
+                 else f"as many as its capacity {group.desired} (at least 2), none healthy")
         return FAIL, (f"{len(counted)} new instances of {group.name} failed or were replaced, {limit}: "
                       f"{first[0]} {first[1]}" + (f", and {len(counted) - 1} more" if len(counted) > 1 else ""))
-    good = [i for i in group.in_state("InService")
-            if all(state_in(health, i.id, k) == "healthy" for k in keys) and counts_as_version(facts, i.id)]
+    # A20: an instance its group marked Unhealthy is about to be terminated, whatever its targets still say.
+    good = [i for i in group.in_state("InService") if i.health_status != "Unhealthy"
+            and all(state_in(health, i.id, k) == "healthy" for k in keys) and counts_as_version(facts, i.id)]
     pending = [i for i in group.instances if i.lifecycle not in ("InService", "Standby") and not leaving(i)]
     arriving = [i for i in group.instances if not leaving(i) and i.health_status != "Unhealthy"]
     reason, going = failed_activity(facts)
@@ -399,7 +402,8 @@ def verdict_gate(group, health, seen, facts):
     keys = lb_keys(group)
     have = {}
     for inst in group.in_state("InService"):
-        if all(state_in(health, inst.id, k) == "healthy" for k in keys) and counts_as_version(facts, inst.id):
+        if inst.health_status != "Unhealthy" and all(state_in(health, inst.id, k) == "healthy" for k in keys) \
+                and counts_as_version(facts, inst.id):
             have[inst.zone] = have.get(inst.zone, 0) + 1
     needs = zone_needs(facts.old, group.desired, facts.cross_zone_off)
     short = [(z, have.get(z, 0), n) for z, n in needs.items() if have.get(z, 0) < n]

@@ -306,8 +306,8 @@ def check_standby(facts, resuming=None):
     waiting = []
     for color in COLORS:
         g = facts.groups[color]
-        if resuming is not None and resuming.action == "deploy" and color == resuming.live:
-            continue  # the deploy being resumed put them there
+        if resuming is not None and resuming.action in ("deploy", "rollback", "finalize") and color == resuming.live:
+            continue  # the recorded deploy put them there (a rollback or finalize of it works on them)
         ids = [i.id for i in g.in_state("Standby", "EnteringStandby")]
         if ids:
             waiting.append((g.name, ids))

@@ -1,5 +1,7 @@
 """The wait verdicts: when a wait is done, keeps waiting, or fails, and what it says it saw."""
 
+import dataclasses
+
 import pytest
 
 from deployer import health
@@ -243,6 +245,21 @@ def test_a_whole_small_fleet_failing_is_a_broken_version_whatever_the_budget():
     late = health.WaitFacts(hooked=True)  # budget: the default, 2 at this size
     state, detail = health.HEALTHY(group, states, facts=late)
     assert state == health.FAIL and "2 new instances of demo-green failed or were replaced, as many as its " \
-                                     "capacity 2, none healthy" in detail
+                                     "capacity 2 (at least 2), none healthy" in detail
     states["i-g00001"] = {KEY: "healthy"}
     assert health.HEALTHY(group, states, facts=late)[0] == health.WAIT
+
+
+def test_a_one_instance_fleet_gets_one_replacement_and_an_instance_marked_unhealthy_never_counts():
+    one = green(ids("g", 1), sizes=(1, 1, 1))
+    late = health.WaitFacts(hooked=True)
+    state, _ = health.HEALTHY(one, {"i-g00000": {KEY: "unhealthy"}}, facts=late)
+    assert state == health.WAIT  # the group replaces it; a canary of 1 is not aborted at its first failure
+    replaced = green(ids("g", 1, "InService"), sizes=(1, 1, 1))
+    gone = frozenset({"i-old"})
+    assert health.HEALTHY(replaced, {"i-g00000": {KEY: "unhealthy"}}, gone, facts=late)[0] == health.FAIL
+    # A20: healthy in the target group but marked Unhealthy by the group: about to be terminated, not capacity.
+    marked = dataclasses.replace(one, instances=(dataclasses.replace(one.instances[0], health_status="Unhealthy"),))
+    patient = health.WaitFacts(hooked=True, budget=health.ReplacementBudget(count=5))
+    assert health.HEALTHY(marked, {"i-g00000": {KEY: "healthy"}}, facts=patient)[0] == health.WAIT
+    assert health.healthy_count(marked, {"i-g00000": {KEY: "healthy"}}) == 0
