@@ -193,6 +193,7 @@ class Runner:
         self.journal = journal or {}  # what the journal entry of this run records beyond the store's state
         self.executed = []
         self.locked = False
+        self.waiting = None  # the wait step being polled now: its undo runs however the run stops inside it
         self.fence_until = None  # after taking over a live holder: when its last call can have landed
         self.journal_key = None
         # Rollback's two stages (issue 10): seconds from this run's start until the record entered phase
@@ -275,6 +276,10 @@ class Runner:
         except ConflictError:
             raise  # displaced, or refused: not ours to park
         except (BlueGreenError, BotoCoreError, ClientError, KeyboardInterrupt):
+            # Stopped inside a wait with cleanup calls (the Standby gate: the processes the deploy suspended on the
+            # group still serving, finding 21): an AWS error or Ctrl-C there must not leave them suspended either.
+            if self.waiting is not None and self.waiting.undo:
+                self._undo(self.waiting)
             self._park()
             raise
 
@@ -447,6 +452,12 @@ class Runner:
         return True
 
     def _wait(self, step):
+        self.waiting = step  # left set when the wait raises: _loop's handler undoes it
+        result = self._poll(step)
+        self.waiting = None
+        return result
+
+    def _poll(self, step):
         deadline = self.clock() + self.timeout
         last = None
         polls = 0

@@ -256,3 +256,18 @@ def test_with_cross_zone_off_the_gate_asks_each_zone_for_its_share(make_harness,
     assert f"zone {zone_b} would be left with 0 healthy 2.0 instances of demo-green, it needs 2 (4 of demo-blue " \
            "serve 2 zones, cross-zone off)" in line, line
     assert set(fleet.lifecycles("blue").values()) == {"InService"}
+
+
+def test_a_gate_stopped_by_ctrl_c_also_leaves_nothing_suspended_on_the_serving_group(make_harness, monkeypatch):
+    # Finding 21 beyond a failed gate: any stop inside the gate (Ctrl-C here; an AWS error alike) undoes it too.
+    fleet = make_harness(capacity=3)
+    expect_exit(fleet.bluegreen("deploy", "demo", "2.0", crash_at="suspend"), -9)
+    publish_running(fleet, "2.0", others={0: "1.0"})()  # the gate waits: one new instance runs 1.0
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fleet, "_sleep", interrupted)  # the first sleep is the gate's first poll interval
+    expect_exit(fleet.bluegreen("deploy", "demo", "2.0"), 130)
+    assert fleet.group("blue")["SuspendedProcesses"] == []
+    assert set(fleet.lifecycles("blue").values()) == {"InService"}
