@@ -36,7 +36,7 @@ RETIRED_SEARCH_S = 120.0
 RETIRED_BACKOFF_CAP_S = 20.0
 
 
-def find_retired(aws, group_name, expected):
+def find_retired(aws, group_name, expected, known=False):
     """The detached instances of `group_name` that still exist: those a tag search finds and those `expected`
     (ids known to be detached: the state store's list, and this run's). X1: a tag just written may not be
     returned by DescribeTags for a while, so search again with backoff until every expected id that still
@@ -46,7 +46,9 @@ def find_retired(aws, group_name, expected):
     while True:
         tagged, live = aws.describe_retired_instances(group_name, sorted(expected))
         missing = (set(expected) & set(live)) - set(tagged)
-        if not missing:
+        if not missing or known:
+            # `known`: the state store keeps every detached id, so nothing depends on the tags being visible yet
+            # (X1 matters only to a rerun without a store): no backoff, and no lease left unrenewed meanwhile.
             return live
         if aws.clock() + delay > deadline:
             log.warning("X1: %d detached instances of %s are still not found by their tag after %gs (%s); going on "
@@ -110,7 +112,7 @@ def observe(aws, service, needs=(), health_of=(), store=None, detached=(), launc
     if "retired" in needs:
         rec = snap.record
         expected = set(snap.detached or ()) | set(detached)
-        retired = find_retired(aws, groups[rec.live].name, expected) if rec else []
+        retired = find_retired(aws, groups[rec.live].name, expected, known=bool(snap.detached)) if rec else []
         snap = replace(snap, retired=retired)
     if launch is not None:
         snap = replace(snap, **_launch_reads(aws, groups, launch))
