@@ -358,13 +358,17 @@ def _rollback_from_facts(snap, ctx):
 
 def _refuse_launch_suspended(snap, old):
     """A13: with `Launch` suspended on the old group ExitStandby is refused and no instance launches, so the
-    rollback would fail half way through an incident. The tool never suspends Launch itself (HOLD_PROCESSES), so
-    it is not ours to resume: refuse before any change, with the fix."""
-    if "Launch" in old.suspended:
-        raise UsageError(f"Launch is suspended on {old.name}, so its Standby instances cannot return to service "
-                         f"(A13); resume it (aws autoscaling resume-processes --auto-scaling-group-name {old.name} "
-                         f"--scaling-processes Launch) and rerun `bluegreen rollback {snap.service}`; nothing was "
-                         "changed")
+    rollback would fail half way through an incident. With `AddToLoadBalancer` suspended the returned instances
+    would not be registered, and the wait for them would run into the timeout (A8; that ExitStandby honours it as
+    a launch does is unverified, so the conservative reading). The tool never suspends either (HOLD_PROCESSES),
+    so they are not ours to resume: refuse, with the fix. Checked on every plan, so it may fire after earlier
+    steps of this rollback: their record is kept and the rerun carries on."""
+    held = [p for p in ("Launch", "AddToLoadBalancer") if p in old.suspended]
+    if held:
+        raise UsageError(f"{' and '.join(held)} {'is' if len(held) == 1 else 'are'} suspended on {old.name}, so its "
+                         "Standby instances cannot return to service in the load balancer (A13, A8); resume "
+                         f"(aws autoscaling resume-processes --auto-scaling-group-name {old.name} "
+                         f"--scaling-processes {' '.join(held)}) and rerun `bluegreen rollback {snap.service}`")
 
 
 def _holds_schedule(snap):

@@ -55,6 +55,13 @@ def test_rollback_refuses_launch_suspended_on_the_old_group_and_changes_nothing(
     assert "Launch is suspended on demo-blue" in last_error_line(out)
     assert "--scaling-processes Launch" in last_error_line(out)
     assert (fleet.tags("blue"), fleet.lifecycles("blue"), fleet.sizes("blue"), fleet.sizes("green")) == before
+    # A8: AddToLoadBalancer suspended would leave the returned instances out of the load balancer: refused alike.
+    fleet.asg.resume_processes(AutoScalingGroupName="demo-blue", ScalingProcesses=["Launch"])
+    fleet.asg.suspend_processes(AutoScalingGroupName="demo-blue", ScalingProcesses=["AddToLoadBalancer"])
+    out = fleet.bluegreen("rollback", "demo")
+    expect_exit(out, 2)
+    assert "AddToLoadBalancer is suspended on demo-blue" in last_error_line(out)
+    assert (fleet.tags("blue"), fleet.lifecycles("blue"), fleet.sizes("blue"), fleet.sizes("green")) == before
 
 
 def test_rollback_fails_in_one_line_when_terminate_is_suspended_on_the_new_group(make_harness):
