@@ -232,7 +232,14 @@ class Runner:
                 self._park()
                 raise
             log.info("aborting: %s", exc)
-            snap = self._loop(abort)
+            try:
+                snap = self._loop(abort)
+            except WaitFailed as undone:
+                # The abort's own wait failed (e.g. Terminate suspended on the new group, A14): say both, and give
+                # up the lease so that the `bluegreen rollback` the line asks for resumes at once.
+                self._park()
+                raise WaitFailed(f"{exc}; then the abort could not finish: {undone}; run `bluegreen rollback "
+                                 f"{self.service}`", undone.step, undone.last) from exc
             live = snap.record.live if snap.record else snap.live
             raise Aborted(f"aborted: {exc}; {snap.groups[other(live)].name} is back to 0 and "
                           f"{snap.groups[live].name} was not touched", exc) from exc

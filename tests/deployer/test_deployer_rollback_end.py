@@ -210,3 +210,27 @@ def test_an_abort_clears_protection_so_the_new_instances_leave(make_harness, aws
     assert "unprotect-new" in out.stderr
     assert fleet.lifecycles("green") == {}
     fleet.assert_serving_only("blue", 3, "1.0")
+
+
+def test_an_abort_that_cannot_finish_says_both_failures_and_parks_its_lease(make_harness, aws):
+    # The launch fails, and its abort cannot empty the new group (Terminate suspended on it mid-deploy, A14):
+    # the line names both and the next step; the lease is parked, so that rollback takes over at once rather
+    # than after store.MAX_CALL_S (90 s) of waiting for a holder that may still be running.
+    fleet = make_harness(capacity=2)
+
+    def hold_terminate(step):
+        if step.name == "size-new":
+            fleet.asg.suspend_processes(AutoScalingGroupName="demo-green", ScalingProcesses=["Terminate"])
+
+    with unhealthy_launches(aws, "demo-green"):
+        out = fleet.bluegreen("deploy", "demo", "3.0", "--max-replacements", "0", meanwhile=hold_terminate)
+    expect_exit(out, 1)
+    line = last_error_line(out)
+    assert "then the abort could not finish" in line and "Terminate is suspended on demo-green" in line
+    assert "bluegreen rollback demo" in line
+    fleet.asg.resume_processes(AutoScalingGroupName="demo-green", ScalingProcesses=["Terminate"])
+    started = fleet.clock.now()
+    expect_exit(fleet.bluegreen("rollback", "demo"), 0)
+    assert fleet.clock.now() - started < 90
+    fleet.assert_serving_only("blue", 2, "1.0")
+    assert fleet.lifecycles("green") == {}
