@@ -214,9 +214,6 @@ class DeployerAws:
         return self._call(self.asg, "describe_scaling_activities", AutoScalingGroupName=group_name,
                           MaxRecords=max_records)["Activities"]
 
-    def describe_target_group(self, target_group_arn):
-        return self._call(self.elbv2, "describe_target_groups", TargetGroupArns=[target_group_arn])["TargetGroups"][0]
-
     def describe_load_balancer_attributes(self, load_balancer_arn):
         attrs = self._call(self.elbv2, "describe_load_balancer_attributes", LoadBalancerArn=load_balancer_arn)
         return {a["Key"]: a["Value"] for a in attrs["Attributes"]}

@@ -28,6 +28,8 @@ from agent.contract import (  # noqa: F401 (re-exported: the deployer imports th
 from .errors import UsageError
 
 COLORS = ("blue", "green")
+# The lifecycle transition of a launch hook (A6): what pre-flight, doctor and the launch wait look for.
+LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 # Suspended on the old group while it waits in Standby, so no scale-out or rebalancing can launch
 # old-version instances into the load balancer (the seed's complaint about scale-outs during the flip), and no
 # instance refresh started meanwhile (IaC starts them on a launch template change) terminates the Standby fleet

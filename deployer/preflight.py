@@ -17,7 +17,8 @@ from agent.images import ecr_registry, registry_host
 
 from . import registry
 from .errors import AwsError, PreflightRefused
-from .model import COLORS, HOLD_PROCESSES, Snapshot, check_same_load_balancers, other, pair_from_describe
+from .health import NLB_PROTOCOLS
+from .model import COLORS, HOLD_PROCESSES, LAUNCHING, Snapshot, check_same_load_balancers, other, pair_from_describe
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,6 @@ PASS, WARN, FAIL = "pass", "warn", "fail"
 REFUSED_PROCESSES = ("Launch", "Terminate", "AddToLoadBalancer", "InstanceRefresh")
 # A16: DescribeInstanceRefreshes statuses of a refresh that is still replacing (or about to replace) instances.
 ACTIVE_REFRESH = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking")
-LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 # The bound on the drain (deregistration delay, Classic ELB connection draining): AWS's own default (E2), so a
 # pair made with defaults deploys. A rollback right after a flip waits the whole drain before ExitStandby (A1)
 # and then a fresh health-check run (E1): 300 s plus the default 5 x 30 s stays inside one 600 s wait.
@@ -432,9 +432,6 @@ def check_predictive(facts):
                  "ForecastAndScale mode: its copy on the new group has no history for 24 h, and it may raise the old "
                  "group's capacity while that waits in Standby (unverified)",
                  "base it on custom metrics that sum both groups, or set its Mode to ForecastOnly around deploys")
-
-
-NLB_PROTOCOLS = ("TCP", "UDP", "TLS", "TCP_UDP")
 
 
 def check_nlb_termination(facts):

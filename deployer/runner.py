@@ -22,14 +22,13 @@ from agent.contract import EVENT_SETTLED, PHASE_RESTORED
 
 from .errors import Aborted, BlueGreenError, ConflictError, HealthFailure, WaitFailed, WaitTimeout
 from .health import DEFAULT_BUDGET, FAIL, NLB_PROTOCOLS, OK, OUT_OF_TRAFFIC, REPLAN, cross_zone_off, leaving
-from .model import COLORS, Snapshot, classic_state, other, pair_from_describe
+from .model import COLORS, LAUNCHING, Snapshot, classic_state, other, pair_from_describe
 from .steps import ABORT, NEEDS, LockStep, RecordClear, RecordWrite, UnlockStep, WaitStep
 from .store import MAX_CALL_S
 from .watch import ACTIVITY_SKEW_S, LaunchWatch
 
 log = logging.getLogger(__name__)
 
-LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 
 # X1: how long finalize searches again for the detached instances' tag before it goes on with the ids it knows.
 RETIRED_SEARCH_S = 120.0
@@ -137,8 +136,10 @@ def _launch_reads(aws, groups, launch):
                             for h in aws.describe_lifecycle_hooks(group.name))
     if launch.cross_zone:
         tgs = []
+        described = {t["TargetGroupArn"]: t for t in aws.describe_target_groups(group.target_groups)} \
+            if group.target_groups else {}
         for arn in group.target_groups:
-            desc = aws.describe_target_group(arn)
+            desc = described.get(arn, {})
             attrs = aws.describe_target_group_attributes(arn)
             lb_attrs = None
             if desc.get("Protocol") in NLB_PROTOCOLS and desc.get("LoadBalancerArns") and \
