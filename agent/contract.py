@@ -76,6 +76,9 @@ TAG_SERVICE = "bluegreen:service"
 TAG_COLOR = "bluegreen:color"
 TAG_VERSION = "bluegreen:version"
 TAG_IMAGE = "bluegreen:image"
+# The image digest `deploy` resolved for bluegreen:version (audit F8): the agent pulls IMAGE@DIGEST, so every
+# instance of a version runs the same bytes however long after the deploy it launches.
+TAG_DIGEST = "bluegreen:digest"
 TAG_BOOTSTRAP = "bluegreen:bootstrap"
 TAG_HEALTH_URL = "bluegreen:health-url"
 TAG_LIFECYCLE_HOOK = "bluegreen:lifecycle-hook"
@@ -101,6 +104,8 @@ TAGS = (
     TagSpec(TAG_VERSION, ON_GROUP, OWNER_DEPLOYER, "`deploy` and `canary` (the operator once, at creation)", True,
             "a Docker tag (the version rule)"),
     TagSpec(TAG_IMAGE, ON_GROUP, OWNER_TEMPLATE, _OPERATOR, False, "an image repository, no tag or digest"),
+    TagSpec(TAG_DIGEST, ON_GROUP, OWNER_DEPLOYER, "`deploy` and `canary`, with bluegreen:version", False,
+            "sha256:<64 hex>, the digest of IMAGE:VERSION when it was deployed"),
     TagSpec(TAG_BOOTSTRAP, ON_GROUP, OWNER_DEPLOYER, "the operator once, at creation; `deploy` too once "
             "bundles belong to a version", False, "s3://bucket/prefix/ (the S3 URL rules)"),
     TagSpec(TAG_HEALTH_URL, ON_GROUP, OWNER_TEMPLATE, _OPERATOR, False,
