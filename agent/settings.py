@@ -52,6 +52,13 @@ LOCAL_DEFAULTS = {
     "health_interval": 0.5,
     "heartbeat_interval": 60.0,
     "keep_releases": 2,
+    # health (issue 11 part 4; audit F6, F12): healthy means health_successes passing polls in a row, the first
+    # at least health_stable_s seconds back. 3 polls at health_interval 0.5 s and a 2 s window: a single lucky
+    # 2xx or an instant of `running` no longer passes, a process that dies within 2 s of its first passing poll
+    # is seen (Docker restarts it within ~0.1-0.2 s, so RestartCount moves inside the window), and a healthy
+    # stack pays 2 s once per boot, against the >= 10 s the load balancer's own checks take after CONTINUE (E1).
+    "health_successes": 3,
+    "health_stable_s": 2.0,
 }
 CONFIG_KEYS = set(TAG_KEYS.values()) | set(LOCAL_DEFAULTS)
 
@@ -90,6 +97,8 @@ class Settings:
     health_interval: float
     heartbeat_interval: float
     keep_releases: int
+    health_successes: int
+    health_stable_s: float
     sources: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -101,7 +110,8 @@ class Settings:
                                              "workdir", "compose_project", "compose_env", "s3_unsigned",
                                              "allowed_buckets", "imds_deadline", "group_deadline",
                                              "pull_timeout", "compose_timeout", "health_timeout",
-                                             "health_interval", "heartbeat_interval", "keep_releases")}
+                                             "health_interval", "heartbeat_interval", "keep_releases",
+                                             "health_successes", "health_stable_s")}
         # compose_env may carry secrets for interpolation: `show` and `--dry-run` print the names, not those values.
         out["compose_env"] = {k: "<redacted>" if SECRET_NAME_RE.search(k) else v for k, v in self.compose_env.items()}
         out["compose_command"] = list(self.compose_command) if self.compose_command else None
@@ -214,7 +224,28 @@ def resolve(flags, tags, config):
         pull_timeout=_positive(merged, "pull_timeout"), compose_timeout=_positive(merged, "compose_timeout"),
         health_timeout=_positive(merged, "health_timeout"), health_interval=_positive(merged, "health_interval"),
         heartbeat_interval=_positive(merged, "heartbeat_interval"),
-        keep_releases=int(_positive(merged, "keep_releases")), sources=sources)
+        keep_releases=int(_positive(merged, "keep_releases")), sources=sources,
+        **_health_policy(merged))
+
+
+def _health_policy(merged):
+    """health_successes (a whole number >= 1) and health_stable_s (>= 0, below health_timeout: a window the
+    deadline cannot hold would fail every run)."""
+    successes = merged["health_successes"]
+    if isinstance(successes, bool) or not isinstance(successes, (int, float, str)) or \
+            not str(successes).strip().isdigit() or int(str(successes).strip()) < 1:
+        raise SettingsError(f"health_successes must be a whole number of at least 1, got {successes!r}")
+    stable = merged["health_stable_s"]
+    try:
+        window = float(stable)
+    except (TypeError, ValueError):
+        raise SettingsError(f"health_stable_s must be a number, got {stable!r}") from None
+    if isinstance(stable, bool) or window < 0:
+        raise SettingsError(f"health_stable_s must be 0 or more seconds, got {stable!r}")
+    if window >= _positive(merged, "health_timeout"):
+        raise SettingsError(f"health_stable_s ({window:g}) must be below health_timeout "
+                            f"({_positive(merged, 'health_timeout'):g}): the window could never be held")
+    return {"health_successes": int(str(successes).strip()), "health_stable_s": window}
 
 
 def bootstrap_location(url):
