@@ -104,7 +104,7 @@ def test_a_leftover_one_off_container_does_not_fail_the_run(make_stack, aws):
         assert leftover.attrs["State"]["ExitCode"] == 3, "premise: the one-off container exited non-zero"
         assert proc.poll() is None, "premise: the agent was still in its health wait when the one-off exited"
     finally:
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert stack.served() == "1.0"
     assert by_service(stack)[("init", "True")].id == leftover.id
