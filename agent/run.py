@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from agent import asg, bundle, compose, health, images
+from agent import asg, bundle, compose, health, images, secrets
 from agent.contract import TAG_LIFECYCLE_HOOK, TAG_VERSION
 from agent.errors import AgentError
 from agent.settings import HOOK_RE, local_number, resolve, tags_to_settings
@@ -51,6 +51,8 @@ def make_plan(found, settings, environ):
         "version": settings.version,
         "version_source": settings.sources.get("version"),
         "steps": [
+            *([{"step": "settings", "resolve_secrets": {k: str(ref) for k, ref in sorted(settings.compose_secrets.items())}}]
+              if settings.compose_secrets else []),
             {"step": "bundle", "from": settings.bootstrap + bundle.MANIFEST, "reader": reader,
              "into": os.path.join(settings.workdir, bundle.RELEASES)},
             {"step": "image", "pull": f"{settings.image}:{settings.version}",
@@ -163,6 +165,11 @@ def _plan(status, command, settings, bundle_path, compose_env, engaged):
 
 def _deploy(clients, settings, found, environ, status, engaged=False):
     region = found.identity.region
+    resolved = {}
+    if settings.compose_secrets:
+        # F15: read first, before anything is fetched or switched; the values go to compose's environment only.
+        with status.step("settings"):  # the contract's step vocabulary (AGENT_STEPS): part of the settings
+            resolved = secrets.resolve(settings.compose_secrets, region, clients.ssm, clients.secretsmanager)
     with status.step("bundle"):
         if settings.s3_unsigned:
             base_url = bundle.unsigned_base_url(settings.bucket, region, environ)
@@ -176,6 +183,7 @@ def _deploy(clients, settings, found, environ, status, engaged=False):
     command = compose.detect_command(settings.compose_command, environ=environ)
     compose_env = dict(environ)
     compose_env.update(settings.compose_env)
+    compose_env.update(resolved)
     # `compose config` (a subprocess) runs while the image is pulled: on AWS the pull hides it entirely.
     with ThreadPoolExecutor(max_workers=1) as pool:
         planned = pool.submit(_plan, status, command, settings, fetched.path, compose_env, engaged)
