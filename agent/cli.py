@@ -87,6 +87,12 @@ class Clients:
     def ecr(self, region):
         return self._boto("ecr", region)
 
+    def ssm(self, region):
+        return self._boto("ssm", region)
+
+    def secretsmanager(self, region):
+        return self._boto("secretsmanager", region)
+
     def docker(self, timeout):
         def make():
             import docker

@@ -21,7 +21,7 @@ EXIT_CODES = [
     (EXIT_USAGE, "bad command line or unreadable/invalid config file"),
     (EXIT_IDENTITY, "instance identity: IMDS disabled (403), unreachable or too slow"),
     (EXIT_GROUP, "Auto Scaling group or its tags could not be read"),
-    (EXIT_SETTINGS, "a setting is missing or invalid (version, image, bootstrap URL, bucket not allowed)"),
+    (EXIT_SETTINGS, "a setting is missing or invalid (version, image, bootstrap URL, bucket, secret reference)"),
     (EXIT_BUNDLE, "bootstrap bundle: missing object, checksum mismatch, path escape, bad manifest"),
     (EXIT_IMAGE, "image: pull failed (registry unreachable, unknown tag, auth) or tagging failed"),
     (EXIT_COMPOSE, "docker compose failed or is not installed"),

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from agent import asg, bundle, compose, health, images
+from agent import asg, bundle, compose, health, images, secrets
 from agent.contract import TAG_LIFECYCLE_HOOK, TAG_VERSION
 from agent.errors import AgentError
 from agent.settings import HOOK_RE, local_number, resolve, tags_to_settings
@@ -51,6 +51,8 @@ def make_plan(found, settings, environ):
         "version": settings.version,
         "version_source": settings.sources.get("version"),
         "steps": [
+            *([{"step": "settings", "resolve_secrets": {k: str(ref) for k, ref in sorted(settings.compose_secrets.items())}}]
+              if settings.compose_secrets else []),
             {"step": "bundle", "from": settings.bootstrap + bundle.MANIFEST, "reader": reader,
              "into": os.path.join(settings.workdir, bundle.RELEASES)},
             {"step": "image", "pull": f"{settings.image}:{settings.version}",
@@ -59,7 +61,9 @@ def make_plan(found, settings, environ):
             {"step": "compose", "project": settings.compose_project, "command": "up -d --remove-orphans",
              "env": sorted(settings.compose_env)},
             {"step": "health", "wait_for": settings.health_url or "compose healthchecks",
-             "timeout_s": settings.health_timeout},
+             "timeout_s": settings.health_timeout, "successes": settings.health_successes,
+             "stable_s": settings.health_stable_s,
+             "required": "a health URL or a compose healthcheck" if engaged else None},
             {"step": "lifecycle", "hook": hook,
              "action": "CompleteLifecycleAction CONTINUE (ABANDON on failure)" if engaged else "none"},
         ],
@@ -116,7 +120,7 @@ def _run_locked(clients, flags, config, environ, status):
             stack.enter_context(asg.Heartbeat(autoscaling, found.membership.group, hook,
                                               found.identity.instance_id, settings.heartbeat_interval))
         try:
-            _deploy(clients, settings, found, environ, status)
+            _deploy(clients, settings, found, environ, status, engaged)
         except BaseException:  # any failure, our own or not, must release the launch (A6)
             if engaged:
                 _abandon(autoscaling, found, hook)
@@ -149,15 +153,23 @@ def _abandon(autoscaling, found, hook):
         log.error("%s", exc)
 
 
-def _plan(status, command, settings, bundle_path, compose_env):
-    """The fixed tags to point at the pulled image: from the bundle's compose model, as compose resolves it."""
+def _plan(status, command, settings, bundle_path, compose_env, engaged):
+    """From the bundle's compose model, as compose resolves it: the fixed tags to point at the pulled image, and
+    the services the health step judges (only these: not an older release's leftovers, F6)."""
     with status.step("plan"):
         model = compose.Compose(command, settings.compose_project, bundle_path, compose_env, 60).config()
-        return compose.fixed_references(model, settings.image)
+        if engaged:  # F12: CONTINUE must mean verified healthy; refused here, before anything switched
+            health.require_health_signal(settings.lifecycle_hook, settings.health_url, model)
+        return compose.fixed_references(model, settings.image), health.expected_services(model)
 
 
-def _deploy(clients, settings, found, environ, status):
+def _deploy(clients, settings, found, environ, status, engaged=False):
     region = found.identity.region
+    resolved = {}
+    if settings.compose_secrets:
+        # F15: read first, before anything is fetched or switched; the values go to compose's environment only.
+        with status.step("settings"):  # the contract's step vocabulary (AGENT_STEPS): part of the settings
+            resolved = secrets.resolve(settings.compose_secrets, region, clients.ssm, clients.secretsmanager)
     with status.step("bundle"):
         if settings.s3_unsigned:
             base_url = bundle.unsigned_base_url(settings.bucket, region, environ)
@@ -171,9 +183,10 @@ def _deploy(clients, settings, found, environ, status):
     command = compose.detect_command(settings.compose_command, environ=environ)
     compose_env = dict(environ)
     compose_env.update(settings.compose_env)
+    compose_env.update(resolved)
     # `compose config` (a subprocess) runs while the image is pulled: on AWS the pull hides it entirely.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        planned = pool.submit(_plan, status, command, settings, fetched.path, compose_env)
+        planned = pool.submit(_plan, status, command, settings, fetched.path, compose_env, engaged)
         docker_client = clients.docker(settings.pull_timeout)
         pull_error = None
         try:
@@ -185,7 +198,7 @@ def _deploy(clients, settings, found, environ, status):
                 pulled = images.pull(docker_client, settings.image, settings.version, auth)
         except AgentError as exc:
             pull_error = exc
-        fixed_refs = planned.result()  # a broken compose file is reported before a failed pull
+        fixed_refs, services = planned.result()  # a broken compose file is reported before a failed pull
         if pull_error is not None:
             raise pull_error
     status.update(image_digest=pulled.digest, image_id=pulled.image_id)
@@ -201,13 +214,13 @@ def _deploy(clients, settings, found, environ, status):
     # old release is never still mounted.
     current = os.path.realpath(os.path.join(settings.workdir, bundle.CURRENT))
     with status.step("compose"):
+        # F12: restarts counted from here on; a container compose creates starts at 0.
+        baseline = health.restart_baseline(docker_client, settings.compose_project)
         compose.Compose(command, settings.compose_project, current, compose_env, settings.compose_timeout).up()
 
     with status.step("health"):
-        if settings.health_url:
-            health.wait_for_url(clients.http(), settings.health_url, settings.health_timeout,
-                                interval=settings.health_interval)
-        else:
-            health.wait_for_containers(docker_client, settings.compose_project, settings.health_timeout,
-                                       interval=settings.health_interval)
+        policy = health.Policy(settings.health_timeout, settings.health_interval, settings.health_successes,
+                               settings.health_stable_s)
+        health.wait(docker_client, settings.compose_project, services, baseline, policy,
+                    session=clients.http() if settings.health_url else None, url=settings.health_url)
     log.info("version %s is up on %s (%s)", settings.version, found.identity.instance_id, pulled.digest)

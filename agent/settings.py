@@ -52,6 +52,13 @@ LOCAL_DEFAULTS = {
     "health_interval": 0.5,
     "heartbeat_interval": 60.0,
     "keep_releases": 2,
+    # health (issue 11 part 4; audit F6, F12): healthy means health_successes passing polls in a row, the first
+    # at least health_stable_s seconds back. 3 polls at health_interval 0.5 s and a 2 s window: a single lucky
+    # 2xx or an instant of `running` no longer passes, a process that dies within 2 s of its first passing poll
+    # is seen (Docker restarts it within ~0.1-0.2 s, so RestartCount moves inside the window), and a healthy
+    # stack pays 2 s once per boot, against the >= 10 s the load balancer's own checks take after CONTINUE (E1).
+    "health_successes": 3,
+    "health_stable_s": 2.0,
 }
 CONFIG_KEYS = set(TAG_KEYS.values()) | set(LOCAL_DEFAULTS)
 
@@ -66,6 +73,54 @@ PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_NAME_RE = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH", re.IGNORECASE)
 URL_RE = re.compile(r"^https?://[^/\s:]+(?::[0-9]{1,5})?(?:/\S*)?$")
+
+# secrets (issue 11, audit F15): a compose_env value may be a reference the agent resolves at run time
+# (agent/secrets.py), so that no secret lives in user-data, the config file or the bundle. A mapping, not a
+# string prefix: a plain value can never be mistaken for a reference (a password that happens to start with
+# "ssm:"), and an older agent refuses the mapping (exit 5) instead of passing the reference on as the value.
+#   DB_PASSWORD: {ssm: /bluegreen/web/db-password}            SSM Parameter Store, GetParameter WithDecryption
+#   API_TOKEN: {secretsmanager: bluegreen/web/api, key: token}  Secrets Manager, GetSecretValue, one JSON field
+_ARN_PREFIX = r"arn:aws[a-z-]*:{service}:[a-z0-9-]+:[0-9]{{12}}:"
+# A parameter name or ARN, optionally with a :version or :label selector (GetParameter takes both).
+SSM_NAME_RE = re.compile(rf"^(?:{_ARN_PREFIX.format(service='ssm')}parameter)?/?[A-Za-z0-9_.\-/]{{1,1011}}"
+                         r"(?::[A-Za-z0-9_.\-]{1,100})?$")
+SECRET_ID_RE = re.compile(rf"^(?:{_ARN_PREFIX.format(service='secretsmanager')}secret:)?[A-Za-z0-9/_+=.@\-]{{1,512}}$")
+SECRET_SOURCES = {"ssm": SSM_NAME_RE, "secretsmanager": SECRET_ID_RE}
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    source: str  # "ssm" or "secretsmanager"
+    id: str  # parameter name or ARN; secret name or ARN
+    key: str | None = None  # a field of the secret's JSON value
+
+    @property
+    def region(self):
+        """The Region an ARN names (None for a plain name: the instance's own Region)."""
+        return self.id.split(":")[3] if self.id.startswith("arn:") else None
+
+    def as_config(self):
+        return {self.source: self.id, **({"key": self.key} if self.key is not None else {})}
+
+    def __str__(self):
+        return f"{self.source}:{self.id}" + (f" key {self.key}" if self.key is not None else "")
+
+
+def secret_ref(name, value):
+    """A compose_env mapping value as a SecretRef, validated. Pure."""
+    sources = [k for k in value if k in SECRET_SOURCES]
+    unknown = sorted(str(k) for k in value if k not in SECRET_SOURCES and k != "key")
+    if len(sources) != 1 or unknown:
+        raise SettingsError(f"compose_env: {name} must be a plain value, {{ssm: NAME}} or "
+                            f"{{secretsmanager: ID, key: FIELD}}, got the keys {', '.join(map(str, value)) or 'none'}")
+    source = sources[0]
+    ident, key = value[source], value.get("key")
+    if not isinstance(ident, str) or not SECRET_SOURCES[source].match(ident):
+        raise SettingsError(f"compose_env: {name}: {ident!r} is not a valid {source} name or ARN")
+    if key is not None and (source != "secretsmanager" or not isinstance(key, str) or not key):
+        raise SettingsError(f"compose_env: {name}: key (a field of a JSON secret) goes with secretsmanager only, "
+                            "as a non-empty string")
+    return SecretRef(source, ident, key)
 
 
 @dataclass(frozen=True)
@@ -90,6 +145,9 @@ class Settings:
     health_interval: float
     heartbeat_interval: float
     keep_releases: int
+    health_successes: int
+    health_stable_s: float
+    compose_secrets: dict[str, SecretRef] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -101,9 +159,12 @@ class Settings:
                                              "workdir", "compose_project", "compose_env", "s3_unsigned",
                                              "allowed_buckets", "imds_deadline", "group_deadline",
                                              "pull_timeout", "compose_timeout", "health_timeout",
-                                             "health_interval", "heartbeat_interval", "keep_releases")}
+                                             "health_interval", "heartbeat_interval", "keep_releases",
+                                             "health_successes", "health_stable_s")}
         # compose_env may carry secrets for interpolation: `show` and `--dry-run` print the names, not those values.
         out["compose_env"] = {k: "<redacted>" if SECRET_NAME_RE.search(k) else v for k, v in self.compose_env.items()}
+        # F15: a secret reference is printed as the reference, as written in the config; its value is never here.
+        out["compose_env"].update({k: ref.as_config() for k, ref in self.compose_secrets.items()})
         out["compose_command"] = list(self.compose_command) if self.compose_command else None
         out["allowed_buckets"] = list(self.allowed_buckets)
         out["sources"] = dict(self.sources)
@@ -192,8 +253,8 @@ def resolve(flags, tags, config):
     project = str(merged["compose_project"])
     if not PROJECT_RE.match(project):
         raise SettingsError(f"compose_project {project!r} must be lowercase letters, digits, '-' or '_'")
-    compose_env = _env_map(merged["compose_env"])
-    health_url = _health_url(merged["health_url"], compose_env)
+    compose_env, compose_secrets = _env_map(merged["compose_env"])
+    health_url = _health_url(merged["health_url"], compose_env, compose_secrets)
     hook = merged["lifecycle_hook"]
     if hook is not None and not HOOK_RE.match(str(hook)):
         raise SettingsError(f"lifecycle hook name {hook!r} is not valid")
@@ -208,13 +269,35 @@ def resolve(flags, tags, config):
         version=version, image=image, bucket=bucket, prefix=prefix, health_url=health_url,
         lifecycle_hook=str(hook) if hook is not None else None,
         workdir=str(merged["workdir"]), compose_project=project, compose_env=compose_env,
+        compose_secrets=compose_secrets,
         compose_command=command, s3_unsigned=_bool(merged["s3_unsigned"], "s3_unsigned"),
         allowed_buckets=allowed,
         imds_deadline=_positive(merged, "imds_deadline"), group_deadline=_positive(merged, "group_deadline"),
         pull_timeout=_positive(merged, "pull_timeout"), compose_timeout=_positive(merged, "compose_timeout"),
         health_timeout=_positive(merged, "health_timeout"), health_interval=_positive(merged, "health_interval"),
         heartbeat_interval=_positive(merged, "heartbeat_interval"),
-        keep_releases=int(_positive(merged, "keep_releases")), sources=sources)
+        keep_releases=int(_positive(merged, "keep_releases")), sources=sources,
+        **_health_policy(merged))
+
+
+def _health_policy(merged):
+    """health_successes (a whole number >= 1) and health_stable_s (>= 0, below health_timeout: a window the
+    deadline cannot hold would fail every run)."""
+    successes = merged["health_successes"]
+    if isinstance(successes, bool) or not isinstance(successes, (int, float, str)) or \
+            not str(successes).strip().isdigit() or int(str(successes).strip()) < 1:
+        raise SettingsError(f"health_successes must be a whole number of at least 1, got {successes!r}")
+    stable = merged["health_stable_s"]
+    try:
+        window = float(stable)
+    except (TypeError, ValueError):
+        raise SettingsError(f"health_stable_s must be a number, got {stable!r}") from None
+    if isinstance(stable, bool) or window < 0:
+        raise SettingsError(f"health_stable_s must be 0 or more seconds, got {stable!r}")
+    if window >= _positive(merged, "health_timeout"):
+        raise SettingsError(f"health_stable_s ({window:g}) must be below health_timeout "
+                            f"({_positive(merged, 'health_timeout'):g}): the window could never be held")
+    return {"health_successes": int(str(successes).strip()), "health_stable_s": window}
 
 
 def bootstrap_location(url):
@@ -239,25 +322,33 @@ def _str_list(value, name):
 
 
 def _env_map(value):
+    """compose_env as ({NAME: plain value}, {NAME: SecretRef})."""
     if not isinstance(value, dict):
         raise SettingsError("compose_env must be a mapping of NAME: value")
-    out = {}
+    out, refs = {}, {}
     for key, val in value.items():
         if not isinstance(key, str) or not ENV_NAME_RE.match(key):
             raise SettingsError(f"compose_env: {key!r} is not a valid variable name")
-        if isinstance(val, (dict, list)) or val is None:
-            raise SettingsError(f"compose_env: {key} must be a plain value")
+        if isinstance(val, dict):
+            refs[key] = secret_ref(key, val)
+            continue
+        if isinstance(val, list) or val is None:
+            raise SettingsError(f"compose_env: {key} must be a plain value or a secret reference "
+                                "({ssm: NAME} or {secretsmanager: ID, key: FIELD})")
         out[key] = str(val).lower() if isinstance(val, bool) else str(val)
-    return out
+    return out, refs
 
 
-def _health_url(value, compose_env):
+def _health_url(value, compose_env, compose_secrets=None):
     """The health URL may name compose_env variables as ${NAME}, so one group tag serves many local agents."""
     if value is None or str(value).strip() == "":
         return None
     try:
         url = string.Template(str(value).strip()).substitute(compose_env)
     except (KeyError, ValueError) as exc:
+        if isinstance(exc, KeyError) and exc.args and exc.args[0] in (compose_secrets or {}):
+            raise SettingsError(f"health URL {value!r} names {exc.args[0]}, a secret reference: the URL is "
+                                "printed and logged, a secret must not be") from None
         raise SettingsError(f"health URL {value!r} names an unknown compose_env variable {exc}") from None
     if not URL_RE.match(url):
         raise SettingsError(f"health URL {url!r} is not an http(s) URL")

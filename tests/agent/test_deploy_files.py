@@ -17,6 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TEMPLATE = os.path.join(ROOT, "cloud-init", "user-data.yaml.tmpl")
 UNIT = os.path.join(ROOT, "systemd", "bluegreen-agent.service")
 POLICY = os.path.join(ROOT, "iam", "agent-policy.json")
+# Attached only where compose_env holds secret references (F15; docs/agent.md "Secrets").
+SECRETS_POLICY = os.path.join(ROOT, "iam", "agent-secrets-policy.json")
 VALUES = {"PIP_INDEX_URL": "https://pypi.internal.example.com/simple", "PACKAGE_SPEC": "asg-bluegreen==0.1.0",
           "COMPOSE_PROJECT": "web", "BOOTSTRAP_BUCKET": "bluegreen-bootstrap", "S3_UNSIGNED": "true"}
 
@@ -74,8 +76,9 @@ def test_systemd_unit_verifies_and_has_the_required_shape(tmp_path):
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
 
 
-def test_iam_policy_passes_parliament():
-    assert parliament_findings(POLICY) == ""
+@pytest.mark.parametrize("policy", [POLICY, SECRETS_POLICY], ids=os.path.basename)
+def test_iam_policy_passes_parliament(policy):
+    assert parliament_findings(policy) == ""
 
 
 def _operations_in_agent_code():
@@ -89,10 +92,12 @@ def _operations_in_agent_code():
 
 
 def test_iam_policy_grants_exactly_the_calls_the_agent_makes():
-    granted = granted_operations(POLICY)
+    granted = granted_operations(POLICY) | granted_operations(SECRETS_POLICY)
     # Docker's pull from ECR makes these two with the token GetAuthorizationToken returned.
     pulled_by_docker = {"BatchGetImage", "GetDownloadUrlForLayer"}
-    assert granted - pulled_by_docker == _operations_in_agent_code()
+    # SSM and Secrets Manager call kms:Decrypt for the agent when a customer managed key encrypts a value.
+    decrypted_via_service = {"Decrypt"}
+    assert granted - pulled_by_docker - decrypted_via_service == _operations_in_agent_code()
 
 
 def test_imdsv1_fallback_is_off_for_the_agents_aws_credentials():

@@ -1,4 +1,4 @@
-"""The pure parts: image references, which compose services the agent re-tags, the health verdict; plus ECR
+"""The pure parts: image references, which compose services the agent re-tags; plus ECR
 login and the group lookup against the emulated AWS."""
 
 import logging
@@ -10,7 +10,6 @@ import pytest
 from agent import asg
 from agent.compose import fixed_references
 from agent.errors import ComposeError, GroupError
-from agent.health import judge
 from agent.images import ecr_auth, ecr_registry, normalize_repository, split_reference
 from tests.agent.conftest import Group
 from tests.helpers import FakeTime
@@ -57,18 +56,6 @@ def test_fixed_references_are_the_services_running_the_configured_image():
         fixed_references(model, "other/web")
     with pytest.raises(ComposeError, match="pins .* by digest"):
         fixed_references({"services": {"web": {"image": "web@sha256:" + "a" * 64}}}, "web")
-
-
-@pytest.mark.parametrize("states,verdict", [
-    ([], "waiting"),
-    ([("a", "running", None), ("b", "running", "healthy")], "healthy"),
-    ([("a", "running", "starting")], "waiting"),
-    ([("a", "created", None)], "waiting"),
-    ([("a", "running", "healthy"), ("b", "running", "unhealthy")], "failed"),
-    ([("a", "exited", None)], "failed"),
-])
-def test_health_verdict(states, verdict):
-    assert judge(states) == verdict
 
 
 def test_find_group_and_its_tags(aws):
