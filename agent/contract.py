@@ -305,6 +305,46 @@ def parse_manifest(data):
     return _checked_entries(entries)
 
 
+# -- content-addressed bundles (issue 11, "the bundle belongs to the version"; audit F9, F10) ---------------
+# `bluegreen push-bootstrap DIR s3://bucket/BASE/` writes the bundle under BASE/<sha256 of manifest.json>/ (the
+# manifest last) and then BASE/LATEST, which holds that bundle's s3:// URL. A prefix named by its manifest's
+# hash cannot change under a fleet: the agent checks that the manifest it read hashes to that name (F10).
+LATEST = "LATEST"
+_SHA256_HEX_RE = re.compile(r"\A[0-9a-f]{64}\Z")
+
+
+def bundle_address(prefix):
+    """The manifest hash a content-addressed prefix ('BASE/<64 hex>/') is named by, or None for an old-style
+    (mutable) prefix."""
+    last = prefix.rstrip("/").rpartition("/")[2]
+    return last if _SHA256_HEX_RE.match(last) else None
+
+
+def bundle_base(prefix):
+    """Where a bundle's pushes go: the prefix above a content-addressed one, else the (old-style) prefix itself."""
+    if bundle_address(prefix) is None:
+        return prefix
+    head = prefix.rstrip("/").rpartition("/")[0]
+    return head + "/" if head else ""
+
+
+def bundle_url(bucket, base, manifest_data):
+    """The s3:// URL of the content-addressed bundle whose manifest.json is `manifest_data`, under `base`;
+    ContractError when it would not fit a tag value (A12)."""
+    url = format_s3_url(bucket, base + sha256_hex(manifest_data) + "/")
+    parse_s3_url(url)
+    return url
+
+
+def check_bundle_address(prefix, manifest_data):
+    """F10: a content-addressed prefix must hold the manifest it is named by. ContractError otherwise; an
+    old-style prefix is not checked (it has no name to check against)."""
+    want = bundle_address(prefix)
+    if want is not None and sha256_hex(manifest_data) != want:
+        raise ContractError(f"{MANIFEST} under {prefix} hashes to {sha256_hex(manifest_data)}, not to the name of its "
+                            "prefix: it was replaced after the push (a content-addressed bundle never changes)")
+
+
 # -- atomic writes ----------------------------------------------------------------------------------------
 def atomic_write(path, data, mode=0o644):
     """Write a temp file in the same folder, fsync it, set `mode`, rename it over `path`, fsync the folder.

@@ -135,6 +135,13 @@ def build_parser():
                          help="refuse when a load balancer drains longer than this (default "
                               f"{preflight.MAX_DRAIN_S}: a rollback right after the flip waits the whole drain)")
 
+    # Issue 11, "the bundle belongs to the version": deploy and canary set the idle group's bluegreen:bootstrap with
+    # its version, in one call.
+    launching = argparse.ArgumentParser(add_help=False)
+    launching.add_argument("--bootstrap", metavar="s3://bucket/prefix/<sha256>/",
+                           help="the bundle the new instances run (what push-bootstrap printed); default: the latest "
+                                "pushed under the base of the idle group's content-addressed bundle (its LATEST), or "
+                                "the idle group's bluegreen:bootstrap as it is when that is an old-style prefix")
     parser = argparse.ArgumentParser(
         prog="bluegreen", description=__doc__.splitlines()[0], epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -148,7 +155,7 @@ def build_parser():
     p = add("status", "which color is live, versions, sizes, instances and the operation in progress", [common, stateful])
     p.add_argument("service")
     p = add("deploy", "launch VERSION in the idle group, then move the live group to Standby",
-            [common, mutating, stateful, checked, undoing])
+            [common, mutating, stateful, checked, undoing, launching])
     p.add_argument("service")
     p.add_argument("version")
     p.add_argument("--max-replacements", type=replacement_budget, metavar="N|N%", help=MAX_REPLACEMENTS_HELP)
@@ -158,7 +165,7 @@ def build_parser():
     p = add("finalize", "after a flip: detach and terminate the old Standby instances", [common, mutating, stateful])
     p.add_argument("service")
     p = add("canary", "serve VERSION from N instances of the idle group beside the live fleet",
-            [common, mutating, stateful, checked, undoing])
+            [common, mutating, stateful, checked, undoing, launching])
     p.add_argument("service")
     p.add_argument("version")
     p.add_argument("--count", type=positive_int, default=1, help="canary instances (default 1)")
@@ -169,7 +176,8 @@ def build_parser():
     p = add("history", "the operations journaled in the state store, newest first", [common, stateful])
     p.add_argument("service")
     p.add_argument("--limit", type=positive_int, default=20, help="entries (default 20)")
-    p = add("push-bootstrap", "upload a bootstrap folder and its SHA-256 manifest (last) to S3", [common])
+    p = add("push-bootstrap", "upload a bootstrap folder under s3://bucket/prefix/<manifest sha256>/, its SHA-256 "
+            "manifest last, then prefix/LATEST; print the bundle's URL", [common])
     p.add_argument("directory")
     p.add_argument("url", metavar="s3://bucket/prefix/")
     p.add_argument("--dry-run", action="store_true", help="print what would be uploaded; upload nothing")
@@ -322,16 +330,64 @@ class Cli:
         self.counter.attach(client)
         return client
 
-    def facts(self, store, version=None):
+    def facts(self, store, version=None, bundle=None):
         return preflight.gather(self.aws, self.args.service, store, version=version, s3=self.s3,
-                                ecr_for=self.ecr_for)
+                                ecr_for=self.ecr_for, bundle=bundle)
+
+    def bundle_for(self, snap):
+        """The bundle URL deploy or canary sets on the idle group (issue 11), or None to leave its tag as it is:
+        --bootstrap; else the latest pushed (BASE/LATEST) under the base of the idle group's bundle when that is
+        content-addressed; an old-style (mutable) prefix is left as it is, as before bundles were versioned."""
+        a = self.args
+        rec = snap.record
+        current = preflight.launch_tags(snap).get(contract.TAG_BOOTSTRAP)
+        if rec is not None and rec.bootstrap and rec.action in ("deploy", "canary") and rec.version == a.version:
+            if a.bootstrap and a.bootstrap != rec.bootstrap:
+                raise UsageError(f"the {rec.action} of {a.version} in progress set the bundle {rec.bootstrap}; finish "
+                                 f"it with that one (drop --bootstrap), or `bluegreen rollback {a.service}` first")
+            return rec.bootstrap
+        if a.bootstrap:
+            self._check_store_stays(snap, current, a.bootstrap)
+            return a.bootstrap
+        if not current:
+            return None
+        try:
+            bucket, prefix = contract.parse_s3_url(current)
+        except contract.ContractError:
+            return None  # the bootstrap-manifest check says why
+        if contract.bundle_address(prefix) is None:
+            log.info("%s is an old-style (mutable) bundle prefix: the deploy leaves it as it is; pass --bootstrap "
+                     "with what push-bootstrap printed to give the version its own bundle", current)
+            return None
+        found = bootstrap.latest(self.s3, bucket, contract.bundle_base(prefix))
+        if found is None:
+            log.warning("nothing pushed under %s (no %s): the deploy leaves %s as it is",
+                        contract.format_s3_url(bucket, contract.bundle_base(prefix)), contract.LATEST, current)
+        return found
+
+    def _check_store_stays(self, snap, current, url):
+        """Without a bluegreen:state tag (or --state, BLUEGREEN_STATE) the state store sits beside the bundle's
+        base: a bundle under another base would move the lock of the pair, so it is refused."""
+        a = self.args
+        if a.state or self.environ.get("BLUEGREEN_STATE") or not current or \
+                any(g.tags.get(contract.TAG_STATE) for g in snap.groups.values()):
+            return
+        here, there = (store_mod.bundle_base_url(u, "--bootstrap") for u in (current, url))
+        if here != there:
+            raise UsageError(f"--bootstrap {url} is not under {here}, beside which the state store of {a.service} "
+                             f"lives (no {contract.TAG_STATE} tag): push it under {here}, or give both groups a "
+                             f"{contract.TAG_STATE} tag first")
 
     def preflight(self, store):
         """Refuse a new deploy or canary the pair cannot carry safely, before the lock is taken (exit 2, nothing
         changed). A rerun of the recorded operation of this same command and version skips the refusals its own
         earlier steps cause; another recorded operation is the planner's to refuse (exit 3) or resume."""
         a = self.args
-        facts = self.facts(store, a.version)
+        chosen = []
+        facts = self.facts(store, a.version, bundle=lambda snap: chosen.append(self.bundle_for(snap)) or chosen[-1])
+        image = facts.image
+        self.launch = plan.Launch(digest=image.digest if image is not None and image.state == "found" else None,
+                                  bootstrap=chosen[-1] if chosen else None)
         rec = facts.snap.record
         resuming = None
         if rec is not None:
@@ -349,8 +405,9 @@ class Cli:
 
     def planner(self):
         a = self.args
-        planners = {"deploy": lambda: partial(plan.plan_deploy, version=a.version),
-                    "canary": lambda: partial(plan.plan_canary, version=a.version, count=a.count),
+        launch = getattr(self, "launch", None)
+        planners = {"deploy": lambda: partial(plan.plan_deploy, version=a.version, launch=launch),
+                    "canary": lambda: partial(plan.plan_canary, version=a.version, count=a.count, launch=launch),
                     "rollback": lambda: partial(plan.plan_rollback, wait=a.wait),
                     "finalize": lambda: plan.plan_finalize}
         return planners[a.command]()
@@ -408,18 +465,22 @@ class Cli:
         return f"{title}: done{note}; {snap.groups[live].name if live else 'no group'} is live"
 
     def push_bootstrap(self, planned):
-        """`planned`: what bootstrap.plan_push read and hashed before any client was made (done once)."""
+        """`planned` (bootstrap.Push): what bootstrap.plan_push read and hashed before any client was made. Text
+        output is the bundle's URL alone, for `URL=$(bluegreen push-bootstrap ...)`; the rest goes to stderr."""
         a = self.args
-        bucket, prefix, uploads, manifest = planned
+        p = planned
+        fields = {"bucket": p.bucket, "base": p.base, "prefix": p.prefix, "url": p.url, "manifest": p.manifest}
         if a.dry_run:
-            text = "\n".join([f"push-bootstrap (dry run: nothing uploaded) to s3://{bucket}/{prefix}:"]
-                             + [f"  PutObject {key}" for _, key in uploads]
-                             + [f"  PutObject {prefix}{bootstrap.MANIFEST} (last)"])
-            return self.summary(dry_run=True, result="planned", bucket=bucket, prefix=prefix,
-                                manifest=manifest), text
-        count = bootstrap.push(self.s3, bucket, prefix, uploads, manifest)
-        return (self.summary(result="done", bucket=bucket, prefix=prefix, objects=count, manifest=manifest),
-                f"uploaded {count - 1} files and {bootstrap.MANIFEST} to s3://{bucket}/{prefix}")
+            for line in ([f"push-bootstrap (dry run: nothing uploaded) to {p.url}:"]
+                         + [f"  PutObject {key} (unless the bundle is there already)" for _, key in p.uploads]
+                         + [f"  PutObject {p.prefix}{bootstrap.MANIFEST} (last)",
+                            f"  PutObject {p.latest_key} (unless it names this bundle already)"]):
+                log.info("%s", line)
+            return self.summary(dry_run=True, result="planned", **fields), p.url
+        count = bootstrap.push(self.s3, p)
+        log.info("%s: %s", p.url, f"{count} object(s) written" if count else
+                 "pushed before, and the latest: nothing written")
+        return self.summary(result="done", objects=count, **fields), p.url
 
 
 def main(argv=None, environ=None, seams=None):
@@ -433,6 +494,8 @@ def main(argv=None, environ=None, seams=None):
     try:
         if args.command in ("deploy", "canary"):
             check_version(args.version)
+            if args.bootstrap:
+                args.bootstrap = bootstrap.canonical_url(args.bootstrap)
         if args.command not in ("status", "history", "push-bootstrap", "doctor"):
             resolve(args, environ)
         if args.command == "push-bootstrap":
