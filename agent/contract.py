@@ -252,18 +252,61 @@ def check_bundle_path(path):
     return path
 
 
+# Audit F24: a file's mode is the manifest's optional "mode" (octal text, "0755"); without one, 0644. Read,
+# write and execute for the owner, read and execute for the others, nothing more: no setuid/setgid/sticky bit,
+# nothing writable by group or others (the release folder is 0755, its files are the stack's config).
+DEFAULT_FILE_MODE = 0o644
+MODE_BITS_ALLOWED = 0o755
+# Audit F24: what one file and one whole bundle may hold, checked by push-bootstrap before any upload and by the
+# agent while it streams each object (it stops reading past them). A bundle is a compose stack's config, not its
+# images; these bound the disk and the time one boot can spend on it.
+BUNDLE_FILE_MAX = 64 * 1024 * 1024
+BUNDLE_MAX = 256 * 1024 * 1024
+MANIFEST_MAX = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    path: str
+    sha256: str
+    mode: int = DEFAULT_FILE_MODE
+
+
+def parse_mode(value, path="?"):
+    """A manifest's "mode" ("0755", "644") -> int, or ContractError."""
+    text = value if isinstance(value, str) else ""
+    if not re.match(r"\A0?[0-7]{3}\Z", text):
+        raise ContractError(f"{MANIFEST}: {path} has mode {value!r}; a mode is octal text such as \"0755\"")
+    mode = int(text, 8)
+    if mode & ~MODE_BITS_ALLOWED:
+        raise ContractError(f"{MANIFEST}: {path} has mode {text}; at most 0755 (nothing writable by group or "
+                            "others, no setuid, setgid or sticky bit)")
+    return mode
+
+
+def format_mode(mode):
+    return f"0{mode:03o}"
+
+
 def _checked_entries(entries):
-    """[(path, sha256)] checked against every manifest rule; the one place those rules live."""
+    """[ManifestEntry] checked against every manifest rule; the one place those rules live. Entries may also be
+    (path, sha256) or (path, sha256, mode) tuples."""
     files, seen = [], set()
-    for path, digest in entries:
+    for entry in entries:
+        path, digest, *rest = entry
+        mode = rest[0] if rest else DEFAULT_FILE_MODE
         check_bundle_path(path)
         digest = digest.lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise ContractError(f"{MANIFEST}: {path} has no valid SHA-256 ({digest!r})")
         if path in seen or path in RESERVED_BUNDLE_PATHS:
             raise ContractError(f"{MANIFEST}: {path} is listed twice or is a reserved name")
+        if isinstance(mode, str):
+            mode = parse_mode(mode, path)
+        elif mode & ~MODE_BITS_ALLOWED:
+            raise ContractError(f"{MANIFEST}: {path} has mode {format_mode(mode)}; at most 0755")
         seen.add(path)
-        files.append((path, digest))
+        files.append(ManifestEntry(path, digest, mode))
     if COMPOSE_FILE not in seen:
         raise ContractError(f"{MANIFEST} does not list {COMPOSE_FILE}: a bundle needs one at its top")
     folders = {"/".join(path.split("/")[:n]) for path in seen for n in range(1, path.count("/") + 1)}
@@ -274,18 +317,28 @@ def _checked_entries(entries):
 
 
 def build_manifest(entries):
-    """[(path, sha256)] -> the manifest document, sorted by path (the same bundle gives the same bytes, so
-    the agent's release id, the manifest's hash, does not change)."""
+    """[(path, sha256[, mode])] -> the manifest document, sorted by path (the same bundle gives the same bytes, so
+    the agent's release id, the manifest's hash, does not change). "mode" is written only when it is not 0644,
+    so a bundle without executables has the same manifest as before modes existed."""
     files = _checked_entries(sorted(entries))
-    return {"schema_version": SCHEMA_VERSION, "files": [{"path": p, "sha256": d} for p, d in files]}
+    out = []
+    for e in files:
+        item = {"path": e.path, "sha256": e.sha256}
+        if e.mode != DEFAULT_FILE_MODE:
+            item["mode"] = format_mode(e.mode)
+        out.append(item)
+    return {"schema_version": SCHEMA_VERSION, "files": out}
 
 
 def manifest_bytes(doc):
     return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
 
 
-def parse_manifest(data):
-    """manifest.json's bytes -> [(path, sha256)] in the listed order; unknown top-level keys are ignored."""
+def parse_manifest_entries(data):
+    """manifest.json's bytes -> [ManifestEntry] in the listed order; unknown top-level keys are ignored, and so
+    are unknown keys of a file entry (a newer writer may add some); "mode" is optional (absent: 0644)."""
+    if len(data) > MANIFEST_MAX:
+        raise ContractError(f"{MANIFEST} is {len(data)} bytes; at most {MANIFEST_MAX}")
     try:
         doc = json.loads(data)
     except ValueError as exc:
@@ -301,8 +354,14 @@ def parse_manifest(data):
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) \
                 or not isinstance(entry.get("sha256"), str):
             raise ContractError(f"{MANIFEST}: every file needs a string path and sha256, got {entry!r}")
-        entries.append((entry["path"], entry["sha256"]))
+        mode = parse_mode(entry["mode"], entry["path"]) if "mode" in entry else DEFAULT_FILE_MODE
+        entries.append((entry["path"], entry["sha256"], mode))
     return _checked_entries(entries)
+
+
+def parse_manifest(data):
+    """manifest.json's bytes -> [(path, sha256)] in the listed order (parse_manifest_entries adds the modes)."""
+    return [(e.path, e.sha256) for e in parse_manifest_entries(data)]
 
 
 # -- content-addressed bundles (issue 11, "the bundle belongs to the version"; audit F9, F10) ---------------

@@ -71,10 +71,31 @@ def collect(directory):
     return files
 
 
+def mode_of(full):
+    """The mode the agent gives the file (audit F24): 0755 when it is executable here (an entrypoint script the
+    stack mounts), else the contract's default 0644."""
+    return 0o755 if os.stat(full).st_mode & 0o111 else contract.DEFAULT_FILE_MODE
+
+
+def check_sizes(directory, files):
+    """The contract's limits (F24), refused here before any upload rather than by every agent at boot."""
+    total = 0
+    for rel, full in files:
+        size = os.path.getsize(full)
+        if size > contract.BUNDLE_FILE_MAX:
+            raise UsageError(f"{directory} cannot be pushed: {rel} is {size} bytes, above the {contract.BUNDLE_FILE_MAX} "
+                             "a bundle file may hold (a bundle is configuration; images go to a registry)")
+        total += size
+    if total > contract.BUNDLE_MAX:
+        raise UsageError(f"{directory} cannot be pushed: its files hold {total} bytes, above the "
+                         f"{contract.BUNDLE_MAX} a bundle may hold")
+
+
 def build_manifest(directory, files):
     """The manifest the agent verifies (the contract's format): a bundle the agent would refuse is refused here."""
+    check_sizes(directory, files)
     try:
-        return contract.build_manifest((rel, sha256_of(full)) for rel, full in files)
+        return contract.build_manifest((rel, sha256_of(full), mode_of(full)) for rel, full in files)
     except ContractError as exc:
         raise UsageError(f"{directory} cannot be pushed: {exc}") from None
 
