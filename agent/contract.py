@@ -106,8 +106,9 @@ TAGS = (
     TagSpec(TAG_IMAGE, ON_GROUP, OWNER_TEMPLATE, _OPERATOR, False, "an image repository, no tag or digest"),
     TagSpec(TAG_DIGEST, ON_GROUP, OWNER_DEPLOYER, "`deploy` and `canary`, with bluegreen:version", False,
             "sha256:<64 hex>, the digest of IMAGE:VERSION when it was deployed"),
-    TagSpec(TAG_BOOTSTRAP, ON_GROUP, OWNER_DEPLOYER, "the operator once, at creation; `deploy` too once "
-            "bundles belong to a version", False, "s3://bucket/prefix/ (the S3 URL rules)"),
+    TagSpec(TAG_BOOTSTRAP, ON_GROUP, OWNER_DEPLOYER, "`deploy` and `canary`, with bluegreen:version (the operator "
+            "once, at creation)", False, "s3://bucket/base/<sha256>/, a content-addressed bundle (or an old-style "
+            "s3://bucket/prefix/)"),
     TagSpec(TAG_HEALTH_URL, ON_GROUP, OWNER_TEMPLATE, _OPERATOR, False,
             "an http(s) URL; may name compose_env variables as ${NAME}"),
     TagSpec(TAG_LIFECYCLE_HOOK, ON_GROUP, OWNER_TEMPLATE, _OPERATOR, False, "the launch hook's name"),
