@@ -341,11 +341,15 @@ class Cli:
         a = self.args
         rec = snap.record
         current = preflight.launch_tags(snap).get(contract.TAG_BOOTSTRAP)
-        if rec is not None and rec.bootstrap and rec.action in ("deploy", "canary") and rec.version == a.version:
-            if a.bootstrap and a.bootstrap != rec.bootstrap:
-                raise UsageError(f"the {rec.action} of {a.version} in progress set the bundle {rec.bootstrap}; finish "
-                                 f"it with that one (drop --bootstrap), or `bluegreen rollback {a.service}` first")
-            return rec.bootstrap
+        if rec is not None and rec.action in ("deploy", "canary") and rec.version == a.version and \
+                (rec.bootstrap is not None or rec.digest is not None):
+            # Recorded when the operation started (plan.launch_values): what its rerun sets, whatever is latest.
+            recorded = rec.bootstrap or None
+            if a.bootstrap and a.bootstrap != recorded:
+                raise UsageError(f"the {rec.action} of {a.version} in progress set the bundle {recorded or '(none)'}; "
+                                 f"finish it with that one (drop --bootstrap), or `bluegreen rollback {a.service}` "
+                                 "first")
+            return recorded
         if a.bootstrap:
             self._check_store_stays(snap, current, a.bootstrap)
             return a.bootstrap

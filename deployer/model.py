@@ -171,7 +171,8 @@ class Record:
     def as_state(self):
         out = {"action": self.action, "phase": self.phase, "version": self.version, "live": self.live,
                "started": self.started}
-        out.update({k: v for k, v in (("digest", self.digest), ("bootstrap", self.bootstrap)) if v})
+        # "" is recorded too: resolved as none (the registry could not be asked; no bundle tag), not to resolve again.
+        out.update({k: v for k, v in (("digest", self.digest), ("bootstrap", self.bootstrap)) if v is not None})
         return out
 
     def as_json(self):

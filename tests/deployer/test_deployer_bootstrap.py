@@ -147,3 +147,20 @@ def test_cli_push_prints_the_bundle_url_the_agent_fetches_and_verifies(aws, tmp_
     assert dict(fetched.files) == {f["path"]: f["sha256"] for f in summary["manifest"]["files"]}
     with open(os.path.join(fetched.path, "conf", "app.env")) as f:
         assert f.read() == "A=1\n"
+
+
+def test_push_records_the_executable_bit_and_refuses_oversize_files(tmp_path, monkeypatch):
+    folder = bundle(tmp_path)
+    (folder / "entry.sh").write_text("#!/bin/sh\n")
+    os.chmod(folder / "entry.sh", 0o750)
+    os.chmod(folder / "conf" / "app.env", 0o600)  # not executable: the agent's default 0644, not written
+    files = {f["path"]: f.get("mode") for f in bootstrap.plan_push(str(folder), "s3://bucket-1/demo/").manifest["files"]}
+    assert files == {"conf/app.env": None, "docker-compose.yml": None, "entry.sh": "0755"}
+    monkeypatch.setattr(contract, "BUNDLE_FILE_MAX", 12)
+    with pytest.raises(UsageError, match=r"cannot be pushed: docker-compose.yml is 13 bytes, above the 12 a bundle "
+                                         "file may hold"):
+        bootstrap.plan_push(str(folder), "s3://bucket-1/demo/")
+    monkeypatch.setattr(contract, "BUNDLE_FILE_MAX", 100)
+    monkeypatch.setattr(contract, "BUNDLE_MAX", 20)
+    with pytest.raises(UsageError, match="its files hold 27 bytes, above the 20 a bundle may hold"):
+        bootstrap.plan_push(str(folder), "s3://bucket-1/demo/")
