@@ -140,8 +140,8 @@ def build_parser():
     launching = argparse.ArgumentParser(add_help=False)
     launching.add_argument("--bootstrap", metavar="s3://bucket/prefix/<sha256>/",
                            help="the bundle the new instances run (what push-bootstrap printed); default: the latest "
-                                "pushed under the base of the idle group's content-addressed bundle (its LATEST), or "
-                                "the idle group's bluegreen:bootstrap as it is when that is an old-style prefix")
+                                "pushed under the pair's base (its LATEST) when a group names a content-addressed "
+                                "bundle, else the idle group's bluegreen:bootstrap as it is (an old-style prefix)")
     parser = argparse.ArgumentParser(
         prog="bluegreen", description=__doc__.splitlines()[0], epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -355,14 +355,16 @@ class Cli:
             return a.bootstrap
         if not current:
             return None
-        try:
-            bucket, prefix = contract.parse_s3_url(current)
-        except contract.ContractError:
-            return None  # the bootstrap-manifest check says why
-        if contract.bundle_address(prefix) is None:
+        # The pair's base: the idle group's bundle, or the live group's when only that one is content-addressed
+        # (a pair moved to content-addressed bundles by one deploy --bootstrap: its other group still names the
+        # old-style prefix until its next deploy, this one).
+        addressed = [(b, p) for b, p in (_parsed(u) for u in (current, *(g.bootstrap for g in snap.groups.values())))
+                     if p is not None and contract.bundle_address(p) is not None]
+        if not addressed:
             log.info("%s is an old-style (mutable) bundle prefix: the deploy leaves it as it is; pass --bootstrap "
                      "with what push-bootstrap printed to give the version its own bundle", current)
             return None
+        bucket, prefix = addressed[0]
         found = bootstrap.latest(self.s3, bucket, contract.bundle_base(prefix))
         if found is None:
             log.warning("nothing pushed under %s (no %s): the deploy leaves %s as it is",
@@ -485,6 +487,14 @@ class Cli:
         log.info("%s: %s", p.url, f"{count} object(s) written" if count else
                  "pushed before, and the latest: nothing written")
         return self.summary(result="done", objects=count, **fields), p.url
+
+
+def _parsed(url):
+    """(bucket, prefix) of an S3 URL, or (None, None) when there is none or it is bad (pre-flight says why)."""
+    try:
+        return contract.parse_s3_url(url) if url else (None, None)
+    except contract.ContractError:
+        return None, None
 
 
 def main(argv=None, environ=None, seams=None):

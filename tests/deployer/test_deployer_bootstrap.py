@@ -164,3 +164,15 @@ def test_push_records_the_executable_bit_and_refuses_oversize_files(tmp_path, mo
     monkeypatch.setattr(contract, "BUNDLE_MAX", 20)
     with pytest.raises(UsageError, match="its files hold 27 bytes, above the 20 a bundle may hold"):
         bootstrap.plan_push(str(folder), "s3://bucket-1/demo/")
+
+
+def test_the_local_fleet_pushes_its_bundle_and_tags_the_url_push_bootstrap_printed(aws, tmp_path):
+    # localcloud/fleet/service.py: the demo service's groups name the content-addressed bundle, not the base.
+    from localcloud.fleet.service import push_bundle
+
+    url = push_bundle(boto3.session.Session(), str(tmp_path / "bundle"), "127.0.0.1:5000", "s3://bucket-9/demo/",
+                      dict(os.environ))
+    bucket, prefix = contract.parse_s3_url(url)
+    assert bucket == "bucket-9" and contract.bundle_base(prefix) == "demo/" and contract.bundle_address(prefix)
+    body = boto3.client("s3").get_object(Bucket=bucket, Key=prefix + "manifest.json")["Body"].read()
+    contract.check_bundle_address(prefix, body)

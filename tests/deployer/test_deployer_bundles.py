@@ -113,6 +113,17 @@ def test_without_the_flag_the_latest_bundle_under_the_base_is_deployed(fleet, tm
     assert "demo/.bluegreen/demo/lock.json" in keys
 
 
+def test_a_pair_moved_by_one_deploy_with_the_flag_takes_the_latest_on_the_next(fleet, tmp_path):
+    first = push(fleet, tmp_path, "services: {web: {image: web:live}}\n")
+    expect_exit(fleet.bluegreen("deploy", "demo", "2.0", "--bootstrap", first), 0)
+    expect_exit(fleet.bluegreen("finalize", "demo"), 0)
+    # blue still names the old-style prefix; green's bundle gives the pair's base, whose LATEST is taken.
+    second = push(fleet, tmp_path, "services: {web: {image: web:live, init: true}}\n")
+    assert fleet.tags("blue")[TAG_BOOTSTRAP] == BASE
+    expect_exit(fleet.bluegreen("deploy", "demo", "3.0"), 0)
+    assert fleet.tags("blue")[TAG_BOOTSTRAP] == second and fleet.tags("green")[TAG_BOOTSTRAP] == first
+
+
 def test_an_old_style_prefix_is_left_as_it_is_without_the_flag(fleet):
     calls = set_version_calls(fleet, "deploy", "demo", "2.0")
     assert {t["Key"] for t in calls[0]["params"]["Tags"]} == {TAG_VERSION, TAG_BOOTSTRAP}
