@@ -72,14 +72,14 @@ def check_path(path):
 class _Sink:
     """Where a streamed object goes: hashed as it arrives, refused past `limit` bytes (F24)."""
 
-    def __init__(self, out, limit, what):
-        self.out, self.limit, self.what = out, limit, what
+    def __init__(self, out, limit, what, which="the limit"):
+        self.out, self.limit, self.what, self.which = out, limit, what, which
         self.digest, self.size = hashlib.sha256(), 0
 
     def write(self, chunk):
         self.size += len(chunk)
         if self.size > self.limit:
-            raise BundleError(f"{self.what} is larger than {self.limit} bytes, the limit (F24)")
+            raise BundleError(f"{self.what} is larger than {self.limit} bytes, {self.which} (F24)")
         self.digest.update(chunk)
         if self.out is not None:
             self.out.write(chunk)
@@ -289,7 +289,9 @@ def fetch(reader, prefix, workdir):
             _makedirs(staging, os.path.dirname(entry.path))
             what = f"s3://{reader.bucket}/{prefix}{entry.path}"
             with open(target, "wb") as out:
-                sink = _Sink(out, min(BUNDLE_FILE_MAX, BUNDLE_MAX - total), what)
+                left = BUNDLE_MAX - total
+                sink = _Sink(out, min(BUNDLE_FILE_MAX, left), what, "the limit" if BUNDLE_FILE_MAX <= left else
+                             f"what is left of the bundle's {BUNDLE_MAX} after the files before it")
                 reader.copy(prefix + entry.path, sink)
             total += sink.size
             actual = sink.digest.hexdigest()
