@@ -389,11 +389,17 @@ class Cli:
         changed). A rerun of the recorded operation of this same command and version skips the refusals its own
         earlier steps cause; another recorded operation is the planner's to refuse (exit 3) or resume."""
         a = self.args
-        chosen = []
-        facts = self.facts(store, a.version, bundle=lambda snap: chosen.append(self.bundle_for(snap)) or chosen[-1])
+        chosen = {}
+
+        def bundle(snap):  # decided from the same observation the checks read, then its manifest is checked
+            chosen["url"] = self.bundle_for(snap)
+            return chosen["url"]
+
+        facts = self.facts(store, a.version, bundle=bundle)
         image = facts.image
+        # What the set-version step puts on the idle group with the version (issue 11; audit F8, F9).
         self.launch = plan.Launch(digest=image.digest if image is not None and image.state == "found" else None,
-                                  bootstrap=chosen[-1] if chosen else None)
+                                  bootstrap=chosen.get("url"))
         rec = facts.snap.record
         resuming = None
         if rec is not None:
