@@ -127,8 +127,11 @@ class SignedReader(Reader):
         url = f"s3://{self.bucket}/{key}"
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-            for chunk in body.iter_chunks(CHUNK):
-                sink.write(chunk)
+            try:
+                for chunk in body.iter_chunks(CHUNK):
+                    sink.write(chunk)
+            finally:
+                body.close()  # also when the sink refused it half way: the rest is not read
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404", "NotFound"):
