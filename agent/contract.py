@@ -106,8 +106,9 @@ TAGS = (
     TagSpec(TAG_IMAGE, ON_GROUP, OWNER_TEMPLATE, _OPERATOR, False, "an image repository, no tag or digest"),
     TagSpec(TAG_DIGEST, ON_GROUP, OWNER_DEPLOYER, "`deploy` and `canary`, with bluegreen:version", False,
             "sha256:<64 hex>, the digest of IMAGE:VERSION when it was deployed"),
-    TagSpec(TAG_BOOTSTRAP, ON_GROUP, OWNER_DEPLOYER, "the operator once, at creation; `deploy` too once "
-            "bundles belong to a version", False, "s3://bucket/prefix/ (the S3 URL rules)"),
+    TagSpec(TAG_BOOTSTRAP, ON_GROUP, OWNER_DEPLOYER, "`deploy` and `canary`, with bluegreen:version (the operator "
+            "once, at creation)", False, "s3://bucket/base/<sha256>/, a content-addressed bundle (or an old-style "
+            "s3://bucket/prefix/)"),
     TagSpec(TAG_HEALTH_URL, ON_GROUP, OWNER_TEMPLATE, _OPERATOR, False,
             "an http(s) URL; may name compose_env variables as ${NAME}"),
     TagSpec(TAG_LIFECYCLE_HOOK, ON_GROUP, OWNER_TEMPLATE, _OPERATOR, False, "the launch hook's name"),
@@ -252,18 +253,61 @@ def check_bundle_path(path):
     return path
 
 
+# Audit F24: a file's mode is the manifest's optional "mode" (octal text, "0755"); without one, 0644. Read,
+# write and execute for the owner, read and execute for the others, nothing more: no setuid/setgid/sticky bit,
+# nothing writable by group or others (the release folder is 0755, its files are the stack's config).
+DEFAULT_FILE_MODE = 0o644
+MODE_BITS_ALLOWED = 0o755
+# Audit F24: what one file and one whole bundle may hold, checked by push-bootstrap before any upload and by the
+# agent while it streams each object (it stops reading past them). A bundle is a compose stack's config, not its
+# images; these bound the disk and the time one boot can spend on it.
+BUNDLE_FILE_MAX = 64 * 1024 * 1024
+BUNDLE_MAX = 256 * 1024 * 1024
+MANIFEST_MAX = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    path: str
+    sha256: str
+    mode: int = DEFAULT_FILE_MODE
+
+
+def parse_mode(value, path="?"):
+    """A manifest's "mode" ("0755", "644") -> int, or ContractError."""
+    text = value if isinstance(value, str) else ""
+    if not re.match(r"\A0?[0-7]{3}\Z", text):
+        raise ContractError(f"{MANIFEST}: {path} has mode {value!r}; a mode is octal text such as \"0755\"")
+    mode = int(text, 8)
+    if mode & ~MODE_BITS_ALLOWED:
+        raise ContractError(f"{MANIFEST}: {path} has mode {text}; at most 0755 (nothing writable by group or "
+                            "others, no setuid, setgid or sticky bit)")
+    return mode
+
+
+def format_mode(mode):
+    return f"0{mode:03o}"
+
+
 def _checked_entries(entries):
-    """[(path, sha256)] checked against every manifest rule; the one place those rules live."""
+    """[ManifestEntry] checked against every manifest rule; the one place those rules live. Entries may also be
+    (path, sha256) or (path, sha256, mode) tuples."""
     files, seen = [], set()
-    for path, digest in entries:
+    for entry in entries:
+        path, digest, *rest = entry
+        mode = rest[0] if rest else DEFAULT_FILE_MODE
         check_bundle_path(path)
         digest = digest.lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise ContractError(f"{MANIFEST}: {path} has no valid SHA-256 ({digest!r})")
         if path in seen or path in RESERVED_BUNDLE_PATHS:
             raise ContractError(f"{MANIFEST}: {path} is listed twice or is a reserved name")
+        if isinstance(mode, str):
+            mode = parse_mode(mode, path)
+        elif mode & ~MODE_BITS_ALLOWED:
+            raise ContractError(f"{MANIFEST}: {path} has mode {format_mode(mode)}; at most 0755")
         seen.add(path)
-        files.append((path, digest))
+        files.append(ManifestEntry(path, digest, mode))
     if COMPOSE_FILE not in seen:
         raise ContractError(f"{MANIFEST} does not list {COMPOSE_FILE}: a bundle needs one at its top")
     folders = {"/".join(path.split("/")[:n]) for path in seen for n in range(1, path.count("/") + 1)}
@@ -274,18 +318,28 @@ def _checked_entries(entries):
 
 
 def build_manifest(entries):
-    """[(path, sha256)] -> the manifest document, sorted by path (the same bundle gives the same bytes, so
-    the agent's release id, the manifest's hash, does not change)."""
+    """[(path, sha256[, mode])] -> the manifest document, sorted by path (the same bundle gives the same bytes, so
+    the agent's release id, the manifest's hash, does not change). "mode" is written only when it is not 0644,
+    so a bundle without executables has the same manifest as before modes existed."""
     files = _checked_entries(sorted(entries))
-    return {"schema_version": SCHEMA_VERSION, "files": [{"path": p, "sha256": d} for p, d in files]}
+    out = []
+    for e in files:
+        item = {"path": e.path, "sha256": e.sha256}
+        if e.mode != DEFAULT_FILE_MODE:
+            item["mode"] = format_mode(e.mode)
+        out.append(item)
+    return {"schema_version": SCHEMA_VERSION, "files": out}
 
 
 def manifest_bytes(doc):
     return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
 
 
-def parse_manifest(data):
-    """manifest.json's bytes -> [(path, sha256)] in the listed order; unknown top-level keys are ignored."""
+def parse_manifest_entries(data):
+    """manifest.json's bytes -> [ManifestEntry] in the listed order; unknown top-level keys are ignored, and so
+    are unknown keys of a file entry (a newer writer may add some); "mode" is optional (absent: 0644)."""
+    if len(data) > MANIFEST_MAX:
+        raise ContractError(f"{MANIFEST} is {len(data)} bytes; at most {MANIFEST_MAX}")
     try:
         doc = json.loads(data)
     except ValueError as exc:
@@ -301,8 +355,54 @@ def parse_manifest(data):
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) \
                 or not isinstance(entry.get("sha256"), str):
             raise ContractError(f"{MANIFEST}: every file needs a string path and sha256, got {entry!r}")
-        entries.append((entry["path"], entry["sha256"]))
+        mode = parse_mode(entry["mode"], entry["path"]) if "mode" in entry else DEFAULT_FILE_MODE
+        entries.append((entry["path"], entry["sha256"], mode))
     return _checked_entries(entries)
+
+
+def parse_manifest(data):
+    """manifest.json's bytes -> [(path, sha256)] in the listed order (parse_manifest_entries adds the modes)."""
+    return [(e.path, e.sha256) for e in parse_manifest_entries(data)]
+
+
+# -- content-addressed bundles (issue 11, "the bundle belongs to the version"; audit F9, F10) ---------------
+# `bluegreen push-bootstrap DIR s3://bucket/BASE/` writes the bundle under BASE/<sha256 of manifest.json>/ (the
+# manifest last) and then BASE/LATEST, which holds that bundle's s3:// URL. A prefix named by its manifest's
+# hash cannot change under a fleet: the agent checks that the manifest it read hashes to that name (F10).
+LATEST = "LATEST"
+_SHA256_HEX_RE = re.compile(r"\A[0-9a-f]{64}\Z")
+
+
+def bundle_address(prefix):
+    """The manifest hash a content-addressed prefix ('BASE/<64 hex>/') is named by, or None for an old-style
+    (mutable) prefix."""
+    last = prefix.rstrip("/").rpartition("/")[2]
+    return last if _SHA256_HEX_RE.match(last) else None
+
+
+def bundle_base(prefix):
+    """Where a bundle's pushes go: the prefix above a content-addressed one, else the (old-style) prefix itself."""
+    if bundle_address(prefix) is None:
+        return prefix
+    head = prefix.rstrip("/").rpartition("/")[0]
+    return head + "/" if head else ""
+
+
+def bundle_url(bucket, base, manifest_data):
+    """The s3:// URL of the content-addressed bundle whose manifest.json is `manifest_data`, under `base`;
+    ContractError when it would not fit a tag value (A12)."""
+    url = format_s3_url(bucket, base + sha256_hex(manifest_data) + "/")
+    parse_s3_url(url)
+    return url
+
+
+def check_bundle_address(prefix, manifest_data):
+    """F10: a content-addressed prefix must hold the manifest it is named by. ContractError otherwise; an
+    old-style prefix is not checked (it has no name to check against)."""
+    want = bundle_address(prefix)
+    if want is not None and sha256_hex(manifest_data) != want:
+        raise ContractError(f"{MANIFEST} under {prefix} hashes to {sha256_hex(manifest_data)}, not to the name of its "
+                            "prefix: it was replaced after the push (a content-addressed bundle never changes)")
 
 
 # -- atomic writes ----------------------------------------------------------------------------------------

@@ -317,16 +317,18 @@ class DeployerAws:
                           LoadBalancerName=name)["LoadBalancerAttributes"]
 
     def describe_ecr_image(self, ecr, registry_id, repository, tag):
-        """True when ECR has `repository:tag`, False when it has not (the image or the repository). `ecr` is a
-        client of the repository's own Region (the CLI makes it)."""
+        """The image digest (sha256:...) when ECR has `repository:tag`, None when it has not (the image or the
+        repository). DescribeImages' imageDigest is the manifest's (or the index's) digest, what a pull by digest
+        names (audit F8). `ecr` is a client of the repository's own Region (the CLI makes it)."""
         try:
-            self._call(ecr, "describe_images", registryId=registry_id, repositoryName=repository,
-                       imageIds=[{"imageTag": tag}])
+            resp = self._call(ecr, "describe_images", registryId=registry_id, repositoryName=repository,
+                              imageIds=[{"imageTag": tag}])
         except AwsError as exc:
             if exc.code in ("ImageNotFoundException", "RepositoryNotFoundException"):
-                return False
+                return None
             raise
-        return True
+        details = resp.get("imageDetails") or [{}]
+        return details[0].get("imageDigest") or ""
 
     def describe_object(self, s3, bucket, key):
         """GetObject: the object's bytes (the bootstrap manifest the agent reads), or AwsError. Named describe_* as

@@ -135,6 +135,13 @@ def build_parser():
                          help="refuse when a load balancer drains longer than this (default "
                               f"{preflight.MAX_DRAIN_S}: a rollback right after the flip waits the whole drain)")
 
+    # Issue 11, "the bundle belongs to the version": deploy and canary set the idle group's bluegreen:bootstrap with
+    # its version, in one call.
+    launching = argparse.ArgumentParser(add_help=False)
+    launching.add_argument("--bootstrap", metavar="s3://bucket/prefix/<sha256>/",
+                           help="the bundle the new instances run (what push-bootstrap printed); default: the latest "
+                                "pushed under the pair's base (its LATEST) when a group names a content-addressed "
+                                "bundle, else the idle group's bluegreen:bootstrap as it is (an old-style prefix)")
     parser = argparse.ArgumentParser(
         prog="bluegreen", description=__doc__.splitlines()[0], epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -148,7 +155,7 @@ def build_parser():
     p = add("status", "which color is live, versions, sizes, instances and the operation in progress", [common, stateful])
     p.add_argument("service")
     p = add("deploy", "launch VERSION in the idle group, then move the live group to Standby",
-            [common, mutating, stateful, checked, undoing])
+            [common, mutating, stateful, checked, undoing, launching])
     p.add_argument("service")
     p.add_argument("version")
     p.add_argument("--max-replacements", type=replacement_budget, metavar="N|N%", help=MAX_REPLACEMENTS_HELP)
@@ -158,7 +165,7 @@ def build_parser():
     p = add("finalize", "after a flip: detach and terminate the old Standby instances", [common, mutating, stateful])
     p.add_argument("service")
     p = add("canary", "serve VERSION from N instances of the idle group beside the live fleet",
-            [common, mutating, stateful, checked, undoing])
+            [common, mutating, stateful, checked, undoing, launching])
     p.add_argument("service")
     p.add_argument("version")
     p.add_argument("--count", type=positive_int, default=1, help="canary instances (default 1)")
@@ -169,7 +176,8 @@ def build_parser():
     p = add("history", "the operations journaled in the state store, newest first", [common, stateful])
     p.add_argument("service")
     p.add_argument("--limit", type=positive_int, default=20, help="entries (default 20)")
-    p = add("push-bootstrap", "upload a bootstrap folder and its SHA-256 manifest (last) to S3", [common])
+    p = add("push-bootstrap", "upload a bootstrap folder under s3://bucket/prefix/<manifest sha256>/, its SHA-256 "
+            "manifest last, then prefix/LATEST; print the bundle's URL", [common])
     p.add_argument("directory")
     p.add_argument("url", metavar="s3://bucket/prefix/")
     p.add_argument("--dry-run", action="store_true", help="print what would be uploaded; upload nothing")
@@ -322,16 +330,76 @@ class Cli:
         self.counter.attach(client)
         return client
 
-    def facts(self, store, version=None):
+    def facts(self, store, version=None, bundle=None):
         return preflight.gather(self.aws, self.args.service, store, version=version, s3=self.s3,
-                                ecr_for=self.ecr_for)
+                                ecr_for=self.ecr_for, bundle=bundle)
+
+    def bundle_for(self, snap):
+        """The bundle URL deploy or canary sets on the idle group (issue 11), or None to leave its tag as it is:
+        --bootstrap; else the latest pushed (BASE/LATEST) under the base of the idle group's bundle when that is
+        content-addressed; an old-style (mutable) prefix is left as it is, as before bundles were versioned."""
+        a = self.args
+        rec = snap.record
+        current = preflight.launch_tags(snap).get(contract.TAG_BOOTSTRAP)
+        if rec is not None and rec.action in ("deploy", "canary") and rec.version == a.version and \
+                (rec.bootstrap is not None or rec.digest is not None):
+            # Recorded when the operation started (plan.launch_values): what its rerun sets, whatever is latest.
+            recorded = rec.bootstrap or None
+            if a.bootstrap and a.bootstrap != recorded:
+                raise UsageError(f"the {rec.action} of {a.version} in progress set the bundle {recorded or '(none)'}; "
+                                 f"finish it with that one (drop --bootstrap), or `bluegreen rollback {a.service}` "
+                                 "first")
+            return recorded
+        if a.bootstrap:
+            self._check_store_stays(snap, current, a.bootstrap)
+            return a.bootstrap
+        if not current:
+            return None
+        # The pair's base: the idle group's bundle, or the live group's when only that one is content-addressed
+        # (a pair moved to content-addressed bundles by one deploy --bootstrap: its other group still names the
+        # old-style prefix until its next deploy, this one).
+        addressed = [(b, p) for b, p in (_parsed(u) for u in (current, *(g.bootstrap for g in snap.groups.values())))
+                     if p is not None and contract.bundle_address(p) is not None]
+        if not addressed:
+            log.info("%s is an old-style (mutable) bundle prefix: the deploy leaves it as it is; pass --bootstrap "
+                     "with what push-bootstrap printed to give the version its own bundle", current)
+            return None
+        bucket, prefix = addressed[0]
+        found = bootstrap.latest(self.s3, bucket, contract.bundle_base(prefix))
+        if found is None:
+            log.warning("nothing pushed under %s (no %s): the deploy leaves %s as it is",
+                        contract.format_s3_url(bucket, contract.bundle_base(prefix)), contract.LATEST, current)
+        return found
+
+    def _check_store_stays(self, snap, current, url):
+        """Without a bluegreen:state tag (or --state, BLUEGREEN_STATE) the state store sits beside the bundle's
+        base: a bundle under another base would move the lock of the pair, so it is refused."""
+        a = self.args
+        if a.state or self.environ.get("BLUEGREEN_STATE") or not current or \
+                any(g.tags.get(contract.TAG_STATE) for g in snap.groups.values()):
+            return
+        here, there = (store_mod.bundle_base_url(u, "--bootstrap") for u in (current, url))
+        if here != there:
+            raise UsageError(f"--bootstrap {url} is not under {here}, beside which the state store of {a.service} "
+                             f"lives (no {contract.TAG_STATE} tag): push it under {here}, or give both groups a "
+                             f"{contract.TAG_STATE} tag first")
 
     def preflight(self, store):
         """Refuse a new deploy or canary the pair cannot carry safely, before the lock is taken (exit 2, nothing
         changed). A rerun of the recorded operation of this same command and version skips the refusals its own
         earlier steps cause; another recorded operation is the planner's to refuse (exit 3) or resume."""
         a = self.args
-        facts = self.facts(store, a.version)
+        chosen = {}
+
+        def bundle(snap):  # decided from the same observation the checks read, then its manifest is checked
+            chosen["url"] = self.bundle_for(snap)
+            return chosen["url"]
+
+        facts = self.facts(store, a.version, bundle=bundle)
+        image = facts.image
+        # What the set-version step puts on the idle group with the version (issue 11; audit F8, F9).
+        self.launch = plan.Launch(digest=image.digest if image is not None and image.state == "found" else None,
+                                  bootstrap=chosen.get("url"))
         rec = facts.snap.record
         resuming = None
         if rec is not None:
@@ -349,8 +417,9 @@ class Cli:
 
     def planner(self):
         a = self.args
-        planners = {"deploy": lambda: partial(plan.plan_deploy, version=a.version),
-                    "canary": lambda: partial(plan.plan_canary, version=a.version, count=a.count),
+        launch = getattr(self, "launch", None)
+        planners = {"deploy": lambda: partial(plan.plan_deploy, version=a.version, launch=launch),
+                    "canary": lambda: partial(plan.plan_canary, version=a.version, count=a.count, launch=launch),
                     "rollback": lambda: partial(plan.plan_rollback, wait=a.wait),
                     "finalize": lambda: plan.plan_finalize}
         return planners[a.command]()
@@ -408,18 +477,30 @@ class Cli:
         return f"{title}: done{note}; {snap.groups[live].name if live else 'no group'} is live"
 
     def push_bootstrap(self, planned):
-        """`planned`: what bootstrap.plan_push read and hashed before any client was made (done once)."""
+        """`planned` (bootstrap.Push): what bootstrap.plan_push read and hashed before any client was made. Text
+        output is the bundle's URL alone, for `URL=$(bluegreen push-bootstrap ...)`; the rest goes to stderr."""
         a = self.args
-        bucket, prefix, uploads, manifest = planned
+        p = planned
+        fields = {"bucket": p.bucket, "base": p.base, "prefix": p.prefix, "url": p.url, "manifest": p.manifest}
         if a.dry_run:
-            text = "\n".join([f"push-bootstrap (dry run: nothing uploaded) to s3://{bucket}/{prefix}:"]
-                             + [f"  PutObject {key}" for _, key in uploads]
-                             + [f"  PutObject {prefix}{bootstrap.MANIFEST} (last)"])
-            return self.summary(dry_run=True, result="planned", bucket=bucket, prefix=prefix,
-                                manifest=manifest), text
-        count = bootstrap.push(self.s3, bucket, prefix, uploads, manifest)
-        return (self.summary(result="done", bucket=bucket, prefix=prefix, objects=count, manifest=manifest),
-                f"uploaded {count - 1} files and {bootstrap.MANIFEST} to s3://{bucket}/{prefix}")
+            for line in ([f"push-bootstrap (dry run: nothing uploaded) to {p.url}:"]
+                         + [f"  PutObject {key} (unless the bundle is there already)" for _, key in p.uploads]
+                         + [f"  PutObject {p.prefix}{bootstrap.MANIFEST} (last)",
+                            f"  PutObject {p.latest_key} (unless it names this bundle already)"]):
+                log.info("%s", line)
+            return self.summary(dry_run=True, result="planned", **fields), p.url
+        count = bootstrap.push(self.s3, p)
+        log.info("%s: %s", p.url, f"{count} object(s) written" if count else
+                 "pushed before, and the latest: nothing written")
+        return self.summary(result="done", objects=count, **fields), p.url
+
+
+def _parsed(url):
+    """(bucket, prefix) of an S3 URL, or (None, None) when there is none or it is bad (pre-flight says why)."""
+    try:
+        return contract.parse_s3_url(url) if url else (None, None)
+    except contract.ContractError:
+        return None, None
 
 
 def main(argv=None, environ=None, seams=None):
@@ -433,6 +514,8 @@ def main(argv=None, environ=None, seams=None):
     try:
         if args.command in ("deploy", "canary"):
             check_version(args.version)
+            if args.bootstrap:
+                args.bootstrap = bootstrap.canonical_url(args.bootstrap)
         if args.command not in ("status", "history", "push-bootstrap", "doctor"):
             resolve(args, environ)
         if args.command == "push-bootstrap":

@@ -8,12 +8,14 @@ suspended. Without a store the tags are the record.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from agent import contract
 from agent.contract import (  # noqa: F401 (re-exported: the deployer imports the tag keys from here)
+    TAG_BOOTSTRAP,
     TAG_COLOR,
+    TAG_DIGEST,
     TAG_OPERATION,
     TAG_RETIRED_FROM,
     TAG_RUNNING,
@@ -88,6 +90,14 @@ class Group:
         return self.tags.get(TAG_VERSION)
 
     @property
+    def digest(self):
+        return self.tags.get(TAG_DIGEST)
+
+    @property
+    def bootstrap(self):
+        return self.tags.get(TAG_BOOTSTRAP)
+
+    @property
     def sizes(self):
         return (self.min, self.desired, self.max)
 
@@ -121,6 +131,12 @@ class Record:
     live: str  # the color that was live when the operation started
     started: str
     holder: str
+    # What deploy and canary put on the idle group with the version (issue 11): the image digest and the bundle
+    # URL, resolved once when the operation starts. Kept in the state store's record, so a rerun after a crash
+    # sets the same; not in the tag (a tag value holds 256 characters, A12): without a store the idle group's own
+    # tags, written in the same call as its version, are the record. Not compared: the tag mirror lacks them.
+    digest: str | None = field(default=None, compare=False)
+    bootstrap: str | None = field(default=None, compare=False)
 
     def encode(self):
         value = (f"action={self.action};phase={self.phase};version={self.version};live={self.live};"
@@ -149,15 +165,19 @@ class Record:
     @classmethod
     def from_state(cls, op, holder):
         """From the state store's `operation` (store.py)."""
-        return cls(op["action"], op["phase"], op.get("version", ""), op["live"], op.get("started", ""), holder)
+        return cls(op["action"], op["phase"], op.get("version", ""), op["live"], op.get("started", ""), holder,
+                   digest=op.get("digest"), bootstrap=op.get("bootstrap"))
 
     def as_state(self):
-        return {"action": self.action, "phase": self.phase, "version": self.version, "live": self.live,
-                "started": self.started}
+        out = {"action": self.action, "phase": self.phase, "version": self.version, "live": self.live,
+               "started": self.started}
+        # "" is recorded too: resolved as none (the registry could not be asked; no bundle tag), not to resolve again.
+        out.update({k: v for k, v in (("digest", self.digest), ("bootstrap", self.bootstrap)) if v is not None})
+        return out
 
     def as_json(self):
         return {"action": self.action, "phase": self.phase, "version": self.version, "live": self.live,
-                "started": self.started, "holder": self.holder}
+                "started": self.started, "holder": self.holder, "digest": self.digest, "bootstrap": self.bootstrap}
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,12 @@ makes `--dry-run` the same plan, printed.
 Each step is data of one type (steps.py): the AWS calls it makes, the lock or unlock, or a wait (its verdict,
 and the call that records the next phase once the wait succeeds).
 """
+from __future__ import annotations
+
+from dataclasses import dataclass
+
 from agent.contract import (
+    ACTION_CANARY,
     ACTION_DEPLOY,
     EVENT_ABORTED,
     EVENT_FINALIZED,
@@ -16,6 +21,9 @@ from agent.contract import (
     EVENT_SETTLED,
     PHASE_RESTORED,
     PHASES,
+    REGISTRY,
+    TAG_BOOTSTRAP,
+    TAG_DIGEST,
 )
 
 from .errors import ConflictError, UsageError
@@ -123,13 +131,68 @@ def _resume_steps(snap, old):
                  (Call("ResumeProcesses", {"AutoScalingGroupName": old.name, "ScalingProcesses": ours}),))]
 
 
+# ---- what the idle group launches: version, digest, bundle (issue 11) ----------------------------------
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What `deploy` and `canary` resolved before planning (cli.py): `digest`, the digest of IMAGE:VERSION
+    (None: the registry could not be asked, so the agents pull by tag); `bootstrap`, the bundle URL to set
+    (None: leave the idle group's bluegreen:bootstrap as it is, an old-style pair with no --bootstrap)."""
+
+    digest: str | None = None
+    bootstrap: str | None = None
+
+
+def launch_values(rec, new, version, launch):
+    """(digest, bootstrap) the idle group gets with `version`, each None for none.
+
+    Resolved once per operation (audit F8, F9): the values its record holds (the state store's: a rerun after a
+    crash, or a deploy of the canary's version) win over what was resolved now, so every instance of one
+    operation gets the same image and bundle; without a store the idle group's own tags are the record once they
+    carry the version, since all three are written in one CreateOrUpdateTags call."""
+    launch = launch or Launch()
+    if rec is not None and rec.version == version and rec.action in (ACTION_DEPLOY, ACTION_CANARY):
+        if rec.digest is not None or rec.bootstrap is not None:
+            return rec.digest or None, rec.bootstrap or new.bootstrap
+        if new.version == version:
+            return new.digest, new.bootstrap
+    return launch.digest, launch.bootstrap or new.bootstrap
+
+
+def _launch_record(record, digest, bootstrap):
+    """The record with what it launches ("" for none: recorded as none, so a rerun does not resolve again)."""
+    return record.moved(digest=digest or "", bootstrap=bootstrap or "")
+
+
+def _set_version_steps(new, version, digest, bootstrap):
+    """One CreateOrUpdateTags for bluegreen:version, bluegreen:digest and bluegreen:bootstrap together: an agent
+    never reads a version with another version's digest or bundle (the pinned decisions). A digest that could not
+    be resolved removes the group's old one first (an agent would pull that older image), so a crash between the
+    two calls leaves the old version without a digest, which pulls by tag."""
+    if (new.version, new.digest, new.bootstrap) == (version, digest, bootstrap):
+        return []
+    calls = []
+    if digest is None and new.digest is not None:
+        calls.append(Call("DeleteTags", {"Tags": [{"ResourceId": new.name, "ResourceType": "auto-scaling-group",
+                                                   "Key": TAG_DIGEST}]}))
+    tags = [tag(new.name, TAG_VERSION, version, True)]
+    tags += [tag(new.name, key, value, REGISTRY[key].propagate)
+             for key, value in ((TAG_DIGEST, digest), (TAG_BOOTSTRAP, bootstrap)) if value]
+    calls.append(Call("CreateOrUpdateTags", {"Tags": tags}))
+    what = f"{TAG_VERSION} to {version}, {TAG_DIGEST} to {digest or '(none: pull by tag)'}"
+    if bootstrap:
+        what += f", {TAG_BOOTSTRAP} to {bootstrap}"
+    return [CallStep("set-version", f"set {new.name}'s {what}", tuple(calls))]
+
+
 # ---- deploy ------------------------------------------------------------------------------------------
 
 # The phases of a deploy, in order, as the contract names them (one vocabulary: docs/contract.md).
 DEPLOY_PHASES = PHASES[ACTION_DEPLOY]
 
 
-def plan_deploy(snap, ctx, version):
+def plan_deploy(snap, ctx, version, launch=None):
     rec = snap.record
     if rec is None or (rec.action == "canary" and rec.version == version):
         if rec is not None:
@@ -144,9 +207,10 @@ def plan_deploy(snap, ctx, version):
     if phase == "flipped":
         return []
     old, new = snap.groups[live], snap.groups[other(live)]
+    digest, bootstrap = launch_values(rec, new, version, launch)
     steps = []
     if phase is None:
-        record = Record("deploy", "launch", version, live, ctx.stamp, ctx.me)
+        record = _launch_record(Record("deploy", "launch", version, live, ctx.stamp, ctx.me), digest, bootstrap)
         saved = {"sizes": list(old.sizes), "suspended": [p for p in HOLD_PROCESSES if p in old.suspended]}
         steps += _lock_steps(snap, None, record, saved)
         sizes = old.sizes
@@ -158,9 +222,7 @@ def plan_deploy(snap, ctx, version):
 
     if at <= 0:
         steps += _scaled_in_steps(snap, new)
-        if new.version != version:
-            steps.append(CallStep("set-version", f"set {new.name}'s {TAG_VERSION} to {version}",
-                              (Call("CreateOrUpdateTags", {"Tags": [tag(new.name, TAG_VERSION, version, True)]}),)))
+        steps += _set_version_steps(new, version, digest, bootstrap)
         if new.sizes != sizes:
             steps.append(CallStep("size-new", f"copy {old.name}'s min/desired/max {sizes_text(sizes)} to {new.name}",
                               (set_sizes(new, sizes),)))
@@ -240,7 +302,7 @@ def _standby_gate(old, new, version, snap, resumed):
 # ---- canary ------------------------------------------------------------------------------------------
 
 
-def plan_canary(snap, ctx, version, count):
+def plan_canary(snap, ctx, version, count, launch=None):
     rec = snap.record
     if rec is None:
         live, phase = _live_or_conflict(snap), None
@@ -250,13 +312,12 @@ def plan_canary(snap, ctx, version, count):
     else:
         raise ConflictError(lock_message(snap, rec))
     new = snap.groups[other(live)]
-    record = (Record("canary", "launch", version, live, ctx.stamp, ctx.me) if rec is None
-              else rec.moved(holder=ctx.me))
+    digest, bootstrap = launch_values(rec, new, version, launch)
+    record = (_launch_record(Record("canary", "launch", version, live, ctx.stamp, ctx.me), digest, bootstrap)
+              if rec is None else rec.moved(holder=ctx.me))
     steps = _lock_steps(snap, rec, record)
     steps += _scaled_in_steps(snap, new)
-    if new.version != version:
-        steps.append(CallStep("set-version", f"set {new.name}'s {TAG_VERSION} to {version}",
-                          (Call("CreateOrUpdateTags", {"Tags": [tag(new.name, TAG_VERSION, version, True)]}),)))
+    steps += _set_version_steps(new, version, digest, bootstrap)
     want = (count, count, count)
     resize = new.sizes != want
     if resize:

@@ -91,6 +91,7 @@ class Probe:
     subject: str
     state: str
     detail: str
+    digest: str | None = None  # the image's, when the registry said (bluegreen:digest, audit F8)
 
 
 @dataclass(frozen=True)
@@ -129,9 +130,11 @@ class Facts:
 LAUNCH_VERSION = object()  # gather's `version` for doctor: the version the idle group's tags name
 
 
-def gather(aws, service, store=None, version=None, s3=None, ecr_for=None, opener=None):
+def gather(aws, service, store=None, version=None, s3=None, ecr_for=None, opener=None, bundle=None):
     """One read of everything the checks need. `version`: the image tag to look for (deploy, canary; doctor:
-    LAUNCH_VERSION); `s3`: the client the manifest is read with; `ecr_for(region)`: an ECR client of that Region."""
+    LAUNCH_VERSION); `s3`: the client the manifest is read with; `ecr_for(region)`: an ECR client of that Region;
+    `bundle(snap)`: the bundle URL the operation will set on the idle group (None: the group's own), whose
+    manifest is the one read (issue 11: the deploy's bundle is checked before anything changes)."""
     records = aws.describe_service_groups(service)
     groups = pair_from_describe(service, records, same_load_balancers=False)
     stored = store.read() if store is not None else None
@@ -149,17 +152,18 @@ def gather(aws, service, store=None, version=None, s3=None, ecr_for=None, opener
     facts["classic_attributes"] = {name: aws.describe_classic_attributes(name) for name in names}
     if snap.live is not None:
         facts["policies"] = aws.describe_policies(groups[snap.live].name)
-    tags = _launch_tags(snap)
+    tags = launch_tags(snap)
     if version is LAUNCH_VERSION:
         version = tags.get(TAG_VERSION)
     if version is not None and tags.get(TAG_IMAGE):
         facts["image"] = probe_image(aws, tags[TAG_IMAGE], version, ecr_for, opener)
-    if s3 is not None and tags.get(TAG_BOOTSTRAP):
-        facts["bootstrap"] = probe_manifest(aws, s3, tags[TAG_BOOTSTRAP])
+    url = (bundle(snap) if bundle is not None else None) or tags.get(TAG_BOOTSTRAP)
+    if s3 is not None and url:
+        facts["bootstrap"] = probe_manifest(aws, s3, url)
     return Facts(snap, **facts)
 
 
-def _launch_tags(snap):
+def launch_tags(snap):
     """The tags the new instances' agent will read: the idle group's (A12), else blue's."""
     live = snap.live
     return snap.groups[other(live) if live else "blue"].tags
@@ -174,13 +178,15 @@ def probe_image(aws, image, version, ecr_for=None, opener=None):
         if ecr_for is None:
             return Probe(subject, registry.UNKNOWN, "no ECR client")
         try:
-            found = aws.describe_ecr_image(ecr_for(region), account, repository, version)
+            digest = aws.describe_ecr_image(ecr_for(region), account, repository, version)
         except AwsError as exc:  # refused (IAM) or unreachable: the launch will tell; say so and go on
             return Probe(subject, registry.UNKNOWN, f"ECR DescribeImages: {exc}")
-        return Probe(subject, registry.FOUND if found else registry.MISSING,
-                     f"ECR DescribeImages in {region}: {'found' if found else 'no such image or repository'}")
-    state, detail = registry.probe(image, version, **({"opener": opener} if opener else {}))
-    return Probe(subject, state, detail)
+        if digest is None:
+            return Probe(subject, registry.MISSING, f"ECR DescribeImages in {region}: no such image or repository")
+        return Probe(subject, registry.FOUND, f"ECR DescribeImages in {region}: {digest or 'found'}",
+                     digest if registry.DIGEST_RE.match(digest) else None)
+    state, detail, digest = registry.probe(image, version, **({"opener": opener} if opener else {}))
+    return Probe(subject, state, detail, digest)
 
 
 def probe_manifest(aws, s3, url):
@@ -199,6 +205,7 @@ def probe_manifest(aws, s3, url):
         raise
     try:
         files = contract.parse_manifest(data)
+        contract.check_bundle_address(prefix, data)  # F10: what the agent checks before it trusts the manifest
     except ContractError as exc:
         return Probe(subject, registry.MISSING, f"{subject} is not a manifest the agent accepts: {exc}")
     return Probe(subject, registry.FOUND, f"{subject}: {len(files)} files")
@@ -386,7 +393,7 @@ def check_drain(facts, max_drain=MAX_DRAIN_S):
 
 
 def check_image(facts, version=None):
-    tags = _launch_tags(facts.snap)
+    tags = launch_tags(facts.snap)
     if not tags.get(TAG_IMAGE):
         return Check("image-exists", WARN, f"the pair names no image ({TAG_IMAGE}): the version is not checked "
                      "before launch", f"tag both groups with {TAG_IMAGE}=REPOSITORY")
@@ -395,27 +402,40 @@ def check_image(facts, version=None):
         return Check("image-exists", WARN, f"the pair names image {tags[TAG_IMAGE]} but no version to look for",
                      f"tag the groups with {TAG_VERSION}")
     if probe.state == registry.FOUND:
-        return _ok("image-exists", f"{probe.subject} exists ({probe.detail})")
+        # The digest is what deploy and canary set as bluegreen:digest (audit F8); none: the agents pull by tag.
+        return _ok("image-exists", f"{probe.subject} exists ({probe.detail})" +
+                   (f", digest {probe.digest}" if probe.digest else ", no digest given: the agents pull by tag"))
     if probe.state == registry.MISSING:
         return Check("image-exists", FAIL, f"{probe.subject} does not exist ({probe.detail}): every instance "
                      "would fail its pull and be abandoned", "push the image first, or check the version's spelling")
-    return Check("image-exists", WARN, f"{probe.subject} could not be checked: {probe.detail}",
+    return Check("image-exists", WARN, f"{probe.subject} could not be checked: {probe.detail}; its digest is "
+                 "unknown, so the new instances pull it by tag (no bluegreen:digest)",
                  "check it from a machine that reaches the registry")
 
 
 def check_manifest(facts):
-    tags = _launch_tags(facts.snap)
-    if not tags.get(TAG_BOOTSTRAP):
+    tags = launch_tags(facts.snap)
+    probe = facts.bootstrap
+    if probe is None and not tags.get(TAG_BOOTSTRAP):
         return Check("bootstrap-manifest", WARN, f"the pair names no bootstrap prefix ({TAG_BOOTSTRAP}); the agents' "
                      "own config must", f"tag both groups with {TAG_BOOTSTRAP}=s3://bucket/prefix/")
-    probe = facts.bootstrap
     if probe is None:
         return Check("bootstrap-manifest", WARN, f"{tags[TAG_BOOTSTRAP]} was not read", "")
     if probe.state == registry.FOUND:
         return _ok("bootstrap-manifest", f"{probe.detail}")
     return Check("bootstrap-manifest", FAIL, f"the bootstrap manifest is not readable: {probe.detail} (the agent "
                  "of every new instance would fail)",
-                 f"`bluegreen push-bootstrap DIR {tags[TAG_BOOTSTRAP]}`, or grant s3:GetObject on it")
+                 f"`bluegreen push-bootstrap DIR {_base_of(probe.subject)}` (then deploy with the URL it prints, "
+                 "or its base's LATEST), or grant s3:GetObject on it")
+
+
+def _base_of(manifest_url):
+    """s3://bucket/BASE/ of s3://bucket/BASE/[<sha256>/]manifest.json: where push-bootstrap writes."""
+    try:
+        bucket, prefix = contract.parse_s3_url(manifest_url[:-len(MANIFEST)])
+    except ContractError:
+        return manifest_url
+    return contract.format_s3_url(bucket, contract.bundle_base(prefix))
 
 
 def check_predictive(facts):

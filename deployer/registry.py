@@ -23,6 +23,8 @@ ACCEPT = ("application/vnd.docker.distribution.manifest.v2+json, "
           "application/vnd.docker.distribution.manifest.list.v2+json, "
           "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json")
 _BEARER_RE = re.compile(r'(\w+)="([^"]*)"')
+# bluegreen:digest's value (the contract's registry): what deploy sets, and what the agent pulls.
+DIGEST_RE = re.compile(r"\Asha256:[0-9a-f]{64}\Z")
 
 
 def manifest_url(repository, tag):
@@ -60,7 +62,11 @@ def _anonymous_token(challenge, opener=urllib.request.urlopen):
 
 
 def probe(repository, tag, opener=urllib.request.urlopen):
-    """(FOUND | MISSING | UNKNOWN, one line saying what was asked and what came back)."""
+    """(FOUND | MISSING | UNKNOWN, one line saying what was asked and what came back, the digest or None).
+
+    The digest is the registry's Docker-Content-Digest for the manifest the Accept list selects: with the list
+    and index types accepted, a multi-platform image answers its index's digest, which is what `docker pull`
+    records and what a pull by digest names (audit F8)."""
     url = manifest_url(repository, tag)
     try:
         status, headers = _head(url, opener=opener)
@@ -70,11 +76,12 @@ def probe(repository, tag, opener=urllib.request.urlopen):
                 status, headers = _head(url, token, opener=opener)
     except (OSError, ValueError) as exc:  # unreachable, refused, timed out, TLS, an unreadable token answer
         reason = getattr(exc, "reason", exc)
-        return UNKNOWN, f"HEAD {url}: the registry cannot be reached from here ({reason})"
+        return UNKNOWN, f"HEAD {url}: the registry cannot be reached from here ({reason})", None
     if 200 <= status < 300:
-        return FOUND, f"HEAD {url}: {status}"
+        digest = (headers.get("Docker-Content-Digest") or "").strip()
+        return FOUND, f"HEAD {url}: {status}", digest if DIGEST_RE.match(digest) else None
     if status == 404:
-        return MISSING, f"HEAD {url}: 404, no such manifest"
+        return MISSING, f"HEAD {url}: 404, no such manifest", None
     if status in (401, 403):
-        return UNKNOWN, f"HEAD {url}: {status}, the registry wants credentials the deployer does not have"
-    return UNKNOWN, f"HEAD {url}: {status}"
+        return UNKNOWN, f"HEAD {url}: {status}, the registry wants credentials the deployer does not have", None
+    return UNKNOWN, f"HEAD {url}: {status}", None

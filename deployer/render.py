@@ -22,7 +22,8 @@ def status_data(snap):
             instances.append({"id": inst.id, "lifecycle": inst.lifecycle,
                               "health": worst_health(list(per_lb.values())) if keys else "no load balancer",
                               "group_health": inst.health_status, "load_balancers": per_lb})
-        groups[color] = {"name": group.name, "version": group.version, "min": group.min,
+        groups[color] = {"name": group.name, "version": group.version, "digest": group.digest,
+                         "bootstrap": group.bootstrap, "min": group.min,
                          "desired": group.desired, "max": group.max, "instances": instances,
                          "suspended_processes": list(group.suspended),
                          "target_groups": list(group.target_groups), "classic_load_balancers": list(group.classic_lbs)}
@@ -61,6 +62,8 @@ def status_text(data):
         marker = "*" if color == data["live"] else " "
         lines.append(f"{color + marker:6} {g['name']:28} {g['version'] or '-':12} {sizes:12} "
                      f"{','.join(g['suspended_processes']) or '-'}")
+        # Issue 11: each group runs its own bundle and image digest (the new instances of that group read them).
+        lines.append(f"    {color} bundle {g.get('bootstrap') or '-'}, digest {g.get('digest') or '- (pull by tag)'}")
         for inst in g["instances"]:
             lines.append(f"    {inst['id']:22} {inst['lifecycle']:20} {inst['health']}")
     return "\n".join(lines)

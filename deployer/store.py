@@ -295,7 +295,7 @@ def locate(service, groups, flag=None, environ=None):
 
     Highest first: --state; BLUEGREEN_STATE; the groups' `bluegreen:state` tag (the template declares it, so an
     apply does not wipe the pointer, X3); a default beside the bootstrap bundle, `<bluegreen:bootstrap
-    prefix>.bluegreen/`. Each service keeps its own folder below it, so one prefix can serve many services.
+    prefix>.bluegreen/`, or `<base>.bluegreen/` when the tag names a content-addressed bundle `<base><sha256>/`. Each service keeps its own folder below it, so one prefix can serve many services.
     """
     environ = environ or {}
     tagged = {g.tags.get(contract.TAG_STATE) for g in groups.values()} - {None, ""}
@@ -309,6 +309,10 @@ def locate(service, groups, flag=None, environ=None):
             return found
     for key, make_default in ((contract.TAG_STATE, False), (contract.TAG_BOOTSTRAP, True)):
         values = {g.tags.get(key) for g in groups.values()} - {None, ""}
+        if make_default:
+            # Content-addressed bundles (issue 11): each group may run its own bundle, all under one base; the
+            # store sits beside the base, so it does not move when a deploy sets a new bundle.
+            values = {bundle_base_url(v, f"the groups' {key} tag") for v in values}
         if len(values) > 1:
             raise UsageError(f"the groups of {service} name different {key} ({', '.join(sorted(values))}); the "
                              f"state store must be one: give both the same {contract.TAG_STATE} tag")
@@ -321,6 +325,12 @@ def locate(service, groups, flag=None, environ=None):
                 source = f"the default beside the bundle of the groups' {key} tag"
             return _folder(url, source, service)
     return None
+
+
+def bundle_base_url(url, source):
+    """s3://bucket/BASE/ of a bundle URL: BASE/<manifest sha256>/ -> BASE/; an old-style prefix is its own base."""
+    bucket, prefix = _parse(url, source)
+    return contract.format_s3_url(bucket, contract.bundle_base(prefix))
 
 
 def _parse(url, source):

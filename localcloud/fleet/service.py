@@ -35,7 +35,9 @@ def bluegreen_command() -> list[str]:
     return [beside] if os.access(beside, os.X_OK) else ["bluegreen"]
 
 
-def push_bundle(session, folder: str, registry: str, url: str, environ: dict) -> None:
+def push_bundle(session, folder: str, registry: str, url: str, environ: dict) -> str:
+    """Push the demo bundle under `url` (a base); returns the content-addressed bundle's URL push-bootstrap
+    printed, what the groups' bluegreen:bootstrap names (issue 11)."""
     from localcloud import sampleapp
 
     session.client("s3").create_bucket(Bucket=parse_s3_url(url)[0])
@@ -46,6 +48,7 @@ def push_bundle(session, folder: str, registry: str, url: str, environ: dict) ->
     if out.returncode != 0:
         raise ServiceError(f"bluegreen push-bootstrap {url} failed (exit {out.returncode}): "
                            f"{out.stderr.strip()[-300:]}")
+    return out.stdout.strip()
 
 
 def create_demo_service(session, state_dir: str, registry: str, name: str = "demo", capacity: int = 3,
@@ -53,7 +56,7 @@ def create_demo_service(session, state_dir: str, registry: str, name: str = "dem
     from localcloud.scenario import create_service
 
     url = format_s3_url(BUCKET, name + "/")
-    push_bundle(session, os.path.join(state_dir, "bundle"), registry, url, dict(environ or os.environ))
+    url = push_bundle(session, os.path.join(state_dir, "bundle"), registry, url, dict(environ or os.environ))
     return create_service(session, name=name, capacity=capacity, version=version, image=f"{registry}/{REPOSITORY}",
                           bootstrap=url, health_interval=HEALTH_INTERVAL, healthy_threshold=HEALTHY_THRESHOLD,
                           deregistration_delay=DEREGISTRATION_DELAY, launch_hook=True, hook_timeout=HOOK_TIMEOUT,

@@ -9,8 +9,9 @@ import boto3
 import pytest
 import requests
 
-from agent import contract
+from agent import bundle, contract
 from agent.bundle import (
+    Reader,
     SignedReader,
     UnsignedReader,
     activate,
@@ -41,19 +42,21 @@ def manifest(*files, **extra):
     return contract.manifest_bytes(dict(doc, **extra))
 
 
-class DictReader:
-    """An in-memory S3 prefix: the readers' one-method interface, for the pure staging/swap logic."""
+class DictReader(Reader):
+    """An in-memory S3 prefix: the readers' one-method interface (copy), for the pure staging/swap logic."""
 
     bucket = "mem"
 
     def __init__(self, objects):
         self.objects, self.reads = objects, []
 
-    def read(self, key):
+    def copy(self, key, sink):
         self.reads.append(key)
         if key not in self.objects:
             raise BundleError("missing object s3://mem/" + key)
-        return self.objects[key]
+        data = self.objects[key]
+        for i in range(0, len(data), 3):  # in small chunks, as a stream arrives
+            sink.write(data[i:i + 3])
 
 
 def objects(prefix="p/", **files):
@@ -169,3 +172,146 @@ def test_a_path_listed_both_as_a_file_and_as_a_folder_is_a_bundle_error(paths):
     manifest = json.dumps({"files": [{"path": p, "sha256": "ab" * 32} for p in paths]})
     with pytest.raises(BundleError, match="listed both as a file and as a folder"):
         parse_manifest(manifest)
+
+
+# -- issue 11: partitions, modes, limits, trust, and the error wording (audit F3, F4, F10, F20, F24) ---------
+
+
+def test_unsigned_url_uses_the_partitions_dns_suffix_and_path_style_for_dots():
+    # S3, audit F3: the suffix from botocore's partitions.json; a dotted bucket goes path style in every one.
+    assert unsigned_base_url("b", "cn-northwest-1", {}) == "https://b.s3.cn-northwest-1.amazonaws.com.cn/"
+    assert unsigned_base_url("a.b.c", "cn-north-1", {}) == "https://s3.cn-north-1.amazonaws.com.cn/a.b.c/"
+    assert unsigned_base_url("b", "us-gov-west-1", {}) == "https://b.s3.us-gov-west-1.amazonaws.com/"
+    assert unsigned_base_url("b", "us-iso-east-1", {}) == "https://b.s3.us-iso-east-1.c2s.ic.gov/"
+    assert unsigned_base_url("b", "us-isob-east-1", {}) == "https://b.s3.us-isob-east-1.sc2s.sgov.gov/"
+    assert unsigned_base_url("b", "eusc-de-east-1", {}) == "https://b.s3.eusc-de-east-1.amazonaws.eu/"
+    # The fallback table (an agent whose botocore has no partitions.json) says the same for every partition.
+    for pattern, suffix in bundle._PARTITIONS_FALLBACK:
+        loaded = dict(bundle._load_partitions())
+        assert loaded.get(pattern) == suffix, pattern
+
+
+def test_modes_from_the_manifest_and_folders_0755_whatever_the_umask(tmp_path):
+    files = {"docker-compose.yml": COMPOSE, "bin/entry.sh": b"#!/bin/sh\n", "conf/app.env": b"A=1"}
+    doc = contract.build_manifest([(p, sha(d), 0o755 if p.endswith(".sh") else 0o644) for p, d in files.items()])
+    # Only a mode other than 0644 is written: a bundle without executables has the manifest it always had.
+    assert [f.get("mode") for f in doc["files"]] == ["0755", None, None]
+    objs = {"p/" + k: v for k, v in files.items()}
+    objs["p/manifest.json"] = contract.manifest_bytes(doc)
+    old = os.umask(0o077)  # what a hardened unit sets (UMask=0077): modes must not depend on it
+    try:
+        fetched = fetch(DictReader(objs), "p/", str(tmp_path))
+    finally:
+        os.umask(old)
+
+    def mode(*parts):
+        return oct(os.stat(os.path.join(fetched.path, *parts)).st_mode & 0o7777)
+
+    assert mode() == oct(0o755) and mode("bin") == oct(0o755) and mode("conf") == oct(0o755)
+    assert mode("bin", "entry.sh") == oct(0o755)
+    assert mode("conf", "app.env") == oct(0o644) and mode("manifest.json") == oct(0o644)
+    # A file whose mode changed on disk is not reused: the release is fetched again.
+    os.chmod(os.path.join(fetched.path, "bin", "entry.sh"), 0o644)
+    again = fetch(DictReader(objs), "p/", str(tmp_path))
+    assert not again.reused and mode("bin", "entry.sh") == oct(0o755)
+
+
+@pytest.mark.parametrize("value,words", [("0777", "at most 0755"), ("4755", "octal text"), ("04755", "octal"),
+                                         ("0666", "at most 0755"), (493, "octal text"), ("rwx", "octal text")])
+def test_bad_modes_are_refused(value, words):
+    doc = json.dumps({"files": [{"path": "docker-compose.yml", "sha256": "ab" * 32, "mode": value}]})
+    with pytest.raises(BundleError, match=words):
+        parse_manifest(doc)
+
+
+def test_a_file_or_bundle_over_the_limit_is_refused_while_streaming(tmp_path, monkeypatch):
+    monkeypatch.setattr(bundle, "BUNDLE_FILE_MAX", 10)
+    reader = DictReader(objects(big=b"x" * 11))
+    with pytest.raises(BundleError, match=r"s3://mem/p/big is larger than 10 bytes, the limit \(F24\)"):
+        fetch(reader, "p/", str(tmp_path))
+    assert reader.reads[-1] == "p/big" and os.listdir(tmp_path / "releases") == []
+    monkeypatch.setattr(bundle, "BUNDLE_FILE_MAX", 100)
+    monkeypatch.setattr(bundle, "BUNDLE_MAX", len(COMPOSE) + 15)
+    with pytest.raises(BundleError, match=r"is larger than \d+ bytes, what is left of the bundle's \d+ after the files "
+                                          r"before it \(F24\)"):
+        fetch(DictReader(objects(a=b"x" * 10, b=b"y" * 10)), "p/", str(tmp_path))
+
+
+def test_a_content_addressed_prefix_must_hold_the_manifest_it_is_named_by(aws, tmp_path):
+    # Audit F10: against the emulated S3, through the signed reader.
+    files = {"docker-compose.yml": COMPOSE}
+    body = contract.manifest_bytes(contract.build_manifest([("docker-compose.yml", sha(COMPOSE))]))
+    prefix = f"web/{sha(body)}/"
+    upload_bundle(aws.endpoint, files, prefix=prefix)
+    s3 = boto3.client("s3", region_name="us-east-1")
+    workdir = str(tmp_path / "w")
+    good = fetch(SignedReader(s3, BUCKET), prefix, workdir)
+    activate(workdir, good.release_id)
+    # Someone with s3:PutObject on the bucket replaces the manifest (same files, other bytes): refused before
+    # anything switched, as a checksum mismatch (exit 6).
+    s3.put_object(Bucket=BUCKET, Key=prefix + "manifest.json", Body=body.replace(b"\n", b"\n\n", 1))
+    with pytest.raises(BundleError, match=r"checksum mismatch for s3://bluegreen-bootstrap/web/[0-9a-f]{64}/manifest"
+                                          r"\.json: .* not to the name of its prefix"):
+        fetch(SignedReader(s3, BUCKET), prefix, str(tmp_path / "other"))
+    assert current_release(workdir) == good.release_id
+    # An old-style prefix has no name to check: read as before.
+    upload_bundle(aws.endpoint, files, prefix="legacy/")
+    assert fetch(SignedReader(s3, BUCKET), "legacy/", str(tmp_path / "legacy")).files
+
+
+def test_access_denied_names_its_causes_and_a_missing_key_reads_as_missing():
+    from botocore.stub import Stubber
+
+    s3 = boto3.client("s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    reader = SignedReader(s3, BUCKET)
+    with Stubber(s3) as stub:
+        # S3: without s3:ListBucket on the key a missing one answers 403; the prefix-scoped listing tells.
+        stub.add_client_error("get_object", "AccessDenied", http_status_code=403)
+        stub.add_response("list_objects_v2", {"KeyCount": 0}, {"Bucket": BUCKET, "Prefix": "web/typo", "MaxKeys": 1})
+        with pytest.raises(BundleError, match=r"^missing object s3://bluegreen-bootstrap/web/typo \(GetObject "):
+            reader.read("web/typo")
+        stub.add_client_error("get_object", "AccessDenied", http_status_code=403)
+        stub.add_response("list_objects_v2", {"Contents": [{"Key": "web/x"}]},
+                          {"Bucket": BUCKET, "Prefix": "web/x", "MaxKeys": 1})
+        with pytest.raises(BundleError, match=r"AccessDenied although the object exists: .*kms:Decrypt, S4"):
+            reader.read("web/x")
+        stub.add_client_error("get_object", "AccessDenied", http_status_code=403)
+        stub.add_client_error("list_objects_v2", "AccessDenied", http_status_code=403)
+        with pytest.raises(BundleError, match=r"AccessDenied: no s3:GetObject on it, the object is missing \(without "
+                                              r"s3:ListBucket .*SSE-KMS"):
+            reader.read("web/y")
+
+
+def test_unsigned_403_names_policy_missing_and_kms_causes():
+    import http.server
+    import threading
+
+    answers = {"/b/denied": (403, b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"),
+               "/b/kms": (400, (b"<Error><Code>InvalidArgument</Code><Message>Requests specifying Server Side "
+                               b"Encryption with AWS KMS managed keys require AWS Signature Version 4.</Message>"
+                               b"</Error>"))}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            code, body = answers[self.path]
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        reader = UnsignedReader(requests.Session(), f"http://127.0.0.1:{server.server_address[1]}/b/", "b")
+        with pytest.raises(BundleError, match=r"answered 403 AccessDenied: the bucket policy does not allow unsigned "
+                                              r"reads here .*missing .*SSE-KMS encrypted, which unsigned reads cannot"):
+            reader.read("denied")
+        with pytest.raises(BundleError, match=r"answered 400 InvalidArgument: the object is SSE-KMS encrypted, which "
+                                              r"unsigned reads cannot decrypt \(S4\)"):
+            reader.read("kms")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -231,3 +231,37 @@ def test_own_version_comes_from_the_distribution_or_the_checkout(monkeypatch):
     with open(os.path.join(ROOT, "setup.cfg")) as f:
         declared = re.search(r"^version\s*=\s*(\S+)", f.read(), re.MULTILINE).group(1)
     assert contract._own_version() == declared
+
+
+# -- content-addressed bundles and manifest modes (issue 11; audit F9, F10, F24) ------------------------------
+def test_bundle_addresses_and_bases():
+    h = "c" * 64
+    assert contract.bundle_address(f"web/{h}/") == h and contract.bundle_base(f"web/{h}/") == "web/"
+    assert contract.bundle_address(f"{h}/") == h and contract.bundle_base(f"{h}/") == ""
+    for old_style in ("web/", "", "web/v1/", "web/" + "C" * 64 + "/", "web/" + "c" * 63 + "/"):
+        assert contract.bundle_address(old_style) is None and contract.bundle_base(old_style) == old_style
+    body = b'{"files": []}\n'
+    url = contract.bundle_url("boot-bucket", "team/web/", body)
+    assert url == f"s3://boot-bucket/team/web/{contract.sha256_hex(body)}/"
+    contract.check_bundle_address(contract.parse_s3_url(url)[1], body)
+    contract.check_bundle_address("team/web/", b"anything")  # old style: nothing to check against
+    with pytest.raises(ContractError, match="not to the name of its prefix"):
+        contract.check_bundle_address(contract.parse_s3_url(url)[1], body + b" ")
+    with pytest.raises(ContractError, match="a tag value holds 256"):
+        contract.bundle_url("boot-bucket", "x" * 190 + "/", body)
+
+
+def test_manifest_modes_are_optional_and_old_manifests_read_the_same():
+    a, b = "a" * 64, "b" * 64
+    plain = contract.build_manifest([("docker-compose.yml", a)])
+    assert plain == {"schema_version": 1, "files": [{"path": "docker-compose.yml", "sha256": a}]}
+    assert contract.build_manifest([("docker-compose.yml", a, 0o644)]) == plain  # same bytes, same release id
+    doc = contract.build_manifest([("run.sh", b, 0o755), ("docker-compose.yml", a)])
+    assert doc["files"][1] == {"path": "run.sh", "sha256": b, "mode": "0755"}
+    entries = contract.parse_manifest_entries(contract.manifest_bytes(doc))
+    assert [(e.path, e.mode) for e in entries] == [("docker-compose.yml", 0o644), ("run.sh", 0o755)]
+    assert contract.parse_manifest(contract.manifest_bytes(doc)) == [("docker-compose.yml", a), ("run.sh", b)]
+    with pytest.raises(ContractError, match="at most 0755"):
+        contract.build_manifest([("docker-compose.yml", a, 0o775)])
+    with pytest.raises(ContractError, match="bytes; at most"):
+        contract.parse_manifest_entries(b" " * (contract.MANIFEST_MAX + 1))

@@ -1,6 +1,7 @@
 """What ships around the agent: cloud-init user data (Debian's real `cloud-init schema`), the systemd unit
 (`systemd-analyze verify`) and the IAM policy (`parliament`, and least privilege against the agent's code)."""
 
+import json
 import os
 import re
 import string
@@ -88,7 +89,11 @@ def _operations_in_agent_code():
             source = read(os.path.join(ROOT, "agent", name))
             ops |= set(re.findall(r"client\.(\w+)\(", source)) | set(re.findall(r'get_paginator\("(\w+)"\)', source))
     ops.discard("get_paginator")
-    return {"".join(part.title() for part in op.split("_")) for op in ops}
+    # ListObjectsV2 is authorised as s3:ListBucket (IAM's action names for S3 are not the API's).
+    return {IAM_NAME.get(op, "".join(part.title() for part in op.split("_"))) for op in ops}
+
+
+IAM_NAME = {"list_objects_v2": "ListBucket"}
 
 
 def test_iam_policy_grants_exactly_the_calls_the_agent_makes():
@@ -107,3 +112,31 @@ def test_imdsv1_fallback_is_off_for_the_agents_aws_credentials():
     assert _imdsv2_only_session().get_config_variable("ec2_metadata_v1_disabled") is True
     with open(os.path.join(ROOT, "systemd", "bluegreen-agent.service")) as f:
         assert "Environment=AWS_EC2_METADATA_V1_DISABLED=true" in f.read().splitlines()
+
+
+def test_iam_policy_is_scoped_to_the_service_its_bundle_and_the_account():
+    # Issue 11 part 6 (audit F20): placeholders to replace, each one name: bluegreen-bootstrap (the bucket), demo
+    # (the service, whose bundles push-bootstrap writes under s3://BUCKET/demo/), 123456789012 (the account).
+    with open(POLICY) as f:
+        statements = {s["Sid"]: s for s in json.load(f)["Statement"]}
+    assert statements["ReadBootstrapBundle"]["Resource"] == "arn:aws:s3:::bluegreen-bootstrap/demo/*"
+    # S3: without s3:ListBucket a missing key answers 403; the agent asks this listing to tell missing from denied.
+    listing = statements["TellMissingBundleObjects"]
+    assert listing["Action"] == "s3:ListBucket" and listing["Resource"] == "arn:aws:s3:::bluegreen-bootstrap"
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["demo/*"]}}
+    # CompleteLifecycleAction and RecordLifecycleActionHeartbeat take aws:ResourceTag/<key> on the group (the
+    # Service Authorization Reference): only the service's own groups.
+    hook = statements["LaunchLifecycleHookOfBlueGreenGroups"]
+    assert hook["Condition"] == {"StringEquals": {"aws:ResourceTag/bluegreen:service": "demo"}}
+    assert statements["EcrPull"]["Resource"] == "arn:aws:ecr:*:123456789012:repository/*"
+
+
+def test_the_optional_kms_statement_decrypts_only_through_s3_of_its_region():
+    # S4, audit F4: for a bundle bucket with SSE-KMS and a customer managed key (signed reads only).
+    path = os.path.join(ROOT, "iam", "agent-policy-kms.json")
+    assert parliament_findings(path) == ""
+    with open(path) as f:
+        (statement,) = json.load(f)["Statement"]
+    assert statement["Action"] == "kms:Decrypt"
+    region = statement["Resource"].split(":")[3]
+    assert statement["Condition"] == {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}}

@@ -74,7 +74,7 @@ def test_push_bootstrap_applies_the_rules(aws, tmp_path, capsys):
         if accepted:
             expect_exit(result, 0)
             summary = json.loads(result.stdout)
-            assert (summary["bucket"], summary["prefix"]) == accepted, case
+            assert (summary["bucket"], summary["base"]) == accepted, case  # bundles go under base/<sha256>/
         else:
             # exit 2 and one line; --output json adds the same error as JSON on stdout
             expect_exit(result, 2, words, prog="bluegreen")

@@ -93,7 +93,7 @@ def test_access_denied_names_the_policy_to_check():
 
 
 def test_a_planner_bug_is_our_error_not_a_traceback(capsys, aws, monkeypatch):
-    def typo(snap, ctx, version):
+    def typo(snap, ctx, version, launch=None):
         return [CallStep("oops", "typo", (Call("EnterStandy", {}),))]
 
     monkeypatch.setattr(plan, "plan_deploy", typo)

@@ -51,3 +51,12 @@ def test_mutations_are_limited_to_tagged_groups_and_retired_instances():
     assert statements["MarkInstancesBeforeDetaching"]["Condition"] == {
         "ForAllValues:StringEquals": {"aws:TagKeys": ["bluegreen:retired-from"]},
         "Null": {"aws:ResourceTag/bluegreen:service": "false"}}
+
+
+def test_bundles_are_read_by_manifest_and_latest_only():
+    # Issue 11: pre-flight reads the new bundle's manifest.json, deploy and push-bootstrap read BASE/LATEST; the
+    # deployer reads no other bundle file.
+    with open(POLICY) as f:
+        statements = {s["Sid"]: s for s in json.load(f)["Statement"]}
+    assert statements["ReadBootstrapManifest"]["Resource"] == [
+        "arn:aws:s3:::bluegreen-bootstrap/*manifest.json", "arn:aws:s3:::bluegreen-bootstrap/*LATEST"]

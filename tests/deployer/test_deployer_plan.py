@@ -356,3 +356,61 @@ def test_finalize_waits_for_detaching_instances_before_it_terminates_and_records
     blue["Instances"] = [{"InstanceId": "i-b", "LifecycleState": "Standby", "HealthStatus": "Healthy"}]
     steps = plan.plan_finalize(snapshot(blue, green, retired=["i-a"]), ctx())
     assert [c.params["InstanceIds"] for c in calls_of(steps, "TerminateInstances")] == [["i-a"]]
+
+
+# -- what the idle group launches: version, digest and bundle in one call (issue 11; audit F8, F9) ----------
+D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+B1, B2 = "s3://b/web/" + "a" * 64 + "/", "s3://b/web/" + "c" * 64 + "/"
+
+
+def _tags_of(step):
+    (call,) = [c for c in step.calls if c.op == "CreateOrUpdateTags"]
+    return {t["Key"]: (t["Value"], t["PropagateAtLaunch"]) for t in call.params["Tags"]}
+
+
+def test_a_fresh_deploy_sets_the_resolved_digest_and_bundle_in_one_call_and_records_them():
+    snap = snapshot(group_record("blue", (2, 2, 4), ids("b", 2)),
+                    group_record("green", (0, 0, 0), tags={"bluegreen:bootstrap": "s3://b/web/"}))
+    steps = plan.plan_deploy(snap, ctx(), "2.0", launch=plan.Launch(digest=D1, bootstrap=B1))
+    step = steps[names(steps).index("set-version")]
+    assert [c.op for c in step.calls] == ["CreateOrUpdateTags"]
+    assert _tags_of(step) == {"bluegreen:version": ("2.0", True), "bluegreen:digest": (D1, False),
+                              "bluegreen:bootstrap": (B1, False)}
+    record = steps[0].calls[0].record
+    assert (record.digest, record.bootstrap) == (D1, B1)
+    assert record.as_state()["digest"] == D1 and "digest" not in record.encode()  # the tag has no room (A12)
+    # Nothing resolved and nothing given: the bundle tag stays, no digest; recorded as none ("").
+    steps = plan.plan_deploy(snap, ctx(), "2.0", launch=plan.Launch())
+    assert _tags_of(steps[names(steps).index("set-version")]) == {"bluegreen:version": ("2.0", True),
+                                                                 "bluegreen:bootstrap": ("s3://b/web/", False)}
+    assert steps[0].calls[0].record.as_state()["digest"] == ""
+
+
+def test_a_resumed_deploy_sets_what_it_recorded_not_what_is_resolved_now():
+    blue = group_record("blue", (2, 2, 4), ids("b", 2), tags={**record_tag("deploy", "launch", holder="ci@builder:100"),
+                                                              "bluegreen:saved-sizes": "2/2/4",
+                                                              "bluegreen:saved-suspended": "none"})
+    green = group_record("green", (0, 0, 0))
+    rec = Record("deploy", "launch", "2.0", "blue", "2026-11-26T11:00:00Z", "ci@builder:100", digest=D1, bootstrap=B1)
+    assert plan.launch_values(rec, pair_from_describe("demo", [blue, green])["green"], "2.0",
+                              plan.Launch(D2, B2)) == (D1, B1)
+    assert plan.launch_values(rec.moved(digest=""), pair_from_describe("demo", [blue, green])["green"], "2.0",
+                              plan.Launch(D2, B2)) == (None, B1)
+    # Without a store the tag record holds neither: the idle group's own tags once they carry the version
+    # (written in the one call with it), else what is resolved now (nothing was launched with the old values).
+    steps = plan.plan_deploy(snapshot(blue, green), ctx(), "2.0", launch=plan.Launch(D2, B2))
+    assert _tags_of(steps[names(steps).index("set-version")])["bluegreen:digest"] == (D2, False)
+    tagged = group_record("green", (2, 2, 4), ids("g", 2),
+                          tags={"bluegreen:version": "2.0", "bluegreen:digest": D1, "bluegreen:bootstrap": B1})
+    steps = plan.plan_deploy(snapshot(blue, tagged), ctx(), "2.0", launch=plan.Launch(D2, B2))
+    assert "set-version" not in names(steps)
+
+
+def test_an_unknown_digest_removes_the_old_one_before_the_version_changes():
+    green = group_record("green", (0, 0, 0), tags={"bluegreen:digest": D1})
+    steps = plan.plan_canary(snapshot(group_record("blue", (2, 2, 4), ids("b", 2)), green), ctx(), "2.0", 1,
+                             launch=plan.Launch())
+    step = steps[names(steps).index("set-version")]
+    assert [c.op for c in step.calls] == ["DeleteTags", "CreateOrUpdateTags"]
+    assert step.calls[0].params["Tags"] == [{"ResourceId": "demo-green", "ResourceType": "auto-scaling-group",
+                                             "Key": "bluegreen:digest"}]
