@@ -1,0 +1,226 @@
+"""`bluegreen-agent preflight`: its checks against a fake image root (`--bake --root`), through the real command.
+
+The fake root holds what ami/bake.sh installs, as small stand-ins (a compose plugin that answers the docker CLI's
+plugin-metadata call, an empty credential helper); each test breaks one thing and expects exactly that line.
+The same command against a really baked Debian root: tests/agent/test_bake.py."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from agent import preflight
+from agent.errors import EXIT_PREFLIGHT
+from tests.agent.conftest import AGENT
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REGISTRY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+COMPOSE = "/usr/libexec/docker/cli-plugins/docker-compose"
+HELPER = "/usr/bin/docker-credential-ecr-login"
+METADATA = '{"SchemaVersion":"0.1.0","Vendor":"Docker Inc.","Version":"v2.40.3"}'
+
+
+def put(root, path, text="", mode=0o644):
+    full = os.path.join(root, path.lstrip("/"))
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    with open(full, "w") as f:
+        f.write(text)
+    os.chmod(full, mode)
+
+
+def link(root, path, target):
+    full = os.path.join(root, path.lstrip("/"))
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    os.symlink(target, full)
+
+
+def remove(root, path):
+    full = os.path.join(root, path.lstrip("/"))
+    if os.path.isdir(full) and not os.path.islink(full):
+        shutil.rmtree(full)
+    else:
+        os.remove(full)
+
+
+@pytest.fixture
+def image(tmp_path):
+    """A root folder as ami/bake.sh leaves it."""
+    root = str(tmp_path / "root")
+    for tool in ("/usr/bin/docker", "/usr/sbin/dockerd", HELPER, "/usr/bin/aws", "/usr/bin/curl"):
+        put(root, tool, "#!/bin/sh\n", 0o755)
+    link(root, "/etc/systemd/system/multi-user.target.wants/docker.service", "/lib/systemd/system/docker.service")
+    put(root, COMPOSE, f"#!/bin/sh\n[ \"$1\" = docker-cli-plugin-metadata ] && echo '{METADATA}'\n", 0o755)
+    put(root, "/root/.docker/config.json", json.dumps({"credHelpers": {REGISTRY: "ecr-login"}}), 0o600)
+    put(root, "/opt/bluegreen-agent/venv/pyvenv.cfg", "home = /usr/bin\nversion = 3.11.2\n")
+    put(root, "/opt/bluegreen-agent/venv/bin/bluegreen-agent", "#!/bin/sh\n", 0o755)
+    link(root, "/usr/local/bin/bluegreen-agent", "/opt/bluegreen-agent/venv/bin/bluegreen-agent")
+    put(root, "/etc/docker/daemon.json",
+        json.dumps({"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "5"}}))
+    with open(os.path.join(ROOT, "systemd", "bluegreen-agent.service")) as f:
+        put(root, "/etc/systemd/system/bluegreen-agent.service", f.read())
+    link(root, "/etc/systemd/system/multi-user.target.wants/bluegreen-agent.service",
+         "/etc/systemd/system/bluegreen-agent.service")
+    return root
+
+
+def preflight_bake(root):
+    result = subprocess.run([AGENT, "preflight", "--bake", "--root", root], capture_output=True, text=True,
+                            timeout=60, check=False)
+    lines = result.stdout.splitlines()
+    return result, {line.split(":", 1)[0].split()[-1]: line for line in lines}
+
+
+def failed_only(root, check):
+    """Exit 12, exactly one FAIL line, for `check`, and the one-line summary on stderr naming it."""
+    result, lines = preflight_bake(root)
+    assert result.returncode == EXIT_PREFLIGHT, result.stdout + result.stderr
+    failed = [line for line in lines.values() if line.startswith("FAIL")]
+    assert [line.split(":", 1)[0].split()[-1] for line in failed] == [check], result.stdout
+    assert result.stderr.strip() == f"bluegreen-agent: preflight failed: 1 of {len(lines)} checks failed: {check}"
+    return lines[check]
+
+
+def test_a_baked_root_passes_every_check(image):
+    result, lines = preflight_bake(image)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert set(lines) == {"engine", "compose", "credentials", "python", "agent", "logs", "unit", "fallback", "state"}
+    assert all(line.startswith("ok") for line in lines.values()), result.stdout
+    assert lines["compose"].endswith(f"{COMPOSE} v2.40.3")
+    assert lines["credentials"].endswith(f"docker-credential-ecr-login for {REGISTRY}")
+    assert result.stderr == ""
+
+
+def test_missing_compose_plugin_fails(image):
+    remove(image, COMPOSE)
+    assert "no compose v2 plugin" in failed_only(image, "compose")
+
+
+def test_compose_plugin_found_in_any_cli_plugin_folder(image):
+    remove(image, COMPOSE)
+    put(image, "/usr/local/lib/docker/cli-plugins/docker-compose",
+        f"#!/bin/sh\necho '{METADATA}'\n", 0o755)
+    result, lines = preflight_bake(image)
+    assert result.returncode == 0 and "/usr/local/lib/docker/cli-plugins/docker-compose v2.40.3" in lines["compose"]
+
+
+def test_compose_plugin_not_executable_fails(image):
+    os.chmod(os.path.join(image, COMPOSE.lstrip("/")), 0o644)
+    assert failed_only(image, "compose").endswith(f"{COMPOSE} is not executable (chmod 0755)")
+
+
+def test_a_compose_that_is_not_a_v2_plugin_fails(image):
+    put(image, COMPOSE, "#!/bin/sh\necho 'docker-compose version 1.29.2, build unknown'\nexit 1\n", 0o755)
+    assert "does not answer as a compose v2 plugin: docker-compose version 1.29.2" in failed_only(image, "compose")
+
+
+def test_missing_credential_helper_fails(image):
+    remove(image, HELPER)
+    line = failed_only(image, "credentials")
+    assert line == ("FAIL  credentials: docker-credential-ecr-login (named by /root/.docker/config.json) "
+                    "is not on PATH")
+
+
+def test_docker_config_naming_no_helper_fails(image):
+    put(image, "/root/.docker/config.json", json.dumps({"auths": {}}))
+    assert "names no credential helper (credHelpers or credsStore)" in failed_only(image, "credentials")
+    remove(image, "/root/.docker/config.json")
+    assert "/root/.docker/config.json is missing" in failed_only(image, "credentials")
+
+
+def test_creds_store_counts_as_a_helper(image):
+    put(image, "/root/.docker/config.json", json.dumps({"credsStore": "ecr-login"}))
+    result, lines = preflight_bake(image)
+    assert result.returncode == 0 and lines["credentials"].endswith("for every registry (credsStore)")
+
+
+def test_python_39_venv_fails(image):
+    put(image, "/opt/bluegreen-agent/venv/pyvenv.cfg", "home = /usr/bin\nversion = 3.9.16\n")
+    assert "the agent's Python is 3.9; boto3 supports 3.10 and newer" in failed_only(image, "python")
+
+
+def test_agent_not_on_path_fails(image):
+    remove(image, "/usr/local/bin/bluegreen-agent")
+    assert "/usr/local/bin/bluegreen-agent is not a symlink" in failed_only(image, "agent")
+
+
+@pytest.mark.parametrize("daemon, ok", [
+    ({"log-driver": "json-file", "log-opts": {"max-size": "10m"}}, False),
+    ({}, False),
+    ({"log-opts": {"max-size": "10m", "max-file": "3"}}, True),  # json-file is the default driver
+    ({"log-driver": "local"}, True),
+    ({"log-driver": "awslogs", "log-opts": {"awslogs-group": "g"}}, True),
+])
+def test_daemon_json_must_bound_the_logs(image, daemon, ok):
+    put(image, "/etc/docker/daemon.json", json.dumps(daemon))
+    if ok:
+        assert preflight_bake(image)[0].returncode == 0
+    else:
+        assert "container logs are not bounded (F18)" in failed_only(image, "logs")
+
+
+def test_agent_unit_not_enabled_fails(image):
+    remove(image, "/etc/systemd/system/multi-user.target.wants/bluegreen-agent.service")
+    assert failed_only(image, "unit").endswith("bluegreen-agent.service is not enabled "
+                                               "(systemctl enable bluegreen-agent.service)")
+
+
+def test_docker_not_enabled_fails(image):
+    remove(image, "/etc/systemd/system/multi-user.target.wants/docker.service")
+    assert "docker.service is not enabled" in failed_only(image, "engine")
+
+
+def test_fallback_tools_missing_fails(image):
+    remove(image, "/usr/bin/aws")
+    assert "aws not on PATH" in failed_only(image, "fallback")
+
+
+def test_baked_agent_state_fails_with_every_leftover_named(image):
+    put(image, "/opt/bluegreen/status.json", "{}")
+    put(image, "/var/lib/cloud/instances/i-0123/boot-finished")
+    put(image, "/etc/bluegreen/agent.disabled")
+    line = failed_only(image, "state")
+    assert line == ("FAIL  state: /opt/bluegreen is not empty; /etc/bluegreen/agent.disabled exists (every "
+                    "instance would skip the agent); /var/lib/cloud/instances is not empty (cloud-init clean --logs)")
+
+
+def test_every_failure_is_listed_and_nothing_else_hides_them(tmp_path):
+    result, lines = preflight_bake(str(tmp_path))  # an empty root: everything but "state" fails
+    assert result.returncode == EXIT_PREFLIGHT
+    assert [name for name, line in lines.items() if line.startswith("FAIL")] == [
+        "engine", "compose", "credentials", "python", "agent", "logs", "unit", "fallback"]
+    assert result.stderr.startswith("bluegreen-agent: preflight failed: 8 of 9 checks failed: engine, compose")
+
+
+# -- the running-instance checks, each given what answered ----------------------------------------------------
+
+def completed(code, out):
+    return lambda argv, **kwargs: subprocess.CompletedProcess(argv, code, out, "")
+
+
+def test_live_engine_and_compose_must_answer():
+    def refused():
+        raise preflight.NoAnswer("connection refused")
+
+    assert preflight.check_engine_answers(refused).line() == (
+        "FAIL  engine: the Docker engine does not answer: connection refused")
+    assert preflight.check_compose_answers(completed(0, "2.40.3\n")).line() == "ok    compose: docker compose 2.40.3"
+    assert preflight.check_compose_answers(completed(1, "docker: 'compose' is not a docker command.")).status == "FAIL"
+    assert preflight.check_imds(refused).status == "warn"  # off EC2 (a builder) IMDS is absent: no failure
+
+
+def test_live_credential_helper_must_run(image):
+    line = preflight.check_credential_helpers(image, completed(1, "exec format error")).line()
+    assert line == "FAIL  credentials: docker-credential-ecr-login does not run: exec format error"
+    assert preflight.check_credential_helpers(image, completed(0, "0.6.0")).status == "ok"
+
+
+def test_live_config_and_workdir(tmp_path):
+    config = tmp_path / "agent.yml"
+    assert "is missing (the instance's user-data writes it)" in preflight.check_config_loads(str(config)).message
+    config.write_text("workdri: /x\n")
+    assert preflight.check_config_loads(str(config)).status == "FAIL"
+    config.write_text("workdir: /opt/bluegreen\n")
+    assert preflight.check_config_loads(str(config)).status == "ok"
+    assert preflight.check_workdir_writable(str(tmp_path / "not" / "yet")).status == "ok"
