@@ -242,7 +242,7 @@ def _show(runner, clients, flags, config, output):
 
 
 def _preflight(args, environ):
-    """Every check's line on stdout; exit 12 naming the failed ones when any fails (ami/bake.sh relies on it)."""
+    """Every check's line on stdout; exit 13 (EXIT_PREFLIGHT) naming the failed ones when any fails (ami/bake.sh relies on it)."""
     from agent import preflight
     from agent.errors import EXIT_PREFLIGHT
     from agent.settings import CONFIG_ENV, DEFAULT_CONFIG, LOCAL_DEFAULTS, load_config

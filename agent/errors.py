@@ -14,7 +14,8 @@ EXIT_COMPOSE = 8
 EXIT_HEALTH = 9
 EXIT_LOCKED = 10
 EXIT_LIFECYCLE = 11
-EXIT_PREFLIGHT = 12
+# 12 is taken by the boot part of issue 11 (EXIT_DEADLINE, its branch): the bake part's preflight takes 13.
+EXIT_PREFLIGHT = 13
 
 EXIT_CODES = [
     (EXIT_OK, "success (or nothing to change)"),
