@@ -107,7 +107,6 @@ rm -rf "$VENV"
    --only-binary=:all: --require-hashes -r "$art/requirements.txt")
 "$VENV/bin/pip" check --disable-pip-version-check >/dev/null
 ln -sfn "$VENV/bin/bluegreen-agent" /usr/local/bin/bluegreen-agent  # on operators' PATH (F25)
-install -D -m 0644 "$art/docs/agent.md" /opt/bluegreen-agent/docs/agent.md  # the unit's Documentation=
 log "agent $("$VENV/bin/bluegreen-agent" --version) on $("$VENV/bin/python" --version)"
 
 # --- units: every systemd/*.service, every systemd/libexec file; the agent's unit enabled -----------------
@@ -116,6 +115,11 @@ if [ -d "$art/systemd/libexec" ]; then
   install -d -m 0755 "$LIBEXEC"
   for file in "$art"/systemd/libexec/*; do [ -f "$file" ] && install -m 0755 "$file" "$LIBEXEC/"; done
 fi
+# docs/agent.md wherever a unit's Documentation= points with a file:// URL (`systemctl help bluegreen-agent`)
+for doc in $(grep -h '^Documentation=' "$art"/systemd/*.service | grep -o 'file://[^ ]*' | sed 's|^file://||' \
+             | sort -u || true); do
+  install -D -m 0644 "$art/docs/agent.md" "$doc"
+done
 $booted && systemctl daemon-reload
 systemctl enable bluegreen-agent.service
 

@@ -6,6 +6,7 @@ the build takes a few minutes (docs/agent.md, "Baking the AMI")."""
 import contextlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -79,6 +80,11 @@ def test_the_baked_root_holds_what_the_recipe_promises(baked):
     for unit in os.listdir(os.path.join(ROOT, "systemd")):
         if unit.endswith(".service"):
             assert os.path.isfile(os.path.join(baked, "etc/systemd/system", unit)), unit
+    for unit in os.listdir(os.path.join(baked, "etc/systemd/system")):
+        if unit.startswith("bluegreen-agent") and unit.endswith(".service"):
+            with open(os.path.join(baked, "etc/systemd/system", unit)) as f:
+                docs = re.findall(r"^Documentation=.*?file://(\S+)", f.read(), re.MULTILINE)
+            assert all(os.path.isfile(os.path.join(baked, doc.lstrip("/"))) for doc in docs), docs
     libexec = os.path.join(ROOT, "systemd", "libexec")
     for helper in (os.listdir(libexec) if os.path.isdir(libexec) else []):
         assert os.access(os.path.join(baked, "usr/libexec/bluegreen-agent", helper), os.X_OK), helper
