@@ -108,8 +108,10 @@ def test_the_baked_root_holds_what_the_recipe_promises(baked):
     assert not os.path.isdir(docker_data) or os.listdir(docker_data) == []
 
 
-def test_the_installed_unit_verifies_inside_the_root(baked):
-    result = subprocess.run(["systemd-analyze", "verify", f"--root={baked}", "bluegreen-agent.service"],
+def test_the_installed_units_verify_inside_the_root(baked):
+    units = sorted(u for u in os.listdir(os.path.join(ROOT, "systemd")) if u.endswith(".service"))
+    assert "bluegreen-agent.service" in units
+    result = subprocess.run(["systemd-analyze", "verify", f"--root={baked}", *units],
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
