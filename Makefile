@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 # What needs more than the virtualenv: the Docker engine, registry and compose (docker), the whole local
-# fleet (e2e), a real HAProxy (haproxy), cloud-init or systemd-analyze (system_tools). Markers: setup.cfg.
-UNIT_MARKERS := not docker and not e2e and not haproxy and not system_tools
+# fleet (e2e), a real HAProxy (haproxy), cloud-init or systemd-analyze (system_tools), a debootstrapped root
+# baked by ami/bake.sh (bake). Markers: setup.cfg.
+UNIT_MARKERS := not docker and not e2e and not haproxy and not system_tools and not bake
 
 .PHONY: venv setup test test-py39 unit lint demo bench clean
 

@@ -127,7 +127,7 @@ def build_parser():
     common.add_argument("--config", help="config file (default: $BLUEGREEN_AGENT_CONFIG or /etc/bluegreen/agent.yml)")
     common.add_argument("--workdir", help="work folder: releases, current, status.json (default /opt/bluegreen)")
     common.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
-    sub = parser.add_subparsers(dest="command", metavar="{run,show}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,show,preflight}")
     sub.required = True
     run = sub.add_parser("run", parents=[common], help="deploy the group's version on this instance",
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,6 +140,11 @@ def build_parser():
     run.add_argument("--dry-run", action="store_true", help="print the resolved settings and plan; change nothing")
     show = sub.add_parser("show", parents=[common], help="print identity, group, tags and resolved settings")
     show.add_argument("--output", choices=("text", "json"), default="text")
+    preflight = sub.add_parser("preflight", parents=[common],
+                               help="check that everything the agent needs is here; one line per check")
+    preflight.add_argument("--bake", action="store_true",
+                           help="check what is installed and enabled, reading files only (the AMI bake, a chroot)")
+    preflight.add_argument("--root", default="/", help="with --bake: the image's root folder (default /)")
     return parser
 
 
@@ -190,6 +195,9 @@ def _dispatch(args, environ):
     from agent import run as runner
     from agent.settings import config_path, load_config, resolve_workdir
 
+    if args.command == "preflight":
+        return _preflight(args, environ)
+
     config = load_config(*config_path(args.config, environ))
     flags = {"workdir": args.workdir}
     if args.command == "run":
@@ -237,6 +245,68 @@ def _show(runner, clients, flags, config, output):
     if error is not None:
         raise error
     return 0
+
+
+def _preflight(args, environ):
+    """Every check's line on stdout; exit 13 (EXIT_PREFLIGHT) naming the failed ones when any fails (ami/bake.sh relies on it)."""
+    from agent import preflight
+    from agent.errors import EXIT_PREFLIGHT
+    from agent.settings import CONFIG_ENV, DEFAULT_CONFIG, LOCAL_DEFAULTS, load_config
+
+    if args.bake:
+        results = preflight.bake_checks(args.root)
+    else:
+        config_file = args.config or environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+        try:
+            workdir = args.workdir or load_config(config_file, False).get("workdir") or LOCAL_DEFAULTS["workdir"]
+        except AgentError:
+            workdir = args.workdir or LOCAL_DEFAULTS["workdir"]  # the config check reports the error
+        clients = Clients(environ)
+        # The file docker-py and compose read here: $DOCKER_CONFIG, else ~/.docker (/root/.docker under systemd).
+        docker_dir = environ.get("DOCKER_CONFIG") or os.path.join(environ.get("HOME") or os.path.expanduser("~"),
+                                                                  ".docker")
+        results = preflight.live_checks(ping=lambda: _engine_ping(clients),
+                                        imds_probe=lambda: _imds_token_probe(environ),
+                                        config_file=config_file, workdir=workdir,
+                                        docker_config=os.path.join(docker_dir, "config.json"))
+    for result in results:
+        print(result.line())
+    failed = preflight.failures(results)
+    if failed:
+        # Not an AgentError: preflight is no step of a run and writes no status.json (contract AGENT_ERROR_STEPS).
+        print(f"bluegreen-agent: preflight failed: {len(failed)} of {len(results)} checks failed: "
+              f"{', '.join(r.name for r in failed)}", file=sys.stderr)
+        return EXIT_PREFLIGHT
+    return 0
+
+
+def _engine_ping(clients):
+    import docker
+
+    from agent.preflight import NoAnswer
+
+    try:
+        clients.docker(10).ping()
+    except (AgentError, docker.errors.DockerException, OSError) as exc:  # requests' errors are OSErrors
+        raise NoAnswer(str(exc)) from None
+
+
+def _imds_token_probe(environ):
+    """One IMDSv2 token PUT, 2 s, no retries, no proxy; the token itself is dropped, never printed (I1)."""
+    import requests
+
+    from agent.imds import DEFAULT_ENDPOINT, ENDPOINT_ENV
+    from agent.preflight import NoAnswer
+
+    endpoint = environ.get(ENDPOINT_ENV, DEFAULT_ENDPOINT).rstrip("/")
+    session = requests.Session()
+    session.trust_env = False
+    try:
+        response = session.put(f"{endpoint}/latest/api/token", timeout=2,
+                               headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+        response.raise_for_status()
+    except requests.RequestException as exc:
+        raise NoAnswer(str(exc)) from None
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass
 
 DIST_NAME = "asg-bluegreen"
+# The agent-only wheel an AMI gets (ami/build-agent-wheel.py): agent/ without deployer/ and localcloud/ (F2).
+AGENT_DIST_NAME = "asg-bluegreen-agent"
 # In every JSON document the tools print or write (`--output json`, status.json, the manifest). Bumped only
 # when a field changes meaning or goes away; new fields keep it.
 SCHEMA_VERSION = 1
@@ -39,14 +41,17 @@ def __getattr__(name):
 def _own_version():
     from importlib import metadata
 
-    try:
-        return metadata.version(DIST_NAME)
-    except metadata.PackageNotFoundError:  # a source checkout that was never installed
-        import configparser
+    for name in (DIST_NAME, AGENT_DIST_NAME):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    # a source checkout that was never installed
+    import configparser
 
-        parser = configparser.ConfigParser()
-        parser.read(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.cfg"))
-        return parser.get("metadata", "version", fallback="0+unknown")
+    parser = configparser.ConfigParser()
+    parser.read(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.cfg"))
+    return parser.get("metadata", "version", fallback="0+unknown")
 
 
 # -- the tag registry (A12) ---------------------------------------------------------------------------------

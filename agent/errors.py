@@ -14,6 +14,8 @@ EXIT_COMPOSE = 8
 EXIT_HEALTH = 9
 EXIT_LOCKED = 10
 EXIT_LIFECYCLE = 11
+# 12 is taken by the boot part of issue 11 (EXIT_DEADLINE, its branch): the bake part's preflight takes 13.
+EXIT_PREFLIGHT = 13
 
 EXIT_CODES = [
     (EXIT_OK, "success (or nothing to change)"),
@@ -28,6 +30,7 @@ EXIT_CODES = [
     (EXIT_HEALTH, "the stack did not become healthy before the deadline"),
     (EXIT_LOCKED, "another agent holds the lock on this work folder"),
     (EXIT_LIFECYCLE, "the lifecycle hook could not be completed"),
+    (EXIT_PREFLIGHT, "preflight: something the agent needs is missing (one FAIL line each on stdout)"),
 ]
 
 
