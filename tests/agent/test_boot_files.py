@@ -1,0 +1,196 @@
+"""How an instance boots the agent (issue 11, boot): the user-data template and its strict renderer
+(`bluegreen user-data`, Debian's real `cloud-init schema`), the baked units (`systemd-analyze verify` in a root
+holding the host's real cloud-init units, so an ordering cycle shows), and the OnFailure= fallback script."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from agent.settings import LOCAL_DEFAULTS, load_config
+from deployer import userdata
+from deployer.errors import UsageError
+from tests.helpers import expect_exit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TEMPLATE = os.path.join(ROOT, "cloud-init", "user-data.yaml.tmpl")
+SYSTEMD = os.path.join(ROOT, "systemd")
+UNIT = os.path.join(SYSTEMD, "bluegreen-agent.service")
+ABANDON_UNIT = os.path.join(SYSTEMD, "bluegreen-agent-abandon.service")
+BLUEGREEN = os.path.join(os.path.dirname(sys.executable), "bluegreen")
+VALUES = {"COMPOSE_PROJECT": "web", "BOOTSTRAP_BUCKET": "bluegreen-bootstrap", "S3_UNSIGNED": "true"}
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def user_data(*args):
+    return subprocess.run([BLUEGREEN, "user-data", *args], capture_output=True, text=True, check=False)
+
+
+def unit_lines(path):
+    return [line for line in read(path).splitlines() if line and not line.startswith("#")]
+
+
+# -- user-data ---------------------------------------------------------------------------------------------
+@pytest.mark.system_tools  # Debian's cloud-init: not in `make unit`
+def test_rendered_user_data_passes_cloud_init_schema(tmp_path):
+    result = user_data("--compose-project", "web", "--bucket", "bluegreen-bootstrap", "--s3-unsigned")
+    expect_exit(result, 0)
+    path = tmp_path / "user-data.yaml"
+    path.write_text(result.stdout)
+    check = subprocess.run(["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True,
+                           check=False)
+    assert check.returncode == 0 and "Valid cloud-config" in check.stdout, check.stdout + check.stderr
+
+
+def test_user_data_only_writes_the_settings_root_only_and_starts_the_baked_unit(tmp_path):
+    result = user_data("--compose-project", "web", "--bucket", "bluegreen-bootstrap")
+    expect_exit(result, 0)
+    doc = yaml.safe_load(result.stdout)
+    # Nothing installed at boot (audit F2): no packages, no pip, no unit file; the unit is baked.
+    assert set(doc) == {"write_files", "runcmd"}
+    assert [f["path"] for f in doc["write_files"]] == ["/etc/bluegreen/agent.yml"]
+    entry = doc["write_files"][0]
+    assert entry["permissions"] == "0600" and entry["owner"] == "root:root"  # audit F15
+    config = tmp_path / "agent.yml"
+    config.write_text(entry["content"])
+    assert load_config(str(config), required=True) == {  # the agent's own loader accepts it
+        "workdir": "/opt/bluegreen", "compose_project": "web", "allowed_buckets": ["bluegreen-bootstrap"],
+        "s3_unsigned": False}
+    assert doc["runcmd"] == [["systemctl", "start", "--no-block", "bluegreen-agent.service"]]
+    commands = "\n".join(line for line in result.stdout.splitlines() if not line.lstrip().startswith("#"))
+    assert "pip" not in commands and "venv" not in commands and "packages" not in commands
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--compose-project", "web", "--bucket", ""], "BOOTSTRAP_BUCKET='' is not valid (empty"),
+    (["--compose-project", "Web!", "--bucket", "b-1"], "COMPOSE_PROJECT='Web!' is not valid"),
+    (["--compose-project", "web", "--bucket", "Not_A_Bucket"], "BOOTSTRAP_BUCKET='Not_A_Bucket' is not valid"),
+    (["--compose-project", "web", "--bucket", "b-1", "--template", "/nonexistent"], "cannot read the user-data"),
+])
+def test_user_data_refuses_bad_values_with_one_line_and_exit_2(args, words):
+    result = user_data(*args)
+    expect_exit(result, 2, words, prog="bluegreen")
+    assert result.stdout == ""
+
+
+def test_render_is_strict_about_missing_and_unknown_variables():
+    template = read(TEMPLATE)
+    with pytest.raises(UsageError, match="no value for BOOTSTRAP_BUCKET"):
+        userdata.render(template, {"COMPOSE_PROJECT": "web", "S3_UNSIGNED": "false"})
+    with pytest.raises(UsageError, match="has no variable PIP_INDEX_URL"):
+        userdata.render(template, dict(VALUES, PIP_INDEX_URL="https://x"))
+    with pytest.raises(UsageError, match=r"not a \$\{NAME\} placeholder"):
+        userdata.render(template + "# costs $5\n", VALUES)
+    # What envsubst does with an unset variable: the empty allow-list that means "any bucket" (audit F15).
+    envsubst = re.sub(r"\$\{BOOTSTRAP_BUCKET\}", "", template)
+    with pytest.raises(UsageError, match="empty allowed_buckets"):
+        userdata.render(envsubst, {k: v for k, v in VALUES.items() if k != "BOOTSTRAP_BUCKET"})
+
+
+def test_template_placeholders_are_the_documented_ones_and_fn_sub_compatible():
+    template = read(TEMPLATE)
+    names = userdata.placeholders(template)  # raises on any other dollar sign
+    assert names == sorted(userdata.CHECKS)
+    header = "\n".join(line for line in template.splitlines() if line.startswith("#"))
+    for name in names:
+        assert re.search(rf"^#   {name} ", header, re.MULTILINE), f"{name} is not documented in the template's header"
+    # CloudFormation's Fn::Sub fills ${NAME} from a map; everything else must come through unchanged.
+    fn_sub = re.sub(r"\$\{([A-Za-z0-9_]+)\}", lambda m: VALUES[m.group(1)], template)
+    assert fn_sub == userdata.render(template, VALUES)
+
+
+def test_the_agent_refuses_an_explicitly_empty_allow_list(tmp_path):
+    from agent.errors import ConfigError
+
+    config = tmp_path / "agent.yml"
+    config.write_text("compose_project: web\nallowed_buckets: []\n")
+    with pytest.raises(ConfigError, match="allowed_buckets is empty"):
+        load_config(str(config), required=True)
+
+
+# -- the units ---------------------------------------------------------------------------------------------
+def test_agent_unit_shape():
+    lines = unit_lines(UNIT)
+    for line in ("Type=oneshot", "RemainAfterExit=yes",
+                 "ConditionPathExists=/etc/bluegreen/agent.yml",  # audit F17: only with user-data's settings
+                 "ConditionPathExists=!/etc/bluegreen/agent.disabled",
+                 "After=network-online.target docker.service cloud-final.service",
+                 "StandardError=journal+console",  # audit F16
+                 "EnvironmentFile=-/etc/bluegreen/agent.env",  # audit F25: proxy settings
+                 "OnFailure=bluegreen-agent-abandon.service",
+                 "ExecStart=/opt/bluegreen-agent/venv/bin/bluegreen-agent run",
+                 "Environment=AWS_EC2_METADATA_V1_DISABLED=true",
+                 "WantedBy=cloud-init.target"):
+        assert line in lines, line
+    assert not any(line.startswith("Restart=") for line in lines)  # audit F21: why, in the unit's comment
+    assert "WantedBy=multi-user.target" not in lines  # the cycle with Debian's cloud-final
+
+
+def test_unit_start_timeout_is_above_the_agents_own_deadline():
+    (timeout,) = [line.split("=", 1)[1] for line in unit_lines(UNIT) if line.startswith("TimeoutStartSec=")]
+    seconds = int(timeout[:-3]) * 60 if timeout.endswith("min") else int(timeout.rstrip("s"))
+    # audit F13: the agent ends its own run first, with time left to ABANDON and write status.json.
+    assert seconds >= LOCAL_DEFAULTS["run_deadline"] + 120
+
+
+def _boot_root(tmp_path, unit_text=None):
+    """A root folder as the baked image has it: the host's real systemd and cloud-init units, cloud-init's units
+    enabled and its target linked into multi-user.target (what cloud-init's generator does at boot), and ours
+    installed and enabled as the bake recipe does."""
+    root = tmp_path / "root"
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    os.symlink("usr/lib", root / "lib")
+    etc = root / "etc/systemd/system"
+    etc.mkdir(parents=True)
+    for name in ("bluegreen-agent.service", "bluegreen-agent-abandon.service"):
+        text = read(os.path.join(SYSTEMD, name))
+        (etc / name).write_text(unit_text if unit_text and name == "bluegreen-agent.service" else text)
+    for path in ("opt/bluegreen-agent/venv/bin/bluegreen-agent", "usr/libexec/bluegreen-agent/abandon"):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(os.path.join(SYSTEMD, "libexec", "abandon"), root / path)  # any executable will do
+    (etc / "multi-user.target.wants").mkdir()
+    os.symlink("/usr/lib/systemd/system/cloud-init.target", etc / "multi-user.target.wants/cloud-init.target")
+    subprocess.run(["systemctl", "--root", str(root), "enable", "cloud-init-local.service", "cloud-init.service",
+                    "cloud-config.service", "cloud-final.service", "bluegreen-agent.service"],
+                   check=True, capture_output=True)
+    return root
+
+
+def _verify(root):
+    return subprocess.run(["systemd-analyze", "verify", f"--root={root}", "multi-user.target", "cloud-init.target",
+                           "bluegreen-agent.service", "bluegreen-agent-abandon.service"],
+                          capture_output=True, text=True, check=False)
+
+
+@pytest.mark.system_tools  # systemd-analyze and Debian's cloud-init units: not in `make unit`
+def test_units_verify_without_an_ordering_cycle_against_the_real_cloud_init_units(tmp_path):
+    root = _boot_root(tmp_path)
+    assert (root / "etc/systemd/system/cloud-init.target.wants/bluegreen-agent.service").is_symlink()
+    result = _verify(root)
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+@pytest.mark.system_tools
+def test_the_verify_catches_the_cycle_that_wantedby_multi_user_would_make(tmp_path):
+    # The control: the same check on the unit as it would be with WantedBy=multi-user.target must fail, or the
+    # test above proves nothing.
+    cyclic = read(UNIT).replace("WantedBy=cloud-init.target", "WantedBy=multi-user.target")
+    result = _verify(_boot_root(tmp_path, cyclic))
+    assert "ordering cycle" in result.stderr, result.stderr
+
+
+@pytest.mark.system_tools
+def test_hardening_lowers_the_exposure_score(tmp_path):
+    root = _boot_root(tmp_path)
+    result = subprocess.run(["systemd-analyze", "security", "--offline=true", f"--root={root}",
+                             "bluegreen-agent.service"], capture_output=True, text=True, check=False)
+    score = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout).group(1))
+    assert score < 7.0, result.stdout  # 9.6 UNSAFE before (audit F21)
