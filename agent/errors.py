@@ -14,10 +14,11 @@ EXIT_COMPOSE = 8
 EXIT_HEALTH = 9
 EXIT_LOCKED = 10
 EXIT_LIFECYCLE = 11
+EXIT_DEADLINE = 12  # boot (issue 11): the run's overall deadline, audit F13
 
 EXIT_CODES = [
     (EXIT_OK, "success (or nothing to change)"),
-    (EXIT_INTERNAL, "unexpected internal error (rerun with --debug), or stopped by SIGINT/SIGTERM"),
+    (EXIT_INTERNAL, "unexpected internal error (rerun with --debug), or stopped by SIGINT/SIGTERM/SIGHUP"),
     (EXIT_USAGE, "bad command line or unreadable/invalid config file"),
     (EXIT_IDENTITY, "instance identity: IMDS disabled (403), unreachable or too slow"),
     (EXIT_GROUP, "Auto Scaling group or its tags could not be read"),
@@ -28,6 +29,7 @@ EXIT_CODES = [
     (EXIT_HEALTH, "the stack did not become healthy before the deadline"),
     (EXIT_LOCKED, "another agent holds the lock on this work folder"),
     (EXIT_LIFECYCLE, "the lifecycle hook could not be completed"),
+    (EXIT_DEADLINE, "the run's overall deadline (run_deadline) ran out; the error names the step"),
 ]
 
 
@@ -89,3 +91,8 @@ class LockedError(AgentError):
 class LifecycleError(AgentError):
     exit_code = EXIT_LIFECYCLE
     step = "lifecycle"
+
+
+class DeadlineError(AgentError):
+    exit_code = EXIT_DEADLINE
+    step = "agent"

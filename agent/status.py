@@ -98,3 +98,54 @@ class Status:
             self._write(finished_at=_now(), result=contract.RESULT_FAILED, in_progress=[],
                         error={"step": getattr(error, "step", "agent"), "message": str(error),
                                "exit_code": getattr(error, "exit_code", 1)})
+
+
+RESULT_KILLED = "killed"
+
+
+def read_status(workdir):
+    """status.json as a dict, or None when there is none or it cannot be read."""
+    try:
+        with open(os.path.join(workdir, STATUS_FILE)) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def previous_run_killed(workdir):
+    """Called with the lock held: a status.json still "running" was left by a run that died without finishing
+    (SIGKILL after TimeoutStopSec, a crash of the machine: audit F25). Returns what it was doing, or None."""
+    data = read_status(workdir)
+    if not data or data.get("result") != "running":
+        return None
+    return {"result": RESULT_KILLED, "pid": data.get("pid"), "started_at": data.get("started_at"),
+            "in_progress": list(data.get("in_progress") or []), "version": data.get("version")}
+
+
+def _lock_is_free(workdir):
+    import fcntl
+
+    try:
+        fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDONLY)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing releases a lock taken just now
+    return True
+
+
+def last_run(workdir):
+    """The last run as status.json tells it, with a "running" status whose agent no longer holds the lock shown as
+    "killed" (audit F25); None when no run ever wrote one."""
+    data = read_status(workdir)
+    if data is None:
+        return None
+    out = {k: data.get(k) for k in ("result", "version", "started_at", "finished_at", "in_progress", "error", "pid")}
+    if out["result"] == "running" and _lock_is_free(workdir):
+        out["result"] = RESULT_KILLED
+    return out
