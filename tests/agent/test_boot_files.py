@@ -14,7 +14,7 @@ import yaml
 from agent.settings import LOCAL_DEFAULTS, load_config
 from deployer import userdata
 from deployer.errors import UsageError
-from tests.helpers import expect_exit
+from tests.helpers import expect_exit, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEMPLATE = os.path.join(ROOT, "cloud-init", "user-data.yaml.tmpl")
@@ -194,3 +194,73 @@ def test_hardening_lowers_the_exposure_score(tmp_path):
                              "bluegreen-agent.service"], capture_output=True, text=True, check=False)
     score = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout).group(1))
     assert score < 7.0, result.stdout  # 9.6 UNSAFE before (audit F21)
+
+
+# -- the OnFailure= fallback: systemd/libexec/abandon with the real AWS CLI ----------------------------------------
+ABANDON = os.path.join(SYSTEMD, "libexec", "abandon")
+# systemd's PATH for services: the image's AWS CLI and curl, never the agent's venv (audit F2).
+SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def run_abandon(aws, imds, **extra):
+    env = {"PATH": SERVICE_PATH, "AWS_ENDPOINT_URL": aws.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.endpoint,
+           "MONITOR_SERVICE_RESULT": "exit-code", "MONITOR_EXIT_CODE": "exited", "MONITOR_EXIT_STATUS": "203",
+           "HOME": "/nonexistent"}
+    env.update(extra)
+    return subprocess.run([ABANDON], env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def one_line(result, code):
+    assert result.returncode == code, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and result.stdout == "", result.stdout + result.stderr
+    return lines[0]
+
+
+@pytest.mark.system_tools  # Debian's awscli and curl: not in `make unit`
+def test_the_fallback_abandons_a_launch_the_agent_never_started_for(aws, imds_for):
+    from tests.agent.conftest import Group
+
+    aws.configure_time(time_scale=1.0)  # the hook's 30 s timeout runs in real time: it must not lapse first
+    group = Group(aws.endpoint, "web-fallback", {"bluegreen:version": "1.0"}, launch_hook="launch")
+    instance_id = group.instance_ids[0]
+    assert group.lifecycle_state(instance_id) == "Pending:Wait"
+    line = one_line(run_abandon(aws, imds_for(instance_id, aws.endpoint)), 0)
+    assert line == (f"bluegreen-agent-abandon: ABANDONed the launch of {instance_id} in web-fallback (hook launch) "
+                    "because bluegreen-agent.service exit-code (exited 203)")
+    assert group.lifecycle_state(instance_id) in (None, "Terminating", "Terminating:Wait", "Terminating:Proceed",
+                                                  "Terminated")
+
+
+@pytest.mark.system_tools
+def test_the_fallback_leaves_an_instance_no_hook_holds(aws, imds_for):
+    from tests.agent.conftest import Group
+
+    group = Group(aws.endpoint, "web-serving", {"bluegreen:version": "1.0"})
+    instance_id = group.instance_ids[0]
+    wait_until(lambda: group.lifecycle_state(instance_id) == "InService", "the instance to be InService")
+    line = one_line(run_abandon(aws, imds_for(instance_id, aws.endpoint)), 0)
+    assert line == (f"bluegreen-agent-abandon: {instance_id} is InService in web-serving: no launch to abandon "
+                    "(bluegreen-agent.service exit-code (exited 203))")
+    assert group.lifecycle_state(instance_id) == "InService"
+
+
+@pytest.mark.system_tools
+def test_the_fallback_says_why_it_could_not_and_exits_1(aws, imds_for):
+    imds = imds_for("i-0123456789abcdef0", aws.endpoint)
+    imds.disabled = True  # I1: 403
+    line = one_line(run_abandon(aws, imds), 1)
+    assert line == (f"bluegreen-agent-abandon: no IMDSv2 token from {imds.endpoint} (curl exit 22) "
+                    "(bluegreen-agent.service exit-code (exited 203)); the launch hook's own timeout applies")
+
+
+def test_the_fallback_makes_only_calls_the_agent_policy_grants():
+    from tests.iam import granted_operations
+
+    script = read(ABANDON)
+    used = {"".join(w.title() for w in op.split("-")) for op in re.findall(r"^\s*\S*asg (\S+)|\$\(asg (\S+)", script)
+            for op in op if op}
+    used = {op for op in used if op}
+    assert used == {"DescribeAutoScalingInstances", "DescribeLifecycleHooks", "CompleteLifecycleAction"}
+    assert used <= granted_operations(os.path.join(ROOT, "iam", "agent-policy.json"))
