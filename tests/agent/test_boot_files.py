@@ -234,13 +234,16 @@ def test_the_fallback_abandons_a_launch_the_agent_never_started_for(aws, imds_fo
 
 
 @pytest.mark.system_tools
-def test_the_fallback_leaves_an_instance_no_hook_holds(aws, imds_for):
+@pytest.mark.parametrize("imds_host", ["127.0.0.1", "::1"])  # ::1: an IPv6 IMDS, as fd00:ec2::254 (F19)
+def test_the_fallback_leaves_an_instance_no_hook_holds(aws, imds_host):
+    from localcloud.imds import IMDSServer
     from tests.agent.conftest import Group
 
     group = Group(aws.endpoint, "web-serving", {"bluegreen:version": "1.0"})
     instance_id = group.instance_ids[0]
     wait_until(lambda: group.lifecycle_state(instance_id) == "InService", "the instance to be InService")
-    line = one_line(run_abandon(aws, imds_for(instance_id, aws.endpoint)), 0)
+    with IMDSServer(instance_id, aws_endpoint=aws.endpoint, host=imds_host) as imds:
+        line = one_line(run_abandon(aws, imds), 0)
     assert line == (f"bluegreen-agent-abandon: {instance_id} is InService in web-serving: no launch to abandon "
                     "(bluegreen-agent.service exit-code (exited 203))")
     assert group.lifecycle_state(instance_id) == "InService"
