@@ -197,8 +197,9 @@ def _dispatch(args, environ):
     if args.dry_run:
         found = runner.discover(clients, flags, config)
         settings = runner.resolve_settings(found, flags, config)
+        hook = runner.find_launch_hook(clients.autoscaling(found.identity.region), found, settings)  # read-only
         print(json.dumps({"schema_version": contract.SCHEMA_VERSION, "settings": settings.as_dict(),
-                          "plan": runner.make_plan(found, settings, environ)}, indent=2, sort_keys=True))
+                          "plan": runner.make_plan(found, settings, environ, hook)}, indent=2, sort_keys=True))
         return 0
     status = runner.run(clients, flags, config, resolve_workdir(flags, config), environ)
     print(json.dumps({k: status.get(k) for k in ("schema_version", "result", "version", "image_digest", "release",

@@ -40,13 +40,14 @@ def discover(clients, flags, config, deadline=None):
     return Discovery(identity, membership, asg.group_tags(autoscaling, membership.group))
 
 
-def make_plan(found, settings, environ):
-    """What `run` would do, as plain data (printed by --dry-run)."""
+def make_plan(found, settings, environ, launch_hook=None):
+    """What `run` would do, as plain data (printed by --dry-run). `launch_hook`: find_launch_hook's answer, when
+    the caller asked the group (else only a named hook is shown)."""
     if settings.s3_unsigned:
         reader = "unsigned GET " + bundle.unsigned_base_url(settings.bucket, found.identity.region, environ)
     else:
         reader = "signed GetObject"
-    hook = settings.lifecycle_hook
+    hook = launch_hook.name if launch_hook else settings.lifecycle_hook
     engaged = bool(hook) and found.membership.lifecycle_state in asg.HOOK_WAIT_STATES
     return {
         "instance_id": found.identity.instance_id,

@@ -141,6 +141,10 @@ def test_an_untagged_launch_hook_is_discovered_and_the_failed_launch_abandoned(a
     upload_bundle(aws.endpoint, {"docker-compose.yml": b"services: {}\n"}, prefix="other/")  # the bucket exists
     instance_id = group.instance_ids[0]
     r = AgentRunner(tmp_path, imds_for(instance_id, aws.endpoint), config={"heartbeat_interval": 0.05})
+    planned = r("run", "--dry-run")
+    expect_exit(planned, 0)
+    (lifecycle,) = [s for s in json.loads(planned.stdout)["plan"]["steps"] if s["step"] == "lifecycle"]
+    assert lifecycle["hook"] == "launch" and lifecycle["action"].startswith("CompleteLifecycleAction CONTINUE")
     result = r("run")
     assert result.returncode == 6, result.stderr
     assert "lifecycle hook launch found with DescribeLifecycleHooks (no bluegreen:lifecycle-hook tag)" in \
