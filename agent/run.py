@@ -121,8 +121,13 @@ def find_launch_hook(autoscaling, found, settings):
     try:
         hooks = asg.launch_hooks(autoscaling, found.membership.group)
     except AgentError as exc:
+        if not named and state in asg.HOOK_WAIT_STATES:
+            raise  # held by a hook we cannot name: fail now (exit 11) and leave it to the OnFailure= fallback
         if not named:
-            raise
+            # A plain Pending (an instance profile without DescribeLifecycleHooks, say): run without a hook
+            # rather than fail a group that may have none.
+            log.warning("%s; going on as if the group had no launch hook", exc)
+            return None
         log.warning("%s; using the configured heartbeat interval for hook %s", exc, named)
         hooks = []
     hook = asg.choose_hook(named, hooks, found.membership.group)

@@ -206,3 +206,30 @@ def test_a_warm_pool_instance_of_the_emulator_is_listed_in_a_warmed_state(aws, i
     result = r("show", "--output", "json")
     expect_exit(result, 0)
     assert json.loads(result.stdout)["lifecycle_state"].startswith("Warmed:")
+
+
+class DeniedHooks:
+    """An instance profile without autoscaling:DescribeLifecycleHooks (an older iam/agent-policy.json)."""
+
+    def describe_lifecycle_hooks(self, **_):
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not authorized"}}, "DescribeLifecycleHooks")
+
+
+@pytest.mark.parametrize("state, named, outcome", [
+    ("Pending", None, None),  # a group that may have no hook: go on without one
+    ("Pending:Wait", None, LifecycleError),  # held by a hook it cannot name: fail (exit 11), OnFailure= follows
+    ("Pending:Wait", "launch", asg.LaunchHook("launch", None, None)),  # named: used, configured heartbeat
+    ("InService", None, None),  # an operator's re-run: the group is not even asked
+])
+def test_a_hook_description_that_cannot_be_read(state, named, outcome):
+    from agent import run as runner
+
+    found = runner.Discovery(identity=None, membership=asg.Membership("g", state), tags={})
+    settings = type("S", (), {"lifecycle_hook": named})()
+    if outcome is LifecycleError:
+        with pytest.raises(LifecycleError, match="DescribeLifecycleHooks for group g failed"):
+            runner.find_launch_hook(DeniedHooks(), found, settings)
+    else:
+        assert runner.find_launch_hook(DeniedHooks(), found, settings) == outcome
