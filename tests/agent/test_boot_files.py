@@ -267,3 +267,26 @@ def test_the_fallback_makes_only_calls_the_agent_policy_grants():
     used = {op for op in used if op}
     assert used == {"DescribeAutoScalingInstances", "DescribeLifecycleHooks", "CompleteLifecycleAction"}
     assert used <= granted_operations(os.path.join(ROOT, "iam", "agent-policy.json"))
+
+
+@pytest.mark.system_tools
+def test_the_fallback_racing_the_agents_own_abandon_says_it_was_already_released(aws, imds_for, tmp_path):
+    # The race: the agent's own ABANDON lands between the fallback's DescribeAutoScalingInstances and its
+    # CompleteLifecycleAction, which then fails. A wrapper `aws` injects it: it lets the real CLI complete the
+    # action (the agent's ABANDON), then fails the fallback's own call as AWS would.
+    from tests.agent.conftest import Group
+
+    aws.configure_time(time_scale=1.0)
+    group = Group(aws.endpoint, "web-race", {"bluegreen:version": "1.0"}, launch_hook="launch")
+    instance_id = group.instance_ids[0]
+    wrapper = tmp_path / "bin" / "aws"
+    wrapper.parent.mkdir()
+    wrapper.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = complete-lifecycle-action ] && '
+                       '{ /usr/bin/aws "$@" >/dev/null; echo "ValidationError: No active Lifecycle Action" >&2; '
+                       'exit 254; }; done\nexec /usr/bin/aws "$@"\n')
+    wrapper.chmod(0o755)
+    result = run_abandon(aws, imds_for(instance_id, aws.endpoint), PATH=f"{wrapper.parent}:{SERVICE_PATH}")
+    line = one_line(result, 0)
+    state = group.lifecycle_state(instance_id)
+    assert line == (f"bluegreen-agent-abandon: {instance_id} is {state} in web-race: the launch was already "
+                    "released (bluegreen-agent.service exit-code (exited 203))")
