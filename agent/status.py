@@ -123,29 +123,23 @@ def previous_run_killed(workdir):
             "in_progress": list(data.get("in_progress") or []), "version": data.get("version")}
 
 
-def _lock_is_free(workdir):
-    import fcntl
-
+def _agent_alive(pid):
+    """Whether `pid` is a running bluegreen-agent. Read-only on purpose: `show` must never take the work folder's
+    lock, even for a moment, or a run starting at that moment would fail with exit 10."""
     try:
-        fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDONLY)
-    except OSError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+            return b"bluegreen-agent" in f.read()
+    except (OSError, TypeError, ValueError):
         return False
-    finally:
-        os.close(fd)  # closing releases a lock taken just now
-    return True
 
 
 def last_run(workdir):
-    """The last run as status.json tells it, with a "running" status whose agent no longer holds the lock shown as
+    """The last run as status.json tells it, with a "running" status whose agent process is gone shown as
     "killed" (audit F25); None when no run ever wrote one."""
     data = read_status(workdir)
     if data is None:
         return None
     out = {k: data.get(k) for k in ("result", "version", "started_at", "finished_at", "in_progress", "error", "pid")}
-    if out["result"] == "running" and _lock_is_free(workdir):
+    if out["result"] == "running" and not _agent_alive(out["pid"]):
         out["result"] = RESULT_KILLED
     return out

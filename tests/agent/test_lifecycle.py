@@ -69,11 +69,17 @@ def test_the_run_deadline_ends_a_run_whose_step_would_wait_longer(runner):
 
 
 # -- SIGHUP like SIGTERM (audit F11) ------------------------------------------------------------------------------
-def test_sighup_mid_run_is_recorded_like_sigterm(runner):
+def test_sighup_mid_run_is_recorded_like_sigterm(runner, aws, imds_for, tmp_path):
     runner.imds.fail_next(10_000, status=503)  # the run waits in its identity step
     proc = runner.start("run")
     wait_until(lambda: os.path.exists(os.path.join(runner.workdir, "status.json")) and
                runner.status()["in_progress"] == ["identity"], "the run to be in its identity step")
+    # Meanwhile `show` (which never takes the lock) reports the live run as running, not killed.
+    show = AgentRunner(tmp_path, imds_for(runner.group.instance_ids[0], aws.endpoint), name="show")
+    show.workdir = runner.workdir
+    shown = show("show", "--output", "json")
+    expect_exit(shown, 0)
+    assert json.loads(shown.stdout)["last_run"]["result"] == "running"
     proc.send_signal(signal.SIGHUP)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1, err
