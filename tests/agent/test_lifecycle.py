@@ -73,7 +73,7 @@ def test_sighup_mid_run_is_recorded_like_sigterm(runner, aws, imds_for, tmp_path
     runner.imds.fail_next(10_000, status=503)  # the run waits in its identity step
     proc = runner.start("run")
     wait_until(lambda: os.path.exists(os.path.join(runner.workdir, "status.json")) and
-               runner.status()["in_progress"] == ["identity"], "the run to be in its identity step")
+               runner.status()["in_progress"] == ["identity"], "the run to be in its identity step", deadline_s=30)
     # Meanwhile `show` (which never takes the lock) reports the live run as running, not killed.
     show = AgentRunner(tmp_path, imds_for(runner.group.instance_ids[0], aws.endpoint), name="show")
     show.workdir = runner.workdir
@@ -94,7 +94,7 @@ def test_a_killed_run_is_reported_by_show_and_by_the_next_run(runner, aws, imds_
     runner.imds.fail_next(10_000, status=503)
     proc = runner.start("run")
     wait_until(lambda: os.path.exists(os.path.join(runner.workdir, "status.json")) and
-               runner.status()["in_progress"] == ["identity"], "the run to be in its identity step")
+               runner.status()["in_progress"] == ["identity"], "the run to be in its identity step", deadline_s=30)
     proc.kill()
     proc.communicate(timeout=30)
     assert runner.status()["result"] == "running"  # what SIGKILL leaves
