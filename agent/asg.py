@@ -1,7 +1,10 @@
-"""The instance's Auto Scaling group, the group's tags, and the launch lifecycle hook.
+"""The instance's Auto Scaling group, the group's tags, and the launch lifecycle hook (found by name or by
+DescribeLifecycleHooks; also in a warm pool, A17).
 
 The client is a boto3 "autoscaling" client made in the CLI entry (standard retries: A10) and passed in.
 """
+
+from __future__ import annotations
 
 import logging
 import threading
@@ -13,6 +16,18 @@ from agent.errors import GroupError, LifecycleError
 log = logging.getLogger(__name__)
 
 PENDING_WAIT = "Pending:Wait"
+# A17: an instance launched into a warm pool pauses here when the group has a launch hook, and again at
+# Pending:Wait when it leaves the pool for the group.
+WARMED_PENDING_WAIT = "Warmed:Pending:Wait"
+# The states in which a launch hook holds the instance and waits for CompleteLifecycleAction (A6, A17).
+HOOK_WAIT_STATES = (PENDING_WAIT, WARMED_PENDING_WAIT)
+# Only a moment before one of the above when the group has a launch hook (A5, A6, A17).
+PENDING_STATES = ("Pending", "Warmed:Pending")
+LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
+# The heartbeat interval derived from the hook's HeartbeatTimeout: a third of it, so two heartbeats may fail
+# before the hook lapses; a derived interval is never below MIN_HEARTBEAT_S (AWS's HeartbeatTimeout is >= 30 s).
+HEARTBEAT_FRACTION = 3.0
+MIN_HEARTBEAT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -51,10 +66,10 @@ def find_group(client, instance_id, deadline=120.0, interval=2.0, sleep=time.sle
 
 def settle_pending(client, instance_id, membership, deadline=120.0, interval=1.0, sleep=time.sleep,
                    clock=time.monotonic):
-    """With a launch hook named, a plain `Pending` is only a moment before Pending:Wait (A6, A5): look again until
-    the state moves on, so that the hook is not missed."""
+    """With a launch hook, a plain `Pending` (or `Warmed:Pending`, A17) is only a moment before Pending:Wait
+    (Warmed:Pending:Wait) (A6, A5): look again until the state moves on, so that the hook is not missed."""
     until = clock() + deadline
-    while membership.lifecycle_state == "Pending" and clock() + interval <= until:
+    while membership.lifecycle_state in PENDING_STATES and clock() + interval <= until:
         sleep(interval)
         membership = find_group(client, instance_id, deadline=max(0.0, until - clock()), interval=interval,
                                 sleep=sleep, clock=clock)
@@ -70,6 +85,44 @@ def group_tags(client, group) -> dict[str, str]:
                 if t.get("ResourceId") == group}
     except _client_error() as exc:
         raise GroupError(f"DescribeTags for group {group} failed: {exc}") from None
+
+
+@dataclass(frozen=True)
+class LaunchHook:
+    name: str
+    heartbeat_timeout: float | None
+    default_result: str | None
+
+
+def launch_hooks(client, group):
+    """The group's EC2_INSTANCE_LAUNCHING hooks (audit F14), with their HeartbeatTimeout and DefaultResult."""
+    try:
+        found = client.describe_lifecycle_hooks(AutoScalingGroupName=group).get("LifecycleHooks", [])
+    except _client_error() as exc:
+        raise LifecycleError(f"DescribeLifecycleHooks for group {group} failed: {exc}") from None
+    return [LaunchHook(h["LifecycleHookName"], h.get("HeartbeatTimeout"), h.get("DefaultResult"))
+            for h in found if h.get("LifecycleTransition") == LAUNCHING]
+
+
+def choose_hook(named, hooks, group):
+    """The launch hook this agent completes: the named one (tag or config), else the group's only launch hook,
+    else none. Pure. Two or more unnamed launch hooks are refused: completing the wrong one would release the
+    launch before the other owner is done."""
+    if named:
+        return next((h for h in hooks if h.name == named), LaunchHook(named, None, None))
+    if len(hooks) > 1:
+        names = ", ".join(sorted(h.name for h in hooks))
+        raise LifecycleError(f"group {group} has {len(hooks)} launch hooks ({names}): name the agent's one in the "
+                             "bluegreen:lifecycle-hook tag")
+    return hooks[0] if hooks else None
+
+
+def heartbeat_interval(hook, configured):
+    """How often to send heartbeats: the configured interval, or a third of the hook's HeartbeatTimeout if that is
+    shorter (audit F14: a 30 s hook with the default 60 s interval would lapse between two heartbeats)."""
+    if hook is None or not hook.heartbeat_timeout:
+        return configured
+    return min(configured, max(MIN_HEARTBEAT_S, float(hook.heartbeat_timeout) / HEARTBEAT_FRACTION))
 
 
 def complete_lifecycle(client, group, hook, instance_id, result):

@@ -171,8 +171,10 @@ def main(argv=None, environ=None):
                     "(`bluegreen-agent --version` prints the agent's own version)")
         args.app_version = args.legacy_app_version
     # systemd stops a run with SIGTERM (`systemctl stop`, TimeoutStartSec): unwind like Ctrl-C, so status.json
-    # records the failure and a launch hook is ABANDONed (A6) instead of waiting out its timeout.
+    # records the failure and a launch hook is ABANDONed (A6) instead of waiting out its timeout. SIGHUP too: an
+    # operator's shell that disconnects mid-run must not kill it halfway through a recreate unrecorded (F11).
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     try:
         return _dispatch(args, environ)
     except AgentError as exc:
@@ -181,7 +183,7 @@ def main(argv=None, environ=None):
         print(f"bluegreen-agent: {exc.step} failed: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("bluegreen-agent: interrupted (SIGINT or SIGTERM); status.json records it", file=sys.stderr)
+        print("bluegreen-agent: interrupted (SIGINT, SIGTERM or SIGHUP); status.json records it", file=sys.stderr)
         return EXIT_INTERNAL
     except Exception as exc:  # the one top-level handler: one line, a traceback only with --debug
         if args.debug:
@@ -209,8 +211,9 @@ def _dispatch(args, environ):
     if args.dry_run:
         found = runner.discover(clients, flags, config)
         settings = runner.resolve_settings(found, flags, config)
+        hook = runner.find_launch_hook(clients.autoscaling(found.identity.region), found, settings)  # read-only
         print(json.dumps({"schema_version": contract.SCHEMA_VERSION, "settings": settings.as_dict(),
-                          "plan": runner.make_plan(found, settings, environ)}, indent=2, sort_keys=True))
+                          "plan": runner.make_plan(found, settings, environ, hook)}, indent=2, sort_keys=True))
         return 0
     status = runner.run(clients, flags, config, resolve_workdir(flags, config), environ)
     print(json.dumps({k: status.get(k) for k in ("schema_version", "result", "version", "image_digest", "release",
@@ -219,11 +222,16 @@ def _dispatch(args, environ):
 
 
 def _show(runner, clients, flags, config, output):
+    from agent.settings import resolve_workdir
+    from agent.status import last_run
+
     found = runner.discover(clients, flags, config)
     doc = {"schema_version": contract.SCHEMA_VERSION, "instance_id": found.identity.instance_id, "region": found.identity.region,
            "account_id": found.identity.account_id, "availability_zone": found.identity.availability_zone,
            "group": found.membership.group, "lifecycle_state": found.membership.lifecycle_state,
            "tags": found.tags}
+    # audit F25: the last run as status.json tells it; "killed" when it says running but no agent holds the lock.
+    doc["last_run"] = last_run(resolve_workdir(flags, config))
     error = None
     try:
         doc["settings"] = runner.resolve_settings(found, flags, config).as_dict()
@@ -234,6 +242,11 @@ def _show(runner, clients, flags, config, output):
     else:
         for key in ("instance_id", "region", "account_id", "availability_zone", "group", "lifecycle_state"):
             print(f"{key:<18} {doc[key]}")
+        previous = doc["last_run"]
+        if previous is not None:
+            where = ", ".join(previous["in_progress"] or []) or (previous["error"] or {}).get("step") or "-"
+            print(f"{'last_run':<18} {previous['result']} (started {previous['started_at']}, pid {previous['pid']}, "
+                  f"step {where})")
         print("tags:")
         for key, value in sorted(doc["tags"].items()):
             print(f"  {key} = {value}")

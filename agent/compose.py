@@ -1,4 +1,9 @@
-"""docker compose: v2 (`docker compose`) if the plugin answers, else `docker-compose`; one fixed project name.
+"""docker compose v2 (`docker compose`, the CLI plugin the baked image carries); one fixed project name.
+
+No automatic fallback to a `docker-compose` found on PATH (audit F23): that is compose v1 on most hosts,
+unmaintained since July 2023, and it names containers `proj_web_1` where v2 names them `proj-web-1`, so a host
+that switched between the two would recreate every container. A workdir is run by one implementation: v2, or
+exactly what `compose_command` names (e.g. the standalone v2 binary).
 
 `up -d --remove-orphans` is idempotent by compose's own design: a service whose configuration and image did
 not change is left running, so the same version again recreates nothing.
@@ -40,9 +45,8 @@ def detect_command(configured=None, runner=subprocess.run, environ=os.environ):
             return ("docker", "compose")
     except (OSError, subprocess.TimeoutExpired):
         pass
-    if shutil.which("docker-compose"):
-        return ("docker-compose",)
-    raise ComposeError("neither `docker compose` (v2 plugin) nor `docker-compose` is installed")
+    raise ComposeError("`docker compose` (the compose v2 plugin) is not installed; the baked image carries it "
+                       "(`bluegreen-agent preflight` checks), or name a v2 binary in compose_command")
 
 
 class Compose:

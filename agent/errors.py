@@ -14,12 +14,13 @@ EXIT_COMPOSE = 8
 EXIT_HEALTH = 9
 EXIT_LOCKED = 10
 EXIT_LIFECYCLE = 11
-# 12 is taken by the boot part of issue 11 (EXIT_DEADLINE, its branch): the bake part's preflight takes 13.
+EXIT_DEADLINE = 12  # boot (issue 11): the run's overall deadline, audit F13
+# preflight (issue 11, bake part): something the agent needs is missing.
 EXIT_PREFLIGHT = 13
 
 EXIT_CODES = [
     (EXIT_OK, "success (or nothing to change)"),
-    (EXIT_INTERNAL, "unexpected internal error (rerun with --debug), or stopped by SIGINT/SIGTERM"),
+    (EXIT_INTERNAL, "unexpected internal error (rerun with --debug), or stopped by SIGINT/SIGTERM/SIGHUP"),
     (EXIT_USAGE, "bad command line or unreadable/invalid config file"),
     (EXIT_IDENTITY, "instance identity: IMDS disabled (403), unreachable or too slow"),
     (EXIT_GROUP, "Auto Scaling group or its tags could not be read"),
@@ -30,6 +31,7 @@ EXIT_CODES = [
     (EXIT_HEALTH, "the stack did not become healthy before the deadline"),
     (EXIT_LOCKED, "another agent holds the lock on this work folder"),
     (EXIT_LIFECYCLE, "the lifecycle hook could not be completed"),
+    (EXIT_DEADLINE, "the run's overall deadline (run_deadline) ran out; the error names the step"),
     (EXIT_PREFLIGHT, "preflight: something the agent needs is missing (one FAIL line each on stdout)"),
 ]
 
@@ -92,3 +94,8 @@ class LockedError(AgentError):
 class LifecycleError(AgentError):
     exit_code = EXIT_LIFECYCLE
     step = "lifecycle"
+
+
+class DeadlineError(AgentError):
+    exit_code = EXIT_DEADLINE
+    step = "agent"

@@ -16,7 +16,11 @@ from agent.errors import IdentityError
 log = logging.getLogger(__name__)
 
 ENDPOINT_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT"  # C1 / I3: the SDKs' own variable
+# audit F19: botocore's endpoint mode, for IPv6-only subnets (the instance's HttpProtocolIpv6 must be enabled).
+ENDPOINT_MODE_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE"
 DEFAULT_ENDPOINT = "http://169.254.169.254"
+IPV6_ENDPOINT = "http://[fd00:ec2::254]"
+ENDPOINTS_BY_MODE = {"ipv4": DEFAULT_ENDPOINT, "ipv6": IPV6_ENDPOINT}
 TOKEN_TTL = 21600
 REQUEST_TIMEOUT = 2.0
 
@@ -27,6 +31,16 @@ class Identity:
     region: str
     account_id: str
     availability_zone: str
+
+
+def endpoint_from_environ(environ):
+    if environ.get(ENDPOINT_ENV):
+        return environ[ENDPOINT_ENV]
+    mode = environ.get(ENDPOINT_MODE_ENV) or "IPv4"
+    if mode.lower() not in ENDPOINTS_BY_MODE:
+        # botocore refuses it too (InvalidIMDSEndpointModeError): a typo must not silently mean IPv4.
+        raise IdentityError(f"{ENDPOINT_MODE_ENV}={mode!r} is not IPv4 or IPv6")
+    return ENDPOINTS_BY_MODE[mode.lower()]
 
 
 class _Retryable(Exception):
@@ -48,7 +62,8 @@ class IMDSClient:
 
     @classmethod
     def from_environ(cls, session, environ, **kwargs):
-        return cls(session, endpoint=environ.get(ENDPOINT_ENV) or None, **kwargs)
+        """The endpoint as botocore chooses it: the explicit endpoint, else the endpoint mode's (IPv4 default)."""
+        return cls(session, endpoint=endpoint_from_environ(environ), **kwargs)
 
     def identity(self):
         """Instance id, Region, account and zone from the identity document (I2)."""

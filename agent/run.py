@@ -7,15 +7,17 @@ a failed validation, download, checksum or pull leaves the running stack exactly
 
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 
 from agent import asg, bundle, compose, health, images, secrets
 from agent.contract import TAG_LIFECYCLE_HOOK, TAG_VERSION
+from agent.deadline import Clipped, Deadline
 from agent.errors import AgentError
 from agent.settings import HOOK_RE, local_number, resolve, tags_to_settings
-from agent.status import AgentLock, Status
+from agent.status import AgentLock, Status, previous_run_killed
 
 log = logging.getLogger(__name__)
 
@@ -27,22 +29,26 @@ class Discovery:
     tags: dict[str, str]
 
 
-def discover(clients, flags, config):
-    """Identity (IMDS), the group and the group's tags: read-only."""
-    identity = clients.imds(local_number(config, "imds_deadline")).identity()
+def discover(clients, flags, config, deadline=None):
+    """Identity (IMDS), the group and the group's tags: read-only. `deadline` (the run's) clips both waits."""
+    def wait(name):
+        return deadline.clip(local_number(config, name)) if deadline else local_number(config, name)
+
+    identity = clients.imds(wait("imds_deadline")).identity()
     autoscaling = clients.autoscaling(identity.region)
-    membership = asg.find_group(autoscaling, identity.instance_id, deadline=local_number(config, "group_deadline"))
+    membership = asg.find_group(autoscaling, identity.instance_id, deadline=wait("group_deadline"))
     return Discovery(identity, membership, asg.group_tags(autoscaling, membership.group))
 
 
-def make_plan(found, settings, environ):
-    """What `run` would do, as plain data (printed by --dry-run)."""
+def make_plan(found, settings, environ, launch_hook=None):
+    """What `run` would do, as plain data (printed by --dry-run). `launch_hook`: find_launch_hook's answer, when
+    the caller asked the group (else only a named hook is shown)."""
     if settings.s3_unsigned:
         reader = "unsigned GET " + bundle.unsigned_base_url(settings.bucket, found.identity.region, environ)
     else:
         reader = "signed GetObject"
-    hook = settings.lifecycle_hook
-    engaged = bool(hook) and found.membership.lifecycle_state == asg.PENDING_WAIT
+    hook = launch_hook.name if launch_hook else settings.lifecycle_hook
+    engaged = bool(hook) and found.membership.lifecycle_state in asg.HOOK_WAIT_STATES
     return {
         "instance_id": found.identity.instance_id,
         "region": found.identity.region,
@@ -78,15 +84,27 @@ def resolve_settings(found, flags, config):
     return settings
 
 
-def run(clients, flags, config, workdir, environ):
+def run(clients, flags, config, workdir, environ, clock=time.monotonic):
     """Deploy the group's version on this instance. Returns the final status dict; raises AgentError."""
+    # audit F13: one deadline from the start, before IMDS is even asked; every step's wait is clipped to it.
+    deadline = Deadline(local_number(config, "run_deadline"), clock)
     status = Status(workdir)
     with AgentLock(workdir):
+        killed = previous_run_killed(workdir)
+        if killed:
+            # audit F25: status.json said "running" but no agent held the lock: SIGKILLed (TimeoutStopSec) or
+            # the machine went down mid-run. Say so, here and in the new status.json.
+            log.warning("the previous run (pid %s, started %s) was killed in step(s) %s", killed.get("pid"),
+                        killed.get("started_at"), ", ".join(killed.get("in_progress") or []) or "(none)")
+            status.update(previous_run=killed)
         status.begin()
         try:
-            _run_locked(clients, flags, config, environ, status)
+            _run_locked(clients, flags, config, environ, status, deadline)
         except AgentError as exc:
-            status.finish(exc)
+            explained = deadline.explain(exc, status.data.get("steps"))
+            status.finish(explained)
+            if explained is not exc:
+                raise explained from None
             raise
         except BaseException as exc:
             status.finish(AgentError(f"{type(exc).__name__}: {exc}"))
@@ -95,30 +113,65 @@ def run(clients, flags, config, workdir, environ):
     return status.data
 
 
-def _run_locked(clients, flags, config, environ, status):
+def find_launch_hook(autoscaling, found, settings):
+    """The launch hook this run completes, or None (audit F14). Asked of the group only while the instance may
+    be held by one (a re-run on an InService instance has nothing to complete), or to learn the named hook's
+    HeartbeatTimeout. A named hook whose description cannot be read is still used, with the configured
+    heartbeat interval."""
+    named = settings.lifecycle_hook
+    state = found.membership.lifecycle_state
+    if not named and state not in asg.HOOK_WAIT_STATES + asg.PENDING_STATES:
+        return None
+    try:
+        hooks = asg.launch_hooks(autoscaling, found.membership.group)
+    except AgentError as exc:
+        if not named and state in asg.HOOK_WAIT_STATES:
+            raise  # held by a hook we cannot name: fail now (exit 11) and leave it to the OnFailure= fallback
+        if not named:
+            # A plain Pending (an instance profile without DescribeLifecycleHooks, say): run without a hook
+            # rather than fail a group that may have none.
+            log.warning("%s; going on as if the group had no launch hook", exc)
+            return None
+        log.warning("%s; using the configured heartbeat interval for hook %s", exc, named)
+        hooks = []
+    hook = asg.choose_hook(named, hooks, found.membership.group)
+    if hook is not None and not named:
+        log.info("lifecycle hook %s found with DescribeLifecycleHooks (no %s tag)", hook.name, TAG_LIFECYCLE_HOOK)
+    return hook
+
+
+def _run_locked(clients, flags, config, environ, status, deadline):
     with status.step("identity"):
-        found = discover(clients, flags, config)
+        found = discover(clients, flags, config, deadline)
     status.update(instance_id=found.identity.instance_id, group=found.membership.group)
     autoscaling = clients.autoscaling(found.identity.region)
     try:
-        settings = resolve_settings(found, flags, config)
+        settings = Clipped(resolve_settings(found, flags, config), deadline)
     except AgentError:
         # A6: a bad tag must not leave a new instance waiting in Pending:Wait for the hook's whole timeout.
         _abandon_unresolved(autoscaling, found, config)
         raise
     status.update(version=settings.version, version_source=settings.sources.get("version"))
-    hook = settings.lifecycle_hook
+    launch_hook = find_launch_hook(autoscaling, found, settings)
+    hook = launch_hook.name if launch_hook else None
     if hook:
         found.membership = asg.settle_pending(autoscaling, found.identity.instance_id, found.membership,
                                               deadline=settings.group_deadline)
-    engaged = bool(hook) and found.membership.lifecycle_state == asg.PENDING_WAIT
+    state = found.membership.lifecycle_state
+    engaged = bool(hook) and state in asg.HOOK_WAIT_STATES
+    status.update(lifecycle_state=state, lifecycle_hook=hook if engaged else None)
     if hook and not engaged:
-        log.info("lifecycle hook %s named, but the instance is %s: nothing to complete", hook,
-                 found.membership.lifecycle_state)
+        log.info("lifecycle hook %s, but the instance is %s: nothing to complete", hook, state)
+    if engaged and state == asg.WARMED_PENDING_WAIT:
+        # A17: entering the warm pool. Prepare the whole stack now (bundle, images, compose, health) and let the
+        # pool keep it; when the instance leaves a Stopped pool it boots again, and that run re-reads the group's
+        # version (it may have changed meanwhile) and completes the hook at Pending:Wait.
+        log.info("instance is entering the warm pool (%s): preparing the stack before it is pooled", state)
     with ExitStack() as stack:
         if engaged:
+            interval = asg.heartbeat_interval(launch_hook, settings.heartbeat_interval)
             stack.enter_context(asg.Heartbeat(autoscaling, found.membership.group, hook,
-                                              found.identity.instance_id, settings.heartbeat_interval))
+                                              found.identity.instance_id, interval))
         try:
             _deploy(clients, settings, found, environ, status, engaged)
         except BaseException:  # any failure, our own or not, must release the launch (A6)
@@ -132,17 +185,24 @@ def _run_locked(clients, flags, config, environ, status):
 
 
 def _abandon_unresolved(autoscaling, found, config):
-    """ABANDON the launch when the settings themselves are bad, if a well-formed hook name can be found."""
+    """ABANDON the launch when the settings themselves are bad, if a well-formed hook name can be found, or the
+    group's one launch hook while the instance may be held by it (audit F14)."""
     hook = found.tags.get(TAG_LIFECYCLE_HOOK) or config.get("lifecycle_hook")
-    if not isinstance(hook, str) or not HOOK_RE.match(hook):
-        return
     try:
+        if not isinstance(hook, str) or not HOOK_RE.match(hook):
+            if found.membership.lifecycle_state not in asg.HOOK_WAIT_STATES + asg.PENDING_STATES:
+                return
+            discovered = asg.choose_hook(None, asg.launch_hooks(autoscaling, found.membership.group),
+                                         found.membership.group)
+            if discovered is None:
+                return
+            hook = discovered.name
         found.membership = asg.settle_pending(autoscaling, found.identity.instance_id, found.membership,
                                               deadline=local_number(config, "group_deadline"))
     except AgentError as exc:  # the settings error is the one to report
         log.error("%s", exc)
         return
-    if found.membership.lifecycle_state == asg.PENDING_WAIT:
+    if found.membership.lifecycle_state in asg.HOOK_WAIT_STATES:
         _abandon(autoscaling, found, hook)
 
 

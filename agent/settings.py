@@ -59,6 +59,9 @@ LOCAL_DEFAULTS = {
     # stack pays 2 s once per boot, against the >= 10 s the load balancer's own checks take after CONTINUE (E1).
     "health_successes": 3,
     "health_stable_s": 2.0,
+    # boot (issue 11): one deadline for the whole run, which clips every step's own wait (audit F13); below the
+    # unit's TimeoutStartSec (30 min) with room to ABANDON and write status.json.
+    "run_deadline": 1500.0,
 }
 CONFIG_KEYS = set(TAG_KEYS.values()) | set(LOCAL_DEFAULTS)
 
@@ -148,6 +151,7 @@ class Settings:
     health_successes: int
     health_stable_s: float
     compose_secrets: dict[str, SecretRef] = field(default_factory=dict)
+    run_deadline: float = LOCAL_DEFAULTS["run_deadline"]
     sources: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -160,7 +164,7 @@ class Settings:
                                              "allowed_buckets", "imds_deadline", "group_deadline",
                                              "pull_timeout", "compose_timeout", "health_timeout",
                                              "health_interval", "heartbeat_interval", "keep_releases",
-                                             "health_successes", "health_stable_s")}
+                                             "health_successes", "health_stable_s", "run_deadline")}
         # compose_env may carry secrets for interpolation: `show` and `--dry-run` print the names, not those values.
         out["compose_env"] = {k: "<redacted>" if SECRET_NAME_RE.search(k) else v for k, v in self.compose_env.items()}
         # F15: a secret reference is printed as the reference, as written in the config; its value is never here.
@@ -201,6 +205,11 @@ def load_config(path, required):
     if unknown:
         names, known = ", ".join(map(str, unknown)), ", ".join(sorted(CONFIG_KEYS))
         raise ConfigError(f"config file {path}: unknown setting(s) {names} (known: {known})")
+    if data.get("allowed_buckets") == []:
+        # What a template rendered with envsubst and an unset variable leaves (audit F15): refuse it rather
+        # than read it as "any bucket". Leaving the key out still allows any.
+        raise ConfigError(f"config file {path}: allowed_buckets is empty; name the bootstrap bucket, or leave "
+                          "the key out to allow any bucket")
     return data
 
 
@@ -276,8 +285,8 @@ def resolve(flags, tags, config):
         pull_timeout=_positive(merged, "pull_timeout"), compose_timeout=_positive(merged, "compose_timeout"),
         health_timeout=_positive(merged, "health_timeout"), health_interval=_positive(merged, "health_interval"),
         heartbeat_interval=_positive(merged, "heartbeat_interval"),
-        keep_releases=int(_positive(merged, "keep_releases")), sources=sources,
-        **_health_policy(merged))
+        keep_releases=int(_positive(merged, "keep_releases")), run_deadline=_positive(merged, "run_deadline"),
+        sources=sources, **_health_policy(merged))
 
 
 def _health_policy(merged):

@@ -98,3 +98,48 @@ class Status:
             self._write(finished_at=_now(), result=contract.RESULT_FAILED, in_progress=[],
                         error={"step": getattr(error, "step", "agent"), "message": str(error),
                                "exit_code": getattr(error, "exit_code", 1)})
+
+
+RESULT_KILLED = "killed"
+
+
+def read_status(workdir):
+    """status.json as a dict, or None when there is none or it cannot be read."""
+    try:
+        with open(os.path.join(workdir, STATUS_FILE)) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def previous_run_killed(workdir):
+    """Called with the lock held: a status.json still "running" was left by a run that died without finishing
+    (SIGKILL after TimeoutStopSec, a crash of the machine: audit F25). Returns what it was doing, or None."""
+    data = read_status(workdir)
+    if not data or data.get("result") != "running":
+        return None
+    return {"result": RESULT_KILLED, "pid": data.get("pid"), "started_at": data.get("started_at"),
+            "in_progress": list(data.get("in_progress") or []), "version": data.get("version")}
+
+
+def _agent_alive(pid):
+    """Whether `pid` is a running bluegreen-agent. Read-only on purpose: `show` must never take the work folder's
+    lock, even for a moment, or a run starting at that moment would fail with exit 10."""
+    try:
+        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+            return b"bluegreen-agent" in f.read()
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def last_run(workdir):
+    """The last run as status.json tells it, with a "running" status whose agent process is gone shown as
+    "killed" (audit F25); None when no run ever wrote one."""
+    data = read_status(workdir)
+    if data is None:
+        return None
+    out = {k: data.get(k) for k in ("result", "version", "started_at", "finished_at", "in_progress", "error", "pid")}
+    if out["result"] == "running" and not _agent_alive(out["pid"]):
+        out["result"] = RESULT_KILLED
+    return out

@@ -26,7 +26,7 @@ from botocore.exceptions import BotoCoreError
 
 from agent import contract
 
-from . import bootstrap, doctor, plan, preflight, render, steps
+from . import bootstrap, doctor, plan, preflight, render, steps, userdata
 from . import store as store_mod
 from .aws import CallCounter, DeployerAws, translate
 from .errors import Aborted, BlueGreenError, UsageError
@@ -181,6 +181,16 @@ def build_parser():
     p.add_argument("directory")
     p.add_argument("url", metavar="s3://bucket/prefix/")
     p.add_argument("--dry-run", action="store_true", help="print what would be uploaded; upload nothing")
+    # boot (issue 11): the instance's cloud-init user-data, rendered strictly; no AWS call.
+    p = sub.add_parser("user-data", help="print the cloud-init user-data for a group's launch template",
+                       description=userdata.__doc__.splitlines()[0], epilog=EXIT_CODES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--compose-project", required=True, help="the compose project name on the instances")
+    p.add_argument("--bucket", required=True, help="the only bucket the agent may read bundles from")
+    p.add_argument("--s3-unsigned", action="store_true", help="read bundles with unsigned GETs (S1)")
+    p.add_argument("--template", help="the template (default: cloud-init/user-data.yaml.tmpl of this checkout)")
+    p.add_argument("--debug", action="store_true", help="tracebacks")
+    p.set_defaults(output="text")
     return parser
 
 
@@ -520,6 +530,11 @@ def main(argv=None, environ=None, seams=None):
             resolve(args, environ)
         if args.command == "push-bootstrap":
             pushed = bootstrap.plan_push(args.directory, args.url)  # bad input fails before any client is made
+        if args.command == "user-data":
+            print(userdata.render(userdata.read_template(args.template), {
+                "COMPOSE_PROJECT": args.compose_project, "BOOTSTRAP_BUCKET": args.bucket,
+                "S3_UNSIGNED": "true" if args.s3_unsigned else "false"}), end="")
+            return 0
         cli = Cli(args, (seams.make_clients or make_clients)(args), seams, environ,
                   ["bluegreen"] + list(sys.argv[1:] if argv is None else argv))
         if args.command == "status":

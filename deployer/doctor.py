@@ -12,7 +12,6 @@ from agent.contract import TAG_LIFECYCLE_HOOK
 
 from .model import COLORS
 from .preflight import (
-    AGENT_HEARTBEAT_S,
     EXIT_STANDBY_S,
     FAIL,
     LAUNCH_S,
@@ -89,6 +88,15 @@ def check_health_check_type(facts):
                  "aws autoscaling update-auto-scaling-group --health-check-type ELB --health-check-grace-period 300")
 
 
+# boot (issue 11): the launch hook is the last resort when an agent never starts and its OnFailure= fallback
+# cannot ABANDON either (audit F2, F14). The agent heartbeats every min(60 s, HeartbeatTimeout / 3), so a short
+# timeout costs nothing while it works; a long one is how long such an instance waits before DefaultResult.
+RECOMMENDED_HOOK_TIMEOUT_S = 300
+# The agent's own run deadline (agent/settings.py run_deadline): a HeartbeatTimeout above it waits longer for a
+# dead agent than a live one may ever take.
+AGENT_RUN_DEADLINE_S = 1500
+
+
 def check_launch_hook(facts):
     problems, warnings = [], []
     for color in COLORS:
@@ -101,24 +109,29 @@ def check_launch_hook(facts):
             continue
         if named and named not in {h["LifecycleHookName"] for h in hooks}:
             problems.append(f"{g.name}'s {TAG_LIFECYCLE_HOOK} names {named}, which is not one of its launch hooks")
-        if not named:
-            warnings.append(f"{g.name} has launch hooks but no {TAG_LIFECYCLE_HOOK} tag: the agent completes none "
-                            "unless its own config names one")
+        if not named and len(hooks) > 1:
+            # The agent finds a single launch hook with DescribeLifecycleHooks; of several it completes none.
+            problems.append(f"{g.name} has {len(hooks)} launch hooks and no {TAG_LIFECYCLE_HOOK} tag: the agent "
+                            "cannot tell which one is its own")
         for h in hooks:
             beat = int(h.get("HeartbeatTimeout", 3600))
-            if beat <= AGENT_HEARTBEAT_S:
-                problems.append(f"{g.name}'s hook {h['LifecycleHookName']} times out after {beat} s, no more than "
-                                f"the agent's heartbeat every {AGENT_HEARTBEAT_S} s: it lapses while the agent works (A6)")
-            if h.get("DefaultResult") == "CONTINUE":
+            if h.get("DefaultResult", "ABANDON") == "CONTINUE":
                 warnings.append(f"{g.name}'s hook {h['LifecycleHookName']} defaults to CONTINUE: an instance whose "
                                 "agent died joins the load balancer")
+            if beat > AGENT_RUN_DEADLINE_S:
+                warnings.append(f"{g.name}'s hook {h['LifecycleHookName']} times out after {beat} s, above the "
+                                f"agent's whole run ({AGENT_RUN_DEADLINE_S} s): an instance whose agent never starts "
+                                f"waits that long before it is replaced ({RECOMMENDED_HOOK_TIMEOUT_S} s is enough: "
+                                "the agent's heartbeats keep the hook alive while it works)")
     fix = ("put a launch hook on both groups: aws autoscaling put-lifecycle-hook --lifecycle-transition "
-           f"{LAUNCHING} --heartbeat-timeout 600 --default-result ABANDON, and tag them {TAG_LIFECYCLE_HOOK}=NAME")
+           f"{LAUNCHING} --heartbeat-timeout {RECOMMENDED_HOOK_TIMEOUT_S} --default-result ABANDON (the agent finds "
+           f"a group's only launch hook; tag {TAG_LIFECYCLE_HOOK}=NAME when there are several)")
     if problems:
         return Check("launch-hook", FAIL, "; ".join(problems), fix)
     if warnings:
         return Check("launch-hook", WARN, "; ".join(warnings), fix)
-    return Check("launch-hook", PASS, "a launch hook on both groups, named by the tag, with a sane heartbeat")
+    return Check("launch-hook", PASS, "a launch hook on both groups that the agent finds, defaulting to ABANDON, "
+                 "with a short HeartbeatTimeout")
 
 
 def check_cross_zone(facts):

@@ -34,9 +34,6 @@ ACTIVE_REFRESH = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "
 # pair made with defaults deploys. A rollback right after a flip waits the whole drain before ExitStandby (A1)
 # and then a fresh health-check run (E1): 300 s plus the default 5 x 30 s stays inside one 600 s wait.
 MAX_DRAIN_S = 300
-# The agent records a heartbeat on the launch hook every 60 s (agent/settings.py heartbeat_interval): a
-# HeartbeatTimeout at or below that lapses between two heartbeats, and the hook's DefaultResult decides.
-AGENT_HEARTBEAT_S = 60
 # Not settings of the pair, so stated here: an EC2 launch until the agent starts (unverified: AWS publishes no
 # figure; the emulator uses 30 s), and the ExitStandby calls of a rollback.
 LAUNCH_S = 60

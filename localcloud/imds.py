@@ -16,6 +16,7 @@ which asks the emulated AWS (DescribeAutoScalingInstances) every time, so it fol
 import json
 import logging
 import secrets
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -70,7 +71,7 @@ class IMDSServer:
         if self._httpd is None:
             raise RuntimeError("IMDSServer is not started")
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def start(self):
         server = self
@@ -78,7 +79,11 @@ class IMDSServer:
         class Handler(_Handler):
             imds = server
 
-        self._httpd = ThreadingHTTPServer((self._host, self._port), Handler)
+        server_class = ThreadingHTTPServer
+        if ":" in self._host:  # an IPv6 address, as IMDS's fd00:ec2::254 (F19)
+            class server_class(ThreadingHTTPServer):
+                address_family = socket.AF_INET6
+        self._httpd = server_class((self._host, self._port), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name=f"imds-{self.instance_id}",
                                         daemon=True)

@@ -383,7 +383,7 @@ def test_sigterm_mid_run_records_the_failure_and_abandons_the_launch(make_stack,
     proc.terminate()
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1, err
-    assert "interrupted (SIGINT or SIGTERM)" in err and "lifecycle hook launch completed with ABANDON" in err
+    assert "interrupted (SIGINT, SIGTERM or SIGHUP)" in err and "lifecycle hook launch completed with ABANDON" in err
     assert stack.runner.status()["result"] == "failed"
     assert stack.group.lifecycle_state(instance_id) in ABANDONED
 

@@ -20,9 +20,9 @@ SHA = "sha256:" + "0123456789abcdef" * 4
 PACKAGES = ("agent/*.py", "deployer/*.py", "localcloud/**/*.py")
 
 
-def product_files(patterns=PACKAGES + ("iam/*.json", "cloud-init/*", "systemd/*", "bench/*.py", "scripts/*")):
+def product_files(patterns=PACKAGES + ("iam/*.json", "cloud-init/*", "systemd/**", "bench/*.py", "scripts/*")):
     for pattern in patterns:
-        yield from glob.glob(os.path.join(ROOT, pattern), recursive=True)
+        yield from (p for p in glob.glob(os.path.join(ROOT, pattern), recursive=True) if os.path.isfile(p))
 
 
 # -- the registry ---------------------------------------------------------------------------------------------

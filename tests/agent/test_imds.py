@@ -2,6 +2,8 @@
 
 import json
 import logging
+import os
+import subprocess
 
 import pytest
 import requests
@@ -9,8 +11,8 @@ import requests
 from agent.errors import IdentityError
 from agent.imds import IMDSClient
 from localcloud.imds import IMDSServer
-from tests.agent.conftest import Group, app_port
-from tests.helpers import FakeTime
+from tests.agent.conftest import AGENT, Group, app_port
+from tests.helpers import FakeTime, expect_exit
 
 
 @pytest.fixture
@@ -132,3 +134,26 @@ def test_an_instance_held_by_a_launch_hook_targets_in_service(aws):
     assert group.lifecycle_state(instance_id) == "Pending:Wait"
     with IMDSServer(instance_id, aws_endpoint=aws.endpoint) as imds:
         assert client(imds.endpoint).get(LIFECYCLE_PATH) == "InService"
+
+
+def test_endpoint_mode_ipv6_is_honoured_like_botocore():
+    # F19: IPv6-only subnets reach IMDS at fd00:ec2::254 (HttpProtocolIpv6 enabled on the instance).
+    mode = "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE"
+    assert IMDSClient.from_environ(None, {mode: "IPv6"}).endpoint == "http://[fd00:ec2::254]"
+    assert IMDSClient.from_environ(None, {mode: "ipv4"}).endpoint == "http://169.254.169.254"
+    assert IMDSClient.from_environ(None, {mode: "IPv6", "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://[::1]:9/"}) \
+        .endpoint == "http://[::1]:9"  # the explicit endpoint wins, as in botocore
+    with pytest.raises(IdentityError, match="AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE='IPv5' is not IPv4 or IPv6"):
+        IMDSClient.from_environ(None, {mode: "IPv6".replace("6", "5")})
+
+
+def test_identity_over_an_ipv6_endpoint(aws, tmp_path):
+    group = Group(aws.endpoint, "v6-group", {"bluegreen:version": "1", "bluegreen:image": "web",
+                                             "bluegreen:bootstrap": "s3://bluegreen-bootstrap/web/"})
+    with IMDSServer(group.instance_ids[0], aws_endpoint=aws.endpoint, host="::1") as imds:
+        assert imds.endpoint.startswith("http://[::1]:")
+        env = dict(os.environ, AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.endpoint)
+        result = subprocess.run([AGENT, "show", "--output", "json", "--workdir", str(tmp_path)], env=env,
+                                capture_output=True, text=True, check=False)
+        expect_exit(result, 0)
+        assert json.loads(result.stdout)["instance_id"] == group.instance_ids[0]

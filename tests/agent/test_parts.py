@@ -86,7 +86,7 @@ class FailingRunner:
         return subprocess.CompletedProcess(argv, 1)
 
 
-def test_compose_detection_prefers_the_v2_plugin_then_docker_compose(tmp_path, monkeypatch):
+def test_compose_detection_takes_the_v2_plugin_and_never_falls_back_to_v1(tmp_path, monkeypatch):
     from agent import compose
 
     assert compose.detect_command(["docker-compose", "--ansi", "never"]) == ("docker-compose", "--ansi", "never")
@@ -104,15 +104,12 @@ def test_compose_detection_prefers_the_v2_plugin_then_docker_compose(tmp_path, m
     docker.chmod(0o755)
     monkeypatch.setenv("PATH", str(bindir))
     assert compose.detect_command(environ={"DOCKER_CONFIG": str(tmp_path)}) == ("docker", "compose")
-    # No plugin file and `docker compose version` fails: the standalone binary, if on PATH.
+    # No plugin and `docker compose version` fails: a `docker-compose` on PATH (v1 on most hosts) is NOT taken
+    # (audit F23: v1 and v2 name containers differently, and mixing them recreates every container).
     standalone = bindir / "docker-compose"
     standalone.write_text("#!/bin/sh\n")
     standalone.chmod(0o755)
-    monkeypatch.setenv("PATH", str(bindir))
     runner = FailingRunner()
-    assert compose.detect_command(runner=runner, environ={"DOCKER_CONFIG": str(tmp_path / "none")}) == \
-        ("docker-compose",)
-    assert runner.argv == ["docker", "compose", "version"]
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    with pytest.raises(ComposeError, match="neither `docker compose`"):
+    with pytest.raises(ComposeError, match="`docker compose` .the compose v2 plugin. is not installed"):
         compose.detect_command(runner=runner, environ={"DOCKER_CONFIG": str(tmp_path / "none")})
+    assert runner.argv == ["docker", "compose", "version"]
