@@ -20,6 +20,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 REGISTRY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 COMPOSE = "/usr/libexec/docker/cli-plugins/docker-compose"
 HELPER = "/usr/bin/docker-credential-ecr-login"
+# The target the shipped unit is enabled into (its WantedBy=), read the way preflight reads it.
+with open(os.path.join(ROOT, "systemd", "bluegreen-agent.service")) as _f:
+    AGENT_UNIT_TARGET = preflight._unit_wanted_by(_f.read())[0]
 METADATA = '{"SchemaVersion":"0.1.0","Vendor":"Docker Inc.","Version":"v2.40.3"}'
 
 
@@ -61,7 +64,8 @@ def image(tmp_path):
         json.dumps({"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "5"}}))
     with open(os.path.join(ROOT, "systemd", "bluegreen-agent.service")) as f:
         put(root, "/etc/systemd/system/bluegreen-agent.service", f.read())
-    link(root, "/etc/systemd/system/multi-user.target.wants/bluegreen-agent.service",
+    # Where `systemctl enable` puts it: the shipped unit's WantedBy= (cloud-init.target, after cloud-final).
+    link(root, f"/etc/systemd/system/{AGENT_UNIT_TARGET}.wants/bluegreen-agent.service",
          "/etc/systemd/system/bluegreen-agent.service")
     return root
 
@@ -162,7 +166,7 @@ def test_daemon_json_must_bound_the_logs(image, daemon, ok):
 
 
 def test_agent_unit_not_enabled_fails(image):
-    remove(image, "/etc/systemd/system/multi-user.target.wants/bluegreen-agent.service")
+    remove(image, f"/etc/systemd/system/{AGENT_UNIT_TARGET}.wants/bluegreen-agent.service")
     assert failed_only(image, "unit").endswith("bluegreen-agent.service is not enabled "
                                                "(systemctl enable bluegreen-agent.service)")
 
