@@ -113,8 +113,8 @@ PULL_SKIP = ("build",)
 
 
 def other_images(model, image_repository):
-    """[(reference, pull policy)] of every image the model names besides `image_repository` (whose fixed tags
-    the retag satisfies), one entry per reference. Pure.
+    """[(reference, "always" | "missing" | "never")] of every image the model names besides `image_repository`
+    (whose fixed tags the retag satisfies), one entry per reference. Pure.
 
     The policy is compose's `pull_policy` ("missing" when unset); a service that builds its image
     (`pull_policy: build`, or `build:` without an image) is left to compose."""
@@ -126,10 +126,14 @@ def other_images(model, image_repository):
         policy = str(service.get("pull_policy") or "missing").lower()
         if not image or policy in PULL_SKIP:
             continue
+        if policy in PULL_ALWAYS or policy.startswith("every_"):
+            policy = "always"  # a refresh compose would do now or later: pulled now, before anything switched
+        elif policy not in PULL_NEVER:
+            policy = "missing"  # "missing", "if_not_present" and whatever compose adds: present is enough
         repository, _ = split_reference(image)
         if normalize_repository(repository) == wanted:
             continue
         # The strictest policy wins when two services share an image.
-        if found.get(image) not in PULL_ALWAYS:
+        if found.get(image) != "always":
             found[image] = policy
     return sorted(found.items())

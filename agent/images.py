@@ -137,7 +137,7 @@ def pull(api, repository, tag=None, digest=None, auth=None, stall_timeout=60.0, 
             if isinstance(event, dict) and event.get("error"):
                 raise ImageError(f"pull {ref} failed: {_short(event['error'])}")
             if clock() > until:
-                raise ImageError(f"pull {ref} did not finish within {deadline:.0f}s (pull_deadline)")
+                raise ImageError(f"pull {ref} did not finish within {deadline:.0f}s (pull_timeout)")
     except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError,
             urllib3.exceptions.ReadTimeoutError) as exc:
         if _timed_out(exc):
