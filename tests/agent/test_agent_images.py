@@ -241,6 +241,27 @@ def test_a_failed_activation_on_a_running_instance_restores_the_old_version(make
     assert stack.served() == "1.0"
 
 
+def test_a_failed_compose_up_on_a_running_instance_restores_the_old_release(make_stack, aws, tmp_path, images):
+    stack = make_stack()
+    expect_exit(stack.runner("run"), 0)
+    before = stack.snapshot()
+    # A new bundle and version whose compose file `config` accepts but `up` cannot start: a user the image (FROM
+    # scratch, no /etc/passwd) does not have.
+    files = bundle_files(tmp_path, images["repository"], "live-" + stack.uid)
+    files[contract.COMPOSE_FILE] = files[contract.COMPOSE_FILE].replace(
+        b"    network_mode: host\n", b"    network_mode: host\n    user: no-such-user\n")
+    assert b"user: no-such-user" in files[contract.COMPOSE_FILE]
+    stack.group.set_tags(version="2.0", bootstrap=upload_bundle(aws.endpoint, files, prefix="bad-mount/"))
+
+    line = agent_error(stack.runner("run"), 8)
+
+    assert line.startswith("bluegreen-agent: compose failed: `compose up` failed")
+    assert line.endswith("; the previous version 1.0 was restored")
+    after = stack.snapshot()
+    assert (after["fixed_tag"], after["current"], after["served"]) == (
+        before["fixed_tag"], before["current"], "1.0")
+
+
 def test_a_failed_first_deployment_has_nothing_to_restore(make_stack):
     stack = make_stack()
     stack.runner.config["health_timeout"] = 20
