@@ -191,18 +191,6 @@ def repo_digests(image_attrs, repository):
             if normalize_repository(d.split("@", 1)[0]) == wanted]
 
 
-def pull_all(pulls, workers=4):
-    """Run the pull callables side by side; return their results in order, or raise the first failure (in
-    order) once every pull has ended, so no pull is still writing when the caller reports."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if not pulls:
-        return []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(pulls)))) as pool:
-        futures = [pool.submit(p) for p in pulls]
-    return [f.result() for f in futures]
-
-
 def ensure(api, ref, policy, auth_for, stall_timeout, deadline):
     """One image the compose model names besides the app's, present before the point of no return (audit F5):
     compose's own pull policy, applied here so that `up --pull never` finds everything. Returns the Pulled

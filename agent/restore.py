@@ -32,7 +32,9 @@ class Before:
 def restore(exc, docker_client, settings, before, command, compose_env, status):
     """Put the fixed tags and `current` back, and run compose on the old release. Returns the error to raise:
     `exc`'s class, step and exit code, its message followed by what the restore did."""
-    if before.release is None or not any(before.images.values()):
+    # Without a previous release nothing ran here before. Fixed tags that did not exist before (a new bundle
+    # naming a new fixed tag) are untagged: the old release's compose file names its own, untouched.
+    if before.release is None:
         status.update(restore={"result": "nothing", "reason": "first deployment on this instance"})
         return _with_note(exc, "nothing to restore: no earlier version ran here")
     try:
