@@ -65,13 +65,14 @@ class Clients:
 
         return IMDSClient.from_environ(self._once("imds-http", make), self.environ, deadline=deadline)
 
-    def _boto(self, service, region):
+    def _boto(self, service, region, attempts=10):
         def make():
             # botocore alone: boto3 adds nothing the agent uses and ~0.1 s of imports (s3transfer) to every boot.
             from botocore.config import Config
 
             # A10: botocore's adaptive retry mode backs off on Throttling; no retry loops of our own.
-            config = Config(retries={"mode": "adaptive", "max_attempts": 10}, connect_timeout=10, read_timeout=30)
+            config = Config(retries={"mode": "adaptive", "max_attempts": attempts}, connect_timeout=10,
+                            read_timeout=30)
             # One session for every client: its loader caches the shared endpoint and partition data.
             session = self._once("botocore-session", _imdsv2_only_session)
             return session.create_client(service, region_name=region, config=config)
@@ -92,6 +93,11 @@ class Clients:
 
     def secretsmanager(self, region):
         return self._boto("secretsmanager", region)
+
+    def ec2(self, region):
+        # Only the best-effort bluegreen:running tag: a few attempts, so an unreachable EC2 endpoint delays the
+        # launch's CONTINUE by seconds, not by ten rounds of timeouts.
+        return self._boto("ec2", region, attempts=3)
 
     def docker(self, timeout):
         def make():

@@ -83,7 +83,9 @@ class Compose:
             raise ComposeError(f"cannot parse `compose config` output: {exc}") from None
 
     def up(self):
-        out = self._run(["up", "-d", "--remove-orphans"])
+        # --pull never: every image was pulled before the point of no return (audit F5), with the Docker
+        # config's credentials; compose pulling here would be after the fixed tag and `current` moved.
+        out = self._run(["up", "-d", "--remove-orphans", "--pull", "never"])
         for line in out.stderr.splitlines():
             log.info("compose: %s", line.strip())
         return out.stderr
@@ -106,3 +108,36 @@ def fixed_references(model, image_repository):
     if not refs:
         raise ComposeError(f"no service in {COMPOSE_FILE} uses the image {image_repository} ({TAG_IMAGE})")
     return sorted(refs)
+
+
+# Compose's pull_policy values (compose-spec): which ones pull an image that is already present.
+PULL_ALWAYS = ("always", "daily", "weekly")
+PULL_NEVER = ("never",)
+PULL_SKIP = ("build",)
+
+
+def other_images(model, image_repository):
+    """[(reference, "always" | "missing" | "never")] of every image the model names besides `image_repository`
+    (whose fixed tags the retag satisfies), one entry per reference. Pure.
+
+    The policy is compose's `pull_policy` ("missing" when unset); a service that builds its image
+    (`pull_policy: build`, or `build:` without an image) is left to compose."""
+    wanted = normalize_repository(image_repository)
+    found = {}
+    for name, service in sorted((model.get("services") or {}).items()):
+        service = service or {}
+        image = service.get("image")
+        policy = str(service.get("pull_policy") or "missing").lower()
+        if not image or policy in PULL_SKIP:
+            continue
+        if policy in PULL_ALWAYS or policy.startswith("every_"):
+            policy = "always"  # a refresh compose would do now or later: pulled now, before anything switched
+        elif policy not in PULL_NEVER:
+            policy = "missing"  # "missing", "if_not_present" and whatever compose adds: present is enough
+        repository, _ = split_reference(image)
+        if normalize_repository(repository) == wanted:
+            continue
+        # The strictest policy wins when two services share an image.
+        if found.get(image) != "always":
+            found[image] = policy
+    return sorted(found.items())

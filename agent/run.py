@@ -1,10 +1,13 @@
 """`bluegreen-agent run` and `show`: the steps in order, each checking the world before it acts.
 
-Everything up to and including the pull only reads, or writes beside what is running (a new release folder, a
-pulled `repo:<version>`). Only after all of it succeeded does the agent re-tag, swap the bundle and run compose:
-a failed validation, download, checksum or pull leaves the running stack exactly as it was.
+Everything up to and including the pulls only reads, or writes beside what is running (a new release folder,
+the pulled `repo:<version>` and every other image the compose model names). Only after all of it succeeded does
+the agent re-tag, swap the bundle and run compose (`--pull never`): a failed validation, download, checksum or
+pull leaves the running stack exactly as it was. A failure after that point on a running instance (no launch
+hook engaged) puts the previous images and release back (audit F11).
 """
 
+import json
 import logging
 import os
 import time
@@ -12,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from agent import asg, bundle, compose, health, images, secrets
+from agent import asg, bundle, compose, contract, ec2, health, images, restore, secrets
 from agent.contract import TAG_LIFECYCLE_HOOK, TAG_VERSION
 from agent.deadline import Clipped, Deadline
 from agent.errors import AgentError
@@ -61,10 +64,13 @@ def make_plan(found, settings, environ, launch_hook=None):
               if settings.compose_secrets else []),
             {"step": "bundle", "from": settings.bootstrap + bundle.MANIFEST, "reader": reader,
              "into": os.path.join(settings.workdir, bundle.RELEASES)},
-            {"step": "image", "pull": f"{settings.image}:{settings.version}",
-             "ecr_login": images.ecr_registry(settings.image) is not None,
+            {"step": "image", "pull": (f"{settings.image}@{settings.digest}" if settings.digest
+                                       else f"{settings.image}:{settings.version}"),
+             "ecr": images.ecr_registry(settings.image) is not None,
+             "also": "every other image docker-compose.yml names (its pull_policy), before anything switches",
              "retag_as": f"the tag docker-compose.yml names for {settings.image}"},
-            {"step": "compose", "project": settings.compose_project, "command": "up -d --remove-orphans",
+            {"step": "compose", "project": settings.compose_project,
+             "command": "up -d --remove-orphans --pull never",
              "env": sorted(settings.compose_env)},
             {"step": "health", "wait_for": settings.health_url or "compose healthchecks",
              "timeout_s": settings.health_timeout, "successes": settings.health_successes,
@@ -97,6 +103,9 @@ def run(clients, flags, config, workdir, environ, clock=time.monotonic):
             log.warning("the previous run (pid %s, started %s) was killed in step(s) %s", killed.get("pid"),
                         killed.get("started_at"), ", ".join(killed.get("in_progress") or []) or "(none)")
             status.update(previous_run=killed)
+        last = _last_status(status.path)
+        # What served before this run (it still serves until `activate`), and the app images pulled before.
+        status.update(served=last.get("served"), image_history=last.get("image_history") or [])
         status.begin()
         try:
             _run_locked(clients, flags, config, environ, status, deadline)
@@ -140,6 +149,15 @@ def find_launch_hook(autoscaling, found, settings):
     return hook
 
 
+def _last_status(path):
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _run_locked(clients, flags, config, environ, status, deadline):
     with status.step("identity"):
         found = discover(clients, flags, config, deadline)
@@ -174,14 +192,34 @@ def _run_locked(clients, flags, config, environ, status, deadline):
                                               found.identity.instance_id, interval))
         try:
             _deploy(clients, settings, found, environ, status, engaged)
+        except AgentError as exc:
+            _publish(clients, found, status, f"{contract.RESULT_FAILED}:{_step_of(exc)}")
+            if engaged:
+                _abandon(autoscaling, found, hook)
+            raise
         except BaseException:  # any failure, our own or not, must release the launch (A6)
             if engaged:
                 _abandon(autoscaling, found, hook)
             raise
+    # Before CONTINUE: the deployer's gate reads the tag once the instance is InService.
+    _publish(clients, found, status, contract.RESULT_SUCCESS)
     if engaged:
         with status.step("lifecycle"):
             asg.complete_lifecycle(autoscaling, found.membership.group, hook, found.identity.instance_id,
                                    "CONTINUE")
+
+
+def _step_of(exc):
+    return exc.step if exc.step in contract.AGENT_ERROR_STEPS else "agent"
+
+
+def _publish(clients, found, status, result):
+    """`bluegreen:running` on this instance: the version that serves now (none when unknown) and this result."""
+    served = status.data.get("served") or {}
+    running = contract.Running(version=served.get("version"), digest=served.get("digest"),
+                               agent=contract.__version__, result=result)
+    status.update(published=ec2.publish_running(clients.ec2(found.identity.region), found.identity.instance_id,
+                                                running))
 
 
 def _abandon_unresolved(autoscaling, found, config):
@@ -213,14 +251,53 @@ def _abandon(autoscaling, found, hook):
         log.error("%s", exc)
 
 
-def _plan(status, command, settings, bundle_path, compose_env, engaged):
-    """From the bundle's compose model, as compose resolves it: the fixed tags to point at the pulled image, and
-    the services the health step judges (only these: not an older release's leftovers, F6)."""
+def _plan(status, command, settings, bundle_path, compose_env, engaged_hook):
+    """From the bundle's compose model, as compose resolves it: the fixed tags to point at the pulled image, every
+    other image it names, and the services the health step judges (only these: not an older release's
+    leftovers, F6)."""
     with status.step("plan"):
         model = compose.Compose(command, settings.compose_project, bundle_path, compose_env, 60).config()
-        if engaged:  # F12: CONTINUE must mean verified healthy; refused here, before anything switched
-            health.require_health_signal(settings.lifecycle_hook, settings.health_url, model)
-        return compose.fixed_references(model, settings.image), health.expected_services(model)
+        if engaged_hook:  # F12: CONTINUE must mean verified healthy; refused here, before anything switched
+            health.require_health_signal(engaged_hook, settings.health_url, model)
+        return (compose.fixed_references(model, settings.image), compose.other_images(model, settings.image),
+                health.expected_services(model))
+
+
+def _pull_everything(clients, settings, docker_client, status, command, fetched, compose_env,
+                     engaged_hook):
+    """The app image and every other image of the compose model, side by side; nothing switched yet (F5)."""
+    api = docker_client.api
+
+    def auth_for(repository):
+        return images.registry_auth(repository, clients.ecr)
+
+    def pull_app():
+        digest = settings.digest
+        return images.pull(api, settings.image, tag=None if digest else settings.version, digest=digest,
+                           auth=auth_for(settings.image), stall_timeout=settings.pull_stall_timeout,
+                           deadline=settings.pull_timeout)
+
+    with status.step("image"), ThreadPoolExecutor(max_workers=PULL_WORKERS) as pool:
+        app = pool.submit(pull_app)
+        # `compose config` (a subprocess) runs while the app image is pulled: on AWS the pull hides it.
+        try:
+            fixed_refs, others, services = _plan(status, command, settings, fetched.path, compose_env,
+                                                 engaged_hook)
+        except AgentError:
+            app.cancel()
+            raise  # a broken compose file is reported before a failed pull
+        extra = [pool.submit(images.ensure, api, ref, policy, auth_for, settings.pull_stall_timeout,
+                             settings.pull_timeout) for ref, policy in others]
+        pulled = app.result()
+        for (ref, _), future in zip(others, extra):
+            got = future.result()
+            log.info("image %s: %s", ref, "pulled" if got else "present, not pulled (pull_policy)")
+    return pulled, fixed_refs, [ref for ref, _ in others], services
+
+
+# Pulls at once: the app image and the compose model's others. Layers of one pull already download in
+# parallel inside the engine; a few pulls side by side hide the registries' round trips.
+PULL_WORKERS = 4
 
 
 def _deploy(clients, settings, found, environ, status, engaged=False):
@@ -244,43 +321,43 @@ def _deploy(clients, settings, found, environ, status, engaged=False):
     compose_env = dict(environ)
     compose_env.update(settings.compose_env)
     compose_env.update(resolved)
-    # `compose config` (a subprocess) runs while the image is pulled: on AWS the pull hides it entirely.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        planned = pool.submit(_plan, status, command, settings, fetched.path, compose_env, engaged)
-        docker_client = clients.docker(settings.pull_timeout)
-        pull_error = None
-        try:
-            with status.step("image"):
-                auth = None
-                ecr = images.ecr_registry(settings.image)
-                if ecr:
-                    auth = images.ecr_auth(clients.ecr(ecr[1]), ecr[0])
-                pulled = images.pull(docker_client, settings.image, settings.version, auth)
-        except AgentError as exc:
-            pull_error = exc
-        fixed_refs, services = planned.result()  # a broken compose file is reported before a failed pull
-        if pull_error is not None:
-            raise pull_error
-    status.update(image_digest=pulled.digest, image_id=pulled.image_id)
+    docker_client = clients.docker(settings.pull_timeout)
+    engaged_hook = (status.data.get("lifecycle_hook") or settings.lifecycle_hook or "?") if engaged else None
+    pulled, fixed_refs, others, services = _pull_everything(clients, settings, docker_client, status, command,
+                                                            fetched, compose_env, engaged_hook)
+    status.update(image_digest=pulled.digest, image_id=pulled.image_id, other_images=others)
+
+    # What a restore puts back (F11): the images the fixed tags name now, and the current release.
+    before = restore.Before(images={ref: images.local_image_id(docker_client, ref) for ref in fixed_refs},
+                            release=bundle.current_release(settings.workdir), served=status.data.get("served"))
+    status.update(previous_images=before.images, previous_release=before.release)
 
     # The point of no return: everything above only read or wrote beside the running stack.
     with status.step("activate"):
         retagged = [ref for ref in fixed_refs if images.retag(docker_client, pulled.image_id, ref)]
-        previous = bundle.activate(settings.workdir, fetched.release_id, settings.keep_releases)
-    status.update(retagged=retagged, previous_release=previous)
+        bundle.activate(settings.workdir, fetched.release_id, settings.keep_releases)
+    status.update(retagged=retagged, served=None)  # until health passes, nobody knows what serves
 
-    # The release folder itself, not the `current` link: compose resolves relative bind mounts from it, so a
-    # bundle that changes only mounted files changes the services' config and recreates them, and a pruned
-    # old release is never still mounted.
-    current = os.path.realpath(os.path.join(settings.workdir, bundle.CURRENT))
-    with status.step("compose"):
-        # F12: restarts counted from here on; a container compose creates starts at 0.
-        baseline = health.restart_baseline(docker_client, settings.compose_project)
-        compose.Compose(command, settings.compose_project, current, compose_env, settings.compose_timeout).up()
+    try:
+        # The release folder itself, not the `current` link: compose resolves relative bind mounts from it, so
+        # a bundle that changes only mounted files changes the services' config and recreates them, and a
+        # pruned old release is never still mounted.
+        current = os.path.realpath(os.path.join(settings.workdir, bundle.CURRENT))
+        with status.step("compose"):
+            # F12: restarts counted from here on; a container compose creates starts at 0.
+            baseline = health.restart_baseline(docker_client, settings.compose_project)
+            compose.Compose(command, settings.compose_project, current, compose_env, settings.compose_timeout).up()
 
-    with status.step("health"):
-        policy = health.Policy(settings.health_timeout, settings.health_interval, settings.health_successes,
-                               settings.health_stable_s)
-        health.wait(docker_client, settings.compose_project, services, baseline, policy,
-                    session=clients.http() if settings.health_url else None, url=settings.health_url)
+        with status.step("health"):
+            policy = health.Policy(settings.health_timeout, settings.health_interval, settings.health_successes,
+                                   settings.health_stable_s)
+            health.wait(docker_client, settings.compose_project, services, baseline, policy,
+                        session=clients.http() if settings.health_url else None, url=settings.health_url)
+    except AgentError as exc:
+        if engaged:
+            raise  # A6: the launch is ABANDONed and the instance replaced; nothing to put back
+        raise restore.restore(exc, docker_client, settings, before, command, compose_env, status) from None
+    status.update(served={"version": settings.version, "digest": pulled.digest})
     log.info("version %s is up on %s (%s)", settings.version, found.identity.instance_id, pulled.digest)
+    if settings.prune_images:
+        restore.prune_old(docker_client, settings, pulled, before, status)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from agent.contract import (
     TAG_BOOTSTRAP,
+    TAG_DIGEST,
     TAG_HEALTH_URL,
     TAG_IMAGE,
     TAG_LIFECYCLE_HOOK,
@@ -34,6 +35,8 @@ TAG_KEYS = {
     TAG_BOOTSTRAP: "bootstrap",
     TAG_HEALTH_URL: "health_url",
     TAG_LIFECYCLE_HOOK: "lifecycle_hook",
+    # images (issue 11 part 3, audit F8): the digest `deploy` resolved for bluegreen:version.
+    TAG_DIGEST: "digest",
 }
 
 # Settings that only the instance's own config may set (one machine can run many agents side by side).
@@ -62,6 +65,10 @@ LOCAL_DEFAULTS = {
     # boot (issue 11): one deadline for the whole run, which clips every step's own wait (audit F13); below the
     # unit's TimeoutStartSec (30 min) with room to ABANDON and write status.json.
     "run_deadline": 1500.0,
+    # images (issue 11 parts 3 and 7, audit F13, F18): no progress from a pull for this long is a stall
+    # (pull_timeout bounds each pull as a whole); old images of the app repository pruned after a success.
+    "pull_stall_timeout": 60.0,
+    "prune_images": True,
 }
 CONFIG_KEYS = set(TAG_KEYS.values()) | set(LOCAL_DEFAULTS)
 
@@ -75,6 +82,7 @@ HOOK_RE = re.compile(r"^[A-Za-z0-9_./-]{1,255}$")
 PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_NAME_RE = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|AUTH", re.IGNORECASE)
+DIGEST_RE = re.compile(r"\Asha256:[0-9a-f]{64}\Z")
 URL_RE = re.compile(r"^https?://[^/\s:]+(?::[0-9]{1,5})?(?:/\S*)?$")
 
 # secrets (issue 11, audit F15): a compose_env value may be a reference the agent resolves at run time
@@ -150,6 +158,9 @@ class Settings:
     keep_releases: int
     health_successes: int
     health_stable_s: float
+    digest: str | None
+    pull_stall_timeout: float
+    prune_images: bool
     compose_secrets: dict[str, SecretRef] = field(default_factory=dict)
     run_deadline: float = LOCAL_DEFAULTS["run_deadline"]
     sources: dict[str, str] = field(default_factory=dict)
@@ -164,7 +175,8 @@ class Settings:
                                              "allowed_buckets", "imds_deadline", "group_deadline",
                                              "pull_timeout", "compose_timeout", "health_timeout",
                                              "health_interval", "heartbeat_interval", "keep_releases",
-                                             "health_successes", "health_stable_s", "run_deadline")}
+                                             "health_successes", "health_stable_s", "run_deadline",
+                                             "digest", "pull_stall_timeout", "prune_images")}
         # compose_env may carry secrets for interpolation: `show` and `--dry-run` print the names, not those values.
         out["compose_env"] = {k: "<redacted>" if SECRET_NAME_RE.search(k) else v for k, v in self.compose_env.items()}
         # F15: a secret reference is printed as the reference, as written in the config; its value is never here.
@@ -267,6 +279,7 @@ def resolve(flags, tags, config):
     hook = merged["lifecycle_hook"]
     if hook is not None and not HOOK_RE.match(str(hook)):
         raise SettingsError(f"lifecycle hook name {hook!r} is not valid")
+    digest = _digest(merged, sources)
     command = merged["compose_command"]
     if command is not None:
         if isinstance(command, str):
@@ -286,7 +299,8 @@ def resolve(flags, tags, config):
         health_timeout=_positive(merged, "health_timeout"), health_interval=_positive(merged, "health_interval"),
         heartbeat_interval=_positive(merged, "heartbeat_interval"),
         keep_releases=int(_positive(merged, "keep_releases")), run_deadline=_positive(merged, "run_deadline"),
-        sources=sources, **_health_policy(merged))
+        digest=digest, pull_stall_timeout=_positive(merged, "pull_stall_timeout"),
+        prune_images=_bool(merged["prune_images"], "prune_images"), sources=sources, **_health_policy(merged))
 
 
 def _health_policy(merged):
@@ -307,6 +321,22 @@ def _health_policy(merged):
         raise SettingsError(f"health_stable_s ({window:g}) must be below health_timeout "
                             f"({_positive(merged, 'health_timeout'):g}): the window could never be held")
     return {"health_successes": int(str(successes).strip()), "health_stable_s": window}
+
+
+def _digest(merged, sources):
+    """The digest to pull, validated; None when there is none or it names another version than the one run.
+
+    `bluegreen:digest` is the digest of IMAGE:<bluegreen:version> (the contract): it applies only to the
+    version from the same source. An operator's `--app-version` canary runs another version: pulled by tag."""
+    value = merged.get("digest")
+    if value is None or str(value).strip() == "":
+        return None
+    value = str(value).strip()
+    if not DIGEST_RE.match(value):
+        raise SettingsError(f"digest {value!r} (from {sources['digest']}) is not sha256:<64 lowercase hex>")
+    if sources.get("digest") != sources.get("version"):
+        return None
+    return value
 
 
 def bootstrap_location(url):

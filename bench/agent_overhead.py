@@ -1,11 +1,12 @@
 """How much time `bluegreen-agent run` adds on top of the Docker work it performs.
 
 In one run, against the emulated AWS (in this process, over HTTP), an IMDSv2 emulator, the real Docker engine,
-the local registry and compose v2:
-  1. time `bluegreen-agent run` on a first boot (pull + compose up + health), from a clean engine;
-  2. from the same clean state, time the same work done by hand: `docker pull`, `docker compose up -d`, and the
-     wait for the app's health URL (polled every 0.05 s), held for the agent's stability window
-     (`health_stable_s`), which the health rule requires by design;
+the local registry and compose v2, for a stack of the app and a sidecar from another repository:
+  1. time `bluegreen-agent run` on a first boot (the pull of every image + compose up + health), from a clean
+     engine;
+  2. from the same clean state, time the same work done by hand: `docker pull` of the app and of the sidecar,
+     `docker compose up -d --pull never`, and the wait for the app's health URL (polled every 0.05 s), held for
+     the agent's stability window (`health_stable_s`), which the health rule requires by design;
   3. overhead = (1) - (2); and the command's start-up time (`bluegreen-agent --help`).
 Repeated --runs times; medians are reported. Goals (issue 2): overhead < 1 s, --help < 0.3 s.
 
@@ -28,6 +29,7 @@ import uuid
 import boto3
 import yaml
 
+from agent import contract
 from agent.settings import LOCAL_DEFAULTS
 from localcloud.aws import EmulatedAWS
 from localcloud.imds import IMDSServer
@@ -77,14 +79,26 @@ class Bench:
         self.image = f"{registry}/{self.repository}"
         self.fixed = f"{self.image}:live"
         self.project = "bgbench-" + self.uid
+        # The sidecar: the sample app again, from a repository of its own, on a port of its own.
+        self.sidecar = f"{registry}/bgbench-side-{self.uid}:side"
         self.port = free_port()
+        self.side_port = free_port()
         self.health_url = f"http://127.0.0.1:{self.port}/health"
         self.workdir = os.path.join(folder, "work")
         self.bundle = os.path.join(folder, "bundle")
 
     def setup(self, endpoint):
         build_and_push(self.registry, repository=self.repository, versions=("1.0",))
-        write_bundle(self.bundle, self.registry, repository=self.repository)
+        build_and_push(self.registry, repository=self.sidecar.split("/", 1)[1].split(":")[0], versions=("side",))
+        write_bundle(self.bundle, self.registry, repository=self.repository, manifest=False)
+        compose_path = os.path.join(self.bundle, contract.COMPOSE_FILE)
+        with open(compose_path, "a") as f:
+            f.write(f"  side:\n    image: \"{self.sidecar}\"\n    network_mode: host\n"
+                    "    environment:\n      APP_PORT: \"${SIDE_PORT}\"\n")
+        with open(compose_path, "rb") as f:
+            doc = contract.build_manifest([(contract.COMPOSE_FILE, contract.sha256_hex(f.read()))])
+        with open(os.path.join(self.bundle, contract.MANIFEST), "wb") as f:
+            f.write(contract.manifest_bytes(doc))
         s3 = boto3.client("s3", region_name=REGION, endpoint_url=endpoint)
         s3.create_bucket(Bucket="bench-bootstrap")
         for name in ("docker-compose.yml", "manifest.json"):
@@ -119,7 +133,7 @@ class Bench:
                              check=True, capture_output=True, text=True).stdout.split()
         if out:
             docker("rm", "-f", *out)
-        for ref in (self.fixed, self.image + ":1.0"):
+        for ref in (self.fixed, self.image + ":1.0", self.sidecar):
             subprocess.run(["docker", "rmi", "-f", ref], capture_output=True, check=False)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -132,11 +146,12 @@ class Bench:
 
     def by_hand(self, env):
         pull = timed(lambda: docker("pull", "-q", self.image + ":1.0"))
+        pull_side = timed(lambda: docker("pull", "-q", self.sidecar))
         docker("tag", self.image + ":1.0", self.fixed)
         up = timed(lambda: docker("compose", "-p", self.project, "-f", os.path.join(self.bundle, "docker-compose.yml"),
-                                  "up", "-d", "--remove-orphans", env=env))
+                                  "up", "-d", "--remove-orphans", "--pull", "never", env=env))
         health = timed(lambda: wait_healthy(self.health_url, hold_s=LOCAL_DEFAULTS["health_stable_s"]))
-        return pull, up, health
+        return pull, pull_side, up, health
 
 
 def median_of(samples, key):
@@ -160,10 +175,11 @@ def main(argv=None):
         instance_id = bench.setup(cloud.endpoint)
         imds = IMDSServer(instance_id, region=REGION, aws_endpoint=cloud.endpoint).start()
         env = dict(os.environ, AWS_ENDPOINT_URL=cloud.endpoint, AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.endpoint,
-                   APP_PORT=str(bench.port))
+                   APP_PORT=str(bench.port), SIDE_PORT=str(bench.side_port))
         config_path = os.path.join(folder, "agent.yml")
         with open(config_path, "w") as f:
-            yaml.safe_dump({"compose_project": bench.project, "compose_env": {"APP_PORT": str(bench.port)}}, f)
+            yaml.safe_dump({"compose_project": bench.project, "compose_env": {
+                "APP_PORT": str(bench.port), "SIDE_PORT": str(bench.side_port)}}, f)
         samples, steps = [], []
         for _ in range(args.runs):
             bench.clean()
@@ -172,14 +188,15 @@ def main(argv=None):
             total = time.perf_counter() - start
             steps.append(outcome["steps"])
             bench.clean()
-            pull, up, health = bench.by_hand(env)
-            samples.append({"agent_total_s": total, "docker_pull_s": pull, "compose_up_s": up,
-                            "health_wait_s": health, "overhead_s": total - pull - up - health})
+            pull, pull_side, up, health = bench.by_hand(env)
+            samples.append({"agent_total_s": total, "docker_pull_s": pull, "docker_pull_sidecar_s": pull_side,
+                            "compose_up_s": up, "health_wait_s": health,
+                            "overhead_s": total - pull - pull_side - up - health})
         help_times = [timed(lambda: subprocess.run([AGENT, "--help"], check=True, capture_output=True))
                       for _ in range(7)]
     finally:
         bench.clean()
-        subprocess.run(["docker", "rmi", "-f", bench.fixed], capture_output=True, check=False)
+        subprocess.run(["docker", "rmi", "-f", bench.fixed, bench.sidecar], capture_output=True, check=False)
         if imds:
             imds.stop()
         cloud.stop()
@@ -193,8 +210,8 @@ def main(argv=None):
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
         print(f"bluegreen-agent run (first boot), median of {args.runs}: {result['agent_total_s']:.3f} s")
-        print(f"  docker pull {result['docker_pull_s']:.3f} s, compose up {result['compose_up_s']:.3f} s, "
-              f"health wait {result['health_wait_s']:.3f} s (done by hand)")
+        print(f"  docker pull {result['docker_pull_s']:.3f} s + sidecar {result['docker_pull_sidecar_s']:.3f} s, "
+              f"compose up {result['compose_up_s']:.3f} s, health wait {result['health_wait_s']:.3f} s (by hand)")
         print(f"  agent overhead: median {result['overhead_s']:.3f} s, max {result['overhead_max_s']:.3f} s "
               f"(goal < 1 s)")
         print("  the agent's own step timings (median): "

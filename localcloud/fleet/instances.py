@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 # What an instance's agent.yml holds besides its own folder, project and port (docs/agent.md).
+# prune_images off: every emulated instance's agent shares one engine, and one agent's pruning could untag a
+# version another has just pulled and not yet re-tagged (on EC2 each instance has its own engine).
 DEFAULT_AGENT_SETTINGS = {"imds_deadline": 30.0, "group_deadline": 30.0, "health_timeout": 30.0,
-                          "heartbeat_interval": 10.0, "pull_timeout": 120.0, "compose_timeout": 120.0}
+                          "heartbeat_interval": 10.0, "pull_timeout": 120.0, "compose_timeout": 120.0,
+                          "prune_images": False}
 
 
 class InstanceError(FleetError):
