@@ -65,14 +65,14 @@ class Clients:
 
         return IMDSClient.from_environ(self._once("imds-http", make), self.environ, deadline=deadline)
 
-    def _boto(self, service, region, attempts=10):
+    def _boto(self, service, region, attempts=10, connect_timeout=10):
         def make():
             # botocore alone: boto3 adds nothing the agent uses and ~0.1 s of imports (s3transfer) to every boot.
             from botocore.config import Config
 
             # A10: botocore's adaptive retry mode backs off on Throttling; no retry loops of our own.
-            config = Config(retries={"mode": "adaptive", "max_attempts": attempts}, connect_timeout=10,
-                            read_timeout=30)
+            config = Config(retries={"mode": "adaptive", "max_attempts": attempts},
+                            connect_timeout=connect_timeout, read_timeout=30)
             # One session for every client: its loader caches the shared endpoint and partition data.
             session = self._once("botocore-session", _imdsv2_only_session)
             return session.create_client(service, region_name=region, config=config)
@@ -95,9 +95,10 @@ class Clients:
         return self._boto("secretsmanager", region)
 
     def ec2(self, region):
-        # Only the best-effort bluegreen:running tag: a few attempts, so an unreachable EC2 endpoint delays the
-        # launch's CONTINUE by seconds, not by ten rounds of timeouts.
-        return self._boto("ec2", region, attempts=3)
+        # Only the best-effort bluegreen:running tag, published while the launch hook's heartbeat still runs: a
+        # few attempts with a short connect timeout, so an EC2 endpoint a private subnet lacks costs seconds
+        # before CONTINUE, not rounds of 10 s timeouts.
+        return self._boto("ec2", region, attempts=2, connect_timeout=3)
 
     def docker(self, timeout):
         def make():
@@ -154,8 +155,15 @@ def build_parser():
     return parser
 
 
-def _configure_logging(debug):
-    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if debug else logging.INFO,
+# Where progress logging goes: stderr by default; the unit sets stdout, so that only the one failure line reaches
+# its stderr, which is the EC2 console (journal+console, audit F16): the console output is capped (64 KB) and
+# outlives the instance, and the line that says why must not be buried under progress.
+LOG_STREAM_ENV = "BLUEGREEN_AGENT_LOG_STREAM"
+
+
+def _configure_logging(debug, environ=None):
+    stream = sys.stdout if (environ or {}).get(LOG_STREAM_ENV) == "stdout" else sys.stderr
+    logging.basicConfig(stream=stream, level=logging.DEBUG if debug else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("botocore", "boto3", "urllib3", "docker", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)
@@ -169,7 +177,7 @@ def main(argv=None, environ=None):
     environ = os.environ if environ is None else environ
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.debug)
+    _configure_logging(args.debug, environ)
     if getattr(args, "legacy_app_version", None) is not None:
         if args.app_version is not None:
             parser.error("give the app version once, as --app-version (run --version is its old spelling)")

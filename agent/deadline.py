@@ -54,6 +54,12 @@ class Clipped:
     def __init__(self, settings, deadline):
         self._settings, self._deadline = settings, deadline
 
+    @property
+    def unclipped(self):
+        """The settings as resolved, for what must run even when the run's time is gone: putting the previous
+        version back after a failed activation (a restore cut to 1 s would leave the stack half switched)."""
+        return self._settings
+
     def __getattr__(self, name):
         value = getattr(self._settings, name)
         if name != "run_deadline" and name.endswith(("_timeout", "_deadline")) and isinstance(value, (int, float)):

@@ -52,6 +52,8 @@ def restore(exc, docker_client, settings, before, command, compose_env, status):
         log.error("restoring release %s failed: %s", before.release, again)
         return _with_note(exc, f"restoring the previous version failed too: {again}")
     version = (before.served or {}).get("version")
+    # `release` names what is current again; the release that failed stays on record beside it.
+    status.update(release=before.release, failed_release=status.data.get("release"))
     status.update(served=before.served, restore={"result": "restored", "release": before.release,
                                                  "images": before.images, "version": version})
     what = f"version {version}" if version else f"release {before.release}"

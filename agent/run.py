@@ -69,6 +69,8 @@ def make_plan(found, settings, environ, launch_hook=None):
              "ecr": images.ecr_registry(settings.image) is not None,
              "also": "every other image docker-compose.yml names (its pull_policy), before anything switches",
              "retag_as": f"the tag docker-compose.yml names for {settings.image}"},
+            {"step": "activate", "retag": "the fixed tags to the pulled image", "current": "the new release",
+             "on_failure": "ABANDON (a launch)" if engaged else "restore the previous version (F11)"},
             {"step": "compose", "project": settings.compose_project,
              "command": "up -d --remove-orphans --pull never",
              "env": sorted(settings.compose_env)},
@@ -76,6 +78,9 @@ def make_plan(found, settings, environ, launch_hook=None):
              "timeout_s": settings.health_timeout, "successes": settings.health_successes,
              "stable_s": settings.health_stable_s,
              "required": "a health URL or a compose healthcheck" if engaged else None},
+            {"step": "publish", "tag": contract.TAG_RUNNING, "on": "this instance (CreateTags, best effort)"},
+            *([{"step": "prune", "keep": "the current and the previous version of " + settings.image}]
+              if settings.prune_images else []),
             {"step": "lifecycle", "hook": hook,
              "action": "CompleteLifecycleAction CONTINUE (ABANDON on failure)" if engaged else "none"},
         ],
@@ -192,17 +197,15 @@ def _run_locked(clients, flags, config, environ, status, deadline):
                                               found.identity.instance_id, interval))
         try:
             _deploy(clients, settings, found, environ, status, engaged)
-        except AgentError as exc:
-            _publish(clients, found, status, f"{contract.RESULT_FAILED}:{_step_of(exc)}")
+        except BaseException as exc:  # any failure, our own or not, must release the launch (A6)
+            if isinstance(exc, AgentError):
+                _publish(clients, found, status, f"{contract.RESULT_FAILED}:{_step_of(exc)}")
             if engaged:
                 _abandon(autoscaling, found, hook)
             raise
-        except BaseException:  # any failure, our own or not, must release the launch (A6)
-            if engaged:
-                _abandon(autoscaling, found, hook)
-            raise
-    # Before CONTINUE: the deployer's gate reads the tag once the instance is InService.
-    _publish(clients, found, status, contract.RESULT_SUCCESS)
+        # Before CONTINUE and while the heartbeat still runs (a slow EC2 endpoint must not let a short hook lapse):
+        # the deployer's gate reads the tag once the instance is InService.
+        _publish(clients, found, status, contract.RESULT_SUCCESS)
     if engaged:
         with status.step("lifecycle"):
             asg.complete_lifecycle(autoscaling, found.membership.group, hook, found.identity.instance_id,
@@ -214,12 +217,19 @@ def _step_of(exc):
 
 
 def _publish(clients, found, status, result):
-    """`bluegreen:running` on this instance: the version that serves now (none when unknown) and this result."""
-    served = status.data.get("served") or {}
-    running = contract.Running(version=served.get("version"), digest=served.get("digest"),
-                               agent=contract.__version__, result=result)
-    status.update(published=ec2.publish_running(clients.ec2(found.identity.region), found.identity.instance_id,
-                                                running))
+    """`bluegreen:running` on this instance: the version that serves now (none when unknown) and this result.
+    Never raises: on the failure path the ABANDON comes after it, and a tag is not worth a launch held until
+    its timeout."""
+    try:
+        served = status.data.get("served")
+        served = served if isinstance(served, dict) else {}
+        running = contract.Running(version=served.get("version"), digest=served.get("digest"),
+                                   agent=contract.__version__, result=result)
+        published = ec2.publish_running(clients.ec2(found.identity.region), found.identity.instance_id, running)
+    except Exception as exc:  # noqa: BLE001 (best effort by design, see the docstring)
+        log.warning("could not publish %s: %s: %s", contract.TAG_RUNNING, type(exc).__name__, exc)
+        published = False
+    status.update(published=published)
 
 
 def _abandon_unresolved(autoscaling, found, config):
@@ -332,13 +342,14 @@ def _deploy(clients, settings, found, environ, status, engaged=False):
                             release=bundle.current_release(settings.workdir), served=status.data.get("served"))
     status.update(previous_images=before.images, previous_release=before.release)
 
-    # The point of no return: everything above only read or wrote beside the running stack.
-    with status.step("activate"):
-        retagged = [ref for ref in fixed_refs if images.retag(docker_client, pulled.image_id, ref)]
-        bundle.activate(settings.workdir, fetched.release_id, settings.keep_releases)
-    status.update(retagged=retagged, served=None)  # until health passes, nobody knows what serves
-
+    # The point of no return: everything above only read or wrote beside the running stack. From here on a
+    # failure on a running instance puts `before` back (F11), even a half-done activate or an interrupt.
     try:
+        with status.step("activate"):
+            retagged = [ref for ref in fixed_refs if images.retag(docker_client, pulled.image_id, ref)]
+            bundle.activate(settings.workdir, fetched.release_id, settings.keep_releases)
+        status.update(retagged=retagged, served=None)  # until health passes, nobody knows what serves
+
         # The release folder itself, not the `current` link: compose resolves relative bind mounts from it, so
         # a bundle that changes only mounted files changes the services' config and recreates them, and a
         # pruned old release is never still mounted.
@@ -353,11 +364,35 @@ def _deploy(clients, settings, found, environ, status, engaged=False):
                                    settings.health_stable_s)
             health.wait(docker_client, settings.compose_project, services, baseline, policy,
                         session=clients.http() if settings.health_url else None, url=settings.health_url)
-    except AgentError as exc:
+    except (AgentError, OSError, KeyboardInterrupt) as exc:
         if engaged:
             raise  # A6: the launch is ABANDONed and the instance replaced; nothing to put back
-        raise restore.restore(exc, docker_client, settings, before, command, compose_env, status) from None
+        _restore_and_raise(exc, docker_client, settings, before, command, compose_env, status)
     status.update(served={"version": settings.version, "digest": pulled.digest})
     log.info("version %s is up on %s (%s)", settings.version, found.identity.instance_id, pulled.digest)
     if settings.prune_images:
         restore.prune_old(docker_client, settings, pulled, before, status)
+
+
+def _restore_and_raise(exc, docker_client, settings, before, command, compose_env, status):
+    """On a running instance nothing replaces a failed activation: put the previous version back (F11), with
+    the settings as resolved, not cut to what remains of the run (the restore must finish even when the run's
+    time is gone). An interrupt (SIGTERM, SIGHUP: an operator's shell that disconnected) is restored too, then
+    re-raised, so systemd and the shell still see an interrupted run."""
+    raw = getattr(settings, "unclipped", settings)
+    if isinstance(exc, KeyboardInterrupt):
+        failed = AgentError("interrupted (SIGINT, SIGTERM or SIGHUP) after the point of no return",
+                            step=_current_step(status))
+        restored = restore.restore(failed, docker_client, raw, before, command, compose_env, status)
+        log.error("%s", restored)
+        raise exc
+    if isinstance(exc, OSError):  # a failed rename or write in activate: report it as that step's error
+        exc = AgentError(f"{type(exc).__name__}: {exc}", step=_current_step(status))
+    raise restore.restore(exc, docker_client, raw, before, command, compose_env, status) from None
+
+
+def _current_step(status):
+    """The step that was running when the failure came: the last one to finish (steps record themselves on their
+    way out, a failing one included)."""
+    done = [name for name in (status.data.get("steps") or {}) if name in ("activate", "compose", "health")]
+    return done[-1] if done else "activate"

@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -239,6 +240,50 @@ def test_a_failed_activation_on_a_running_instance_restores_the_old_version(make
     assert (running.version, running.result) == ("1.0", "failed:health")
     expect_exit(stack.runner("run"), 0)  # and the next run finds a consistent instance
     assert stack.served() == "1.0"
+
+
+def test_a_run_whose_deadline_ran_out_is_still_restored(make_stack, images):
+    # The health wait is cut to what remains of run_deadline; the restore after it still runs (with the whole
+    # compose_timeout: tests/agent/test_lifecycle.py checks the value, which this fast local compose cannot show).
+    stack = make_stack()
+    expect_exit(stack.runner("run"), 0)
+    before = stack.snapshot()
+    # 2.0 is healthy, but the health URL never answers: the wait lasts until the run's deadline cuts it.
+    stack.runner.config.update(run_deadline=20, health_timeout=300,
+                               health_url=f"http://127.0.0.1:{free_port()}/never")
+
+    line = agent_error(stack.runner("run", "--app-version", "2.0"), 12)
+
+    assert "the run's deadline (run_deadline 20s) ran out in step health" in line, line
+    assert "the previous version 1.0 was restored" in line, line
+    assert stack.snapshot()["fixed_tag"] == before["fixed_tag"]
+    wait_until(lambda: stack.served() == "1.0", "the old version to serve again", deadline_s=20, interval=0.2)
+    assert stack.runner.status()["restore"]["result"] == "restored"
+
+
+def test_an_interrupt_after_the_point_of_no_return_restores_then_exits_as_interrupted(make_stack, images):
+    # F11: an operator's shell that disconnects (SIGHUP) while the canary re-run waits for health.
+    stack = make_stack()
+    expect_exit(stack.runner("run"), 0)
+    before = stack.snapshot()
+    stack.runner.config["health_timeout"] = 120
+    proc = stack.runner.start("run", "--app-version", "sick")
+    try:
+        wait_until(lambda: "health" in (stack.runner.status().get("in_progress") or []), "the health wait",
+                   deadline_s=60, interval=0.1)
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    assert err.rstrip().splitlines()[-1].startswith("bluegreen-agent: interrupted"), err
+    assert "the previous version 1.0 was restored" in err, err
+    after = stack.snapshot()
+    assert (after["fixed_tag"], after["current"]) == (before["fixed_tag"], before["current"])
+    wait_until(lambda: stack.served() == "1.0", "the old version to serve again", deadline_s=20, interval=0.2)
+    status = stack.runner.status()
+    assert status["result"] == "failed" and status["restore"]["result"] == "restored"
 
 
 def test_a_failed_compose_up_on_a_running_instance_restores_the_old_release(make_stack, aws, tmp_path, images):

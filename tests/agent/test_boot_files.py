@@ -124,6 +124,7 @@ def test_agent_unit_shape():
                  "ConditionPathExists=!/etc/bluegreen/agent.disabled",
                  "After=network-online.target docker.service cloud-final.service",
                  "StandardError=journal+console",  # audit F16
+                 "Environment=BLUEGREEN_AGENT_LOG_STREAM=stdout",  # F16: only the failure line on the console
                  "EnvironmentFile=-/etc/bluegreen/agent.env",  # audit F25: proxy settings
                  "OnFailure=bluegreen-agent-abandon.service",
                  "ExecStart=/opt/bluegreen-agent/venv/bin/bluegreen-agent run",

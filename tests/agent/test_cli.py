@@ -123,3 +123,18 @@ def test_imds_failing_early_in_boot_is_retried(runner):
     expect_exit(result, 0)
     assert json.loads(result.stdout)["instance_id"] == runner.group.instance_ids[0]
     assert runner.imds.requests >= 3 + 2  # the failures, then the token and the document
+
+
+def test_under_the_unit_progress_goes_to_stdout_and_stderr_holds_only_the_failure_line(runner):
+    # audit F16: the unit sends stderr to the EC2 console (journal+console) and sets this variable, so the console
+    # gets the one line that says why, not the progress (the console output is capped and outlives the instance).
+    env = dict(runner.env(), BLUEGREEN_AGENT_LOG_STREAM="stdout")
+    result = subprocess.run(runner.command("run"), env=env, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 6, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bluegreen-agent: bundle failed: "), result.stderr
+    assert "INFO " in result.stdout  # the progress is still there, in the journal
+    default = runner("run")  # without the variable (an operator's shell): progress on stderr, as before
+    assert "INFO " in default.stderr and default.stderr.rstrip().splitlines()[-1].startswith(
+        "bluegreen-agent: bundle failed: ")

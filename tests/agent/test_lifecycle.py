@@ -55,6 +55,28 @@ def test_deadline_clips_every_wait_to_what_remains():
     assert fresh.clip(10) == 3 and fresh.explain(error) is not error  # a wait cut short, given up near the end
 
 
+def test_the_restore_after_a_run_out_of_time_gets_the_whole_compose_timeout(monkeypatch):
+    # F11 with F13: the restore must finish even when the run's time is gone; cut to the 1 s floor, its compose up
+    # would be killed half way (a real recreate waits out the old container's stop grace period).
+    from agent import restore, run
+
+    clock = FakeTime()
+    deadline = Deadline(100, clock.now)
+    settings = Clipped(type("S", (), {"compose_timeout": 600.0, "run_deadline": 100.0})(), deadline)
+    clock.advance(150)
+    assert settings.compose_timeout == MIN_WAIT  # premise: the run's time is gone
+    seen = {}
+
+    def fake_restore(exc, docker_client, given, before, command, compose_env, status):
+        seen["compose_timeout"] = given.compose_timeout
+        return exc
+
+    monkeypatch.setattr(restore, "restore", fake_restore)
+    with pytest.raises(HealthError):
+        run._restore_and_raise(HealthError("unhealthy"), None, settings, None, (), {}, None)
+    assert seen == {"compose_timeout": 600.0}
+
+
 def test_the_run_deadline_ends_a_run_whose_step_would_wait_longer(runner):
     # IMDS answers 503 for ever; its own deadline (10 s here) is longer than the whole run's (2 s).
     runner.imds.fail_next(10_000, status=503)
