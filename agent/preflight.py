@@ -265,12 +265,24 @@ def check_unit_installed(root):
     return _ok("unit", f"{name} enabled ({', '.join(wanted)})")
 
 
+FALLBACK_UNIT = "/etc/systemd/system/bluegreen-agent-abandon.service"
+FALLBACK_SCRIPT = "/usr/libexec/bluegreen-agent/abandon"
+
+
 def check_fallback_tools(root):
     missing = [tool for tool in FALLBACK_TOOLS if _which(root, tool) is None]
     if missing:
         return _fail("fallback", f"{' and '.join(missing)} not on PATH: the boot units' ABANDON fallback "
                                  "runs without the agent's virtualenv and needs them")
-    return _ok("fallback", "aws and curl on PATH")
+    # The fallback itself: the unit OnFailure= names and the script it runs (a missing one fails with 203/EXEC
+    # exactly when it is needed).
+    absent = [path for path in (FALLBACK_UNIT, FALLBACK_SCRIPT) if not os.path.isfile(_under(root, path))]
+    if not os.access(_under(root, FALLBACK_SCRIPT), os.X_OK) and FALLBACK_SCRIPT not in absent:
+        absent.append(f"{FALLBACK_SCRIPT} (not executable)")
+    if absent:
+        return _fail("fallback", f"the ABANDON fallback is not installed: {', '.join(absent)} (ami/bake.sh "
+                                 "installs systemd/*.service and systemd/libexec/)")
+    return _ok("fallback", f"aws and curl on PATH, {FALLBACK_UNIT} and {FALLBACK_SCRIPT} installed")
 
 
 def _non_empty(path):

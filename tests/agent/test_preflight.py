@@ -67,6 +67,11 @@ def image(tmp_path):
     # Where `systemctl enable` puts it: the shipped unit's WantedBy= (cloud-init.target, after cloud-final).
     link(root, f"/etc/systemd/system/{AGENT_UNIT_TARGET}.wants/bluegreen-agent.service",
          "/etc/systemd/system/bluegreen-agent.service")
+    for name in ("bluegreen-agent-abandon.service",):
+        with open(os.path.join(ROOT, "systemd", name)) as f:
+            put(root, f"/etc/systemd/system/{name}", f.read())
+    with open(os.path.join(ROOT, "systemd", "libexec", "abandon")) as f:
+        put(root, "/usr/libexec/bluegreen-agent/abandon", f.read(), 0o755)
     return root
 
 
@@ -179,6 +184,19 @@ def test_docker_not_enabled_fails(image):
 def test_fallback_tools_missing_fails(image):
     remove(image, "/usr/bin/aws")
     assert "aws not on PATH" in failed_only(image, "fallback")
+
+
+@pytest.mark.parametrize("path,mode", [("/usr/libexec/bluegreen-agent/abandon", None),
+                                       ("/usr/libexec/bluegreen-agent/abandon", 0o644),
+                                       ("/etc/systemd/system/bluegreen-agent-abandon.service", None)])
+def test_the_fallback_itself_missing_fails(image, path, mode):
+    # The unit OnFailure= names, and the script it runs: without either the fallback fails with 203/EXEC
+    # exactly when an agent that cannot start needs it.
+    if mode is None:
+        remove(image, path)
+    else:
+        os.chmod(os.path.join(image, path.lstrip("/")), mode)
+    assert "the ABANDON fallback is not installed: " + path in failed_only(image, "fallback")
 
 
 def test_baked_agent_state_fails_with_every_leftover_named(image):
