@@ -171,10 +171,21 @@ def push(s3, plan):
 
 
 def latest(s3, bucket, base):
-    """The bundle URL `BASE/LATEST` names, or None when nothing was pushed under BASE (or it is unreadable)."""
+    """The bundle URL `BASE/LATEST` names, or None when nothing was pushed under BASE (S3 said so: 404).
+
+    A 403 is refused, not taken as "nothing pushed": it is a missing grant (an older deployer role without the
+    LATEST read) or a missing key hidden by a missing s3:ListBucket (S3), and going on would deploy the new
+    version with the old bundle while a log line blamed a push that did happen."""
     try:
-        data = _read(s3, bucket, base + LATEST)
+        data = s3.get_object(Bucket=bucket, Key=base + LATEST)["Body"].read()
     except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code")
+        if code in ("NoSuchKey", "404"):
+            return None
+        if code in ("AccessDenied", "403"):
+            raise UsageError(f"s3://{bucket}/{base}{LATEST} cannot be read (AccessDenied): grant the deployer "
+                             "s3:GetObject on it (iam/deployer-policy.json, ReadBootstrapManifest), or name the "
+                             "bundle with --bootstrap") from None
         raise translate(exc, "GetObject") from exc
     except BotoCoreError as exc:
         raise translate(exc, "GetObject") from exc

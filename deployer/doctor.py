@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from agent import contract
 from agent.contract import TAG_LIFECYCLE_HOOK
+from agent.settings import LOCAL_DEFAULTS
 
 from .model import COLORS
 from .preflight import (
@@ -94,7 +95,7 @@ def check_health_check_type(facts):
 RECOMMENDED_HOOK_TIMEOUT_S = 300
 # The agent's own run deadline (agent/settings.py run_deadline): a HeartbeatTimeout above it waits longer for a
 # dead agent than a live one may ever take.
-AGENT_RUN_DEADLINE_S = 1500
+AGENT_RUN_DEADLINE_S = int(LOCAL_DEFAULTS["run_deadline"])  # the agent's own default, one number for both
 
 
 def check_launch_hook(facts):

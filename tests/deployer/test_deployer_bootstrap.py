@@ -176,3 +176,20 @@ def test_the_local_fleet_pushes_its_bundle_and_tags_the_url_push_bootstrap_print
     assert bucket == "bucket-9" and contract.bundle_base(prefix) == "demo/" and contract.bundle_address(prefix)
     body = boto3.client("s3").get_object(Bucket=bucket, Key=prefix + "manifest.json")["Body"].read()
     contract.check_bundle_address(prefix, body)
+
+
+@pytest.mark.parametrize("code,expected", [("NoSuchKey", None), ("AccessDenied", UsageError)])
+def test_latest_tells_nothing_pushed_from_a_refused_read(code, expected):
+    # A 403 may be a missing grant or a missing key hidden by a missing s3:ListBucket (S3): refused with the grant
+    # named, never taken as "nothing pushed" (the deploy would keep the old bundle while the new version runs).
+    from botocore.stub import Stubber
+
+    s3 = boto3.client("s3", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(s3) as stub:
+        stub.add_client_error("get_object", service_error_code=code, http_status_code=404 if expected is None else 403,
+                              expected_params={"Bucket": "b", "Key": "web/LATEST"})
+        if expected is None:
+            assert bootstrap.latest(s3, "b", "web/") is None
+        else:
+            with pytest.raises(UsageError, match=r"s3://b/web/LATEST cannot be read \(AccessDenied\): grant"):
+                bootstrap.latest(s3, "b", "web/")
