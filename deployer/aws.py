@@ -87,16 +87,19 @@ class CallCounter:
 
 
 class DeployerAws:
-    """Auto Scaling, ELBv2, Classic ELB and EC2, as the deployer uses them."""
+    """Auto Scaling, ELBv2, Classic ELB, EC2 and CloudWatch alarms, as the deployer uses them."""
 
-    def __init__(self, autoscaling, elbv2, elb, ec2, counter=None, sleep=time.sleep, clock=time.monotonic):
+    def __init__(self, autoscaling, elbv2, elb, ec2, counter=None, sleep=time.sleep, clock=time.monotonic,
+                 cloudwatch=None):
         self.asg, self.elbv2, self.elb, self.ec2 = autoscaling, elbv2, elb, ec2
+        self.cloudwatch = cloudwatch
         self.counter = counter or CallCounter()
         self.sleep, self.clock = sleep, clock
         self.before_retry = None  # the runner's lock check before each retry of a change (see the module doc)
         self.random = random.random
-        for client in (autoscaling, elbv2, elb, ec2):
-            self.counter.attach(client)
+        for client in (autoscaling, elbv2, elb, ec2, cloudwatch):
+            if client is not None:
+                self.counter.attach(client)
 
     # -- generic plumbing ----------------------------------------------------------------------------
 
@@ -169,6 +172,12 @@ class DeployerAws:
 
     def describe_policies(self, group_name):
         return self._pages(self.asg, "describe_policies", "ScalingPolicies", AutoScalingGroupName=group_name)
+
+    def describe_alarms(self):
+        """Every metric alarm of the Region: which of them act on a group's policies is in their actions (W1)."""
+        if self.cloudwatch is None:
+            raise AwsError("DescribeAlarms: internal error: no CloudWatch client was made")
+        return self._pages(self.cloudwatch, "describe_alarms", "MetricAlarms", AlarmTypes=["MetricAlarm"])
 
     def describe_scheduled_actions(self, group_name):
         return self._pages(self.asg, "describe_scheduled_actions", "ScheduledUpdateGroupActions",
@@ -266,6 +275,14 @@ class DeployerAws:
 
     def delete_scheduled_action(self, **params):
         return self._call(self.asg, "delete_scheduled_action", **params)
+
+    # -- CloudWatch (W1) -------------------------------------------------------------------------------
+
+    def put_metric_alarm(self, **params):
+        return self._call(self.cloudwatch, "put_metric_alarm", **params)
+
+    def delete_alarms(self, **params):
+        return self._call(self.cloudwatch, "delete_alarms", **params)
 
     # -- EC2 -----------------------------------------------------------------------------------------
 

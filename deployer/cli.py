@@ -220,7 +220,7 @@ def make_clients(args, session=None):
     try:
         session = session or boto3.session.Session(profile_name=args.profile, region_name=args.region)
         return {name: session.client(name, config=config)
-                for name in ("autoscaling", "elbv2", "elb", "ec2", "s3", "ecr")}
+                for name in ("autoscaling", "elbv2", "elb", "ec2", "s3", "ecr", "cloudwatch")}
     except BotoCoreError as exc:
         raise translate(exc, "configure") from exc
 
@@ -281,7 +281,7 @@ class Cli:
         self.runner = None
         self.counter = CallCounter()
         self.aws = DeployerAws(clients["autoscaling"], clients["elbv2"], clients["elb"], clients["ec2"], self.counter,
-                               sleep=seams.sleep, clock=seams.clock)
+                               sleep=seams.sleep, clock=seams.clock, cloudwatch=clients.get("cloudwatch"))
         self.s3 = clients["s3"]
         self.counter.attach(self.s3)
         self.ecr = clients.get("ecr")

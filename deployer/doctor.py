@@ -35,6 +35,7 @@ IAM_ACTIONS = (
     "autoscaling:DetachInstances", "autoscaling:EnterStandby", "autoscaling:ExitStandby",
     "autoscaling:PutScalingPolicy", "autoscaling:PutScheduledUpdateGroupAction", "autoscaling:ResumeProcesses",
     "autoscaling:SetInstanceProtection", "autoscaling:SuspendProcesses", "autoscaling:UpdateAutoScalingGroup",
+    "cloudwatch:DeleteAlarms", "cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm",
     "ec2:CreateTags", "ec2:DescribeInstances", "ec2:DescribeTags", "ec2:TerminateInstances",
     "ecr:DescribeImages",
     "elasticloadbalancing:DescribeInstanceHealth", "elasticloadbalancing:DescribeLoadBalancerAttributes",

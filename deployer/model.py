@@ -193,6 +193,7 @@ class Snapshot:
     health: dict[str, dict[str, str]] | None = None
     policies: dict[str, list] | None = None
     scheduled: dict[str, list] | None = None
+    alarms: list | None = None  # DescribeAlarms MetricAlarms, read with the policies (alarms.py, W1)
     retired: list[str] | None = None
     # The state store (store.py), when one is configured: its URL, and lock.json as observed (None: absent).
     store_url: str | None = None
@@ -211,7 +212,7 @@ class Snapshot:
 
     def has(self, need):
         """Whether the extra a step needs ("policies" or "retired") was read."""
-        return {"policies": self.policies is not None and self.scheduled is not None,
+        return {"policies": self.policies is not None and self.scheduled is not None and self.alarms is not None,
                 "retired": self.retired is not None}[need]
 
     @cached_property

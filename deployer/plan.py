@@ -26,6 +26,7 @@ from agent.contract import (
     TAG_DIGEST,
 )
 
+from .alarms import alarm_copies, alarm_deletions, left_without_action
 from .errors import ConflictError, UsageError
 from .health import (
     DEREGISTERED,
@@ -62,10 +63,28 @@ from .steps import (
 
 
 def _policy_step(name, summary, calls_fn, snap):
-    if snap.policies is None or snap.scheduled is None:
+    if not snap.has("policies"):
         return [CallStep(name, summary + " (planned once the policies are read)", needs=("policies",))]
     calls = calls_fn()
     return [CallStep(name, summary, tuple(calls))] if calls else []
+
+
+def _alarm_copy_step(snap, src, dst, now):
+    """W1: the alarms of src's step and simple policies, copied for dst once dst has those policies."""
+    summary = (f"copy the alarms of {snap.groups[src].name}'s step and simple policies to {snap.groups[dst].name} "
+               "(dimension and actions rewritten, W1)")
+    if snap.has("policies") and policy_copies(snap, src, dst, now):
+        # The copies' actions name the new policies' ARNs, which exist only after copy-policies ran.
+        return [CallStep("copy-alarms", summary + " (planned once the copied policies are read)",
+                         needs=("policies",))]
+    return _policy_step("copy-alarms", summary, lambda: alarm_copies(snap, src, dst), snap)
+
+
+def _orphan_note(snap, color):
+    if not snap.has("policies"):
+        return ""
+    names = left_without_action(snap, color)
+    return f"; W1: your alarms {', '.join(names)} keep no action on this group" if names else ""
 
 
 # ---- the lock ----------------------------------------------------------------------------------------
@@ -233,6 +252,7 @@ def plan_deploy(snap, ctx, version, launch=None):
         steps += _policy_step("copy-policies",
                               f"copy scaling policies and scheduled actions of {old.name} to {new.name} (A7)",
                               lambda: policy_copies(snap, live, new.color, ctx.now), snap)
+        steps += _alarm_copy_step(snap, live, new.color, ctx.now)
         hold = [p for p in HOLD_PROCESSES if p not in old.suspended]
         if hold:
             steps.append(CallStep("suspend", f"suspend {', '.join(hold)} on {old.name} so no scale-out launches old "
@@ -539,6 +559,9 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED):
     # were in Standby would have launched more old instances, and pushed ExitStandby past MaxSize (A2, A8).
     steps += _settle_steps(snap, new)
     steps += _resume_steps(snap, old)
+    # Only the tool's copies (alarms.MARKER): an alarm the operator made for the new group stays.
+    steps += _policy_step("remove-copied-alarms", f"delete the alarms copied for {new.name} (W1)",
+                          lambda: alarm_deletions(snap, new.color), snap)
     steps += _policy_step("remove-copied-policies", f"remove from {new.name} the policies copied from {old.name}",
                           lambda: policy_deletions(snap, new.color, only_names_of=live), snap)
     steps.append(UnlockStep("unlock", "clear the operation record", (clear_record(snap, live, EVENT_ROLLED_BACK),)))
@@ -613,8 +636,10 @@ def plan_finalize(snap, ctx):
         # Recorded once nothing is left to terminate, so later steps need not search EC2 again.
         steps.append(CallStep("mark-cleanup", "record phase cleanup",
                           (write_record(snap, record.moved(phase="cleanup")),)))
-    steps += _policy_step("delete-old-policies", f"delete {old.name}'s scaling policies and scheduled actions",
-                          lambda: policy_deletions(snap, rec.live), snap)
+    steps += _policy_step("delete-old-alarms", f"delete the alarms copied for {old.name} (W1)",
+                          lambda: alarm_deletions(snap, rec.live), snap)
+    steps += _policy_step("delete-old-policies", f"delete {old.name}'s scaling policies and scheduled actions"
+                          + _orphan_note(snap, rec.live), lambda: policy_deletions(snap, rec.live), snap)
     if phase == "cleanup" and old.sizes != (0, 0, 0):
         steps.append(CallStep("empty-old", f"set {old.name} to 0/0/0", (set_sizes(old, (0, 0, 0)),)))
     steps += _resume_steps(snap, old)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .alarms import regroup
 from .steps import Call
 
 # What PutScalingPolicy accepts for each policy type; describe answers may carry the others, empty.
@@ -38,7 +39,8 @@ def policy_copies(snap, src, dst, now):
     have = {p["PolicyName"]: _policy_params(p, name) for p in snap.policies[dst]}
     calls = []
     for pol in snap.policies[src]:
-        params = _policy_params(pol, name)
+        # W1: a customized target tracking metric may name the source group in a dimension; the copy watches dst.
+        params = regroup(_policy_params(pol, name), snap.groups[src].name, name)
         if have.get(pol["PolicyName"]) != params:
             calls.append(Call("PutScalingPolicy", params))
     have = {a["ScheduledActionName"]: _scheduled_params(a, name) for a in snap.scheduled[dst]}

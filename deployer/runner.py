@@ -23,7 +23,7 @@ from agent.contract import EVENT_SETTLED, PHASE_RESTORED
 from .errors import Aborted, BlueGreenError, ConflictError, HealthFailure, WaitFailed, WaitTimeout
 from .health import DEFAULT_BUDGET, FAIL, NLB_PROTOCOLS, OK, OUT_OF_TRAFFIC, REPLAN, cross_zone_off, leaving
 from .model import COLORS, LAUNCHING, Snapshot, classic_state, other, pair_from_describe
-from .steps import ABORT, NEEDS, LockStep, RecordClear, RecordWrite, UnlockStep, WaitStep
+from .steps import ABORT, NEEDS, CallStep, LockStep, RecordClear, RecordWrite, UnlockStep, WaitStep
 from .store import MAX_CALL_S
 from .watch import ACTIVITY_SKEW_S, LaunchWatch
 
@@ -102,12 +102,13 @@ def observe(aws, service, needs=(), health_of=(), store=None, detached=(), launc
                     for st in aws.describe_instance_health(ident):
                         health.setdefault(st["InstanceId"], {})[key] = classic_state(
                             st["State"], st.get("Description", ""))
-    policies = scheduled = retired = None
+    policies = scheduled = alarms = retired = None
     if "policies" in needs:
         policies = {c: aws.describe_policies(g.name) for c, g in groups.items()}
         scheduled = {c: aws.describe_scheduled_actions(g.name) for c, g in groups.items()}
-    snap = Snapshot(service, groups, health, policies, scheduled, store_url=store_url, stored=stored,
-                    reasons=reasons)
+        alarms = aws.describe_alarms()  # W1: the alarms that make step and simple policies act
+    snap = Snapshot(service, groups, health, policies, scheduled, alarms=alarms, store_url=store_url,
+                    stored=stored, reasons=reasons)
     if "retired" in needs:
         rec = snap.record
         expected = set(snap.detached or ()) | set(detached)
@@ -329,6 +330,10 @@ class Runner:
         applied = 0
         for step in steps:
             if not all(snap.has(n) for n in step.needs):
+                break
+            if isinstance(step, CallStep) and step.needs and not step.calls:
+                # A placeholder although its extras were read: it waits on what an earlier step of this run
+                # changed (the alarm copies on the policies just put, W1), so read them again first.
                 break
             if (isinstance(step, UnlockStep) or getattr(step, "settling", False)) and self._fenced():
                 break  # observe again: a late call of the displaced holder may have changed the plan

@@ -31,7 +31,7 @@ OPERATIONS = frozenset({
     "CreateOrUpdateTags", "DeleteTags", "UpdateAutoScalingGroup", "EnterStandby", "ExitStandby",
     "DetachInstances", "SuspendProcesses", "ResumeProcesses", "PutScalingPolicy",
     "PutScheduledUpdateGroupAction", "DeletePolicy", "DeleteScheduledAction", "CreateTags",
-    "TerminateInstances", "SetInstanceProtection",
+    "TerminateInstances", "SetInstanceProtection", "PutMetricAlarm", "DeleteAlarms",
     # read-only: what one poll of a wait costs (printed by --dry-run)
     "DescribeAutoScalingGroups", "DescribeTargetHealth", "DescribeInstanceHealth",
 })

@@ -21,6 +21,7 @@ from .moto_seam import (
     FakeScalingPolicy,
     FakeScheduledAction,
     ValidationError,
+    cloudwatch_backends,
 )
 from .state import GroupIndex
 
@@ -174,7 +175,19 @@ def _find_policy(resp: AutoScalingResponse) -> tuple[str, FakeScalingPolicy]:
 def delete_policy(self: AutoScalingResponse) -> ActionResult:
     group_name, policy = _find_policy(self)
     asg_api.require_state().policies.remove(self.autoscaling_backend, group_name, policy.name)
+    _strip_alarm_actions(self.autoscaling_backend, policy.arn)
     return EmptyResult()
+
+
+def _strip_alarm_actions(backend: AutoScalingBackend, arn: str) -> None:
+    """W1: deleting a step or simple policy deletes the alarm action that names it, never the alarm; moto leaves
+    the dead ARN in place. (A target tracking policy's own alarms are not modelled: moto makes none.)"""
+    alarms = cloudwatch_backends[backend.account_id][backend.region_name].alarms
+    for alarm in alarms.values():
+        for attr in ("alarm_actions", "ok_actions", "insufficient_data_actions"):
+            actions = getattr(alarm, attr)
+            if arn in actions:
+                setattr(alarm, attr, [a for a in actions if a != arn])
 
 
 def execute_policy(self: AutoScalingResponse) -> ActionResult:

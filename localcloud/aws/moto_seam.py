@@ -37,6 +37,7 @@ from moto.autoscaling.models import (
     TerminateInstanceActivity,
 )
 from moto.autoscaling.responses import AutoScalingResponse
+from moto.cloudwatch.models import Alarm, CloudWatchBackend, cloudwatch_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult, BaseResponse, EmptyResult
@@ -53,13 +54,12 @@ from moto.moto_server import werkzeug_app
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 __all__ = [
-    "ASG_NAME_TAG", "DEFAULT_ACCOUNT_ID", "ActionResult", "AutoScalingBackend", "AutoScalingResponse",
-    "AutoscalingClientError",
-    "DetachInstanceActivity", "DomainDispatcherApplication", "ELBBackend", "ELBResponse", "ELBv2Backend",
-    "ELBv2ValidationError", "EmptyResult", "EnterStandbyActivity", "ExitStandbyActivity", "FakeAutoScalingGroup",
-    "FakeHealthStatus", "FakeScalingPolicy", "FakeScheduledAction", "FakeTargetGroup", "InstanceState",
-    "ResourceContentionError", "TerminateInstanceActivity", "ValidationError", "create_backend_app",
-    "ec2_backends", "moto_api_backend",
+    "ASG_NAME_TAG", "DEFAULT_ACCOUNT_ID", "ActionResult", "Alarm", "AutoScalingBackend", "AutoScalingResponse",
+    "AutoscalingClientError", "CloudWatchBackend", "DetachInstanceActivity", "DomainDispatcherApplication",
+    "ELBBackend", "ELBResponse", "ELBv2Backend", "ELBv2ValidationError", "EmptyResult", "EnterStandbyActivity",
+    "ExitStandbyActivity", "FakeAutoScalingGroup", "FakeHealthStatus", "FakeScalingPolicy", "FakeScheduledAction",
+    "FakeTargetGroup", "InstanceState", "ResourceContentionError", "TerminateInstanceActivity", "ValidationError",
+    "cloudwatch_backends", "create_backend_app", "ec2_backends", "moto_api_backend",
 ]
 
 
@@ -289,6 +289,9 @@ STATE: dict[type, dict[str, type | None]] = {
         "scheduled_action_name": str, "auto_scaling_group_name": str, "start_time": None, "recurrence": None,
         "min_size": None, "max_size": None, "desired_capacity": None,
     },
+    # W1 (asg_catalog.delete_policy): the alarms, by name, and the action lists DeletePolicy strips.
+    CloudWatchBackend: {"alarms": dict},
+    Alarm: {"alarm_actions": list, "ok_actions": list, "insufficient_data_actions": list},
     # Response classes: properties, present only on an instance serving a request; checked on the class.
     AutoScalingResponse: {"autoscaling_backend": property},
     ELBResponse: {"elb_backend": property},

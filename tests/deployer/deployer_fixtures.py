@@ -27,9 +27,12 @@ def ids(prefix, n, state="InService"):
     return [(f"i-{prefix}{k:05d}", state) for k in range(n)]
 
 
-def snapshot(blue, green, policies=None, scheduled=None, retired=None, health=None):
+def snapshot(blue, green, policies=None, scheduled=None, retired=None, health=None, alarms=None):
+    """With policies and no alarms: no alarm in the Region (they are read together, runner.observe)."""
+    if alarms is None and policies is not None:
+        alarms = []
     return Snapshot("demo", pair_from_describe("demo", [blue, green]), health=health, policies=policies,
-                    scheduled=scheduled, retired=retired)
+                    scheduled=scheduled, retired=retired, alarms=alarms)
 
 
 def ctx(me="ci@builder:100", alive=(), force=False):

@@ -120,7 +120,8 @@ class Harness(Fleet):
     def run_planner(self, planner, me="ci@runner:1"):
         """Apply any planner (a test's own, e.g. a naive one the floor must catch) through the real Runner."""
         clients = self._clients(None)
-        aws = DeployerAws(clients["autoscaling"], clients["elbv2"], clients["elb"], clients["ec2"])
+        aws = DeployerAws(clients["autoscaling"], clients["elbv2"], clients["elb"], clients["ec2"],
+                          cloudwatch=clients["cloudwatch"])
         context = cli.context_factory(False, cli.Seams(now=cli.Seams().now, me=me))
         runner = Runner(aws, self.svc["service"], context, poll_interval=5.0, timeout=600.0, sleep=self._sleep,
                         clock=self.clock.now)

@@ -157,3 +157,47 @@ def test_a_deploy_killed_while_it_aborts_is_finished_by_rollback(make_harness, a
     fleet.assert_serving_only("blue", 3, "1.0")
     assert set(fleet.lifecycles("blue")) == original
     assert policy_names(fleet, "blue") == {"cpu50"} and policy_names(fleet, "green") == set()
+
+
+def with_step_policy_and_alarm(fleet):
+    """A step policy on the live group and the operator's alarm acting on it (W1)."""
+    fleet.asg.put_scaling_policy(AutoScalingGroupName="demo-blue", PolicyName="out", PolicyType="StepScaling",
+                                 AdjustmentType="ChangeInCapacity",
+                                 StepAdjustments=[{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}])
+    fleet.session.client("cloudwatch").put_metric_alarm(
+        AlarmName="cpu-high", Namespace="AWS/EC2", MetricName="CPUUtilization", Statistic="Average", Period=60,
+        EvaluationPeriods=2, Threshold=70, ComparisonOperator="GreaterThanThreshold",
+        AlarmActions=[policy_arn(fleet, "blue")], Dimensions=[{"Name": "AutoScalingGroupName", "Value": "demo-blue"}])
+    return fleet
+
+
+def policy_arn(fleet, color):
+    policies = fleet.asg.describe_policies(AutoScalingGroupName=fleet.svc["groups"][color])["ScalingPolicies"]
+    return next((p["PolicyARN"] for p in policies if p["PolicyName"] == "out"), None)
+
+
+def alarm_actions(fleet):
+    return {a["AlarmName"]: (a["AlarmActions"], a["Dimensions"][0]["Value"])
+            for a in fleet.session.client("cloudwatch").describe_alarms()["MetricAlarms"]}
+
+
+# (finalize's delete-old-alarms has something to delete only on a second flip: the cycles test covers it.)
+ALARM_POINTS = [(("deploy", "demo", "2.0"), "copy-alarms", ()), (("deploy", "demo", "2.0"), "suspend", ()),
+                (("rollback", "demo"), "remove-copied-alarms", ("deploy", "demo", "2.0")),
+                (("rollback", "demo"), "remove-copied-policies", ("deploy", "demo", "2.0")),
+                (("finalize", "demo"), "delete-old-policies", ("deploy", "demo", "2.0"))]
+
+
+@pytest.mark.parametrize(("args", "point", "before"), ALARM_POINTS, ids=[f"{a[0]}-{p}" for a, p, _ in ALARM_POINTS])
+def test_killed_at_an_alarm_step_then_rerun_leaves_the_alarm_acting_on_the_live_group(make_harness, args, point,
+                                                                                       before):
+    fleet = with_step_policy_and_alarm(make_harness(capacity=3))
+    if before:
+        ok(fleet, *before)
+    crash(fleet, args, point)
+    assert ok(fleet, *args) >= 3
+    live = "blue" if args[0] == "rollback" else "green"
+    expected = {"cpu-high": ([policy_arn(fleet, "blue")] if policy_arn(fleet, "blue") else [], "demo-blue")}
+    if live == "green":
+        expected["cpu-high--bluegreen-demo-green"] = ([policy_arn(fleet, "green")], "demo-green")
+    assert alarm_actions(fleet) == expected

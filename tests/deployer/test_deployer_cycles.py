@@ -300,3 +300,57 @@ def test_a_planner_that_never_converges_is_stopped_by_a_bound_from_the_pairs_siz
     else:
         raise AssertionError("the runner applied steps without end")
     assert len(rounds) == round_limit(rounds[0]) == 100 + 4 * 4  # blue at most 4, green at most 0
+
+
+def test_a_step_policy_and_its_alarm_act_on_the_live_group_through_every_flip(make_harness):
+    """W1: deploy, finalize, deploy, rollback, deploy again; the operator's own alarms are never deleted."""
+    fleet = make_harness(capacity=2)
+    cw = fleet.session.client("cloudwatch")
+    group = fleet.svc["groups"]
+
+    def policy_arn(color, name="out"):
+        for pol in fleet.asg.describe_policies(AutoScalingGroupName=group[color])["ScalingPolicies"]:
+            if pol["PolicyName"] == name:
+                return pol["PolicyARN"]
+        return None
+
+    def put(color, policy, alarm):
+        fleet.asg.put_scaling_policy(AutoScalingGroupName=group[color], PolicyName=policy, PolicyType="StepScaling",
+                                     AdjustmentType="ChangeInCapacity",
+                                     StepAdjustments=[{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}])
+        cw.put_metric_alarm(AlarmName=alarm, Namespace="AWS/EC2", MetricName="CPUUtilization", Statistic="Average",
+                            Period=60, EvaluationPeriods=2, Threshold=70, ComparisonOperator="GreaterThanThreshold",
+                            AlarmActions=[policy_arn(color, policy)],
+                            Dimensions=[{"Name": "AutoScalingGroupName", "Value": group[color]}])
+
+    def alarms():
+        return {a["AlarmName"]: a for a in cw.describe_alarms()["MetricAlarms"]}
+
+    def acting_on(color):
+        arn = policy_arn(color)
+        return {name: a["Dimensions"] for name, a in alarms().items() if arn and arn in a["AlarmActions"]}
+
+    def assert_scales(color):
+        assert acting_on(color) == {f"cpu-high--bluegreen-{group[color]}": [
+            {"Name": "AutoScalingGroupName", "Value": group[color]}]}
+
+    put("blue", "out", "cpu-high")
+    put("green", "green-only", "green-own")  # the operator's, on the idle group
+    ok(fleet.bluegreen("deploy", "demo", "2.0"))
+    assert_scales("green")
+    assert alarms()["cpu-high"]["AlarmActions"] == [policy_arn("blue")]  # still the old group's until finalize
+    out = ok(fleet.bluegreen("finalize", "demo"))
+    assert_scales("green")
+    assert alarms()["cpu-high"]["AlarmActions"] == []  # W1: DeletePolicy strips the action, keeps the alarm
+    assert "cpu-high keep no action" in out.stdout + out.stderr
+    put("blue", "blue-only", "blue-own")  # the operator's, on the now idle group
+    ok(fleet.bluegreen("deploy", "demo", "3.0"))
+    assert_scales("blue")
+    ok(fleet.bluegreen("rollback", "demo"))
+    assert_scales("green")
+    assert f"cpu-high--bluegreen-{group['blue']}" not in alarms()
+    ok(fleet.bluegreen("deploy", "demo", "3.0"))
+    assert_scales("blue")
+    assert {"cpu-high", "green-own", "blue-own"} <= set(alarms())
+    assert alarms()["blue-own"]["AlarmActions"] == [policy_arn("blue", "blue-only")]
+    assert alarms()["green-own"]["AlarmActions"] == [policy_arn("green", "green-only")]

@@ -32,7 +32,7 @@ IAM_NAME = {"list_objects_v2": "ListBucket"}
 def test_policy_grants_exactly_the_calls_the_deployer_makes():
     granted = granted_operations(POLICY)
     found = operations_in_deployer_code()
-    assert len(found) == 34
+    assert len(found) == 37
     assert granted == found
 
 
@@ -44,6 +44,8 @@ def test_mutations_are_limited_to_tagged_groups_and_retired_instances():
     # The state store: the lock and the journal beside the bundle (the default location), listing only there.
     assert statements["StateStoreLockAndJournal"]["Resource"] == "arn:aws:s3:::bluegreen-bootstrap/*.bluegreen/*"
     assert statements["StateStoreHistory"]["Condition"] == {"StringLike": {"s3:prefix": ["*.bluegreen/*"]}}
+    # W1: the tool writes and deletes only alarms named with its marker (deployer/alarms.py MARKER).
+    assert statements["CopyAndDeleteOnlyTheToolsAlarms"]["Resource"] == "arn:aws:cloudwatch:*:*:alarm:*--bluegreen-*"
     assert statements["TerminateOnlyRetiredInstances"]["Condition"] == {
         "Null": {"aws:ResourceTag/bluegreen:retired-from": "false"}}
     # Tag-then-terminate must not reach any instance of the account: only those a blue/green group launched

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -28,6 +29,28 @@ def test_a7_policies_with_the_same_name_belong_to_each_group(world):
     assert world.describe("green")["DesiredCapacity"] == 2
     assert world.asg.describe_policies(AutoScalingGroupName="blue")["ScalingPolicies"] == []
 
+
+
+def test_w1_delete_policy_strips_the_alarm_action_and_keeps_the_alarm(world):
+    cw = boto3.client("cloudwatch")
+    world.group("blue", desired=0)
+    world.group("green", desired=0)
+    for group in ("blue", "green"):
+        world.asg.put_scaling_policy(AutoScalingGroupName=group, PolicyName="out", PolicyType="StepScaling",
+                                     AdjustmentType="ChangeInCapacity",
+                                     StepAdjustments=[{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}])
+    arns = {p["AutoScalingGroupName"]: p["PolicyARN"] for p in world.asg.describe_policies()["ScalingPolicies"]}
+    topic = "arn:aws:sns:us-east-1:123456789012:pager"
+    for group in ("blue", "green"):
+        cw.put_metric_alarm(AlarmName=f"cpu-{group}", Namespace="AWS/EC2", MetricName="CPUUtilization",
+                            Statistic="Average", Period=60, EvaluationPeriods=2, Threshold=70,
+                            ComparisonOperator="GreaterThanThreshold", AlarmActions=[arns[group], topic],
+                            OKActions=[arns[group]],
+                            Dimensions=[{"Name": "AutoScalingGroupName", "Value": group}])
+    world.asg.delete_policy(AutoScalingGroupName="blue", PolicyName="out")
+    alarms = {a["AlarmName"]: a for a in cw.describe_alarms()["MetricAlarms"]}
+    assert (alarms["cpu-blue"]["AlarmActions"], alarms["cpu-blue"]["OKActions"]) == ([topic], [])
+    assert alarms["cpu-green"]["AlarmActions"] == [arns["green"], topic]
 
 def test_a7_scheduled_actions_with_the_same_name_belong_to_each_group(world):
     world.group("blue", desired=0)

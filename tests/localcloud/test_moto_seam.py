@@ -13,6 +13,7 @@ import inspect
 import pathlib
 import sys
 
+import boto3
 import pytest
 
 from localcloud.aws import moto_seam as seam
@@ -147,12 +148,17 @@ def _live_objects(world) -> list[object]:
     world.asg.put_scheduled_update_group_action(
         AutoScalingGroupName="blue", ScheduledActionName="night", DesiredCapacity=1,
         StartTime=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1))
+    boto3.client("cloudwatch").put_metric_alarm(
+        AlarmName="cpu", Namespace="AWS/EC2", MetricName="CPUUtilization", Statistic="Average", Period=60,
+        EvaluationPeriods=1, Threshold=70, ComparisonOperator="GreaterThanThreshold")
     (backend,) = world.cloud.state.backends
+    cloudwatch = seam.cloudwatch_backends[backend.account_id][backend.region_name]
     group = backend.autoscaling_groups["blue"]
     lb = backend.elb_backend.get_load_balancer("classic")
     return [group, group.instance_states[0], group.instance_states[0].instance, backend, backend.ec2_backend,
             backend.elbv2_backend, backend.elbv2_backend.target_groups[tg], lb, lb.listeners[0], lb.health_check,
-            *backend.lifecycle_hooks.values(), *backend.policies.values(), *backend.scheduled_actions.values()]
+            *backend.lifecycle_hooks.values(), *backend.policies.values(), *backend.scheduled_actions.values(),
+            cloudwatch, *cloudwatch.alarms.values()]
 
 
 def test_every_moto_attribute_the_layer_relies_on_exists_on_live_objects(world):

@@ -1,0 +1,94 @@
+"""deployer/alarms.py and the alarm steps of the plans (W1): pure planning, no AWS."""
+
+from deployer import plan
+from deployer.alarms import alarm_copies, alarm_deletions, copy_name, left_without_action
+from deployer.policies import policy_copies
+from tests.deployer.deployer_fixtures import NOW, ctx, group_record, ids, names, record_tag, snapshot
+
+ARN = "arn:aws:autoscaling:us-east-1:123456789012:scalingPolicy:{}:autoScalingGroupName/{}:policyName/out"
+OLD, NEW = ARN.format("1111", "demo-blue"), ARN.format("2222", "demo-green")
+TOPIC = "arn:aws:sns:us-east-1:123456789012:pager"
+
+
+def step_policy(arn, group):
+    return {"PolicyName": "out", "PolicyType": "StepScaling", "PolicyARN": arn, "AutoScalingGroupName": group,
+            "AdjustmentType": "ChangeInCapacity", "StepAdjustments": [{"ScalingAdjustment": 1}]}
+
+
+def alarm(name, group, actions, **extra):
+    return {"AlarmName": name, "AlarmArn": f"arn:aws:cloudwatch:us-east-1:123456789012:alarm:{name}",
+            "StateValue": "OK", "ActionsEnabled": True, "AlarmActions": list(actions), "OKActions": [],
+            "InsufficientDataActions": [], "MetricName": "CPUUtilization", "Namespace": "AWS/EC2",
+            "Statistic": "Average", "Dimensions": [{"Name": "AutoScalingGroupName", "Value": group}],
+            "Period": 60, "EvaluationPeriods": 2, "Threshold": 70.0, "ComparisonOperator": "GreaterThanThreshold",
+            "Metrics": [], **extra}
+
+
+def pair(green_policies=(), alarms=(), blue_tags=None):
+    blue = group_record("blue", (3, 3, 6), ids("b", 3), tags=blue_tags)
+    green = group_record("green", (0, 0, 0))
+    return snapshot(blue, green, {"blue": [step_policy(OLD, "demo-blue")], "green": list(green_policies)},
+                    {"blue": [], "green": []}, alarms=list(alarms))
+
+
+def test_an_alarm_of_a_step_policy_is_copied_with_its_dimension_and_actions_rewritten():
+    snap = pair([step_policy(NEW, "demo-green")], [alarm("cpu-high", "demo-blue", [OLD, TOPIC]),
+                                                   alarm("unrelated", "demo-blue", [TOPIC])])
+    (call,) = alarm_copies(snap, "blue", "green")
+    assert call.op == "PutMetricAlarm"
+    assert call.params["AlarmName"] == "cpu-high--bluegreen-demo-green"
+    assert call.params["AlarmActions"] == [NEW, TOPIC]
+    assert call.params["Dimensions"] == [{"Name": "AutoScalingGroupName", "Value": "demo-green"}]
+    assert "Metrics" not in call.params and "StateValue" not in call.params and "AlarmArn" not in call.params
+
+
+def test_a_metric_math_alarm_has_the_group_rewritten_in_every_query():
+    query = {"Id": "m1", "ReturnData": True, "MetricStat": {"Stat": "Sum", "Period": 60, "Metric": {
+        "Namespace": "App", "MetricName": "Errors", "Dimensions": [{"Name": "AutoScalingGroupName",
+                                                                     "Value": "demo-blue"}]}}}
+    math = alarm("errors", "demo-blue", [OLD], Metrics=[query], Dimensions=[])
+    snap = pair([step_policy(NEW, "demo-green")], [math])
+    (call,) = alarm_copies(snap, "blue", "green")
+    assert call.params["Metrics"][0]["MetricStat"]["Metric"]["Dimensions"] == [
+        {"Name": "AutoScalingGroupName", "Value": "demo-green"}]
+
+
+def test_a_copy_already_in_place_costs_no_call_and_a_copy_of_a_copy_is_named_from_the_original():
+    copy = alarm("cpu-high--bluegreen-demo-green", "demo-green", [NEW, TOPIC])
+    snap = pair([step_policy(NEW, "demo-green")], [alarm("cpu-high", "demo-blue", [OLD, TOPIC]), copy])
+    assert alarm_copies(snap, "blue", "green") == []
+    assert copy_name("cpu-high--bluegreen-demo-green", "demo-blue") == "cpu-high--bluegreen-demo-blue"
+
+
+def test_only_the_tools_copies_for_the_group_are_deleted_and_the_operators_alarms_are_named():
+    snap = pair([step_policy(NEW, "demo-green")], [
+        alarm("cpu-high", "demo-blue", [OLD]), alarm("own-green", "demo-green", [NEW]),
+        alarm("cpu-high--bluegreen-demo-green", "demo-green", [NEW]),
+        alarm("cpu-high--bluegreen-demo-blue", "demo-blue", [OLD])])
+    assert [c.params for c in alarm_deletions(snap, "green")] == [{"AlarmNames": ["cpu-high--bluegreen-demo-green"]}]
+    assert left_without_action(snap, "blue") == ["cpu-high"]
+
+
+def test_a_customized_target_tracking_metric_is_copied_watching_the_new_group():
+    tracking = {"PolicyName": "errors", "PolicyType": "TargetTrackingScaling", "TargetTrackingConfiguration": {
+        "TargetValue": 5.0, "CustomizedMetricSpecification": {
+            "MetricName": "Errors", "Namespace": "App", "Statistic": "Sum",
+            "Dimensions": [{"Name": "AutoScalingGroupName", "Value": "demo-blue"}]}}}
+    snap = snapshot(group_record("blue", (3, 3, 6), ids("b", 3)), group_record("green", (0, 0, 0)),
+                    {"blue": [tracking], "green": []}, {"blue": [], "green": []})
+    (call,) = policy_copies(snap, "blue", "green", NOW)
+    spec = call.params["TargetTrackingConfiguration"]["CustomizedMetricSpecification"]
+    assert spec["Dimensions"] == [{"Name": "AutoScalingGroupName", "Value": "demo-green"}]
+
+
+def test_deploy_plans_the_alarm_copies_once_the_new_policies_exist():
+    rec = record_tag("deploy", "policies")
+    before = pair([], [alarm("cpu-high", "demo-blue", [OLD])], blue_tags=rec)
+    steps = plan.plan_deploy(before, ctx(me="ci@builder:99"), "2.0")
+    at = names(steps).index("copy-policies")
+    assert names(steps)[at + 1] == "copy-alarms"
+    assert steps[at + 1].calls == () and steps[at + 1].needs == ("policies",)
+    after = pair([step_policy(NEW, "demo-green")], [alarm("cpu-high", "demo-blue", [OLD])], blue_tags=rec)
+    steps = plan.plan_deploy(after, ctx(me="ci@builder:99"), "2.0")
+    (copy,) = steps[names(steps).index("copy-alarms")].calls
+    assert copy.params["AlarmActions"] == [NEW]
