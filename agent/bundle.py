@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -99,14 +100,15 @@ class _Bytes(_Sink):
 
 
 # -- S3 readers -----------------------------------------------------------------------------------------------
-class Reader:
+class Reader(ABC):
     """What fetch needs of a reader: `copy(key, sink)` streams one object into a sink (sink.write(chunk)) or raises
-    BundleError; `bucket` names where for messages."""
+    BundleError; `bucket` names where for messages. SignedReader and UnsignedReader are the two."""
 
     bucket = ""
 
+    @abstractmethod
     def copy(self, key, sink):
-        raise NotImplementedError
+        """Stream s3://bucket/key into sink; BundleError naming the cause."""
 
     def read(self, key, limit=MANIFEST_MAX):
         sink = _Bytes(limit, f"s3://{self.bucket}/{key}")

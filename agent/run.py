@@ -7,7 +7,6 @@ pull leaves the running stack exactly as it was. A failure after that point on a
 hook engaged) puts the previous images and release back (audit F11).
 """
 
-import json
 import logging
 import os
 import time
@@ -20,7 +19,7 @@ from agent.contract import TAG_LIFECYCLE_HOOK, TAG_VERSION
 from agent.deadline import Clipped, Deadline
 from agent.errors import AgentError
 from agent.settings import HOOK_RE, local_number, resolve, tags_to_settings
-from agent.status import AgentLock, Status, previous_run_killed
+from agent.status import AgentLock, Status, previous_run_killed, read_status
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +100,14 @@ def run(clients, flags, config, workdir, environ, clock=time.monotonic):
     deadline = Deadline(local_number(config, "run_deadline"), clock)
     status = Status(workdir)
     with AgentLock(workdir):
-        killed = previous_run_killed(workdir)
+        last = read_status(workdir) or {}  # one read: how the previous run ended, and what it left to carry on
+        killed = previous_run_killed(last)
         if killed:
             # audit F25: status.json said "running" but no agent held the lock: SIGKILLed (TimeoutStopSec) or
             # the machine went down mid-run. Say so, here and in the new status.json.
             log.warning("the previous run (pid %s, started %s) was killed in step(s) %s", killed.get("pid"),
                         killed.get("started_at"), ", ".join(killed.get("in_progress") or []) or "(none)")
             status.update(previous_run=killed)
-        last = _last_status(status.path)
         # What served before this run (it still serves until `activate`), and the app images pulled before.
         status.update(served=last.get("served"), image_history=last.get("image_history") or [])
         status.begin()
@@ -153,14 +152,6 @@ def find_launch_hook(autoscaling, found, settings):
         log.info("lifecycle hook %s found with DescribeLifecycleHooks (no %s tag)", hook.name, TAG_LIFECYCLE_HOOK)
     return hook
 
-
-def _last_status(path):
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _run_locked(clients, flags, config, environ, status, deadline):

@@ -113,10 +113,10 @@ def read_status(workdir):
     return data if isinstance(data, dict) else None
 
 
-def previous_run_killed(workdir):
-    """Called with the lock held: a status.json still "running" was left by a run that died without finishing
-    (SIGKILL after TimeoutStopSec, a crash of the machine: audit F25). Returns what it was doing, or None."""
-    data = read_status(workdir)
+def previous_run_killed(data):
+    """Called with the lock held, with what read_status gave: a status.json still "running" was left by a run that
+    died without finishing (SIGKILL after TimeoutStopSec, a crash of the machine: audit F25). Returns what it was
+    doing, or None."""
     if not data or data.get("result") != "running":
         return None
     return {"result": RESULT_KILLED, "pid": data.get("pid"), "started_at": data.get("started_at"),
