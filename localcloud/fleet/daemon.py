@@ -38,7 +38,7 @@ TIME_SCALE = 0.2
 OUT_OF_REACH_HEALTH_INTERVAL = 300.0
 SERVICE = "demo"
 CAPACITY = 3
-VERSIONS = ("1.0", "2.0", "3.0")
+VERSIONS = ("1.0", "2.0", "3.0", "2.0-bad")  # 2.0-bad: healthy, but 500 on `/` (sampleapp.failing)
 UNHEALTHY_VERSIONS = ("3.0",)
 
 
