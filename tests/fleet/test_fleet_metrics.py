@@ -134,8 +134,8 @@ def state(cloudwatch, name):
 def test_an_alarm_written_for_aws_fires_when_the_served_version_answers_5xx(fleet):
     svc, cloudwatch, lb, supervisor, publisher = fleet
     wait(lambda: supervisor.routed_count() == 2, "both instances healthy and routed")
-    common = dict(Statistic="Sum", Period=60, EvaluationPeriods=1, Threshold=5,
-                  ComparisonOperator="GreaterThanOrEqualToThreshold", TreatMissingData="notBreaching")
+    common = {"Statistic": "Sum", "Period": 60, "EvaluationPeriods": 1, "Threshold": 5,
+              "ComparisonOperator": "GreaterThanOrEqualToThreshold", "TreatMissingData": "notBreaching"}
     # What an operator writes for an ALB: the load balancer's own dimension, its ARN's resource part.
     cloudwatch.put_metric_alarm(AlarmName="lb-5xx", Namespace="AWS/ApplicationELB",
                                 MetricName="HTTPCode_Target_5XX_Count", Dimensions=[
