@@ -171,13 +171,19 @@ def status(state, phase, now):
     return out
 
 
-def describe(spec, budget):
+# When the bake starts, per command: its deadline is this moment plus the bake's length.
+STARTS = {"deploy": "when the old instances have left the load balancers",
+          "canary": "when the canary instances are healthy"}
+
+
+def describe(spec, budget, command="deploy"):
     """One line for --dry-run: the bake, its deadline rule and what it watches."""
     alarms = f"alarms {', '.join(spec.alarms)} (ALARM fails it; OK and INSUFFICIENT_DATA do not)" \
         if spec.alarms else "no alarm"
-    return (f"bake {spec.seconds:g} s: deadline = when the old instances have left the load balancers + "
-            f"{spec.seconds:g} s, recorded in the state store; every {spec.poll_s:g} s it reads {alarms}, and the new "
-            f"fleet's target health (fails when short of its capacity healthy by more than {_budget_text(budget)})")
+    undo = "rolls back" if command == "deploy" else "removes the canary"
+    return (f"bake {spec.seconds:g} s: deadline = {STARTS[command]} + {spec.seconds:g} s, recorded in the state "
+            f"store; every {spec.poll_s:g} s it reads {alarms}, and the new instances' target health (short of their "
+            f"capacity healthy by more than {_budget_text(budget)}); a failure {undo} at once")
 
 
 def _budget_text(budget):
@@ -186,9 +192,9 @@ def _budget_text(budget):
     return f"{budget.percent:g}% of it, at least {budget.floor} (--max-replacements)"
 
 
-def dry_run_data(spec, budget):
+def dry_run_data(spec, budget, command="deploy"):
     return {"seconds": spec.seconds, "alarms": list(spec.alarms), "poll_s": spec.poll_s,
-            "deadline": f"when the old instances have left the load balancers + {spec.seconds:g} s",
+            "deadline": f"{STARTS[command]} + {spec.seconds:g} s",
             "budget": _budget_text(budget)}
 
 

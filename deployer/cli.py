@@ -491,8 +491,8 @@ class Cli:
             data = self.summary(service=a.service, dry_run=True, result="planned", plan=render.plan_data(planned))
             text = render.plan_text(title, planned)
             if self.bake is not None:
-                data["bake"] = bake_mod.dry_run_data(self.bake, runner.budget)
-                text += "\n" + bake_mod.describe(self.bake, runner.budget) + (
+                data["bake"] = bake_mod.dry_run_data(self.bake, runner.budget, a.command)
+                text += "\n" + bake_mod.describe(self.bake, runner.budget, a.command) + (
                     "; then finalize" if getattr(a, "finalize", False) else "")
             return data, text
         log.info("%s: start (poll every %gs, each wait at most %gs)", title, a.poll_interval, a.timeout)

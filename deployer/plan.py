@@ -527,7 +527,7 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED, reason=None):
         # Rollback is the escape hatch: it takes over any other operation; that holder stops at its next step.
         phase = None
         record = rec.moved(action="rollback", phase="restore", started=ctx.stamp, holder=ctx.me, bake=None,
-                           reason=reason)
+                           reason=reason or rec.reason)
     live = rec.live
     old, new = snap.groups[live], snap.groups[other(live)]
     standby_now = old.in_state("Standby", "EnteringStandby")

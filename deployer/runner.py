@@ -267,6 +267,7 @@ class Runner:
         """A failed bake: `bluegreen rollback`'s steps at once, in this process, which still holds the lock."""
         log.info("rolling back: %s", exc)
         try:
+            self._stamp_watched(reason=exc.reason)  # first: a rollback refused before its lock still knows why
             snap = self._loop(lambda snap, ctx: rollback(snap, ctx, reason=exc.reason))
         except (BlueGreenError, BotoCoreError, ClientError) as undone:
             self._park()
@@ -276,8 +277,9 @@ class Runner:
         live = rec.live if rec is not None else snap.live
         if live is None:
             raise RolledBack(f"rolled back: {exc}", exc) from exc
+        settled = self.stage_s[EVENT_SETTLED] is not None  # not with --wait restored: `rollback` settles it
         where = (f"{snap.groups[live].name} serves again and {snap.groups[other(live)].name} is "
-                 + ("back to 0" if rec is None else "out of the load balancers (rerun `bluegreen rollback` to settle)"))
+                 + ("back to 0" if settled else "out of the load balancers (rerun `bluegreen rollback` to settle)"))
         raise RolledBack(f"rolled back: {exc}; {where}", exc) from exc
 
     def _undo(self, step):
@@ -541,14 +543,16 @@ class Runner:
             self._call(step.then, snap)
         self.executed.append(step.name)
 
-    def _stamp_watched(self):
+    def _stamp_watched(self, reason=None):
         """The watcher's stamp in the record, written as the lease renewal (If-Match: a holder displaced by
-        `rollback` or `finalize` learns it here and stops)."""
+        `rollback` or `finalize` learns it here and stops); with `reason`, why the bake failed."""
         if self.store is None or not self.locked:
             return
         op = dict(self.store.lease.doc.get("operation") or {})
         if op.get("bake"):
             op["bake"] = dict(op["bake"], watched=bake.stamp(self.context().now))
+        if reason:
+            op["reason"] = reason
         self.store.write(op)
 
     def _poll(self, step):
