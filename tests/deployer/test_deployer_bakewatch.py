@@ -234,6 +234,16 @@ def test_a_bake_killed_is_resumed_by_the_same_command_until_the_recorded_deadlin
     assert until <= ended
 
 
+def test_killed_after_a_passed_bake_before_finalize_the_rerun_finalizes(make_harness):
+    fleet = baking(make_harness)
+    args = ("deploy", "demo", "2.0", "--bake", "200", "--finalize")
+    expect_exit(fleet.bluegreen(*args, crash_at="lock:2", me="ci@runner:1"), -9)  # finalize's lock
+    assert operation(fleet)["phase"] == "flipped"
+    assert "baked" in [p[0] for p in lock(fleet)["phases"]]
+    expect_exit(fleet.bluegreen(*args), 0)
+    fleet.assert_serving_only("green", 3, "2.0")
+
+
 def test_an_alarm_during_the_resumed_bake_still_rolls_back(make_harness):
     fleet = baking(make_harness)
     put_alarm(fleet)
