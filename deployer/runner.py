@@ -225,7 +225,8 @@ class Runner:
         me = self.context().me
         if rec is None:
             raise ConflictError(f"the operation record on {self.service} was removed by another command (a rollback "
-                                "that has already finished, or --force-unlock); stopping here")
+                                "or a finalize, which may end a bake, that has already finished, or --force-unlock); "
+                                "stopping here")
         if rec.holder != me:
             raise ConflictError(f"the operation on {self.service} was taken over by {rec.action} by {rec.holder}; "
                                 "stopping here")

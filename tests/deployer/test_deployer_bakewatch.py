@@ -279,3 +279,13 @@ def test_rollback_or_finalize_ends_a_bake(make_harness, command):
         rolled_back_to_blue(fleet)
     else:
         fleet.assert_serving_only("green", 3, "2.0")
+
+
+def test_a_finalize_while_the_watcher_runs_ends_the_bake_and_the_watcher_stops(make_harness):
+    fleet = baking(make_harness)
+    ended = []
+    once_baking(fleet, 30, lambda: ended.append(fleet.bluegreen("finalize", "demo")))
+    out = fleet.bluegreen("deploy", "demo", "2.0", "--bake", "300")
+    expect_exit(out, 3, "removed by another command")
+    expect_exit(ended[0], 0)
+    fleet.assert_serving_only("green", 3, "2.0")
