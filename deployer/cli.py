@@ -26,10 +26,11 @@ from botocore.exceptions import BotoCoreError
 
 from agent import contract
 
+from . import bake as bake_mod
 from . import bootstrap, doctor, plan, preflight, render, steps, userdata
 from . import store as store_mod
 from .aws import CallCounter, DeployerAws, translate
-from .errors import Aborted, BlueGreenError, UsageError
+from .errors import Aborted, BlueGreenError, RolledBack, UsageError
 from .health import ReplacementBudget
 from .model import TAG_OPERATION, check_version, other, pair_from_describe
 from .runner import Runner, observe
@@ -101,6 +102,18 @@ def replacement_budget(text):
         raise argparse.ArgumentTypeError("must be a count (0, 3) or a percentage of the capacity (10%)") from None
 
 
+def add_bake_flags(parser, finalize):
+    parser.add_argument("--bake", type=positive_float, metavar="SECONDS",
+                        help="after the flip (canary: once healthy), watch the alarms and the new fleet's health for "
+                             "SECONDS; an alarm in ALARM or a fleet short of healthy capacity beyond the replacement "
+                             "budget " + ("rolls back at once (exit 1)" if finalize else "removes the canary (exit 1)"))
+    parser.add_argument("--alarm", action="append", default=[], metavar="NAME",
+                        help=f"a CloudWatch alarm the bake watches (repeatable; with the groups' {contract.TAG_ALARMS} "
+                             "tag, the union)")
+    if finalize:
+        parser.add_argument("--finalize", action="store_true", help="finalize once the bake has passed")
+
+
 MAX_REPLACEMENTS_HELP = ("new instances that may fail and be replaced during the launch wait before the deploy "
                          "aborts: a count or N%% of the capacity (default: 10%%, at least 2; 0 aborts on the first)")
 
@@ -159,6 +172,7 @@ def build_parser():
     p.add_argument("service")
     p.add_argument("version")
     p.add_argument("--max-replacements", type=replacement_budget, metavar="N|N%", help=MAX_REPLACEMENTS_HELP)
+    add_bake_flags(p, finalize=True)
     p = add("rollback", "return the old group to service, then empty the new one (from any phase)",
             [common, mutating, stateful, undoing])
     p.add_argument("service")
@@ -170,6 +184,7 @@ def build_parser():
     p.add_argument("version")
     p.add_argument("--count", type=positive_int, default=1, help="canary instances (default 1)")
     p.add_argument("--max-replacements", type=replacement_budget, metavar="N|N%", help=MAX_REPLACEMENTS_HELP)
+    add_bake_flags(p, finalize=False)
     p = add("doctor", "check a pair read-only: every pre-flight check with its fix, and the expected times "
             "(exit 0 nothing fails, 1 a check fails)", [common, stateful, checked])
     p.add_argument("service")
@@ -288,6 +303,7 @@ class Cli:
         if self.ecr is not None:
             self.counter.attach(self.ecr)
         self.started = time.monotonic()
+        self.bake = None  # bake.Bake: what deploy or canary --bake asked for, checked before anything changes
 
     def summary(self, **fields):
         out = {"schema_version": contract.SCHEMA_VERSION, "command": self.args.command,
@@ -316,7 +332,7 @@ class Cli:
     def status(self):
         store = self.store()
         snap = observe(self.aws, self.args.service, health_of=("blue", "green"), store=store)
-        data = render.status_data(snap)
+        data = render.status_data(snap, now=self.seams.now())
         return data, render.status_text(data)
 
     def history(self):
@@ -419,6 +435,28 @@ class Cli:
                 return
         preflight.refuse(a.service, a.command,
                          preflight.refusal_checks(facts, a.version, resuming, max_drain=a.max_drain))
+        self.bake = self.bake_for(facts.snap, store, resuming)
+
+    def bake_for(self, snap, store, resuming):
+        """The bake asked for (bake.Bake) or None, refused before anything changes when it cannot work (bake.refuse:
+        an unknown alarm, one already in ALARM, a bake too short for the slowest). A rerun of an operation that
+        recorded its bake goes on with the recorded one: no refusal, its alarm may be the reason to roll back."""
+        a = self.args
+        if a.bake is None:
+            return None
+        if store is None:
+            raise UsageError(f"--bake needs a state store for {a.service} (its deadline and alarms are recorded "
+                             f"there, for a rerun to resume): set the groups' {contract.TAG_STATE} tag, or --state / "
+                             "BLUEGREEN_STATE")
+        if resuming is not None and resuming.bake:
+            recorded = bake_mod.Bake.from_state(resuming.bake)
+            if (recorded.seconds, recorded.alarms) != (a.bake, tuple(bake_mod.alarm_names(a.alarm, snap.groups))):
+                log.info("the %s of %s in progress recorded its bake (%g s, alarms %s): going on with that one",
+                         a.command, a.version, recorded.seconds, ", ".join(recorded.alarms) or "none")
+            return recorded
+        names = bake_mod.alarm_names(a.alarm, snap.groups)
+        bake_mod.refuse(a.bake, names, self.aws.describe_named_alarms(names) if names else [])
+        return bake_mod.Bake(a.bake, tuple(names), a.poll_interval)
 
     def doctor(self):
         facts = self.facts(self.store(), version=preflight.LAUNCH_VERSION)
@@ -428,8 +466,10 @@ class Cli:
     def planner(self):
         a = self.args
         launch = getattr(self, "launch", None)
-        planners = {"deploy": lambda: partial(plan.plan_deploy, version=a.version, launch=launch),
-                    "canary": lambda: partial(plan.plan_canary, version=a.version, count=a.count, launch=launch),
+        baking = {"bake": self.bake} if self.bake is not None else {}
+        planners = {"deploy": lambda: partial(plan.plan_deploy, version=a.version, launch=launch, **baking),
+                    "canary": lambda: partial(plan.plan_canary, version=a.version, count=a.count, launch=launch,
+                                              **baking),
                     "rollback": lambda: partial(plan.plan_rollback, wait=a.wait),
                     "finalize": lambda: plan.plan_finalize}
         return planners[a.command]()
@@ -449,13 +489,25 @@ class Cli:
         if a.dry_run:
             planned = runner.plan(self.planner())
             data = self.summary(service=a.service, dry_run=True, result="planned", plan=render.plan_data(planned))
-            return data, render.plan_text(title, planned)
+            text = render.plan_text(title, planned)
+            if self.bake is not None:
+                data["bake"] = bake_mod.dry_run_data(self.bake, runner.budget, a.command)
+                text += "\n" + bake_mod.describe(self.bake, runner.budget, a.command) + (
+                    "; then finalize" if getattr(a, "finalize", False) else "")
+            return data, text
         log.info("%s: start (poll every %gs, each wait at most %gs)", title, a.poll_interval, a.timeout)
         abort = partial(plan.plan_abort, wait=a.wait) if a.command in ("deploy", "canary") else None
+        rollback = partial(plan.plan_rollback, wait=a.wait) if a.command == "deploy" else None
         try:
-            snap = runner.run(self.planner(), abort=abort)
+            snap = runner.run(self.planner(), abort=abort, rollback=rollback)
+            if getattr(a, "finalize", False):
+                # --finalize: the bake passed (or the deploy had already flipped): finalize now, in this process.
+                log.info("%s: finalize", title)
+                snap = runner.run(plan.plan_finalize)
         except Aborted as exc:
             raise Aborted(f"{title} {exc}", exc.cause) from exc.cause
+        except RolledBack as exc:
+            raise RolledBack(f"{title} {exc}", exc.cause) from exc.cause
         final = observe(self.aws, a.service, health_of=(snap.live,) if snap.live else (), store=store)
         data = self.summary(service=a.service, result="done", steps=runner.executed,
                             status=render.status_data(final), journal=runner.journal_key, **self.stages())
@@ -474,6 +526,8 @@ class Cli:
         live = snap.live
         rec = snap.record
         note = "" if executed else " (already done: nothing to change)"
+        if a.command == "deploy" and getattr(a, "finalize", False):
+            return f"{title}: done{note}; baked and finalized: {snap.groups[live].name} is live"
         if a.command == "deploy":
             old = snap.groups[other(live)]
             waiting = len(old.in_state("Standby", "EnteringStandby"))
@@ -524,6 +578,9 @@ def main(argv=None, environ=None, seams=None):
     try:
         if args.command in ("deploy", "canary"):
             check_version(args.version)
+            if args.bake is None and (args.alarm or getattr(args, "finalize", False)):
+                raise UsageError("--alarm and --finalize need --bake SECONDS: alarms are watched, and finalize "
+                                 "follows, only during a bake")
             if args.bootstrap:
                 args.bootstrap = bootstrap.canonical_url(args.bootstrap)
         if args.command not in ("status", "history", "push-bootstrap", "doctor"):

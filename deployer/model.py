@@ -137,6 +137,12 @@ class Record:
     # tags, written in the same call as its version, are the record. Not compared: the tag mirror lacks them.
     digest: str | None = field(default=None, compare=False)
     bootstrap: str | None = field(default=None, compare=False)
+    # The bake (bake.py, issue 12): {"seconds", "alarms", "poll_s"} from the start of a deploy or canary asked to
+    # bake, "until" (its absolute deadline) once it starts, "watched" (the watcher's last poll). `reason`: why a
+    # rollback or abort started on its own ("alarm NAME", "unhealthy i-..."). In the state store's record only
+    # (--bake needs a store): the tag mirror lacks them, so they are not compared either.
+    bake: dict | None = field(default=None, compare=False)
+    reason: str | None = field(default=None, compare=False)
 
     def encode(self):
         value = (f"action={self.action};phase={self.phase};version={self.version};live={self.live};"
@@ -166,18 +172,21 @@ class Record:
     def from_state(cls, op, holder):
         """From the state store's `operation` (store.py)."""
         return cls(op["action"], op["phase"], op.get("version", ""), op["live"], op.get("started", ""), holder,
-                   digest=op.get("digest"), bootstrap=op.get("bootstrap"))
+                   digest=op.get("digest"), bootstrap=op.get("bootstrap"), bake=op.get("bake"),
+                   reason=op.get("reason"))
 
     def as_state(self):
         out = {"action": self.action, "phase": self.phase, "version": self.version, "live": self.live,
                "started": self.started}
         # "" is recorded too: resolved as none (the registry could not be asked; no bundle tag), not to resolve again.
         out.update({k: v for k, v in (("digest", self.digest), ("bootstrap", self.bootstrap)) if v is not None})
+        out.update({k: v for k, v in (("bake", self.bake), ("reason", self.reason)) if v})
         return out
 
     def as_json(self):
         return {"action": self.action, "phase": self.phase, "version": self.version, "live": self.live,
-                "started": self.started, "holder": self.holder, "digest": self.digest, "bootstrap": self.bootstrap}
+                "started": self.started, "holder": self.holder, "digest": self.digest, "bootstrap": self.bootstrap,
+                "bake": self.bake, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -283,7 +292,7 @@ class Snapshot:
         """The color the load balancer should be serving, or None when that cannot be told."""
         rec = self.record
         if rec is not None:
-            flipped = (rec.action == "deploy" and rec.phase in ("flip", "flipped")) or rec.action == "finalize"
+            flipped = (rec.action == "deploy" and rec.phase in ("flip", "flipped", "bake")) or rec.action == "finalize"
             return other(rec.live) if flipped else rec.live
         running = [c for c in COLORS if self.groups[c].desired > 0]
         return running[0] if len(running) == 1 else None

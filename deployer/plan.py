@@ -16,16 +16,21 @@ from agent.contract import (
     ACTION_CANARY,
     ACTION_DEPLOY,
     EVENT_ABORTED,
+    EVENT_BAKED,
     EVENT_FINALIZED,
     EVENT_ROLLED_BACK,
     EVENT_SETTLED,
+    PHASE_BAKE,
+    PHASE_FLIPPED,
     PHASE_RESTORED,
+    PHASE_SERVING,
     PHASES,
     REGISTRY,
     TAG_BOOTSTRAP,
     TAG_DIGEST,
 )
 
+from . import bake as bake_mod
 from .alarms import alarm_copies, alarm_deletions, left_without_action
 from .errors import ConflictError, UsageError
 from .health import (
@@ -46,11 +51,13 @@ from .policies import policy_copies, policy_deletions
 from .schedule import apply_action, missed_action, parse_stamp
 from .steps import (
     ABORT,
+    ROLLBACK,
     TERMINATE_BATCH,
     Call,
     CallStep,
     LockStep,
     UnlockStep,
+    bake_step,
     batch_label,
     batches,
     clear_record,
@@ -95,6 +102,8 @@ def next_command(service, rec):
         return f"bluegreen {rec.action} {service}"
     if rec.action == "deploy" and rec.phase == "flipped":
         return f"bluegreen finalize {service}"
+    if rec.action == "canary" and rec.phase == PHASE_BAKE:
+        return f"bluegreen canary {service} {rec.version}"
     return f"bluegreen deploy {service} {rec.version}"
 
 
@@ -211,7 +220,29 @@ def _set_version_steps(new, version, digest, bootstrap):
 DEPLOY_PHASES = PHASES[ACTION_DEPLOY]
 
 
-def plan_deploy(snap, ctx, version, launch=None):
+def _bake_steps(snap, ctx, record, color, on_failure, after):
+    """The bake (bake.py), for a record in phase bake: its deadline recorded first when it has none yet (the flip
+    just completed: SECONDS from now), then the watch until it, which records EVENT_BAKED and phase `after`."""
+    spec = record.bake
+    until = bake_mod.deadline(spec, ctx.now)
+    steps = []
+    if not spec.get("until"):
+        record = record.moved(bake=dict(spec, until=until))
+        steps.append(CallStep("start-bake", f"record the bake's deadline {until} ({spec['seconds']:g} s from now)",
+                              (write_record(snap, record),)))
+    group = snap.groups[color]
+    alarms = spec.get("alarms") or []
+    what = f"alarms {', '.join(alarms)} and " if alarms else ""
+    undo = "roll back" if on_failure == ROLLBACK else "remove the canary"
+    steps.append(bake_step(snap, "bake", f"watch {what}the health of {group.name} until {until}; {undo} on an alarm "
+                           "in ALARM or a fleet short of healthy capacity", color, bake_mod.BAKE, until, alarms,
+                           then=write_record(snap, record.moved(phase=after), event=EVENT_BAKED),
+                           on_failure=on_failure))
+    return steps
+
+
+def plan_deploy(snap, ctx, version, launch=None, bake=None):
+    """`bake` (bake.Bake): watch after the flip; recorded when the deploy starts, so a rerun bakes as asked first."""
     rec = snap.record
     if rec is None or (rec.action == "canary" and rec.version == version):
         if rec is not None:
@@ -223,18 +254,25 @@ def plan_deploy(snap, ctx, version, launch=None):
         live, phase = rec.live, rec.phase
     else:
         raise ConflictError(lock_message(snap, rec))
-    if phase == "flipped":
+    if phase == PHASE_FLIPPED:
         return []
     old, new = snap.groups[live], snap.groups[other(live)]
     digest, bootstrap = launch_values(rec, new, version, launch)
     steps = []
+    if phase == PHASE_BAKE:
+        record = rec.moved(holder=ctx.me)
+        return _lock_steps(snap, rec, record) + _bake_steps(snap, ctx, record, new.color, ROLLBACK, PHASE_FLIPPED)
     if phase is None:
         record = _launch_record(Record("deploy", "launch", version, live, ctx.stamp, ctx.me), digest, bootstrap)
+        if bake is not None:
+            record = record.moved(bake=bake.as_state())
         saved = {"sizes": list(old.sizes), "suspended": [p for p in HOLD_PROCESSES if p in old.suspended]}
         steps += _lock_steps(snap, None, record, saved)
         sizes = old.sizes
     else:
         record = rec.moved(holder=ctx.me)
+        if record.bake is None and bake is not None:
+            record = record.moved(bake=bake.as_state())  # asked on a rerun before the flip: kept from its next write
         steps += _lock_steps(snap, rec, record)
         sizes = snap.saved[0] if snap.saved else old.sizes
     at = DEPLOY_PHASES.index(phase) if phase else 0
@@ -282,7 +320,8 @@ def plan_deploy(snap, ctx, version, launch=None):
             steps.append(CallStep("mark-flip", "record phase flip", mark))
         steps.append(wait_step(snap, "wait-deregistered", f"wait until {old.name}'s instances have left the load "
                                "balancers (draining is enough: they keep running in Standby, E2)", live, DEREGISTERED,
-                               then=write_record(snap, record.moved(phase="flipped"))))
+                               then=write_record(snap, record.moved(phase=PHASE_BAKE if record.bake
+                                                                     else PHASE_FLIPPED))))
     return steps
 
 
@@ -322,7 +361,7 @@ def _standby_gate(old, new, version, snap, resumed):
 # ---- canary ------------------------------------------------------------------------------------------
 
 
-def plan_canary(snap, ctx, version, count, launch=None):
+def plan_canary(snap, ctx, version, count, launch=None, bake=None):
     rec = snap.record
     if rec is None:
         live, phase = _live_or_conflict(snap), None
@@ -335,6 +374,8 @@ def plan_canary(snap, ctx, version, count, launch=None):
     digest, bootstrap = launch_values(rec, new, version, launch)
     record = (_launch_record(Record("canary", "launch", version, live, ctx.stamp, ctx.me), digest, bootstrap)
               if rec is None else rec.moved(holder=ctx.me))
+    if record.bake is None and bake is not None and phase != PHASE_SERVING:
+        record = record.moved(bake=bake.as_state())
     steps = _lock_steps(snap, rec, record)
     steps += _scaled_in_steps(snap, new)
     steps += _set_version_steps(new, version, digest, bootstrap)
@@ -342,13 +383,19 @@ def plan_canary(snap, ctx, version, count, launch=None):
     resize = new.sizes != want
     if resize:
         calls = (set_sizes(new, want),)
-        if phase == "serving":
-            calls = (write_record(snap, record.moved(phase="launch")),) + calls
+        if phase in (PHASE_SERVING, PHASE_BAKE):
+            # Launching again: a bake in progress starts over once the new count is healthy.
+            record = record.moved(phase="launch", bake=dict(record.bake, until=None) if record.bake else None)
+            calls = (write_record(snap, record),) + calls
         steps.append(CallStep("size-canary", f"give {new.name} {count} instance(s) of {version}", calls))
-    if resize or phase != "serving":
+    if resize or phase not in (PHASE_SERVING, PHASE_BAKE):
+        # A canary that bakes (bake.py) is serving once the bake passed; a failed bake aborts it (ABORT).
+        after = PHASE_BAKE if record.bake else PHASE_SERVING
         steps.append(wait_step(snap, "wait-canary-healthy", f"wait until {count} canary instance(s) of {new.name} are "
-                               "healthy", new.color, HEALTHY, then=write_record(snap, record.moved(phase="serving")),
+                               "healthy", new.color, HEALTHY, then=write_record(snap, record.moved(phase=after)),
                                on_failure=ABORT))
+    elif phase == PHASE_BAKE:
+        steps += _bake_steps(snap, ctx, record, new.color, ABORT, PHASE_SERVING)
     return steps
 
 
@@ -457,7 +504,9 @@ def _holds_schedule(snap):
     return snap.saved is not None and "ScheduledActions" not in snap.saved[1]
 
 
-def plan_rollback(snap, ctx, wait=EVENT_SETTLED):
+def plan_rollback(snap, ctx, wait=EVENT_SETTLED, reason=None):
+    """`reason`: why a rollback the deploy started on its own runs ("alarm NAME", "unhealthy i-..."), recorded
+    in the operation record (and so in the journal)."""
     rec = snap.record
     facts = False
     if rec is None:
@@ -477,7 +526,8 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED):
     else:
         # Rollback is the escape hatch: it takes over any other operation; that holder stops at its next step.
         phase = None
-        record = rec.moved(action="rollback", phase="restore", started=ctx.stamp, holder=ctx.me)
+        record = rec.moved(action="rollback", phase="restore", started=ctx.stamp, holder=ctx.me, bake=None,
+                           reason=reason or rec.reason)
     live = rec.live
     old, new = snap.groups[live], snap.groups[other(live)]
     standby_now = old.in_state("Standby", "EnteringStandby")
@@ -579,9 +629,10 @@ def plan_finalize(snap, ctx):
         if idle is not None and idle.sizes == (0, 0, 0) and not idle.instances:
             return []
         raise ConflictError(f"no flipped deploy on {snap.service} to finalize")
-    if rec.action == "deploy" and rec.phase == "flipped":
+    if rec.action == "deploy" and rec.phase in (PHASE_FLIPPED, PHASE_BAKE):
+        # During a bake too: finalize ends it (its watcher, if still running, stops at its next poll).
         phase = None
-        record = rec.moved(action="finalize", phase="drain", started=ctx.stamp, holder=ctx.me)
+        record = rec.moved(action="finalize", phase="drain", started=ctx.stamp, holder=ctx.me, bake=None)
     elif rec.action == "finalize":
         _resume_check(snap, rec, ctx)
         phase = rec.phase
