@@ -35,6 +35,7 @@ CREDENTIAL_CODES = {"ExpiredToken", "ExpiredTokenException", "InvalidClientToken
                     "AuthFailure", "SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied",
                     "AccessDeniedException", "UnauthorizedOperation"}
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+ALARM_NAMES_MAX = 100  # DescribeAlarms: at most 100 AlarmNames a call
 # How long `_call` keeps retrying ScalingActivityInProgress (AWS seconds), and its backoff's cap.
 SCALING_RETRY_S = 60.0
 SCALING_BACKOFF_CAP_S = 10.0
@@ -173,11 +174,18 @@ class DeployerAws:
     def describe_policies(self, group_name):
         return self._pages(self.asg, "describe_policies", "ScalingPolicies", AutoScalingGroupName=group_name)
 
-    def describe_alarms(self):
-        """Every metric alarm of the Region: which of them act on a group's policies is in their actions (W1)."""
+    def describe_alarms(self, names):
+        """The metric alarms named `names` (those that exist), never the whole Region: the callers take the names
+        from the policies' own `Alarms` (DescribePolicies) and the operation record (W1). AlarmNames takes at
+        most 100 names a call."""
         if self.cloudwatch is None:
             raise AwsError("DescribeAlarms: internal error: no CloudWatch client was made")
-        return self._pages(self.cloudwatch, "describe_alarms", "MetricAlarms", AlarmTypes=["MetricAlarm"])
+        names = sorted(set(names))
+        out = []
+        for i in range(0, len(names), ALARM_NAMES_MAX):
+            out += self._pages(self.cloudwatch, "describe_alarms", "MetricAlarms", AlarmTypes=["MetricAlarm"],
+                               AlarmNames=names[i:i + ALARM_NAMES_MAX])
+        return out
 
     def describe_scheduled_actions(self, group_name):
         return self._pages(self.asg, "describe_scheduled_actions", "ScheduledUpdateGroupActions",

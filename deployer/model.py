@@ -247,6 +247,14 @@ class Snapshot:
         return tuple(self.stored.operation.get("detached", ()))
 
     @property
+    def created(self):
+        """What the operation's deploy created, as the state store lists it ([kind, group, name], steps.RecordWrite);
+        empty without a store (the names' marker alone then tells the tool's copies, alarms.py)."""
+        if not self.from_store or not self.stored.operation:
+            return ()
+        return tuple(tuple(c) for c in self.stored.operation.get("created", ()))
+
+    @property
     def lease_live(self):
         """Whether the recorded holder's lease is live by S3's clock (always, without a store: today's rule)."""
         return self.stored.lease_live if self.from_store else True

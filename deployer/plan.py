@@ -42,7 +42,7 @@ from .health import (
     leaving,
 )
 from .model import HOLD_PROCESSES, TAG_RETIRED_FROM, TAG_VERSION, Record, other
-from .policies import policy_copies, policy_deletions
+from .policies import created_names, policy_copies, policy_deletions
 from .schedule import apply_action, missed_action, parse_stamp
 from .steps import (
     ABORT,
@@ -62,14 +62,22 @@ from .steps import (
 )
 
 
-def _policy_step(name, summary, calls_fn, snap):
+def _policy_step(name, summary, calls_fn, snap, record=None):
+    """A step of policy, scheduled-action or alarm calls. `record`: the operation's record, for a step that creates:
+    with a state store what it creates is recorded first (steps.RecordWrite.created), so a crash between the write
+    and the calls leaves the record naming at most a copy that does not exist yet, never a copy it does not name."""
     if not snap.has("policies"):
         return [CallStep(name, summary + " (planned once the policies are read)", needs=("policies",))]
-    calls = calls_fn()
-    return [CallStep(name, summary, tuple(calls))] if calls else []
+    calls = tuple(calls_fn())
+    if not calls:
+        return []
+    created = [c for c in created_names(calls) if tuple(c) not in snap.created]
+    if record is not None and snap.store_url and created:
+        calls = (write_record(snap, record, created=created),) + calls
+    return [CallStep(name, summary, calls)]
 
 
-def _alarm_copy_step(snap, src, dst, now):
+def _alarm_copy_step(snap, src, dst, now, record=None):
     """W1: the alarms of src's step and simple policies, copied for dst once dst has those policies."""
     summary = (f"copy the alarms of {snap.groups[src].name}'s step and simple policies to {snap.groups[dst].name} "
                "(dimension and actions rewritten, W1)")
@@ -77,7 +85,7 @@ def _alarm_copy_step(snap, src, dst, now):
         # The copies' actions name the new policies' ARNs, which exist only after copy-policies ran.
         return [CallStep("copy-alarms", summary + " (planned once the copied policies are read)",
                          needs=("policies",))]
-    return _policy_step("copy-alarms", summary, lambda: alarm_copies(snap, src, dst), snap)
+    return _policy_step("copy-alarms", summary, lambda: alarm_copies(snap, src, dst), snap, record)
 
 
 def _orphan_note(snap, color):
@@ -249,10 +257,11 @@ def plan_deploy(snap, ctx, version, launch=None):
                                "are InService and healthy in every load balancer", new.color, HEALTHY,
                                then=write_record(snap, record.moved(phase="policies")), on_failure=ABORT))
     if at <= 1:
+        copying = record.moved(phase="policies")
         steps += _policy_step("copy-policies",
                               f"copy scaling policies and scheduled actions of {old.name} to {new.name} (A7)",
-                              lambda: policy_copies(snap, live, new.color, ctx.now), snap)
-        steps += _alarm_copy_step(snap, live, new.color, ctx.now)
+                              lambda: policy_copies(snap, live, new.color, ctx.now), snap, copying)
+        steps += _alarm_copy_step(snap, live, new.color, ctx.now, copying)
         hold = [p for p in HOLD_PROCESSES if p not in old.suspended]
         if hold:
             steps.append(CallStep("suspend", f"suspend {', '.join(hold)} on {old.name} so no scale-out launches old "
@@ -563,7 +572,7 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED):
     steps += _policy_step("remove-copied-alarms", f"delete the alarms copied for {new.name} (W1)",
                           lambda: alarm_deletions(snap, new.color), snap)
     steps += _policy_step("remove-copied-policies", f"remove from {new.name} the policies copied from {old.name}",
-                          lambda: policy_deletions(snap, new.color, only_names_of=live), snap)
+                          lambda: policy_deletions(snap, new.color, copies_only=True), snap)
     steps.append(UnlockStep("unlock", "clear the operation record", (clear_record(snap, live, EVENT_ROLLED_BACK),)))
     return steps
 

@@ -284,6 +284,8 @@ STATE: dict[type, dict[str, type | None]] = {
     FakeScalingPolicy: {
         "name": str, "arn": str, "auto_scaling_group_name": str, "policy_type": str, "adjustment_type": str,
         "scaling_adjustment": None,
+        # W1 (asg_catalog._link_alarms): the layer writes `alarms` at every DescribePolicies (moto has none; its
+        # serializer reports it as Alarms because the botocore shape names it)
     },
     FakeScheduledAction: {
         "scheduled_action_name": str, "auto_scaling_group_name": str, "start_time": None, "recurrence": None,
@@ -291,7 +293,8 @@ STATE: dict[type, dict[str, type | None]] = {
     },
     # W1 (asg_catalog.delete_policy): the alarms, by name, and the action lists DeletePolicy strips.
     CloudWatchBackend: {"alarms": dict},
-    Alarm: {"alarm_actions": list, "ok_actions": list, "insufficient_data_actions": list},
+    Alarm: {"alarm_actions": list, "ok_actions": list, "insufficient_data_actions": list,
+            "name": str, "alarm_arn": str},  # W1: a policy's Alarms (asg_catalog._link_alarms)
     # Response classes: properties, present only on an instance serving a request; checked on the class.
     AutoScalingResponse: {"autoscaling_backend": property},
     ELBResponse: {"elb_backend": property},
