@@ -20,10 +20,23 @@ POLICY_KEYS = {
 }
 SCHEDULED_KEYS = ("Recurrence", "MinSize", "MaxSize", "DesiredCapacity", "TimeZone", "EndTime")
 
+def _pruned(value):
+    """`value` without empty members: a describe answer may carry `Dimensions: []` beside `Metrics` in a customized
+    metric (moto does), and whether PutScalingPolicy accepts both at once is unverified, so the copy names neither
+    empty part."""
+    if isinstance(value, dict):
+        return {k: _pruned(v) for k, v in value.items() if v not in (None, {}, [])}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value
+
+
 def _policy_params(pol, group_name, name=None):
     kind = pol.get("PolicyType") or "SimpleScaling"
     params = {"AutoScalingGroupName": group_name, "PolicyName": name or pol["PolicyName"], "PolicyType": kind}
     params.update({k: pol[k] for k in POLICY_KEYS.get(kind, ()) + ("Enabled",) if pol.get(k) not in (None, {}, [])})
+    if "TargetTrackingConfiguration" in params:
+        params["TargetTrackingConfiguration"] = _pruned(params["TargetTrackingConfiguration"])
     return params
 
 
