@@ -137,6 +137,9 @@ class Record:
     # tags, written in the same call as its version, are the record. Not compared: the tag mirror lacks them.
     digest: str | None = field(default=None, compare=False)
     bootstrap: str | None = field(default=None, compare=False)
+    # Whether the operation names its copies with the marker (alarms.MARKER; `"copies": "marked"` in the store):
+    # an operation an older version started made unmarked same-name copies, which its rollback must still find.
+    marked: bool = field(default=False, compare=False)
 
     def encode(self):
         value = (f"action={self.action};phase={self.phase};version={self.version};live={self.live};"
@@ -166,13 +169,15 @@ class Record:
     def from_state(cls, op, holder):
         """From the state store's `operation` (store.py)."""
         return cls(op["action"], op["phase"], op.get("version", ""), op["live"], op.get("started", ""), holder,
-                   digest=op.get("digest"), bootstrap=op.get("bootstrap"))
+                   digest=op.get("digest"), bootstrap=op.get("bootstrap"), marked=op.get("copies") == "marked")
 
     def as_state(self):
         out = {"action": self.action, "phase": self.phase, "version": self.version, "live": self.live,
                "started": self.started}
         # "" is recorded too: resolved as none (the registry could not be asked; no bundle tag), not to resolve again.
         out.update({k: v for k, v in (("digest", self.digest), ("bootstrap", self.bootstrap)) if v is not None})
+        if self.marked:
+            out["copies"] = "marked"
         return out
 
     def as_json(self):

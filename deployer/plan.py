@@ -237,7 +237,8 @@ def plan_deploy(snap, ctx, version, launch=None):
     digest, bootstrap = launch_values(rec, new, version, launch)
     steps = []
     if phase is None:
-        record = _launch_record(Record("deploy", "launch", version, live, ctx.stamp, ctx.me), digest, bootstrap)
+        record = _launch_record(Record("deploy", "launch", version, live, ctx.stamp, ctx.me, marked=True), digest,
+                                bootstrap)
         saved = {"sizes": list(old.sizes), "suspended": [p for p in HOLD_PROCESSES if p in old.suspended]}
         steps += _lock_steps(snap, None, record, saved)
         sizes = old.sizes
@@ -342,7 +343,8 @@ def plan_canary(snap, ctx, version, count, launch=None):
         raise ConflictError(lock_message(snap, rec))
     new = snap.groups[other(live)]
     digest, bootstrap = launch_values(rec, new, version, launch)
-    record = (_launch_record(Record("canary", "launch", version, live, ctx.stamp, ctx.me), digest, bootstrap)
+    record = (_launch_record(Record("canary", "launch", version, live, ctx.stamp, ctx.me, marked=True), digest,
+                             bootstrap)
               if rec is None else rec.moved(holder=ctx.me))
     steps = _lock_steps(snap, rec, record)
     steps += _scaled_in_steps(snap, new)
@@ -571,8 +573,12 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED):
     # Only the tool's copies (alarms.MARKER): an alarm the operator made for the new group stays.
     steps += _policy_step("remove-copied-alarms", f"delete the alarms copied for {new.name} (W1)",
                           lambda: alarm_deletions(snap, new.color), snap)
+    # Migration: a deploy an older version started (its stored record lacks `copies: marked`) copied under the
+    # same names; those are its copies too. Without a store that cannot be told, and the marker alone decides.
+    legacy = snap.from_store and not facts and not record.marked
     steps += _policy_step("remove-copied-policies", f"remove from {new.name} the policies copied from {old.name}",
-                          lambda: policy_deletions(snap, new.color, copies_only=True), snap)
+                          lambda: policy_deletions(snap, new.color, copies_only=True,
+                                                   also_of=live if legacy else None), snap)
     steps.append(UnlockStep("unlock", "clear the operation record", (clear_record(snap, live, EVENT_ROLLED_BACK),)))
     return steps
 

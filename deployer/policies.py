@@ -98,14 +98,19 @@ def policy_copies(snap, src, dst, now):
     return calls
 
 
-def policy_deletions(snap, color, copies_only=False):
+def policy_deletions(snap, color, copies_only=False, also_of=None):
     """Delete calls for the policies and scheduled actions of `color`: with `copies_only` (rollback) only the
     tool's copies for it (alarms.MARKER), else all of them (finalize completes the move: the old group keeps no
-    policy or scheduled action that could scale it, docs/deployer.md)."""
+    policy or scheduled action that could scale it, docs/deployer.md). `also_of`: a color whose names, unmarked on
+    `color`, are copies too (an operation an older version started, which copied under the same names)."""
     group = snap.groups[color]
+    legacy = set()
+    if also_of is not None:
+        legacy = {p["PolicyName"] for p in snap.policies[also_of]}
+        legacy |= {a["ScheduledActionName"] for a in snap.scheduled[also_of]}
 
     def chosen(name):
-        return not copies_only or is_copy_for(name, group.name)
+        return not copies_only or is_copy_for(name, group.name) or name in legacy
 
     calls = [Call("DeletePolicy", {"AutoScalingGroupName": group.name, "PolicyName": p["PolicyName"]})
              for p in snap.policies[color] if chosen(p["PolicyName"])]

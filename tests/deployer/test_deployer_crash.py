@@ -266,3 +266,24 @@ def test_a_second_flip_killed_at_delete_old_alarms_then_rerun(make_harness):
                                     "green-own--bluegreen-demo-blue": ([arn["mine"]], "demo-blue")}
     assert policy_names(fleet, "green") == set()
     assert policy_names(fleet, "blue") == {"out--bluegreen-demo-blue", "mine--bluegreen-demo-blue"}
+
+
+def test_a_deploy_an_older_version_started_is_rolled_back_with_its_same_name_copies(make_harness):
+    """Migration: versions before the policy marker copied policies under the same name. Their stored operation
+    lacks `copies: marked`, so the rollback removes the new group's policies named like the live group's too."""
+    import json
+
+    from tests.deployer.test_deployer_lock import BUCKET, LOCK, STATE, lock_doc
+
+    fleet = with_step_policy_and_alarm(make_harness(capacity=3))
+    ok(fleet, "deploy", "demo", "2.0")
+    # What an older version left: the copy of "out" under its own name, the alarm copy acting on it.
+    fleet.asg.delete_policy(AutoScalingGroupName="demo-green", PolicyName="out--bluegreen-demo-green")
+    fleet.asg.put_scaling_policy(AutoScalingGroupName="demo-green", PolicyName="out", **STEP)
+    put_alarm(fleet, "cpu-high--bluegreen-demo-green", "demo-green", policy_arn(fleet, "green", "out"))
+    doc = lock_doc(fleet)
+    for key in ("copies", "created"):
+        del doc["operation"][key]
+    fleet.session.client("s3").put_object(Bucket=BUCKET, Key=STATE + LOCK, Body=json.dumps(doc).encode())
+    assert ok(fleet, "rollback", "demo") >= 3
+    assert_autoscaling_of(fleet, "blue")  # the older copy and its alarm gone; the operator's "mine" kept
