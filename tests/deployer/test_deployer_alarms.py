@@ -121,3 +121,21 @@ def test_the_alarms_read_are_those_the_step_and_simple_policies_list():
 def test_a_copy_name_past_255_characters_is_reported_with_its_length():
     assert too_long(["a" * 200, "short"], "demo-green") == []
     assert too_long(["a" * 240, "short"], "demo-green") == [("a" * 240, 240 + len("--bluegreen-demo-green"))]
+
+
+def test_alarms_are_read_by_name_100_a_call_never_the_whole_region(make_harness):
+    from deployer.aws import DeployerAws
+
+    fleet = make_harness(capacity=1)
+    cw = fleet.session.client("cloudwatch")
+    for n in range(230):
+        cw.put_metric_alarm(AlarmName=f"a{n:03}", Namespace="App", MetricName="M", Statistic="Sum", Period=60,
+                            EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanThreshold")
+    asked = []
+    cw.meta.events.register("provide-client-params.cloudwatch.DescribeAlarms",
+                            lambda params, **_: asked.append(params.get("AlarmNames")))
+    aws = DeployerAws(*(fleet.session.client(s) for s in ("autoscaling", "elbv2", "elb", "ec2")), cloudwatch=cw)
+    wanted = [f"a{n:03}" for n in range(0, 230, 2)] + ["gone"]  # 115 names and one that does not exist
+    got = aws.describe_alarms(wanted)
+    assert sorted(a["AlarmName"] for a in got) == sorted(wanted[:-1])
+    assert [len(names) for names in asked] == [100, 16]
