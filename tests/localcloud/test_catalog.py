@@ -30,9 +30,8 @@ def test_a7_policies_with_the_same_name_belong_to_each_group(world):
     assert world.asg.describe_policies(AutoScalingGroupName="blue")["ScalingPolicies"] == []
 
 
-
-def test_w1_delete_policy_strips_the_alarm_action_and_keeps_the_alarm(world):
-    cw = boto3.client("cloudwatch")
+def step_policies(world):
+    """Groups blue and green, each with a step policy `out` (W1); the CloudWatch client and the policies' ARNs."""
     world.group("blue", desired=0)
     world.group("green", desired=0)
     for group in ("blue", "green"):
@@ -40,6 +39,11 @@ def test_w1_delete_policy_strips_the_alarm_action_and_keeps_the_alarm(world):
                                      AdjustmentType="ChangeInCapacity",
                                      StepAdjustments=[{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}])
     arns = {p["AutoScalingGroupName"]: p["PolicyARN"] for p in world.asg.describe_policies()["ScalingPolicies"]}
+    return boto3.client("cloudwatch"), arns
+
+
+def test_w1_delete_policy_strips_the_alarm_action_and_keeps_the_alarm(world):
+    cw, arns = step_policies(world)
     topic = "arn:aws:sns:us-east-1:123456789012:pager"
     for group in ("blue", "green"):
         cw.put_metric_alarm(AlarmName=f"cpu-{group}", Namespace="AWS/EC2", MetricName="CPUUtilization",
@@ -54,14 +58,7 @@ def test_w1_delete_policy_strips_the_alarm_action_and_keeps_the_alarm(world):
 
 
 def test_w1_describe_policies_lists_the_alarms_acting_on_each_policy(world):
-    cw = boto3.client("cloudwatch")
-    world.group("blue", desired=0)
-    world.group("green", desired=0)
-    for group in ("blue", "green"):
-        world.asg.put_scaling_policy(AutoScalingGroupName=group, PolicyName="out", PolicyType="StepScaling",
-                                     AdjustmentType="ChangeInCapacity",
-                                     StepAdjustments=[{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}])
-    arns = {p["AutoScalingGroupName"]: p["PolicyARN"] for p in world.asg.describe_policies()["ScalingPolicies"]}
+    cw, arns = step_policies(world)
     alarm = {"Namespace": "AWS/EC2", "MetricName": "CPUUtilization", "Statistic": "Average", "Period": 60,
              "EvaluationPeriods": 2, "Threshold": 70, "ComparisonOperator": "GreaterThanThreshold"}
     cw.put_metric_alarm(AlarmName="cpu-blue", AlarmActions=[arns["blue"]], **alarm)
@@ -77,6 +74,7 @@ def test_w1_describe_policies_lists_the_alarms_acting_on_each_policy(world):
     assert listed("green") == []
     cw.delete_alarms(AlarmNames=["cpu-blue"])
     assert listed("blue") == []
+
 
 def test_a7_scheduled_actions_with_the_same_name_belong_to_each_group(world):
     world.group("blue", desired=0)
