@@ -143,6 +143,9 @@ class Record:
     # (--bake needs a store): the tag mirror lacks them, so they are not compared either.
     bake: dict | None = field(default=None, compare=False)
     reason: str | None = field(default=None, compare=False)
+    # Whether the operation names its copies with the marker (alarms.MARKER; `"copies": "marked"` in the store):
+    # an operation an older version started made unmarked same-name copies, which its rollback must still find.
+    marked: bool = field(default=False, compare=False)
 
     def encode(self):
         value = (f"action={self.action};phase={self.phase};version={self.version};live={self.live};"
@@ -173,7 +176,7 @@ class Record:
         """From the state store's `operation` (store.py)."""
         return cls(op["action"], op["phase"], op.get("version", ""), op["live"], op.get("started", ""), holder,
                    digest=op.get("digest"), bootstrap=op.get("bootstrap"), bake=op.get("bake"),
-                   reason=op.get("reason"))
+                   reason=op.get("reason"), marked=op.get("copies") == "marked")
 
     def as_state(self):
         out = {"action": self.action, "phase": self.phase, "version": self.version, "live": self.live,
@@ -181,6 +184,8 @@ class Record:
         # "" is recorded too: resolved as none (the registry could not be asked; no bundle tag), not to resolve again.
         out.update({k: v for k, v in (("digest", self.digest), ("bootstrap", self.bootstrap)) if v is not None})
         out.update({k: v for k, v in (("bake", self.bake), ("reason", self.reason)) if v})
+        if self.marked:
+            out["copies"] = "marked"
         return out
 
     def as_json(self):
@@ -254,6 +259,14 @@ class Snapshot:
         if not self.from_store or not self.stored.operation:
             return None
         return tuple(self.stored.operation.get("detached", ()))
+
+    @property
+    def created(self):
+        """What the operation's deploy created, as the state store lists it ([kind, group, name], steps.RecordWrite);
+        empty without a store (the names' marker alone then tells the tool's copies, alarms.py)."""
+        if not self.from_store or not self.stored.operation:
+            return ()
+        return tuple(tuple(c) for c in self.stored.operation.get("created", ()))
 
     @property
     def lease_live(self):

@@ -47,7 +47,7 @@ from .health import (
     leaving,
 )
 from .model import HOLD_PROCESSES, TAG_RETIRED_FROM, TAG_VERSION, Record, other
-from .policies import policy_copies, policy_deletions
+from .policies import created_names, policy_copies, policy_deletions
 from .schedule import apply_action, missed_action, parse_stamp
 from .steps import (
     ABORT,
@@ -69,14 +69,22 @@ from .steps import (
 )
 
 
-def _policy_step(name, summary, calls_fn, snap):
+def _policy_step(name, summary, calls_fn, snap, record=None):
+    """A step of policy, scheduled-action or alarm calls. `record`: the operation's record, for a step that creates:
+    with a state store what it creates is recorded first (steps.RecordWrite.created), so a crash between the write
+    and the calls leaves the record naming at most a copy that does not exist yet, never a copy it does not name."""
     if not snap.has("policies"):
         return [CallStep(name, summary + " (planned once the policies are read)", needs=("policies",))]
-    calls = calls_fn()
-    return [CallStep(name, summary, tuple(calls))] if calls else []
+    calls = tuple(calls_fn())
+    if not calls:
+        return []
+    created = [c for c in created_names(calls) if tuple(c) not in snap.created]
+    if record is not None and snap.store_url and created:
+        calls = (write_record(snap, record, created=created),) + calls
+    return [CallStep(name, summary, calls)]
 
 
-def _alarm_copy_step(snap, src, dst, now):
+def _alarm_copy_step(snap, src, dst, now, record=None):
     """W1: the alarms of src's step and simple policies, copied for dst once dst has those policies."""
     summary = (f"copy the alarms of {snap.groups[src].name}'s step and simple policies to {snap.groups[dst].name} "
                "(dimension and actions rewritten, W1)")
@@ -84,7 +92,7 @@ def _alarm_copy_step(snap, src, dst, now):
         # The copies' actions name the new policies' ARNs, which exist only after copy-policies ran.
         return [CallStep("copy-alarms", summary + " (planned once the copied policies are read)",
                          needs=("policies",))]
-    return _policy_step("copy-alarms", summary, lambda: alarm_copies(snap, src, dst), snap)
+    return _policy_step("copy-alarms", summary, lambda: alarm_copies(snap, src, dst), snap, record)
 
 
 def _orphan_note(snap, color):
@@ -263,7 +271,8 @@ def plan_deploy(snap, ctx, version, launch=None, bake=None):
         record = rec.moved(holder=ctx.me)
         return _lock_steps(snap, rec, record) + _bake_steps(snap, ctx, record, new.color, ROLLBACK, PHASE_FLIPPED)
     if phase is None:
-        record = _launch_record(Record("deploy", "launch", version, live, ctx.stamp, ctx.me), digest, bootstrap)
+        record = _launch_record(Record("deploy", "launch", version, live, ctx.stamp, ctx.me, marked=True), digest,
+                                bootstrap)
         if bake is not None:
             record = record.moved(bake=bake.as_state())
         saved = {"sizes": list(old.sizes), "suspended": [p for p in HOLD_PROCESSES if p in old.suspended]}
@@ -287,10 +296,11 @@ def plan_deploy(snap, ctx, version, launch=None, bake=None):
                                "are InService and healthy in every load balancer", new.color, HEALTHY,
                                then=write_record(snap, record.moved(phase="policies")), on_failure=ABORT))
     if at <= 1:
+        copying = record.moved(phase="policies")
         steps += _policy_step("copy-policies",
                               f"copy scaling policies and scheduled actions of {old.name} to {new.name} (A7)",
-                              lambda: policy_copies(snap, live, new.color, ctx.now), snap)
-        steps += _alarm_copy_step(snap, live, new.color, ctx.now)
+                              lambda: policy_copies(snap, live, new.color, ctx.now), snap, copying)
+        steps += _alarm_copy_step(snap, live, new.color, ctx.now, copying)
         hold = [p for p in HOLD_PROCESSES if p not in old.suspended]
         if hold:
             steps.append(CallStep("suspend", f"suspend {', '.join(hold)} on {old.name} so no scale-out launches old "
@@ -372,7 +382,8 @@ def plan_canary(snap, ctx, version, count, launch=None, bake=None):
         raise ConflictError(lock_message(snap, rec))
     new = snap.groups[other(live)]
     digest, bootstrap = launch_values(rec, new, version, launch)
-    record = (_launch_record(Record("canary", "launch", version, live, ctx.stamp, ctx.me), digest, bootstrap)
+    record = (_launch_record(Record("canary", "launch", version, live, ctx.stamp, ctx.me, marked=True), digest,
+                             bootstrap)
               if rec is None else rec.moved(holder=ctx.me))
     if record.bake is None and bake is not None and phase != PHASE_SERVING:
         record = record.moved(bake=bake.as_state())
@@ -612,8 +623,12 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED, reason=None):
     # Only the tool's copies (alarms.MARKER): an alarm the operator made for the new group stays.
     steps += _policy_step("remove-copied-alarms", f"delete the alarms copied for {new.name} (W1)",
                           lambda: alarm_deletions(snap, new.color), snap)
+    # Migration: a deploy an older version started (its stored record lacks `copies: marked`) copied under the
+    # same names; those are its copies too. Without a store that cannot be told, and the marker alone decides.
+    legacy = snap.from_store and not facts and not record.marked
     steps += _policy_step("remove-copied-policies", f"remove from {new.name} the policies copied from {old.name}",
-                          lambda: policy_deletions(snap, new.color, only_names_of=live), snap)
+                          lambda: policy_deletions(snap, new.color, copies_only=True,
+                                                   also_of=live if legacy else None), snap)
     steps.append(UnlockStep("unlock", "clear the operation record", (clear_record(snap, live, EVENT_ROLLED_BACK),)))
     return steps
 

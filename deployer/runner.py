@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from agent.contract import EVENT_SETTLED, PHASE_RESTORED
 
 from . import bake
+from .alarms import linked_alarm_names
 from .errors import (
     Aborted,
     BakeFailed,
@@ -112,13 +113,18 @@ def observe(aws, service, needs=(), health_of=(), store=None, detached=(), launc
                     for st in aws.describe_instance_health(ident):
                         health.setdefault(st["InstanceId"], {})[key] = classic_state(
                             st["State"], st.get("Description", ""))
-    policies = scheduled = alarms = retired = None
+    policies = scheduled = retired = None
     if "policies" in needs:
         policies = {c: aws.describe_policies(g.name) for c, g in groups.items()}
         scheduled = {c: aws.describe_scheduled_actions(g.name) for c, g in groups.items()}
-        alarms = aws.describe_alarms()  # W1: the alarms that make step and simple policies act
-    snap = Snapshot(service, groups, health, policies, scheduled, alarms=alarms, store_url=store_url,
-                    stored=stored, reasons=reasons)
+    snap = Snapshot(service, groups, health, policies, scheduled, store_url=store_url, stored=stored,
+                    reasons=reasons)
+    if policies is not None:
+        # W1: the alarms that make the pair's step and simple policies act, as their `Alarms` list them, and the
+        # copies the record says this operation made (one whose policy is gone is still found): read by name.
+        names = {n for c in COLORS for n in linked_alarm_names(policies[c])}
+        names |= {name for kind, _, name in snap.created if kind == "alarm"}
+        snap = replace(snap, alarms=aws.describe_alarms(names) if names else [])
     if "retired" in needs:
         rec = snap.record
         expected = set(snap.detached or ()) | set(detached)
@@ -435,6 +441,11 @@ class Runner:
         detached |= set(call.detached)
         if detached:
             op["detached"] = sorted(detached)
+        # What the tool created (W1, A7) outlives the operation that made it until the one that deletes it ends: a
+        # rollback or finalize taking over a deploy keeps its list.
+        created = {tuple(c) for c in previous.get("created", ())} | set(call.created)
+        if created:
+            op["created"] = sorted(list(c) for c in created)
         op["id"] = previous.get("id") if same_operation and previous.get("id") else uuid.uuid4().hex[:16]
         phases = list((self.store.lease.doc if not lock else (snap.stored.doc if snap.from_store else {}))
                       .get("phases", [])) if same_operation else []

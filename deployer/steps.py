@@ -203,6 +203,10 @@ class RecordWrite(Call):
     # A transition that is no phase of its own (EVENT_BAKED): recorded in the store's phase list, with its time,
     # right before the phase this write moves to.
     event: str | None = None
+    # Deploy and canary: what the calls after it create (policies.created_names), added to the stored record before
+    # they are made, so a rerun or rollback reads and deletes exactly those (W1, A7); carried to the rollback or
+    # finalize that takes the operation over.
+    created: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -213,14 +217,14 @@ class RecordClear(Call):
     result: str = "settled"  # the journal's result: an event of the contract's vocabulary
 
 
-def write_record(snap, record, saved=None, detached=(), event=None):
+def write_record(snap, record, saved=None, detached=(), event=None, created=()):
     tags = [tag(snap.groups[c].name, TAG_OPERATION, record.encode()) for c in ("blue", "green")]
     if saved is not None:
         old = snap.groups[record.live].name
         tags.append(tag(old, TAG_SAVED_SIZES, sizes_text(saved["sizes"])))
         tags.append(tag(old, TAG_SAVED_SUSPENDED, ",".join(saved["suspended"]) or "none"))
     return RecordWrite("CreateOrUpdateTags", {"Tags": tags}, record=record, saved=saved, detached=tuple(detached),
-                       event=event)
+                       event=event, created=tuple(tuple(c) for c in created))
 
 
 def clear_record(snap, live, result="settled"):

@@ -301,12 +301,15 @@ STATE: dict[type, dict[str, type | None]] = {
         "name": str, "arn": str, "auto_scaling_group_name": str, "policy_type": str, "adjustment_type": str,
         "scaling_adjustment": None,
         "step_adjustments": None, "cooldown": None,  # W2: an alarm executes the policy (alarms.py)
+        # W1 (asg_catalog._link_alarms): the layer writes `alarms` at every DescribePolicies (moto has none; its
+        # serializer reports it as Alarms because the botocore shape names it)
     },
     FakeScheduledAction: {
         "scheduled_action_name": str, "auto_scaling_group_name": str, "start_time": None, "recurrence": None,
         "min_size": None, "max_size": None, "desired_capacity": None,
     },
     # W1 (asg_catalog.delete_policy): the alarms, by name, and the action lists DeletePolicy strips.
+    # W1 (asg_catalog._link_alarms): name and ARN for a policy's Alarms.
     # W2 (alarms.py): what an alarm evaluates, its state (written directly only at creation and when
     # PutMetricAlarm replaces it; transitions go through Alarm.update_state), its actions.
     CloudWatchBackend: {"alarms": dict, "account_id": str, "region_name": str},
@@ -315,7 +318,7 @@ STATE: dict[type, dict[str, type | None]] = {
             "evaluation_periods": None, "datapoints_to_alarm": None, "period": None, "threshold": None,
             "statistic": None, "dimensions": list, "unit": None, "actions_enabled": None,
             "treat_missing_data": None, "rule": None, "state_value": str, "state_reason": str,
-            "state_reason_data": None, "state_updated_timestamp": None, "history": list},
+            "state_reason_data": None, "state_updated_timestamp": None, "history": list, "alarm_arn": str},
     Dimension: {"name": None, "value": None},
     # Response classes: properties, present only on an instance serving a request; checked on the class.
     AutoScalingResponse: {"autoscaling_backend": property},
