@@ -145,9 +145,11 @@ class DeployerAws:
 
     def _pages(self, client, method, key, **params):
         out = []
+        keys = key if isinstance(key, tuple) else (key,)
         try:
             for page in client.get_paginator(method).paginate(**params):
-                out.extend(page.get(key, []))
+                for name in keys:
+                    out.extend(page.get(name, []))
         except (ClientError, BotoCoreError) as exc:
             raise translate(exc, method) from exc
         return out
@@ -191,12 +193,8 @@ class DeployerAws:
         names = sorted(set(names))
         out = []
         for start in range(0, len(names), ALARM_NAMES_MAX):
-            try:
-                for page in self.cloudwatch.get_paginator("describe_alarms").paginate(
-                        AlarmNames=names[start:start + ALARM_NAMES_MAX], AlarmTypes=list(types)):
-                    out += page.get("MetricAlarms", []) + page.get("CompositeAlarms", [])
-            except (ClientError, BotoCoreError) as exc:
-                raise translate(exc, "describe_alarms") from exc
+            out += self._pages(self.cloudwatch, "describe_alarms", ("MetricAlarms", "CompositeAlarms"),
+                               AlarmNames=names[start:start + ALARM_NAMES_MAX], AlarmTypes=list(types))
         return out
 
     def describe_scheduled_actions(self, group_name):
