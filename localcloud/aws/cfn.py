@@ -184,7 +184,12 @@ def update_group(cls: type, original_resource: FakeAutoScalingGroup, new_resourc
         raise ValidationError(f"AutoScalingGroup name not found - AutoScalingGroup '{original_resource.name}' not found")
     record = state.groups.setdefault(_key(account_id, region_name, group.name), GroupRecord())
     before = (record.stack_resource or {}).get("Properties", {})
-    policy = (cloudformation_json.get("UpdatePolicy") or {}).get("AutoScalingScheduledAction") or {}
+    policies = cloudformation_json.get("UpdatePolicy") or {}
+    replacing = {"AutoScalingRollingUpdate", "AutoScalingReplacingUpdate"} & set(policies)
+    if replacing:  # they replace the group's instances on a launch template change: not modelled, refused
+        raise ValidationError(f"UpdatePolicy {', '.join(sorted(replacing))} on {group.name} is not modelled by the "
+                              f"emulator (docs/localcloud.md, X3a)")
+    policy = policies.get("AutoScalingScheduledAction") or {}
     keep = _true(policy.get("IgnoreUnmodifiedGroupSizeProperties"))
     min_size, max_size, desired = (_size(props, before, n, keep) for n in ("MinSize", "MaxSize", "DesiredCapacity"))
     new_min = group.min_size if min_size is None else min_size

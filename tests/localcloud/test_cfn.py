@@ -248,3 +248,15 @@ def test_bucket_policy_alarm_endpoint_and_iam_resources_exist(world, cfn):
     assert cloudwatch.describe_alarms(AlarmNames=["svc-5xx"])["MetricAlarms"] == []
     assert wait_until(lambda: not world.asg.describe_auto_scaling_groups(
         AutoScalingGroupNames=["svc-blue"])["AutoScalingGroups"], "the stack's group deleted", 5)
+
+
+def test_a_rolling_update_policy_is_refused_rather_than_ignored(world, cfn):
+    """AutoScalingRollingUpdate replaces a group's instances on a launch template change; the emulator does not
+    model it, so an update that would need it fails (UPDATE_ROLLBACK in AWS terms) instead of passing quietly."""
+    cfn.create_stack(StackName="svc", TemplateBody=template(world, hook=False))
+    rolling = json.loads(template(world, hook=False, instance_type="t3.small"))
+    rolling["Resources"]["Group"]["UpdatePolicy"] = {"AutoScalingRollingUpdate": {"MaxBatchSize": 1}}
+    with pytest.raises(ClientError) as refused:
+        cfn.update_stack(StackName="svc", TemplateBody=json.dumps(rolling))
+    assert "AutoScalingRollingUpdate" in aws_error(refused)[1]
+    assert _group(world)["LaunchTemplate"]["Version"] == "1"
