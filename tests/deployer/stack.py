@@ -71,3 +71,13 @@ def resource(session, stack, logical_id):
              if r.get("LogicalResourceId") == logical_id]
     assert found, f"stack {stack} has no resource {logical_id}"
     return found[0]
+
+
+def push_bundle(harness, tmp_path, text="services: {web: {image: web}}\n", base=f"s3://{BUCKET}/demo/"):
+    """`bluegreen push-bootstrap` of a one-file bundle under the stack's base; the URL it printed."""
+    folder = tmp_path / "bundle"
+    folder.mkdir(exist_ok=True)
+    (folder / "docker-compose.yml").write_text(text)
+    out = harness.bluegreen("push-bootstrap", str(folder), base)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
