@@ -1,8 +1,8 @@
 """The pair as a user deploys it: infra/cloudformation/service.yaml created as a stack (issue 15).
 
-    from localcloud.stack import create_stack_service, first_color
+    from localcloud.stack import create_stack_service
     svc = create_stack_service(session, name="demo", image="127.0.0.1:5000/web")   # the stack: two empty groups
-    first_color(session, svc, version="1.0", capacity=3, bootstrap="s3://...")    # blue up, as `bluegreen init`
+    # then, as a user: bluegreen push-bootstrap DIR svc["bootstrap_url"]; bluegreen init demo 1.0 --capacity 3
 
 Against any AWS endpoint (normally the emulated one, whose CloudFormation is moto's with the fidelity layer's
 additions, localcloud/aws/cfn.py). The returned dict has the keys localcloud.scenario.create_service returns
@@ -15,7 +15,7 @@ import ipaddress
 import os
 import time
 
-from agent.contract import REGISTRY, TAG_BOOTSTRAP, TAG_HEALTH_URL, TAG_VERSION, check_tags
+from agent.contract import REGISTRY, TAG_HEALTH_URL, check_tags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATE = os.path.join(ROOT, "infra", "cloudformation", "service.yaml")
@@ -131,23 +131,3 @@ def update_stack_service(session, svc: dict, body: str | None = None, **changes)
                      Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"])
     svc["parameters"] = params
     return wait_for_stack(cfn, svc["stack"])
-
-
-def first_color(session, svc: dict, version: str, capacity: int, bootstrap: str, color: str = "blue") -> None:
-    """The first color up, as `bluegreen init SERVICE VERSION --capacity N` does it (the version tag, then sizes
-    N/N/max(MaxSize, N)), without its lock or wait: the fleet waits for its own agents. The bundle tag goes on
-    both groups, as an operator sets it once at creation (agent/contract.py), so that pre-flight finds the
-    pair's bundle and every deploy carries it on."""
-    tags = {TAG_VERSION: version, TAG_BOOTSTRAP: bootstrap}
-    check_tags(tags)  # A12
-    asg = session.client("autoscaling")
-    group = svc["groups"][color]
-    asg.create_or_update_tags(Tags=[
-        {"ResourceId": g, "ResourceType": "auto-scaling-group", "Key": k, "Value": v,
-         "PropagateAtLaunch": REGISTRY[k].propagate}
-        for g, pairs in ((g, tags if g == group else {TAG_BOOTSTRAP: bootstrap}) for g in svc["groups"].values())
-        for k, v in pairs.items()])
-    current = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][0]
-    asg.update_auto_scaling_group(AutoScalingGroupName=group, MinSize=capacity, DesiredCapacity=capacity,
-                                  MaxSize=max(current["MaxSize"], capacity))
-    svc.update(capacity=capacity, version=version)

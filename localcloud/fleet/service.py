@@ -1,6 +1,6 @@
 """The demo service, created as a user would in a real account (issue 15, the newcomer's path): the stack from
 infra/cloudformation/service.yaml (localcloud/stack.py), the bootstrap bundle pushed to the stack's bucket with the
-real `bluegreen push-bootstrap`, then blue brought up at the first version, as `bluegreen init` does.
+real `bluegreen push-bootstrap`, then blue brought up at the first version with the real `bluegreen init`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ HEALTH_INTERVAL = 5
 HEALTHY_THRESHOLD = 2
 DEREGISTRATION_DELAY = 15
 HOOK_TIMEOUT = 300
+# `bluegreen init` returns once blue is healthy: boots, image pulls and health checks, in real seconds.
+INIT_TIMEOUT_S = 600
 
 
 class ServiceError(FleetError):
@@ -56,8 +58,10 @@ def push_bundle(session, folder: str, registry: str, url: str, environ: dict) ->
 
 def create_demo_service(session, state_dir: str, registry: str, name: str = "demo", capacity: int = 3,
                         version: str = "1.0", environ: dict | None = None) -> dict:
-    """The stack, the bundle, blue at `version` x `capacity`; returns localcloud.stack's dict of the pair."""
-    from localcloud.stack import create_stack_service, first_color
+    """The stack, the bundle, then `bluegreen init NAME VERSION --capacity N`, which returns once blue's
+    instances are healthy (their agents run meanwhile, in the fleet's supervisor); returns localcloud.stack's
+    dict of the pair."""
+    from localcloud.stack import create_stack_service
 
     svc = create_stack_service(session, name=name, image=f"{registry}/{REPOSITORY}", bucket=BUCKET, capacity=capacity,
                                version=version, health_interval=HEALTH_INTERVAL, healthy_threshold=HEALTHY_THRESHOLD,
@@ -65,7 +69,13 @@ def create_demo_service(session, state_dir: str, registry: str, name: str = "dem
                                health_url=HEALTH_URL)
     if svc["bootstrap_url"] != format_s3_url(BUCKET, name + "/"):
         raise ServiceError(f"the stack's BootstrapUrl {svc['bootstrap_url']} is not the fleet's bucket {BUCKET}")
-    url = push_bundle(session, os.path.join(state_dir, "bundle"), registry, svc["bootstrap_url"],
-                      dict(environ or os.environ))
-    first_color(session, svc, version, capacity, url)
+    environ = dict(environ or os.environ)
+    url = push_bundle(session, os.path.join(state_dir, "bundle"), registry, svc["bootstrap_url"], environ)
+    # The fleet checks health every second (TIME_SCALE): poll at that pace, not the default 5 s.
+    out = subprocess.run(bluegreen_command() + ["init", name, version, "--capacity", str(capacity), "--bootstrap",
+                                                url, "--poll-interval", "1"],
+                         env=environ, check=False, capture_output=True, text=True, timeout=INIT_TIMEOUT_S)
+    if out.returncode != 0:
+        raise ServiceError(f"bluegreen init {name} {version} failed (exit {out.returncode}): "
+                           f"{out.stderr.strip()[-300:]}")
     return svc

@@ -5,7 +5,7 @@ import boto3
 import pytest
 
 from localcloud.scenario import create_service, ensure_bundle, wait_until_serving
-from localcloud.stack import create_stack_service, first_color
+from localcloud.stack import create_stack_service
 from tests.deployer.fleet import Fleet
 from tests.deployer.harness import Harness
 from tests.deployer.preflight_support import ecr_image
@@ -53,9 +53,11 @@ def make_harness(aws):
 
 @pytest.fixture
 def make_stack_harness(aws):
-    """make_harness's pair, made by creating infra/cloudformation/service.yaml as a stack (localcloud/stack.py)
-    and bringing blue up as `bluegreen init` does. The image is an ECR repository of the emulated account, so
-    pre-flight checks IMAGE:VERSION there; the bundle is the one-file bundle of localcloud.scenario."""
+    """make_harness's pair as a user makes it: infra/cloudformation/service.yaml created as a stack
+    (localcloud/stack.py), a bundle under the stack's BootstrapUrl, then `bluegreen init demo 1.0 --capacity N`
+    in process. The image is an ECR repository of the emulated account, so pre-flight checks IMAGE:VERSION there;
+    the bundle is the one-file bundle of localcloud.scenario. The instances' agents are the harness's: they
+    complete the launch hook of every new instance (A6)."""
     clock = FakeTime()
 
     def make(capacity=3, versions=("1.0", "2.0", "3.0"), **kwargs):
@@ -65,12 +67,14 @@ def make_stack_harness(aws):
         image = ecr_image(session, "web", versions)
         svc = create_stack_service(session, capacity=capacity, image=image, **kwargs)
         ensure_bundle(session, svc["bootstrap_url"], image)
-        first_color(session, svc, versions[0], capacity, svc["bootstrap_url"])
         harness = Harness(aws, session, svc, clock)
-        harness.wait_for(lambda: harness.complete_hooks("blue") == capacity, "blue's launch hooks to complete")
-        harness.wait_for(lambda: len(harness.healthy()) >= capacity, "the service to serve")
-        if svc["lifecycle_hook"]:  # every new instance's agent, once its stack answers (A6)
+        if svc["lifecycle_hook"]:
             harness.agents += [lambda: harness.complete_hooks("blue"), lambda: harness.complete_hooks("green")]
+        init = harness.bluegreen("init", svc["service"], versions[0], "--capacity", capacity,
+                                 "--bootstrap", svc["bootstrap_url"])
+        assert init.returncode == 0, init.stderr
+        svc.update(capacity=capacity, version=versions[0])
+        harness.wait_for(lambda: len(harness.healthy()) >= capacity, "the service to serve")
         return harness
 
     return make
