@@ -49,7 +49,7 @@ HEALTH_CHECK_PROPERTIES = {  # TargetGroup property -> ELBv2Backend.modify_targe
     "UnhealthyThresholdCount": "unhealthy_threshold_count", "HealthCheckEnabled": "health_check_enabled",
 }
 # Changing one of these replaces a target group in AWS; not modelled here (a stack update refuses it).
-TARGET_GROUP_REPLACING = ("Name", "Port", "Protocol", "VpcId", "TargetType")
+TARGET_GROUP_REPLACING = ("Port", "Protocol")
 
 
 def _int(value: Any) -> int | None:
@@ -287,9 +287,10 @@ def update_target_group(cls: type, original_resource: FakeTargetGroup, new_resou
     backend = elbv2_backends[account_id][region_name]
     if props.get("Name") not in (None, original_resource.name) or any(
             props.get(p) is not None and str(props[p]) != str(getattr(original_resource, p.lower()))
-            for p in ("Port", "Protocol")):
+            for p in TARGET_GROUP_REPLACING):
         raise ValidationError(f"target group {original_resource.name}: a stack update that replaces a target "
-                              f"group ({', '.join(TARGET_GROUP_REPLACING)}) is not modelled by the emulator")
+                              f"group (a new Name, {', '.join(TARGET_GROUP_REPLACING)}) is not modelled by the "
+                              f"emulator")
     checks = {kw: props[p] for p, kw in HEALTH_CHECK_PROPERTIES.items() if props.get(p) is not None}
     if checks:
         backend.modify_target_group(original_resource.arn, **checks)

@@ -260,3 +260,24 @@ def test_a_rolling_update_policy_is_refused_rather_than_ignored(world, cfn):
         cfn.update_stack(StackName="svc", TemplateBody=json.dumps(rolling))
     assert "AutoScalingRollingUpdate" in aws_error(refused)[1]
     assert _group(world)["LaunchTemplate"]["Version"] == "1"
+
+
+def test_a_target_group_is_updated_in_place(world, cfn):
+    """Health check settings and attributes change on the same target group (moto had no update at all); a new
+    Port, which AWS answers with a replacement, is refused rather than half done."""
+    cfn.create_stack(StackName="svc", TemplateBody=template(world, hook=False))
+    arn = world.elbv2.describe_target_groups(Names=["svc-tg"])["TargetGroups"][0]["TargetGroupArn"]
+    changed = json.loads(template(world, hook=False))
+    tg = changed["Resources"]["TargetGroup"]["Properties"]
+    tg.update(HealthCheckIntervalSeconds=10, TargetGroupAttributes=[
+        {"Key": "deregistration_delay.timeout_seconds", "Value": "30"}])
+    cfn.update_stack(StackName="svc", TemplateBody=json.dumps(changed))
+    [now] = world.elbv2.describe_target_groups(Names=["svc-tg"])["TargetGroups"]
+    assert now["TargetGroupArn"] == arn and now["HealthCheckIntervalSeconds"] == 10
+    attributes = {a["Key"]: a["Value"] for a in world.elbv2.describe_target_group_attributes(
+        TargetGroupArn=arn)["Attributes"]}
+    assert attributes["deregistration_delay.timeout_seconds"] == "30"
+    tg["Port"] = 9090
+    with pytest.raises(ClientError) as refused:
+        cfn.update_stack(StackName="svc", TemplateBody=json.dumps(changed))
+    assert "not modelled" in aws_error(refused)[1]
