@@ -119,6 +119,26 @@ def build_resource_diff(self: ResourceMap, other_template: dict[str, Any],
     return diff
 
 
+def _condition_references(node: Any) -> Any:
+    """YAML's `!Condition Name` as AWS reads it, {"Condition": Name}: moto's YAML loader makes every `!Tag`
+    an {"Fn::Tag": ...}, which its condition parser does not know, so an `!And` naming another condition was
+    always false."""
+    if isinstance(node, dict):
+        if list(node) == ["Fn::Condition"]:
+            return {"Condition": node["Fn::Condition"]}
+        return {key: _condition_references(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_condition_references(item) for item in node]
+    return node
+
+
+@seam.replaces(ResourceMap, "load_conditions")
+def load_conditions(self: ResourceMap) -> None:
+    if "Conditions" in self._template:
+        self._template["Conditions"] = _condition_references(self._template["Conditions"])
+    seam.original(ResourceMap, "load_conditions")(self)
+
+
 # -- AWS::AutoScaling::AutoScalingGroup ------------------------------------------------------------------------
 
 @seam.replaces(FakeAutoScalingGroup, "create_from_cloudformation_json")

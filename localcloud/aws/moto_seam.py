@@ -183,6 +183,7 @@ WRAPPED: tuple[Wrap, ...] = (
          "(cls, resource_name: 'str', cloudformation_json: 'dict[str, Any]', account_id: 'str',"
          " region_name: 'str') -> 'None'"),
     Wrap(FakeAutoScalingGroup, "delete", "(self, account_id: 'str', region_name: 'str') -> 'None'"),
+    Wrap(ResourceMap, "load_conditions", "(self) -> None"),  # YAML's !Condition inside !And / !Or / !Not
     Wrap(ResourceMap, "build_resource_diff",
          "(self, other_template: dict[str, typing.Any], parameters: dict[str, typing.Any] | None = None)"
          " -> dict[str, typing.Any]"),
@@ -351,7 +352,8 @@ STATE: dict[type, dict[str, type | None]] = {
     CloudWatchBackend: {"alarms": dict},
     Alarm: {"alarm_actions": list, "ok_actions": list, "insufficient_data_actions": list,
             "alarm_arn": str},  # cfn.py: GetAtt Arn of a stack's alarm
-    ResourceMap: {"_resource_json_map": dict},  # cfn.py: the stack's current resources, before an update
+    ResourceMap: {"_resource_json_map": dict,  # cfn.py: the stack's current resources, before an update
+                  "_template": dict},  # cfn.py: its Conditions, read before moto parses them
     S3Backend: {"buckets": dict},  # cfn.py: a bucket policy outlives no bucket
     # Response classes: properties, present only on an instance serving a request; checked on the class.
     AutoScalingResponse: {"autoscaling_backend": property},

@@ -183,8 +183,6 @@ def test_the_stack_makes_the_pair_for_each_parameter_combination(aws, existing_t
     assert "bluegreen init demo 1.0 --capacity 2" in outputs["NextCommands"]
 
 
-@pytest.mark.xfail(strict=True, reason="moto's CloudFormation lists no AWS::EC2::VPCEndpoint and skips "
-                   "AWS::S3::BucketPolicy (issue 15 part 3, branch i15-cfn, adds them: then drop this mark)")
 def test_the_bucket_policy_admits_the_stacks_endpoint(aws):
     session = boto3.session.Session()
     create_stack(session, params=parameters(session))
@@ -194,8 +192,6 @@ def test_the_bucket_policy_admits_the_stacks_endpoint(aws):
     assert policy["Statement"][0]["Resource"] == f"arn:aws:s3:::{BUCKET}/demo/*"
 
 
-@pytest.mark.xfail(strict=True, reason="moto's CloudFormation ignores TargetGroupAttributes (the group keeps the "
-                   "default 300 s; issue 15 part 3, branch i15-cfn: then drop this mark)")
 def test_the_target_group_drains_for_the_templates_short_delay(aws):
     session = boto3.session.Session()
     outputs = create_stack(session, params=parameters(session))

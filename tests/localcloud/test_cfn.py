@@ -281,3 +281,23 @@ def test_a_target_group_is_updated_in_place(world, cfn):
     with pytest.raises(ClientError) as refused:
         cfn.update_stack(StackName="svc", TemplateBody=json.dumps(changed))
     assert "not modelled" in aws_error(refused)[1]
+
+
+def test_a_yaml_condition_naming_another_condition(world, cfn):
+    """`!Condition` inside `!And` (YAML's short form, as the service template writes MakeEndpoint): moto read it
+    as an unknown function, so the condition was false and its resources silently skipped."""
+    body = """
+Parameters:
+  Make: {Type: String, Default: "true"}
+Conditions:
+  First: !Equals [!Ref Make, "true"]
+  Both: !And [!Condition First, !Not [!Equals [!Ref Make, "false"]]]
+Resources:
+  Bucket:
+    Type: AWS::S3::Bucket
+    Condition: Both
+    Properties: {BucketName: conditional-bucket}
+"""
+    cfn.create_stack(StackName="cond", TemplateBody=body)
+    buckets = boto3.client("s3", config=NO_RETRIES).list_buckets()["Buckets"]
+    assert [b["Name"] for b in buckets] == ["conditional-bucket"]
