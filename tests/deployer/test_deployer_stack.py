@@ -60,6 +60,7 @@ def test_the_stack_for_each_parameter_combination(aws, create_bucket, own_target
 
 def test_deploy_rollback_and_finalize_on_the_stacks_pair(make_stack_harness):
     fleet = make_stack_harness(capacity=2)
+    expect_exit(fleet.init, 0)
     expect_exit(fleet.bluegreen("deploy", "demo", "2.0"), 0)
     fleet.assert_flipped("green", 2, "2.0")
     expect_exit(fleet.bluegreen("rollback", "demo"), 0)
@@ -147,6 +148,9 @@ NO_HOOK = ("LifecycleHookSpecificationList:", None)
 def test_doctor_names_what_a_broken_variant_of_the_template_gets_wrong(make_stack_harness, broken, groups, check,
                                                                       status, code):
     fleet = make_stack_harness(capacity=1, body=_variant(stack.template_body(), broken, groups))
+    # init refuses an asymmetric pair before any change, as deploy would (exit 2, the check named)
+    expect_exit(fleet.init, 2 if status == "fail" else 0)
+    assert (f"[{check}]" in fleet.init.stderr) is (status == "fail")
     out, checks = _doctor(fleet)
     expect_exit(out, code)
     assert checks[check]["status"] == status and checks[check]["fix"], checks[check]
