@@ -30,7 +30,7 @@ unit: venv
 	$(PY) -m pytest -m "$(UNIT_MARKERS)" $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check agent deployer localcloud tests bench
+	$(VENV)/bin/ruff check agent deployer localcloud tests bench scripts
 	# The agent runs on Amazon Linux 2023's Python 3.9.
 	$(VENV)/bin/vermin --no-tips --violations -t=3.9- agent
 	# The service's CloudFormation template: current with its sources, and cfn-lint clean.

@@ -408,22 +408,28 @@ class Cli:
                              f"lives (no {contract.TAG_STATE} tag): push it under {here}, or give both groups a "
                              f"{contract.TAG_STATE} tag first")
 
+    def launch_facts(self, store, choose_bundle):
+        """The pre-flight facts of a launch of self.args.version, and self.launch: what the set-version step puts on
+        the group with the version (issue 11; audit F8, F9), the image's digest and the bundle `choose_bundle(snap)`
+        decides from the same observation the checks read (its manifest is then checked)."""
+        chosen = {}
+
+        def bundle(snap):
+            chosen["url"] = choose_bundle(snap)
+            return chosen["url"]
+
+        facts = self.facts(store, self.args.version, bundle=bundle)
+        image = facts.image
+        self.launch = plan.Launch(digest=image.digest if image is not None and image.state == "found" else None,
+                                  bootstrap=chosen.get("url"))
+        return facts
+
     def preflight(self, store):
         """Refuse a new deploy or canary the pair cannot carry safely, before the lock is taken (exit 2, nothing
         changed). A rerun of the recorded operation of this same command and version skips the refusals its own
         earlier steps cause; another recorded operation is the planner's to refuse (exit 3) or resume."""
         a = self.args
-        chosen = {}
-
-        def bundle(snap):  # decided from the same observation the checks read, then its manifest is checked
-            chosen["url"] = self.bundle_for(snap)
-            return chosen["url"]
-
-        facts = self.facts(store, a.version, bundle=bundle)
-        image = facts.image
-        # What the set-version step puts on the idle group with the version (issue 11; audit F8, F9).
-        self.launch = plan.Launch(digest=image.digest if image is not None and image.state == "found" else None,
-                                  bootstrap=chosen.get("url"))
+        facts = self.launch_facts(store, self.bundle_for)
         rec = facts.snap.record
         resuming = None
         if rec is not None:
@@ -465,17 +471,12 @@ class Cli:
         """As deploy's pre-flight, for the color init brings up: a pair that is not new is refused first (exit 3),
         then every refusal of a deploy (exit 2), nothing changed."""
         a = self.args
-        chosen = {}
 
         def bundle(snap):
-            plan_init.resuming(snap, a.version, a.color)
-            chosen["url"] = self.init_bundle(snap)
-            return chosen["url"]
+            plan_init.resuming(snap, a.version, a.color)  # exit 3 before anything else is read or refused
+            return self.init_bundle(snap)
 
-        facts = self.facts(store, a.version, bundle=bundle)
-        image = facts.image
-        self.launch = plan.Launch(digest=image.digest if image is not None and image.state == "found" else None,
-                                  bootstrap=chosen.get("url"))
+        facts = self.launch_facts(store, bundle)
         preflight.refuse(a.service, a.command, preflight.refusal_checks(
             facts, a.version, plan_init.resuming(facts.snap, a.version, a.color), max_drain=a.max_drain))
 

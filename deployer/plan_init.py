@@ -15,7 +15,7 @@ from __future__ import annotations
 from agent.contract import ACTION_INIT, EVENT_LAUNCHED, PHASE_LAUNCH, ContractError, parse_s3_url
 
 from .errors import ConflictError
-from .health import HEALTHY
+from .health import HEALTHY, leaving
 from .model import COLORS, Record, other
 from .plan import Launch, _launch_record, _lock_steps, _resume_check, _set_version_steps, lock_message
 from .steps import ABORT, CallStep, UnlockStep, clear_record, set_sizes, sizes_text, wait_step
@@ -36,15 +36,17 @@ def bundle_base(state_url):
 
 
 def fresh_pair_conflict(snap):
-    """Why `snap`'s pair is not a new one (a color with a version, capacity or instances), or None."""
-    used = [g for c in COLORS for g in (snap.groups[c],) if g.version or g.desired or g.instances]
+    """Why `snap`'s pair already has a live color (capacity, or instances not on their way out), or None. A
+    version alone is no live color: an init whose wait failed leaves its version on an empty group, and its
+    rerun must be allowed."""
+    used = [g for c in COLORS for g in (snap.groups[c],)
+            if g.desired or any(not leaving(i) for i in g.instances)]
     if not used:
         return None
-    what = "; ".join(f"{g.name} has " + ", ".join(
-        p for p in ((f"version {g.version}" if g.version else ""), (f"desired {g.desired}" if g.desired else ""),
-                    (f"{len(g.instances)} instances" if g.instances else "")) if p) for g in used)
-    return (f"{snap.service} is not a new pair ({what}): `bluegreen init` only brings up the first color; use "
-            f"`bluegreen deploy {snap.service} VERSION`")
+    what = "; ".join(f"{g.name} has desired {g.desired}, {sum(1 for i in g.instances if not leaving(i))} "
+                     f"instance(s), version {g.version or '(none)'}" for g in used)
+    return (f"{snap.service} already has a live color ({what}): `bluegreen init` only brings up a new pair's "
+            f"first color; use `bluegreen deploy {snap.service} VERSION`")
 
 
 def resuming(snap, version, color):

@@ -12,6 +12,7 @@ import pytest
 from agent.contract import TAG_BOOTSTRAP, TAG_DIGEST, TAG_OPERATION, TAG_VERSION
 from deployer import cli, plan_init
 from deployer.model import COLORS
+from tests.deployer.fleet import unhealthy_launches
 from tests.deployer.harness import Harness
 from tests.deployer.preflight_support import ecr_image, pair_state
 from tests.deployer.stack import create_stack, parameters, push_bundle, svc_of
@@ -56,6 +57,19 @@ def test_init_brings_the_first_color_up_under_the_lock_and_journals_it(stack, tm
     assert status["live"] == "blue"
 
 
+def test_a_failed_wait_aborts_and_the_rerun_brings_the_color_up(stack, tmp_path, aws):
+    push_bundle(stack, tmp_path)
+    with unhealthy_launches(aws, "demo-blue"):
+        expect_exit(stack.bluegreen("init", "demo", "1.0", "--capacity", "2"), 1, "aborted")
+    # As a deploy's abort leaves its new group: 0/0/0.
+    assert stack.sizes("blue") == (0, 0, 0) and not any(TAG_OPERATION in stack.tags(c) for c in COLORS)
+    history = json.loads(stack.bluegreen("history", "demo", "--output", "json").stdout)["entries"]
+    assert [(e["action"], e["result"]) for e in history] == [("init", "aborted")]
+    # The version stays on the empty group (no color is live): the rerun is a new init, not a refusal.
+    expect_exit(stack.bluegreen("init", "demo", "1.0", "--capacity", "2"), 0)
+    assert stack.sizes("blue") == (2, 2, 2) and len(stack.healthy()) == 2
+
+
 def test_init_of_green_with_a_named_bundle_then_deploy_takes_the_latest(stack, tmp_path):
     url = push_bundle(stack, tmp_path)
     expect_exit(stack.bluegreen("init", "demo", "1.0", "--capacity", "1", "--color", "green", "--bootstrap", url), 0)
@@ -73,7 +87,7 @@ def test_a_pair_that_has_a_live_color_is_refused_with_exit_3(stack, tmp_path):
     before = pair_state(stack)
     for color in COLORS:
         expect_exit(stack.bluegreen("init", "demo", "2.0", "--capacity", "2", "--color", color), 3,
-                    "demo is not a new pair (demo-blue has version 1.0, desired 2, 2 instances)")
+                    "demo already has a live color (demo-blue has desired 2, 2 instance(s), version 1.0)")
     assert pair_state(stack) == before
 
 
