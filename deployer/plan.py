@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from agent.contract import (
     ACTION_CANARY,
     ACTION_DEPLOY,
+    ACTION_INIT,
     EVENT_ABORTED,
     EVENT_BAKED,
     EVENT_FINALIZED,
@@ -106,6 +107,8 @@ def _orphan_note(snap, color):
 
 
 def next_command(service, rec):
+    if rec.action == ACTION_INIT:
+        return f"bluegreen init {service} {rec.version} --color {other(rec.live)} --capacity N"
     if rec.action in ("rollback", "finalize"):
         return f"bluegreen {rec.action} {service}"
     if rec.action == "deploy" and rec.phase == "flipped":
@@ -116,9 +119,11 @@ def next_command(service, rec):
 
 
 def lock_message(snap, rec):
+    # An init has nothing to roll back to: its rerun finishes it, or its failed wait scales the group back to 0.
+    undo = "" if rec.action == ACTION_INIT else f" or undo it with `bluegreen rollback {snap.service}`"
     return (f"service {snap.service} is held by {rec.action} {rec.version} (phase {rec.phase}) by "
-            f"{rec.holder or '?'} since {rec.started or '?'}; finish it with `{next_command(snap.service, rec)}` "
-            f"or undo it with `bluegreen rollback {snap.service}`")
+            f"{rec.holder or '?'} since {rec.started or '?'}; finish it with `{next_command(snap.service, rec)}`"
+            + undo)
 
 
 def _resume_check(snap, rec, ctx):
@@ -526,6 +531,11 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED, reason=None):
     if rec is None:
         raise ConflictError(f"no operation in progress on {snap.service}: nothing to roll back (after finalize the old "
                             "instances are gone; deploy the old version instead)")
+    if rec.action == ACTION_INIT:
+        # No color served before it: there is nothing to return to. Its own rerun finishes it, or aborts it (the
+        # group back to 0) when the wait fails.
+        raise ConflictError(f"{lock_message(snap, rec)} (an init has no old color to roll back to; a failed wait "
+                            "scales the new group back to 0)")
     if rec.action == "finalize" and rec.phase != "drain":
         raise ConflictError(f"finalize of {snap.service} has started detaching the old instances "
                             f"(since {rec.started}); "

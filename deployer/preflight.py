@@ -154,11 +154,15 @@ def gather(aws, service, store=None, version=None, s3=None, ecr_for=None, opener
         facts["policies"] = aws.describe_policies(groups[snap.live].name)
         facts["scheduled"] = aws.describe_scheduled_actions(groups[snap.live].name)
     tags = launch_tags(snap)
+    default_url = tags.get(TAG_BOOTSTRAP)
     if version is LAUNCH_VERSION:
-        version = tags.get(TAG_VERSION)
+        # doctor: what the idle group would launch. A pair `bluegreen init` brought up (issue 15) names a version
+        # and a bundle on its live group only until its first deploy: those are then what a launch would run.
+        named = tags if tags.get(TAG_VERSION) or snap.live is None else snap.groups[snap.live].tags
+        version, default_url = named.get(TAG_VERSION), named.get(TAG_BOOTSTRAP)
     if version is not None and tags.get(TAG_IMAGE):
         facts["image"] = probe_image(aws, tags[TAG_IMAGE], version, ecr_for, opener)
-    url = (bundle(snap) if bundle is not None else None) or tags.get(TAG_BOOTSTRAP)
+    url = (bundle(snap) if bundle is not None else None) or default_url
     if s3 is not None and url:
         facts["bootstrap"] = probe_manifest(aws, s3, url)
     return Facts(snap, **facts)

@@ -217,8 +217,8 @@ def _alarm(fleet, name):
                                     aws_secret_access_key="testing")
     endpoint = fleet.env["AWS_ENDPOINT_URL"]
     cloudwatch = session.client("cloudwatch", endpoint_url=endpoint)
-    lb_arn = session.client("elbv2", endpoint_url=endpoint).describe_load_balancers(
-        Names=["demo-alb"])["LoadBalancers"][0]["LoadBalancerArn"]
+    (lb,) = session.client("elbv2", endpoint_url=endpoint).describe_load_balancers()["LoadBalancers"]  # the stack's
+    lb_arn = lb["LoadBalancerArn"]
     cloudwatch.put_metric_alarm(
         AlarmName=name, Namespace="AWS/ApplicationELB", MetricName="HTTPCode_Target_5XX_Count",
         Dimensions=[{"Name": "LoadBalancer", "Value": lb_arn.split(":loadbalancer/", 1)[1]}], Statistic="Sum",
