@@ -26,6 +26,7 @@ import collections
 import json
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -302,7 +303,8 @@ def main() -> None:
     parser.add_argument("--logs", help="write each deploy's progress lines (stderr) into this folder")
     args = parser.parse_args()
     logging.getLogger("localcloud.fleet.load").setLevel(logging.ERROR)  # one warning per failed request, else
-    fleet = Fleet(args.state or os.path.join(tempfile.mkdtemp(prefix="bench-bake-"), "state"), args.poll_interval)
+    scratch = None if args.state else tempfile.mkdtemp(prefix="bench-bake-")
+    fleet = Fleet(args.state or os.path.join(scratch, "state"), args.poll_interval)
     up_s = fleet.up()
     print(f"bluegreen-localcloud up: {up_s:.1f} s", flush=True)
     results, raw = [], []
@@ -327,7 +329,9 @@ def main() -> None:
                     out.write(run["stderr"])
         cloudwatch.delete_alarms(AlarmNames=[ALARM])
     finally:
-        fleet.down()
+        fleet.down()  # removes the state folder
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     report(results, floor, args)
     if args.json:
         with open(args.json, "w") as out:
