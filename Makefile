@@ -48,6 +48,7 @@ demo: setup
 bench: setup
 	scripts/with-infra.sh python bench/agent_overhead.py
 	scripts/with-infra.sh python bench/flip.py
+	scripts/with-infra.sh python bench/bake_rollback.py
 
 clean:
 	rm -rf $(VENV) .venv39 .infra .localcloud
