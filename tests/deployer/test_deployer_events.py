@@ -195,10 +195,10 @@ def test_a_missing_bus_or_topic_warns_once_per_event_and_the_deploy_still_succee
 
 def test_a_failed_put_events_entry_is_a_warning_not_a_delivery(make_harness):
     # PutEvents answers 200 with FailedEntryCount when an entry fails (throttled, internal failure): the
-    # emulator's fault event_entry_failures makes the next N entries fail so (docs/localcloud.md).
+    # emulator's fault put_events_failures answers the next N requests so (docs/localcloud.md).
     fleet = make_harness(capacity=1)
     sinks = Sinks(fleet.session)
-    fleet.cloud.configure_faults(event_entry_failures=1)
+    fleet.cloud.configure_faults(put_events_failures=1)
     out = ok(fleet.bluegreen("deploy", SERVICE, "2.0", "--event-bus", sinks.bus))
     warnings = [line for line in out.stderr.splitlines() if "not delivered" in line]
     assert len(warnings) == 1 and "event started not delivered to EventBridge bus deploys: PutEvents: 1 entry " \
