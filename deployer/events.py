@@ -114,7 +114,8 @@ def detail(name, service, record, old_version, now, timeline=(), reason=None, op
 
     `timeline`: [(phase, ISO stamp)] of the operation so far, ending with the phase it is in; `now`: an aware
     datetime."""
-    started = _parse(record.started)
+    # From the lock's first write (milliseconds) when the phases are known; the record's `started` has seconds.
+    started = _parse(timeline[0][1]) if timeline else _parse(record.started)
     at = now.astimezone(timezone.utc)
     phases = []
     for n, (phase, stamp) in enumerate(timeline):
