@@ -60,7 +60,9 @@ SUBJECT_MAX = 100  # SNS Subject: at most 100 characters
 #   ("start", action): an operation takes the lock (a new record: another action, or another start time);
 #   ("enter", phase): the record enters `phase` (also when an operation starts in it: an abort that leaves its
 #                     record as a rollback in phase restored announces `restored`, not a new rollback);
-#   ("leave", phase): the record leaves `phase` for another phase of the same operation (wins over "enter");
+#   ("leave", phase): the record leaves `phase` for another phase of the same operation (wins over "enter"),
+#                     or for another operation that is not a rollback (a bake that passed, then `--finalize`:
+#                     `baked`, then `started`);
 #   ("end", result): the lock released; `result` is the journal's (plan.clear_record).
 # A phase not named here (launch, flip, restore, retire, drain, detach, cleanup) is a step inside a transition:
 # it is recorded in the journal's phases, and announces nothing of its own.
@@ -84,12 +86,16 @@ TRANSITIONS = {
 
 
 def transition(previous, record):
-    """The event a record write announces, or None: `previous` is the record before it (None: no operation)."""
+    """What a record write announces, in order: (event, the record it is about) pairs, mostly one, often none.
+    `previous` is the record before the write (None: no operation)."""
     if previous is None or (previous.action, previous.started) != (record.action, record.started):
-        return TRANSITIONS.get(("enter", record.phase)) or TRANSITIONS.get(("start", record.action))
+        left = TRANSITIONS.get(("leave", previous.phase)) if previous and record.action != ACTION_ROLLBACK else None
+        begun = TRANSITIONS.get(("enter", record.phase)) or TRANSITIONS.get(("start", record.action))
+        return tuple(pair for pair in ((left, previous), (begun, record)) if pair[0])
     if previous.phase == record.phase:
-        return None  # a renewal, a resumed holder, the ids finalize detaches: no transition
-    return TRANSITIONS.get(("leave", previous.phase)) or TRANSITIONS.get(("enter", record.phase))
+        return ()  # a renewal, a resumed holder, the ids finalize detaches: no transition
+    name = TRANSITIONS.get(("leave", previous.phase)) or TRANSITIONS.get(("enter", record.phase))
+    return ((name, record),) if name else ()
 
 
 def ended(result):

@@ -399,9 +399,8 @@ class Runner:
             self.timeline = []
         if not self.timeline or self.timeline[-1][0] != record.phase:
             self.timeline.append((record.phase, _utc_stamp()))
-        name = events.transition(previous, record)
-        if name is not None:
-            self._announce(name, record, snap)
+        for name, about in events.transition(previous, record):
+            self._announce(name, about, snap)
 
     def _announce(self, name, record, snap, doc=None, reason=None, extra=None):
         """Put one event on the sinks, once per operation and event in this run; never raises (events.Sinks)."""
