@@ -60,6 +60,7 @@ SUBJECT_MAX = 100  # SNS Subject: at most 100 characters
 #   ("start", action): an operation takes the lock (a new record: another action, or another start time);
 #   ("enter", phase): the record enters `phase` (also when an operation starts in it: an abort that leaves its
 #                     record as a rollback in phase restored announces `restored`, not a new rollback);
+#                     ("enter", phase, action), when present, is that action's own;
 #   ("leave", phase): the record leaves `phase` for another phase of the same operation (wins over "enter"),
 #                     or for another operation that is not a rollback (a bake that passed, then `--finalize`:
 #                     `baked`, then `started`);
@@ -76,7 +77,11 @@ TRANSITIONS = {
     ("enter", PHASE_POLICIES): EVENT_LAUNCHED,  # deploy: the new fleet is InService, healthy, on the version
     ("enter", PHASE_SERVING): EVENT_LAUNCHED,  # canary: the same for its instances
     ("enter", PHASE_FLIPPED): EVENT_FLIPPED,  # the old fleet has left the load balancers
-    ("leave", PHASE_BAKE): EVENT_BAKED,  # the bake window passed (leaving it by a rollback is a new operation)
+    # With --bake the record enters `bake` where it would have entered `flipped` (deploy) or `serving` (canary),
+    # and leaves it for them once the window passed: that is `baked` (by a rollback: a new operation).
+    ("enter", PHASE_BAKE, ACTION_DEPLOY): EVENT_FLIPPED,
+    ("enter", PHASE_BAKE, ACTION_CANARY): EVENT_LAUNCHED,
+    ("leave", PHASE_BAKE): EVENT_BAKED,
     ("enter", PHASE_RESTORED): EVENT_RESTORED,  # the old fleet serves again, the new takes no new requests
     ("end", EVENT_ROLLED_BACK): EVENT_SETTLED,  # the rollback's second stage: new group empty, lock released
     ("end", EVENT_SETTLED): EVENT_SETTLED,
@@ -90,12 +95,16 @@ def transition(previous, record):
     `previous` is the record before the write (None: no operation)."""
     if previous is None or (previous.action, previous.started) != (record.action, record.started):
         left = TRANSITIONS.get(("leave", previous.phase)) if previous and record.action != ACTION_ROLLBACK else None
-        begun = TRANSITIONS.get(("enter", record.phase)) or TRANSITIONS.get(("start", record.action))
+        begun = _entered(record) or TRANSITIONS.get(("start", record.action))
         return tuple(pair for pair in ((left, previous), (begun, record)) if pair[0])
     if previous.phase == record.phase:
         return ()  # a renewal, a resumed holder, the ids finalize detaches: no transition
-    name = TRANSITIONS.get(("leave", previous.phase)) or TRANSITIONS.get(("enter", record.phase))
+    name = TRANSITIONS.get(("leave", previous.phase)) or _entered(record)
     return ((name, record),) if name else ()
+
+
+def _entered(record):
+    return TRANSITIONS.get(("enter", record.phase, record.action)) or TRANSITIONS.get(("enter", record.phase))
 
 
 def ended(result):
