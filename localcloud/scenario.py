@@ -81,8 +81,13 @@ def create_service(session, name="demo", capacity=3, version="1.0", image=DEFAUL
                    bootstrap="s3://bluegreen-bootstrap/demo/", health_interval=5, healthy_threshold=2,
                    deregistration_delay=5, launch_hook=False, hook_timeout=300, classic_elb=False,
                    subnet_cidr="10.0.0.0/20", max_size=None, app_port=8080, health_url=None,
-                   health_check_path="/health", instance_type="t3.micro", image_id=DEFAULT_AMI, zones=1):
+                   health_check_path="/health", instance_type="t3.micro", image_id=DEFAULT_AMI, zones=1,
+                   load_balancer=False):
     """Create the service's AWS resources and return their names and ARNs as a plain dict.
+
+    `load_balancer=True` also puts an Application Load Balancer (`NAME-alb`, an HTTP :80 listener forwarding
+    to the target group) in front of the target group: its ARN names the `LoadBalancer` dimension of the
+    AWS/ApplicationELB metrics the local fleet publishes (localcloud/fleet/metrics.py).
 
     `zones=N` (1-6) gives both groups N subnets in the zones REGIONa, REGIONb, ... (A19: the groups spread
     their instances over them); the subnets are `subnet_cidr` and the blocks of its size that follow it."""
@@ -114,6 +119,13 @@ def create_service(session, name="demo", capacity=3, version="1.0", image=DEFAUL
         UnhealthyThresholdCount=2)["TargetGroups"][0]["TargetGroupArn"]
     elbv2.modify_target_group_attributes(TargetGroupArn=tg_arn, Attributes=[
         {"Key": "deregistration_delay.timeout_seconds", "Value": str(deregistration_delay)}])
+
+    lb_arn = None
+    if load_balancer:
+        lb_arn = elbv2.create_load_balancer(Name=f"{name}-alb"[:32], Subnets=subnet_ids, Type="application")[
+            "LoadBalancers"][0]["LoadBalancerArn"]
+        elbv2.create_listener(LoadBalancerArn=lb_arn, Protocol="HTTP", Port=80,
+                              DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}])
 
     elb_name = None
     if classic_elb:
@@ -157,7 +169,8 @@ def create_service(session, name="demo", capacity=3, version="1.0", image=DEFAUL
                                   MaxSize=max_size, DesiredCapacity=capacity)
     return {"service": name, "region": region, "vpc_id": vpc_id, "subnet_id": subnet_id,
             "subnet_ids": subnet_ids, "zones": zone_names,
-            "launch_template": template, "target_group_arn": tg_arn, "classic_elb": elb_name,
+            "launch_template": template, "target_group_arn": tg_arn, "load_balancer_arn": lb_arn,
+            "classic_elb": elb_name,
             "groups": groups, "lifecycle_hook": hook, "capacity": capacity, "version": version}
 
 

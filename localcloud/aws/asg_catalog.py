@@ -193,20 +193,24 @@ def _strip_alarm_actions(backend: AutoScalingBackend, arn: str) -> None:
 def execute_policy(self: AutoScalingResponse) -> ActionResult:
     _, policy = _find_policy(self)
     group = asg_api.require_group(self, policy.auto_scaling_group_name)
-    adjustment = policy.scaling_adjustment or 0
-    if policy.adjustment_type == "ExactCapacity":
+    desired = new_capacity(group, policy.adjustment_type, policy.scaling_adjustment or 0)
+    self.autoscaling_backend.set_desired_capacity(group.name, desired)
+    return EmptyResult()
+
+
+def new_capacity(group: Any, adjustment_type: str, adjustment: int) -> int:
+    """The desired capacity a scaling adjustment gives the group (ExecutePolicy, and alarms.py's actions)."""
+    if adjustment_type == "ExactCapacity":
         desired = adjustment
-    elif policy.adjustment_type == "PercentChangeInCapacity":
+    elif adjustment_type == "PercentChangeInCapacity":
         # AWS rounds a change between -1 and 1 away from zero, and any other change toward zero.
-        # NOT USED BY THE PRODUCT YET: nothing executes policies; kept for the standby-worker issue.
         change = group.desired_capacity * adjustment / 100.0
         step = int(change) if abs(change) >= 1 else (1 if change > 0 else -1 if change < 0 else 0)
         desired = group.desired_capacity + step
     else:
         desired = group.desired_capacity + adjustment
     # Scaling policies never take a group outside [MinSize, MaxSize] (A5).
-    self.autoscaling_backend.set_desired_capacity(group.name, max(group.min_size, min(group.max_size, desired)))
-    return EmptyResult()
+    return max(group.min_size, min(group.max_size, desired))
 
 
 # -- scheduled actions per (group, name) (A7) --------------------------------------------------------------

@@ -37,7 +37,7 @@ from moto.autoscaling.models import (
     TerminateInstanceActivity,
 )
 from moto.autoscaling.responses import AutoScalingResponse
-from moto.cloudwatch.models import Alarm, CloudWatchBackend, cloudwatch_backends
+from moto.cloudwatch.models import Alarm, CloudWatchBackend, Dimension, cloudwatch_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult, BaseResponse, EmptyResult
@@ -161,6 +161,21 @@ WRAPPED: tuple[Wrap, ...] = (
          " end_time: 'str | None', recurrence: 'str | None', timezone: 'str | None') -> 'FakeScheduledAction'"),
     Wrap(AutoScalingBackend, "delete_scheduled_action",
          "(self, auto_scaling_group_name: 'str', scheduled_action_name: 'str') -> 'None'"),
+    # alarms.py: W2, alarms evaluate the metric data the layer keeps; PutMetricAlarm keeps an existing alarm's
+    # state; SetAlarmState holds until the next evaluation.
+    Wrap(CloudWatchBackend, "put_metric_data",
+         "(self, namespace: str, metric_data: list[dict[str, typing.Any]]) -> None"),
+    Wrap(CloudWatchBackend, "put_metric_alarm",
+         "(self, name: str, namespace: str, metric_name: str, comparison_operator: str, evaluation_periods: int,"
+         " period: int, threshold: float, statistic: str, description: str, dimensions: list[dict[str, str]],"
+         " alarm_actions: list[str], metric_data_queries: list[moto.cloudwatch.models.MetricDataQuery] | None = None,"
+         " datapoints_to_alarm: int | None = None, extended_statistic: str | None = None,"
+         " ok_actions: list[str] | None = None, insufficient_data_actions: list[str] | None = None,"
+         " unit: str | None = None, actions_enabled: bool = True, treat_missing_data: str | None = None,"
+         " evaluate_low_sample_count_percentile: str | None = None, threshold_metric_id: str | None = None,"
+         " rule: str | None = None, tags: list[dict[str, str]] | None = None) -> moto.cloudwatch.models.Alarm"),
+    Wrap(CloudWatchBackend, "set_alarm_state",
+         "(self, alarm_name: str, reason: str, reason_data: str, state_value: str) -> None"),
 )
 
 # -- ADDED: moto answers these with HTTP 500 (not implemented); A6 needs them. -----------------------------
@@ -225,6 +240,7 @@ CALLED: tuple[Call, ...] = (
     Call(FakeHealthStatus, "__init__",
          "(self, instance_id: str, port: str, health_port: str | None, status: str, reason: str | None = None,"
          " description: str | None = None)"),
+    Call(Alarm, "update_state", "(self, reason: str, reason_data: str, state_value: str) -> None"),  # W2
     Call(ActionResult, "__init__", "(self, result: 'object') -> 'None'"),
     Call(EmptyResult, "__init__", "(self) -> 'None'"),
     Call(ServiceException, "__init__", "(self, *args: Any, **kwargs: Any) -> None"),  # every moto error class
@@ -284,14 +300,23 @@ STATE: dict[type, dict[str, type | None]] = {
     FakeScalingPolicy: {
         "name": str, "arn": str, "auto_scaling_group_name": str, "policy_type": str, "adjustment_type": str,
         "scaling_adjustment": None,
+        "step_adjustments": None, "cooldown": None,  # W2: an alarm executes the policy (alarms.py)
     },
     FakeScheduledAction: {
         "scheduled_action_name": str, "auto_scaling_group_name": str, "start_time": None, "recurrence": None,
         "min_size": None, "max_size": None, "desired_capacity": None,
     },
     # W1 (asg_catalog.delete_policy): the alarms, by name, and the action lists DeletePolicy strips.
-    CloudWatchBackend: {"alarms": dict},
-    Alarm: {"alarm_actions": list, "ok_actions": list, "insufficient_data_actions": list},
+    # W2 (alarms.py): what an alarm evaluates, its state (written directly only at creation and when
+    # PutMetricAlarm replaces it; transitions go through Alarm.update_state), its actions.
+    CloudWatchBackend: {"alarms": dict, "account_id": str, "region_name": str},
+    Alarm: {"alarm_actions": list, "ok_actions": list, "insufficient_data_actions": list, "name": str,
+            "namespace": None, "metric_name": None, "metric_data_queries": list, "comparison_operator": None,
+            "evaluation_periods": None, "datapoints_to_alarm": None, "period": None, "threshold": None,
+            "statistic": None, "dimensions": list, "unit": None, "actions_enabled": None,
+            "treat_missing_data": None, "rule": None, "state_value": str, "state_reason": str,
+            "state_reason_data": None, "state_updated_timestamp": None, "history": list},
+    Dimension: {"name": None, "value": None},
     # Response classes: properties, present only on an instance serving a request; checked on the class.
     AutoScalingResponse: {"autoscaling_backend": property},
     ELBResponse: {"elb_backend": property},
@@ -349,7 +374,7 @@ def replaces(cls: type, name: str) -> Callable[[Callable[..., Any]], Callable[..
 
 def install() -> None:
     """Put every replacement on moto's classes; idempotent (a class attribute is replaced once per process)."""
-    from . import activities, asg_api, asg_catalog, autoscaling, refresh, targets, warm  # noqa: F401  (importing them registers them)
+    from . import activities, alarms, asg_api, asg_catalog, autoscaling, refresh, targets, warm  # noqa: F401  (importing them registers them)
 
     missing = _LISTED - set(_replacements)
     if missing:

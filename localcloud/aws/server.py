@@ -15,6 +15,7 @@ the control API for other processes:
     POST /_localcloud/time           {"time_scale": X, "health_interval": S}
     POST /_localcloud/apps           {"boot_seconds": 0.0, "broken_launches": 0}   (E5, apps.py)
     POST /_localcloud/app            {"instance_id": ..., "up": true|false}       (E5)
+    POST /_localcloud/alarms         {"evaluate": true|false}                     (W2, alarms.py)
     GET  /_localcloud/events?after=N {"events": [...], "last": M}  (each event carries "seq")
     GET  /_localcloud/calls          {"calls": {"autoscaling:DescribeAutoScalingGroups": n, ...}}
 """
@@ -35,6 +36,7 @@ from typing import Any, Callable
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from . import (
+    alarms,
     autoscaling,
     events_faults,
     faults_asg,
@@ -205,6 +207,15 @@ class EmulatedAWS:
         """Change the clock until the next reset() (which restores the constructor's values)."""
         self.state.configure_time(time_scale, health_interval)
 
+    def configure_alarms(self, evaluate: bool = True) -> None:
+        """W2, until the next reset(): `evaluate=False` stops alarm evaluation, so alarms keep whatever state
+        PutMetricAlarm or SetAlarmState gives them (plain moto's behaviour), for tests that drive alarm states
+        by hand for longer than one evaluation interval."""
+        if not isinstance(evaluate, bool):
+            raise BadControlRequest("evaluate must be a boolean")
+        with self.state.lock:
+            self.state.alarms_evaluate = evaluate
+
     def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
         """Call `callback(event)` for every event from now on; subscriptions survive reset()."""
         self.state.subscribe(callback)
@@ -227,6 +238,7 @@ class EmulatedAWS:
             autoscaling.tick(self.state)
             refresh.tick(self.state)  # A16
             warm.tick(self.state, autoscaling.LAUNCH_SECONDS)  # A17
+            alarms.tick(self.state)  # W2
         self.state.deliver()
 
     # -- HTTP ---------------------------------------------------------------------------------------
@@ -272,6 +284,7 @@ class EmulatedAWS:
                 autoscaling.tick(self.state)
                 refresh.tick(self.state)  # A16
                 warm.tick(self.state, autoscaling.LAUNCH_SECONDS)  # A17
+                alarms.tick(self.state)  # W2
                 status, headers, chunks = self._call_ec2(environ, action, region or self.region, body) \
                     if service == "ec2" else faults_asg.around(self.state, service, action, environ, self._call_moto)
         self.state.deliver()
@@ -339,6 +352,8 @@ class EmulatedAWS:
                 self.configure_apps(**payload)
             elif path == "/_localcloud/app":
                 self.set_app_up(payload.get("instance_id"), payload.get("up"))
+            elif path == "/_localcloud/alarms":
+                self.configure_alarms(**payload)
             elif path == "/_localcloud/time":
                 self.configure_time(payload.get("time_scale"), payload.get("health_interval"))
             else:

@@ -295,6 +295,12 @@ class LayerState:
             self.scheduled_actions = GroupIndex("scheduled_actions")
             # scheduled actions already carried out: (group, name, start time)
             self.scheduled_done: set = set()
+            # W2 (alarms.py): (account, Region, namespace, metric, dimensions) -> deque of (time, Sample, unit)
+            self.metrics: dict[tuple, Any] = {}
+            self.alarm_due: dict[tuple[str, str, str], float] = {}  # (account, Region, alarm) -> next evaluation
+            self.policy_cooldowns: dict[tuple[str, str, str], float] = {}  # simple policies' cooldown ends
+            self.cloudwatch_backends: list[Any] = []  # moto CloudWatchBackends that hold alarms or data
+            self.alarms_evaluate = True  # False: alarms keep the state they are given (moto's behaviour)
             self.events: list[dict[str, Any]] = []
             self.calls: dict[str, int] = {}
             self._undelivered = []

@@ -38,7 +38,7 @@ TIME_SCALE = 0.2
 OUT_OF_REACH_HEALTH_INTERVAL = 300.0
 SERVICE = "demo"
 CAPACITY = 3
-VERSIONS = ("1.0", "2.0", "3.0")
+VERSIONS = ("1.0", "2.0", "3.0", "2.0-bad")  # 2.0-bad: healthy, but 500 on `/` (sampleapp.failing)
 UNHEALTHY_VERSIONS = ("3.0",)
 
 
@@ -67,6 +67,7 @@ class Daemon:
         self.cloud = None
         self.lb = None
         self.supervisor = None
+        self.metrics = None
         self._infra_started = False
 
     # -- state ------------------------------------------------------------------------------------------
@@ -86,6 +87,7 @@ class Daemon:
         from localcloud.aws import EmulatedAWS
         from localcloud.fleet.control import ControlClient
         from localcloud.fleet.haproxy import LoadBalancer
+        from localcloud.fleet.metrics import PUBLISH_AWS_SECONDS, MetricsPublisher
         from localcloud.fleet.service import REPOSITORY, create_demo_service
         from localcloud.fleet.supervisor import FleetSupervisor
 
@@ -117,6 +119,10 @@ class Daemon:
         self.supervisor = FleetSupervisor(
             ControlClient(self.cloud.endpoint), autoscaling, elbv2, self.lb, self.state_dir, self.cloud.endpoint,
             self.region, docker_host, time_scale=TIME_SCALE, on_change=self.record).start()
+        # Issue 12: HAProxy's counters as AWS/ApplicationELB metrics, and 5xx per group (metrics.py).
+        self.metrics = MetricsPublisher(self.lb, session.client("cloudwatch", endpoint_url=self.cloud.endpoint,
+                                                                config=config),
+                                        elbv2, self.supervisor.layout, PUBLISH_AWS_SECONDS * TIME_SCALE).start()
 
         self.record(phase="pushing images")
         sampleapp.build_and_push(registry, repository=REPOSITORY, versions=VERSIONS,
@@ -135,7 +141,8 @@ class Daemon:
         from localcloud import infra
 
         self.record(phase="stopping")
-        for name, part in (("fleet", self.supervisor), ("load balancer", self.lb), ("emulated AWS", self.cloud)):
+        for name, part in (("metrics", self.metrics), ("fleet", self.supervisor), ("load balancer", self.lb),
+                           ("emulated AWS", self.cloud)):
             if part is None:
                 continue
             try:

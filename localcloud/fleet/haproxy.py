@@ -298,6 +298,10 @@ class LoadBalancer:
         except WaitTimeout as exc:
             raise FleetTimeout(f"haproxy would not delete {target} within {deadline_s}s; last: {exc.last}") from None
 
+    def stats(self):
+        """`show stat`: one dict per frontend, backend and server row (HAProxy's counters, CSV columns)."""
+        return _parse_csv(self.command("show stat"))
+
     def servers(self, backend=BACKEND):
         """Every server of the backend, by name."""
         sessions = {}

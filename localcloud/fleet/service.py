@@ -60,4 +60,4 @@ def create_demo_service(session, state_dir: str, registry: str, name: str = "dem
     return create_service(session, name=name, capacity=capacity, version=version, image=f"{registry}/{REPOSITORY}",
                           bootstrap=url, health_interval=HEALTH_INTERVAL, healthy_threshold=HEALTHY_THRESHOLD,
                           deregistration_delay=DEREGISTRATION_DELAY, launch_hook=True, hook_timeout=HOOK_TIMEOUT,
-                          health_url=HEALTH_URL)
+                          health_url=HEALTH_URL, load_balancer=True)  # its ARN: the metrics' LoadBalancer

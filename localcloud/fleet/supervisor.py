@@ -56,6 +56,7 @@ class FleetSupervisor:
         self.target_groups: dict[str, dict] = {}  # arn -> {"interval", "rise", "fall"}
         self.targets: dict[str, str] = {}  # instance id -> target group state, as last read
         self.zone_of: dict[str, str] = {}  # instance id -> Availability Zone (E6: only with lb.zones)
+        self.registered: dict[str, set] = {}  # target group ARN -> instance ids it lists, as last read
         self.ports_taken: set = set()
         self.fed: dict[str, str | None] = {}
         self._seq = 0
@@ -184,9 +185,12 @@ class FleetSupervisor:
         descriptions = [self.elbv2.describe_target_health(TargetGroupArn=arn) for arn in list(self.target_groups)]
         targets = merge_target_health(descriptions)
         membership = {}
+        registered: dict[str, set] = {}
         for arn, description in zip(list(self.target_groups), descriptions):
             for item in description.get("TargetHealthDescriptions", []):
                 membership.setdefault(item["Target"]["Id"], arn)
+                registered.setdefault(arn, set()).add(item["Target"]["Id"])
+        self.registered = registered
         servers = self.lb.servers()
         with self._lock:
             ports = {i: inst.app_port for i, inst in self.instances.items()}
@@ -272,6 +276,13 @@ class FleetSupervisor:
             item["lb"] = None if server is None else ("routed" if server.routed else "not routed") + (
                 ", up" if server.up else ", down")
         return {"instances": instances, "target_groups": sorted(self.target_groups), "last_error": self.last_error}
+
+    def layout(self) -> tuple[dict[str, set], dict[str, str]]:
+        """({target group ARN: instance ids it lists}, {instance id: its group}) for the metrics (metrics.py);
+        retired instances keep their group, so counts from their last requests still find it."""
+        with self._lock:
+            groups = {i: inst.group for i, inst in list(self.retired.items()) + list(self.instances.items())}
+        return {arn: set(ids) for arn, ids in self.registered.items()}, groups
 
     def routed_count(self) -> int:
         """Targets the target group calls healthy and HAProxy routes to."""

@@ -1,8 +1,9 @@
 """The sample service the tests, the demo and the local fleet deploy: a tiny HTTP app built FROM scratch.
 
 Nothing can be pulled from the internet here, so the image is the host's static busybox plus a web root:
-`/` answers the version, `/health` answers 200 (an "unhealthy" version has no /health, so it answers 404),
-and it listens on 127.0.0.1:$APP_PORT (default 8080) with host networking, because the engine runs with
+`/` answers the version, `/health` answers 200 (an "unhealthy" version has no /health, so it answers 404; a
+"failing" version, any whose name ends in `-bad` such as `2.0-bad`, passes /health but answers `/` with a 500
+from a CGI script, as a release that breaks real requests and not its health check), and it listens on 127.0.0.1:$APP_PORT (default 8080) with host networking, because the engine runs with
 --bridge=none.
 
     digests = build_and_push("127.0.0.1:5000", versions=("1.0", "2.0"))   # {version: "sha256:..."}
@@ -12,6 +13,7 @@ and it listens on 127.0.0.1:$APP_PORT (default 8080) with host networking, becau
 import json
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +24,12 @@ log = logging.getLogger(__name__)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUSYBOX = "/bin/busybox"
+# A version named <anything>-bad answers 5xx on `/` and 200 on /health (issue 12: what a bake must catch).
+FAILING_SUFFIX = "-bad"
+# busybox httpd runs /cgi-bin/index.cgi for `/` when there is no index.html; a leading "Status:" line sets the
+# response's status.
+_FAILING_CGI = ("#!/bin/busybox sh\n"
+                "printf 'Status: 500 Internal Server Error\\r\\nContent-Type: text/plain\\r\\n\\r\\n%s\\n' {version}\n")
 
 
 class SampleAppError(Exception):
@@ -39,20 +47,33 @@ def _docker(args, timeout=120, env=None):
     return out.stdout
 
 
+def failing(version):
+    """True for the variant that passes its health URL but answers 500 on `/` (FAILING_SUFFIX)."""
+    return version.endswith(FAILING_SUFFIX)
+
+
 def _context(folder, version, healthy):
     shutil.copy(os.path.join(HERE, "Dockerfile"), folder)
     shutil.copy(BUSYBOX, os.path.join(folder, "busybox"))
     www = os.path.join(folder, "www")
     os.makedirs(www)
-    with open(os.path.join(www, "index.html"), "w") as f:
-        f.write(version + "\n")
+    if failing(version):
+        os.makedirs(os.path.join(www, "cgi-bin"))
+        script = os.path.join(www, "cgi-bin", "index.cgi")
+        with open(script, "w") as f:
+            f.write(_FAILING_CGI.format(version=shlex.quote(version)))
+        os.chmod(script, 0o755)  # COPY keeps the mode: httpd runs only executable CGI scripts
+    else:
+        with open(os.path.join(www, "index.html"), "w") as f:
+            f.write(version + "\n")
     if healthy:
         with open(os.path.join(www, "health"), "w") as f:
             f.write("ok\n")
 
 
 def build_and_push(registry, repository="web", versions=("1.0", "2.0"), unhealthy_versions=()):
-    """Build one image per version, push each as <registry>/<repository>:<version>; return {version: digest}."""
+    """Build one image per version, push each as <registry>/<repository>:<version>; return {version: digest}.
+    Versions in `unhealthy_versions` fail their health check; versions named *-bad answer 500 on `/`."""
     if not os.path.exists(BUSYBOX):
         raise SampleAppError(f"{BUSYBOX} is missing: install busybox-static")
     # The legacy builder: BuildKit would try to resolve frontends from the internet.

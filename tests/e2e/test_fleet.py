@@ -201,3 +201,48 @@ def test_a_version_that_never_turns_healthy_aborts_on_its_own_without_a_failed_r
 
     running = wait_until(only_the_live_ones_running, "only the live instances to keep running")
     assert {i["version"] for i in running} == {version}
+
+
+def test_the_bad_version_passes_its_checks_but_fires_the_load_balancers_5xx_alarm(fleet):
+    """Issue 12: `2.0-bad` passes /health, so the deploy flips; under load the alarm an operator writes for an
+    ALB (AWS/ApplicationELB HTTPCode_Target_5XX_Count by LoadBalancer) goes to ALARM; a rollback serves the old
+    version again. The automatic rollback on that alarm is the deployer's (`deploy --bake --alarm`)."""
+    import boto3
+
+    before = fleet.at_rest()
+    live = before["live"]
+    version = before["groups"][live]["version"]
+    session = boto3.session.Session(region_name=fleet.env["AWS_REGION"], aws_access_key_id="testing",
+                                    aws_secret_access_key="testing")
+    endpoint = fleet.env["AWS_ENDPOINT_URL"]
+    cloudwatch = session.client("cloudwatch", endpoint_url=endpoint)
+    lb_arn = session.client("elbv2", endpoint_url=endpoint).describe_load_balancers(
+        Names=["demo-alb"])["LoadBalancers"][0]["LoadBalancerArn"]
+    cloudwatch.put_metric_alarm(
+        AlarmName="demo-5xx", Namespace="AWS/ApplicationELB", MetricName="HTTPCode_Target_5XX_Count",
+        Dimensions=[{"Name": "LoadBalancer", "Value": lb_arn.split(":loadbalancer/", 1)[1]}], Statistic="Sum",
+        Period=60, EvaluationPeriods=1, Threshold=10, ComparisonOperator="GreaterThanOrEqualToThreshold",
+        TreatMissingData="notBreaching")
+
+    def alarm_state():
+        return cloudwatch.describe_alarms(AlarmNames=["demo-5xx"])["MetricAlarms"][0]["StateValue"]
+
+    load = LoadGenerator(fleet.lb_url, rate=RATE, max_seconds=300).start()
+    try:
+        wait_until(lambda: alarm_state() == "OK", "the 5xx alarm to be OK under load")
+        out = fleet.bluegreen("deploy", "demo", "2.0-bad")
+        assert out.returncode == 0, out.stderr[-3000:]  # its health checks pass: nothing stops the flip
+        flipped = time.monotonic()
+        wait_until(lambda: alarm_state() == "ALARM", "the 5xx alarm to fire", deadline_s=60.0)
+        alarmed = time.monotonic()
+        out = fleet.bluegreen("rollback", "demo")
+        assert out.returncode == 0, out.stderr[-3000:]
+        restored = time.monotonic()
+    finally:
+        result = load.stop()
+        cloudwatch.delete_alarms(AlarmNames=["demo-5xx"])
+    FIGURES["bad_version_alarm"] = {"flip_to_alarm_seconds": round(alarmed - flipped, 1),
+                                    "alarm_to_restored_seconds": round(restored - alarmed, 1),
+                                    "requests": result.total, "failed": len(result.failures)}
+    assert result.failures, "the bad version answered no 5xx"
+    assert sample_versions(fleet.lb_url, 20) == ({version: 20}, 0)

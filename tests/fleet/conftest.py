@@ -13,6 +13,7 @@ class Backend:
         self.version = version
         self.healthy = healthy
         self.delay = delay
+        self.status = 200  # what `/` answers: 500 stands for a release that fails real requests, not its checks
         self.hits = 0  # requests answered, health checks aside
         self.checks = 0  # health checks answered
         backend = self
@@ -26,7 +27,7 @@ class Backend:
                     if backend.delay:
                         threading.Event().wait(backend.delay)
                     backend.hits += 1
-                    status, body = 200, backend.version.encode()
+                    status, body = backend.status, backend.version.encode()
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

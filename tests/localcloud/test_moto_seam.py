@@ -150,7 +150,8 @@ def _live_objects(world) -> list[object]:
         StartTime=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1))
     boto3.client("cloudwatch").put_metric_alarm(
         AlarmName="cpu", Namespace="AWS/EC2", MetricName="CPUUtilization", Statistic="Average", Period=60,
-        EvaluationPeriods=1, Threshold=70, ComparisonOperator="GreaterThanThreshold")
+        EvaluationPeriods=1, Threshold=70, ComparisonOperator="GreaterThanThreshold",
+        Dimensions=[{"Name": "AutoScalingGroupName", "Value": "blue"}])
     (backend,) = world.cloud.state.backends
     cloudwatch = seam.cloudwatch_backends[backend.account_id][backend.region_name]
     group = backend.autoscaling_groups["blue"]
@@ -158,7 +159,7 @@ def _live_objects(world) -> list[object]:
     return [group, group.instance_states[0], group.instance_states[0].instance, backend, backend.ec2_backend,
             backend.elbv2_backend, backend.elbv2_backend.target_groups[tg], lb, lb.listeners[0], lb.health_check,
             *backend.lifecycle_hooks.values(), *backend.policies.values(), *backend.scheduled_actions.values(),
-            cloudwatch, *cloudwatch.alarms.values()]
+            cloudwatch, *cloudwatch.alarms.values(), *cloudwatch.alarms["cpu"].dimensions]
 
 
 def test_every_moto_attribute_the_layer_relies_on_exists_on_live_objects(world):
