@@ -339,8 +339,13 @@ class Cli:
             if not value and self.groups:
                 values = {g.tags[key] for g in self.groups.values() if g.tags.get(key)}
                 if len(values) > 1:
-                    raise UsageError(f"the groups of {a.service} name different {key} tags ({', '.join(sorted(values))})"
-                                     f"; make them agree, or pass --{flag.replace('_', '-')}")
+                    fix = (f"the groups of {a.service} name different {key} tags ({', '.join(sorted(values))}); "
+                           f"make them agree, or pass --{flag.replace('_', '-')}")
+                    if a.command != "rollback":
+                        raise UsageError(fix)
+                    # Rollback is the escape hatch: a notification setting never holds it back.
+                    log.warning("%s (this rollback sends its events to neither)", fix)
+                    values = set()
                 value = values.pop() if values else None
             named[flag] = value
         return events.Sinks(self.clients.get("events"), self.clients.get("sns"), bus=named["event_bus"],

@@ -156,7 +156,7 @@ def test_the_groups_tags_name_the_sinks_and_a_flag_overrides_them(make_harness):
     assert len(tagged.from_topic()) == 3  # no --sns-topic: the tag's topic still gets them
 
 
-def test_groups_naming_different_buses_are_refused_before_anything_changes(make_harness):
+def test_groups_naming_different_buses_are_refused_before_anything_changes_but_not_for_rollback(make_harness):
     fleet = make_harness(capacity=1)
     asg = fleet.session.client("autoscaling")
     asg.create_or_update_tags(Tags=[
@@ -166,7 +166,15 @@ def test_groups_naming_different_buses_are_refused_before_anything_changes(make_
     expect_exit(out, 2, "name different bluegreen:event-bus tags (bus-blue, bus-green); make them agree, or pass "
                         "--event-bus")
     assert contract.TAG_OPERATION not in fleet.tags("blue")
-    ok(fleet.bluegreen("deploy", SERVICE, "2.0", "--event-bus", "bus-blue", "--dry-run"))
+    planned = json.loads(ok(fleet.bluegreen("deploy", SERVICE, "2.0", "--event-bus", "bus-blue", "--dry-run",
+                                            "--output", "json")).stdout)
+    assert planned["events"] == {"event_bus": "bus-blue", "sns_topic": None}
+    ok(fleet.bluegreen("deploy", SERVICE, "2.0", "--event-bus", "bus-blue"))
+    # Rollback, the escape hatch, is never held back by a notification setting: one warning, no bus.
+    out = ok(fleet.bluegreen("rollback", SERVICE))
+    assert "name different bluegreen:event-bus tags (bus-blue, bus-green); make them agree, or pass --event-bus " \
+           "(this rollback sends its events to neither)" in out.stderr
+    assert "not delivered" not in out.stderr
 
 
 def test_json_lines_on_stderr_with_output_json_and_none_without(make_harness):
