@@ -260,3 +260,16 @@ def test_every_phase_and_event_of_the_contract_is_decided_in_the_table():
     assert set(events.TRANSITIONS.values()) == set(contract.EVENTS)
     assert {events.ended(r) for r in (contract.EVENT_ROLLED_BACK, contract.EVENT_ABORTED, contract.EVENT_FINALIZED)} \
         == {contract.EVENT_SETTLED, contract.EVENT_ABORTED, contract.EVENT_FINALIZED}
+
+
+def test_without_a_state_store_the_events_still_come_with_the_phases_this_run_saw(make_harness):
+    fleet = make_harness(capacity=1)
+    fleet.asg.delete_tags(Tags=[{"ResourceId": fleet.svc["groups"][c], "ResourceType": "auto-scaling-group",
+                                 "Key": contract.TAG_BOOTSTRAP} for c in ("blue", "green")])  # no store to locate
+    out = ok(fleet.bluegreen("deploy", SERVICE, "2.0", "--output", "json"))
+    assert "no state store for demo" in out.stderr
+    lines = json_lines(out.stderr)
+    assert types(lines) == [contract.EVENT_STARTED, contract.EVENT_LAUNCHED, contract.EVENT_FLIPPED]
+    flipped = lines[-1]["detail"]
+    assert flipped["operation"] is None and flipped["version"] == "2.0"
+    assert [p["phase"] for p in flipped["durations"]["phases"]] == ["launch", "policies", "flip", "flipped"]
