@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # baked by ami/bake.sh (bake). Markers: setup.cfg.
 UNIT_MARKERS := not docker and not e2e and not haproxy and not system_tools and not bake
 
-.PHONY: venv setup test test-py39 unit lint demo bench clean
+.PHONY: venv setup test test-py39 unit lint template demo bench clean
 
 venv:
 	scripts/venv-setup.sh
@@ -30,9 +30,16 @@ unit: venv
 	$(PY) -m pytest -m "$(UNIT_MARKERS)" $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check agent deployer localcloud tests bench
+	$(VENV)/bin/ruff check agent deployer localcloud tests bench scripts
 	# The agent runs on Amazon Linux 2023's Python 3.9.
 	$(VENV)/bin/vermin --no-tips --violations -t=3.9- agent
+	# The service's CloudFormation template: current with its sources, and cfn-lint clean.
+	$(PY) scripts/render-template.py --check
+	$(VENV)/bin/cfn-lint infra/cloudformation/service.yaml
+
+# infra/cloudformation/service.yaml from service.src.yaml, iam/*.json and cloud-init/user-data.yaml.tmpl.
+template: venv
+	$(PY) scripts/render-template.py
 
 demo: setup
 	scripts/demo.sh

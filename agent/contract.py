@@ -522,7 +522,9 @@ def check_workers(value):
 
 # -- one vocabulary: operations, their phases, and the events between them --------------------------------
 ACTION_DEPLOY, ACTION_CANARY, ACTION_ROLLBACK, ACTION_FINALIZE = "deploy", "canary", "rollback", "finalize"
-ACTIONS = (ACTION_DEPLOY, ACTION_CANARY, ACTION_ROLLBACK, ACTION_FINALIZE)
+# `bluegreen init`: a new pair's first color up (issue 15); journaled as `launched` when it serves.
+ACTION_INIT = "init"
+ACTIONS = (ACTION_DEPLOY, ACTION_CANARY, ACTION_ROLLBACK, ACTION_FINALIZE, ACTION_INIT)
 
 PHASE_LAUNCH = "launch"
 PHASE_POLICIES = "policies"
@@ -545,6 +547,7 @@ PHASES = {
     ACTION_CANARY: (PHASE_LAUNCH, PHASE_SERVING),
     ACTION_ROLLBACK: (PHASE_RESTORE, PHASE_RETIRE, PHASE_RESTORED),
     ACTION_FINALIZE: (PHASE_DRAIN, PHASE_DETACH, PHASE_CLEANUP),
+    ACTION_INIT: (PHASE_LAUNCH,),
 }
 
 # Transitions: what the journal records and the events announce (one EventBridge detail-type each).

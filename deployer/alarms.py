@@ -1,12 +1,17 @@
-"""CloudWatch alarms of step and simple scaling policies (W1): what to copy to the new group, what to delete.
+"""What the tool copies to the new group and may delete (W1, A7): alarms, and the names that mark its copies.
 
 A step or simple policy acts only through an alarm whose actions name the policy's ARN, and the alarm watches
 its group's metric (W1). A copied policy has a new ARN and no alarm, so each such alarm is copied too: the same
 definition, the `AutoScalingGroupName` dimension rewritten to the new group, the actions remapped to the new
-policy's ARN. A copy is named `<original><MARKER><new group name>`: the name is the tool's marker. Only alarms
-carrying it for a group are ever deleted, so an operator's own alarm never is; and a rerun after a crash finds
-what the tool created from the names alone (PutMetricAlarm replaces by name, DeleteAlarms of a missing name is
-no error), with no record to keep in step with CloudWatch. No AWS here.
+policy's ARN.
+
+Ownership. Every copy the tool makes (alarm, scaling policy, scheduled action) is named
+`<original><MARKER><new group name>`: the name is the tool's marker (policies have no tags, and a name survives a
+lost state store and an IaC apply, X3). Rollback and the next deploy delete or overwrite only names carrying the
+marker for that group, so an operator's own policy or alarm never is, whatever its name; and a rerun after a crash
+finds what the tool created from the names alone (Put* replaces by name, deleting a missing name is skipped). The
+operation record also lists the names (store.py, `created`), so the alarms are read by name, never the whole
+Region. No AWS here.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 from .steps import Call
 
 MARKER = "--bluegreen-"
+NAME_MAX = 255  # AlarmName, PolicyName and ScheduledActionName all take at most 255 characters
 ALARMED_POLICIES = ("SimpleScaling", "StepScaling")  # target tracking owns its alarms (W1)
 ACTION_LISTS = ("AlarmActions", "OKActions", "InsufficientDataActions")
 # What PutMetricAlarm accepts of a DescribeAlarms MetricAlarms record.
@@ -24,13 +30,31 @@ ALARM_KEYS = ("AlarmDescription", "ActionsEnabled", *ACTION_LISTS, "MetricName",
 DELETE_BATCH = 100  # DeleteAlarms takes at most 100 names
 
 
-def copy_name(alarm_name, group_name):
-    """The tool's copy of `alarm_name` for `group_name`; a copy of a copy is named from the original."""
-    return alarm_name.split(MARKER, 1)[0] + MARKER + group_name
+def original_name(name):
+    """The operator's name a copy was made from (the name itself when it is no copy)."""
+    return name.split(MARKER, 1)[0]
 
 
-def is_copy_for(alarm_name, group_name):
-    return alarm_name.endswith(MARKER + group_name)
+def copy_name(name, group_name):
+    """The tool's copy of `name` (an alarm, policy or scheduled action) for `group_name`; a copy of a copy is
+    named from the original."""
+    return original_name(name) + MARKER + group_name
+
+
+def is_copy_for(name, group_name):
+    return name.endswith(MARKER + group_name)
+
+
+def too_long(names, group_name):
+    """The copies of `names` for `group_name` whose name would pass NAME_MAX: (name, length of its copy)."""
+    return [(n, len(copy_name(n, group_name))) for n in names if len(copy_name(n, group_name)) > NAME_MAX]
+
+
+def linked_alarm_names(policies):
+    """The alarm names DescribePolicies lists in the `Alarms` of the step and simple policies among `policies`
+    (W1: the alarms whose actions name them). The deployer reads only these alarms, by name."""
+    return {a["AlarmName"] for p in policies if (p.get("PolicyType") or "SimpleScaling") in ALARMED_POLICIES
+            for a in p.get("Alarms") or ()}
 
 
 def regroup(value, old, new):
@@ -71,12 +95,14 @@ def alarm_copies(snap, src, dst):
     """PutMetricAlarm calls giving group `dst` a copy of every alarm acting on a step or simple policy of `src`.
 
     Plan it once `dst` has the policies (policies.policy_copies returns nothing): a copy's actions name the new
-    policy's ARN, which exists only after PutScalingPolicy. A copy `dst` already has as it would be put costs no
-    call.
+    policy's ARN, which exists only after PutScalingPolicy. Only a policy the tool copied is remapped: where the
+    operator's own policy of that name is on `dst` (kept, never overwritten), so are the operator's alarms for it,
+    and a second alarm would scale twice. A copy `dst` already has as it would be put costs no call.
     """
     old, new = snap.groups[src].name, snap.groups[dst].name
     have = _arns(snap.policies[dst])
-    remap = {arn: have[name] for name, arn in _arns(snap.policies[src]).items() if name in have}
+    remap = {arn: have[copy_name(name, new)] for name, arn in _arns(snap.policies[src]).items()
+             if copy_name(name, new) in have}
     by_name = {a["AlarmName"]: a for a in snap.alarms}
     calls = []
     for alarm in snap.alarms:

@@ -35,6 +35,7 @@ CREDENTIAL_CODES = {"ExpiredToken", "ExpiredTokenException", "InvalidClientToken
                     "AuthFailure", "SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied",
                     "AccessDeniedException", "UnauthorizedOperation"}
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+ALARM_NAMES_MAX = 100  # DescribeAlarms: at most 100 AlarmNames a call
 # How long `_call` keeps retrying ScalingActivityInProgress (AWS seconds), and its backoff's cap.
 SCALING_RETRY_S = 60.0
 SCALING_BACKOFF_CAP_S = 10.0
@@ -144,9 +145,11 @@ class DeployerAws:
 
     def _pages(self, client, method, key, **params):
         out = []
+        keys = key if isinstance(key, tuple) else (key,)
         try:
             for page in client.get_paginator(method).paginate(**params):
-                out.extend(page.get(key, []))
+                for name in keys:
+                    out.extend(page.get(name, []))
         except (ClientError, BotoCoreError) as exc:
             raise translate(exc, method) from exc
         return out
@@ -173,11 +176,26 @@ class DeployerAws:
     def describe_policies(self, group_name):
         return self._pages(self.asg, "describe_policies", "ScalingPolicies", AutoScalingGroupName=group_name)
 
-    def describe_alarms(self):
-        """Every metric alarm of the Region: which of them act on a group's policies is in their actions (W1)."""
+    def describe_alarms(self, names):
+        """The metric alarms named `names` (those that exist), never the whole Region: the callers take the names
+        from the policies' own `Alarms` (DescribePolicies) and the operation record (W1)."""
+        return self._alarms_named(names, ("MetricAlarm",))
+
+    def describe_named_alarms(self, names):
+        """The metric and composite alarms named (a bake's, W2): a bake's poll costs one call per 100 alarms
+        whatever else the account has. A name CloudWatch does not know is simply absent from the answer."""
+        return self._alarms_named(names, ("MetricAlarm", "CompositeAlarm"))
+
+    def _alarms_named(self, names, types):
+        # AlarmNames takes at most 100 names a call.
         if self.cloudwatch is None:
             raise AwsError("DescribeAlarms: internal error: no CloudWatch client was made")
-        return self._pages(self.cloudwatch, "describe_alarms", "MetricAlarms", AlarmTypes=["MetricAlarm"])
+        names = sorted(set(names))
+        out = []
+        for start in range(0, len(names), ALARM_NAMES_MAX):
+            out += self._pages(self.cloudwatch, "describe_alarms", ("MetricAlarms", "CompositeAlarms"),
+                               AlarmNames=names[start:start + ALARM_NAMES_MAX], AlarmTypes=list(types))
+        return out
 
     def describe_scheduled_actions(self, group_name):
         return self._pages(self.asg, "describe_scheduled_actions", "ScheduledUpdateGroupActions",

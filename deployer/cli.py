@@ -26,12 +26,13 @@ from botocore.exceptions import BotoCoreError
 
 from agent import contract
 
-from . import bootstrap, doctor, events, plan, preflight, render, steps, userdata
+from . import bake as bake_mod
+from . import bootstrap, doctor, events, plan, plan_init, preflight, render, steps, userdata
 from . import store as store_mod
 from .aws import CallCounter, DeployerAws, translate
-from .errors import Aborted, BlueGreenError, UsageError
+from .errors import Aborted, BlueGreenError, RolledBack, UsageError
 from .health import ReplacementBudget
-from .model import TAG_OPERATION, check_version, other, pair_from_describe
+from .model import COLORS, TAG_OPERATION, check_version, other, pair_from_describe
 from .runner import Runner, observe
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,18 @@ def replacement_budget(text):
         raise argparse.ArgumentTypeError("must be a count (0, 3) or a percentage of the capacity (10%)") from None
 
 
+def add_bake_flags(parser, finalize):
+    parser.add_argument("--bake", type=positive_float, metavar="SECONDS",
+                        help="after the flip (canary: once healthy), watch the alarms and the new fleet's health for "
+                             "SECONDS; an alarm in ALARM or a fleet short of healthy capacity beyond the replacement "
+                             "budget " + ("rolls back at once (exit 1)" if finalize else "removes the canary (exit 1)"))
+    parser.add_argument("--alarm", action="append", default=[], metavar="NAME",
+                        help=f"a CloudWatch alarm the bake watches (repeatable; with the groups' {contract.TAG_ALARMS} "
+                             "tag, the union)")
+    if finalize:
+        parser.add_argument("--finalize", action="store_true", help="finalize once the bake has passed")
+
+
 MAX_REPLACEMENTS_HELP = ("new instances that may fail and be replaced during the launch wait before the deploy "
                          "aborts: a count or N%% of the capacity (default: 10%%, at least 2; 0 aborts on the first)")
 
@@ -166,6 +179,7 @@ def build_parser():
     p.add_argument("service")
     p.add_argument("version")
     p.add_argument("--max-replacements", type=replacement_budget, metavar="N|N%", help=MAX_REPLACEMENTS_HELP)
+    add_bake_flags(p, finalize=True)
     p = add("rollback", "return the old group to service, then empty the new one (from any phase)",
             [common, mutating, stateful, undoing])
     p.add_argument("service")
@@ -177,6 +191,20 @@ def build_parser():
     p.add_argument("version")
     p.add_argument("--count", type=positive_int, default=1, help="canary instances (default 1)")
     p.add_argument("--max-replacements", type=replacement_budget, metavar="N|N%", help=MAX_REPLACEMENTS_HELP)
+    add_bake_flags(p, finalize=False)
+    # issue 15: a pair the template made has no version and no capacity; init brings its first color up.
+    p = add("init", "bring a new pair's first color up: set VERSION (with its digest and bundle) on it, size it to N "
+            "and wait until N instances are healthy; from then on `deploy` owns the pair",
+            [common, mutating, stateful, checked])
+    p.add_argument("service")
+    p.add_argument("version")
+    p.add_argument("--capacity", type=positive_int, required=True, help="the instances to start (MinSize and "
+                   "desired; MaxSize is raised to it if below)")
+    p.add_argument("--color", choices=COLORS, default="blue", help="the color to bring up (default blue)")
+    p.add_argument("--bootstrap", metavar="s3://bucket/prefix/<sha256>/",
+                   help="the bundle the instances run (what push-bootstrap printed); default: the latest pushed "
+                        f"under the base beside the groups' {contract.TAG_STATE} store (s3://B/SERVICE/ for "
+                        "s3://B/SERVICE/.bluegreen/)")
     p = add("doctor", "check a pair read-only: every pre-flight check with its fix, and the expected times "
             "(exit 0 nothing fails, 1 a check fails)", [common, stateful, checked])
     p.add_argument("service")
@@ -304,6 +332,7 @@ class Cli:
         self.clients = clients
         self.groups = None  # the pair as store() last read it: what the event sinks' tags are read from
         self.started = time.monotonic()
+        self.bake = None  # bake.Bake: what deploy or canary --bake asked for, checked before anything changes
 
     def summary(self, **fields):
         out = {"schema_version": contract.SCHEMA_VERSION, "command": self.args.command,
@@ -354,7 +383,7 @@ class Cli:
     def status(self):
         store = self.store()
         snap = observe(self.aws, self.args.service, health_of=("blue", "green"), store=store)
-        data = render.status_data(snap)
+        data = render.status_data(snap, now=self.seams.now())
         return data, render.status_text(data)
 
     def history(self):
@@ -401,13 +430,14 @@ class Cli:
         if a.bootstrap:
             self._check_store_stays(snap, current, a.bootstrap)
             return a.bootstrap
-        if not current:
-            return None
         # The pair's base: the idle group's bundle, or the live group's when only that one is content-addressed
         # (a pair moved to content-addressed bundles by one deploy --bootstrap: its other group still names the
-        # old-style prefix until its next deploy, this one).
+        # old-style prefix until its next deploy, this one; or a pair `init` brought up, whose idle group names
+        # no bundle yet).
         addressed = [(b, p) for b, p in (_parsed(u) for u in (current, *(g.bootstrap for g in snap.groups.values())))
                      if p is not None and contract.bundle_address(p) is not None]
+        if not current and not addressed:
+            return None
         if not addressed:
             log.info("%s is an old-style (mutable) bundle prefix: the deploy leaves it as it is; pass --bootstrap "
                      "with what push-bootstrap printed to give the version its own bundle", current)
@@ -432,22 +462,28 @@ class Cli:
                              f"lives (no {contract.TAG_STATE} tag): push it under {here}, or give both groups a "
                              f"{contract.TAG_STATE} tag first")
 
+    def launch_facts(self, store, choose_bundle):
+        """The pre-flight facts of a launch of self.args.version, and self.launch: what the set-version step puts on
+        the group with the version (issue 11; audit F8, F9), the image's digest and the bundle `choose_bundle(snap)`
+        decides from the same observation the checks read (its manifest is then checked)."""
+        chosen = {}
+
+        def bundle(snap):
+            chosen["url"] = choose_bundle(snap)
+            return chosen["url"]
+
+        facts = self.facts(store, self.args.version, bundle=bundle)
+        image = facts.image
+        self.launch = plan.Launch(digest=image.digest if image is not None and image.state == "found" else None,
+                                  bootstrap=chosen.get("url"))
+        return facts
+
     def preflight(self, store):
         """Refuse a new deploy or canary the pair cannot carry safely, before the lock is taken (exit 2, nothing
         changed). A rerun of the recorded operation of this same command and version skips the refusals its own
         earlier steps cause; another recorded operation is the planner's to refuse (exit 3) or resume."""
         a = self.args
-        chosen = {}
-
-        def bundle(snap):  # decided from the same observation the checks read, then its manifest is checked
-            chosen["url"] = self.bundle_for(snap)
-            return chosen["url"]
-
-        facts = self.facts(store, a.version, bundle=bundle)
-        image = facts.image
-        # What the set-version step puts on the idle group with the version (issue 11; audit F8, F9).
-        self.launch = plan.Launch(digest=image.digest if image is not None and image.state == "found" else None,
-                                  bootstrap=chosen.get("url"))
+        facts = self.launch_facts(store, self.bundle_for)
         rec = facts.snap.record
         resuming = None
         if rec is not None:
@@ -457,6 +493,68 @@ class Cli:
                 return
         preflight.refuse(a.service, a.command,
                          preflight.refusal_checks(facts, a.version, resuming, max_drain=a.max_drain))
+        self.bake = self.bake_for(facts.snap, store, resuming)
+
+    def bake_for(self, snap, store, resuming):
+        """The bake asked for (bake.Bake) or None, refused before anything changes when it cannot work (bake.refuse:
+        an unknown alarm, one already in ALARM, a bake too short for the slowest). A rerun of an operation that
+        recorded its bake goes on with the recorded one: no refusal, its alarm may be the reason to roll back."""
+        a = self.args
+        if a.bake is None:
+            return None
+        if store is None:
+            raise UsageError(f"--bake needs a state store for {a.service} (its deadline and alarms are recorded "
+                             f"there, for a rerun to resume): set the groups' {contract.TAG_STATE} tag, or --state / "
+                             "BLUEGREEN_STATE")
+        if resuming is not None and resuming.bake:
+            recorded = bake_mod.Bake.from_state(resuming.bake)
+            if (recorded.seconds, recorded.alarms) != (a.bake, tuple(bake_mod.alarm_names(a.alarm, snap.groups))):
+                log.info("the %s of %s in progress recorded its bake (%g s, alarms %s): going on with that one",
+                         a.command, a.version, recorded.seconds, ", ".join(recorded.alarms) or "none")
+            return recorded
+        names = bake_mod.alarm_names(a.alarm, snap.groups)
+        bake_mod.refuse(a.bake, names, self.aws.describe_named_alarms(names) if names else [])
+        return bake_mod.Bake(a.bake, tuple(names), a.poll_interval)
+
+    def init_bundle(self, snap):
+        """The bundle init sets (issue 11's rule: the bundle belongs to the version): the one a recorded init of
+        this version chose; --bootstrap; else the latest pushed under the base the state tag sits in."""
+        a = self.args
+        rec = snap.record
+        if rec is not None and rec.action == contract.ACTION_INIT and rec.version == a.version and \
+                rec.bootstrap is not None:
+            recorded = rec.bootstrap or None
+            if a.bootstrap and a.bootstrap != recorded:
+                raise UsageError(f"the init of {a.version} in progress set the bundle {recorded or '(none)'}; finish "
+                                 "it with that one (drop --bootstrap)")
+            return recorded
+        if a.bootstrap:
+            return a.bootstrap
+        tagged = {g.tags.get(contract.TAG_STATE) for g in snap.groups.values()} - {None, ""}
+        base = plan_init.bundle_base(tagged.pop()) if len(tagged) == 1 else None
+        if base is None:
+            raise UsageError(f"init {a.service}: pass --bootstrap with the URL push-bootstrap printed (the groups name "
+                             f"no {contract.TAG_STATE} store s3://B/BASE/.bluegreen/ to find BASE/LATEST beside)")
+        bucket, prefix = base
+        found = bootstrap.latest(self.s3, bucket, prefix)
+        if found is None:
+            url = contract.format_s3_url(bucket, prefix)
+            raise UsageError(f"nothing pushed under {url} (no {contract.LATEST}): run `bluegreen push-bootstrap DIR "
+                             f"{url}` first, or pass --bootstrap")
+        return found
+
+    def init_preflight(self, store):
+        """As deploy's pre-flight, for the color init brings up: a pair that is not new is refused first (exit 3),
+        then every refusal of a deploy (exit 2), nothing changed."""
+        a = self.args
+
+        def bundle(snap):
+            plan_init.resuming(snap, a.version, a.color)  # exit 3 before anything else is read or refused
+            return self.init_bundle(snap)
+
+        facts = self.launch_facts(store, bundle)
+        preflight.refuse(a.service, a.command, preflight.refusal_checks(
+            facts, a.version, plan_init.resuming(facts.snap, a.version, a.color), max_drain=a.max_drain))
 
     def doctor(self):
         facts = self.facts(self.store(), version=preflight.LAUNCH_VERSION)
@@ -466,20 +564,26 @@ class Cli:
     def planner(self):
         a = self.args
         launch = getattr(self, "launch", None)
-        planners = {"deploy": lambda: partial(plan.plan_deploy, version=a.version, launch=launch),
-                    "canary": lambda: partial(plan.plan_canary, version=a.version, count=a.count, launch=launch),
+        baking = {"bake": self.bake} if self.bake is not None else {}
+        planners = {"deploy": lambda: partial(plan.plan_deploy, version=a.version, launch=launch, **baking),
+                    "canary": lambda: partial(plan.plan_canary, version=a.version, count=a.count, launch=launch,
+                                              **baking),
                     "rollback": lambda: partial(plan.plan_rollback, wait=a.wait),
-                    "finalize": lambda: plan.plan_finalize}
+                    "finalize": lambda: plan.plan_finalize,
+                    "init": lambda: partial(plan_init.plan_init, version=a.version, color=a.color,
+                                            capacity=a.capacity, launch=launch)}
         return planners[a.command]()
 
     def mutate(self):
         a = self.args
         ctx = context_factory(a.force_unlock, self.seams)
-        title = f"{a.command} {a.service}" + (f" {a.version}" if a.command in ("deploy", "canary") else "")
+        title = f"{a.command} {a.service}" + (f" {a.version}" if a.command in ("deploy", "canary", "init") else "")
         store = self.store(me=ctx().me)
         sinks = self.sinks()
         if a.command in ("deploy", "canary"):
             self.preflight(store)
+        elif a.command == "init":
+            self.init_preflight(store)
         runner = Runner(self.aws, a.service, ctx, poll_interval=a.poll_interval, timeout=a.timeout,
                         sleep=self.seams.sleep, clock=self.seams.clock, before_step=self.seams.before_step,
                         store=store, journal={"command": " ".join(self.argv)},
@@ -489,14 +593,27 @@ class Cli:
             planned = runner.plan(self.planner())
             data = self.summary(service=a.service, dry_run=True, result="planned", plan=render.plan_data(planned),
                                 events={"event_bus": sinks.bus, "sns_topic": sinks.topic})
-            return data, render.plan_text(title, planned)
+            text = render.plan_text(title, planned)
+            if self.bake is not None:
+                data["bake"] = bake_mod.dry_run_data(self.bake, runner.budget, a.command)
+                text += "\n" + bake_mod.describe(self.bake, runner.budget, a.command) + (
+                    "; then finalize" if getattr(a, "finalize", False) else "")
+            return data, text
         log.info("%s: start (poll every %gs, each wait at most %gs; events: %s)", title, a.poll_interval, a.timeout,
                  sinks.describe())
-        abort = partial(plan.plan_abort, wait=a.wait) if a.command in ("deploy", "canary") else None
+        abort = partial(plan.plan_abort, wait=a.wait) if a.command in ("deploy", "canary") else \
+            plan.plan_abort if a.command == "init" else None
+        rollback = partial(plan.plan_rollback, wait=a.wait) if a.command == "deploy" else None
         try:
-            snap = runner.run(self.planner(), abort=abort)
+            snap = runner.run(self.planner(), abort=abort, rollback=rollback)
+            if getattr(a, "finalize", False):
+                # --finalize: the bake passed (or the deploy had already flipped): finalize now, in this process.
+                log.info("%s: finalize", title)
+                snap = runner.run(plan.plan_finalize)
         except Aborted as exc:
             raise Aborted(f"{title} {exc}", exc.cause) from exc.cause
+        except RolledBack as exc:
+            raise RolledBack(f"{title} {exc}", exc.cause) from exc.cause
         final = observe(self.aws, a.service, health_of=(snap.live,) if snap.live else (), store=store)
         data = self.summary(service=a.service, result="done", steps=runner.executed,
                             status=render.status_data(final), journal=runner.journal_key, **self.stages())
@@ -515,6 +632,8 @@ class Cli:
         live = snap.live
         rec = snap.record
         note = "" if executed else " (already done: nothing to change)"
+        if a.command == "deploy" and getattr(a, "finalize", False):
+            return f"{title}: done{note}; baked and finalized: {snap.groups[live].name} is live"
         if a.command == "deploy":
             old = snap.groups[other(live)]
             waiting = len(old.in_state("Standby", "EnteringStandby"))
@@ -525,6 +644,9 @@ class Cli:
             return (f"{title}: done{note}; {a.count} canary instance(s) in {snap.groups[other(rec.live)].name} "
                     f"serve beside {snap.groups[rec.live].name}. Next: `bluegreen deploy {a.service} {a.version}`"
                     f" or `bluegreen rollback {a.service}`")
+        if a.command == "init":
+            return (f"{title}: done{note}; {snap.groups[a.color].name} is live with {a.capacity} instance(s). Next: "
+                    f"`bluegreen doctor {a.service}`, then `bluegreen deploy {a.service} VERSION`")
         return f"{title}: done{note}; {snap.groups[live].name if live else 'no group'} is live"
 
     def push_bootstrap(self, planned):
@@ -563,8 +685,11 @@ def main(argv=None, environ=None, seams=None):
     cli = None
     code = 0
     try:
-        if args.command in ("deploy", "canary"):
+        if args.command in ("deploy", "canary", "init"):
             check_version(args.version)
+            if getattr(args, "bake", None) is None and (getattr(args, "alarm", None) or getattr(args, "finalize", False)):
+                raise UsageError("--alarm and --finalize need --bake SECONDS: alarms are watched, and finalize "
+                                 "follows, only during a bake")
             if args.bootstrap:
                 args.bootstrap = bootstrap.canonical_url(args.bootstrap)
         if args.command not in ("status", "history", "push-bootstrap", "doctor"):

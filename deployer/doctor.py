@@ -73,6 +73,10 @@ def check_operation(facts):
     rec = facts.snap.record
     if rec is None:
         live = facts.live
+        if live is None and not any(g.desired for g in facts.groups.values()):
+            # A pair the template made (issue 15): no version and no capacity until `bluegreen init`.
+            return Check("operation", WARN, "neither group has capacity: a new pair, which `deploy` refuses until "
+                         "one color serves", f"bluegreen init {facts.snap.service} VERSION --capacity N")
         if live is None:
             return Check("operation", WARN, "no operation is recorded and both groups have capacity: which color is "
                          "live cannot be told", "scale the group that should not serve to 0")

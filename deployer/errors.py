@@ -77,6 +77,30 @@ class WaitTimeout(WaitFailed):
     """A wait ran past its deadline. The message says what it waited for and the last state seen."""
 
 
+class BakeFailed(WaitFailed):
+    """The bake after a flip failed: an alarm fired or the new fleet fell short. `reason` is what the operation
+    record keeps (`alarm NAME`, `unhealthy i-...`)."""
+
+    def __init__(self, message, step, last, reason):
+        super().__init__(message, step, last)
+        self.reason = reason
+
+    def details(self):
+        return dict(super().details(), reason=self.reason)
+
+
+class RolledBack(FailedError):
+    """A bake failed and the deploy was rolled back on its own, in the same process (the steps of `bluegreen
+    rollback`): the old fleet serves again. `cause` is the BakeFailed."""
+
+    def __init__(self, message, cause):
+        super().__init__(message)
+        self.cause = cause
+
+    def details(self):
+        return dict(self.cause.details(), rolled_back=True)
+
+
 class Aborted(FailedError):
     """A deploy or canary wait failed and the operation was undone: the new group is back to 0, the live group
     untouched. `cause` is the WaitFailed that started it."""

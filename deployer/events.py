@@ -30,6 +30,7 @@ from agent.contract import (
     ACTION_CANARY,
     ACTION_DEPLOY,
     ACTION_FINALIZE,
+    ACTION_INIT,
     ACTION_ROLLBACK,
     EVENT_ABORTED,
     EVENT_BAKED,
@@ -71,6 +72,7 @@ TRANSITIONS = {
     ("start", ACTION_DEPLOY): EVENT_STARTED,
     ("start", ACTION_CANARY): EVENT_STARTED,
     ("start", ACTION_FINALIZE): EVENT_STARTED,
+    ("start", ACTION_INIT): EVENT_STARTED,  # issue 15: a new pair's first colour brought up
     # A rollback taking over (by its holder, or by an alarm: the record's `reason`): the deploy is being rolled
     # back from here on; `restored` and `settled` follow as it gets there.
     ("start", ACTION_ROLLBACK): EVENT_ROLLED_BACK,
@@ -87,6 +89,7 @@ TRANSITIONS = {
     ("end", EVENT_SETTLED): EVENT_SETTLED,
     ("end", EVENT_ABORTED): EVENT_ABORTED,  # a deploy or canary undone after its wait failed
     ("end", EVENT_FINALIZED): EVENT_FINALIZED,
+    ("end", EVENT_LAUNCHED): EVENT_LAUNCHED,  # init ends when its colour serves (journal result `launched`)
 }
 
 

@@ -137,6 +137,15 @@ class Record:
     # tags, written in the same call as its version, are the record. Not compared: the tag mirror lacks them.
     digest: str | None = field(default=None, compare=False)
     bootstrap: str | None = field(default=None, compare=False)
+    # The bake (bake.py, issue 12): {"seconds", "alarms", "poll_s"} from the start of a deploy or canary asked to
+    # bake, "until" (its absolute deadline) once it starts, "watched" (the watcher's last poll). `reason`: why a
+    # rollback or abort started on its own ("alarm NAME", "unhealthy i-..."). In the state store's record only
+    # (--bake needs a store): the tag mirror lacks them, so they are not compared either.
+    bake: dict | None = field(default=None, compare=False)
+    reason: str | None = field(default=None, compare=False)
+    # Whether the operation names its copies with the marker (alarms.MARKER; `"copies": "marked"` in the store):
+    # an operation an older version started made unmarked same-name copies, which its rollback must still find.
+    marked: bool = field(default=False, compare=False)
 
     def encode(self):
         value = (f"action={self.action};phase={self.phase};version={self.version};live={self.live};"
@@ -166,18 +175,23 @@ class Record:
     def from_state(cls, op, holder):
         """From the state store's `operation` (store.py)."""
         return cls(op["action"], op["phase"], op.get("version", ""), op["live"], op.get("started", ""), holder,
-                   digest=op.get("digest"), bootstrap=op.get("bootstrap"))
+                   digest=op.get("digest"), bootstrap=op.get("bootstrap"), bake=op.get("bake"),
+                   reason=op.get("reason"), marked=op.get("copies") == "marked")
 
     def as_state(self):
         out = {"action": self.action, "phase": self.phase, "version": self.version, "live": self.live,
                "started": self.started}
         # "" is recorded too: resolved as none (the registry could not be asked; no bundle tag), not to resolve again.
         out.update({k: v for k, v in (("digest", self.digest), ("bootstrap", self.bootstrap)) if v is not None})
+        out.update({k: v for k, v in (("bake", self.bake), ("reason", self.reason)) if v})
+        if self.marked:
+            out["copies"] = "marked"
         return out
 
     def as_json(self):
         return {"action": self.action, "phase": self.phase, "version": self.version, "live": self.live,
-                "started": self.started, "holder": self.holder, "digest": self.digest, "bootstrap": self.bootstrap}
+                "started": self.started, "holder": self.holder, "digest": self.digest, "bootstrap": self.bootstrap,
+                "bake": self.bake, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -247,6 +261,14 @@ class Snapshot:
         return tuple(self.stored.operation.get("detached", ()))
 
     @property
+    def created(self):
+        """What the operation's deploy created, as the state store lists it ([kind, group, name], steps.RecordWrite);
+        empty without a store (the names' marker alone then tells the tool's copies, alarms.py)."""
+        if not self.from_store or not self.stored.operation:
+            return ()
+        return tuple(tuple(c) for c in self.stored.operation.get("created", ()))
+
+    @property
     def lease_live(self):
         """Whether the recorded holder's lease is live by S3's clock (always, without a store: today's rule)."""
         return self.stored.lease_live if self.from_store else True
@@ -283,7 +305,7 @@ class Snapshot:
         """The color the load balancer should be serving, or None when that cannot be told."""
         rec = self.record
         if rec is not None:
-            flipped = (rec.action == "deploy" and rec.phase in ("flip", "flipped")) or rec.action == "finalize"
+            flipped = (rec.action == "deploy" and rec.phase in ("flip", "flipped", "bake")) or rec.action == "finalize"
             return other(rec.live) if flipped else rec.live
         running = [c for c in COLORS if self.groups[c].desired > 0]
         return running[0] if len(running) == 1 else None

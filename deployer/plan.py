@@ -15,17 +15,23 @@ from dataclasses import dataclass
 from agent.contract import (
     ACTION_CANARY,
     ACTION_DEPLOY,
+    ACTION_INIT,
     EVENT_ABORTED,
+    EVENT_BAKED,
     EVENT_FINALIZED,
     EVENT_ROLLED_BACK,
     EVENT_SETTLED,
+    PHASE_BAKE,
+    PHASE_FLIPPED,
     PHASE_RESTORED,
+    PHASE_SERVING,
     PHASES,
     REGISTRY,
     TAG_BOOTSTRAP,
     TAG_DIGEST,
 )
 
+from . import bake as bake_mod
 from .alarms import alarm_copies, alarm_deletions, left_without_action
 from .errors import ConflictError, UsageError
 from .health import (
@@ -42,15 +48,17 @@ from .health import (
     leaving,
 )
 from .model import HOLD_PROCESSES, TAG_RETIRED_FROM, TAG_VERSION, Record, other
-from .policies import policy_copies, policy_deletions
+from .policies import created_names, policy_copies, policy_deletions
 from .schedule import apply_action, missed_action, parse_stamp
 from .steps import (
     ABORT,
+    ROLLBACK,
     TERMINATE_BATCH,
     Call,
     CallStep,
     LockStep,
     UnlockStep,
+    bake_step,
     batch_label,
     batches,
     clear_record,
@@ -62,14 +70,22 @@ from .steps import (
 )
 
 
-def _policy_step(name, summary, calls_fn, snap):
+def _policy_step(name, summary, calls_fn, snap, record=None):
+    """A step of policy, scheduled-action or alarm calls. `record`: the operation's record, for a step that creates:
+    with a state store what it creates is recorded first (steps.RecordWrite.created), so a crash between the write
+    and the calls leaves the record naming at most a copy that does not exist yet, never a copy it does not name."""
     if not snap.has("policies"):
         return [CallStep(name, summary + " (planned once the policies are read)", needs=("policies",))]
-    calls = calls_fn()
-    return [CallStep(name, summary, tuple(calls))] if calls else []
+    calls = tuple(calls_fn())
+    if not calls:
+        return []
+    created = [c for c in created_names(calls) if tuple(c) not in snap.created]
+    if record is not None and snap.store_url and created:
+        calls = (write_record(snap, record, created=created),) + calls
+    return [CallStep(name, summary, calls)]
 
 
-def _alarm_copy_step(snap, src, dst, now):
+def _alarm_copy_step(snap, src, dst, now, record=None):
     """W1: the alarms of src's step and simple policies, copied for dst once dst has those policies."""
     summary = (f"copy the alarms of {snap.groups[src].name}'s step and simple policies to {snap.groups[dst].name} "
                "(dimension and actions rewritten, W1)")
@@ -77,7 +93,7 @@ def _alarm_copy_step(snap, src, dst, now):
         # The copies' actions name the new policies' ARNs, which exist only after copy-policies ran.
         return [CallStep("copy-alarms", summary + " (planned once the copied policies are read)",
                          needs=("policies",))]
-    return _policy_step("copy-alarms", summary, lambda: alarm_copies(snap, src, dst), snap)
+    return _policy_step("copy-alarms", summary, lambda: alarm_copies(snap, src, dst), snap, record)
 
 
 def _orphan_note(snap, color):
@@ -91,17 +107,23 @@ def _orphan_note(snap, color):
 
 
 def next_command(service, rec):
+    if rec.action == ACTION_INIT:
+        return f"bluegreen init {service} {rec.version} --color {other(rec.live)} --capacity N"
     if rec.action in ("rollback", "finalize"):
         return f"bluegreen {rec.action} {service}"
     if rec.action == "deploy" and rec.phase == "flipped":
         return f"bluegreen finalize {service}"
+    if rec.action == "canary" and rec.phase == PHASE_BAKE:
+        return f"bluegreen canary {service} {rec.version}"
     return f"bluegreen deploy {service} {rec.version}"
 
 
 def lock_message(snap, rec):
+    # An init has nothing to roll back to: its rerun finishes it, or its failed wait scales the group back to 0.
+    undo = "" if rec.action == ACTION_INIT else f" or undo it with `bluegreen rollback {snap.service}`"
     return (f"service {snap.service} is held by {rec.action} {rec.version} (phase {rec.phase}) by "
-            f"{rec.holder or '?'} since {rec.started or '?'}; finish it with `{next_command(snap.service, rec)}` "
-            f"or undo it with `bluegreen rollback {snap.service}`")
+            f"{rec.holder or '?'} since {rec.started or '?'}; finish it with `{next_command(snap.service, rec)}`"
+            + undo)
 
 
 def _resume_check(snap, rec, ctx):
@@ -211,7 +233,29 @@ def _set_version_steps(new, version, digest, bootstrap):
 DEPLOY_PHASES = PHASES[ACTION_DEPLOY]
 
 
-def plan_deploy(snap, ctx, version, launch=None):
+def _bake_steps(snap, ctx, record, color, on_failure, after):
+    """The bake (bake.py), for a record in phase bake: its deadline recorded first when it has none yet (the flip
+    just completed: SECONDS from now), then the watch until it, which records EVENT_BAKED and phase `after`."""
+    spec = record.bake
+    until = bake_mod.deadline(spec, ctx.now)
+    steps = []
+    if not spec.get("until"):
+        record = record.moved(bake=dict(spec, until=until))
+        steps.append(CallStep("start-bake", f"record the bake's deadline {until} ({spec['seconds']:g} s from now)",
+                              (write_record(snap, record),)))
+    group = snap.groups[color]
+    alarms = spec.get("alarms") or []
+    what = f"alarms {', '.join(alarms)} and " if alarms else ""
+    undo = "roll back" if on_failure == ROLLBACK else "remove the canary"
+    steps.append(bake_step(snap, "bake", f"watch {what}the health of {group.name} until {until}; {undo} on an alarm "
+                           "in ALARM or a fleet short of healthy capacity", color, bake_mod.BAKE, until, alarms,
+                           then=write_record(snap, record.moved(phase=after), event=EVENT_BAKED),
+                           on_failure=on_failure))
+    return steps
+
+
+def plan_deploy(snap, ctx, version, launch=None, bake=None):
+    """`bake` (bake.Bake): watch after the flip; recorded when the deploy starts, so a rerun bakes as asked first."""
     rec = snap.record
     if rec is None or (rec.action == "canary" and rec.version == version):
         if rec is not None:
@@ -223,18 +267,26 @@ def plan_deploy(snap, ctx, version, launch=None):
         live, phase = rec.live, rec.phase
     else:
         raise ConflictError(lock_message(snap, rec))
-    if phase == "flipped":
+    if phase == PHASE_FLIPPED:
         return []
     old, new = snap.groups[live], snap.groups[other(live)]
     digest, bootstrap = launch_values(rec, new, version, launch)
     steps = []
+    if phase == PHASE_BAKE:
+        record = rec.moved(holder=ctx.me)
+        return _lock_steps(snap, rec, record) + _bake_steps(snap, ctx, record, new.color, ROLLBACK, PHASE_FLIPPED)
     if phase is None:
-        record = _launch_record(Record("deploy", "launch", version, live, ctx.stamp, ctx.me), digest, bootstrap)
+        record = _launch_record(Record("deploy", "launch", version, live, ctx.stamp, ctx.me, marked=True), digest,
+                                bootstrap)
+        if bake is not None:
+            record = record.moved(bake=bake.as_state())
         saved = {"sizes": list(old.sizes), "suspended": [p for p in HOLD_PROCESSES if p in old.suspended]}
         steps += _lock_steps(snap, None, record, saved)
         sizes = old.sizes
     else:
         record = rec.moved(holder=ctx.me)
+        if record.bake is None and bake is not None:
+            record = record.moved(bake=bake.as_state())  # asked on a rerun before the flip: kept from its next write
         steps += _lock_steps(snap, rec, record)
         sizes = snap.saved[0] if snap.saved else old.sizes
     at = DEPLOY_PHASES.index(phase) if phase else 0
@@ -249,10 +301,11 @@ def plan_deploy(snap, ctx, version, launch=None):
                                "are InService and healthy in every load balancer", new.color, HEALTHY,
                                then=write_record(snap, record.moved(phase="policies")), on_failure=ABORT))
     if at <= 1:
+        copying = record.moved(phase="policies")
         steps += _policy_step("copy-policies",
                               f"copy scaling policies and scheduled actions of {old.name} to {new.name} (A7)",
-                              lambda: policy_copies(snap, live, new.color, ctx.now), snap)
-        steps += _alarm_copy_step(snap, live, new.color, ctx.now)
+                              lambda: policy_copies(snap, live, new.color, ctx.now), snap, copying)
+        steps += _alarm_copy_step(snap, live, new.color, ctx.now, copying)
         hold = [p for p in HOLD_PROCESSES if p not in old.suspended]
         if hold:
             steps.append(CallStep("suspend", f"suspend {', '.join(hold)} on {old.name} so no scale-out launches old "
@@ -282,7 +335,8 @@ def plan_deploy(snap, ctx, version, launch=None):
             steps.append(CallStep("mark-flip", "record phase flip", mark))
         steps.append(wait_step(snap, "wait-deregistered", f"wait until {old.name}'s instances have left the load "
                                "balancers (draining is enough: they keep running in Standby, E2)", live, DEREGISTERED,
-                               then=write_record(snap, record.moved(phase="flipped"))))
+                               then=write_record(snap, record.moved(phase=PHASE_BAKE if record.bake
+                                                                     else PHASE_FLIPPED))))
     return steps
 
 
@@ -322,7 +376,7 @@ def _standby_gate(old, new, version, snap, resumed):
 # ---- canary ------------------------------------------------------------------------------------------
 
 
-def plan_canary(snap, ctx, version, count, launch=None):
+def plan_canary(snap, ctx, version, count, launch=None, bake=None):
     rec = snap.record
     if rec is None:
         live, phase = _live_or_conflict(snap), None
@@ -333,8 +387,11 @@ def plan_canary(snap, ctx, version, count, launch=None):
         raise ConflictError(lock_message(snap, rec))
     new = snap.groups[other(live)]
     digest, bootstrap = launch_values(rec, new, version, launch)
-    record = (_launch_record(Record("canary", "launch", version, live, ctx.stamp, ctx.me), digest, bootstrap)
+    record = (_launch_record(Record("canary", "launch", version, live, ctx.stamp, ctx.me, marked=True), digest,
+                             bootstrap)
               if rec is None else rec.moved(holder=ctx.me))
+    if record.bake is None and bake is not None and phase != PHASE_SERVING:
+        record = record.moved(bake=bake.as_state())
     steps = _lock_steps(snap, rec, record)
     steps += _scaled_in_steps(snap, new)
     steps += _set_version_steps(new, version, digest, bootstrap)
@@ -342,13 +399,19 @@ def plan_canary(snap, ctx, version, count, launch=None):
     resize = new.sizes != want
     if resize:
         calls = (set_sizes(new, want),)
-        if phase == "serving":
-            calls = (write_record(snap, record.moved(phase="launch")),) + calls
+        if phase in (PHASE_SERVING, PHASE_BAKE):
+            # Launching again: a bake in progress starts over once the new count is healthy.
+            record = record.moved(phase="launch", bake=dict(record.bake, until=None) if record.bake else None)
+            calls = (write_record(snap, record),) + calls
         steps.append(CallStep("size-canary", f"give {new.name} {count} instance(s) of {version}", calls))
-    if resize or phase != "serving":
+    if resize or phase not in (PHASE_SERVING, PHASE_BAKE):
+        # A canary that bakes (bake.py) is serving once the bake passed; a failed bake aborts it (ABORT).
+        after = PHASE_BAKE if record.bake else PHASE_SERVING
         steps.append(wait_step(snap, "wait-canary-healthy", f"wait until {count} canary instance(s) of {new.name} are "
-                               "healthy", new.color, HEALTHY, then=write_record(snap, record.moved(phase="serving")),
+                               "healthy", new.color, HEALTHY, then=write_record(snap, record.moved(phase=after)),
                                on_failure=ABORT))
+    elif phase == PHASE_BAKE:
+        steps += _bake_steps(snap, ctx, record, new.color, ABORT, PHASE_SERVING)
     return steps
 
 
@@ -457,7 +520,9 @@ def _holds_schedule(snap):
     return snap.saved is not None and "ScheduledActions" not in snap.saved[1]
 
 
-def plan_rollback(snap, ctx, wait=EVENT_SETTLED):
+def plan_rollback(snap, ctx, wait=EVENT_SETTLED, reason=None):
+    """`reason`: why a rollback the deploy started on its own runs ("alarm NAME", "unhealthy i-..."), recorded
+    in the operation record (and so in the journal)."""
     rec = snap.record
     facts = False
     if rec is None:
@@ -466,6 +531,11 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED):
     if rec is None:
         raise ConflictError(f"no operation in progress on {snap.service}: nothing to roll back (after finalize the old "
                             "instances are gone; deploy the old version instead)")
+    if rec.action == ACTION_INIT:
+        # No color served before it: there is nothing to return to. Its own rerun finishes it, or aborts it (the
+        # group back to 0) when the wait fails.
+        raise ConflictError(f"{lock_message(snap, rec)} (an init has no old color to roll back to; a failed wait "
+                            "scales the new group back to 0)")
     if rec.action == "finalize" and rec.phase != "drain":
         raise ConflictError(f"finalize of {snap.service} has started detaching the old instances "
                             f"(since {rec.started}); "
@@ -477,7 +547,8 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED):
     else:
         # Rollback is the escape hatch: it takes over any other operation; that holder stops at its next step.
         phase = None
-        record = rec.moved(action="rollback", phase="restore", started=ctx.stamp, holder=ctx.me)
+        record = rec.moved(action="rollback", phase="restore", started=ctx.stamp, holder=ctx.me, bake=None,
+                           reason=reason or rec.reason)
     live = rec.live
     old, new = snap.groups[live], snap.groups[other(live)]
     standby_now = old.in_state("Standby", "EnteringStandby")
@@ -562,8 +633,12 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED):
     # Only the tool's copies (alarms.MARKER): an alarm the operator made for the new group stays.
     steps += _policy_step("remove-copied-alarms", f"delete the alarms copied for {new.name} (W1)",
                           lambda: alarm_deletions(snap, new.color), snap)
+    # Migration: a deploy an older version started (its stored record lacks `copies: marked`) copied under the
+    # same names; those are its copies too. Without a store that cannot be told, and the marker alone decides.
+    legacy = snap.from_store and not facts and not record.marked
     steps += _policy_step("remove-copied-policies", f"remove from {new.name} the policies copied from {old.name}",
-                          lambda: policy_deletions(snap, new.color, only_names_of=live), snap)
+                          lambda: policy_deletions(snap, new.color, copies_only=True,
+                                                   also_of=live if legacy else None), snap)
     steps.append(UnlockStep("unlock", "clear the operation record", (clear_record(snap, live, EVENT_ROLLED_BACK),)))
     return steps
 
@@ -579,9 +654,10 @@ def plan_finalize(snap, ctx):
         if idle is not None and idle.sizes == (0, 0, 0) and not idle.instances:
             return []
         raise ConflictError(f"no flipped deploy on {snap.service} to finalize")
-    if rec.action == "deploy" and rec.phase == "flipped":
+    if rec.action == "deploy" and rec.phase in (PHASE_FLIPPED, PHASE_BAKE):
+        # During a bake too: finalize ends it (its watcher, if still running, stops at its next poll).
         phase = None
-        record = rec.moved(action="finalize", phase="drain", started=ctx.stamp, holder=ctx.me)
+        record = rec.moved(action="finalize", phase="drain", started=ctx.stamp, holder=ctx.me, bake=None)
     elif rec.action == "finalize":
         _resume_check(snap, rec, ctx)
         phase = rec.phase

@@ -16,6 +16,7 @@ from agent.contract import MANIFEST, TAG_BOOTSTRAP, TAG_IMAGE, TAG_VERSION, Cont
 from agent.images import ecr_registry, registry_host
 
 from . import registry
+from .alarms import MARKER, NAME_MAX, linked_alarm_names, too_long
 from .errors import AwsError, PreflightRefused
 from .health import NLB_PROTOCOLS
 from .model import COLORS, HOLD_PROCESSES, LAUNCHING, Snapshot, check_same_load_balancers, other, pair_from_describe
@@ -54,6 +55,7 @@ CHECK_IDS = {
     "drain-bound": "deregistration delay / Classic ELB draining within --max-drain (E2, E3)",
     "image-exists": "IMAGE:VERSION exists in its registry",
     "bootstrap-manifest": "the bootstrap manifest the agent reads is readable",
+    "copy-names": "every copy the deploy names (alarm, policy, scheduled action) fits 255 characters (W1, A7)",
     "predictive-scaling": "no predictive scaling policy that scales (warning only; audit finding 16)",
     "nlb-connection-termination": "NLB target groups end old flows at deregistration (warning only; E7)",
     # doctor adds
@@ -65,7 +67,7 @@ CHECK_IDS = {
 }
 REFUSALS = ("same-load-balancers", "suspended-processes", "instance-refresh", "warm-pool", "capacity-units",
             "scale-in-protection", "standby-unexplained", "zones-match", "health-check-type-match",
-            "launch-hooks-match", "drain-bound", "image-exists", "bootstrap-manifest")
+            "launch-hooks-match", "drain-bound", "image-exists", "bootstrap-manifest", "copy-names")
 # Checked before every deploy and canary too, but only ever warn.
 WARNINGS = ("predictive-scaling", "nlb-connection-termination")
 
@@ -104,6 +106,7 @@ class Facts:
     classic: dict = field(default_factory=dict)      # name -> DescribeLoadBalancers record
     classic_attributes: dict = field(default_factory=dict)  # name -> LoadBalancerAttributes
     policies: list = field(default_factory=list)     # the live group's DescribePolicies records
+    scheduled: list = field(default_factory=list)    # the live group's DescribeScheduledActions records
     image: Probe | None = None
     bootstrap: Probe | None = None
 
@@ -149,12 +152,17 @@ def gather(aws, service, store=None, version=None, s3=None, ecr_for=None, opener
     facts["classic_attributes"] = {name: aws.describe_classic_attributes(name) for name in names}
     if snap.live is not None:
         facts["policies"] = aws.describe_policies(groups[snap.live].name)
+        facts["scheduled"] = aws.describe_scheduled_actions(groups[snap.live].name)
     tags = launch_tags(snap)
+    default_url = tags.get(TAG_BOOTSTRAP)
     if version is LAUNCH_VERSION:
-        version = tags.get(TAG_VERSION)
+        # doctor: what the idle group would launch. A pair `bluegreen init` brought up (issue 15) names a version
+        # and a bundle on its live group only until its first deploy: those are then what a launch would run.
+        named = tags if tags.get(TAG_VERSION) or snap.live is None else snap.groups[snap.live].tags
+        version, default_url = named.get(TAG_VERSION), named.get(TAG_BOOTSTRAP)
     if version is not None and tags.get(TAG_IMAGE):
         facts["image"] = probe_image(aws, tags[TAG_IMAGE], version, ecr_for, opener)
-    url = (bundle(snap) if bundle is not None else None) or tags.get(TAG_BOOTSTRAP)
+    url = (bundle(snap) if bundle is not None else None) or default_url
     if s3 is not None and url:
         facts["bootstrap"] = probe_manifest(aws, s3, url)
     return Facts(snap, **facts)
@@ -468,6 +476,26 @@ def check_nlb_termination(facts):
                  "Key=deregistration_delay.connection_termination.enabled,Value=true")
 
 
+def check_copy_names(facts):
+    """W1, A7: a deploy names each copy `<original>--bluegreen-<new group>` (alarms.py); AlarmName, PolicyName and
+    ScheduledActionName take at most 255 characters, and AWS would refuse the copy after the new fleet launched.
+    Refused here instead (no name is cut: a shortened name could no longer tell the original it was made from).
+    The alarms are those the live group's step and simple policies list: their names come with DescribePolicies."""
+    if facts.idle is None:
+        return _ok("copy-names", "no live group to copy from")
+    names = [p["PolicyName"] for p in facts.policies]
+    names += [a["ScheduledActionName"] for a in facts.scheduled]
+    names += sorted(linked_alarm_names(facts.policies))
+    long = too_long(names, facts.idle.name)
+    if not long:
+        return _ok("copy-names", f"every copy for {facts.idle.name} fits {NAME_MAX} characters")
+    name, length = long[0]
+    return Check("copy-names", FAIL, f"the copy of {name[:40]}... for {facts.idle.name} would be named with "
+                 f"{length} characters, above AWS's {NAME_MAX}" + (f" ({len(long)} such names)" if len(long) > 1 else ""),
+                 f"rename it (or the idle group) so that the name plus {len(MARKER) + len(facts.idle.name)} "
+                 f"characters ({MARKER}{facts.idle.name}) fits {NAME_MAX}")
+
+
 def refusal_checks(facts, version=None, resuming=None, max_drain=MAX_DRAIN_S):
     """Every check that refuses a new deploy or canary, in the order of REFUSALS, then the warnings every deploy
     prints (predictive scaling, NLB flows)."""
@@ -475,7 +503,7 @@ def refusal_checks(facts, version=None, resuming=None, max_drain=MAX_DRAIN_S):
             check_warm_pools(facts), check_capacity_units(facts), check_protection(facts),
             check_standby(facts, resuming), check_zones(facts), check_health_check_types(facts),
             check_hooks_match(facts), check_drain(facts, max_drain), check_image(facts, version),
-            check_manifest(facts), check_predictive(facts), check_nlb_termination(facts)]
+            check_manifest(facts), check_copy_names(facts), check_predictive(facts), check_nlb_termination(facts)]
 
 
 def refuse(service, command, checks):

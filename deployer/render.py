@@ -6,12 +6,14 @@ import json
 
 from agent import contract
 
+from . import bake
 from .health import lb_keys, state_in
 from .model import COLORS, worst_health
 from .steps import WaitStep
 
 
-def status_data(snap):
+def status_data(snap, now=None):
+    """`now` (the wall clock): whether a bake in progress is still watched ("bake not watched since")."""
     groups = {}
     for color in COLORS:
         group = snap.groups[color]
@@ -37,8 +39,10 @@ def status_data(snap):
             warning = ("no operation is recorded, but " + ", ".join(f"{n} instances of {g}" for g, n in
                        waiting.items() if n) + " are in Standby: `bluegreen rollback " + snap.service +
                        "` returns them to service")
+    baking = bake.status(rec.bake, rec.phase, now) if rec is not None and now is not None else None
     return {"schema_version": contract.SCHEMA_VERSION, "service": snap.service, "live": snap.live, "groups": groups,
             "operation": rec.as_json() if rec else None, "state_store": snap.store_url,
+            "bake": baking if rec is not None and rec.phase == contract.PHASE_BAKE else None,
             "lease_live": snap.lease_live if rec else None, "drift": snap.drift, "warning": warning}
 
 
@@ -48,6 +52,15 @@ def status_text(data):
     if op:
         lines.append(f"operation: {op['action']} {op['version']}, phase {op['phase']}, since {op['started']} "
                      f"by {op['holder']}")
+        baking = data.get("bake")
+        if baking and baking.get("until"):
+            lines.append(f"bake until {baking['until']}, watching "
+                         + (f"alarms {', '.join(baking['alarms'])} and " if baking["alarms"] else "")
+                         + "the new fleet's health")
+            if baking["stale"]:
+                lines.append(f"bake not watched since {baking['watched']}: rerun `bluegreen {op['action']} "
+                             f"{data['service']} {op['version']}` to resume the watch, or `bluegreen rollback` / "
+                             "`bluegreen finalize`")
     else:
         lines.append("operation: none")
     lines.append(f"state store: {data['state_store'] or 'none (the lock is the groups tags: no compare-and-set)'}")

@@ -20,11 +20,21 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from agent.contract import EVENT_ABORTED, EVENT_RESTORED, EVENT_SETTLED, PHASE_RESTORED
 
-from . import events
-from .errors import Aborted, BlueGreenError, ConflictError, HealthFailure, WaitFailed, WaitTimeout
+from . import bake, events
+from .alarms import linked_alarm_names
+from .errors import (
+    Aborted,
+    BakeFailed,
+    BlueGreenError,
+    ConflictError,
+    HealthFailure,
+    RolledBack,
+    WaitFailed,
+    WaitTimeout,
+)
 from .health import DEFAULT_BUDGET, FAIL, NLB_PROTOCOLS, OK, OUT_OF_TRAFFIC, REPLAN, cross_zone_off, leaving
 from .model import COLORS, LAUNCHING, Snapshot, classic_state, other, pair_from_describe
-from .steps import ABORT, NEEDS, CallStep, LockStep, RecordClear, RecordWrite, UnlockStep, WaitStep
+from .steps import ABORT, NEEDS, ROLLBACK, BakeStep, CallStep, LockStep, RecordClear, RecordWrite, UnlockStep, WaitStep
 from .store import MAX_CALL_S
 from .watch import ACTIVITY_SKEW_S, LaunchWatch
 
@@ -103,13 +113,18 @@ def observe(aws, service, needs=(), health_of=(), store=None, detached=(), launc
                     for st in aws.describe_instance_health(ident):
                         health.setdefault(st["InstanceId"], {})[key] = classic_state(
                             st["State"], st.get("Description", ""))
-    policies = scheduled = alarms = retired = None
+    policies = scheduled = retired = None
     if "policies" in needs:
         policies = {c: aws.describe_policies(g.name) for c, g in groups.items()}
         scheduled = {c: aws.describe_scheduled_actions(g.name) for c, g in groups.items()}
-        alarms = aws.describe_alarms()  # W1: the alarms that make step and simple policies act
-    snap = Snapshot(service, groups, health, policies, scheduled, alarms=alarms, store_url=store_url,
-                    stored=stored, reasons=reasons)
+    snap = Snapshot(service, groups, health, policies, scheduled, store_url=store_url, stored=stored,
+                    reasons=reasons)
+    if policies is not None:
+        # W1: the alarms that make the pair's step and simple policies act, as their `Alarms` list them, and the
+        # copies the record says this operation made (one whose policy is gone is still found): read by name.
+        names = {n for c in COLORS for n in linked_alarm_names(policies[c])}
+        names |= {name for kind, _, name in snap.created if kind == "alarm"}
+        snap = replace(snap, alarms=aws.describe_alarms(names) if names else [])
     if "retired" in needs:
         rec = snap.record
         expected = set(snap.detached or ()) | set(detached)
@@ -223,20 +238,28 @@ class Runner:
         me = self.context().me
         if rec is None:
             raise ConflictError(f"the operation record on {self.service} was removed by another command (a rollback "
-                                "that has already finished, or --force-unlock); stopping here")
+                                "or a finalize, which may end a bake, that has already finished, or --force-unlock); "
+                                "stopping here")
         if rec.holder != me:
             raise ConflictError(f"the operation on {self.service} was taken over by {rec.action} by {rec.holder}; "
                                 "stopping here")
 
-    def run(self, planner, abort=None):
+    def run(self, planner, abort=None, rollback=None):
         """Apply `planner`'s steps until it has none left; return the last snapshot.
 
         A failed wait whose failure policy is ABORT runs the `abort` planner, then raises Aborted naming the
-        failure; any other failed wait raises as it is (the record stays, so a rerun carries on).
+        failure; a failed bake whose policy is ROLLBACK runs the `rollback` planner (plan_rollback) with the
+        bake's reason, then raises RolledBack; any other failed wait raises as it is (the record stays, so a rerun
+        carries on).
         """
         try:
             return self._loop(planner)
         except WaitFailed as exc:
+            reason = getattr(exc, "reason", None)
+            if reason:
+                self.journal["reason"] = reason  # why it was undone: the journal entry says it (events, history)
+            if exc.step.on_failure == ROLLBACK and rollback is not None:
+                self._roll_back(exc, rollback)
             if exc.step.on_failure != ABORT or abort is None:
                 self._undo(exc.step)
                 self._park()
@@ -254,6 +277,25 @@ class Runner:
             live = snap.record.live if snap.record else snap.live
             raise Aborted(f"aborted: {exc}; {snap.groups[other(live)].name} is back to 0 and "
                           f"{snap.groups[live].name} was not touched", exc) from exc
+
+    def _roll_back(self, exc, rollback):
+        """A failed bake: `bluegreen rollback`'s steps at once, in this process, which still holds the lock."""
+        log.info("rolling back: %s", exc)
+        try:
+            self._stamp_watched(reason=exc.reason)  # first: a rollback refused before its lock still knows why
+            snap = self._loop(lambda snap, ctx: rollback(snap, ctx, reason=exc.reason))
+        except (BlueGreenError, BotoCoreError, ClientError) as undone:
+            self._park()
+            raise RolledBack(f"{exc}; then the automatic rollback failed: {undone}; run `bluegreen rollback "
+                             f"{self.service}`", exc) from undone
+        rec = snap.record
+        live = rec.live if rec is not None else snap.live
+        if live is None:
+            raise RolledBack(f"rolled back: {exc}", exc) from exc
+        settled = self.stage_s[EVENT_SETTLED] is not None  # not with --wait restored: `rollback` settles it
+        where = (f"{snap.groups[live].name} serves again and {snap.groups[other(live)].name} is "
+                 + ("back to 0" if settled else "out of the load balancers (rerun `bluegreen rollback` to settle)"))
+        raise RolledBack(f"rolled back: {exc}; {where}", exc) from exc
 
     def _undo(self, step):
         """A stopped wait's cleanup calls (WaitStep.undo), made while this process still holds the lock."""
@@ -441,10 +483,17 @@ class Runner:
         detached |= set(call.detached)
         if detached:
             op["detached"] = sorted(detached)
+        # What the tool created (W1, A7) outlives the operation that made it until the one that deletes it ends: a
+        # rollback or finalize taking over a deploy keeps its list.
+        created = {tuple(c) for c in previous.get("created", ())} | set(call.created)
+        if created:
+            op["created"] = sorted(list(c) for c in created)
         op["id"] = previous.get("id") if same_operation and previous.get("id") else uuid.uuid4().hex[:16]
         phases = list((self.store.lease.doc if not lock else (snap.stored.doc if snap.from_store else {}))
                       .get("phases", [])) if same_operation else []
         if not phases or phases[-1][0] != op["phase"]:
+            if call.event:
+                phases.append([call.event, _utc_stamp()])  # a transition with no phase of its own (baked)
             phases.append([op["phase"], _utc_stamp()])
         fence = False
         if lock:
@@ -482,6 +531,8 @@ class Runner:
         if self.sinks is not None and (self.sinks.bus or self.sinks.topic):
             # The end's own event is put after this entry is written (after the transition it announces).
             entry["events"] = {"delivered": self.sinks.sent, "failed": self.sinks.failed}
+        if op.get("reason"):
+            entry["reason"] = op["reason"]
         entry.update(self.journal)
         return entry
 
@@ -514,9 +565,52 @@ class Runner:
 
     def _wait(self, step):
         self.waiting = step  # left set when the wait raises: _loop's handler undoes it
-        result = self._poll(step)
+        result = self._bake(step) if isinstance(step, BakeStep) else self._poll(step)
         self.waiting = None
         return result
+
+    def _bake(self, step):
+        """Watch until the bake's recorded deadline (by the wall clock: a rerun in another process goes on until
+        the same moment), polling the group's health and the named alarms; each poll stamps the record, which
+        is the lease renewal too, so `status` can tell a crashed watcher ("bake not watched since")."""
+        remaining = (bake.parse_stamp(step.until) - self.context().now).total_seconds()
+        deadline = self.clock() + max(0.0, remaining)
+        log.info("%s: until %s (%.0f s from now)", step.name, step.until, max(0.0, remaining))
+        polls = 0
+        seen = set()
+        last = None
+        while polls == 0 or self.clock() < deadline:
+            if polls:
+                self.sleep(max(0.0, min(self.poll_interval, deadline - self.clock())))
+            snap = observe(self.aws, self.service, health_of=(step.color,), store=self.store)
+            self._check_holder(snap)
+            alarms = self.aws.describe_named_alarms(step.alarms) if step.alarms else []
+            self._stamp_watched()
+            polls += 1
+            group = snap.groups[step.color]
+            state, detail, reason = bake.verdict(group, snap.health, alarms, step.alarms, self.budget, seen)
+            seen |= {i.id for i in group.instances}
+            if detail != last:
+                log.info("%s: %s", step.name, detail)
+                last = detail
+            if state == FAIL:
+                raise BakeFailed(f"bake failed: {detail}", step, last_state(snap, step.color, detail), reason)
+        log.info("%s: passed (%d polls)", step.name, polls)
+        if step.then is not None:
+            self._call(step.then, snap)
+        self.executed.append(step.name)
+
+    def _stamp_watched(self, reason=None):
+        """The watcher's stamp in the record, written as the lease renewal (If-Match: a holder displaced by
+        `rollback` or `finalize` learns it here and stops); with `reason`, why the bake failed."""
+        if self.store is None or not self.locked:
+            return
+        op = dict(self.store.lease.doc.get("operation") or {})
+        if op.get("bake"):
+            op["bake"] = dict(op["bake"], watched=bake.stamp(self.context().now))
+        if reason:
+            op["reason"] = reason
+        self.store.write(op)
 
     def _poll(self, step):
         deadline = self.clock() + self.timeout

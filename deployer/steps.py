@@ -33,14 +33,15 @@ OPERATIONS = frozenset({
     "PutScheduledUpdateGroupAction", "DeletePolicy", "DeleteScheduledAction", "CreateTags",
     "TerminateInstances", "SetInstanceProtection", "PutMetricAlarm", "DeleteAlarms",
     # read-only: what one poll of a wait costs (printed by --dry-run)
-    "DescribeAutoScalingGroups", "DescribeTargetHealth", "DescribeInstanceHealth",
+    "DescribeAutoScalingGroups", "DescribeTargetHealth", "DescribeInstanceHealth", "DescribeAlarms",
 })
 # Snapshot extras a step may need before it can be planned or applied (runner.observe reads them).
 NEEDS = frozenset({"policies", "retired"})
 
 # What a failed wait does. ABORT (deploy, canary): the new group back to 0, the live group untouched, the lock
-# cleared. STOP: exit 1 with the record kept, so rerunning the command (or `rollback`) carries on.
-ABORT, STOP = "abort", "stop"
+# cleared. STOP: exit 1 with the record kept, so rerunning the command (or `rollback`) carries on. ROLLBACK (a
+# deploy's bake, after the flip): the steps of `bluegreen rollback`, at once, in the same process.
+ABORT, STOP, ROLLBACK = "abort", "stop", "rollback"
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ class WaitStep:
     kind = "wait"
 
     def __post_init__(self):
-        if self.on_failure not in (ABORT, STOP):
+        if self.on_failure not in (ABORT, STOP, ROLLBACK):
             raise PlanError(f"internal error: wait {self.name} has failure policy {self.on_failure!r}")
         _check_needs(self.needs)
 
@@ -150,7 +151,22 @@ class WaitStep:
                 "gate": self.gate, "undo": [c.as_json() for c in self.undo]}
 
 
-Step = Union[CallStep, LockStep, UnlockStep, WaitStep]
+@dataclass(frozen=True)
+class BakeStep(WaitStep):
+    """The bake (bake.py): poll the alarms and `color`'s health until the absolute deadline `until` (a UTC stamp
+    in the record), then make `then`. Reaching the deadline is its success; an alarm in ALARM or the fleet short
+    of healthy capacity is its failure (a BakeFailed with the reason, handled per `on_failure`)."""
+
+    until: str = ""
+    alarms: tuple[str, ...] = ()
+
+    kind = "bake"
+
+    def as_json(self):
+        return dict(super().as_json(), until=self.until, alarms=list(self.alarms))
+
+
+Step = Union[CallStep, LockStep, UnlockStep, WaitStep, BakeStep]
 
 
 @dataclass(frozen=True)
@@ -184,6 +200,13 @@ class RecordWrite(Call):
     # Finalize: instance ids about to be detached, added to the stored record before DetachInstances, so that
     # they are terminated by id, never only found again by a tag search that X1 can miss (finding 13).
     detached: tuple = ()
+    # A transition that is no phase of its own (EVENT_BAKED): recorded in the store's phase list, with its time,
+    # right before the phase this write moves to.
+    event: str | None = None
+    # Deploy and canary: what the calls after it create (policies.created_names), added to the stored record before
+    # they are made, so a rerun or rollback reads and deletes exactly those (W1, A7); carried to the rollback or
+    # finalize that takes the operation over.
+    created: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -194,13 +217,14 @@ class RecordClear(Call):
     result: str = "settled"  # the journal's result: an event of the contract's vocabulary
 
 
-def write_record(snap, record, saved=None, detached=()):
+def write_record(snap, record, saved=None, detached=(), event=None, created=()):
     tags = [tag(snap.groups[c].name, TAG_OPERATION, record.encode()) for c in ("blue", "green")]
     if saved is not None:
         old = snap.groups[record.live].name
         tags.append(tag(old, TAG_SAVED_SIZES, sizes_text(saved["sizes"])))
         tags.append(tag(old, TAG_SAVED_SUSPENDED, ",".join(saved["suspended"]) or "none"))
-    return RecordWrite("CreateOrUpdateTags", {"Tags": tags}, record=record, saved=saved, detached=tuple(detached))
+    return RecordWrite("CreateOrUpdateTags", {"Tags": tags}, record=record, saved=saved, detached=tuple(detached),
+                       event=event, created=tuple(tuple(c) for c in created))
 
 
 def clear_record(snap, live, result="settled"):
@@ -248,3 +272,11 @@ def poll_calls(snap, color):
 def wait_step(snap, name, summary, color, verdict, **kwargs):
     """A WaitStep on `color`'s group, with what one of its polls costs."""
     return WaitStep(name, summary, color, verdict, polls=poll_calls(snap, color), **kwargs)
+
+
+def bake_step(snap, name, summary, color, verdict, until, alarms, **kwargs):
+    """A BakeStep on `color`'s group: one poll also reads the alarms, by name, 100 a call (never the Region)."""
+    names = list(alarms)
+    reads = tuple(Call("DescribeAlarms", {"AlarmNames": names[i:i + 100]}) for i in range(0, len(names), 100))
+    return BakeStep(name, summary, color, verdict, polls=poll_calls(snap, color) + reads, until=until,
+                    alarms=tuple(alarms), **kwargs)

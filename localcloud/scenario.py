@@ -56,7 +56,7 @@ def _ensure_bucket(session, url):
         s3.create_bucket(Bucket=bucket)
 
 
-def _ensure_bundle(session, url, image):
+def ensure_bundle(session, url, image):
     """A one-file bundle and its manifest under the bootstrap prefix, unless a bundle is there already (a fleet
     pushes its real one first, localcloud/fleet/service.py): the deployer's pre-flight refuses a pair whose
     manifest cannot be read, as an operator's pair would have one."""
@@ -98,7 +98,7 @@ def create_service(session, name="demo", capacity=3, version="1.0", image=DEFAUL
     max_size = capacity * 2 if max_size is None else max_size
 
     _ensure_bucket(session, bootstrap)  # the agents' bundle, and beside it the deployer's state store
-    _ensure_bundle(session, bootstrap, image)
+    ensure_bundle(session, bootstrap, image)
     vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     if not 1 <= zones <= 6:
         raise ValueError(f"zones must be 1-6, got {zones!r}")

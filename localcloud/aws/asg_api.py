@@ -88,7 +88,7 @@ def _sizes(group: FakeAutoScalingGroup, verb: str, count: int) -> ValidationErro
         f"AutoScalingGroup sizes appropriately.")
 
 
-def _check_bounds(min_size: int, max_size: int, desired: int | None) -> None:
+def check_bounds(min_size: int, max_size: int, desired: int | None) -> None:
     if min_size > max_size:
         raise ValidationError(f"Max bound, {max_size}, must be greater than or equal to min bound, {min_size}")
     if desired is not None and not min_size <= desired <= max_size:
@@ -132,7 +132,7 @@ def update_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
     desired = self._get_int_param("DesiredCapacity")
     new_min = group.min_size if min_size is None else min_size
     new_max = group.max_size if max_size is None else max_size
-    _check_bounds(new_min, new_max, desired)
+    check_bounds(new_min, new_max, desired)
     capacity_type = _capacity_type(self)
     if desired is None and not new_min <= group.desired_capacity <= new_max:
         # AWS: a new MinSize/MaxSize that excludes the current size implies SetDesiredCapacity to that bound.
@@ -164,9 +164,9 @@ def create_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
     min_size, max_size = self._get_int_param("MinSize"), self._get_int_param("MaxSize")
     if min_size is None or max_size is None:
         raise ValidationError("MinSize and MaxSize are required")
-    _check_bounds(min_size, max_size, self._get_int_param("DesiredCapacity"))
+    check_bounds(min_size, max_size, self._get_int_param("DesiredCapacity"))
     check_tags(self._get_params().get("Tags", []) or [])
-    hooks = _hook_specifications(self)
+    hooks = hook_specifications(self._get_params().get("LifecycleHookSpecificationList") or [])
     state = require_state()
     model.remember_backend(state, self.autoscaling_backend)
     backend = self.autoscaling_backend
@@ -203,12 +203,17 @@ def delete_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
     if live and not self._get_bool_param("ForceDelete", False):
         raise ResourceInUse("You cannot delete an AutoScalingGroup while there are instances or pending Spot "
                             "instance request(s) still in the group.")
-    state = require_state()
+    remove_group(require_state(), self.autoscaling_backend, group)
+    return EmptyResult()
+
+
+def remove_group(state: LayerState, backend: Any, group: FakeAutoScalingGroup) -> None:
+    """Delete the group and its instances, which leave the load balancers (draining, E2) as when AWS
+    terminates them (also CloudFormation's delete, cfn.py)."""
     for inst in list(group.instance_states):
         model.leave_lbs(state, group, inst)
         model.finish_terminate(state, group, inst)
-    self.autoscaling_backend.autoscaling_groups.pop(group.name, None)
-    return EmptyResult()
+    backend.autoscaling_groups.pop(group.name, None)
 
 
 # -- standby, detach, terminate (A1-A4) --------------------------------------------------------------------
@@ -358,10 +363,10 @@ def put_lifecycle_hook(self: AutoScalingResponse) -> ActionResult:
     return seam.original(AutoScalingResponse, "put_lifecycle_hook")(self)
 
 
-def _hook_specifications(resp: AutoScalingResponse) -> list[tuple[str, str, int | None, str | None]]:
-    """A19: CreateAutoScalingGroup's LifecycleHookSpecificationList (moto ignores it), checked as
-    PutLifecycleHook checks one hook: (name, transition, timeout, default result)."""
-    specs = resp._get_params().get("LifecycleHookSpecificationList") or []
+def hook_specifications(specs: list[dict[str, Any]]) -> list[tuple[str, str, int | None, str | None]]:
+    """A19: CreateAutoScalingGroup's LifecycleHookSpecificationList (moto ignores it; CloudFormation's property
+    of the same name, cfn.py), checked as PutLifecycleHook checks one hook: (name, transition, timeout,
+    default result)."""
     hooks = []
     for spec in specs:
         name = spec.get("LifecycleHookName")

@@ -105,7 +105,19 @@ def describe_policies(self: AutoScalingResponse) -> ActionResult:
     policies = [p for p in _listed(self, asg_api.require_state().policies, "PolicyNames")
                 if not types or p.policy_type in types]
     page, token = paginate(self, "DescribePolicies", policies)
+    _link_alarms(self.autoscaling_backend, page)
     return ActionResult({"ScalingPolicies": page, "NextToken": token})
+
+
+def _link_alarms(backend: AutoScalingBackend, policies: list[FakeScalingPolicy]) -> None:
+    """W1: a policy's `Alarms` ("the CloudWatch alarms related to the policy", DescribePolicies) lists the alarms
+    whose actions name its ARN; moto lists none. Which action lists count is unverified: only AlarmActions here,
+    the narrower reading, so a tool that finds its alarms through this field is not given more than AWS may give.
+    Computed at every describe, so it follows PutMetricAlarm, DeleteAlarms and DeletePolicy."""
+    alarms = cloudwatch_backends[backend.account_id][backend.region_name].alarms
+    for policy in policies:
+        policy.alarms = [{"AlarmName": a.name, "AlarmARN": a.alarm_arn} for a in alarms.values()
+                         if policy.arn in a.alarm_actions]
 
 
 def describe_scheduled_actions(self: AutoScalingResponse) -> ActionResult:

@@ -4,6 +4,7 @@ Everything the layer takes from moto beyond the AWS API is listed here, and nowh
 - IMPORTS: the layer imports moto only in this module (the others import these names from here);
 - WRAPPED: moto methods the layer replaces, with the signature of moto's original;
 - ADDED: methods moto lacks, which the layer adds to moto's classes;
+- ADDED_TYPES: CloudFormation resource types moto's CloudFormation skips, which the layer adds (cfn.py);
 - CALLED: moto methods and constructors the layer calls with arguments of its own, with their signatures;
 - STATE: attributes of moto's objects the layer reads or writes, with the type it relies on;
 - MOTO_PATHS: the places in moto's Auto Scaling code that launch, register, or move lifecycle state or
@@ -35,10 +36,15 @@ from moto.autoscaling.models import (
     InstanceState,
     LifecycleHook,
     TerminateInstanceActivity,
+    autoscaling_backends,
 )
 from moto.autoscaling.responses import AutoScalingResponse
+from moto.cloudformation import parsing as cloudformation_parsing
+from moto.cloudformation.models import cloudformation_backends
+from moto.cloudformation.parsing import ResourceMap
 from moto.cloudwatch.models import Alarm, CloudWatchBackend, Dimension, cloudwatch_backends
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.common_models import CloudFormationModel
 from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult, BaseResponse, EmptyResult
 from moto.ec2.models import EC2Backend, ec2_backends
@@ -46,20 +52,23 @@ from moto.ec2.models.instances import Instance
 from moto.elb.models import ELBBackend, FakeHealthCheck, FakeListener, LoadBalancer
 from moto.elb.responses import ELBResponse
 from moto.elbv2.exceptions import ValidationError as ELBv2ValidationError
-from moto.elbv2.models import ELBv2Backend, FakeHealthStatus, FakeTargetGroup
+from moto.elbv2.models import ELBv2Backend, FakeHealthStatus, FakeTargetGroup, elbv2_backends
 
 # Private: an underscore module. moto's own server resets every backend through it (EmulatedAWS.reset).
 from moto.moto_api._internal.models import moto_api_backend
 from moto.moto_server import werkzeug_app
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.s3.models import S3Backend, s3_backends
 
 __all__ = [
     "ASG_NAME_TAG", "DEFAULT_ACCOUNT_ID", "ActionResult", "Alarm", "AutoScalingBackend", "AutoScalingResponse",
-    "AutoscalingClientError", "CloudWatchBackend", "DetachInstanceActivity", "DomainDispatcherApplication",
-    "ELBBackend", "ELBResponse", "ELBv2Backend", "ELBv2ValidationError", "EmptyResult", "EnterStandbyActivity",
-    "ExitStandbyActivity", "FakeAutoScalingGroup", "FakeHealthStatus", "FakeScalingPolicy", "FakeScheduledAction",
-    "FakeTargetGroup", "InstanceState", "ResourceContentionError", "TerminateInstanceActivity", "ValidationError",
-    "cloudwatch_backends", "create_backend_app", "ec2_backends", "moto_api_backend",
+    "AutoscalingClientError", "CloudFormationModel", "CloudWatchBackend", "DetachInstanceActivity",
+    "DomainDispatcherApplication", "ELBBackend", "ELBResponse", "ELBv2Backend", "ELBv2ValidationError",
+    "EmptyResult", "EnterStandbyActivity", "ExitStandbyActivity", "FakeAutoScalingGroup", "FakeHealthStatus",
+    "FakeScalingPolicy", "FakeScheduledAction", "FakeTargetGroup", "InstanceState", "ResourceContentionError",
+    "ResourceMap", "TerminateInstanceActivity", "ValidationError", "autoscaling_backends",
+    "cloudformation_backends", "cloudwatch_backends", "create_backend_app", "ec2_backends", "elbv2_backends",
+    "moto_api_backend", "s3_backends",
 ]
 
 
@@ -176,6 +185,26 @@ WRAPPED: tuple[Wrap, ...] = (
          " rule: str | None = None, tags: list[dict[str, str]] | None = None) -> moto.cloudwatch.models.Alarm"),
     Wrap(CloudWatchBackend, "set_alarm_state",
          "(self, alarm_name: str, reason: str, reason_data: str, state_value: str) -> None"),
+    # cfn.py: moto's CloudFormation calls backends, not the actions above: a stack's group gets the create
+    # rules and hooks (A5, A12, A19), an update in place (X3a), a delete that drains (E2); a target group its
+    # attributes. Classmethods: the signature is that of the function under moto's classmethod.
+    Wrap(FakeAutoScalingGroup, "create_from_cloudformation_json",
+         "(cls, resource_name: 'str', cloudformation_json: 'dict[str, Any]', account_id: 'str', region_name: 'str',"
+         " **kwargs: 'Any') -> 'FakeAutoScalingGroup'"),
+    Wrap(FakeAutoScalingGroup, "update_from_cloudformation_json",
+         "(cls, original_resource: 'Any', new_resource_name: 'str', cloudformation_json: 'dict[str, Any]',"
+         " account_id: 'str', region_name: 'str') -> 'FakeAutoScalingGroup'"),
+    Wrap(FakeAutoScalingGroup, "delete_from_cloudformation_json",
+         "(cls, resource_name: 'str', cloudformation_json: 'dict[str, Any]', account_id: 'str',"
+         " region_name: 'str') -> 'None'"),
+    Wrap(FakeAutoScalingGroup, "delete", "(self, account_id: 'str', region_name: 'str') -> 'None'"),
+    Wrap(ResourceMap, "load_conditions", "(self) -> None"),  # YAML's !Condition inside !And / !Or / !Not
+    Wrap(ResourceMap, "build_resource_diff",
+         "(self, other_template: dict[str, typing.Any], parameters: dict[str, typing.Any] | None = None)"
+         " -> dict[str, typing.Any]"),
+    Wrap(FakeTargetGroup, "create_from_cloudformation_json",
+         "(cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any)"
+         " -> 'FakeTargetGroup'"),
 )
 
 # -- ADDED: moto answers these with HTTP 500 (not implemented); A6 needs them. -----------------------------
@@ -186,7 +215,15 @@ ADDED: tuple[tuple[type, str], ...] = (
     (AutoScalingResponse, "start_instance_refresh"),
     (AutoScalingResponse, "describe_instance_refreshes"),
     (AutoScalingResponse, "cancel_instance_refresh"),
+    # cfn.py: moto's target group inherits only CloudFormationModel's abstract update, so a stack update
+    # that touches one fails; the layer updates its health check settings and attributes in place.
+    (FakeTargetGroup, "update_from_cloudformation_json"),
+    (FakeTargetGroup, "get_cfn_attribute"),  # Fn::GetAtt TargetGroupFullName and the others
 )
+
+# -- ADDED_TYPES: CloudFormation resource types moto skips ("No Moto CloudFormation support"); cfn.py defines
+# a CloudFormationModel for each, which moto's parser finds among CloudFormationModel's subclasses.
+ADDED_TYPES: tuple[str, ...] = ("AWS::S3::BucketPolicy", "AWS::CloudWatch::Alarm")
 
 # -- CALLED ------------------------------------------------------------------------------------------------
 CALLED: tuple[Call, ...] = (
@@ -229,6 +266,28 @@ CALLED: tuple[Call, ...] = (
     Call(EC2Backend, "get_instance", "(self, instance_id: 'str') -> 'Instance'"),
     Call(EC2Backend, "terminate_instances",
          "(self, instance_ids: 'list[str]') -> 'list[tuple[Instance, InstanceState]]'"),
+    # cfn.py: what a stack update and the added resource types change.
+    Call(AutoScalingBackend, "create_or_update_tags", "(self, tags: 'list[dict[str, str]]') -> 'None'"),
+    Call(AutoScalingBackend, "delete_tags", "(self, tags: 'list[dict[str, str]]') -> 'None'"),
+    Call(AutoScalingBackend, "attach_load_balancer_target_groups",
+         "(self, group_name: 'str', target_group_arns: 'list[str]') -> 'None'"),
+    Call(S3Backend, "put_bucket_policy", "(self, bucket_name: 'str', policy: 'bytes') -> 'None'"),
+    Call(S3Backend, "delete_bucket_policy", "(self, bucket_name: 'str') -> 'None'"),
+    Call(CloudWatchBackend, "put_metric_alarm",
+         "(self, name: str, namespace: str, metric_name: str, comparison_operator: str, evaluation_periods: int,"
+         " period: int, threshold: float, statistic: str, description: str, dimensions: list[dict[str, str]],"
+         " alarm_actions: list[str], metric_data_queries: list[moto.cloudwatch.models.MetricDataQuery] | None = None,"
+         " datapoints_to_alarm: int | None = None, extended_statistic: str | None = None,"
+         " ok_actions: list[str] | None = None, insufficient_data_actions: list[str] | None = None,"
+         " unit: str | None = None, actions_enabled: bool = True, treat_missing_data: str | None = None,"
+         " evaluate_low_sample_count_percentile: str | None = None, threshold_metric_id: str | None = None,"
+         " rule: str | None = None, tags: list[dict[str, str]] | None = None) -> moto.cloudwatch.models.Alarm"),
+    Call(CloudWatchBackend, "delete_alarms", "(self, alarm_names: list[str]) -> None"),
+    # moto's parser caches the list of CloudFormationModel subclasses (functools.lru_cache): install() calls
+    # their cache_clear once cfn.py's are defined.
+    Call(cloudformation_parsing, "get_model_list", "()", bare=True),
+    Call(cloudformation_parsing, "get_model_map", "()", bare=True),
+    Call(cloudformation_parsing, "get_name_type_map", "()", bare=True),
     # Constructors.
     Call(InstanceState, "__init__",
          "(self, instance: 'Instance', lifecycle_state: 'str' = 'InService', health_status: 'str' = 'Healthy',"
@@ -301,12 +360,15 @@ STATE: dict[type, dict[str, type | None]] = {
         "name": str, "arn": str, "auto_scaling_group_name": str, "policy_type": str, "adjustment_type": str,
         "scaling_adjustment": None,
         "step_adjustments": None, "cooldown": None,  # W2: an alarm executes the policy (alarms.py)
+        # W1 (asg_catalog._link_alarms): the layer writes `alarms` at every DescribePolicies (moto has none; its
+        # serializer reports it as Alarms because the botocore shape names it)
     },
     FakeScheduledAction: {
         "scheduled_action_name": str, "auto_scaling_group_name": str, "start_time": None, "recurrence": None,
         "min_size": None, "max_size": None, "desired_capacity": None,
     },
     # W1 (asg_catalog.delete_policy): the alarms, by name, and the action lists DeletePolicy strips.
+    # W1 (asg_catalog._link_alarms), cfn.py (GetAtt Arn): name and ARN of an alarm.
     # W2 (alarms.py): what an alarm evaluates, its state (written directly only at creation and when
     # PutMetricAlarm replaces it; transitions go through Alarm.update_state), its actions.
     CloudWatchBackend: {"alarms": dict, "account_id": str, "region_name": str},
@@ -315,8 +377,11 @@ STATE: dict[type, dict[str, type | None]] = {
             "evaluation_periods": None, "datapoints_to_alarm": None, "period": None, "threshold": None,
             "statistic": None, "dimensions": list, "unit": None, "actions_enabled": None,
             "treat_missing_data": None, "rule": None, "state_value": str, "state_reason": str,
-            "state_reason_data": None, "state_updated_timestamp": None, "history": list},
+            "state_reason_data": None, "state_updated_timestamp": None, "history": list, "alarm_arn": str},
     Dimension: {"name": None, "value": None},
+    ResourceMap: {"_resource_json_map": dict,  # cfn.py: the stack's current resources, before an update
+                  "_template": dict},  # cfn.py: its Conditions, read before moto parses them
+    S3Backend: {"buckets": dict},  # cfn.py: a bucket policy outlives no bucket
     # Response classes: properties, present only on an instance serving a request; checked on the class.
     AutoScalingResponse: {"autoscaling_backend": property},
     ELBResponse: {"elb_backend": property},
@@ -374,7 +439,11 @@ def replaces(cls: type, name: str) -> Callable[[Callable[..., Any]], Callable[..
 
 def install() -> None:
     """Put every replacement on moto's classes; idempotent (a class attribute is replaced once per process)."""
-    from . import activities, alarms, asg_api, asg_catalog, autoscaling, refresh, targets, warm  # noqa: F401  (importing them registers them)
+    from . import activities, alarms, asg_api, asg_catalog, autoscaling, cfn, refresh, targets, warm  # noqa: F401  (importing them registers them)
+
+    for cache in (cloudformation_parsing.get_model_list, cloudformation_parsing.get_model_map,
+                  cloudformation_parsing.get_name_type_map):
+        cache.cache_clear()  # moto's parser lists CloudFormationModel's subclasses once: now with cfn.py's
 
     missing = _LISTED - set(_replacements)
     if missing:
@@ -388,7 +457,9 @@ def install() -> None:
             raise SeamError(f"moto changed: {cls.__name__}.{name} exists now; compare it with the layer's own")
         if (cls, name) not in added and not present:
             raise SeamError(f"moto changed: {cls.__name__}.{name} no longer exists; the fidelity layer needs it")
-        _originals[(cls, name)] = cls.__dict__.get(name)
+        moto_version = cls.__dict__.get(name)
+        # A classmethod's original is the function under it: call it as original(cls, name)(cls, ...).
+        _originals[(cls, name)] = getattr(moto_version, "__func__", moto_version)
         setattr(cls, name, replacement)
 
 

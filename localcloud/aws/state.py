@@ -183,6 +183,9 @@ class GroupRecord:
     retry_at: float = 0.0
     failed_zones: set[str] = field(default_factory=set)
     desired_capacity_type: str | None = None  # A18: units, vcpu or memory-mib (moto ignores it)
+    # X3a (cfn.py): the properties and UpdatePolicy of the group's stack resource as last applied, for the
+    # next stack update to compare with; None for a group no stack made.
+    stack_resource: dict[str, Any] | None = None
 
 
 class GroupIndex:

@@ -1,5 +1,6 @@
-"""The demo service, created as an operator would: images in the registry, the bootstrap bundle pushed to S3
-with the real `bluegreen push-bootstrap`, then the groups, target group and launch hook (localcloud.scenario).
+"""The demo service, created as a user would in a real account (issue 15, the newcomer's path): the stack from
+infra/cloudformation/service.yaml (localcloud/stack.py), the bootstrap bundle pushed to the stack's bucket with the
+real `bluegreen push-bootstrap`, then blue brought up at the first version with the real `bluegreen init`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ HEALTH_INTERVAL = 5
 HEALTHY_THRESHOLD = 2
 DEREGISTRATION_DELAY = 15
 HOOK_TIMEOUT = 300
+# `bluegreen init` returns once blue is healthy: boots, image pulls and health checks, in real seconds.
+INIT_TIMEOUT_S = 600
 
 
 class ServiceError(FleetError):
@@ -40,7 +43,9 @@ def push_bundle(session, folder: str, registry: str, url: str, environ: dict) ->
     printed, what the groups' bluegreen:bootstrap names (issue 11)."""
     from localcloud import sampleapp
 
-    session.client("s3").create_bucket(Bucket=parse_s3_url(url)[0])
+    s3, bucket = session.client("s3"), parse_s3_url(url)[0]
+    if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:  # the stack made it, normally
+        s3.create_bucket(Bucket=bucket)
     # The compose file alone: push-bootstrap writes the manifest the agent verifies, as a CI step would.
     sampleapp.write_bundle(folder, registry, repository=REPOSITORY, manifest=False)
     out = subprocess.run(bluegreen_command() + ["push-bootstrap", folder, url], env=environ, check=False,
@@ -53,11 +58,24 @@ def push_bundle(session, folder: str, registry: str, url: str, environ: dict) ->
 
 def create_demo_service(session, state_dir: str, registry: str, name: str = "demo", capacity: int = 3,
                         version: str = "1.0", environ: dict | None = None) -> dict:
-    from localcloud.scenario import create_service
+    """The stack, the bundle, then `bluegreen init NAME VERSION --capacity N`, which returns once blue's
+    instances are healthy (their agents run meanwhile, in the fleet's supervisor); returns localcloud.stack's
+    dict of the pair."""
+    from localcloud.stack import create_stack_service
 
-    url = format_s3_url(BUCKET, name + "/")
-    url = push_bundle(session, os.path.join(state_dir, "bundle"), registry, url, dict(environ or os.environ))
-    return create_service(session, name=name, capacity=capacity, version=version, image=f"{registry}/{REPOSITORY}",
-                          bootstrap=url, health_interval=HEALTH_INTERVAL, healthy_threshold=HEALTHY_THRESHOLD,
-                          deregistration_delay=DEREGISTRATION_DELAY, launch_hook=True, hook_timeout=HOOK_TIMEOUT,
-                          health_url=HEALTH_URL, load_balancer=True)  # its ARN: the metrics' LoadBalancer
+    svc = create_stack_service(session, name=name, image=f"{registry}/{REPOSITORY}", bucket=BUCKET, capacity=capacity,
+                               version=version, health_interval=HEALTH_INTERVAL, healthy_threshold=HEALTHY_THRESHOLD,
+                               deregistration_delay=DEREGISTRATION_DELAY, hook_timeout=HOOK_TIMEOUT,
+                               health_url=HEALTH_URL)
+    if svc["bootstrap_url"] != format_s3_url(BUCKET, name + "/"):
+        raise ServiceError(f"the stack's BootstrapUrl {svc['bootstrap_url']} is not the fleet's bucket {BUCKET}")
+    environ = dict(environ or os.environ)
+    url = push_bundle(session, os.path.join(state_dir, "bundle"), registry, svc["bootstrap_url"], environ)
+    # The fleet checks health every second (TIME_SCALE): poll at that pace, not the default 5 s.
+    out = subprocess.run(bluegreen_command() + ["init", name, version, "--capacity", str(capacity), "--bootstrap",
+                                                url, "--poll-interval", "1"],
+                         env=environ, check=False, capture_output=True, text=True, timeout=INIT_TIMEOUT_S)
+    if out.returncode != 0:
+        raise ServiceError(f"bluegreen init {name} {version} failed (exit {out.returncode}): "
+                           f"{out.stderr.strip()[-300:]}")
+    return svc

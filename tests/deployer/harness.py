@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime, parsedate_to_datetime
 
 from deployer import cli
@@ -61,8 +61,20 @@ class Harness(Fleet):
         self.floor = None  # a Floor while one is watched: healthy targets after every mutating call
         self.agents = []  # callables run whenever the deployer sleeps: what instances' agents do meanwhile
         self.runs = 0
+        # The wall clock the commands see (Seams.now): the real one, unless a test makes it follow the fake clock
+        # (follow_clock: a bake's deadline is a wall-clock time in the record).
+        self.wall_start = datetime.now(timezone.utc)
+        self.now = None
 
     # -- time ----------------------------------------------------------------------------------------
+
+    def follow_clock(self):
+        """From now on the commands' wall clock moves with the fake clock (AWS seconds)."""
+        self.now = self.wall_now
+        return self
+
+    def wall_now(self):
+        return self.wall_start + timedelta(seconds=self.clock.now() - self.clock_start)
 
     def advance(self, seconds):
         self.clock.advance(seconds)
@@ -108,7 +120,8 @@ class Harness(Fleet):
                 crash(step)
 
         seams = cli.Seams(sleep=self._sleep, clock=self.clock.now, me=me, holder_alive=self.alive.__contains__,
-                          before_step=before_step if (crash or meanwhile) else None, make_clients=self._clients)
+                          before_step=before_step if (crash or meanwhile) else None, make_clients=self._clients,
+                          **({"now": self.now} if self.now is not None else {}))
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:

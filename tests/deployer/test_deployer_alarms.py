@@ -1,7 +1,14 @@
 """deployer/alarms.py and the alarm steps of the plans (W1): pure planning, no AWS."""
 
 from deployer import plan
-from deployer.alarms import alarm_copies, alarm_deletions, copy_name, left_without_action
+from deployer.alarms import (
+    alarm_copies,
+    alarm_deletions,
+    copy_name,
+    left_without_action,
+    linked_alarm_names,
+    too_long,
+)
 from deployer.policies import policy_copies
 from tests.deployer.deployer_fixtures import NOW, ctx, group_record, ids, names, record_tag, snapshot
 
@@ -10,8 +17,10 @@ OLD, NEW = ARN.format("1111", "demo-blue"), ARN.format("2222", "demo-green")
 TOPIC = "arn:aws:sns:us-east-1:123456789012:pager"
 
 
-def step_policy(arn, group):
-    return {"PolicyName": "out", "PolicyType": "StepScaling", "PolicyARN": arn, "AutoScalingGroupName": group,
+def step_policy(arn, group, name=None):
+    """The operator's "out" on blue; on green by default the tool's copy of it."""
+    name = name or ("out" if group == "demo-blue" else f"out--bluegreen-{group}")
+    return {"PolicyName": name, "PolicyType": "StepScaling", "PolicyARN": arn, "AutoScalingGroupName": group,
             "AdjustmentType": "ChangeInCapacity", "StepAdjustments": [{"ScalingAdjustment": 1}]}
 
 
@@ -92,3 +101,41 @@ def test_deploy_plans_the_alarm_copies_once_the_new_policies_exist():
     steps = plan.plan_deploy(after, ctx(me="ci@builder:99"), "2.0")
     (copy,) = steps[names(steps).index("copy-alarms")].calls
     assert copy.params["AlarmActions"] == [NEW]
+
+
+def test_no_alarm_is_copied_for_the_operators_own_same_name_policy_on_the_new_group():
+    # The operator's "out" on green (an IaC declaring it on both groups) is kept, not overwritten (policies.py):
+    # its own alarms act on it, and a copy would make the policy act twice per breach.
+    snap = pair([step_policy(NEW, "demo-green", name="out")], [alarm("cpu-high", "demo-blue", [OLD])])
+    assert policy_copies(snap, "blue", "green", NOW) == []
+    assert alarm_copies(snap, "blue", "green") == []
+
+
+def test_the_alarms_read_are_those_the_step_and_simple_policies_list():
+    policies = [dict(step_policy(OLD, "demo-blue"), Alarms=[{"AlarmName": "cpu-high", "AlarmARN": "a"}]),
+                {"PolicyName": "tt", "PolicyType": "TargetTrackingScaling",
+                 "Alarms": [{"AlarmName": "TargetTracking-demo-blue-AlarmHigh-1", "AlarmARN": "b"}]}]
+    assert linked_alarm_names(policies) == {"cpu-high"}  # target tracking owns its alarms (W1)
+
+
+def test_a_copy_name_past_255_characters_is_reported_with_its_length():
+    assert too_long(["a" * 200, "short"], "demo-green") == []
+    assert too_long(["a" * 240, "short"], "demo-green") == [("a" * 240, 240 + len("--bluegreen-demo-green"))]
+
+
+def test_alarms_are_read_by_name_100_a_call_never_the_whole_region(make_harness):
+    from deployer.aws import DeployerAws
+
+    fleet = make_harness(capacity=1)
+    cw = fleet.session.client("cloudwatch")
+    for n in range(230):
+        cw.put_metric_alarm(AlarmName=f"a{n:03}", Namespace="App", MetricName="M", Statistic="Sum", Period=60,
+                            EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanThreshold")
+    asked = []
+    cw.meta.events.register("provide-client-params.cloudwatch.DescribeAlarms",
+                            lambda params, **_: asked.append(params.get("AlarmNames")))
+    aws = DeployerAws(*(fleet.session.client(s) for s in ("autoscaling", "elbv2", "elb", "ec2")), cloudwatch=cw)
+    wanted = [f"a{n:03}" for n in range(0, 230, 2)] + ["gone"]  # 115 names and one that does not exist
+    got = aws.describe_alarms(wanted)
+    assert sorted(a["AlarmName"] for a in got) == sorted(wanted[:-1])
+    assert [len(names) for names in asked] == [100, 16]

@@ -102,7 +102,7 @@ def test_deploy_killed_then_rerun(make_harness, point):
     assert ok(fleet, "deploy", "demo", "2.0") >= n
     fleet.assert_flipped("green", n, "2.0")
     assert set(fleet.lifecycles("blue")) == original
-    assert policy_names(fleet, "green") == {"cpu50"}
+    assert policy_names(fleet, "green") == {"cpu50--bluegreen-demo-green"}
 
 
 @pytest.mark.parametrize("point", DEPLOY)
@@ -129,7 +129,7 @@ def test_finalize_killed_then_rerun(make_harness, point):
     assert fleet.lifecycles("blue") == {}
     states = fleet.ec2_states(original)
     assert set(states.values()) <= {"shutting-down", "terminated"}, states
-    assert policy_names(fleet, "blue") == set() and policy_names(fleet, "green") == {"cpu50"}
+    assert policy_names(fleet, "blue") == set() and policy_names(fleet, "green") == {"cpu50--bluegreen-demo-green"}
 
 
 @pytest.mark.parametrize("point", CANARY)
@@ -159,21 +159,33 @@ def test_a_deploy_killed_while_it_aborts_is_finished_by_rollback(make_harness, a
     assert policy_names(fleet, "blue") == {"cpu50"} and policy_names(fleet, "green") == set()
 
 
-def with_step_policy_and_alarm(fleet):
-    """A step policy on the live group and the operator's alarm acting on it (W1)."""
-    fleet.asg.put_scaling_policy(AutoScalingGroupName="demo-blue", PolicyName="out", PolicyType="StepScaling",
-                                 AdjustmentType="ChangeInCapacity",
-                                 StepAdjustments=[{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}])
+STEP = {"PolicyType": "StepScaling", "AdjustmentType": "ChangeInCapacity",
+        "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]}
+
+
+def put_alarm(fleet, name, group, arn):
     fleet.session.client("cloudwatch").put_metric_alarm(
-        AlarmName="cpu-high", Namespace="AWS/EC2", MetricName="CPUUtilization", Statistic="Average", Period=60,
-        EvaluationPeriods=2, Threshold=70, ComparisonOperator="GreaterThanThreshold",
-        AlarmActions=[policy_arn(fleet, "blue")], Dimensions=[{"Name": "AutoScalingGroupName", "Value": "demo-blue"}])
+        AlarmName=name, Namespace="AWS/EC2", MetricName="CPUUtilization", Statistic="Average", Period=60,
+        EvaluationPeriods=2, Threshold=70, ComparisonOperator="GreaterThanThreshold", AlarmActions=[arn],
+        Dimensions=[{"Name": "AutoScalingGroupName", "Value": group}])
+
+
+def with_step_policy_and_alarm(fleet):
+    """A step policy on the live group and the operator's alarm acting on it (W1); and on the idle group the
+    operator's own policy and alarm, which nothing may touch."""
+    fleet.asg.put_scaling_policy(AutoScalingGroupName="demo-blue", PolicyName="out", **STEP)
+    put_alarm(fleet, "cpu-high", "demo-blue", policy_arn(fleet, "blue"))
+    fleet.asg.put_scaling_policy(AutoScalingGroupName="demo-green", PolicyName="mine", **STEP)
+    put_alarm(fleet, "green-own", "demo-green", policy_arn(fleet, "green", "mine"))
     return fleet
 
 
-def policy_arn(fleet, color):
-    policies = fleet.asg.describe_policies(AutoScalingGroupName=fleet.svc["groups"][color])["ScalingPolicies"]
-    return next((p["PolicyARN"] for p in policies if p["PolicyName"] == "out"), None)
+def policy_arn(fleet, color, name=None):
+    """The ARN of the step policy on `color`: the operator's `out` on blue, else the tool's copy of it."""
+    group = fleet.svc["groups"][color]
+    name = name or ("out" if color == "blue" else f"out--bluegreen-{group}")
+    policies = fleet.asg.describe_policies(AutoScalingGroupName=group)["ScalingPolicies"]
+    return next((p["PolicyARN"] for p in policies if p["PolicyName"] == name), None)
 
 
 def alarm_actions(fleet):
@@ -181,10 +193,23 @@ def alarm_actions(fleet):
             for a in fleet.session.client("cloudwatch").describe_alarms()["MetricAlarms"]}
 
 
-# (finalize's delete-old-alarms has something to delete only on a second flip: the cycles test covers it.)
-ALARM_POINTS = [(("deploy", "demo", "2.0"), "copy-alarms", ()), (("deploy", "demo", "2.0"), "suspend", ()),
+def assert_autoscaling_of(fleet, live):
+    """The alarms act on the live group only: the tool's copy on green when green is live, the operator's on blue
+    (with its action only while blue's policy exists, W1); the operator's own on green is untouched; and no copy
+    of the tool's is left anywhere else."""
+    expected = {"cpu-high": ([policy_arn(fleet, "blue")] if policy_arn(fleet, "blue") else [], "demo-blue"),
+                "green-own": ([policy_arn(fleet, "green", "mine")], "demo-green")}
+    if live == "green":
+        expected["cpu-high--bluegreen-demo-green"] = ([policy_arn(fleet, "green")], "demo-green")
+    assert alarm_actions(fleet) == expected
+    assert policy_names(fleet, "green") == ({"mine", "out--bluegreen-demo-green"} if live == "green" else {"mine"})
+
+
+ALARM_POINTS = [(("deploy", "demo", "2.0"), "copy-policies", ()), (("deploy", "demo", "2.0"), "copy-alarms", ()),
+                (("deploy", "demo", "2.0"), "suspend", ()),
                 (("rollback", "demo"), "remove-copied-alarms", ("deploy", "demo", "2.0")),
                 (("rollback", "demo"), "remove-copied-policies", ("deploy", "demo", "2.0")),
+                (("rollback", "demo"), "unlock", ("deploy", "demo", "2.0")),
                 (("finalize", "demo"), "delete-old-policies", ("deploy", "demo", "2.0"))]
 
 
@@ -196,8 +221,69 @@ def test_killed_at_an_alarm_step_then_rerun_leaves_the_alarm_acting_on_the_live_
         ok(fleet, *before)
     crash(fleet, args, point)
     assert ok(fleet, *args) >= 3
-    live = "blue" if args[0] == "rollback" else "green"
-    expected = {"cpu-high": ([policy_arn(fleet, "blue")] if policy_arn(fleet, "blue") else [], "demo-blue")}
-    if live == "green":
-        expected["cpu-high--bluegreen-demo-green"] = ([policy_arn(fleet, "green")], "demo-green")
-    assert alarm_actions(fleet) == expected
+    assert_autoscaling_of(fleet, "blue" if args[0] == "rollback" else "green")
+
+
+@pytest.mark.parametrize("point", ["copy-policies", "copy-alarms", "suspend", "wait-deregistered"])
+def test_killed_at_an_alarm_copy_step_then_rolled_back_leaves_no_copy(make_harness, point):
+    fleet = with_step_policy_and_alarm(make_harness(capacity=3))
+    crash(fleet, ("deploy", "demo", "2.0"), point)
+    assert ok(fleet, "rollback", "demo") >= 3
+    fleet.assert_serving_only("blue", 3, "1.0")
+    assert_autoscaling_of(fleet, "blue")
+
+
+def test_the_copies_are_recorded_before_they_are_made(make_harness):
+    from tests.deployer.test_deployer_lock import lock_doc
+
+    fleet = with_step_policy_and_alarm(make_harness(capacity=3))
+    crash(fleet, ("deploy", "demo", "2.0"), "suspend")
+    assert lock_doc(fleet)["operation"]["created"] == [["alarm", "", "cpu-high--bluegreen-demo-green"],
+                                                       ["policy", "demo-green", "out--bluegreen-demo-green"]]
+    crash(fleet, ("rollback", "demo"), "remove-copied-alarms")
+    assert len(lock_doc(fleet)["operation"]["created"]) == 2  # the rollback that took over keeps the list
+    # An operator (or an IaC apply) deleted the copied policy meanwhile: the copy's alarm is no longer listed by
+    # any policy, and the record alone still finds it.
+    fleet.asg.delete_policy(AutoScalingGroupName="demo-green", PolicyName="out--bluegreen-demo-green")
+    assert ok(fleet, "rollback", "demo") >= 3
+    assert_autoscaling_of(fleet, "blue")
+
+
+def test_a_second_flip_killed_at_delete_old_alarms_then_rerun(make_harness):
+    fleet = with_step_policy_and_alarm(make_harness(capacity=3))
+    ok(fleet, "deploy", "demo", "2.0")
+    ok(fleet, "finalize", "demo")
+    ok(fleet, "deploy", "demo", "3.0")
+    assert "cpu-high--bluegreen-demo-blue" in alarm_actions(fleet)
+    crash(fleet, ("finalize", "demo"), "delete-old-alarms")
+    assert ok(fleet, "finalize", "demo") >= 3
+    # Green was live, so its policies moved to blue, the operator's "mine" too: finalize completes the move (the
+    # operator's alarms are kept, their action stripped by DeletePolicy, W1), and only the tool's copies for green
+    # were deleted.
+    arn = {name: policy_arn(fleet, "blue", f"{name}--bluegreen-demo-blue") for name in ("out", "mine")}
+    assert alarm_actions(fleet) == {"cpu-high": ([], "demo-blue"), "green-own": ([], "demo-green"),
+                                    "cpu-high--bluegreen-demo-blue": ([arn["out"]], "demo-blue"),
+                                    "green-own--bluegreen-demo-blue": ([arn["mine"]], "demo-blue")}
+    assert policy_names(fleet, "green") == set()
+    assert policy_names(fleet, "blue") == {"out--bluegreen-demo-blue", "mine--bluegreen-demo-blue"}
+
+
+def test_a_deploy_an_older_version_started_is_rolled_back_with_its_same_name_copies(make_harness):
+    """Migration: versions before the policy marker copied policies under the same name. Their stored operation
+    lacks `copies: marked`, so the rollback removes the new group's policies named like the live group's too."""
+    import json
+
+    from tests.deployer.test_deployer_lock import BUCKET, LOCK, STATE, lock_doc
+
+    fleet = with_step_policy_and_alarm(make_harness(capacity=3))
+    ok(fleet, "deploy", "demo", "2.0")
+    # What an older version left: the copy of "out" under its own name, the alarm copy acting on it.
+    fleet.asg.delete_policy(AutoScalingGroupName="demo-green", PolicyName="out--bluegreen-demo-green")
+    fleet.asg.put_scaling_policy(AutoScalingGroupName="demo-green", PolicyName="out", **STEP)
+    put_alarm(fleet, "cpu-high--bluegreen-demo-green", "demo-green", policy_arn(fleet, "green", "out"))
+    doc = lock_doc(fleet)
+    for key in ("copies", "created"):
+        del doc["operation"][key]
+    fleet.session.client("s3").put_object(Bucket=BUCKET, Key=STATE + LOCK, Body=json.dumps(doc).encode())
+    assert ok(fleet, "rollback", "demo") >= 3
+    assert_autoscaling_of(fleet, "blue")  # the older copy and its alarm gone; the operator's "mine" kept

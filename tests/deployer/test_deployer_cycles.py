@@ -303,54 +303,117 @@ def test_a_planner_that_never_converges_is_stopped_by_a_bound_from_the_pairs_siz
 
 
 def test_a_step_policy_and_its_alarm_act_on_the_live_group_through_every_flip(make_harness):
-    """W1: deploy, finalize, deploy, rollback, deploy again; the operator's own alarms are never deleted."""
+    """W1, A7: deploy, finalize, deploy, rollback, deploy again, finalize. After each, the alarms of the live group's
+    step policies watch the live group and act on its policies' ARNs; the operator's own same-name policy put by
+    hand on the idle group is never overwritten nor deleted, and its own alarm goes on acting on it."""
     fleet = make_harness(capacity=2)
     cw = fleet.session.client("cloudwatch")
     group = fleet.svc["groups"]
 
-    def policy_arn(color, name="out"):
-        for pol in fleet.asg.describe_policies(AutoScalingGroupName=group[color])["ScalingPolicies"]:
-            if pol["PolicyName"] == name:
-                return pol["PolicyARN"]
-        return None
+    def policies(color):
+        return {p["PolicyName"]: p for p in fleet.asg.describe_policies(AutoScalingGroupName=group[color])[
+            "ScalingPolicies"]}
 
-    def put(color, policy, alarm):
+    def put(color, policy, alarm, adjustment=1):
         fleet.asg.put_scaling_policy(AutoScalingGroupName=group[color], PolicyName=policy, PolicyType="StepScaling",
-                                     AdjustmentType="ChangeInCapacity",
-                                     StepAdjustments=[{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}])
+                                     AdjustmentType="ChangeInCapacity", StepAdjustments=[
+                                         {"MetricIntervalLowerBound": 0, "ScalingAdjustment": adjustment}])
         cw.put_metric_alarm(AlarmName=alarm, Namespace="AWS/EC2", MetricName="CPUUtilization", Statistic="Average",
                             Period=60, EvaluationPeriods=2, Threshold=70, ComparisonOperator="GreaterThanThreshold",
-                            AlarmActions=[policy_arn(color, policy)],
+                            AlarmActions=[policies(color)[policy]["PolicyARN"]],
                             Dimensions=[{"Name": "AutoScalingGroupName", "Value": group[color]}])
 
-    def alarms():
-        return {a["AlarmName"]: a for a in cw.describe_alarms()["MetricAlarms"]}
+    def acting(color):
+        """Alarm name -> (the policy of `color` it acts on, the group its dimension names), for every alarm acting
+        on a policy of `color`."""
+        arns = {p["PolicyARN"]: name for name, p in policies(color).items()}
+        out = {}
+        for a in cw.describe_alarms()["MetricAlarms"]:
+            for arn in a["AlarmActions"]:
+                if arn in arns:
+                    out[a["AlarmName"]] = (arns[arn], a["Dimensions"][0]["Value"])
+        return out
 
-    def acting_on(color):
-        arn = policy_arn(color)
-        return {name: a["Dimensions"] for name, a in alarms().items() if arn and arn in a["AlarmActions"]}
-
-    def assert_scales(color):
-        assert acting_on(color) == {f"cpu-high--bluegreen-{group[color]}": [
-            {"Name": "AutoScalingGroupName", "Value": group[color]}]}
+    def tool_copies(color):
+        g = group[color]
+        return {f"cpu-high--bluegreen-{g}": (f"out--bluegreen-{g}", g),
+                f"cpu-low--bluegreen-{g}": (f"in--bluegreen-{g}", g)}
 
     put("blue", "out", "cpu-high")
-    put("green", "green-only", "green-own")  # the operator's, on the idle group
+    put("blue", "in", "cpu-low", adjustment=-1)
+    put("green", "green-only", "green-own")  # the operator's, on the idle group, under a name of its own
+
     ok(fleet.bluegreen("deploy", "demo", "2.0"))
-    assert_scales("green")
-    assert alarms()["cpu-high"]["AlarmActions"] == [policy_arn("blue")]  # still the old group's until finalize
+    assert acting("green") == {**tool_copies("green"), "green-own": ("green-only", group["green"])}
+    assert acting("blue") == {"cpu-high": ("out", group["blue"]), "cpu-low": ("in", group["blue"])}  # until finalize
+
     out = ok(fleet.bluegreen("finalize", "demo"))
-    assert_scales("green")
-    assert alarms()["cpu-high"]["AlarmActions"] == []  # W1: DeletePolicy strips the action, keeps the alarm
-    assert "cpu-high keep no action" in out.stdout + out.stderr
-    put("blue", "blue-only", "blue-own")  # the operator's, on the now idle group
+    assert acting("green") == {**tool_copies("green"), "green-own": ("green-only", group["green"])}
+    assert acting("blue") == {} and "cpu-high, cpu-low keep no action" in out.stdout + out.stderr
+    assert {"cpu-high", "cpu-low"} <= {a["AlarmName"] for a in cw.describe_alarms()["MetricAlarms"]}  # kept (W1)
+
+    # The operator puts "out" by hand on the now idle blue, as an IaC declaring it there would: same name as the
+    # policy the deploy moves, another body. It is the live group's from the next flip on, never overwritten.
+    put("blue", "out", "blue-own", adjustment=3)
+    own_arn = policies("blue")["out"]["PolicyARN"]
+
+    def assert_blue_live():
+        assert acting("blue") == {"blue-own": ("out", group["blue"]),  # the operator's, not a second copy
+                                  f"cpu-low--bluegreen-{group['blue']}": (f"in--bluegreen-{group['blue']}",
+                                                                          group["blue"]),
+                                  f"green-own--bluegreen-{group['blue']}": (f"green-only--bluegreen-{group['blue']}",
+                                                                            group["blue"])}
+        mine = policies("blue")["out"]
+        assert (mine["PolicyARN"], mine["StepAdjustments"][0]["ScalingAdjustment"]) == (own_arn, 3)
+
     ok(fleet.bluegreen("deploy", "demo", "3.0"))
-    assert_scales("blue")
+    assert_blue_live()
     ok(fleet.bluegreen("rollback", "demo"))
-    assert_scales("green")
-    assert f"cpu-high--bluegreen-{group['blue']}" not in alarms()
+    assert acting("green") == {**tool_copies("green"), "green-own": ("green-only", group["green"])}
+    assert acting("blue") == {"blue-own": ("out", group["blue"])}  # the rollback deleted only the tool's copies
+    assert set(policies("blue")) == {"out"}
     ok(fleet.bluegreen("deploy", "demo", "3.0"))
-    assert_scales("blue")
-    assert {"cpu-high", "green-own", "blue-own"} <= set(alarms())
-    assert alarms()["blue-own"]["AlarmActions"] == [policy_arn("blue", "blue-only")]
-    assert alarms()["green-own"]["AlarmActions"] == [policy_arn("green", "green-only")]
+    assert_blue_live()
+    ok(fleet.bluegreen("finalize", "demo"))
+    assert_blue_live()
+    assert policies("green") == {} and acting("green") == {}
+
+
+def test_customized_target_tracking_metrics_watch_the_live_group_after_every_flip(make_harness):
+    """W1: a target tracking policy owns its alarms, but a customized metric may name the group in a dimension,
+    as a plain metric or inside metric math (`Metrics`); each copy watches its own group."""
+    fleet = make_harness(capacity=2)
+    group = fleet.svc["groups"]
+    dims = [{"Name": "AutoScalingGroupName", "Value": group["blue"]}]
+    plain = {"MetricName": "RequestsPerInstance", "Namespace": "App", "Statistic": "Average", "Dimensions": dims}
+    math = {"Metrics": [
+        {"Id": "errors", "ReturnData": False, "MetricStat": {"Stat": "Sum", "Metric": {
+            "Namespace": "App", "MetricName": "Errors", "Dimensions": dims}}},
+        {"Id": "requests", "ReturnData": False, "MetricStat": {"Stat": "Sum", "Metric": {
+            "Namespace": "App", "MetricName": "Requests", "Dimensions": dims + [{"Name": "Stage", "Value": "prod"}]}}},
+        {"Id": "rate", "Expression": "100 * errors / requests", "Label": "error rate", "ReturnData": True}]}
+    for name, spec in (("plain", plain), ("math", math)):
+        fleet.asg.put_scaling_policy(AutoScalingGroupName=group["blue"], PolicyName=name,
+                                     PolicyType="TargetTrackingScaling", TargetTrackingConfiguration={
+                                         "TargetValue": 5.0, "CustomizedMetricSpecification": spec})
+
+    def specs(color):
+        return {p["PolicyName"].split("--")[0]: p["TargetTrackingConfiguration"]["CustomizedMetricSpecification"]
+                for p in fleet.asg.describe_policies(AutoScalingGroupName=group[color])["ScalingPolicies"]}
+
+    def named_groups(spec):
+        found = [d["Value"] for d in spec.get("Dimensions") or () if d["Name"] == "AutoScalingGroupName"]
+        for query in spec.get("Metrics") or ():
+            found += [d["Value"] for d in ((query.get("MetricStat") or {}).get("Metric") or {}).get("Dimensions", ())
+                      if d["Name"] == "AutoScalingGroupName"]
+        return found
+
+    for command, live in ((("deploy", "demo", "2.0"), "green"), (("finalize", "demo"), "green"),
+                          (("deploy", "demo", "3.0"), "blue"), (("rollback", "demo"), "green")):
+        ok(fleet.bluegreen(*command))
+        copied = specs(live)
+        assert named_groups(copied["plain"]) == [group[live]]
+        assert named_groups(copied["math"]) == [group[live], group[live]]
+        assert copied["math"]["Metrics"][2]["Expression"] == "100 * errors / requests"
+        assert {d["Name"]: d["Value"] for d in copied["math"]["Metrics"][1]["MetricStat"]["Metric"]["Dimensions"]} \
+            == {"AutoScalingGroupName": group[live], "Stage": "prod"}

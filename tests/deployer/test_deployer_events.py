@@ -240,6 +240,7 @@ def rec(action, phase, started="2026-12-03T10:00:00Z"):
     (rec("deploy", "launch"), rec("rollback", "restored"), contract.EVENT_RESTORED),  # an abort --wait restored
     (rec("deploy", "flipped"), rec("finalize", "drain", "2026-12-03T11:00:00Z"), contract.EVENT_STARTED),
     (rec("finalize", "drain"), rec("finalize", "detach"), None),
+    (None, rec(contract.ACTION_INIT, "launch"), contract.EVENT_STARTED),  # issue 15's init
 ])
 def test_transitions(previous, record, expected):
     assert events.transition(previous, record) == (((expected, record),) if expected else ())
@@ -258,8 +259,10 @@ def test_every_phase_and_event_of_the_contract_is_decided_in_the_table():
     named = {key[1] for key in events.TRANSITIONS if key[0] in ("enter", "leave")}
     assert phases == named | silent, "a new phase: decide in events.TRANSITIONS what its transition announces"
     assert set(events.TRANSITIONS.values()) == set(contract.EVENTS)
-    assert {events.ended(r) for r in (contract.EVENT_ROLLED_BACK, contract.EVENT_ABORTED, contract.EVENT_FINALIZED)} \
-        == {contract.EVENT_SETTLED, contract.EVENT_ABORTED, contract.EVENT_FINALIZED}
+    assert [events.ended(r) for r in (contract.EVENT_ROLLED_BACK, contract.EVENT_ABORTED, contract.EVENT_FINALIZED,
+                                      contract.EVENT_LAUNCHED)] \
+        == [contract.EVENT_SETTLED, contract.EVENT_ABORTED, contract.EVENT_FINALIZED, contract.EVENT_LAUNCHED]
+    assert {("start", action) for action in contract.ACTIONS} <= set(events.TRANSITIONS)
 
 
 def test_without_a_state_store_the_events_still_come_with_the_phases_this_run_saw(make_harness):

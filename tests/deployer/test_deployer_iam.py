@@ -4,6 +4,7 @@ import json
 import os
 import re
 
+from deployer.alarms import MARKER
 from tests.iam import granted_operations, parliament_findings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,7 +47,13 @@ def test_mutations_are_limited_to_tagged_groups_and_retired_instances():
     assert statements["StateStoreLockAndJournal"]["Resource"] == "arn:aws:s3:::bluegreen-bootstrap/*.bluegreen/*"
     assert statements["StateStoreHistory"]["Condition"] == {"StringLike": {"s3:prefix": ["*.bluegreen/*"]}}
     # W1: the tool writes and deletes only alarms named with its marker (deployer/alarms.py MARKER).
-    assert statements["CopyAndDeleteOnlyTheToolsAlarms"]["Resource"] == "arn:aws:cloudwatch:*:*:alarm:*--bluegreen-*"
+    for sid in ("CopyOnlyTheToolsAlarmsWithoutEc2Actions", "DeleteOnlyTheToolsAlarms"):
+        assert statements[sid]["Resource"] == f"arn:aws:cloudwatch:*:*:alarm:*{MARKER}*"
+    # A copy keeps the operator's other actions (SNS, Lambda, Systems Manager) and acts on scaling policies; the
+    # deployer's credentials never make an alarm that stops, reboots or terminates instances (arn:aws:automate).
+    allowed = statements["CopyOnlyTheToolsAlarmsWithoutEc2Actions"]["Condition"]["ForAllValues:StringLike"][
+        "cloudwatch:AlarmActions"]
+    assert "arn:aws:autoscaling:*:*:scalingPolicy:*" in allowed and not any("automate" in a for a in allowed)
     # Issue 12 events: PutEvents only onto event buses (EventBridge's resource for it), Publish onto topics.
     assert statements["PutDeploymentEvents"]["Resource"] == "arn:aws:events:*:*:event-bus/*"
     assert statements["PublishDeploymentEvents"]["Resource"] == "arn:aws:sns:*:*:*"

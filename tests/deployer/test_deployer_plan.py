@@ -125,30 +125,44 @@ def test_deploy_after_a_canary_of_the_same_version_keeps_the_canary_instances():
 def test_policy_copies_skip_identical_copies_spent_and_expired_actions_and_update_changed_ones():
     blue, green = group_record("blue", (3, 3, 6), ids("b", 3)), group_record("green", (3, 3, 6))
     same = {"PolicyName": "same", "PolicyType": "SimpleScaling", "ScalingAdjustment": 2}
+    mine = {"PolicyName": "mine", "PolicyType": "SimpleScaling", "ScalingAdjustment": 7}
     policies = {"blue": [{"PolicyName": "cpu", "PolicyType": "TargetTrackingScaling", "AutoScalingGroupName": "x",
                           "TargetTrackingConfiguration": {"TargetValue": 50.0}},
                          {"PolicyName": "old", "PolicyType": "SimpleScaling", "ScalingAdjustment": 1},
-                         dict(same, AutoScalingGroupName="demo-blue")],
-                "green": [{"PolicyName": "old", "PolicyType": "SimpleScaling", "ScalingAdjustment": 3},
-                          dict(same, AutoScalingGroupName="demo-green")]}
+                         dict(same, AutoScalingGroupName="demo-blue"), dict(mine, ScalingAdjustment=1)],
+                "green": [{"PolicyName": "old--bluegreen-demo-green", "PolicyType": "SimpleScaling",
+                           "ScalingAdjustment": 3},
+                          dict(same, PolicyName="same--bluegreen-demo-green", AutoScalingGroupName="demo-green"),
+                          mine]}
     scheduled = {"blue": [{"ScheduledActionName": "nightly", "Recurrence": "0 2 * * *", "MinSize": 1,
                            "StartTime": NOW - timedelta(days=3)},
                           {"ScheduledActionName": "spent", "DesiredCapacity": 4, "StartTime": NOW - timedelta(days=1)},
                           {"ScheduledActionName": "ended", "Recurrence": "0 3 * * *", "MinSize": 2,
                            "EndTime": NOW - timedelta(hours=1)},
                           {"ScheduledActionName": "later", "DesiredCapacity": 5, "StartTime": NOW + timedelta(days=1)},
-                          {"ScheduledActionName": "kept", "Recurrence": "0 4 * * *", "MinSize": 1}],
-                 "green": [{"ScheduledActionName": "kept", "Recurrence": "0 4 * * *", "MinSize": 1}]}
+                          {"ScheduledActionName": "kept", "Recurrence": "0 4 * * *", "MinSize": 1},
+                          {"ScheduledActionName": "morning", "Recurrence": "0 6 * * *", "MinSize": 9}],
+                 "green": [{"ScheduledActionName": "kept--bluegreen-demo-green", "Recurrence": "0 4 * * *",
+                            "MinSize": 1},
+                           {"ScheduledActionName": "morning", "Recurrence": "0 7 * * *", "MinSize": 2}]}
     calls = policy_copies(snapshot(blue, green, policies, scheduled), "blue", "green", NOW)
     puts = [(c.op, c.params.get("PolicyName") or c.params.get("ScheduledActionName")) for c in calls]
-    # "old" differs on green (finding 24: a changed policy must reach the copy); "same" and "kept" are
-    # identical already; "ended" is past its EndTime, which AWS would refuse.
-    assert puts == [("PutScalingPolicy", "cpu"), ("PutScalingPolicy", "old"),
-                    ("PutScheduledUpdateGroupAction", "nightly"), ("PutScheduledUpdateGroupAction", "later")]
+    # The tool's copy "old" differs on green (finding 24: a changed policy must reach the copy); "same" and "kept"
+    # are identical already; "ended" is past its EndTime, which AWS would refuse. "mine" and "morning": the
+    # operator's own on green under the original's name, never overwritten and not doubled by a copy.
+    assert puts == [("PutScalingPolicy", "cpu--bluegreen-demo-green"), ("PutScalingPolicy", "old--bluegreen-demo-green"),
+                    ("PutScheduledUpdateGroupAction", "nightly--bluegreen-demo-green"),
+                    ("PutScheduledUpdateGroupAction", "later--bluegreen-demo-green")]
     assert calls[1].params["ScalingAdjustment"] == 1
     assert calls[0].params["AutoScalingGroupName"] == "demo-green" and "TargetTrackingConfiguration" in calls[0].params
     assert "StartTime" not in calls[2].params  # AWS refuses a StartTime in the past
     assert calls[3].params["StartTime"] == NOW + timedelta(days=1)
+    # A later flip copies copies (named for blue by an earlier one), named from the original: never a copy of a copy.
+    earlier = [dict(p, PolicyName=p["PolicyName"].split("--")[0] + "--bluegreen-demo-blue") for p in policies["blue"]]
+    back = policy_copies(snapshot(blue, group_record("green", (0, 0, 0)), {"blue": earlier, "green": []},
+                                  {"blue": [], "green": []}), "blue", "green", NOW)
+    assert [c.params["PolicyName"] for c in back] == ["cpu--bluegreen-demo-green", "old--bluegreen-demo-green",
+                                                      "same--bluegreen-demo-green", "mine--bluegreen-demo-green"]
 
 
 # -- rollback --------------------------------------------------------------------------------------
@@ -166,7 +180,8 @@ def flipped_pair(n=45, rec=None, green_policies=("cpu",)):
 
 
 def test_rollback_after_flip_returns_the_old_fleet_before_touching_the_new_one():
-    blue, green, policies = flipped_pair(green_policies=("cpu", "own"))
+    # green: the tool's copy of blue's "cpu", the operator's own "own", and the operator's own "cpu" (same name)
+    blue, green, policies = flipped_pair(green_policies=("cpu--bluegreen-demo-green", "own", "cpu"))
     snap = snapshot(blue, green, policies, {"blue": [], "green": []})
     steps = plan.plan_rollback(snap, ctx())
     # Stage one (restored): the old fleet back, then the new one out of the load balancers.
@@ -189,7 +204,7 @@ def test_rollback_after_flip_returns_the_old_fleet_before_touching_the_new_one()
                                                                                "ScheduledActions",
                                                                                "InstanceRefresh"]
     assert [len(c.params["InstanceIds"]) for c in calls_of(steps, "ExitStandby")] == [20, 20, 5]
-    assert [c.params["PolicyName"] for c in calls_of(steps, "DeletePolicy")] == ["cpu"]
+    assert [c.params["PolicyName"] for c in calls_of(steps, "DeletePolicy")] == ["cpu--bluegreen-demo-green"]
     assert names(steps).index("wait-restored") < names(steps).index("retire-new") < names(steps).index("resume")
     restore = calls_of(steps, "UpdateAutoScalingGroup")[0].params
     assert (restore["AutoScalingGroupName"], restore["MinSize"], restore["MaxSize"]) == ("demo-blue", 45, 90)

@@ -280,3 +280,19 @@ def test_an_nlb_target_group_without_connection_termination_is_a_warning():
     assert preflight.check_nlb_termination(facts(target_groups=nlb, tg_attributes=on)).status == "pass"
     alb = {arn: {"TargetGroupArn": arn, "Protocol": "HTTP"}}
     assert preflight.check_nlb_termination(facts(target_groups=alb, tg_attributes={arn: {}})).status == "pass"
+
+
+def test_a_copy_name_past_255_characters_refuses_the_deploy(fleet):
+    # W1, A7: the copy of this alarm for demo-green would be named <alarm>--bluegreen-demo-green, 22 more
+    # characters; CloudWatch would refuse it after the new fleet launched.
+    name = "cpu-" + "x" * 230
+    fleet.asg.put_scaling_policy(AutoScalingGroupName="demo-blue", PolicyName="out", PolicyType="StepScaling",
+                                 AdjustmentType="ChangeInCapacity",
+                                 StepAdjustments=[{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}])
+    (pol,) = fleet.asg.describe_policies(AutoScalingGroupName="demo-blue")["ScalingPolicies"]
+    fleet.session.client("cloudwatch").put_metric_alarm(
+        AlarmName=name, Namespace="AWS/EC2", MetricName="CPUUtilization", Statistic="Average", Period=60,
+        EvaluationPeriods=2, Threshold=70, ComparisonOperator="GreaterThanThreshold", AlarmActions=[pol["PolicyARN"]])
+    line = refused(fleet, "deploy", "demo", "2.0", check="copy-names")
+    assert f"would be named with {len(name) + 22} characters, above AWS's 255" in line
+    assert "--bluegreen-demo-green) fits 255" in line

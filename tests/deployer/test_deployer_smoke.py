@@ -25,7 +25,7 @@ def test_deploy_killed_inside_the_standby_batches_then_rerun(make_fleet):
         expect_exit(run_bluegreen("deploy", "demo", "2.0"), 0)
     assert sampler.minimum >= 21
     fleet.assert_flipped("green", 21, "2.0")
-    assert policy_names(fleet, "green") == {"cpu50"}
+    assert policy_names(fleet, "green") == {"cpu50--bluegreen-demo-green"}
 
 
 def test_deploy_killed_while_waiting_for_the_new_fleet_then_rolled_back(make_fleet):

@@ -41,6 +41,11 @@ class Fleet:
         extra = ["--poll-interval", "0.5"] if args[0] in ("deploy", "rollback", "finalize", "canary") else []
         return self.run(command("bluegreen"), *args, *extra, timeout=timeout)
 
+    def popen_bluegreen(self, *args: str) -> subprocess.Popen:
+        """`bluegreen` started, not waited for: the caller watches the fleet while it runs."""
+        return subprocess.Popen([command("bluegreen"), *args, "--poll-interval", "0.5"], env=self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
     def localcloud(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return self.run(command("bluegreen-localcloud"), *args, "--state", self.state_dir, timeout=timeout)
 

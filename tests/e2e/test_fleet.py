@@ -203,46 +203,98 @@ def test_a_version_that_never_turns_healthy_aborts_on_its_own_without_a_failed_r
     assert {i["version"] for i in running} == {version}
 
 
-def test_the_bad_version_passes_its_checks_but_fires_the_load_balancers_5xx_alarm(fleet):
-    """Issue 12: `2.0-bad` passes /health, so the deploy flips; under load the alarm an operator writes for an
-    ALB (AWS/ApplicationELB HTTPCode_Target_5XX_Count by LoadBalancer) goes to ALARM; a rollback serves the old
-    version again. The automatic rollback on that alarm is the deployer's (`deploy --bake --alarm`)."""
+# The bake's shortest length for the alarm below: Period x EvaluationPeriods + 60 s of CloudWatch delay (issue 12).
+# The deployer counts real seconds; the fleet's AWS clock runs 5x faster (daemon.TIME_SCALE), so the alarm's
+# 10 s period is 2 s here and it fires within seconds, while the bake must still last 70 s.
+ALARM_PERIOD_S, BAKE_S = 10, 70
+
+
+def _alarm(fleet, name):
+    """The alarm an operator writes for an ALB: HTTPCode_Target_5XX_Count by LoadBalancer, unchanged for AWS."""
     import boto3
 
-    before = fleet.at_rest()
-    live = before["live"]
-    version = before["groups"][live]["version"]
     session = boto3.session.Session(region_name=fleet.env["AWS_REGION"], aws_access_key_id="testing",
                                     aws_secret_access_key="testing")
     endpoint = fleet.env["AWS_ENDPOINT_URL"]
     cloudwatch = session.client("cloudwatch", endpoint_url=endpoint)
-    lb_arn = session.client("elbv2", endpoint_url=endpoint).describe_load_balancers(
-        Names=["demo-alb"])["LoadBalancers"][0]["LoadBalancerArn"]
+    (lb,) = session.client("elbv2", endpoint_url=endpoint).describe_load_balancers()["LoadBalancers"]  # the stack's
+    lb_arn = lb["LoadBalancerArn"]
     cloudwatch.put_metric_alarm(
-        AlarmName="demo-5xx", Namespace="AWS/ApplicationELB", MetricName="HTTPCode_Target_5XX_Count",
+        AlarmName=name, Namespace="AWS/ApplicationELB", MetricName="HTTPCode_Target_5XX_Count",
         Dimensions=[{"Name": "LoadBalancer", "Value": lb_arn.split(":loadbalancer/", 1)[1]}], Statistic="Sum",
-        Period=60, EvaluationPeriods=1, Threshold=10, ComparisonOperator="GreaterThanOrEqualToThreshold",
+        Period=ALARM_PERIOD_S, EvaluationPeriods=1, Threshold=5, ComparisonOperator="GreaterThanOrEqualToThreshold",
         TreatMissingData="notBreaching")
+    return cloudwatch
+
+
+def test_the_bad_version_fires_the_5xx_alarm_in_its_bake_and_the_deploy_rolls_itself_back(fleet):
+    """Issue 12: `2.0-bad` passes /health, so the deploy flips; under load the ALB 5xx alarm goes to ALARM during
+    the bake and the deploy rolls back on its own: exit 1 naming the alarm, the old version serving again."""
+    before = fleet.at_rest()
+    live = before["live"]
+    version = before["groups"][live]["version"]
+    cloudwatch = _alarm(fleet, "demo-5xx")
 
     def alarm_state():
         return cloudwatch.describe_alarms(AlarmNames=["demo-5xx"])["MetricAlarms"][0]["StateValue"]
 
     load = LoadGenerator(fleet.lb_url, rate=RATE, max_seconds=300).start()
+    marks: dict = {}
     try:
-        wait_until(lambda: alarm_state() == "OK", "the 5xx alarm to be OK under load")
-        out = fleet.bluegreen("deploy", "demo", "2.0-bad")
-        assert out.returncode == 0, out.stderr[-3000:]  # its health checks pass: nothing stops the flip
-        flipped = time.monotonic()
-        wait_until(lambda: alarm_state() == "ALARM", "the 5xx alarm to fire", deadline_s=60.0)
-        alarmed = time.monotonic()
-        out = fleet.bluegreen("rollback", "demo")
-        assert out.returncode == 0, out.stderr[-3000:]
-        restored = time.monotonic()
+        wait_until(lambda: alarm_state() in ("OK", "INSUFFICIENT_DATA"), "the 5xx alarm not to fire under load")
+        deploy = fleet.popen_bluegreen("deploy", "demo", "2.0-bad", "--bake", str(BAKE_S), "--alarm", "demo-5xx")
+        started = time.monotonic()
+        deadline = started + 240
+        while deploy.poll() is None and time.monotonic() < deadline:
+            now, routed = time.monotonic(), fleet.routed_versions()
+            if "flipped" not in marks and routed and set(routed) == {"2.0-bad"}:
+                marks["flipped"] = now
+            if "flipped" in marks and "alarm" not in marks and alarm_state() == "ALARM":
+                marks["alarm"] = now
+            if "alarm" in marks and "restored" not in marks and routed and set(routed) == {version}:
+                marks["restored"] = now
+            time.sleep(0.2)
+        _, stderr = deploy.communicate(timeout=60)
+        ended = time.monotonic()
     finally:
         result = load.stop()
         cloudwatch.delete_alarms(AlarmNames=["demo-5xx"])
-    FIGURES["bad_version_alarm"] = {"flip_to_alarm_seconds": round(alarmed - flipped, 1),
-                                    "alarm_to_restored_seconds": round(restored - alarmed, 1),
-                                    "requests": result.total, "failed": len(result.failures)}
+    assert deploy.returncode == 1, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert "rolled back" in last and "demo-5xx" in last, last
+    assert {"flipped", "alarm", "restored"} <= set(marks), marks
+    FIGURES["bake_alarm_rollback"] = {
+        "alarm": f"Sum >= 5 over {ALARM_PERIOD_S} AWS s x 1 ({ALARM_PERIOD_S * 0.2:.0f} s here)",
+        "flip_to_alarm_seconds": round(marks["alarm"] - marks["flipped"], 1),
+        "alarm_to_restored_seconds": round(marks["restored"] - marks["alarm"], 1),
+        "command_seconds": round(ended - started, 1), "requests": result.total, "failed": len(result.failures)}
     assert result.failures, "the bad version answered no 5xx"
     assert sample_versions(fleet.lb_url, 20) == ({version: 20}, 0)
+    after = fleet.at_rest()
+    assert after["live"] == live and after["groups"][live]["version"] == version
+
+
+def test_a_good_version_passes_its_bake_and_finalizes_without_a_failed_request(fleet):
+    """Issue 12: the same alarm stays quiet for a good version; `--bake --finalize` bakes, then finalizes."""
+    fleet.start_from("blue", "1.0")
+    live, new_version = "blue", "2.0"
+    cloudwatch = _alarm(fleet, "demo-5xx-good")
+    load = LoadGenerator(fleet.lb_url, rate=RATE, max_seconds=300).start()
+    try:
+        started = time.monotonic()
+        out = fleet.bluegreen("deploy", "demo", new_version, "--bake", str(BAKE_S), "--alarm", "demo-5xx-good",
+                              "--finalize")
+        took = time.monotonic() - started
+        state = cloudwatch.describe_alarms(AlarmNames=["demo-5xx-good"])["MetricAlarms"][0]["StateValue"]
+    finally:
+        result = load.stop()
+        cloudwatch.delete_alarms(AlarmNames=["demo-5xx-good"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert state != "ALARM"
+    assert took >= BAKE_S, f"the command ended {took:.1f} s after it started, before its {BAKE_S} s bake"
+    FIGURES["bake_passed_finalized"] = {"command_seconds": round(took, 1), "requests": result.total,
+                                        "failed": len(result.failures)}
+    assert result.failures == [], result.failures[:5]
+    after = fleet.at_rest()
+    assert after["live"] != live and after["groups"][after["live"]]["version"] == new_version
+    assert after["operation"] is None

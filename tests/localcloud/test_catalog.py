@@ -30,9 +30,8 @@ def test_a7_policies_with_the_same_name_belong_to_each_group(world):
     assert world.asg.describe_policies(AutoScalingGroupName="blue")["ScalingPolicies"] == []
 
 
-
-def test_w1_delete_policy_strips_the_alarm_action_and_keeps_the_alarm(world):
-    cw = boto3.client("cloudwatch")
+def step_policies(world):
+    """Groups blue and green, each with a step policy `out` (W1); the CloudWatch client and the policies' ARNs."""
     world.group("blue", desired=0)
     world.group("green", desired=0)
     for group in ("blue", "green"):
@@ -40,6 +39,11 @@ def test_w1_delete_policy_strips_the_alarm_action_and_keeps_the_alarm(world):
                                      AdjustmentType="ChangeInCapacity",
                                      StepAdjustments=[{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}])
     arns = {p["AutoScalingGroupName"]: p["PolicyARN"] for p in world.asg.describe_policies()["ScalingPolicies"]}
+    return boto3.client("cloudwatch"), arns
+
+
+def test_w1_delete_policy_strips_the_alarm_action_and_keeps_the_alarm(world):
+    cw, arns = step_policies(world)
     topic = "arn:aws:sns:us-east-1:123456789012:pager"
     for group in ("blue", "green"):
         cw.put_metric_alarm(AlarmName=f"cpu-{group}", Namespace="AWS/EC2", MetricName="CPUUtilization",
@@ -51,6 +55,26 @@ def test_w1_delete_policy_strips_the_alarm_action_and_keeps_the_alarm(world):
     alarms = {a["AlarmName"]: a for a in cw.describe_alarms()["MetricAlarms"]}
     assert (alarms["cpu-blue"]["AlarmActions"], alarms["cpu-blue"]["OKActions"]) == ([topic], [])
     assert alarms["cpu-green"]["AlarmActions"] == [arns["green"], topic]
+
+
+def test_w1_describe_policies_lists_the_alarms_acting_on_each_policy(world):
+    cw, arns = step_policies(world)
+    alarm = {"Namespace": "AWS/EC2", "MetricName": "CPUUtilization", "Statistic": "Average", "Period": 60,
+             "EvaluationPeriods": 2, "Threshold": 70, "ComparisonOperator": "GreaterThanThreshold"}
+    cw.put_metric_alarm(AlarmName="cpu-blue", AlarmActions=[arns["blue"]], **alarm)
+    cw.put_metric_alarm(AlarmName="ok-only", OKActions=[arns["blue"]], **alarm)  # the narrower reading: not listed
+    cw.put_metric_alarm(AlarmName="unrelated", **alarm)
+
+    def listed(group):
+        (pol,) = world.asg.describe_policies(AutoScalingGroupName=group)["ScalingPolicies"]
+        return pol.get("Alarms", [])
+
+    (entry,) = listed("blue")
+    assert entry["AlarmName"] == "cpu-blue" and entry["AlarmARN"].endswith(":alarm:cpu-blue")
+    assert listed("green") == []
+    cw.delete_alarms(AlarmNames=["cpu-blue"])
+    assert listed("blue") == []
+
 
 def test_a7_scheduled_actions_with_the_same_name_belong_to_each_group(world):
     world.group("blue", desired=0)

@@ -1,0 +1,95 @@
+"""`bluegreen init SERVICE VERSION --capacity N [--color C]`: a new pair's first color up (issue 15). Pure planning.
+
+A pair made by infra/cloudformation/service.yaml has two empty groups and no version: the template declares
+nothing the deployer owns (X3). `init` gives one color what a deploy gives its idle group (the version, the
+image digest and the bundle, in one CreateOrUpdateTags call), sizes it N/N/max(MaxSize, N) as a deploy copies the
+live sizes, and waits until N instances are InService and healthy in every load balancer (the deploy's wait),
+under the lock. From then on the deployer owns both groups.
+
+The record is an `init` in phase `launch` whose `live` is the other, empty, color (no color was live when it
+started), so a failed wait aborts as a deploy's does: the new group back to 0, the lock cleared.
+"""
+
+from __future__ import annotations
+
+from agent.contract import ACTION_INIT, EVENT_LAUNCHED, PHASE_LAUNCH, ContractError, parse_s3_url
+
+from .errors import ConflictError
+from .health import HEALTHY, leaving
+from .model import COLORS, Record, other
+from .plan import Launch, _launch_record, _lock_steps, _resume_check, _set_version_steps, lock_message
+from .steps import ABORT, CallStep, UnlockStep, clear_record, set_sizes, sizes_text, wait_step
+
+STORE_FOLDER = ".bluegreen/"
+
+
+def bundle_base(state_url):
+    """(bucket, BASE) of a state store s3://bucket/BASE/.bluegreen/ (the template's, and store.locate's default
+    beside a bundle base): where push-bootstrap writes BASE/LATEST. None for any other URL."""
+    try:
+        bucket, prefix = parse_s3_url(state_url)
+    except ContractError:
+        return None
+    if not prefix.endswith(STORE_FOLDER) or not (prefix == STORE_FOLDER or prefix.endswith("/" + STORE_FOLDER)):
+        return None
+    return bucket, prefix[:-len(STORE_FOLDER)]
+
+
+def fresh_pair_conflict(snap):
+    """Why `snap`'s pair already has a live color (capacity, or instances not on their way out), or None. A
+    version alone is no live color: an init whose wait failed leaves its version on an empty group, and its
+    rerun must be allowed."""
+    used = [g for c in COLORS for g in (snap.groups[c],)
+            if g.desired or any(not leaving(i) for i in g.instances)]
+    if not used:
+        return None
+    what = "; ".join(f"{g.name} has desired {g.desired}, {sum(1 for i in g.instances if not leaving(i))} "
+                     f"instance(s), version {g.version or '(none)'}" for g in used)
+    return (f"{snap.service} already has a live color ({what}): `bluegreen init` only brings up a new pair's "
+            f"first color; use `bluegreen deploy {snap.service} VERSION`")
+
+
+def resuming(snap, version, color):
+    """The recorded init this command carries on (same version and color), or None for a new one; ConflictError
+    for any other recorded operation or a pair that already has a live color (exit 3)."""
+    rec = snap.record
+    if rec is not None:
+        if rec.action == ACTION_INIT and rec.version == version and other(rec.live) == color:
+            return rec
+        raise ConflictError(lock_message(snap, rec))
+    problem = fresh_pair_conflict(snap)
+    if problem:
+        raise ConflictError(problem)
+    return None
+
+
+def plan_init(snap, ctx, version, color, capacity, launch=None):
+    rec = resuming(snap, version, color)
+    new, empty = snap.groups[color], snap.groups[other(color)]
+    launch = launch or Launch()
+    if rec is not None:
+        _resume_check(snap, rec, ctx)
+        record = rec.moved(holder=ctx.me)
+        # What the first run resolved ("" recorded as none) wins: every instance of the init gets the same.
+        digest, bootstrap = (rec.digest or None, rec.bootstrap or None) if rec.digest is not None or \
+            rec.bootstrap is not None else (launch.digest, launch.bootstrap)
+        steps = _lock_steps(snap, rec, record)
+    else:
+        digest, bootstrap = launch.digest, launch.bootstrap
+        record = _launch_record(Record(ACTION_INIT, PHASE_LAUNCH, version, empty.color, ctx.stamp, ctx.me),
+                                digest, bootstrap)
+        steps = _lock_steps(snap, None, record)
+    steps += _set_version_steps(new, version, digest, bootstrap)
+    # As a deploy copies the live group's sizes: MinSize = desired, so a scale-in cannot go below the capacity
+    # the operator chose; MaxSize as the template set it, raised to N if below.
+    sizes = (capacity, capacity, max(new.max, capacity))
+    if new.sizes != sizes:
+        steps.append(CallStep("size-new", f"size {new.name} min/desired/max {sizes_text(sizes)}",
+                              (set_sizes(new, sizes),)))
+    steps.append(wait_step(snap, "wait-new-healthy", f"wait until {capacity} {version} instances of {new.name} are "
+                           "InService and healthy in every load balancer", color, HEALTHY, on_failure=ABORT,
+                           # nothing to record after it but the unlock, which follows in the same round
+                           gate=True))
+    steps.append(UnlockStep("unlock", "clear the operation record",
+                            (clear_record(snap, empty.color, EVENT_LAUNCHED),)))
+    return steps
