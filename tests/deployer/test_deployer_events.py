@@ -9,6 +9,7 @@ import pytest
 from agent import contract
 from deployer import events
 from deployer.model import Record
+from tests.deployer.test_deployer_bakewatch import ALARM, baking, once_baking, put_alarm, set_state
 from tests.helpers import expect_exit
 
 SERVICE = "demo"
@@ -276,3 +277,33 @@ def test_without_a_state_store_the_events_still_come_with_the_phases_this_run_sa
     flipped = lines[-1]["detail"]
     assert flipped["operation"] is None and flipped["version"] == "2.0"
     assert [p["phase"] for p in flipped["durations"]["phases"]] == ["launch", "policies", "flip", "flipped"]
+
+
+# -- with a bake (issue 12 part 2): the events of the watch ------------------------------------------------------
+
+
+def test_a_bake_that_passes_into_finalize_announces_flipped_baked_then_the_finalize(make_harness):
+    fleet = baking(make_harness, capacity=2)
+    out = ok(fleet.bluegreen("deploy", SERVICE, "2.0", "--bake", "120", "--finalize", "--output", "json"))
+    lines = json_lines(out.stderr)
+    assert types(lines) == [contract.EVENT_STARTED, contract.EVENT_LAUNCHED, contract.EVENT_FLIPPED,
+                            contract.EVENT_BAKED, contract.EVENT_STARTED, contract.EVENT_FINALIZED]
+    flipped, baked = lines[2]["detail"], lines[3]["detail"]
+    assert (flipped["action"], flipped["phase"], baked["action"], baked["phase"]) == \
+        ("deploy", contract.PHASE_BAKE, "deploy", contract.PHASE_FLIPPED)
+    assert baked["durations"]["elapsed_s"] >= flipped["durations"]["elapsed_s"]
+    assert lines[4]["detail"]["action"] == "finalize"
+
+
+def test_an_alarm_that_rolls_the_deploy_back_is_named_by_the_rolled_back_event(make_harness):
+    fleet = baking(make_harness)
+    put_alarm(fleet)
+    once_baking(fleet, 60, lambda: set_state(fleet, ALARM, "ALARM"))
+    out = fleet.bluegreen("deploy", SERVICE, "2.0", "--bake", "600", "--alarm", ALARM, "--output", "json")
+    expect_exit(out, 1)
+    lines = json_lines(out.stderr)
+    assert types(lines) == [contract.EVENT_STARTED, contract.EVENT_LAUNCHED, contract.EVENT_FLIPPED,
+                            contract.EVENT_ROLLED_BACK, contract.EVENT_RESTORED, contract.EVENT_SETTLED]
+    rolled = lines[3]["detail"]
+    assert (rolled["by"], rolled["reason"], rolled["version"]) == (f"alarm {ALARM}", f"alarm {ALARM}", "2.0")
+    assert lines[-1]["detail"]["result"] == contract.EVENT_ROLLED_BACK
