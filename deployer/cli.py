@@ -27,7 +27,7 @@ from botocore.exceptions import BotoCoreError
 from agent import contract
 
 from . import bake as bake_mod
-from . import bootstrap, doctor, plan, plan_init, preflight, render, steps, userdata
+from . import bootstrap, doctor, events, plan, plan_init, preflight, render, steps, userdata
 from . import store as store_mod
 from .aws import CallCounter, DeployerAws, translate
 from .errors import Aborted, BlueGreenError, RolledBack, UsageError
@@ -132,6 +132,13 @@ def build_parser():
                           help="seconds between polls (env BLUEGREEN_POLL_INTERVAL, default 5)")
     mutating.add_argument("--force-unlock", action="store_true",
                           help="take over the lock even if its holder still looks alive")
+    # Issue 12, events: flag > the groups' tag; nothing else names a sink.
+    mutating.add_argument("--event-bus", metavar="NAME",
+                          help=f"put an EventBridge event per transition on this bus (name or ARN; default: the "
+                               f"groups' {contract.TAG_EVENT_BUS} tag, else none)")
+    mutating.add_argument("--sns-topic", metavar="ARN",
+                          help=f"publish an SNS message per transition to this topic (default: the groups' "
+                               f"{contract.TAG_SNS_TOPIC} tag, else none)")
     # Rollback done has two stages (issue 10): `restored` (the old fleet serves, the new one takes no new
     # requests: recovery ends) and `settled` (sizes restored, the new group empty, processes resumed, unlocked).
     undoing = argparse.ArgumentParser(add_help=False)
@@ -247,8 +254,14 @@ def make_clients(args, session=None):
                     user_agent_extra="asg-bluegreen")
     try:
         session = session or boto3.session.Session(profile_name=args.profile, region_name=args.region)
-        return {name: session.client(name, config=config)
-                for name in ("autoscaling", "elbv2", "elb", "ec2", "s3", "ecr", "cloudwatch")}
+        clients = {name: session.client(name, config=config)
+                   for name in ("autoscaling", "elbv2", "elb", "ec2", "s3", "ecr", "cloudwatch")}
+        # Events are notifications: a sink that does not answer must cost the command seconds, not the minute and
+        # a half an operation's call may take (events.py), so fewer attempts and shorter timeouts.
+        notify = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=3, read_timeout=5,
+                        user_agent_extra="asg-bluegreen")
+        clients.update({name: session.client(name, config=notify) for name in ("events", "sns")})
+        return clients
     except BotoCoreError as exc:
         raise translate(exc, "configure") from exc
 
@@ -313,8 +326,11 @@ class Cli:
         self.s3 = clients["s3"]
         self.counter.attach(self.s3)
         self.ecr = clients.get("ecr")
-        if self.ecr is not None:
-            self.counter.attach(self.ecr)
+        for client in (self.ecr, clients.get("events"), clients.get("sns")):
+            if client is not None:
+                self.counter.attach(client)
+        self.clients = clients
+        self.groups = None  # the pair as store() last read it: what the event sinks' tags are read from
         self.started = time.monotonic()
         self.bake = None  # bake.Bake: what deploy or canary --bake asked for, checked before anything changes
 
@@ -333,6 +349,7 @@ class Cli:
         a = self.args
         # Only the tags locate the store: the load balancers are pre-flight's and the runner's to check.
         groups = pair_from_describe(a.service, self.aws.describe_service_groups(a.service), same_load_balancers=False)
+        self.groups = groups
         found = store_mod.locate(a.service, groups, a.state, self.environ)
         if found is None:
             log.warning(store_mod.NO_STORE_WARNING.format(service=a.service, tag=TAG_OPERATION))
@@ -341,6 +358,27 @@ class Cli:
         log.debug("state store s3://%s/%s (from %s)", bucket, prefix, source)
         lease = self.seams.lease_s or getattr(a, "lease", None) or store_mod.LEASE_S
         return store_mod.StateStore(self.s3, bucket, prefix, a.service, me or "", self.seams.clock, lease_s=lease)
+
+    def sinks(self):
+        """events.Sinks for this command: each sink from its flag, else the groups' tag (both groups must agree)."""
+        a = self.args
+        named = {}
+        for flag, key in (("event_bus", contract.TAG_EVENT_BUS), ("sns_topic", contract.TAG_SNS_TOPIC)):
+            value = getattr(a, flag, None)
+            if not value and self.groups:
+                values = {g.tags[key] for g in self.groups.values() if g.tags.get(key)}
+                if len(values) > 1:
+                    fix = (f"the groups of {a.service} name different {key} tags ({', '.join(sorted(values))}); "
+                           f"make them agree, or pass --{flag.replace('_', '-')}")
+                    if a.command != "rollback":
+                        raise UsageError(fix)
+                    # Rollback is the escape hatch: a notification setting never holds it back.
+                    log.warning("%s (this rollback sends its events to neither)", fix)
+                    values = set()
+                value = values.pop() if values else None
+            named[flag] = value
+        return events.Sinks(self.clients.get("events"), self.clients.get("sns"), bus=named["event_bus"],
+                            topic=named["sns_topic"], json_lines=a.output == "json")
 
     def status(self):
         store = self.store()
@@ -541,6 +579,7 @@ class Cli:
         ctx = context_factory(a.force_unlock, self.seams)
         title = f"{a.command} {a.service}" + (f" {a.version}" if a.command in ("deploy", "canary", "init") else "")
         store = self.store(me=ctx().me)
+        sinks = self.sinks()
         if a.command in ("deploy", "canary"):
             self.preflight(store)
         elif a.command == "init":
@@ -548,18 +587,20 @@ class Cli:
         runner = Runner(self.aws, a.service, ctx, poll_interval=a.poll_interval, timeout=a.timeout,
                         sleep=self.seams.sleep, clock=self.seams.clock, before_step=self.seams.before_step,
                         store=store, journal={"command": " ".join(self.argv)},
-                        budget=getattr(a, "max_replacements", None))
+                        budget=getattr(a, "max_replacements", None), sinks=None if a.dry_run else sinks)
         self.runner = runner
         if a.dry_run:
             planned = runner.plan(self.planner())
-            data = self.summary(service=a.service, dry_run=True, result="planned", plan=render.plan_data(planned))
+            data = self.summary(service=a.service, dry_run=True, result="planned", plan=render.plan_data(planned),
+                                events={"event_bus": sinks.bus, "sns_topic": sinks.topic})
             text = render.plan_text(title, planned)
             if self.bake is not None:
                 data["bake"] = bake_mod.dry_run_data(self.bake, runner.budget, a.command)
                 text += "\n" + bake_mod.describe(self.bake, runner.budget, a.command) + (
                     "; then finalize" if getattr(a, "finalize", False) else "")
             return data, text
-        log.info("%s: start (poll every %gs, each wait at most %gs)", title, a.poll_interval, a.timeout)
+        log.info("%s: start (poll every %gs, each wait at most %gs; events: %s)", title, a.poll_interval, a.timeout,
+                 sinks.describe())
         abort = partial(plan.plan_abort, wait=a.wait) if a.command in ("deploy", "canary") else \
             plan.plan_abort if a.command == "init" else None
         rollback = partial(plan.plan_rollback, wait=a.wait) if a.command == "deploy" else None

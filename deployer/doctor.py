@@ -38,10 +38,12 @@ IAM_ACTIONS = (
     "cloudwatch:DeleteAlarms", "cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm",
     "ec2:CreateTags", "ec2:DescribeInstances", "ec2:DescribeTags", "ec2:TerminateInstances",
     "ecr:DescribeImages",
+    "events:PutEvents",  # deployment events (events.py), only with a bus named
     "elasticloadbalancing:DescribeInstanceHealth", "elasticloadbalancing:DescribeLoadBalancerAttributes",
     "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeTargetGroupAttributes",
     "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth",
     "s3:GetObject", "s3:ListBucket", "s3:PutObject",
+    "sns:Publish",  # deployment events, only with a topic named
 )
 
 

@@ -18,9 +18,9 @@ from datetime import datetime, timedelta, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from agent.contract import EVENT_SETTLED, PHASE_RESTORED
+from agent.contract import EVENT_ABORTED, EVENT_RESTORED, EVENT_SETTLED, PHASE_RESTORED
 
-from . import bake
+from . import bake, events
 from .alarms import linked_alarm_names
 from .errors import (
     Aborted,
@@ -202,7 +202,7 @@ def last_state(snap, color, detail):
 
 class Runner:
     def __init__(self, aws, service, context, poll_interval=5.0, timeout=600.0, sleep=time.sleep,
-                 clock=time.monotonic, before_step=None, store=None, journal=None, budget=None):
+                 clock=time.monotonic, before_step=None, store=None, journal=None, budget=None, sinks=None):
         self.aws, self.service, self.context = aws, service, context
         self.budget = budget or DEFAULT_BUDGET  # health.ReplacementBudget: --max-replacements
         self.warned = set()  # instances already warned about as unverified (one line each per run)
@@ -221,6 +221,13 @@ class Runner:
         self.started_at = clock()
         self.detached = set()  # instance ids this run detached (finalize): terminated by id (finding 13, X1)
         self.stage_s = {PHASE_RESTORED: None, EVENT_SETTLED: None}
+        # Events (events.py): where they go, which this run announced, the record it wrote last (what its next
+        # write is a transition from), that operation's phases without a state store, and why an abort began.
+        self.sinks = sinks
+        self.announced = set()
+        self.current = None
+        self.timeline = []
+        self.abort_reason = None
         if store is not None and hasattr(aws, "before_retry"):
             aws.before_retry = self._confirm_lock  # a retried change is a new change: confirm the lock first
 
@@ -258,6 +265,7 @@ class Runner:
                 self._park()
                 raise
             log.info("aborting: %s", exc)
+            self.abort_reason = str(exc)
             try:
                 snap = self._loop(abort)
             except WaitFailed as undone:
@@ -410,14 +418,48 @@ class Runner:
         if isinstance(call, RecordClear):
             if call.params["Tags"]:
                 self.aws.apply(call)
+            doc = dict(self.store.lease.doc) if self.store is not None else None  # the operation, before release
             if self.store is not None:
                 self.journal_key = self.store.release(self._journal_entry(call))
             self._stage(EVENT_SETTLED)
+            self._announce(events.ended(call.result), self.current or (snap.record if snap else None), snap, doc,
+                           reason=self.abort_reason if call.result == EVENT_ABORTED else None,
+                           extra={"result": call.result, "journal": self.journal_key})
             return
         # A2: ResourceContention comes back as HTTP 500, which botocore's standard retry mode already retries.
         self.aws.apply(call)
         if call.op == "DetachInstances":
             self.detached |= set(call.params["InstanceIds"])
+        if isinstance(call, RecordWrite):
+            self._announce_write(call.record, snap)
+
+    def _announce_write(self, record, snap):
+        """After a record write has landed (the store, then the tags): the event of its transition, if any."""
+        previous = self.current or (snap.record if snap is not None else None)
+        self.current = record
+        if previous is None or (previous.action, previous.started) != (record.action, record.started):
+            self.timeline = []
+        if not self.timeline or self.timeline[-1][0] != record.phase:
+            self.timeline.append((record.phase, _utc_stamp()))
+        for name, about in events.transition(previous, record):
+            self._announce(name, about, snap)
+
+    def _announce(self, name, record, snap, doc=None, reason=None, extra=None):
+        """Put one event on the sinks, once per operation and event in this run; never raises (events.Sinks)."""
+        if self.sinks is None or not self.sinks.active or record is None:
+            return
+        key = (record.action, record.started, name)
+        if key in self.announced:
+            return
+        self.announced.add(key)
+        if doc is None and self.store is not None:
+            doc = self.store.lease.doc
+        op = (doc or {}).get("operation") or {}
+        timeline = [tuple(p) for p in (doc or {}).get("phases", [])] if doc else list(self.timeline)
+        old = snap.groups[record.live].version if snap is not None and record.live in snap.groups else None
+        data = events.detail(name, self.service, record, old, datetime.now(timezone.utc), timeline,
+                             reason=reason or op.get("reason"), operation=op.get("id"), extra=extra)
+        self.sinks.put(name, data)
 
     def _write_record(self, call, snap, lock):
         # The first write of this process takes the lock even when the record already names it (a resumed
@@ -486,6 +528,9 @@ class Runner:
                  "ended": ended, "phases": _durations(timeline, ended)}
         if op.get("took_over"):
             entry["took_over"] = op["took_over"]
+        if self.sinks is not None and (self.sinks.bus or self.sinks.topic):
+            # The end's own event is put after this entry is written (after the transition it announces).
+            entry["events"] = {"delivered": self.sinks.sent, "failed": self.sinks.failed}
         if op.get("reason"):
             entry["reason"] = op["reason"]
         entry.update(self.journal)
@@ -596,10 +641,13 @@ class Runner:
                 log.info("%s: %s", step.name, detail)
                 last = detail
             if state == OK:
-                if step.verdict.kind == OUT_OF_TRAFFIC.kind:
+                restored = step.verdict.kind == OUT_OF_TRAFFIC.kind
+                if restored:
                     self._stage(PHASE_RESTORED)  # rollback's or abort's first stage reached in this run
                 if step.then is not None:
                     self._call(step.then, snap)
+                if restored:  # an abort records no phase for it; a rollback's then-write announced it already
+                    self._announce(EVENT_RESTORED, self.current or snap.record, snap)
                 self.executed.append(step.name)
                 return
             if state == REPLAN:

@@ -10,7 +10,8 @@ the control API for other processes:
     POST /_localcloud/faults         {"throttle_fraction": 0.0, "latency_s": 0.0,
                                        "exit_standby_contention_once": false, "conditional_conflicts": 0,
                                        "insufficient_capacity_zones": [], "vcpu_limit": null,
-                                       "broken_launch_templates": [], "tag_visibility_delay_s": 0}
+                                       "broken_launch_templates": [], "tag_visibility_delay_s": 0,
+                                       "put_events_failures": 0}
     POST /_localcloud/time           {"time_scale": X, "health_interval": S}
     POST /_localcloud/apps           {"boot_seconds": 0.0, "broken_launches": 0}   (E5, apps.py)
     POST /_localcloud/app            {"instance_id": ..., "up": true|false}       (E5)
@@ -34,7 +35,19 @@ from typing import Any, Callable
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from . import alarms, autoscaling, faults_asg, moto_seam, refresh, runtime, s3_conditional, tag_delay, targets, warm
+from . import (
+    alarms,
+    autoscaling,
+    events_faults,
+    faults_asg,
+    moto_seam,
+    refresh,
+    runtime,
+    s3_conditional,
+    tag_delay,
+    targets,
+    warm,
+)
 from .errors import AlreadyRunning, BadControlRequest, NotStarted
 from .moto_seam import DomainDispatcherApplication, create_backend_app, moto_api_backend
 from .state import LayerState
@@ -164,17 +177,18 @@ class EmulatedAWS:
                          exit_standby_contention_once: bool = False, conditional_conflicts: int = 0,
                          insufficient_capacity_zones: list[str] | None = None, vcpu_limit: int | None = None,
                          broken_launch_templates: list[str] | None = None,
-                         tag_visibility_delay_s: float = 0.0) -> None:
+                         tag_visibility_delay_s: float = 0.0, put_events_failures: int = 0) -> None:
         """Replace every fault setting. `conditional_conflicts=N`: the next N conditional PutObject requests
         (If-Match or If-None-Match) answer 409 ConditionalRequestConflict and write nothing (X2).
         A15, failed launches (Failed scaling activities, retried by the group): `insufficient_capacity_zones`
         (zone names), `vcpu_limit` (vCPUs of running instances, null: none), `broken_launch_templates`
         (launch template ids or names). X1: `tag_visibility_delay_s`, AWS seconds a new EC2 tag stays
-        invisible to DescribeTags and tag filters."""
+        invisible to DescribeTags and tag filters. `put_events_failures=N`: the next N EventBridge PutEvents
+        requests answer 200 with every entry failed, ThrottlingException (events_faults.py)."""
         with self.state.lock:
             self.state.faults.configure(throttle_fraction, latency_s, exit_standby_contention_once,
                                         conditional_conflicts, insufficient_capacity_zones, vcpu_limit,
-                                        broken_launch_templates, tag_visibility_delay_s)
+                                        broken_launch_templates, tag_visibility_delay_s, put_events_failures)
 
     def configure_apps(self, boot_seconds: float = 0.0, broken_launches: int = 0) -> None:
         """E5, until the next reset(): instances launched from now on answer health checks only `boot_seconds`
@@ -260,6 +274,11 @@ class EmulatedAWS:
                 # X2: a conflicting write in flight. Answered in front of moto: nothing is written.
                 log.info("fault injection: 409 ConditionalRequestConflict for PUT %s", environ.get("PATH_INFO"))
                 status, headers, chunks = s3_conditional.conflict_response(environ)
+            elif (service == "events" and events_faults.is_put_events(environ)
+                  and faults.take_put_events_failure()):
+                log.info("fault injection: PutEvents answered with every entry failed")
+                request = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+                status, headers, chunks = events_faults.failed_entries_response(request)
             else:
                 targets.expire_draining(self.state)
                 autoscaling.tick(self.state)

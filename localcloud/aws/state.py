@@ -34,6 +34,7 @@ EVENT_TYPES = (
 
 HEALTH_STATES = ("healthy", "unhealthy")
 MAX_CONDITIONAL_CONFLICTS = 1000  # a bound on the 409 fault, X2: a typo must not fail a whole run
+MAX_PUT_EVENTS_FAILURES = 1000  # the same bound on the failed PutEvents fault (events_faults.py)
 
 
 class Faults:
@@ -53,12 +54,15 @@ class Faults:
         self.broken_launch_templates: list[str] = []
         # X1: an EC2 tag written by CreateTags is invisible to DescribeTags / tag filters for this long (AWS s)
         self.tag_visibility_delay_s = 0.0
+        # The next N PutEvents requests answer 200 with every entry failed (events_faults.py)
+        self.put_events_failures = 0
         self._throttle_credit = 0.0
 
     def configure(self, throttle_fraction: float = 0.0, latency_s: float = 0.0,
                   exit_standby_contention_once: bool = False, conditional_conflicts: int = 0,
                   insufficient_capacity_zones: list[str] | None = None, vcpu_limit: int | None = None,
-                  broken_launch_templates: list[str] | None = None, tag_visibility_delay_s: float = 0.0) -> None:
+                  broken_launch_templates: list[str] | None = None, tag_visibility_delay_s: float = 0.0,
+                  put_events_failures: int = 0) -> None:
         zones = _strings("insufficient_capacity_zones", insufficient_capacity_zones)
         templates = _strings("broken_launch_templates", broken_launch_templates)
         if vcpu_limit is not None and (isinstance(vcpu_limit, bool) or not isinstance(vcpu_limit, int)
@@ -77,6 +81,10 @@ class Faults:
         if not 0 <= conditional_conflicts <= MAX_CONDITIONAL_CONFLICTS:
             raise BadControlRequest(f"conditional_conflicts must be 0-{MAX_CONDITIONAL_CONFLICTS}, "
                                     f"got {conditional_conflicts!r}")
+        if isinstance(put_events_failures, bool) or not isinstance(put_events_failures, int) or \
+                not 0 <= put_events_failures <= MAX_PUT_EVENTS_FAILURES:
+            raise BadControlRequest(f"put_events_failures must be a whole number 0-{MAX_PUT_EVENTS_FAILURES}, "
+                                    f"got {put_events_failures!r}")
         if not 0.0 <= throttle_fraction <= 1.0:
             raise BadControlRequest(f"throttle_fraction must be between 0 and 1, got {throttle_fraction!r}")
         if not 0.0 <= latency_s <= 60.0:
@@ -89,6 +97,7 @@ class Faults:
         self.vcpu_limit = vcpu_limit
         self.broken_launch_templates = templates
         self.tag_visibility_delay_s = tag_delay
+        self.put_events_failures = put_events_failures
         self._throttle_credit = 0.0
 
     def should_throttle(self) -> bool:
@@ -113,13 +122,21 @@ class Faults:
             return True
         return False
 
+    def take_put_events_failure(self) -> bool:
+        """True (and one fewer left) while PutEvents requests are to answer with every entry failed."""
+        if self.put_events_failures > 0:
+            self.put_events_failures -= 1
+            return True
+        return False
+
     def as_dict(self) -> dict[str, Any]:
         return {"throttle_fraction": self.throttle_fraction, "latency_s": self.latency_s,
                 "exit_standby_contention_once": self.exit_standby_contention_once,
                 "conditional_conflicts": self.conditional_conflicts,
                 "insufficient_capacity_zones": list(self.insufficient_capacity_zones),
                 "vcpu_limit": self.vcpu_limit, "broken_launch_templates": list(self.broken_launch_templates),
-                "tag_visibility_delay_s": self.tag_visibility_delay_s}
+                "tag_visibility_delay_s": self.tag_visibility_delay_s,
+                "put_events_failures": self.put_events_failures}
 
 
 def _strings(name: str, value: Any) -> list[str]:

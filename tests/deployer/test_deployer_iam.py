@@ -17,10 +17,11 @@ def test_policy_passes_parliament():
 
 def operations_in_deployer_code():
     ops = set()
-    for name in ("aws.py", "bootstrap.py", "store.py"):
+    for name in ("aws.py", "bootstrap.py", "store.py", "events.py"):
         with open(os.path.join(ROOT, "deployer", name)) as f:
             source = f.read()
-        # self._call(self.asg, "op") and, for clients passed in (S3, ECR of the image's Region), _call(s3, "op").
+        # self._call(self.asg, "op") and, for clients passed in (S3, ECR of the image's Region), _call(s3, "op");
+        # events.py: self._call(self.events, "put_events"), self._call(self.sns, "publish").
         ops |= set(re.findall(r'(?:_call|_pages|_change)\((?:self\.)?\w+, "(\w+)"', source))
         ops |= set(re.findall(r"\bs3\.([a-z][a-z0-9_]+)\b", source))
     # ListObjectsV2 is authorised as s3:ListBucket (IAM's action names for S3 are not the API's).
@@ -33,7 +34,7 @@ IAM_NAME = {"list_objects_v2": "ListBucket"}
 def test_policy_grants_exactly_the_calls_the_deployer_makes():
     granted = granted_operations(POLICY)
     found = operations_in_deployer_code()
-    assert len(found) == 37
+    assert len(found) == 39
     assert granted == found
 
 
@@ -53,6 +54,9 @@ def test_mutations_are_limited_to_tagged_groups_and_retired_instances():
     allowed = statements["CopyOnlyTheToolsAlarmsWithoutEc2Actions"]["Condition"]["ForAllValues:StringLike"][
         "cloudwatch:AlarmActions"]
     assert "arn:aws:autoscaling:*:*:scalingPolicy:*" in allowed and not any("automate" in a for a in allowed)
+    # Issue 12 events: PutEvents only onto event buses (EventBridge's resource for it), Publish onto topics.
+    assert statements["PutDeploymentEvents"]["Resource"] == "arn:aws:events:*:*:event-bus/*"
+    assert statements["PublishDeploymentEvents"]["Resource"] == "arn:aws:sns:*:*:*"
     assert statements["TerminateOnlyRetiredInstances"]["Condition"] == {
         "Null": {"aws:ResourceTag/bluegreen:retired-from": "false"}}
     # Tag-then-terminate must not reach any instance of the account: only those a blue/green group launched

@@ -4,7 +4,7 @@ method for every operation a plan may name."""
 import pytest
 from botocore import xform_name
 
-from deployer import health
+from deployer import events, health
 from deployer.aws import DeployerAws
 from deployer.errors import HealthFailure, PlanError
 from deployer.steps import ABORT, OPERATIONS, Call, CallStep, LockStep, UnlockStep, WaitStep
@@ -15,6 +15,14 @@ def test_every_operation_a_plan_may_name_has_an_adapter_method_and_no_other_muta
     assert {xform_name(op) for op in OPERATIONS if not op.startswith("Describe")} <= methods
     mutating = methods - {"apply"} - {m for m in methods if m.startswith("describe")}
     assert mutating == {xform_name(op) for op in OPERATIONS if not op.startswith("Describe")}
+
+
+def test_the_event_sinks_make_exactly_their_own_operations_and_no_plan_names_them():
+    # Events are not planned steps (a failed one never stops a command): their calls live in events.Sinks, one
+    # method per operation, which the IAM coverage test reads too (test_deployer_iam.py).
+    methods = {name for name in vars(events.Sinks) if not name.startswith("_")} - {"active", "describe", "put"}
+    assert methods == {xform_name(op) for op in events.OPERATIONS}
+    assert not events.OPERATIONS & OPERATIONS
 
 
 def test_a_plan_naming_an_unknown_operation_fails_when_it_is_built_with_our_error():
