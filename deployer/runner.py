@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from agent.contract import EVENT_ABORTED, EVENT_RESTORED, EVENT_SETTLED, PHASE_RESTORED
+from agent.contract import EVENT_ABORTED, EVENT_RESTORED, EVENT_SETTLED, PHASE_BAKE, PHASE_RESTORED
 
 from . import bake, events
 from .alarms import linked_alarm_names
@@ -228,6 +228,7 @@ class Runner:
         self.current = None
         self.timeline = []
         self.abort_reason = None
+        self.unwatched_since = None  # a resumed bake's last stamp, when no watcher had stamped it for too long
         if store is not None and hasattr(aws, "before_retry"):
             aws.before_retry = self._confirm_lock  # a retried change is a new change: confirm the lock first
 
@@ -457,6 +458,8 @@ class Runner:
         op = (doc or {}).get("operation") or {}
         timeline = [tuple(p) for p in (doc or {}).get("phases", [])] if doc else list(self.timeline)
         old = snap.groups[record.live].version if snap is not None and record.live in snap.groups else None
+        if self.unwatched_since:
+            extra = dict(extra or {}, bake_not_watched_since=self.unwatched_since)
         data = events.detail(name, self.service, record, old, datetime.now(timezone.utc), timeline,
                              reason=reason or op.get("reason"), operation=op.get("id"), extra=extra)
         self.sinks.put(name, data)
@@ -576,6 +579,13 @@ class Runner:
         remaining = (bake.parse_stamp(step.until) - self.context().now).total_seconds()
         deadline = self.clock() + max(0.0, remaining)
         log.info("%s: until %s (%.0f s from now)", step.name, step.until, max(0.0, remaining))
+        prior = bake.status(((self.store.lease.doc.get("operation") or {}).get("bake") if self.store else None),
+                            PHASE_BAKE, self.context().now)
+        if prior and prior["stale"]:
+            # A crashed watcher (issue 12): the gap is said, in the log and in every event this run puts after.
+            self.unwatched_since = prior["watched"]
+            log.warning("%s: the bake was not watched since %s; watching again until %s", step.name,
+                        prior["watched"], step.until)
         polls = 0
         seen = set()
         last = None

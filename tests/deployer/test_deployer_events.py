@@ -9,7 +9,7 @@ import pytest
 from agent import contract
 from deployer import events
 from deployer.model import Record
-from tests.deployer.test_deployer_bakewatch import ALARM, baking, once_baking, put_alarm, set_state
+from tests.deployer.test_deployer_bakewatch import ALARM, baking, kill_mid_bake, lock, once_baking, put_alarm, set_state
 from tests.helpers import expect_exit
 
 SERVICE = "demo"
@@ -307,3 +307,23 @@ def test_an_alarm_that_rolls_the_deploy_back_is_named_by_the_rolled_back_event(m
     rolled = lines[3]["detail"]
     assert (rolled["by"], rolled["reason"], rolled["version"]) == (f"alarm {ALARM}", f"alarm {ALARM}", "2.0")
     assert lines[-1]["detail"]["result"] == contract.EVENT_ROLLED_BACK
+
+
+def test_a_resumed_bake_that_was_not_watched_says_since_when_in_its_events(make_harness):
+    """Issue 12 ("a crashed watcher"): the rerun that resumes an unwatched bake says the gap in its events."""
+    fleet = baking(make_harness)
+    kill_mid_bake(fleet, 50)
+    args = ("deploy", SERVICE, "2.0", "--bake", "300")
+    expect_exit(fleet.bluegreen(*args, me="ci@runner:1"), -9)
+    watched = lock(fleet)["operation"]["bake"]["watched"]
+    fleet.advance(60)  # longer than the watcher's stale limit: nothing watched the bake meanwhile
+    out = ok(fleet.bluegreen(*args, "--output", "json"))
+    baked = [line["detail"] for line in json_lines(out.stderr) if line["detail"]["event"] == contract.EVENT_BAKED]
+    assert len(baked) == 1 and baked[0]["bake_not_watched_since"] == watched, baked
+    assert f"not watched since {watched}" in out.stderr
+
+
+def test_a_bake_watched_throughout_says_no_gap(make_harness):
+    fleet = baking(make_harness, capacity=2)
+    out = ok(fleet.bluegreen("deploy", SERVICE, "2.0", "--bake", "120", "--output", "json"))
+    assert all("bake_not_watched_since" not in line["detail"] for line in json_lines(out.stderr))
