@@ -111,17 +111,22 @@ def refuse(seconds, names, described):
                              f"bake at least {need:g} s")
 
 
-def verdict(group, health, alarms, names, budget, seen=frozenset()):
+def verdict(group, health, alarms, names, budget, seen=frozenset(), capacity=None):
     """(state, detail, reason) of one bake poll: FAIL with the reason to record (`alarm NAME`, `unhealthy
     i-...`) when an alarm is in ALARM or the group is short of its capacity healthy beyond `budget`
-    (health.ReplacementBudget, the launch wait's); else WAIT with a one-line detail."""
+    (health.ReplacementBudget, the launch wait's); else WAIT with a one-line detail.
+
+    `capacity`: the group's desired capacity when the bake started (recorded by start-bake). The fleet is held
+    to the smaller of it and the desired capacity now: instances a scale-out launched during the bake are not
+    healthy yet and are no failure (the copied policies act on the new group during the bake), while a scale-in
+    lowers what is owed."""
     states = {a["AlarmName"]: a.get("StateValue") for a in alarms}
     firing = [n for n in names if states.get(n) == FIRING]
     if firing:
         reason = next((a.get("StateReason") for a in alarms if a["AlarmName"] == firing[0]), "") or ""
         return FAIL, (f"alarm {firing[0]} is in ALARM" + (f" ({reason})" if reason else "")), f"alarm {firing[0]}"
     keys = lb_keys(group)
-    capacity = group.desired
+    capacity = group.desired if capacity is None else min(group.desired, capacity)
     good = healthy_count(group, health)
     short = capacity - good
     allowed = budget.allowed(capacity)

@@ -62,9 +62,8 @@ SUBJECT_MAX = 100  # SNS Subject: at most 100 characters
 #   ("enter", phase): the record enters `phase` (also when an operation starts in it: an abort that leaves its
 #                     record as a rollback in phase restored announces `restored`, not a new rollback);
 #                     ("enter", phase, action), when present, is that action's own;
-#   ("leave", phase): the record leaves `phase` for another phase of the same operation (wins over "enter"),
-#                     or for another operation that is not a rollback (a bake that passed, then `--finalize`:
-#                     `baked`, then `started`);
+#   ("leave", phase): the record leaves `phase` for another phase of the same operation (wins over "enter");
+#                     never for a rollback or a finalize that takes the operation over (they end a bake early);
 #   ("end", result): the lock released; `result` is the journal's (plan.clear_record).
 # A phase not named here (launch, flip, restore, retire, drain, detach, cleanup) is a step inside a transition:
 # it is recorded in the journal's phases, and announces nothing of its own.
@@ -97,7 +96,10 @@ def transition(previous, record):
     """What a record write announces, in order: (event, the record it is about) pairs, mostly one, often none.
     `previous` is the record before the write (None: no operation)."""
     if previous is None or (previous.action, previous.started) != (record.action, record.started):
-        left = TRANSITIONS.get(("leave", previous.phase)) if previous and record.action != ACTION_ROLLBACK else None
+        # A rollback or a finalize taking over a bake ends it early: it did not pass, so no `baked` (the bake's own
+        # `then` write announces that, within the deploy or canary, before any finalize starts).
+        ends_early = record.action in (ACTION_ROLLBACK, ACTION_FINALIZE)
+        left = TRANSITIONS.get(("leave", previous.phase)) if previous and not ends_early else None
         begun = _entered(record) or TRANSITIONS.get(("start", record.action))
         return tuple(pair for pair in ((left, previous), (begun, record)) if pair[0])
     if previous.phase == record.phase:

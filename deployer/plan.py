@@ -239,18 +239,21 @@ def _bake_steps(snap, ctx, record, color, on_failure, after):
     spec = record.bake
     until = bake_mod.deadline(spec, ctx.now)
     steps = []
-    if not spec.get("until"):
-        record = record.moved(bake=dict(spec, until=until))
-        steps.append(CallStep("start-bake", f"record the bake's deadline {until} ({spec['seconds']:g} s from now)",
-                              (write_record(snap, record),)))
     group = snap.groups[color]
+    if not spec.get("until"):
+        # The capacity the fleet is held to during the bake: a scale-out during it is no failure (bake.verdict).
+        spec = dict(spec, until=until, capacity=group.desired)
+        record = record.moved(bake=spec)
+        steps.append(CallStep("start-bake", f"record the bake's deadline {until} ({spec['seconds']:g} s from now) "
+                              f"and the capacity {group.desired} it holds {group.name} to",
+                              (write_record(snap, record),)))
     alarms = spec.get("alarms") or []
     what = f"alarms {', '.join(alarms)} and " if alarms else ""
     undo = "roll back" if on_failure == ROLLBACK else "remove the canary"
     steps.append(bake_step(snap, "bake", f"watch {what}the health of {group.name} until {until}; {undo} on an alarm "
                            "in ALARM or a fleet short of healthy capacity", color, bake_mod.BAKE, until, alarms,
                            then=write_record(snap, record.moved(phase=after), event=EVENT_BAKED),
-                           on_failure=on_failure))
+                           on_failure=on_failure, capacity=spec.get("capacity")))
     return steps
 
 

@@ -586,6 +586,9 @@ class Runner:
             self.unwatched_since = prior["watched"]
             log.warning("%s: the bake was not watched since %s; watching again until %s", step.name,
                         prior["watched"], step.until)
+        # A bake that already failed (its reason recorded, then the process died before its rollback took over):
+        # the failure stands, whatever the alarm says now. A rerun undoes the release, it never bakes it again.
+        failed = ((self.store.lease.doc.get("operation") or {}).get("reason") if self.store else None)
         polls = 0
         seen = set()
         last = None
@@ -598,7 +601,11 @@ class Runner:
             self._stamp_watched()
             polls += 1
             group = snap.groups[step.color]
-            state, detail, reason = bake.verdict(group, snap.health, alarms, step.alarms, self.budget, seen)
+            if failed:
+                raise BakeFailed(f"bake failed: {failed} (recorded by the run that died before its rollback)", step,
+                                 last_state(snap, step.color, failed), failed)
+            state, detail, reason = bake.verdict(group, snap.health, alarms, step.alarms, self.budget, seen,
+                                                 step.capacity)
             seen |= {i.id for i in group.instances}
             if detail != last:
                 log.info("%s: %s", step.name, detail)

@@ -159,6 +159,7 @@ class BakeStep(WaitStep):
 
     until: str = ""
     alarms: tuple[str, ...] = ()
+    capacity: int | None = None  # the group's desired capacity when the bake started (bake.verdict)
 
     kind = "bake"
 

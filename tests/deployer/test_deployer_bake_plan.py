@@ -88,6 +88,24 @@ def test_an_instance_that_left_the_group_is_named_too():
     assert (state, reason) == (FAIL, "unhealthy i-gone")
 
 
+def test_a_scale_out_during_the_bake_is_no_failure_but_a_failed_instance_of_the_baked_capacity_is():
+    """Review finding: 10 healthy + 4 launching after a scale-out (desired 14) failed the bake with budget 2."""
+    group, health = green(14, {f"i-g{n:05d}": "initial" for n in range(10, 14)})
+    state, detail, _ = bake.verdict(group, health, [], [], ReplacementBudget(count=2), capacity=10)
+    assert state == WAIT and "10/10" in detail
+    state, _, _ = bake.verdict(group, health, [], [], ReplacementBudget(count=2))  # held to desired: 4 short
+    assert state == FAIL
+    failed = dict(health, **{f"i-g{n:05d}": {KEY: "unhealthy"} for n in range(3)})
+    state, _, reason = bake.verdict(group, failed, [], [], ReplacementBudget(count=2), capacity=10)
+    assert state == FAIL and reason.startswith("unhealthy i-g00000,i-g00001,i-g00002")
+
+
+def test_a_scale_in_during_the_bake_lowers_what_the_fleet_owes():
+    group, health = green(2)
+    state, _, _ = bake.verdict(group, health, [], [], ReplacementBudget(count=0), capacity=3)
+    assert state == WAIT
+
+
 def test_status_says_not_watched_after_a_few_poll_intervals():
     spec = {"seconds": 300, "alarms": [], "poll_s": 5.0, "until": "2026-11-26T12:05:00Z",
             "watched": "2026-11-26T12:00:00Z"}

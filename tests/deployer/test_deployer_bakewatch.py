@@ -289,3 +289,18 @@ def test_a_finalize_while_the_watcher_runs_ends_the_bake_and_the_watcher_stops(m
     expect_exit(out, 3, "removed by another command")
     expect_exit(ended[0], 0)
     fleet.assert_serving_only("green", 3, "2.0")
+
+
+def test_a_bake_that_failed_before_its_rollback_took_over_is_rolled_back_by_the_rerun_even_if_the_alarm_is_ok(
+        make_harness):
+    """Review finding: the failure's reason was recorded, then the process died before the rollback's lock; the
+    alarm is OK again by the rerun. A pipeline rerun of the same deploy must roll back, never bake again."""
+    fleet = baking(make_harness)
+    put_alarm(fleet)
+    once_baking(fleet, 60, lambda: set_state(fleet, ALARM, "ALARM"))
+    args = ("deploy", "demo", "2.0", "--bake", "300", "--alarm", ALARM, "--finalize")
+    expect_exit(fleet.bluegreen(*args, crash_at="lock:2", me="ci@runner:1"), -9)  # the rollback's lock
+    assert lock(fleet)["operation"]["reason"] == f"alarm {ALARM}"
+    set_state(fleet, ALARM, "OK")
+    expect_exit(fleet.bluegreen(*args), 1, f"bake failed: alarm {ALARM}")
+    rolled_back_to_blue(fleet)
