@@ -2,19 +2,23 @@
 
 A pair made by infra/cloudformation/service.yaml has two empty groups and no version: the template declares
 nothing the deployer owns (X3). `init` gives one color what a deploy gives its idle group (the version, the
-image digest and the bundle, in one CreateOrUpdateTags call), sizes it N/N/max(MaxSize, N) as a deploy copies the
-live sizes, and waits until N instances are InService and healthy in every load balancer (the deploy's wait),
+image digest and the bundle, in one CreateOrUpdateTags call), sizes it N/N/MaxSize as a deploy copies the live
+sizes, and waits until N instances are InService and healthy in every load balancer (the deploy's wait),
 under the lock. From then on the deployer owns both groups.
 
 The record is an `init` in phase `launch` whose `live` is the other, empty, color (no color was live when it
 started), so a failed wait aborts as a deploy's does: the new group back to 0, the lock cleared.
+
+init never raises MaxSize: a stack update may set it back to the template's value (docs/localcloud.md X3a), and a
+MaxSize below the desired capacity makes Auto Scaling scale the live group in (A5). N above the template's MaxSize
+is refused (exit 2) before any change.
 """
 
 from __future__ import annotations
 
 from agent.contract import ACTION_INIT, EVENT_LAUNCHED, PHASE_LAUNCH, ContractError, parse_s3_url
 
-from .errors import ConflictError
+from .errors import ConflictError, UsageError
 from .health import HEALTHY, leaving
 from .model import COLORS, Record, other
 from .plan import Launch, _launch_record, _lock_steps, _resume_check, _set_version_steps, lock_message
@@ -63,8 +67,26 @@ def resuming(snap, version, color):
     return None
 
 
+def template_max(snap):
+    """The template's MaxSize as the groups show it: the template declares the same on both, and the deployer
+    only ever lowers a group's (an aborted init or a finalize leaves it 0/0/0), so the larger is the template's."""
+    return max(snap.groups[c].max for c in COLORS)
+
+
+def check_capacity(snap, capacity):
+    """UsageError (exit 2) for a capacity above the template's MaxSize: init will not raise MaxSize (X3a)."""
+    limit = template_max(snap)
+    if capacity > limit:
+        raise UsageError(f"--capacity {capacity} is above {snap.service}'s MaxSize {limit}: raise the stack's MaxSize "
+                         f"parameter to at least {capacity} (a stack update sets the groups' MaxSize back to the "
+                         f"template's, docs/localcloud.md X3a)"
+                         + (f", or pass --capacity {limit} or less" if limit else ""))
+    return limit
+
+
 def plan_init(snap, ctx, version, color, capacity, launch=None):
     rec = resuming(snap, version, color)
+    limit = check_capacity(snap, capacity)
     new, empty = snap.groups[color], snap.groups[other(color)]
     launch = launch or Launch()
     if rec is not None:
@@ -81,8 +103,8 @@ def plan_init(snap, ctx, version, color, capacity, launch=None):
         steps = _lock_steps(snap, None, record)
     steps += _set_version_steps(new, version, digest, bootstrap)
     # As a deploy copies the live group's sizes: MinSize = desired, so a scale-in cannot go below the capacity
-    # the operator chose; MaxSize as the template set it, raised to N if below.
-    sizes = (capacity, capacity, max(new.max, capacity))
+    # the operator chose; MaxSize the template's (check_capacity), never raised (X3a).
+    sizes = (capacity, capacity, limit)
     if new.sizes != sizes:
         steps.append(CallStep("size-new", f"size {new.name} min/desired/max {sizes_text(sizes)}",
                               (set_sizes(new, sizes),)))

@@ -5,12 +5,14 @@ lock; a pair that is not new refused (exit 3), bad input refused (exit 2), nothi
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace as NS
 
 import boto3
 import pytest
 
 from agent.contract import TAG_BOOTSTRAP, TAG_DIGEST, TAG_OPERATION, TAG_VERSION
 from deployer import cli, plan_init
+from deployer.errors import UsageError
 from deployer.model import COLORS
 from tests.deployer.fleet import unhealthy_launches
 from tests.deployer.harness import Harness
@@ -65,9 +67,35 @@ def test_a_failed_wait_aborts_and_the_rerun_brings_the_color_up(stack, tmp_path,
     assert stack.sizes("blue") == (0, 0, 0) and not any(TAG_OPERATION in stack.tags(c) for c in COLORS)
     history = json.loads(stack.bluegreen("history", "demo", "--output", "json").stdout)["entries"]
     assert [(e["action"], e["result"]) for e in history] == [("init", "aborted")]
-    # The version stays on the empty group (no color is live): the rerun is a new init, not a refusal.
+    # The version stays on the empty group (no color is live): the rerun is a new init, not a refusal. Its MaxSize
+    # is the template's again (green still shows it), not the 0 the abort left.
     expect_exit(stack.bluegreen("init", "demo", "1.0", "--capacity", "2"), 0)
-    assert stack.sizes("blue") == (2, 2, 2) and len(stack.healthy()) == 2
+    assert stack.sizes("blue") == (2, 2, 4) and len(stack.healthy()) == 2
+
+
+@pytest.mark.parametrize("color", COLORS)
+def test_a_capacity_above_the_templates_max_size_is_refused_and_max_size_never_raised(stack, tmp_path, color):
+    """A stack update sets MaxSize back to the template's (docs/localcloud.md X3a); a MaxSize init had raised above
+    it would then be below the live group's desired capacity, and Auto Scaling would scale the live group in."""
+    push_bundle(stack, tmp_path)
+    before = pair_state(stack)
+    expect_exit(stack.bluegreen("init", "demo", "1.0", "--capacity", "5", "--color", color), 2,
+                "--capacity 5 is above demo's MaxSize 4: raise the stack's MaxSize parameter to at least 5")
+    assert pair_state(stack) == before
+    # The template's MaxSize itself is allowed, and stays what the template declared.
+    expect_exit(stack.bluegreen("init", "demo", "1.0", "--capacity", "4", "--color", color), 0)
+    assert stack.sizes(color) == (4, 4, 4)
+
+
+def test_the_capacity_check_reads_the_templates_max_size_off_either_group():
+    snap = NS(service="demo", groups={"blue": NS(max=0), "green": NS(max=3)})
+    assert plan_init.check_capacity(snap, 3) == 3
+    with pytest.raises(UsageError, match=r"MaxSize 3: raise the stack's MaxSize parameter to at least 4 .* or pass "
+                                         r"--capacity 3 or less$"):
+        plan_init.check_capacity(snap, 4)
+    empty = NS(service="demo", groups={"blue": NS(max=0), "green": NS(max=0)})
+    with pytest.raises(UsageError, match=r"at least 1 \(a stack update .*X3a\)$"):
+        plan_init.check_capacity(empty, 1)
 
 
 def test_init_of_green_with_a_named_bundle_then_deploy_takes_the_latest(stack, tmp_path):
