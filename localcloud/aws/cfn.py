@@ -12,6 +12,11 @@ Also here:
   requires: No interruption"); moto deletes and recreates it. MinSize/MaxSize are set to the template's
   values (unless the UpdatePolicy AutoScalingScheduledAction IgnoreUnmodifiedGroupSizeProperties is true and
   the value is unchanged in the template); DesiredCapacity only when the template declares it (likewise).
+  Unverified: AWS documents that policy for a group "with an associated scheduled action"; the template's groups
+  have none, and whether CloudFormation honours it then is not documented. It is applied here to any group that
+  declares it. The deployer is safe either way: the template declares MinSize 0 and one MaxSize on both groups and
+  no DesiredCapacity, and `bluegreen init` never raises MaxSize above the template's, so a reset to the template's
+  values cannot put MaxSize below the live group's desired capacity (docs/localcloud.md X3a).
   Tags the previous template declared and this one does not are removed; tags no template declared (the
   deployer's bluegreen:version, bluegreen:state) are left alone.
 - AWS::ElasticLoadBalancingV2::TargetGroup: TargetGroupAttributes (moto drops them: the deregistration delay,
@@ -209,6 +214,8 @@ def update_group(cls: type, original_resource: FakeAutoScalingGroup, new_resourc
     if replacing:  # they replace the group's instances on a launch template change: not modelled, refused
         raise ValidationError(f"UpdatePolicy {', '.join(sorted(replacing))} on {group.name} is not modelled by the "
                               f"emulator (docs/localcloud.md, X3a)")
+    # AWS documents this policy for a group with a scheduled action; applied to any group here (unverified
+    # without one: see the module docstring and docs/localcloud.md X3a).
     policy = policies.get("AutoScalingScheduledAction") or {}
     keep = _true(policy.get("IgnoreUnmodifiedGroupSizeProperties"))
     min_size, max_size, desired = (_size(props, before, n, keep) for n in ("MinSize", "MaxSize", "DesiredCapacity"))
