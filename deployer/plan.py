@@ -193,7 +193,7 @@ def launch_values(rec, new, version, launch):
     operation gets the same image and bundle; without a store the idle group's own tags are the record once they
     carry the version, since all three are written in one CreateOrUpdateTags call."""
     launch = launch or Launch()
-    if rec is not None and rec.version == version and rec.action in (ACTION_DEPLOY, ACTION_CANARY):
+    if rec is not None and rec.version == version and rec.action in (ACTION_DEPLOY, ACTION_CANARY, ACTION_INIT):
         if rec.digest is not None or rec.bootstrap is not None:
             return rec.digest or None, rec.bootstrap or new.bootstrap
         if new.version == version:

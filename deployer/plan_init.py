@@ -21,7 +21,7 @@ from agent.contract import ACTION_INIT, EVENT_LAUNCHED, PHASE_LAUNCH, ContractEr
 from .errors import ConflictError, UsageError
 from .health import HEALTHY, leaving
 from .model import COLORS, Record, other
-from .plan import Launch, _launch_record, _lock_steps, _resume_check, _set_version_steps, lock_message
+from .plan import _launch_record, _lock_steps, _resume_check, _set_version_steps, launch_values, lock_message
 from .steps import ABORT, CallStep, UnlockStep, clear_record, set_sizes, sizes_text, wait_step
 
 STORE_FOLDER = ".bluegreen/"
@@ -88,16 +88,13 @@ def plan_init(snap, ctx, version, color, capacity, launch=None):
     rec = resuming(snap, version, color)
     limit = check_capacity(snap, capacity)
     new, empty = snap.groups[color], snap.groups[other(color)]
-    launch = launch or Launch()
+    # What the first run resolved wins on a rerun: every instance of the init gets the same (launch_values).
+    digest, bootstrap = launch_values(rec, new, version, launch)
     if rec is not None:
         _resume_check(snap, rec, ctx)
         record = rec.moved(holder=ctx.me)
-        # What the first run resolved ("" recorded as none) wins: every instance of the init gets the same.
-        digest, bootstrap = (rec.digest or None, rec.bootstrap or None) if rec.digest is not None or \
-            rec.bootstrap is not None else (launch.digest, launch.bootstrap)
         steps = _lock_steps(snap, rec, record)
     else:
-        digest, bootstrap = launch.digest, launch.bootstrap
         record = _launch_record(Record(ACTION_INIT, PHASE_LAUNCH, version, empty.color, ctx.stamp, ctx.me),
                                 digest, bootstrap)
         steps = _lock_steps(snap, None, record)

@@ -579,8 +579,8 @@ class Runner:
         remaining = (bake.parse_stamp(step.until) - self.context().now).total_seconds()
         deadline = self.clock() + max(0.0, remaining)
         log.info("%s: until %s (%.0f s from now)", step.name, step.until, max(0.0, remaining))
-        prior = bake.status(((self.store.lease.doc.get("operation") or {}).get("bake") if self.store else None),
-                            PHASE_BAKE, self.context().now)
+        op = (self.store.lease.doc.get("operation") or {}) if self.store else {}
+        prior = bake.status(op.get("bake"), PHASE_BAKE, self.context().now)
         if prior and prior["stale"]:
             # A crashed watcher (issue 12): the gap is said, in the log and in every event this run puts after.
             self.unwatched_since = prior["watched"]
@@ -588,7 +588,7 @@ class Runner:
                         prior["watched"], step.until)
         # A bake that already failed (its reason recorded, then the process died before its rollback took over):
         # the failure stands, whatever the alarm says now. A rerun undoes the release, it never bakes it again.
-        failed = ((self.store.lease.doc.get("operation") or {}).get("reason") if self.store else None)
+        failed = op.get("reason")
         polls = 0
         seen = set()
         last = None

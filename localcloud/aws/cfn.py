@@ -386,8 +386,8 @@ class StackBucketPolicy(CloudFormationModel):
 
 class StackAlarm(CloudFormationModel):
     """AWS::CloudWatch::Alarm: PutMetricAlarm on create and update (a metric alarm; MetricDataQuery alarms are
-    not modelled), DeleteAlarms on delete. Ref is the alarm name, GetAtt Arn its ARN. Alarms do not evaluate
-    here (docs/localcloud.md, W1)."""
+    not modelled), DeleteAlarms on delete. Ref is the alarm name, GetAtt Arn its ARN. PutMetricAlarm goes through
+    alarms.py's wrapper, so a stack's alarm evaluates as an API-made one does (W2)."""
 
     def __init__(self, name: str, arn: str) -> None:
         self.name, self.arn = name, arn

@@ -5,54 +5,39 @@ from __future__ import annotations
 
 import os
 
-from tests.helpers import wait_until
+from localcloud import stack as lstack
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TEMPLATE = os.path.join(ROOT, "infra", "cloudformation", "service.yaml")
+TEMPLATE = lstack.TEMPLATE
 BUCKET = "bluegreen-bootstrap"
 # An ECR repository of the emulated account: pre-flight asks moto's ECR for IMAGE:VERSION and its digest, never
 # whatever registry may listen on 127.0.0.1.
 REPOSITORY = "web"
-
-
-def template_body():
-    with open(TEMPLATE) as f:
-        return f.read()
+template_body = lstack.template_body
 
 
 def network(session, zones=2):
-    """A VPC, one /20 subnet per zone (an ALB wants two zones) and the VPC's main route table."""
-    ec2 = session.client("ec2")
-    region = session.region_name or ec2.meta.region_name
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{16 * i}.0/20", AvailabilityZone=region + "abc"[i])
-               ["Subnet"]["SubnetId"] for i in range(zones)]
-    tables = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"]
-    return {"VpcId": vpc, "SubnetIds": ",".join(subnets), "RouteTableIds": tables[0]["RouteTableId"]}
+    """localcloud.stack.network (an ALB wants two zones) as create-stack parameters."""
+    net = lstack.network(session, zones=zones)
+    return {"VpcId": net["vpc_id"], "SubnetIds": ",".join(net["subnet_ids"]), "RouteTableIds": net["route_table"]}
 
 
 def parameters(session, service="demo", image=None, **overrides):
     """Every parameter a user gives create-stack (the rest keep their defaults), as {key: value}."""
     params = {"ServiceName": service, "ImageRepository": image or f"127.0.0.1:5000/{REPOSITORY}",
-              "InitialVersion": "1.0", "ImageId": "ami-12c6146b", "BucketName": BUCKET, **network(session)}
+              "InitialVersion": "1.0", "ImageId": lstack.DEFAULT_AMI, "BucketName": BUCKET, **network(session)}
     params.update(overrides)
     return params
 
 
 def create_stack(session, name="demo", params=None, deadline_s=60.0):
-    """create-stack with `params`; the stack's outputs {key: value} once CREATE_COMPLETE (AssertionError naming the
-    status and reason otherwise)."""
+    """create-stack with `params`; the stack's outputs {key: value} once CREATE_COMPLETE (localcloud.stack.StackError
+    naming the status and reason otherwise)."""
     cfn = session.client("cloudformation")
     cfn.create_stack(StackName=name, TemplateBody=template_body(), Capabilities=["CAPABILITY_IAM"],
                      Parameters=[{"ParameterKey": k, "ParameterValue": str(v)} for k, v in (params or {}).items()])
-    stack = wait_until(lambda: _settled(cfn, name), f"stack {name} to leave CREATE_IN_PROGRESS", deadline_s=deadline_s)
-    assert stack["StackStatus"] == "CREATE_COMPLETE", (stack["StackStatus"], stack.get("StackStatusReason"))
+    stack = lstack.wait_for_stack(cfn, name, deadline_s=deadline_s)
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-
-
-def _settled(cfn, name):
-    stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
-    return None if stack["StackStatus"].endswith("_IN_PROGRESS") else stack
 
 
 def svc_of(outputs, capacity):
