@@ -294,6 +294,14 @@ class DeployerAws:
     def delete_scheduled_action(self, **params):
         return self._call(self.asg, "delete_scheduled_action", **params)
 
+    # -- Elastic Load Balancing (E8: a rollback registers instances that still drain after the flip) ----------
+
+    def register_targets(self, **params):
+        return self._call(self.elbv2, "register_targets", **params)
+
+    def register_instances_with_load_balancer(self, **params):
+        return self._call(self.elb, "register_instances_with_load_balancer", **params)
+
     # -- CloudWatch (W1) -------------------------------------------------------------------------------
 
     def put_metric_alarm(self, **params):

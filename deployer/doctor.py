@@ -42,6 +42,8 @@ IAM_ACTIONS = (
     "elasticloadbalancing:DescribeInstanceHealth", "elasticloadbalancing:DescribeLoadBalancerAttributes",
     "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeTargetGroupAttributes",
     "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth",
+    "elasticloadbalancing:RegisterInstancesWithLoadBalancer",  # a rollback during the drain (E8)
+    "elasticloadbalancing:RegisterTargets",
     "s3:GetObject", "s3:ListBucket", "s3:PutObject",
     "sns:Publish",  # deployment events, only with a topic named
 )

@@ -59,20 +59,30 @@ def healthy_count(group, health):
 
 
 def verdict_healthy(group, health):
-    """Rollback's wait for the old fleet: every instance InService and healthy everywhere, as many as desired.
-    Nothing fails it: the group replaces what fails, and the deadline decides. (The launch wait, which may
-    abort, is verdict_launch.)"""
+    """Rollback's wait for the old fleet: every instance serving again, healthy in every load balancer, as many
+    as desired plus those still in or on their way to Standby. Nothing fails it: the group replaces what fails,
+    and the deadline decides. (The launch wait, which may abort, is verdict_launch.)
+
+    E8: an instance still EnteringStandby (draining after the flip) that the rollback registered directly, or one
+    that reached Standby since, serves once it is healthy everywhere; it returns to InService in the `settled`
+    stage. One that is out of a load balancer (draining or unused) was put aside again after the plan was made
+    (a deploy that was taken over finishing its batch): only a new plan registers it or returns it to service."""
     keys = lb_keys(group)
-    if group.in_state("Standby"):
-        # Put back in Standby after the plan was made (a deploy that was taken over finishing its batch):
-        # only a new plan returns them to service.
-        return REPLAN, f"{len(group.in_state('Standby'))} instances of {group.name} are in Standby again"
-    good = healthy_count(group, health)
-    pending = [i for i in group.instances if i.lifecycle not in ("InService", "Standby")
+    aside = group.in_state("Standby", "EnteringStandby")
+    dropped = [i for i in aside if any(state_in(health, i.id, k) in ("draining", "unused") for k in keys)]
+    if dropped:
+        return REPLAN, (f"{len(dropped)} instances of {group.name} are in {dropped[0].lifecycle} and out of the "
+                        "load balancers")
+    good = healthy_count(group, health) + sum(
+        1 for i in aside if all(state_in(health, i.id, k) == "healthy" for k in keys))
+    want = group.desired + len(aside)
+    pending = [i for i in group.instances if i.lifecycle not in ("InService", "Standby", "EnteringStandby")
                and not leaving(i)]
-    detail = f"{good}/{group.desired} of {group.name} healthy"
+    detail = f"{good}/{want} of {group.name} healthy"
+    if aside:
+        detail += f" ({len(aside)} registered directly while in or entering Standby, E8)"
     waiting = []
-    for inst in group.in_state("InService"):
+    for inst in group.in_state("InService") + aside:
         for key in keys:
             state = state_in(health, inst.id, key)
             if state != "healthy":
@@ -81,7 +91,7 @@ def verdict_healthy(group, health):
         waiting += [f"{i.id} {i.lifecycle}" for i in pending[:3]]
     if waiting:
         detail += " (" + ", ".join(waiting[:3]) + (", ..." if len(waiting) > 3 else "") + ")"
-    if good >= group.desired and not pending:
+    if good >= want and not pending:
         return OK, detail
     return WAIT, detail
 

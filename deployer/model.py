@@ -225,9 +225,9 @@ class Snapshot:
     peers_publish: bool | None = None  # the other group's instances publish `bluegreen:running` (X1, finding 7)
 
     def has(self, need):
-        """Whether the extra a step needs ("policies" or "retired") was read."""
+        """Whether the extra a step needs ("policies", "retired" or "health") was read."""
         return {"policies": self.policies is not None and self.scheduled is not None and self.alarms is not None,
-                "retired": self.retired is not None}[need]
+                "retired": self.retired is not None, "health": self.health is not None}[need]
 
     @cached_property
     def tag_record(self):

@@ -94,6 +94,8 @@ def observe(aws, service, needs=(), health_of=(), store=None, detached=(), launc
     stored = store.read() if store is not None else None
     store_url = store.url if store is not None else None
     health = reasons = None
+    if "health" in needs and not health_of:
+        health_of = COLORS  # the pair shares its load balancers (E4): one read each
     if health_of:
         health, reasons = {}, {}
         seen = set()

@@ -1,0 +1,110 @@
+"""Issue 13: a rollback that does not wait for the drain (E8), in process on the fake clock.
+
+Right after a flip the old instances drain, EnteringStandby for the whole deregistration delay (A1), and
+ExitStandby takes only Standby ones (A2). The rollback registers them directly with the load balancers, so the
+first stage, `restored`, comes after one health-check run; the second, `settled`, once the drain is over. These
+tests assert the order of the stages against the drain and that the healthy targets never drop below the live
+capacity; the times are the benchmark's (bench/rollback_time.py).
+"""
+
+import json
+
+from tests.helpers import expect_exit
+
+DRAIN = 300  # AWS's default deregistration delay (E2), in AWS seconds on the fake clock
+
+
+def flipped(make_harness, **kwargs):
+    fleet = make_harness(capacity=3, deregistration_delay=DRAIN, **kwargs)
+    expect_exit(fleet.bluegreen("deploy", "demo", "2.0"), 0)
+    assert set(fleet.lifecycles("blue").values()) == {"EnteringStandby"}
+    return fleet
+
+
+def test_rollback_restores_during_the_drain_and_settles_after_it(make_harness):
+    fleet = flipped(make_harness)
+    blue = set(fleet.lifecycles("blue"))
+    start = fleet.clock.now()
+    with fleet.health_floor() as floor:
+        out = fleet.bluegreen("rollback", "demo", "--wait", "restored", "--output", "json")
+    expect_exit(out, 0)
+    data = json.loads(out.stdout)
+    # `restored`: the old instances serve again while they still drain (the drain has most of 300 s to go) ...
+    assert fleet.clock.now() - start < DRAIN / 2
+    assert set(fleet.lifecycles("blue").values()) == {"EnteringStandby"}
+    assert blue <= fleet.healthy()
+    # ... and the new fleet takes no new requests.
+    states = fleet.target_states()
+    assert all(states.get(i, "unused") in ("draining", "unused") for i in fleet.lifecycles("green"))
+    assert "register-draining" in data["steps"] and "wait-standby-settled" not in data["steps"]
+    assert data["restored_s"] is not None and data["settled_s"] is None
+    assert floor.minimum >= 3
+    assert "action=rollback;phase=restored" in fleet.tags("blue")["bluegreen:operation"]
+
+    # `settled`: a rerun waits for the drain the flip started, then ExitStandby, sizes, the new group empty.
+    with fleet.health_floor() as floor:
+        out = fleet.bluegreen("rollback", "demo", "--output", "json")
+    expect_exit(out, 0)
+    data = json.loads(out.stdout)
+    steps = data["steps"]
+    assert steps.index("wait-standby-settled") < steps.index("exit-standby") < steps.index("unlock")
+    assert "register-draining" not in steps  # they were registered: never registered twice
+    assert floor.minimum >= 3
+    fleet.assert_serving_only("blue", 3, "1.0")
+    assert set(fleet.lifecycles("blue")) == blue and fleet.sizes("blue") == (3, 3, 6)
+
+
+def test_one_rollback_command_retires_the_new_fleet_before_the_drain_is_over(make_harness):
+    fleet = flipped(make_harness)
+    with fleet.health_floor() as floor:
+        out = fleet.bluegreen("rollback", "demo", "--output", "json")
+    expect_exit(out, 0)
+    data = json.loads(out.stdout)
+    steps = data["steps"]
+    # The order of the stages: registered, restored (the new group retired), then the drain waited out.
+    assert steps.index("register-draining") < steps.index("wait-restored") < steps.index("retire-new") \
+        < steps.index("wait-standby-settled") < steps.index("exit-standby")
+    assert data["restored_s"] < data["settled_s"]
+    assert floor.minimum >= 3
+    fleet.assert_serving_only("blue", 3, "1.0")
+
+
+def test_rollback_during_the_drain_of_a_classic_load_balancer(make_harness):
+    fleet = flipped(make_harness, classic_elb=True)
+    with fleet.health_floor() as floor:
+        out = fleet.bluegreen("rollback", "demo", "--wait", "restored", "--output", "json")
+    expect_exit(out, 0)
+    assert set(fleet.lifecycles("blue").values()) == {"EnteringStandby"}
+    elb = fleet.session.client("elb")
+    states = {s["InstanceId"]: (s["State"], s.get("Description", "")) for s in elb.describe_instance_health(
+        LoadBalancerName=fleet.svc["classic_elb"])["InstanceStates"]}
+    assert all(states[i][0] == "InService" and "deregistration" not in states[i][1]
+               for i in fleet.lifecycles("blue")), states
+    assert floor.minimum >= 3
+    expect_exit(fleet.bluegreen("rollback", "demo"), 0)
+    fleet.assert_serving_only("blue", 3, "1.0")
+
+
+def test_an_instance_put_back_in_standby_by_a_displaced_deploy_is_registered_again(make_harness):
+    # A deploy that was taken over lands its EnterStandby late, after the rollback registered the old instances
+    # (the `meanwhile` seam acts just before the step named): the wait must see that instance out of the target
+    # group again, and a new plan register it again, before the new fleet is retired.
+    fleet = make_harness(capacity=3, deregistration_delay=DRAIN)
+    expect_exit(fleet.bluegreen("deploy", "demo", "2.0"), 0)
+    victim = []
+
+    def late_enter_standby(step):
+        if step.name == "wait-restored" and not victim:
+            # All registered a moment ago; one goes out again, as a late EnterStandby would take it out.
+            victim.append(min(fleet.lifecycles("blue")))
+            fleet.elbv2.deregister_targets(TargetGroupArn=fleet.svc["target_group_arn"],
+                                           Targets=[{"Id": victim[0]}])
+
+    with fleet.health_floor() as floor:
+        out = fleet.bluegreen("rollback", "demo", "--output", "json", meanwhile=late_enter_standby)
+    expect_exit(out, 0)
+    steps = json.loads(out.stdout)["steps"]
+    assert victim and steps.count("register-draining") == 2
+    assert steps.index("register-draining", steps.index("register-draining") + 1) < steps.index("retire-new")
+    assert floor.minimum >= 3
+    fleet.assert_serving_only("blue", 3, "1.0")
