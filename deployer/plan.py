@@ -711,7 +711,8 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED, reason=None):
         # the target was registered again meanwhile: if it does not, this wait runs into --timeout with the old
         # fleet serving, and the record kept for a rerun.
         steps.append(wait_step(snap, "wait-standby-settled", f"wait until no instance of {old.name} is "
-                               "EnteringStandby (the drain the flip started is over)", live, SETTLED))
+                               "EnteringStandby (the drain the flip started is over; the old fleet already serves, "
+                               f"`bluegreen rollback {snap.service}` settles it later)", live, SETTLED))
         return steps
     if standby:
         # Registered directly while they entered Standby (E8), in Standby now: back to InService, sizes restored.

@@ -108,3 +108,23 @@ def test_an_instance_put_back_in_standby_by_a_displaced_deploy_is_registered_aga
     assert steps.index("register-draining", steps.index("register-draining") + 1) < steps.index("retire-new")
     assert floor.minimum >= 3
     fleet.assert_serving_only("blue", 3, "1.0")
+
+
+def test_if_auto_scaling_never_ends_the_drain_the_rollback_stops_restored_and_a_rerun_settles(make_harness, aws):
+    # E8's pessimistic reading (unverified either way on AWS): an instance registered again while it drained
+    # for EnterStandby stays EnteringStandby. The rollback is still `restored` at once; its settled stage then
+    # runs into --timeout with the old fleet serving, exits 1, and keeps the record for a rerun.
+    fleet = flipped(make_harness)
+    aws.configure_faults(reregistered_standby_stuck=True)
+    out = fleet.bluegreen("rollback", "demo", "--timeout", "400")
+    expect_exit(out, 1)
+    last = out.stderr.strip().splitlines()[-1]
+    assert "timed out" in last and "EnteringStandby" in last and "the old fleet already serves" in last, last
+    assert set(fleet.lifecycles("blue").values()) == {"EnteringStandby"}
+    assert set(fleet.lifecycles("blue")) <= fleet.healthy() and len(fleet.healthy()) == 3
+    assert fleet.lifecycles("green") == {}
+    assert "action=rollback;phase=restored" in fleet.tags("blue")["bluegreen:operation"]
+    aws.configure_faults()
+    expect_exit(fleet.bluegreen("rollback", "demo"), 0)
+    fleet.assert_serving_only("blue", 3, "1.0")
+    assert fleet.sizes("blue") == (3, 3, 6)
