@@ -152,8 +152,9 @@ def build_parser():
                                "<bluegreen:bootstrap prefix>.bluegreen/)")
     checked = argparse.ArgumentParser(add_help=False)
     checked.add_argument("--max-drain", type=non_negative_int, default=preflight.MAX_DRAIN_S, metavar="SECONDS",
-                         help="refuse when a load balancer drains longer than this (default "
-                              f"{preflight.MAX_DRAIN_S}: a rollback right after the flip waits the whole drain)")
+                         help="warn (no longer refuse) when a load balancer drains longer than this (default "
+                              f"{preflight.MAX_DRAIN_S}): a long drain delays a rollback's settled stage and "
+                              "finalize, not its restored stage")
 
     # Issue 11, "the bundle belongs to the version": deploy and canary set the idle group's bluegreen:bootstrap with
     # its version, in one call.
