@@ -146,12 +146,7 @@ def gather(aws, service, store=None, version=None, s3=None, ecr_for=None, opener
         facts["refreshes"][color] = aws.describe_instance_refreshes(group.name)
         facts["warm_pools"][color] = aws.describe_warm_pool(group.name)
         facts["hooks"][color] = aws.describe_lifecycle_hooks(group.name)
-    arns = sorted({a for g in groups.values() for a in g.target_groups})
-    names = sorted({n for g in groups.values() for n in g.classic_lbs})
-    facts["target_groups"] = {t["TargetGroupArn"]: t for t in aws.describe_target_groups(arns)} if arns else {}
-    facts["tg_attributes"] = {arn: aws.describe_target_group_attributes(arn) for arn in arns}
-    facts["classic"] = {d["LoadBalancerName"]: d for d in aws.describe_classic_load_balancers(names)} if names else {}
-    facts["classic_attributes"] = {name: aws.describe_classic_attributes(name) for name in names}
+    facts.update(read_load_balancers(aws, groups))
     if snap.live is not None:
         facts["policies"] = aws.describe_policies(groups[snap.live].name)
         facts["scheduled"] = aws.describe_scheduled_actions(groups[snap.live].name)
@@ -168,6 +163,18 @@ def gather(aws, service, store=None, version=None, s3=None, ecr_for=None, opener
     if s3 is not None and url:
         facts["bootstrap"] = probe_manifest(aws, s3, url)
     return Facts(snap, **facts)
+
+
+def read_load_balancers(aws, groups):
+    """The pair's load balancers' own settings, as Facts holds them: each target group's record (its health
+    check) and attributes (its deregistration delay), each Classic ELB's record and attributes. `status` reads
+    only these, for the expected rollback times (doctor.rollback_times)."""
+    arns = sorted({a for g in groups.values() for a in g.target_groups})
+    names = sorted({n for g in groups.values() for n in g.classic_lbs})
+    return {"target_groups": {t["TargetGroupArn"]: t for t in aws.describe_target_groups(arns)} if arns else {},
+            "tg_attributes": {arn: aws.describe_target_group_attributes(arn) for arn in arns},
+            "classic": {d["LoadBalancerName"]: d for d in aws.describe_classic_load_balancers(names)} if names else {},
+            "classic_attributes": {name: aws.describe_classic_attributes(name) for name in names}}
 
 
 def launch_tags(snap):
