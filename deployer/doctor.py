@@ -151,8 +151,9 @@ def rollback_now(facts, poll_s, now):
         if at is None:
             left, bound = drain, True
         else:
+            # The stamp is the deploying machine's clock: a skewed one may put it ahead of `now`, never past the delay.
             since = (now - datetime.fromisoformat(at.replace("Z", "+00:00"))).total_seconds()
-            left = max(0, round(drain - since))
+            left = min(drain, max(0, round(drain - since)))
     times = rollback_times(health, drain, poll_s, standby=bool(old.in_state("Standby")), drain_left_s=left)
     return dict(times, flip_at=at, drain_left_bound=bound)
 

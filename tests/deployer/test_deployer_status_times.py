@@ -57,6 +57,9 @@ def test_status_during_the_drain_counts_what_is_left_from_the_recorded_flip(make
     assert settled == ("rollback now: settled in 320 s = restored 15 s + drain 300 s (the new group's instances drain "
                        f"before they terminate) + poll 5 s; the old instances finish draining after 200 s (the flip "
                        f"at {at})")
+    # A status machine whose clock runs behind the deploying one's: what is left never exceeds the delay.
+    fleet.now = lambda: flipped - timedelta(seconds=30)
+    assert status(fleet)["rollback_now"]["settled"]["old_drain_left_s"] == 300
     # Once they are in Standby, a rollback returns them with ExitStandby: its Pending counts, the drain does not.
     fleet.wait_for(lambda: set(fleet.lifecycles("blue").values()) == {"Standby"}, "blue in Standby")
     times = status(fleet)["rollback_now"]
