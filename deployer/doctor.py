@@ -109,8 +109,10 @@ def expected_times(facts, poll_s):
              if h.get("LifecycleTransition") == LAUNCHING]
     # Without a drain the old instances are in Standby at once: ExitStandby then, not a direct registration.
     rollback = rollback_times(health, drain, poll_s, standby=drain == 0, drain_left_s=drain)
-    return {"deploy_floor_s": LAUNCH_S + health, "rollback": rollback, "drain_s": drain, "health_run_s": health,
-            "poll_s": poll_s, "hook_timeout_s": max(hooks, default=None)}
+    # rollback_floor_s keeps its meaning for schema 1's readers (docs/contract.md): the floor of a rollback's
+    # recovery time, which ends at `restored`.
+    return {"deploy_floor_s": LAUNCH_S + health, "rollback_floor_s": rollback["restored_s"], "rollback": rollback,
+            "drain_s": drain, "health_run_s": health, "poll_s": poll_s, "hook_timeout_s": max(hooks, default=None)}
 
 
 # A flip a rollback can still undo: the deploy's phases from the first EnterStandby on, and finalize until it

@@ -48,7 +48,7 @@ def test_the_json_document_and_a_warn_only_pair_exits_0(make_harness):
     # The scenario's settings: health checks every 5 s, healthy after 2, a 5 s deregistration delay; the harness's
     # poll is the deployer's default, 5 s. A rollback right after a flip registers the draining instances directly.
     assert doc["expected"] == {
-        "deploy_floor_s": preflight.LAUNCH_S + 10, "drain_s": 5, "health_run_s": 10, "poll_s": 5.0,
+        "deploy_floor_s": preflight.LAUNCH_S + 10, "rollback_floor_s": 15.0, "drain_s": 5, "health_run_s": 10, "poll_s": 5.0,
         "hook_timeout_s": None,
         "rollback": {"restored_s": 15.0, "settled_s": 25.0,
                      "restored": {"exit_standby_s": 0, "health_run_s": 10, "poll_s": 5.0},
