@@ -96,6 +96,35 @@ def verdict_healthy(group, health):
     return WAIT, detail
 
 
+def verdict_serving(group, health, want, hold):
+    """Rollback's wait while old instances still drain after the flip (E8): at least `want` instances serve,
+    healthy in every load balancer: InService ones (not marked Unhealthy) and those in or entering Standby that
+    the rollback registered directly. One that is out of a load balancer (its registration not visible yet, its
+    EC2 instance terminated, or taken out again) is not counted, and not waited for: the group's desired capacity
+    (`hold`, set by the plan) launches what is missing. Desired below `hold` means a late EnterStandby took one
+    out of it after the plan was made: only a new plan registers it again and restores the hold. Pending
+    launches are not waited for once `want` serve."""
+    if group.desired < hold:
+        return REPLAN, f"{group.name} has desired capacity {group.desired}, below the {hold} the rollback set"
+    keys = lb_keys(group)
+    aside = group.in_state("Standby", "EnteringStandby")
+    good = healthy_count(group, health) + sum(
+        1 for i in aside if all(state_in(health, i.id, k) == "healthy" for k in keys))
+    detail = f"{good}/{want} of {group.name} healthy ({len(aside)} in or entering Standby, registered directly, E8)"
+    waiting = [f"{i.id} {state_in(health, i.id, k)} in {lb_label(k)}" for i in group.in_state("InService") + aside
+               for k in keys if state_in(health, i.id, k) != "healthy"]
+    waiting += [f"{i.id} {i.lifecycle}" for i in group.instances
+                if i.lifecycle not in ("InService", "Standby", "EnteringStandby") and not leaving(i)]
+    if waiting:
+        detail += " (" + ", ".join(waiting[:3]) + (", ..." if len(waiting) > 3 else "") + ")"
+    return (OK if good >= want else WAIT), detail
+
+
+def serving(want, hold):
+    """The `restored` wait of a rollback during the drain (verdict_serving), for this plan's figures."""
+    return Verdict("restored", lambda group, health, seen, facts: verdict_serving(group, health, want, hold))
+
+
 def verdict_deregistered(group, health):
     """The group's instances no longer take new requests: draining or gone (A1, E2).
 

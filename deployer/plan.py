@@ -47,6 +47,7 @@ from .health import (
     SETTLED,
     lb_label,
     leaving,
+    serving,
 )
 from .model import HOLD_PROCESSES, TAG_RETIRED_FROM, TAG_VERSION, Record, other
 from .policies import created_names, policy_copies, policy_deletions
@@ -521,6 +522,11 @@ def _refuse_launch_suspended(snap, old):
                          f"--scaling-processes {' '.join(held)}) and rerun `bluegreen rollback {snap.service}`")
 
 
+def _runs(snap, inst):
+    """Whether EC2 runs an instance in or entering Standby, as read with the target health (assumed without it)."""
+    return (snap.aside_states or {}).get(inst.id, "running") == "running"
+
+
 def _out_of_lbs(snap, old, inst):
     """Whether `inst` is out of one of the old group's load balancers (draining or unused there), by the health
     read for the plan."""
@@ -528,11 +534,20 @@ def _out_of_lbs(snap, old, inst):
                for kind, ident in old.load_balancers())
 
 
-def _return_steps(snap, old, new, entering, standby, target, then=None):
+def _return_steps(snap, old, new, entering, standby, target, then=None, restore=True):
     """Return old instances to serving: those still EnteringStandby registered directly with the load balancers
-    (E8), those in Standby with ExitStandby (A2), then the sizes restored, then a wait until they serve. The wait
-    is planned when something was done, or when `then` (the first pass's record of `retire`) must follow it."""
-    steps = _register_steps(snap, old, entering) if entering else []
+    (E8), those in Standby with ExitStandby (A2), then the capacity, then a wait until enough serve. The wait is
+    planned when something was done, or when `then` (the first pass's record of `retire`) must follow it.
+
+    While any old instance is still in or entering Standby (the fast path, E8), the sizes cannot be restored:
+    such an instance is out of the desired capacity, so restoring desired would launch one in its place (A1, A5).
+    The desired capacity is instead held at the live capacity less the instances in or entering Standby that run
+    (they serve once registered), so the group launches what is missing: a new group that grew after the flip, an
+    old instance terminated during the drain (A4). Never lowered: that would scale in old instances that serve."""
+    def runs(inst):
+        return _runs(snap, inst)
+
+    steps = _register_steps(snap, old, [i for i in entering if runs(i)]) if entering else []
     acted = any(step.calls for step in steps)
     ids = [i.id for i in standby]
     if ids and old.desired + len(ids) > old.max:
@@ -549,19 +564,31 @@ def _return_steps(snap, old, new, entering, standby, target, then=None):
         steps.append(CallStep("exit-standby", f"return {len(batch)} instances of {old.name} to service, "
                               f"{batch_label(done, n, len(ids))} (A2)",
                               (Call("ExitStandby", {"AutoScalingGroupName": old.name, "InstanceIds": batch}),)))
-    # Listed after the ExitStandby batches, so by the time it runs, they are back in service and this only restores
-    # MinSize and MaxSize, or launches what the live capacity needs beyond them. Not while any instance still
-    # enters Standby, or stays in Standby for a later pass: it is out of the desired capacity until ExitStandby,
-    # so the group would launch new instances in its place (A1, A5).
     returning = {i.id for i in standby}
-    if target is not None and old.sizes != target and not old.in_state("EnteringStandby") and \
-            all(i.id in returning for i in old.in_state("Standby")):
-        acted = True
-        steps.append(CallStep("restore-sizes", f"restore {old.name}'s min/desired/max to {sizes_text(target)}",
-                              (set_sizes(old, target),)))
+    aside = [i for i in old.in_state("Standby", "EnteringStandby") if i.id not in returning]
+    desired = old.desired + len(ids)  # once this pass's ExitStandby batches are in
+    if aside:
+        serving_aside = sum(1 for i in aside if runs(i))
+        want = target[1] if target is not None else desired + serving_aside
+        hold = max(desired, want - serving_aside)
+        if hold > desired:
+            acted = True
+            sizes = (min(old.min, hold), hold, max(old.max, desired, hold))
+            steps.append(CallStep("hold-capacity", f"set {old.name}'s min/desired/max to {sizes_text(sizes)}: with "
+                                  f"{serving_aside} instances in or entering Standby serving, it launches what the "
+                                  f"live capacity of {want} needs beyond them (A1, A5, E8)", (set_sizes(old, sizes),)))
+        verdict = serving(want, hold)
+    else:
+        # Listed after the ExitStandby batches, so by the time it runs, they are back in service and this only
+        # restores MinSize and MaxSize, or launches what the live capacity needs beyond them.
+        if restore and target is not None and old.sizes != target:
+            acted = True
+            steps.append(CallStep("restore-sizes", f"restore {old.name}'s min/desired/max to {sizes_text(target)}",
+                                  (set_sizes(old, target),)))
+        verdict = RESTORED
     if acted or then is not None:
         steps.append(wait_step(snap, "wait-restored", f"wait until every instance of {old.name} is serving and "
-                               f"healthy in every load balancer, before touching {new.name}", old.color, RESTORED,
+                               f"healthy in every load balancer, before touching {new.name}", old.color, verdict,
                                then=then))
     return steps
 
@@ -670,7 +697,11 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED, reason=None):
     # the old MaxSize: MaxSize is raised to it instead (A2, A5).
     target = None
     if saved_sizes:
-        want = max(saved_sizes[1], old.desired + len(standby_now), new.desired)
+        # Only the ones that run count (A4: a terminated one stays listed), and those the fast path holds desired
+        # for are in old.desired already (hold-capacity launched their replacements).
+        states = snap.aside_states or {}
+        running_aside = [i for i in standby_now if states.get(i.id, "running") == "running"]
+        want = max(saved_sizes[1], old.desired + len(running_aside), new.desired)
         target = (min(saved_sizes[0], want), want, max(saved_sizes[2], want))
     # Whatever the phase, old instances in Standby, or the old group's min/max not as planned (a late EnterStandby
     # or MinSize change of a displaced deploy landed after this rollback had moved on): restore first.
@@ -694,9 +725,9 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED, reason=None):
             steps.append(CallStep("check-serving", f"read which instances of {old.name} in or entering Standby are "
                                   "still registered with its load balancers (E8)", needs=("health",)))
         else:
-            out = [i for i in entering + standby if _out_of_lbs(snap, old, i)]
+            out = [i for i in entering + standby if _out_of_lbs(snap, old, i) and _runs(snap, i)]
             steps += _return_steps(snap, old, new, [i for i in out if i.lifecycle == "EnteringStandby"],
-                                   [i for i in out if i.lifecycle == "Standby"], target if moved else None)
+                                   [i for i in out if i.lifecycle == "Standby"], target, restore=moved)
     # Stage one, `restored`: the new fleet out of every load balancer.
     if _needs_retire(record, new):
         steps += _retire_steps(snap, new, record.moved(phase=PHASE_RESTORED))
@@ -713,6 +744,20 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED, reason=None):
         steps.append(wait_step(snap, "wait-standby-settled", f"wait until no instance of {old.name} is "
                                "EnteringStandby (the drain the flip started is over; the old fleet already serves, "
                                f"`bluegreen rollback {snap.service}` settles it later)", live, SETTLED))
+        return steps
+    gone = [i.id for i in standby if not _runs(snap, i)]
+    if standby and snap.aside_states is None:
+        steps.append(CallStep("check-serving", f"read which instances of {old.name} in Standby still run (A4)",
+                              needs=("health",)))
+        return steps
+    if gone:
+        # A4: terminated in Standby, its group lists it there for good, and returned to service it would be found
+        # unhealthy and replaced, a second time: the hold above launched its replacement already. Detached
+        # without decrement (A3: Standby instances are out of the desired capacity already).
+        steps += [CallStep("detach-terminated", f"detach {len(ids)} terminated instances from {old.name}'s Standby "
+                           "without decrement (A3, A4)", (Call("DetachInstances", {
+                               "AutoScalingGroupName": old.name, "InstanceIds": ids,
+                               "ShouldDecrementDesiredCapacity": False}),)) for ids in batches(gone)]
         return steps
     if standby:
         # Registered directly while they entered Standby (E8), in Standby now: back to InService, sizes restored.

@@ -115,12 +115,16 @@ def observe(aws, service, needs=(), health_of=(), store=None, detached=(), launc
                     for st in aws.describe_instance_health(ident):
                         health.setdefault(st["InstanceId"], {})[key] = classic_state(
                             st["State"], st.get("Description", ""))
+    aside = None
+    if "health" in needs:
+        ids = [i.id for g in groups.values() for i in g.in_state("Standby", "EnteringStandby")]
+        aside = aws.describe_instance_states(ids) if ids else {}
     policies = scheduled = retired = None
     if "policies" in needs:
         policies = {c: aws.describe_policies(g.name) for c, g in groups.items()}
         scheduled = {c: aws.describe_scheduled_actions(g.name) for c, g in groups.items()}
     snap = Snapshot(service, groups, health, policies, scheduled, store_url=store_url, stored=stored,
-                    reasons=reasons)
+                    reasons=reasons, aside_states=aside)
     if policies is not None:
         # W1: the alarms that make the pair's step and simple policies act, as their `Alarms` list them, and the
         # copies the record says this operation made (one whose policy is gone is still found): read by name.

@@ -85,29 +85,73 @@ def test_rollback_during_the_drain_of_a_classic_load_balancer(make_harness):
     fleet.assert_serving_only("blue", 3, "1.0")
 
 
-def test_an_instance_put_back_in_standby_by_a_displaced_deploy_is_registered_again(make_harness):
-    # A deploy that was taken over lands its EnterStandby late, after the rollback registered the old instances
-    # (the `meanwhile` seam acts just before the step named): the wait must see that instance out of the target
-    # group again, and a new plan register it again, before the new fleet is retired.
-    fleet = make_harness(capacity=3, deregistration_delay=DRAIN)
-    expect_exit(fleet.bluegreen("deploy", "demo", "2.0"), 0)
-    victim = []
+def test_an_instance_a_displaced_deploy_puts_in_standby_late_is_registered_again(make_harness):
+    # A deploy killed between its EnterStandby batches (21 instances: 20, then 1) stands for one that was taken
+    # over with its last EnterStandby still in flight; that call lands after the rollback registered the first 20
+    # (the `meanwhile` seam acts just before the step named). Its decrement takes the group below the capacity the
+    # rollback holds, so the wait plans anew, and the late instance is registered before the new fleet is retired.
+    fleet = make_harness(capacity=21, deregistration_delay=DRAIN)
+    expect_exit(fleet.bluegreen("deploy", "demo", "2.0", crash_at="enter-standby:2"), -9)
+    late = [i for i, life in fleet.lifecycles("blue").items() if life == "InService"]
+    assert len(late) == 1
+    landed = []
 
     def late_enter_standby(step):
-        if step.name == "wait-restored" and not victim:
-            # All registered a moment ago; one goes out again, as a late EnterStandby would take it out.
-            victim.append(min(fleet.lifecycles("blue")))
-            fleet.elbv2.deregister_targets(TargetGroupArn=fleet.svc["target_group_arn"],
-                                           Targets=[{"Id": victim[0]}])
+        if step.name == "wait-restored" and not landed:
+            fleet.asg.enter_standby(AutoScalingGroupName="demo-blue", InstanceIds=late,
+                                    ShouldDecrementDesiredCapacity=True)
+            landed.append(step.name)
 
     with fleet.health_floor() as floor:
         out = fleet.bluegreen("rollback", "demo", "--output", "json", meanwhile=late_enter_standby)
     expect_exit(out, 0)
     steps = json.loads(out.stdout)["steps"]
-    assert victim and steps.count("register-draining") == 2
+    assert landed and steps.count("register-draining") == 2
     assert steps.index("register-draining", steps.index("register-draining") + 1) < steps.index("retire-new")
+    assert floor.minimum >= 21
+    fleet.assert_serving_only("blue", 21, "1.0")
+
+
+def test_the_live_capacity_holds_when_the_new_group_grew_after_the_flip(make_harness):
+    # Deployer-audit finding 12 on the fast path: the new group scaled out (3 -> 5) under the load that prompted
+    # the rollback; the old fleet must serve 5, not its 3 still draining: the rollback holds desired at 2 beside
+    # them, so the group launches 2 old instances, before the new fleet is retired.
+    fleet = flipped(make_harness)
+    fleet.asg.update_auto_scaling_group(AutoScalingGroupName="demo-green", DesiredCapacity=5)
+    fleet.wait_for(lambda: len(fleet.healthy()) >= 5, "green at 5")
+    with fleet.health_floor() as floor:
+        out = fleet.bluegreen("rollback", "demo", "--wait", "restored", "--output", "json")
+    expect_exit(out, 0)
+    assert "hold-capacity" in json.loads(out.stdout)["steps"]
+    assert floor.minimum >= 5
+    blue = fleet.lifecycles("blue")
+    assert sorted(blue.values()) == ["EnteringStandby"] * 3 + ["InService"] * 2
+    assert set(blue) <= fleet.healthy()
+    expect_exit(fleet.bluegreen("rollback", "demo"), 0)
+    fleet.assert_serving_only("blue", 5, "1.0")
+    assert fleet.sizes("blue") == (3, 5, 6)
+
+
+def test_an_old_instance_terminated_during_the_drain_is_replaced_not_registered(make_harness):
+    # A4: its group goes on listing it EnteringStandby; RegisterTargets would refuse it (InvalidTarget, not
+    # running). The rollback registers the two that run, and the group launches one in its place.
+    fleet = flipped(make_harness)
+    gone = min(fleet.lifecycles("blue"))
+    fleet.ec2.terminate_instances(InstanceIds=[gone])
+    with fleet.health_floor() as floor:
+        out = fleet.bluegreen("rollback", "demo", "--wait", "restored", "--output", "json")
+    expect_exit(out, 0)
+    assert "hold-capacity" in json.loads(out.stdout)["steps"]
     assert floor.minimum >= 3
+    assert gone not in fleet.healthy() and len(set(fleet.lifecycles("blue")) & fleet.healthy()) == 3
+    with fleet.health_floor() as floor:
+        expect_exit(fleet.bluegreen("rollback", "demo"), 0)
+    assert floor.minimum >= 3
+    # The terminated one, returned with the rest, is found unhealthy and replaced by its group (A4); the sizes
+    # restored trim what that left beyond the live capacity.
+    fleet.wait_for(lambda: sorted(fleet.lifecycles("blue").values()) == ["InService"] * 3, "blue at 3 InService")
     fleet.assert_serving_only("blue", 3, "1.0")
+    assert gone not in fleet.lifecycles("blue")
 
 
 def test_if_auto_scaling_never_ends_the_drain_the_rollback_stops_restored_and_a_rerun_settles(make_harness, aws):
