@@ -13,7 +13,8 @@ fleet     the local fleet (`bluegreen-localcloud up --time-scale 1 --boot-second
             deploy NEW, finalize, remove OLD's image; relaunch: `deploy demo OLD` (cold pull), finalize;
             delay 300 s: deploy NEW; `rollback` 1 s after the flip (the whole drain ahead of it).
           `restored` = the first moment every server HAProxy routes to runs the old version (the daemon's
-          state.json, as bench/bake_rollback.py observes it); `settled` = the command's exit.
+          state.json, as bench/bake_rollback.py observes it); `settled` = the command's exit. For a deploy or a
+          relaunch, the same column is its flip: every routed server runs the version it deployed.
 emulator  the emulated AWS alone (localcloud.aws, as bench/flip.py uses it) at one uniform time scale (--scale,
           default 0.1: 1 AWS s = 0.1 real s), N = 10, 100, 1000; health checks 5 s x 2 and 30 s x 5 (ELB's
           defaults); deregistration delays 0, 30 and 300 s (`rollback` right after each deploy), then one relaunch.
