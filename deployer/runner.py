@@ -293,6 +293,11 @@ class Runner:
             snap = self._loop(lambda snap, ctx: rollback(snap, ctx, reason=exc.reason))
         except (BlueGreenError, BotoCoreError, ClientError) as undone:
             self._park()
+            if self.stage_s.get(PHASE_RESTORED) is not None:
+                # Restored already (the old fleet serves, the new takes no new requests); only settling failed,
+                # e.g. waiting for a drain longer than --timeout (E8): say so, not that the rollback failed.
+                raise RolledBack(f"rolled back: {exc}; the old fleet serves again, but settling did not finish: "
+                                 f"{undone}; run `bluegreen rollback {self.service}` to settle", exc) from undone
             raise RolledBack(f"{exc}; then the automatic rollback failed: {undone}; run `bluegreen rollback "
                              f"{self.service}`", exc) from undone
         rec = snap.record

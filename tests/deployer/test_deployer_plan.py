@@ -480,3 +480,23 @@ def test_an_unknown_digest_removes_the_old_one_before_the_version_changes():
     assert [c.op for c in step.calls] == ["DeleteTags", "CreateOrUpdateTags"]
     assert step.calls[0].params["Tags"] == [{"ResourceId": "demo-green", "ResourceType": "auto-scaling-group",
                                              "Key": "bluegreen:digest"}]
+
+
+def test_after_restored_an_old_instance_out_of_the_load_balancer_again_is_registered_again():
+    # Review of issue 13: a later pass (phase restored) sees one draining instance out of the target group again
+    # and registers it (only the running one: a terminated one is left to the capacity hold, A4).
+    blue, green = _draining_pair(phase="restored", entering=3)
+    rec = record_tag("rollback", "restored")
+    for g in (blue, green):
+        g["Tags"] = [t for t in g["Tags"] if t["Key"] != "bluegreen:operation"] + [
+            {"Key": "bluegreen:operation", "Value": rec["bluegreen:operation"]}]
+    green["DesiredCapacity"], green["MinSize"], green["MaxSize"], green["Instances"] = 0, 0, 0, []
+    read = {"blue": [], "green": []}
+    health = {"i-b00000": {f"tg:{TG}": "draining"}, "i-b00001": {f"tg:{TG}": "healthy"},
+              "i-b00002": {f"tg:{TG}": "unused"}}
+    steps = plan.plan_rollback(snapshot(blue, green, read, read, health=health,
+                                        aside_states={"i-b00002": "terminated"}), ctx(me="ci@builder:99"))
+    assert names(steps)[:3] == ["register-draining", "hold-capacity", "wait-restored"]
+    assert [c.params["Targets"] for c in steps[0].calls] == [[{"Id": "i-b00000"}]]
+    # 3 live, 2 of them running in Standby: the hold launches the third (desired 0 -> 1).
+    assert steps[1].calls[0].params["DesiredCapacity"] == 1
