@@ -49,6 +49,8 @@ bench: setup
 	scripts/with-infra.sh python bench/agent_overhead.py
 	scripts/with-infra.sh python bench/flip.py
 	scripts/with-infra.sh python bench/bake_rollback.py
+	# At AWS's own timings: the local fleet in real time (about 20 minutes), then the emulator at 0.1.
+	scripts/with-infra.sh python bench/rollback_time.py
 
 clean:
 	rm -rf $(VENV) .venv39 .infra .localcloud

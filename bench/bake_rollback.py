@@ -83,9 +83,10 @@ class Fleet:
         return subprocess.run([os.path.join(BIN, "bluegreen-localcloud"), *args, "--state", self.state_dir],
                               env=self.base, capture_output=True, text=True, timeout=timeout, check=False)
 
-    def up(self) -> float:
+    def up(self, *options: str) -> float:
+        """`up` with `options` (e.g. --time-scale 1); returns its wall time."""
         started = time.monotonic()
-        out = self.localcloud("up", "--lb-port", "0", "--timeout", "240", timeout=300)
+        out = self.localcloud("up", "--lb-port", "0", "--timeout", "240", *options, timeout=300)
         if out.returncode != 0:
             raise SystemExit(f"bluegreen-localcloud up exited {out.returncode}: {out.stderr[-2000:]}")
         state = self.state()

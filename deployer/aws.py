@@ -242,6 +242,19 @@ class DeployerAws:
                 out[t["ResourceId"]] = t["Value"]
         return out
 
+    def describe_instance_states(self, instance_ids):
+        """{id: EC2 state name} of the given instances (an id EC2 no longer lists is taken as terminated)."""
+        out = {}
+        ids = sorted(instance_ids)
+        for start in range(0, len(ids), 200):
+            chunk = ids[start:start + 200]
+            for r in self._pages(self.ec2, "describe_instances", "Reservations",
+                                 Filters=[{"Name": "instance-id", "Values": chunk}]):
+                for i in r["Instances"]:
+                    out[i["InstanceId"]] = i["State"]["Name"]
+            out.update({i: "terminated" for i in chunk if i not in out})
+        return out
+
     def describe_scaling_activities(self, group_name, max_records=10):
         """The group's newest scaling activities, newest first (A15): one call, not paged further."""
         return self._call(self.asg, "describe_scaling_activities", AutoScalingGroupName=group_name,
@@ -298,6 +311,14 @@ class DeployerAws:
 
     def delete_scheduled_action(self, **params):
         return self._call(self.asg, "delete_scheduled_action", **params)
+
+    # -- Elastic Load Balancing (E8: a rollback registers instances that still drain after the flip) ----------
+
+    def register_targets(self, **params):
+        return self._call(self.elbv2, "register_targets", **params)
+
+    def register_instances_with_load_balancer(self, **params):
+        return self._call(self.elb, "register_instances_with_load_balancer", **params)
 
     # -- CloudWatch (W1) -------------------------------------------------------------------------------
 

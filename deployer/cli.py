@@ -51,19 +51,24 @@ DEFAULTS = {"poll_interval": ("BLUEGREEN_POLL_INTERVAL", 5.0), "timeout": ("BLUE
 
 
 def resolve(args, environ):
-    for name, (env, default) in DEFAULTS.items():
-        if getattr(args, name, None) is not None:
-            continue
-        raw = environ.get(env)
-        try:
-            value = _seconds(raw) if raw else default
-        except ValueError:
-            raise UsageError(f"{env}={raw!r} is not a positive number of seconds") from None
-        setattr(args, name, value)
+    for name in DEFAULTS:
+        if getattr(args, name, None) is None:
+            setattr(args, name, setting(name, environ))
     if getattr(args, "lease", None) is not None and args.lease < store_mod.LEASE_MIN_S:
         raise UsageError(f"BLUEGREEN_LEASE={args.lease:g} is below {store_mod.LEASE_MIN_S:g} s: a lease must outlast "
                          "two AWS calls with their retries, or a holder that is only slow would lose it")
     return args
+
+
+def setting(name, environ):
+    """One of DEFAULTS without its flag: the environment, else the default (doctor and status, which have no
+    --poll-interval, state a rollback's times with the poll it would use)."""
+    env, default = DEFAULTS[name]
+    raw = environ.get(env)
+    try:
+        return _seconds(raw) if raw else default
+    except ValueError:
+        raise UsageError(f"{env}={raw!r} is not a positive number of seconds") from None
 
 
 def _seconds(text):
@@ -152,8 +157,9 @@ def build_parser():
                                "<bluegreen:bootstrap prefix>.bluegreen/)")
     checked = argparse.ArgumentParser(add_help=False)
     checked.add_argument("--max-drain", type=non_negative_int, default=preflight.MAX_DRAIN_S, metavar="SECONDS",
-                         help="refuse when a load balancer drains longer than this (default "
-                              f"{preflight.MAX_DRAIN_S}: a rollback right after the flip waits the whole drain)")
+                         help="warn (no longer refuse) when a load balancer drains longer than this (default "
+                              f"{preflight.MAX_DRAIN_S}): a long drain delays a rollback's settled stage and "
+                              "finalize, not its restored stage")
 
     # Issue 11, "the bundle belongs to the version": deploy and canary set the idle group's bluegreen:bootstrap with
     # its version, in one call.
@@ -383,7 +389,14 @@ class Cli:
     def status(self):
         store = self.store()
         snap = observe(self.aws, self.args.service, health_of=("blue", "green"), store=store)
-        data = render.status_data(snap, now=self.seams.now())
+        now = self.seams.now()
+        data = render.status_data(snap, now=now)
+        data["rollback_now"] = None
+        if doctor.flip_open(snap):
+            # Issue 13: what a rollback started now would take, from the pair's own load balancer settings (read
+            # only during an open flip: a status at rest costs no more calls).
+            facts = preflight.Facts(snap, **preflight.read_load_balancers(self.aws, snap.groups))
+            data["rollback_now"] = doctor.rollback_now(facts, setting("poll_interval", self.environ), now)
         return data, render.status_text(data)
 
     def history(self):
@@ -558,7 +571,7 @@ class Cli:
 
     def doctor(self):
         facts = self.facts(self.store(), version=preflight.LAUNCH_VERSION)
-        doc, code = doctor.report(facts, max_drain=self.args.max_drain)
+        doc, code = doctor.report(facts, setting("poll_interval", self.environ), max_drain=self.args.max_drain)
         return doc, doctor.text(doc), code
 
     def planner(self):

@@ -7,6 +7,8 @@ deployer calls, and the times the pair's own settings imply.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from agent import contract
 from agent.contract import TAG_LIFECYCLE_HOOK
 from agent.settings import LOCAL_DEFAULTS
@@ -42,6 +44,8 @@ IAM_ACTIONS = (
     "elasticloadbalancing:DescribeInstanceHealth", "elasticloadbalancing:DescribeLoadBalancerAttributes",
     "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeTargetGroupAttributes",
     "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth",
+    "elasticloadbalancing:RegisterInstancesWithLoadBalancer",  # a rollback during the drain (E8)
+    "elasticloadbalancing:RegisterTargets",
     "s3:GetObject", "s3:ListBucket", "s3:PutObject",
     "sns:Publish",  # deployment events, only with a topic named
 )
@@ -58,15 +62,114 @@ def health_runs(facts):
     return out
 
 
-def expected_times(facts):
-    """The floors the pair's own settings imply (issue 10, section 3). The deploy floor leaves out the agent's own
-    work between launch and CONTINUE (pull, compose, health), which only the hook's timeout bounds."""
+def rollback_times(health_s, drain_s, poll_s, standby, drain_left_s):
+    """A rollback's two stages, in seconds from its start, each with its parts (issue 13). `standby`: some old
+    instances are already in Standby; `drain_left_s`: how long the old instances still drain (0: drained).
+
+    restored = ExitStandby's Pending (EXIT_STANDBY_S for instances in Standby; 0 for instances that still drain,
+    which the rollback registers with the load balancers directly) + the worst health-check run (E1, E3) + one poll.
+    settled = restored + the drain + one poll: the new group's instances, scaled in at `restored`, drain for the
+    whole delay before they terminate (E2, A5). The old instances still draining reach Standby and return with
+    ExitStandby before that (their drain left is at most the delay, ExitStandby's Pending less than `restored`,
+    which holds a health run of at least 10 s, E1). The drain counts in full: that it ends early when a target
+    has no connections is unverified (A1)."""
+    pending = EXIT_STANDBY_S if standby else 0
+    restored = pending + health_s + poll_s
+    return {"restored_s": restored, "settled_s": restored + drain_s + poll_s,
+            "restored": {"exit_standby_s": pending, "health_run_s": health_s, "poll_s": poll_s},
+            "settled": {"restored_s": restored, "drain_s": drain_s, "old_drain_left_s": drain_left_s,
+                        "poll_s": poll_s}}
+
+
+def _s(seconds):
+    return f"{seconds:g} s"
+
+
+def rollback_lines(times):
+    """Two lines, one a stage, each with its parts."""
+    r, t = times["restored"], times["settled"]
+    pending = (f"ExitStandby {_s(r['exit_standby_s'])}" if r["exit_standby_s"] else
+               f"ExitStandby 0 s (instances still draining are registered directly; {_s(EXIT_STANDBY_S)} once in "
+               "Standby)")
+    restored = (f"restored in {_s(times['restored_s'])} = {pending} + health run {_s(r['health_run_s'])} + poll "
+                f"{_s(r['poll_s'])}")
+    settled = (f"settled in {_s(times['settled_s'])} = restored {_s(t['restored_s'])} + drain {_s(t['drain_s'])} (the "
+               f"new group's instances drain before they terminate) + poll {_s(t['poll_s'])}")
+    if t["old_drain_left_s"]:
+        settled += f"; the old instances finish draining after {_s(t['old_drain_left_s'])}"
+    return restored, settled
+
+
+def expected_times(facts, poll_s):
+    """The times the pair's own settings imply (issue 10, section 3; issue 13). The deploy floor leaves out the
+    agent's own work between launch and CONTINUE (pull, compose, health), which only the hook's timeout bounds.
+    The rollback: one started right after a flip, while the old instances still drain (the case that matters:
+    the first minutes after a deploy), with the deployer's poll `poll_s`."""
     health = max(health_runs(facts).values(), default=0)
     drain = max(drains(facts).values(), default=0)
     hooks = [int(h.get("HeartbeatTimeout", 3600)) for c in COLORS for h in facts.hooks.get(c, [])
              if h.get("LifecycleTransition") == LAUNCHING]
-    return {"deploy_floor_s": LAUNCH_S + health, "rollback_floor_s": drain + EXIT_STANDBY_S + health,
-            "drain_s": drain, "health_run_s": health, "hook_timeout_s": max(hooks, default=None)}
+    # Without a drain the old instances are in Standby at once: ExitStandby then, not a direct registration.
+    rollback = rollback_times(health, drain, poll_s, standby=drain == 0, drain_left_s=drain)
+    # rollback_floor_s keeps its meaning for schema 1's readers (docs/contract.md): the floor of a rollback's
+    # recovery time, which ends at `restored`.
+    return {"deploy_floor_s": LAUNCH_S + health, "rollback_floor_s": rollback["restored_s"], "rollback": rollback,
+            "drain_s": drain, "health_run_s": health, "poll_s": poll_s, "hook_timeout_s": max(hooks, default=None)}
+
+
+# A flip a rollback can still undo: the deploy's phases from the first EnterStandby on, and finalize until it
+# detaches (plan.plan_rollback refuses later).
+OPEN_FLIP = {"deploy": ("flip", "bake", "flipped"), "finalize": ("drain",)}
+
+
+def flip_open(snap):
+    rec = snap.record
+    return rec is not None and rec.phase in OPEN_FLIP.get(rec.action, ()) and \
+        bool(snap.groups[rec.live].in_state("Standby", "EnteringStandby"))
+
+
+def flip_stamp(snap):
+    """When the recorded deploy's phase `flip` began (right after its first EnterStandby call, when the drain
+    starts), from the state store's phase list; None without a store, or for a finalize's record."""
+    rec = snap.record
+    if rec is None or rec.action != "deploy" or not snap.from_store:
+        return None
+    for name, at in snap.stored.doc.get("phases", []):
+        if name == "flip":
+            return at
+    return None
+
+
+def rollback_now(facts, poll_s, now):
+    """The expected times of a rollback started `now` during an open flip (`status`), or None when no flip is
+    open. What the old instances still drain: the delay minus the time since the recorded flip; without that
+    stamp, the whole delay, an upper bound (`drain_left_bound`)."""
+    snap = facts.snap
+    if not flip_open(snap):
+        return None
+    old = snap.groups[snap.record.live]
+    health = max(health_runs(facts).values(), default=0)
+    drain = max(drains(facts).values(), default=0)
+    at, bound, left = flip_stamp(snap), False, 0
+    if old.in_state("EnteringStandby"):
+        if at is None:
+            left, bound = drain, True
+        else:
+            # The stamp is the deploying machine's clock: a skewed one may put it ahead of `now`, never past the delay.
+            since = (now - datetime.fromisoformat(at.replace("Z", "+00:00"))).total_seconds()
+            left = min(drain, max(0, round(drain - since)))
+    times = rollback_times(health, drain, poll_s, standby=bool(old.in_state("Standby")), drain_left_s=left)
+    return dict(times, flip_at=at, drain_left_bound=bound)
+
+
+def rollback_now_lines(times):
+    """`status`: the two lines of a rollback started now, and where the drain left came from."""
+    restored, settled = rollback_lines(times)
+    if times["drain_left_bound"]:
+        settled += " (the flip's time is not recorded: the whole delay, an upper bound)"
+    elif times["flip_at"] and times["settled"]["old_drain_left_s"]:
+        settled += f" (the flip at {times['flip_at']})"
+    return f"rollback now: {restored}", f"rollback now: {settled}"
 
 
 def check_operation(facts):
@@ -175,11 +278,11 @@ def doctor_checks(facts, max_drain=MAX_DRAIN_S):
             + [check_health_check_type(facts), check_launch_hook(facts), check_cross_zone(facts), check_iam(facts)])
 
 
-def report(facts, max_drain=MAX_DRAIN_S):
-    """(the JSON document, exit code): 1 when a check fails, else 0."""
+def report(facts, poll_s, max_drain=MAX_DRAIN_S):
+    """(the JSON document, exit code): 1 when a check fails, else 0. `poll_s`: the deployer's poll interval."""
     checks = doctor_checks(facts, max_drain)
     doc = {"schema_version": contract.SCHEMA_VERSION, "service": facts.snap.service,
-           "checks": [c.as_json() for c in checks], "expected": expected_times(facts),
+           "checks": [c.as_json() for c in checks], "expected": expected_times(facts, poll_s),
            "iam_actions": list(IAM_ACTIONS)}
     return doc, (1 if any(c.status == FAIL for c in checks) else 0)
 
@@ -194,8 +297,10 @@ def text(doc):
     lines.append(f"expected: deploy at least {e['deploy_floor_s']} s (launch {LAUNCH_S} s + health run "
                  f"{e['health_run_s']} s, plus the agent's own work"
                  + (f", bounded by the hook's {e['hook_timeout_s']} s" if e["hook_timeout_s"] else "") + "); "
-                 f"rollback at least {e['rollback_floor_s']} s (drain {e['drain_s']} s + ExitStandby + health run); "
                  f"drain {e['drain_s']} s")
+    restored, settled = rollback_lines(e["rollback"])
+    lines.append(f"expected rollback right after a flip: {restored}")
+    lines.append(f"expected rollback right after a flip: {settled}")
     failed = sum(1 for c in doc["checks"] if c["status"] == FAIL)
     warned = sum(1 for c in doc["checks"] if c["status"] == WARN)
     lines.append(f"{failed} failed, {warned} warnings, {len(doc['checks']) - failed - warned} passed")

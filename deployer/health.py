@@ -59,20 +59,30 @@ def healthy_count(group, health):
 
 
 def verdict_healthy(group, health):
-    """Rollback's wait for the old fleet: every instance InService and healthy everywhere, as many as desired.
-    Nothing fails it: the group replaces what fails, and the deadline decides. (The launch wait, which may
-    abort, is verdict_launch.)"""
+    """Rollback's wait for the old fleet: every instance serving again, healthy in every load balancer, as many
+    as desired plus those still in or on their way to Standby. Nothing fails it: the group replaces what fails,
+    and the deadline decides. (The launch wait, which may abort, is verdict_launch.)
+
+    E8: an instance still EnteringStandby (draining after the flip) that the rollback registered directly, or one
+    that reached Standby since, serves once it is healthy everywhere; it returns to InService in the `settled`
+    stage. One that is out of a load balancer (draining or unused) was put aside again after the plan was made
+    (a deploy that was taken over finishing its batch): only a new plan registers it or returns it to service."""
     keys = lb_keys(group)
-    if group.in_state("Standby"):
-        # Put back in Standby after the plan was made (a deploy that was taken over finishing its batch):
-        # only a new plan returns them to service.
-        return REPLAN, f"{len(group.in_state('Standby'))} instances of {group.name} are in Standby again"
-    good = healthy_count(group, health)
-    pending = [i for i in group.instances if i.lifecycle not in ("InService", "Standby")
+    aside = group.in_state("Standby", "EnteringStandby")
+    dropped = [i for i in aside if any(state_in(health, i.id, k) in ("draining", "unused") for k in keys)]
+    if dropped:
+        return REPLAN, (f"{len(dropped)} instances of {group.name} are in {dropped[0].lifecycle} and out of the "
+                        "load balancers")
+    good = healthy_count(group, health) + sum(
+        1 for i in aside if all(state_in(health, i.id, k) == "healthy" for k in keys))
+    want = group.desired + len(aside)
+    pending = [i for i in group.instances if i.lifecycle not in ("InService", "Standby", "EnteringStandby")
                and not leaving(i)]
-    detail = f"{good}/{group.desired} of {group.name} healthy"
+    detail = f"{good}/{want} of {group.name} healthy"
+    if aside:
+        detail += f" ({len(aside)} registered directly while in or entering Standby, E8)"
     waiting = []
-    for inst in group.in_state("InService"):
+    for inst in group.in_state("InService") + aside:
         for key in keys:
             state = state_in(health, inst.id, key)
             if state != "healthy":
@@ -81,9 +91,38 @@ def verdict_healthy(group, health):
         waiting += [f"{i.id} {i.lifecycle}" for i in pending[:3]]
     if waiting:
         detail += " (" + ", ".join(waiting[:3]) + (", ..." if len(waiting) > 3 else "") + ")"
-    if good >= group.desired and not pending:
+    if good >= want and not pending:
         return OK, detail
     return WAIT, detail
+
+
+def verdict_serving(group, health, want, hold):
+    """Rollback's wait while old instances still drain after the flip (E8): at least `want` instances serve,
+    healthy in every load balancer: InService ones (not marked Unhealthy) and those in or entering Standby that
+    the rollback registered directly. One that is out of a load balancer (its registration not visible yet, its
+    EC2 instance terminated, or taken out again) is not counted, and not waited for: the group's desired capacity
+    (`hold`, set by the plan) launches what is missing. Desired below `hold` means a late EnterStandby took one
+    out of it after the plan was made: only a new plan registers it again and restores the hold. Pending
+    launches are not waited for once `want` serve."""
+    if group.desired < hold:
+        return REPLAN, f"{group.name} has desired capacity {group.desired}, below the {hold} the rollback set"
+    keys = lb_keys(group)
+    aside = group.in_state("Standby", "EnteringStandby")
+    good = healthy_count(group, health) + sum(
+        1 for i in aside if all(state_in(health, i.id, k) == "healthy" for k in keys))
+    detail = f"{good}/{want} of {group.name} healthy ({len(aside)} in or entering Standby, registered directly, E8)"
+    waiting = [f"{i.id} {state_in(health, i.id, k)} in {lb_label(k)}" for i in group.in_state("InService") + aside
+               for k in keys if state_in(health, i.id, k) != "healthy"]
+    waiting += [f"{i.id} {i.lifecycle}" for i in group.instances
+                if i.lifecycle not in ("InService", "Standby", "EnteringStandby") and not leaving(i)]
+    if waiting:
+        detail += " (" + ", ".join(waiting[:3]) + (", ..." if len(waiting) > 3 else "") + ")"
+    return (OK if good >= want else WAIT), detail
+
+
+def serving(want, hold):
+    """The `restored` wait of a rollback during the drain (verdict_serving), for this plan's figures."""
+    return Verdict("restored", lambda group, health, seen, facts: verdict_serving(group, health, want, hold))
 
 
 def verdict_deregistered(group, health):

@@ -223,11 +223,14 @@ class Snapshot:
     hooked: bool | None = None
     cross_zone_off: bool | None = None
     peers_publish: bool | None = None  # the other group's instances publish `bluegreen:running` (X1, finding 7)
+    # Read with the target health ("health" need): EC2 state of the pair's instances in or entering Standby (A4:
+    # their group keeps listing them, "Healthy", after an EC2 termination), id -> "running", "terminated", ...
+    aside_states: dict[str, str] | None = None
 
     def has(self, need):
-        """Whether the extra a step needs ("policies" or "retired") was read."""
+        """Whether the extra a step needs ("policies", "retired" or "health") was read."""
         return {"policies": self.policies is not None and self.scheduled is not None and self.alarms is not None,
-                "retired": self.retired is not None}[need]
+                "retired": self.retired is not None, "health": self.health is not None}[need]
 
     @cached_property
     def tag_record(self):

@@ -45,13 +45,17 @@ from .health import (
     RESTORED,
     SCALED_IN,
     SETTLED,
+    lb_label,
     leaving,
+    serving,
 )
 from .model import HOLD_PROCESSES, TAG_RETIRED_FROM, TAG_VERSION, Record, other
 from .policies import created_names, policy_copies, policy_deletions
 from .schedule import apply_action, missed_action, parse_stamp
 from .steps import (
     ABORT,
+    CLASSIC_REGISTER_BATCH,
+    REGISTER_BATCH,
     ROLLBACK,
     TERMINATE_BATCH,
     Call,
@@ -518,6 +522,108 @@ def _refuse_launch_suspended(snap, old):
                          f"--scaling-processes {' '.join(held)}) and rerun `bluegreen rollback {snap.service}`")
 
 
+def _runs(snap, inst):
+    """Whether EC2 runs an instance in or entering Standby, as read with the target health (assumed without it)."""
+    return (snap.aside_states or {}).get(inst.id, "running") == "running"
+
+
+def _out_of_lbs(snap, old, inst):
+    """Whether `inst` is out of one of the old group's load balancers (draining or unused there), by the health
+    read for the plan."""
+    return any((snap.health.get(inst.id) or {}).get(f"{kind}:{ident}", "unused") in ("draining", "unused")
+               for kind, ident in old.load_balancers())
+
+
+def _return_steps(snap, old, new, entering, standby, target, then=None, restore=True):
+    """Return old instances to serving: those still EnteringStandby registered directly with the load balancers
+    (E8), those in Standby with ExitStandby (A2), then the capacity, then a wait until enough serve. The wait is
+    planned when something was done, or when `then` (the first pass's record of `retire`) must follow it.
+
+    While any old instance is still in or entering Standby (the fast path, E8), the sizes cannot be restored:
+    such an instance is out of the desired capacity, so restoring desired would launch one in its place (A1, A5).
+    The desired capacity is instead held at the live capacity less the instances in or entering Standby that run
+    (they serve once registered), so the group launches what is missing: a new group that grew after the flip, an
+    old instance terminated during the drain (A4). Never lowered: that would scale in old instances that serve."""
+    def runs(inst):
+        return _runs(snap, inst)
+
+    steps = _register_steps(snap, old, [i for i in entering if runs(i)]) if entering else []
+    acted = any(step.calls for step in steps)
+    ids = [i.id for i in standby]
+    if ids and old.desired + len(ids) > old.max:
+        # A2: ExitStandby raises desired, which must stay <= MaxSize. Raised for now; restore-sizes sets it back to
+        # the saved MaxSize (kept in the record: the state store's `saved`, or the tags), or to the live capacity
+        # if that is more, so a crash in between is restored by the rerun.
+        steps.append(CallStep("raise-max", f"raise {old.name}'s MaxSize to {old.desired + len(ids)} so its "
+                              f"{len(ids)} Standby instances can return (A2)",
+                              (Call("UpdateAutoScalingGroup", {"AutoScalingGroupName": old.name,
+                                                               "MaxSize": old.desired + len(ids)}),)))
+    done = len(old.instances) - len(ids)
+    for n, batch in enumerate(batches(ids), 1):
+        acted = True
+        steps.append(CallStep("exit-standby", f"return {len(batch)} instances of {old.name} to service, "
+                              f"{batch_label(done, n, len(ids))} (A2)",
+                              (Call("ExitStandby", {"AutoScalingGroupName": old.name, "InstanceIds": batch}),)))
+    returning = {i.id for i in standby}
+    aside = [i for i in old.in_state("Standby", "EnteringStandby") if i.id not in returning]
+    desired = old.desired + len(ids)  # once this pass's ExitStandby batches are in
+    if aside:
+        serving_aside = sum(1 for i in aside if runs(i))
+        want = target[1] if target is not None else desired + serving_aside
+        hold = max(desired, want - serving_aside)
+        if hold > desired:
+            acted = True
+            sizes = (min(old.min, hold), hold, max(old.max, desired, hold))
+            steps.append(CallStep("hold-capacity", f"set {old.name}'s min/desired/max to {sizes_text(sizes)}: with "
+                                  f"{serving_aside} instances in or entering Standby serving, it launches what the "
+                                  f"live capacity of {want} needs beyond them (A1, A5, E8)", (set_sizes(old, sizes),)))
+        verdict = serving(want, hold)
+    else:
+        # Listed after the ExitStandby batches, so by the time it runs, they are back in service and this only
+        # restores MinSize and MaxSize, or launches what the live capacity needs beyond them.
+        if restore and target is not None and old.sizes != target:
+            acted = True
+            steps.append(CallStep("restore-sizes", f"restore {old.name}'s min/desired/max to {sizes_text(target)}",
+                                  (set_sizes(old, target),)))
+        verdict = RESTORED
+    if acted or then is not None:
+        steps.append(wait_step(snap, "wait-restored", f"wait until every instance of {old.name} is serving and "
+                               f"healthy in every load balancer, before touching {new.name}", old.color, verdict,
+                               then=then))
+    return steps
+
+
+def _register_steps(snap, old, entering):
+    """E8: register the old instances that still drain after the flip directly with every load balancer of the
+    old group, so they take requests again after one health-check run instead of after the drain.
+
+    Only the ones out of a load balancer (draining or unused) there, read from the target health (a placeholder
+    asks for it first): registering a registered target is left alone, so a rerun or a later pass does not
+    depend on how ELB treats a second registration (unverified). Batches: steps.REGISTER_BATCH."""
+    if snap.health is None:
+        return [CallStep("register-draining", f"register the {len(entering)} instances of {old.name} still "
+                         "draining after the flip with its load balancers (once their target health is read, E8)",
+                         needs=("health",))]
+    steps = []
+    for kind, ident in old.load_balancers():
+        key = f"{kind}:{ident}"
+        out = [i.id for i in entering if (snap.health.get(i.id) or {}).get(key, "unused") in ("draining", "unused")]
+        if kind == "tg":
+            calls = tuple(Call("RegisterTargets", {"TargetGroupArn": ident, "Targets": [{"Id": i} for i in ids]})
+                          for ids in batches(out, REGISTER_BATCH))
+            where = lb_label(key)
+        else:
+            calls = tuple(Call("RegisterInstancesWithLoadBalancer",
+                               {"LoadBalancerName": ident, "Instances": [{"InstanceId": i} for i in ids]})
+                          for ids in batches(out, CLASSIC_REGISTER_BATCH))
+            where = f"Classic load balancer {ident}"
+        if calls:
+            steps.append(CallStep("register-draining", f"register {len(out)} instances of {old.name} that still "
+                                  f"drain after the flip with {where} again, so they serve before they reach "
+                                  "Standby (E8)", calls))
+    return steps
+
+
 def _holds_schedule(snap):
     """Whether the deploy held ScheduledActions on the old group (it was not suspended before it, A8)."""
     return snap.saved is not None and "ScheduledActions" not in snap.saved[1]
@@ -591,38 +697,37 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED, reason=None):
     # the old MaxSize: MaxSize is raised to it instead (A2, A5).
     target = None
     if saved_sizes:
-        want = max(saved_sizes[1], old.desired + len(standby_now), new.desired)
+        # Only the ones that run count (A4: a terminated one stays listed), and those the fast path holds desired
+        # for are in old.desired already (hold-capacity launched their replacements).
+        states = snap.aside_states or {}
+        running_aside = [i for i in standby_now if states.get(i.id, "running") == "running"]
+        want = max(saved_sizes[1], old.desired + len(running_aside), new.desired)
         target = (min(saved_sizes[0], want), want, max(saved_sizes[2], want))
     # Whatever the phase, old instances in Standby, or the old group's min/max not as planned (a late EnterStandby
     # or MinSize change of a displaced deploy landed after this rollback had moved on): restore first.
     moved = target is not None and (old.min, old.max) != (target[0], target[2])
-    if phase in (None, "restore") or standby_now or moved:
-        if old.in_state("EnteringStandby"):
-            # A deploy killed right after EnterStandby: let those instances arrive in Standby, then replan.
-            steps.append(wait_step(snap, "wait-standby-settled", f"wait until no instance of {old.name} is "
-                                   "EnteringStandby", live, SETTLED))
-        standby = [i.id for i in old.in_state("Standby")]
-        if standby and old.desired + len(standby) > old.max:
-            # A2: ExitStandby raises desired, which must stay <= MaxSize. Raised for now; restore-sizes sets it
-            # back to the saved MaxSize (kept in the record: the state store's `saved`, or the tags), or to the
-            # live capacity if that is more, so a crash in between is restored by the rerun.
-            steps.append(CallStep("raise-max", f"raise {old.name}'s MaxSize to {old.desired + len(standby)} so its "
-                              f"{len(standby)} Standby instances can return (A2)",
-                              (Call("UpdateAutoScalingGroup", {"AutoScalingGroupName": old.name,
-                                                               "MaxSize": old.desired + len(standby)}),)))
-        done = len(old.instances) - len(standby)
-        for n, ids in enumerate(batches(standby), 1):
-            steps.append(CallStep("exit-standby", f"return {len(ids)} instances of {old.name} to service, "
-                              f"{batch_label(done, n, len(standby))} (A2)",
-                              (Call("ExitStandby", {"AutoScalingGroupName": old.name, "InstanceIds": ids}),)))
-        # Listed after the ExitStandby batches, so by the time it runs, they are back in service and this only
-        # restores MinSize and MaxSize, or launches what the live capacity needs beyond them.
-        if target is not None and old.sizes != target:
-            steps.append(CallStep("restore-sizes", f"restore {old.name}'s min/desired/max to {sizes_text(target)}",
-                              (set_sizes(old, target),)))
-        steps.append(wait_step(snap, "wait-restored", f"wait until every instance of {old.name} is InService and "
-                               f"healthy in every load balancer, before touching {new.name}", live, RESTORED,
-                               then=write_record(snap, record.moved(phase="retire"))))
+    first = phase in (None, "restore")
+    entering = old.in_state("EnteringStandby")
+    standby = old.in_state("Standby")
+    if first:
+        # E8: right after the flip the old instances still drain, EnteringStandby for the whole deregistration
+        # delay (A1), and ExitStandby takes only Standby ones (A2). Registered directly with the load balancers
+        # they serve again after one health-check run, whatever the delay; they return to InService in the
+        # `settled` stage, once they reach Standby. Those already in Standby return with ExitStandby now.
+        steps += _return_steps(snap, old, new, entering, standby, target,
+                               then=write_record(snap, record.moved(phase="retire")))
+    elif entering or standby or moved:
+        # A later pass: what the first pass returned serves (registered, in Standby or entering it) and waits for
+        # the settled stage. One that is out of the load balancers again (a displaced deploy's late EnterStandby
+        # after this rollback had moved on), or sizes a late call changed, are put right before the new fleet is
+        # touched, as in the first pass.
+        if (entering or standby) and snap.health is None:
+            steps.append(CallStep("check-serving", f"read which instances of {old.name} in or entering Standby are "
+                                  "still registered with its load balancers (E8)", needs=("health",)))
+        else:
+            out = [i for i in entering + standby if _out_of_lbs(snap, old, i) and _runs(snap, i)]
+            steps += _return_steps(snap, old, new, [i for i in out if i.lifecycle == "EnteringStandby"],
+                                   [i for i in out if i.lifecycle == "Standby"], target, restore=moved)
     # Stage one, `restored`: the new fleet out of every load balancer.
     if _needs_retire(record, new):
         steps += _retire_steps(snap, new, record.moved(phase=PHASE_RESTORED))
@@ -631,6 +736,38 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED, reason=None):
         return steps  # --wait restored: the record stays in phase restored for a rerun to settle
     # Stage two, `settled`. Only now resume: an alarm or scheduled action on the old group while its instances
     # were in Standby would have launched more old instances, and pushed ExitStandby past MaxSize (A2, A8).
+    if entering:
+        # E8: registered directly, they serve; they return to InService once the drain the flip started has
+        # ended (A1). (unverified) That Auto Scaling still ends EnteringStandby when the delay is over although
+        # the target was registered again meanwhile: if it does not, this wait runs into --timeout with the old
+        # fleet serving, and the record kept for a rerun.
+        steps.append(wait_step(snap, "wait-standby-settled", f"wait until no instance of {old.name} is "
+                               "EnteringStandby (the drain the flip started is over; the old fleet already serves, "
+                               f"`bluegreen rollback {snap.service}` settles it later)", live, SETTLED))
+        return steps
+    gone = [i.id for i in standby if not _runs(snap, i)]
+    if standby and snap.aside_states is None:
+        steps.append(CallStep("check-serving", f"read which instances of {old.name} in Standby still run (A4)",
+                              needs=("health",)))
+        return steps
+    if gone:
+        # A4: terminated in Standby, its group lists it there for good, and returned to service it would be found
+        # unhealthy and replaced, a second time: the hold above launched its replacement already. Detached
+        # without decrement (A3: Standby instances are out of the desired capacity already).
+        steps += [CallStep("detach-terminated", f"detach {len(ids)} terminated instances from {old.name}'s Standby "
+                           "without decrement (A3, A4)", (Call("DetachInstances", {
+                               "AutoScalingGroupName": old.name, "InstanceIds": ids,
+                               "ShouldDecrementDesiredCapacity": False}),)) for ids in batches(gone)]
+        return steps
+    if standby:
+        # Registered directly while they entered Standby (E8), in Standby now: back to InService, sizes restored.
+        steps += _return_steps(snap, old, new, [], standby, target)
+        return steps
+    if any(i.lifecycle != "InService" and not leaving(i) for i in old.instances):
+        # Still on their way back from Standby (Pending, A2): this pass's ExitStandby, or a killed run's. The
+        # record does not say whether they were seen serving, so see it before anything is resumed.
+        steps.append(wait_step(snap, "wait-restored", f"wait until every instance of {old.name} is serving and "
+                               "healthy in every load balancer", live, RESTORED))
     steps += _settle_steps(snap, new)
     steps += _resume_steps(snap, old)
     # Only the tool's copies (alarms.MARKER): an alarm the operator made for the new group stays.

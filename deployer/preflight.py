@@ -31,9 +31,11 @@ PASS, WARN, FAIL = "pass", "warn", "fail"
 REFUSED_PROCESSES = ("Launch", "Terminate", "AddToLoadBalancer", "InstanceRefresh")
 # A16: DescribeInstanceRefreshes statuses of a refresh that is still replacing (or about to replace) instances.
 ACTIVE_REFRESH = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking")
-# The bound on the drain (deregistration delay, Classic ELB connection draining): AWS's own default (E2), so a
-# pair made with defaults deploys. A rollback right after a flip waits the whole drain before ExitStandby (A1)
-# and then a fresh health-check run (E1): 300 s plus the default 5 x 30 s stays inside one 600 s wait.
+# The drain (deregistration delay, Classic ELB connection draining) above which pre-flight warns: AWS's own
+# default (E2), so a pair made with defaults is quiet. A warning, no longer a refusal (issue 13): a rollback
+# registers instances that still drain directly, so its `restored` stage takes a health-check run whatever the
+# drain; the drain delays only `settled` (the Standby instances return, and the new group's instances drain
+# before they terminate) and finalize, which waits for it.
 MAX_DRAIN_S = 300
 # Not settings of the pair, so stated here: an EC2 launch until the agent starts (unverified: AWS publishes no
 # figure; the emulator uses 30 s), and the ExitStandby calls of a rollback.
@@ -52,7 +54,7 @@ CHECK_IDS = {
     "zones-match": "the same Availability Zones and subnets on both groups (A19)",
     "health-check-type-match": "the same HealthCheckType on both groups (A20)",
     "launch-hooks-match": "the same launch lifecycle hooks on both groups (A6)",
-    "drain-bound": "deregistration delay / Classic ELB draining within --max-drain (E2, E3)",
+    "drain-bound": "deregistration delay / Classic ELB draining within --max-drain (warning only; E2, E3)",
     "image-exists": "IMAGE:VERSION exists in its registry",
     "bootstrap-manifest": "the bootstrap manifest the agent reads is readable",
     "copy-names": "every copy the deploy names (alarm, policy, scheduled action) fits 255 characters (W1, A7)",
@@ -67,9 +69,9 @@ CHECK_IDS = {
 }
 REFUSALS = ("same-load-balancers", "suspended-processes", "instance-refresh", "warm-pool", "capacity-units",
             "scale-in-protection", "standby-unexplained", "zones-match", "health-check-type-match",
-            "launch-hooks-match", "drain-bound", "image-exists", "bootstrap-manifest", "copy-names")
+            "launch-hooks-match", "image-exists", "bootstrap-manifest", "copy-names")
 # Checked before every deploy and canary too, but only ever warn.
-WARNINGS = ("predictive-scaling", "nlb-connection-termination")
+WARNINGS = ("predictive-scaling", "nlb-connection-termination", "drain-bound")
 
 
 @dataclass(frozen=True)
@@ -144,12 +146,7 @@ def gather(aws, service, store=None, version=None, s3=None, ecr_for=None, opener
         facts["refreshes"][color] = aws.describe_instance_refreshes(group.name)
         facts["warm_pools"][color] = aws.describe_warm_pool(group.name)
         facts["hooks"][color] = aws.describe_lifecycle_hooks(group.name)
-    arns = sorted({a for g in groups.values() for a in g.target_groups})
-    names = sorted({n for g in groups.values() for n in g.classic_lbs})
-    facts["target_groups"] = {t["TargetGroupArn"]: t for t in aws.describe_target_groups(arns)} if arns else {}
-    facts["tg_attributes"] = {arn: aws.describe_target_group_attributes(arn) for arn in arns}
-    facts["classic"] = {d["LoadBalancerName"]: d for d in aws.describe_classic_load_balancers(names)} if names else {}
-    facts["classic_attributes"] = {name: aws.describe_classic_attributes(name) for name in names}
+    facts.update(read_load_balancers(aws, groups))
     if snap.live is not None:
         facts["policies"] = aws.describe_policies(groups[snap.live].name)
         facts["scheduled"] = aws.describe_scheduled_actions(groups[snap.live].name)
@@ -166,6 +163,18 @@ def gather(aws, service, store=None, version=None, s3=None, ecr_for=None, opener
     if s3 is not None and url:
         facts["bootstrap"] = probe_manifest(aws, s3, url)
     return Facts(snap, **facts)
+
+
+def read_load_balancers(aws, groups):
+    """The pair's load balancers' own settings, as Facts holds them: each target group's record (its health
+    check) and attributes (its deregistration delay), each Classic ELB's record and attributes. `status` reads
+    only these, for the expected rollback times (doctor.rollback_times)."""
+    arns = sorted({a for g in groups.values() for a in g.target_groups})
+    names = sorted({n for g in groups.values() for n in g.classic_lbs})
+    return {"target_groups": {t["TargetGroupArn"]: t for t in aws.describe_target_groups(arns)} if arns else {},
+            "tg_attributes": {arn: aws.describe_target_group_attributes(arn) for arn in arns},
+            "classic": {d["LoadBalancerName"]: d for d in aws.describe_classic_load_balancers(names)} if names else {},
+            "classic_attributes": {name: aws.describe_classic_attributes(name) for name in names}}
 
 
 def launch_tags(snap):
@@ -385,16 +394,19 @@ def drains(facts):
 
 
 def check_drain(facts, max_drain=MAX_DRAIN_S):
+    """A warning only (issue 13): a long drain no longer delays a rollback's `restored` stage, which registers the
+    draining instances directly, but it does delay `settled` and finalize, and that is worth saying."""
     found = drains(facts)
     over = {lb: s for lb, s in found.items() if s > max_drain}
     if not over:
         return _ok("drain-bound", f"drain at most {max(found.values(), default=0)} s (bound {max_drain} s)")
     lb, seconds = max(over.items(), key=lambda kv: kv[1])
-    return Check("drain-bound", FAIL, f"{lb} drains for {seconds} s, above {max_drain} s (E2: a rollback right after "
-                 "the flip waits for the whole drain before the old fleet can return)",
-                 "lower it (aws elbv2 modify-target-group-attributes --attributes "
-                 "Key=deregistration_delay.timeout_seconds,Value=60; Classic: modify-load-balancer-attributes "
-                 "ConnectionDraining), or accept it with --max-drain " + str(seconds))
+    return Check("drain-bound", WARN, f"{lb} drains for {seconds} s, above {max_drain} s (E2): a rollback still "
+                 "reaches restored after one health-check run, but its settled stage and a finalize wait for the "
+                 f"drain, up to {seconds} s more",
+                 "lower it if settling and finalizing sooner matter (aws elbv2 modify-target-group-attributes "
+                 "--attributes Key=deregistration_delay.timeout_seconds,Value=60; Classic: "
+                 "modify-load-balancer-attributes ConnectionDraining), or silence this with --max-drain " + str(seconds))
 
 
 def check_image(facts, version=None):
@@ -498,12 +510,12 @@ def check_copy_names(facts):
 
 def refusal_checks(facts, version=None, resuming=None, max_drain=MAX_DRAIN_S):
     """Every check that refuses a new deploy or canary, in the order of REFUSALS, then the warnings every deploy
-    prints (predictive scaling, NLB flows)."""
+    prints (predictive scaling, NLB flows, a long drain), in the order of WARNINGS."""
     return [check_load_balancers(facts), check_suspended(facts, resuming), check_refreshes(facts),
             check_warm_pools(facts), check_capacity_units(facts), check_protection(facts),
             check_standby(facts, resuming), check_zones(facts), check_health_check_types(facts),
-            check_hooks_match(facts), check_drain(facts, max_drain), check_image(facts, version),
-            check_manifest(facts), check_copy_names(facts), check_predictive(facts), check_nlb_termination(facts)]
+            check_hooks_match(facts), check_image(facts, version), check_manifest(facts), check_copy_names(facts),
+            check_predictive(facts), check_nlb_termination(facts), check_drain(facts, max_drain)]
 
 
 def refuse(service, command, checks):

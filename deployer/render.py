@@ -7,6 +7,7 @@ import json
 from agent import contract
 
 from . import bake
+from .doctor import rollback_now_lines
 from .health import lb_keys, state_in
 from .model import COLORS, worst_health
 from .steps import WaitStep
@@ -63,6 +64,8 @@ def status_text(data):
                              "`bluegreen finalize`")
     else:
         lines.append("operation: none")
+    if data.get("rollback_now"):
+        lines += rollback_now_lines(data["rollback_now"])
     lines.append(f"state store: {data['state_store'] or 'none (the lock is the groups tags: no compare-and-set)'}")
     if data.get("drift"):
         lines.append(f"drift: {data['drift']}")

@@ -117,6 +117,8 @@ def observe(aws, service, needs=(), health_of=(), store=None, detached=(), launc
         groups = pair_from_describe(service, aws.describe_service_groups(service))
     store_url = store.url if store is not None else None
     health = reasons = None
+    if "health" in needs and not health_of:
+        health_of = COLORS  # the pair shares its load balancers (E4): one read each
     if health_of:
         health, reasons = {}, {}
         seen = set()
@@ -136,12 +138,16 @@ def observe(aws, service, needs=(), health_of=(), store=None, detached=(), launc
                     for st in aws.describe_instance_health(ident):
                         health.setdefault(st["InstanceId"], {})[key] = classic_state(
                             st["State"], st.get("Description", ""))
+    aside = None
+    if "health" in needs:
+        ids = [i.id for g in groups.values() for i in g.in_state("Standby", "EnteringStandby")]
+        aside = aws.describe_instance_states(ids) if ids else {}
     policies = scheduled = retired = None
     if "policies" in needs:
         policies = {c: aws.describe_policies(g.name) for c, g in groups.items()}
         scheduled = {c: aws.describe_scheduled_actions(g.name) for c, g in groups.items()}
     snap = Snapshot(service, groups, health, policies, scheduled, store_url=store_url, stored=stored,
-                    reasons=reasons)
+                    reasons=reasons, aside_states=aside)
     if policies is not None:
         # W1: the alarms that make the pair's step and simple policies act, as their `Alarms` list them, and the
         # copies the record says this operation made (one whose policy is gone is still found): read by name.
@@ -325,6 +331,11 @@ class Runner:
             snap = self._loop(lambda snap, ctx: rollback(snap, ctx, reason=exc.reason))
         except (BlueGreenError, BotoCoreError, ClientError) as undone:
             self._park()
+            if self.stage_s.get(PHASE_RESTORED) is not None:
+                # Restored already (the old fleet serves, the new takes no new requests); only settling failed,
+                # e.g. waiting for a drain longer than --timeout (E8): say so, not that the rollback failed.
+                raise RolledBack(f"rolled back: {exc}; the old fleet serves again, but settling did not finish: "
+                                 f"{undone}; run `bluegreen rollback {self.service}` to settle", exc) from undone
             raise RolledBack(f"{exc}; then the automatic rollback failed: {undone}; run `bluegreen rollback "
                              f"{self.service}`", exc) from undone
         rec = snap.record

@@ -24,6 +24,10 @@ from .model import TAG_OPERATION, TAG_SAVED_SIZES, TAG_SAVED_SUSPENDED, TAG_SERV
 # A1, A2, A3: at most 20 instance ids per EnterStandby / ExitStandby / DetachInstances call.
 BATCH = 20
 TERMINATE_BATCH = 100
+# RegisterTargets documents no per-call limit; (unverified) 100 a call, as Kubernetes' cloud-provider-aws
+# registers (the AWS Load Balancer Controller uses 200). Classic ELBs: 20, with nothing documented either.
+REGISTER_BATCH = 100
+CLASSIC_REGISTER_BATCH = 20
 
 # Every AWS operation a plan may name. DeployerAws has one method per entry (a test holds them together), so a
 # planner naming anything else fails when the plan is built, with our error, not with a traceback mid-flip.
@@ -32,11 +36,12 @@ OPERATIONS = frozenset({
     "DetachInstances", "SuspendProcesses", "ResumeProcesses", "PutScalingPolicy",
     "PutScheduledUpdateGroupAction", "DeletePolicy", "DeleteScheduledAction", "CreateTags",
     "TerminateInstances", "SetInstanceProtection", "PutMetricAlarm", "DeleteAlarms",
+    "RegisterTargets", "RegisterInstancesWithLoadBalancer",
     # read-only: what one poll of a wait costs (printed by --dry-run)
     "DescribeAutoScalingGroups", "DescribeTargetHealth", "DescribeInstanceHealth", "DescribeAlarms",
 })
 # Snapshot extras a step may need before it can be planned or applied (runner.observe reads them).
-NEEDS = frozenset({"policies", "retired"})
+NEEDS = frozenset({"policies", "retired", "health"})
 
 # What a failed wait does. ABORT (deploy, canary): the new group back to 0, the live group untouched, the lock
 # cleared. STOP: exit 1 with the record kept, so rerunning the command (or `rollback`) carries on. ROLLBACK (a

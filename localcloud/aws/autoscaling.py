@@ -76,6 +76,13 @@ def _classic_lbs(group: FakeAutoScalingGroup) -> list[Any]:
     return [lb for lb in (elb.get_load_balancer(n) for n in group.load_balancer_names) if lb is not None]
 
 
+def _registered_again(state: LayerState, instance_id: str) -> bool:
+    """Whether a load balancer lists the instance as registered (not draining): E8, registered again while it
+    drained for EnterStandby."""
+    return any(target == instance_id and record["drain_until"] is None
+               for (_, target), record in state.targets.items())
+
+
 def join_lbs(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState) -> None:
     """Register an InService instance with the group's load balancers; it starts `initial` (E1)."""
     rec = record(state, inst)
@@ -341,6 +348,8 @@ def _tick_group(state: LayerState, group: FakeAutoScalingGroup, now: float) -> N
                     log.info("lifecycle hook %s timed out for %s: %s", name, inst.instance.id, hook.default_result)
                     apply_hook_result(state, group, inst, name, hook.default_result)
         elif life == "EnteringStandby" and due:
+            if state.faults.reregistered_standby_stuck and _registered_again(state, inst.instance.id):
+                continue  # E8's pessimistic reading (a fault): Auto Scaling never sees the drain end
             set_lifecycle(state, group, inst, "Standby")
         elif life == "Terminating" and due:
             finish_terminate(state, group, inst)

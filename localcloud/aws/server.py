@@ -11,7 +11,7 @@ the control API for other processes:
                                        "exit_standby_contention_once": false, "conditional_conflicts": 0,
                                        "insufficient_capacity_zones": [], "vcpu_limit": null,
                                        "broken_launch_templates": [], "tag_visibility_delay_s": 0,
-                                       "put_events_failures": 0}
+                                       "put_events_failures": 0, "reregistered_standby_stuck": false}
     POST /_localcloud/time           {"time_scale": X, "health_interval": S}
     POST /_localcloud/apps           {"boot_seconds": 0.0, "broken_launches": 0}   (E5, apps.py)
     POST /_localcloud/app            {"instance_id": ..., "up": true|false}       (E5)
@@ -177,18 +177,22 @@ class EmulatedAWS:
                          exit_standby_contention_once: bool = False, conditional_conflicts: int = 0,
                          insufficient_capacity_zones: list[str] | None = None, vcpu_limit: int | None = None,
                          broken_launch_templates: list[str] | None = None,
-                         tag_visibility_delay_s: float = 0.0, put_events_failures: int = 0) -> None:
+                         tag_visibility_delay_s: float = 0.0, put_events_failures: int = 0,
+                         reregistered_standby_stuck: bool = False) -> None:
         """Replace every fault setting. `conditional_conflicts=N`: the next N conditional PutObject requests
         (If-Match or If-None-Match) answer 409 ConditionalRequestConflict and write nothing (X2).
         A15, failed launches (Failed scaling activities, retried by the group): `insufficient_capacity_zones`
         (zone names), `vcpu_limit` (vCPUs of running instances, null: none), `broken_launch_templates`
         (launch template ids or names). X1: `tag_visibility_delay_s`, AWS seconds a new EC2 tag stays
         invisible to DescribeTags and tag filters. `put_events_failures=N`: the next N EventBridge PutEvents
-        requests answer 200 with every entry failed, ThrottlingException (events_faults.py)."""
+        requests answer 200 with every entry failed, ThrottlingException (events_faults.py).
+        `reregistered_standby_stuck`: E8's pessimistic reading, an instance whose target was registered again
+        while it drained for EnterStandby stays EnteringStandby (unverified either way on AWS)."""
         with self.state.lock:
             self.state.faults.configure(throttle_fraction, latency_s, exit_standby_contention_once,
                                         conditional_conflicts, insufficient_capacity_zones, vcpu_limit,
-                                        broken_launch_templates, tag_visibility_delay_s, put_events_failures)
+                                        broken_launch_templates, tag_visibility_delay_s, put_events_failures,
+                                        reregistered_standby_stuck)
 
     def configure_apps(self, boot_seconds: float = 0.0, broken_launches: int = 0) -> None:
         """E5, until the next reset(): instances launched from now on answer health checks only `boot_seconds`

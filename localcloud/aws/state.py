@@ -56,13 +56,18 @@ class Faults:
         self.tag_visibility_delay_s = 0.0
         # The next N PutEvents requests answer 200 with every entry failed (events_faults.py)
         self.put_events_failures = 0
+        # E8's pessimistic reading: an instance whose target was registered again while it drained for
+        # EnterStandby stays EnteringStandby past the deregistration delay (autoscaling.tick)
+        self.reregistered_standby_stuck = False
         self._throttle_credit = 0.0
 
     def configure(self, throttle_fraction: float = 0.0, latency_s: float = 0.0,
                   exit_standby_contention_once: bool = False, conditional_conflicts: int = 0,
                   insufficient_capacity_zones: list[str] | None = None, vcpu_limit: int | None = None,
                   broken_launch_templates: list[str] | None = None, tag_visibility_delay_s: float = 0.0,
-                  put_events_failures: int = 0) -> None:
+                  put_events_failures: int = 0, reregistered_standby_stuck: bool = False) -> None:
+        if not isinstance(reregistered_standby_stuck, bool):
+            raise BadControlRequest(f"reregistered_standby_stuck must be a boolean, got {reregistered_standby_stuck!r}")
         zones = _strings("insufficient_capacity_zones", insufficient_capacity_zones)
         templates = _strings("broken_launch_templates", broken_launch_templates)
         if vcpu_limit is not None and (isinstance(vcpu_limit, bool) or not isinstance(vcpu_limit, int)
@@ -98,6 +103,7 @@ class Faults:
         self.broken_launch_templates = templates
         self.tag_visibility_delay_s = tag_delay
         self.put_events_failures = put_events_failures
+        self.reregistered_standby_stuck = reregistered_standby_stuck
         self._throttle_credit = 0.0
 
     def should_throttle(self) -> bool:
@@ -136,7 +142,8 @@ class Faults:
                 "insufficient_capacity_zones": list(self.insufficient_capacity_zones),
                 "vcpu_limit": self.vcpu_limit, "broken_launch_templates": list(self.broken_launch_templates),
                 "tag_visibility_delay_s": self.tag_visibility_delay_s,
-                "put_events_failures": self.put_events_failures}
+                "put_events_failures": self.put_events_failures,
+                "reregistered_standby_stuck": self.reregistered_standby_stuck}
 
 
 def _strings(name: str, value: Any) -> list[str]:

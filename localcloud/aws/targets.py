@@ -39,7 +39,9 @@ def _group_of(state: LayerState, instance_id: str) -> str | None:
 def _note_registered(state: LayerState, lb_key: str, target_id: str, port: Any, **extra: Any) -> None:
     record = state.targets.get((lb_key, target_id))
     if record is not None and record["drain_until"] is None:
-        return  # registering a registered target changes nothing
+        return  # registering a registered target changes nothing (E8, unverified: AWS documents no effect)
+    # E8: a draining target registered again is registered anew, `initial`, and needs its health-check run; the
+    # drain it was in is over for the load balancer (the Auto Scaling instance keeps its own EnteringStandby, A1).
     now = state.now()
     # E1/E5: "status" after the checks counted so far; "checked_at" is the last check counted (the first
     # comes one interval after registration); "run" consecutive checks ended with result "run_up".

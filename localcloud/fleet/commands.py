@@ -79,7 +79,8 @@ def how_to_use(state_dir: str, state: dict) -> str:
             f"to stop it: bluegreen-localcloud down")
 
 
-def up(state_dir: str, lb_port: int, deadline_s: float) -> int:
+def up(state_dir: str, lb_port: int, deadline_s: float, time_scale: float | None = None,
+       boot_seconds: float | None = None) -> int:
     state_dir = os.path.abspath(state_dir)
     pid = _daemon_pid(state_dir)
     proc = None
@@ -88,9 +89,12 @@ def up(state_dir: str, lb_port: int, deadline_s: float) -> int:
         for stale in (STATE_FILE, PID_FILE):
             if os.path.exists(os.path.join(state_dir, stale)):
                 os.unlink(os.path.join(state_dir, stale))
+        clock = ([] if time_scale is None else ["--time-scale", str(time_scale)]) + \
+            ([] if boot_seconds is None else ["--boot-seconds", str(boot_seconds)])
         with open(os.path.join(state_dir, LOG_FILE), "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "localcloud.fleet.daemon", "--state", state_dir, "--lb-port", str(lb_port)],
+                [sys.executable, "-m", "localcloud.fleet.daemon", "--state", state_dir, "--lb-port", str(lb_port),
+                 *clock],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         pid = proc.pid
         print(f"bluegreen-localcloud: starting the local fleet (pid {pid}, log {_shown(state_dir)}/"
@@ -200,6 +204,10 @@ def add_commands(subparsers) -> None:
                    help="load balancer port on 127.0.0.1 (default 8080; 0 picks a free one, printed)")
     p.add_argument("--state", default=DEFAULT_STATE, help="state folder (default .localcloud)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait until it serves (default 300)")
+    p.add_argument("--time-scale", type=float, default=None,
+                   help="real seconds per AWS second (default 0.2; 1 runs AWS's own timings in real time)")
+    p.add_argument("--boot-seconds", type=float, default=None,
+                   help="AWS seconds from an instance's launch to its agent's start (default 0)")
     p.set_defaults(func=run, fleet_command="up")
     p = subparsers.add_parser("down", help="stop and remove everything `up` made")
     p.add_argument("--state", default=DEFAULT_STATE)
@@ -219,7 +227,7 @@ def run(args) -> int:
     """Run the fleet command args.fleet_command; one line on stderr and a documented exit code on failure."""
     try:
         if args.fleet_command == "up":
-            return up(args.state, args.lb_port, args.timeout)
+            return up(args.state, args.lb_port, args.timeout, args.time_scale, args.boot_seconds)
         if args.fleet_command == "down":
             return down(args.state, args.timeout)
         if args.fleet_command == "status":

@@ -31,7 +31,8 @@ LOG_FILE = "serve.log"
 INFRA_RECORD = "infra-started.json"
 
 # One clock for the whole fleet (aws-rules.md E1/E2/A6 in AWS seconds, run 5x faster): the target group's
-# 5 s x 2 health check becomes HAProxy's 1 s x 2, a 15 s deregistration delay drains in 3 s.
+# 5 s x 2 health check becomes HAProxy's 1 s x 2, a 15 s deregistration delay drains in 3 s. The default;
+# `--time-scale 1` runs AWS's own timings in real time (bench/rollback_time.py).
 TIME_SCALE = 0.2
 # The emulation's own timer would call a target healthy without a request; the fleet feeds real checks
 # instead, so its timer is set out of reach (300 s x threshold).
@@ -54,15 +55,18 @@ def env_lines(aws_endpoint: str, region: str, lb_url: str, docker_host: str, reg
 
 class Daemon:
     def __init__(self, state_dir: str, lb_port: int = 0, region: str = "us-east-1", infra_dir: str = ".infra",
-                 ready_deadline_s: float = 300.0) -> None:
+                 ready_deadline_s: float = 300.0, time_scale: float = TIME_SCALE, boot_seconds: float = 0.0) -> None:
         self.state_dir = os.path.abspath(state_dir)
+        self.time_scale = time_scale
+        self.boot_seconds = boot_seconds
         self.lb_port = lb_port
         self.region = region
         self.infra_dir = infra_dir
         self.ready_deadline_s = ready_deadline_s
         self.stop_requested = threading.Event()
         self.state: dict = {"pid": os.getpid(), "phase": "starting", "error": None, "service": SERVICE,
-                            "region": region, "started": time.time()}
+                            "region": region, "started": time.time(), "time_scale": time_scale,
+                            "boot_seconds": boot_seconds}
         self._state_lock = threading.Lock()
         self.cloud = None
         self.lb = None
@@ -98,10 +102,10 @@ class Daemon:
         os.environ["DOCKER_HOST"] = docker_host
         self.record(docker_host=docker_host, registry=registry, infra_started=sorted(started))
 
-        self.cloud = EmulatedAWS(host="127.0.0.1", port=0, region=self.region, time_scale=TIME_SCALE,
+        self.cloud = EmulatedAWS(host="127.0.0.1", port=0, region=self.region, time_scale=self.time_scale,
                                  health_interval=OUT_OF_REACH_HEALTH_INTERVAL).start()
         self.lb = LoadBalancer(os.path.join(self.state_dir, "lb"), port=self.lb_port,
-                               check_interval=5 * TIME_SCALE).start()
+                               check_interval=5 * self.time_scale).start()
         self.record(aws_endpoint=self.cloud.endpoint, lb_url=self.lb.url, haproxy_pid=self.lb.pid)
         atomic_write(os.path.join(self.state_dir, ENV_FILE),
                          env_lines(self.cloud.endpoint, self.region, self.lb.url, docker_host, registry))
@@ -118,11 +122,12 @@ class Daemon:
         elbv2 = session.client("elbv2", endpoint_url=self.cloud.endpoint, config=config)
         self.supervisor = FleetSupervisor(
             ControlClient(self.cloud.endpoint), autoscaling, elbv2, self.lb, self.state_dir, self.cloud.endpoint,
-            self.region, docker_host, time_scale=TIME_SCALE, on_change=self.record).start()
+            self.region, docker_host, time_scale=self.time_scale, boot_seconds=self.boot_seconds,
+            on_change=self.record).start()
         # Issue 12: HAProxy's counters as AWS/ApplicationELB metrics, and 5xx per group (metrics.py).
         self.metrics = MetricsPublisher(self.lb, session.client("cloudwatch", endpoint_url=self.cloud.endpoint,
                                                                 config=config),
-                                        elbv2, self.supervisor.layout, PUBLISH_AWS_SECONDS * TIME_SCALE).start()
+                                        elbv2, self.supervisor.layout, PUBLISH_AWS_SECONDS * self.time_scale).start()
 
         self.record(phase="pushing images")
         sampleapp.build_and_push(registry, repository=REPOSITORY, versions=VERSIONS,
@@ -164,12 +169,16 @@ def main(argv=None) -> int:
     parser.add_argument("--lb-port", type=int, default=0)
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--infra-dir", default=os.environ.get("BLUEGREEN_INFRA_DIR", ".infra"))
+    parser.add_argument("--time-scale", type=float, default=TIME_SCALE, help="real seconds per AWS second")
+    parser.add_argument("--boot-seconds", type=float, default=0.0,
+                        help="AWS seconds from an instance's launch to its agent's start (EC2 boot; default 0)")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("botocore", "boto3", "urllib3", "werkzeug", "moto"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    daemon = Daemon(args.state, args.lb_port, args.region, args.infra_dir)
+    daemon = Daemon(args.state, args.lb_port, args.region, args.infra_dir, time_scale=args.time_scale,
+                    boot_seconds=args.boot_seconds)
     os.makedirs(daemon.state_dir, exist_ok=True)
     atomic_write(os.path.join(daemon.state_dir, PID_FILE), str(os.getpid()))
 

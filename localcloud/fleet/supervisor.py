@@ -34,7 +34,7 @@ _TRANSIENT = (FleetError, NoFreePort, BotoCoreError, ClientError, OSError)
 class FleetSupervisor:
     def __init__(self, control: ControlClient, autoscaling: Any, elbv2: Any, lb: LoadBalancer, state_dir: str,
                  aws_endpoint: str, region: str, docker_host: str, agent_settings: dict | None = None,
-                 time_scale: float = 1.0, poll_interval: float = 0.2,
+                 time_scale: float = 1.0, poll_interval: float = 0.2, boot_seconds: float = 0.0,
                  on_change: Callable[[], None] | None = None,
                  instance_factory: Callable[..., Instance] = Instance) -> None:
         self.control = control
@@ -47,6 +47,9 @@ class FleetSupervisor:
         self.docker_host = docker_host
         self.agent_settings = agent_settings or {}
         self.time_scale = time_scale
+        # AWS seconds from launch to the agent's start: EC2's own launch and the OS boot, which the fleet's
+        # containers skip (0 by default; bench/rollback_time.py sets a published measurement).
+        self.boot_seconds = boot_seconds
         self.poll_interval = poll_interval
         self.on_change = on_change
         self.instance_factory = instance_factory  # tests stand a tiny HTTP app in for agent + stack
@@ -129,7 +132,21 @@ class FleetSupervisor:
             self.instances[instance_id] = instance
         log.info("fleet: instance %s launched in %s (version %s, app port %d)", instance_id, group, version,
                  instance.app_port)
-        instance.start()
+        if self.boot_seconds > 0:
+            boot = threading.Timer(self.boot_seconds * self.time_scale, self._boot, args=(instance_id,))
+            boot.daemon = True
+            boot.start()
+        else:
+            instance.start()
+        self._changed()
+
+    def _boot(self, instance_id: str) -> None:
+        """The booted instance's agent starts, unless it was terminated or detached while it booted."""
+        with self._lock:
+            instance = self.instances.get(instance_id)
+            if instance is None or self._stop.is_set():
+                return
+            instance.start()
         self._changed()
 
     def _retire(self, instance_id: str, why: str) -> None:

@@ -27,12 +27,15 @@ def ids(prefix, n, state="InService"):
     return [(f"i-{prefix}{k:05d}", state) for k in range(n)]
 
 
-def snapshot(blue, green, policies=None, scheduled=None, retired=None, health=None, alarms=None):
-    """With policies and no alarms: no alarm in the Region (they are read together, runner.observe)."""
+def snapshot(blue, green, policies=None, scheduled=None, retired=None, health=None, alarms=None, aside_states=None):
+    """With policies and no alarms: no alarm in the Region (they are read together, runner.observe). With health
+    and no aside_states: every instance in or entering Standby runs (read together too)."""
     if alarms is None and policies is not None:
         alarms = []
+    if aside_states is None and health is not None:
+        aside_states = {}
     return Snapshot("demo", pair_from_describe("demo", [blue, green]), health=health, policies=policies,
-                    scheduled=scheduled, retired=retired, alarms=alarms)
+                    scheduled=scheduled, retired=retired, alarms=alarms, aside_states=aside_states)
 
 
 def ctx(me="ci@builder:100", alive=(), force=False):

@@ -15,8 +15,8 @@ from tests.helpers import expect_exit
 ALARM = "demo-5xx"
 
 
-def baking(make_harness, capacity=3):
-    return make_harness(capacity=capacity).follow_clock()
+def baking(make_harness, capacity=3, **kwargs):
+    return make_harness(capacity=capacity, **kwargs).follow_clock()
 
 
 def cloudwatch(fleet):
@@ -303,4 +303,22 @@ def test_a_bake_that_failed_before_its_rollback_took_over_is_rolled_back_by_the_
     assert lock(fleet)["operation"]["reason"] == f"alarm {ALARM}"
     set_state(fleet, ALARM, "OK")
     expect_exit(fleet.bluegreen(*args), 1, f"bake failed: alarm {ALARM}")
+    rolled_back_to_blue(fleet)
+
+
+def test_an_automatic_rollback_whose_settling_outlasts_the_timeout_says_the_old_fleet_serves(make_harness, aws):
+    # Issue 13 (E8): the alarm fires while the old instances still drain (a 300 s delay); the rollback registers
+    # them and is restored at once, but Auto Scaling is made to keep them EnteringStandby (the fault), so the
+    # settled stage runs into --timeout. The line says the old fleet serves and how to settle, not "failed".
+    fleet = baking(make_harness, deregistration_delay=300)
+    put_alarm(fleet)
+    aws.configure_faults(reregistered_standby_stuck=True)
+    once_baking(fleet, 20, lambda: set_state(fleet, ALARM, "ALARM"))
+    line = expect_exit(fleet.bluegreen("deploy", "demo", "2.0", "--bake", "300", "--alarm", ALARM,
+                                       "--timeout", "200"), 1, f"alarm {ALARM} is in ALARM")
+    assert "the old fleet serves again, but settling did not finish" in line, line
+    assert "automatic rollback failed" not in line
+    assert set(fleet.lifecycles("blue")) <= fleet.healthy()
+    aws.configure_faults()
+    expect_exit(fleet.bluegreen("rollback", "demo"), 0)
     rolled_back_to_blue(fleet)

@@ -18,8 +18,13 @@ def size_for(point):
 
 DEPLOY = ["lock", "set-version", "size-new", "wait-new-healthy", "copy-policies", "suspend",
           "recheck-new-healthy", "lower-min", "enter-standby:1", "enter-standby:2", "wait-deregistered"]
-ROLLBACK = ["lock", "resume", "exit-standby:1", "exit-standby:2", "restore-sizes", "wait-restored",
-            "remove-copied-policies", "retire-new", "unlock"]
+# Right after the flip the old instances still drain: the rollback registers them directly (E8); with the
+# harness's 5 s drain they are in Standby by the time the new group is retired, and return with ExitStandby.
+ROLLBACK = ["lock", "register-draining", "wait-restored", "retire-new", "exit-standby:1", "exit-standby:2",
+            "restore-sizes", "wait-restored:2", "resume", "remove-copied-policies", "unlock"]
+# With a 300 s drain the rollback reaches `restored` long before the old instances reach Standby (E8, A1).
+FAST_ROLLBACK = ["register-draining", "wait-restored", "retire-new", "wait-new-out", "wait-standby-settled",
+                 "exit-standby", "restore-sizes", "wait-restored:2", "unlock"]
 CANARY = ["lock", "set-version", "size-canary", "wait-canary-healthy"]
 FINALIZE = ["lock", "wait-drained", "detach:1", "detach:2", "terminate", "mark-cleanup", "delete-old-policies",
             "empty-old", "resume", "unlock"]
@@ -119,6 +124,18 @@ def test_deploy_killed_then_rolled_back(make_harness, point):
 @pytest.mark.parametrize("point", ROLLBACK)
 def test_rollback_killed_then_rerun(make_harness, point):
     rolled_back(*killed(make_harness, ("rollback", "demo"), point, before=("deploy", "demo", "2.0")))
+
+
+@pytest.mark.parametrize("point", FAST_ROLLBACK)
+def test_rollback_during_a_long_drain_killed_then_rerun(make_harness, point):
+    fleet = with_policy(make_harness(capacity=3, deregistration_delay=300))
+    original = set(fleet.lifecycles("blue"))
+    ok(fleet, "deploy", "demo", "2.0")
+    assert set(fleet.lifecycles("blue").values()) == {"EnteringStandby"}  # the drain has 300 s to go
+    crash(fleet, ("rollback", "demo"), point)
+    no_instance_lost(fleet, original)
+    rolled_back(fleet, original, 3)
+    assert fleet.sizes("blue") == (3, 3, 6)
 
 
 @pytest.mark.parametrize("point", FINALIZE)

@@ -162,8 +162,10 @@ def test_dry_run_prints_the_plan_and_changes_nothing(make_harness):
     assert "EnterStandby(AutoScalingGroupName=demo-blue" in text
     ok(fleet.bluegreen("deploy", "demo", "2.0"))
     text = ok(fleet.bluegreen("rollback", "demo", "--dry-run")).stdout
-    # Straight after the flip the old instances still drain (EnteringStandby, A1): the plan waits for them first.
-    assert "wait-standby-settled: wait until no instance of demo-blue is EnteringStandby" in text
+    # Straight after the flip the old instances still drain (EnteringStandby, A1): the plan registers them
+    # directly with the target group (E8), and waits for the drain only in the settled stage.
+    assert "register-draining: register 3 instances of demo-blue that still drain after the flip" in text
+    assert "RegisterTargets(TargetGroupArn=" in text and "wait-standby-settled" not in text
     fleet.wait_for(lambda: set(fleet.lifecycles("blue").values()) == {"Standby"}, "the drain to end")
     flipped = (fleet.sizes("blue"), fleet.sizes("green"), fleet.lifecycles("blue"), fleet.tags("green"))
     text = ok(fleet.bluegreen("rollback", "demo", "--dry-run")).stdout

@@ -45,9 +45,14 @@ def test_the_json_document_and_a_warn_only_pair_exits_0(make_harness):
     assert {i for i, c in checks.items() if c["status"] != "pass"} == warned
     assert "has no launch hook" in checks["launch-hook"]["message"] and "put-lifecycle-hook" in checks["launch-hook"]["fix"]
     assert checks["bootstrap-manifest"]["message"] == "s3://bluegreen-bootstrap/demo/manifest.json: 1 files"
-    # The scenario's settings: health checks every 5 s, healthy after 2, a 5 s deregistration delay.
-    assert doc["expected"] == {"deploy_floor_s": preflight.LAUNCH_S + 10, "rollback_floor_s": 5 + preflight.EXIT_STANDBY_S + 10,
-                               "drain_s": 5, "health_run_s": 10, "hook_timeout_s": None}
+    # The scenario's settings: health checks every 5 s, healthy after 2, a 5 s deregistration delay; the harness's
+    # poll is the deployer's default, 5 s. A rollback right after a flip registers the draining instances directly.
+    assert doc["expected"] == {
+        "deploy_floor_s": preflight.LAUNCH_S + 10, "rollback_floor_s": 15.0, "drain_s": 5, "health_run_s": 10, "poll_s": 5.0,
+        "hook_timeout_s": None,
+        "rollback": {"restored_s": 15.0, "settled_s": 25.0,
+                     "restored": {"exit_standby_s": 0, "health_run_s": 10, "poll_s": 5.0},
+                     "settled": {"restored_s": 15.0, "drain_s": 5, "old_drain_left_s": 5, "poll_s": 5.0}}}
     text = fleet.bluegreen("doctor", "demo")
     expect_exit(text, 0)
     assert "  WARN  launch-hook: demo-blue has no launch hook" in text.stdout
@@ -178,3 +183,75 @@ def test_between_a_deploy_and_its_finalize_the_held_processes_and_standby_instan
     checks = by_id(doc)
     assert checks["suspended-processes"]["status"] == "pass" and checks["standby-unexplained"]["status"] == "pass"
     assert checks["operation"]["status"] == "warn"
+
+
+def expected_lines(out):
+    return [line for line in out.stdout.splitlines() if line.startswith("expected rollback")]
+
+
+def test_the_expected_rollback_comes_from_the_pairs_own_health_checks_and_poll(make_harness):
+    # Issue 13: restored = ExitStandby's Pending (0 while the old instances drain: registered directly) + healthy
+    # threshold x interval + one poll; settled = restored + the new group's drain + one poll.
+    fleet = make_harness(capacity=1)  # 5 s x 2, a 5 s delay
+    restored, settled = expected_lines(fleet.bluegreen("doctor", "demo"))
+    assert restored == ("expected rollback right after a flip: restored in 15 s = ExitStandby 0 s (instances still "
+                        "draining are registered directly; 5 s once in Standby) + health run 10 s + poll 5 s")
+    assert settled == ("expected rollback right after a flip: settled in 25 s = restored 15 s + drain 5 s (the new "
+                       "group's instances drain before they terminate) + poll 5 s; the old instances finish draining "
+                       "after 5 s")
+    # The poll a rollback would use: BLUEGREEN_POLL_INTERVAL, else the default.
+    out = fleet.bluegreen("doctor", "demo", "--output", "json", env={"BLUEGREEN_POLL_INTERVAL": "2"})
+    assert json.loads(out.stdout)["expected"]["rollback"]["restored_s"] == 12
+
+
+def test_the_default_health_checks_give_a_slower_restored(make_harness):
+    # AWS's defaults: 30 s x 5, a 300 s delay.
+    fleet = make_harness(capacity=1, health_interval=30, healthy_threshold=5, deregistration_delay=300)
+    out, doc = run_doctor(fleet)
+    expect_exit(out, 0)
+    rollback = doc["expected"]["rollback"]
+    assert (rollback["restored_s"], rollback["settled_s"]) == (155, 460)
+    assert rollback["restored"] == {"exit_standby_s": 0, "health_run_s": 150, "poll_s": 5}
+    assert by_id(doc)["drain-bound"]["status"] == "pass"
+    restored, settled = expected_lines(fleet.bluegreen("doctor", "demo"))
+    assert "restored in 155 s = ExitStandby 0 s" in restored and "health run 150 s + poll 5 s" in restored
+    assert "settled in 460 s = restored 155 s + drain 300 s" in settled
+
+
+def test_the_worst_load_balancer_counts_and_no_drain_means_exit_standby(make_harness):
+    fleet = make_harness(capacity=1, classic_elb=True)
+    elb = fleet.session.client("elb")
+    # The Classic ELB checks slower than the target group (5 s x 2): 20 s x 4 is the run a returned instance waits.
+    elb.configure_health_check(LoadBalancerName=fleet.svc["classic_elb"], HealthCheck={
+        "Target": "HTTP:8080/health", "Interval": 20, "Timeout": 2, "UnhealthyThreshold": 2, "HealthyThreshold": 4})
+    out, doc = run_doctor(fleet)
+    expect_exit(out, 0)
+    assert doc["expected"]["health_run_s"] == 80 and doc["expected"]["rollback"]["restored_s"] == 85
+    # No drain anywhere: the old instances are in Standby at once, so a rollback returns them with ExitStandby.
+    elb.modify_load_balancer_attributes(LoadBalancerName=fleet.svc["classic_elb"],
+                                        LoadBalancerAttributes={"ConnectionDraining": {"Enabled": False}})
+    fleet.elbv2.modify_target_group_attributes(TargetGroupArn=fleet.svc["target_group_arn"], Attributes=[
+        {"Key": "deregistration_delay.timeout_seconds", "Value": "0"}])
+    out, doc = run_doctor(fleet)
+    expect_exit(out, 0)
+    rollback = doc["expected"]["rollback"]
+    assert rollback["restored"]["exit_standby_s"] == preflight.EXIT_STANDBY_S
+    assert (rollback["restored_s"], rollback["settled_s"]) == (preflight.EXIT_STANDBY_S + 80 + 5,
+                                                               preflight.EXIT_STANDBY_S + 80 + 5 + 5)
+    restored, _ = expected_lines(fleet.bluegreen("doctor", "demo"))
+    assert f"= ExitStandby {preflight.EXIT_STANDBY_S} s + health run 80 s + poll 5 s" in restored
+
+
+def test_a_long_drain_is_a_warning_that_names_what_it_delays(make_harness):
+    fleet = make_harness(capacity=1, deregistration_delay=900)
+    out, doc = run_doctor(fleet)
+    expect_exit(out, 0)
+    check = by_id(doc)["drain-bound"]
+    assert check["status"] == "warn" and "drains for 900 s, above 300 s" in check["message"]
+    assert "still reaches restored after one health-check run" in check["message"]
+    assert "settled stage and a finalize wait for the drain" in check["message"]
+    # restored does not move with the drain; settled does.
+    assert (doc["expected"]["rollback"]["restored_s"], doc["expected"]["rollback"]["settled_s"]) == (15, 920)
+    out, doc = run_doctor(fleet, "--max-drain", "900")
+    expect_exit(out, 0)
+    assert by_id(doc)["drain-bound"]["status"] == "pass"

@@ -81,7 +81,24 @@ def test_classic_elb_out_of_service_counts_as_initial_unless_checks_failed():
 def test_rollback_replans_when_instances_are_back_in_standby():
     group = green(ids("g", 2) + ids("s", 1, "Standby"))
     state, detail = health.RESTORED(group, {})
-    assert state == health.REPLAN and detail == "1 instances of demo-green are in Standby again"
+    assert state == health.REPLAN and detail == "1 instances of demo-green are in Standby and out of the load balancers"
+    # Still draining (a late EnterStandby of a displaced deploy) is out too: a new plan registers it (E8).
+    group = green(ids("g", 2) + ids("s", 1, "EnteringStandby"))
+    state, _ = health.RESTORED(group, {"i-s00000": {KEY: "draining"}})
+    assert state == health.REPLAN
+
+
+def test_restored_counts_instances_registered_directly_while_they_enter_standby():
+    # E8: desired 1 (two entered Standby with decrement), both registered again by the rollback.
+    group = green(ids("g", 1) + ids("s", 2, "EnteringStandby"), sizes=(0, 1, 6))
+    health_of = {"i-g00000": {KEY: "healthy"}, "i-s00000": {KEY: "healthy"}, "i-s00001": {KEY: "initial"}}
+    state, detail = health.RESTORED(group, health_of)
+    assert state == health.WAIT and detail.startswith("2/3 of demo-green healthy") and "i-s00001 initial" in detail
+    health_of["i-s00001"] = {KEY: "healthy"}
+    assert health.RESTORED(group, health_of)[0] == health.OK
+    # Reached Standby meanwhile, still registered: it serves, and counts.
+    group = green(ids("g", 1) + ids("s", 2, "Standby"), sizes=(0, 1, 6))
+    assert health.RESTORED(group, health_of)[0] == health.OK
 
 
 def test_a_new_instance_that_left_the_group_during_the_wait_counts_as_replaced():

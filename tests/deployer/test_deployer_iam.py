@@ -34,7 +34,7 @@ IAM_NAME = {"list_objects_v2": "ListBucket"}
 def test_policy_grants_exactly_the_calls_the_deployer_makes():
     granted = granted_operations(POLICY)
     found = operations_in_deployer_code()
-    assert len(found) == 39
+    assert len(found) == 41
     assert granted == found
 
 
@@ -57,6 +57,9 @@ def test_mutations_are_limited_to_tagged_groups_and_retired_instances():
     # Issue 12 events: PutEvents only onto event buses (EventBridge's resource for it), Publish onto topics.
     assert statements["PutDeploymentEvents"]["Resource"] == "arn:aws:events:*:*:event-bus/*"
     assert statements["PublishDeploymentEvents"]["Resource"] == "arn:aws:sns:*:*:*"
+    # Issue 13, E8: a rollback registers the old instances that still drain, in target groups or Classic ELBs only.
+    assert statements["RollbackRegistersDrainingInstances"]["Resource"] == [
+        "arn:aws:elasticloadbalancing:*:*:targetgroup/*/*", "arn:aws:elasticloadbalancing:*:*:loadbalancer/*"]
     assert statements["TerminateOnlyRetiredInstances"]["Condition"] == {
         "Null": {"aws:ResourceTag/bluegreen:retired-from": "false"}}
     # Tag-then-terminate must not reach any instance of the account: only those a blue/green group launched

@@ -8,7 +8,7 @@ from deployer import health, plan
 from deployer.errors import ConflictError, UsageError
 from deployer.model import Record, check_version, pair_from_describe
 from deployer.policies import policy_copies
-from tests.deployer.deployer_fixtures import NOW, calls_of, ctx, group_record, ids, names, record_tag, snapshot
+from tests.deployer.deployer_fixtures import NOW, TG, calls_of, ctx, group_record, ids, names, record_tag, snapshot
 
 # -- deploy ----------------------------------------------------------------------------------------
 
@@ -222,14 +222,65 @@ def test_rollback_refuses_once_finalize_detaches():
         plan.plan_rollback(snapshot(blue, green), ctx())
 
 
-def test_rollback_waits_for_instances_still_entering_standby():
-    tags = {**record_tag("deploy", "flip"), "bluegreen:saved-sizes": "3/3/6", "bluegreen:saved-suspended": "none"}
-    blue = group_record("blue", (0, 1, 6), ids("b", 2, "EnteringStandby") + ids("c", 1), tags=tags)
+def _draining_pair(phase="flip", entering=2):
+    tags = {**record_tag("deploy", phase), "bluegreen:saved-sizes": "3/3/6", "bluegreen:saved-suspended": "none"}
+    blue = group_record("blue", (0, 3 - entering, 6), ids("b", entering, "EnteringStandby") + ids("c", 3 - entering),
+                        tags=tags)
     green = group_record("green", (3, 3, 6), ids("g", 3), tags=tags)
+    return blue, green
+
+
+def test_rollback_registers_instances_still_draining_instead_of_waiting_for_the_drain():
+    blue, green = _draining_pair()
     steps = plan.plan_rollback(snapshot(blue, green), ctx())
     assert names(steps) == ["lock"] and steps[0].needs == ("policies",)  # A8: the scheduled actions first
-    steps = plan.plan_rollback(snapshot(blue, green, {"blue": [], "green": []}, {"blue": [], "green": []}), ctx())
-    assert names(steps)[:2] == ["lock", "wait-standby-settled"]
+    read = {"blue": [], "green": []}
+    steps = plan.plan_rollback(snapshot(blue, green, read, read), ctx())
+    # E8: the target health is read before registering (a placeholder asks for it); nothing waits for the drain.
+    assert names(steps)[:2] == ["lock", "register-draining"] and steps[1].needs == ("health",)
+    assert not steps[1].calls and "wait-standby-settled" not in names(steps)
+    health = {"i-b00000": {f"tg:{TG}": "draining"}, "i-b00001": {f"tg:{TG}": "initial"},
+              "i-c00000": {f"tg:{TG}": "healthy"}}
+    steps = plan.plan_rollback(snapshot(blue, green, read, read, health=health), ctx())
+    assert names(steps)[:3] == ["lock", "register-draining", "wait-restored"]
+    # Only the one out of the target group: i-b00001 was registered again already (a rerun).
+    assert [c.as_json() for c in steps[1].calls] == [
+        {"op": "RegisterTargets", "params": {"TargetGroupArn": TG, "Targets": [{"Id": "i-b00000"}]}}]
+    # Sizes are not restored while instances still enter Standby: the group would launch in their place (A1, A5).
+    assert "restore-sizes" not in names(steps) and "exit-standby" not in names(steps)
+    assert steps[2].then is not None  # the first pass records `retire`
+
+
+def test_rollback_registers_draining_instances_with_classic_load_balancers_too():
+    blue, green = _draining_pair(entering=3)
+    for g in (blue, green):
+        g["LoadBalancerNames"] = ["web"]
+    read = {"blue": [], "green": []}
+    health = {f"i-b{k:05d}": {f"tg:{TG}": "draining", "elb:web": "draining"} for k in range(3)}
+    steps = plan.plan_rollback(snapshot(blue, green, read, read, health=health), ctx())
+    ops = [c.op for s in steps if s.name == "register-draining" for c in s.calls]
+    assert ops == ["RegisterTargets", "RegisterInstancesWithLoadBalancer"]
+
+
+def test_rollback_after_the_fast_restore_settles_once_the_drain_is_over():
+    # Phase restored: the old instances serve (registered directly) while still EnteringStandby.
+    blue, green = _draining_pair(phase="restored")
+    rec = record_tag("rollback", "restored")
+    for g in (blue, green):
+        g["Tags"] = [t for t in g["Tags"] if t["Key"] != "bluegreen:operation"] + [
+            {"Key": "bluegreen:operation", "Value": rec["bluegreen:operation"]}]
+    green["DesiredCapacity"], green["MinSize"], green["MaxSize"], green["Instances"] = 0, 0, 0, []
+    read = {"blue": [], "green": []}
+    health = {f"i-b{k:05d}": {f"tg:{TG}": "healthy"} for k in range(2)}
+    steps = plan.plan_rollback(snapshot(blue, green, read, read, health=health), ctx(me="ci@builder:99"))
+    # Nothing to register again, no wait on what already serves, no phase moved back: wait for Standby.
+    assert names(steps) == ["wait-standby-settled"]
+    # Once they are in Standby: ExitStandby, sizes restored, then the rest of the settled stage.
+    blue["Instances"] = [dict(i, LifecycleState="Standby") if i["LifecycleState"] == "EnteringStandby" else i
+                         for i in blue["Instances"]]
+    steps = plan.plan_rollback(snapshot(blue, green, read, read, health=health), ctx(me="ci@builder:99"))
+    assert names(steps)[:3] == ["exit-standby", "restore-sizes", "wait-restored"]
+    assert steps[2].then is None
 
 
 # -- finalize --------------------------------------------------------------------------------------
@@ -429,3 +480,23 @@ def test_an_unknown_digest_removes_the_old_one_before_the_version_changes():
     assert [c.op for c in step.calls] == ["DeleteTags", "CreateOrUpdateTags"]
     assert step.calls[0].params["Tags"] == [{"ResourceId": "demo-green", "ResourceType": "auto-scaling-group",
                                              "Key": "bluegreen:digest"}]
+
+
+def test_after_restored_an_old_instance_out_of_the_load_balancer_again_is_registered_again():
+    # Review of issue 13: a later pass (phase restored) sees one draining instance out of the target group again
+    # and registers it (only the running one: a terminated one is left to the capacity hold, A4).
+    blue, green = _draining_pair(phase="restored", entering=3)
+    rec = record_tag("rollback", "restored")
+    for g in (blue, green):
+        g["Tags"] = [t for t in g["Tags"] if t["Key"] != "bluegreen:operation"] + [
+            {"Key": "bluegreen:operation", "Value": rec["bluegreen:operation"]}]
+    green["DesiredCapacity"], green["MinSize"], green["MaxSize"], green["Instances"] = 0, 0, 0, []
+    read = {"blue": [], "green": []}
+    health = {"i-b00000": {f"tg:{TG}": "draining"}, "i-b00001": {f"tg:{TG}": "healthy"},
+              "i-b00002": {f"tg:{TG}": "unused"}}
+    steps = plan.plan_rollback(snapshot(blue, green, read, read, health=health,
+                                        aside_states={"i-b00002": "terminated"}), ctx(me="ci@builder:99"))
+    assert names(steps)[:3] == ["register-draining", "hold-capacity", "wait-restored"]
+    assert [c.params["Targets"] for c in steps[0].calls] == [[{"Id": "i-b00000"}]]
+    # 3 live, 2 of them running in Standby: the hold launches the third (desired 0 -> 1).
+    assert steps[1].calls[0].params["DesiredCapacity"] == 1

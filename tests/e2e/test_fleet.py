@@ -298,3 +298,70 @@ def test_a_good_version_passes_its_bake_and_finalizes_without_a_failed_request(f
     after = fleet.at_rest()
     assert after["live"] != live and after["groups"][after["live"]]["version"] == new_version
     assert after["operation"] is None
+
+
+def test_a_rollback_one_second_after_the_flip_during_a_300_s_drain_fails_no_request(fleet):
+    """Issue 13 (E8): with a 300 AWS s deregistration delay (60 s here), a rollback started one second after the
+    flip registers the still-draining old instances directly: every request reaches the old version again while
+    the command still runs (`restored`), long before the drain is over; the command ends at `settled`, after it.
+    Asserted: the order of the stages and no failed request; the times are recorded for docs/benchmarks.md."""
+    import boto3
+
+    before = fleet.start_from("blue", "1.0")
+    session = boto3.session.Session(region_name=fleet.env["AWS_REGION"], aws_access_key_id="testing",
+                                    aws_secret_access_key="testing")
+    elbv2 = session.client("elbv2", endpoint_url=fleet.env["AWS_ENDPOINT_URL"])
+    (tg,) = elbv2.describe_target_groups()["TargetGroups"]  # the stack's
+    attrs = {a["Key"]: a["Value"] for a in elbv2.describe_target_group_attributes(
+        TargetGroupArn=tg["TargetGroupArn"])["Attributes"]}
+    delay = attrs["deregistration_delay.timeout_seconds"]
+
+    def set_delay(seconds):
+        elbv2.modify_target_group_attributes(TargetGroupArn=tg["TargetGroupArn"], Attributes=[
+            {"Key": "deregistration_delay.timeout_seconds", "Value": str(seconds)}])
+
+    set_delay(300)
+    load = LoadGenerator(fleet.lb_url, rate=RATE, max_seconds=400).start()
+    marks: dict = {}
+    try:
+        wait_until(lambda: sum(load.snapshot().versions().values()) >= 50, "load through the load balancer")
+        out = fleet.bluegreen("deploy", "demo", "2.0")
+        assert out.returncode == 0, out.stderr[-3000:]
+        wait_until(lambda: fleet.routed_versions() == {"2.0": CAPACITY}, "HAProxy to route to 2.0 only",
+                   deadline_s=30.0, interval=0.1)
+        marks["flipped"] = time.monotonic()
+        time.sleep(1.0)
+        rollback = fleet.popen_bluegreen("rollback", "demo")
+        marks["rollback"] = time.monotonic()
+        draining_at_restored = None
+        deadline = marks["rollback"] + 300
+        while rollback.poll() is None and time.monotonic() < deadline:
+            if "restored" not in marks and fleet.routed_versions() == {"1.0": CAPACITY}:
+                marks["restored"] = time.monotonic()
+                draining_at_restored = {i["lifecycle"] for i in instances(fleet.status(), "blue")}
+            time.sleep(0.1)
+        _, stderr = rollback.communicate(timeout=60)
+        marks["settled"] = time.monotonic()
+        observed_after = time.monotonic()
+        wait_until(lambda: sum(load.snapshot().versions(start=observed_after).values()) >= 50,
+                   "answers after the rollback")
+    finally:
+        result = load.stop()
+        set_delay(delay)
+    assert rollback.returncode == 0, stderr[-3000:]
+    # `restored` while the command still ran and the old instances still drained (EnteringStandby), then `settled`.
+    assert "restored" in marks, marks
+    assert marks["rollback"] < marks["restored"] < marks["settled"]
+    assert draining_at_restored == {"EnteringStandby"}, draining_at_restored
+    assert "register-draining" in stderr and "wait-standby-settled" in stderr
+    FIGURES["rollback_during_drain"] = {
+        "deregistration_delay": "300 AWS s (60 s here)",
+        "flip_to_rollback_seconds": round(marks["rollback"] - marks["flipped"], 1),
+        "rollback_to_restored_seconds": round(marks["restored"] - marks["rollback"], 1),
+        "rollback_to_settled_seconds": round(marks["settled"] - marks["rollback"], 1),
+        "requests": result.total, "failed": len(result.failures)}
+    assert result.failures == [], result.failures[:5]
+    assert result.shares(start=observed_after) == {"1.0": 1.0}
+    after = fleet.at_rest()
+    assert after["live"] == "blue" and after["groups"]["blue"]["version"] == "1.0" and after["operation"] is None
+    assert before["live"] == "blue"

@@ -103,3 +103,33 @@ def test_haproxy_routes_only_what_the_target_group_calls_healthy_and_no_request_
     assert set(result.versions()) == set(ids)
     assert set(result.versions(start=stopped)) == {ids[0]}
     assert sample_versions(lb.url, 10) == ({ids[0]: 10}, 0)
+
+
+def test_with_boot_seconds_each_instance_starts_only_after_its_boot(aws, tmp_path, fake_instance):
+    """`bluegreen-localcloud up --boot-seconds S`: EC2's launch and the OS boot, which a container skips, come
+    before the agent starts; the instance then serves as usual."""
+    aws.configure_time(time_scale=SCALE, health_interval=300)
+    session = boto3.session.Session()
+    create_service(session, name="svc", capacity=2, version="1.0", health_interval=5, healthy_threshold=2)
+    started = {}
+
+    class Booting(fake_instance):
+        def start(self):
+            started[self.instance_id] = time.monotonic()
+            return super().start()
+
+    lb = LoadBalancer(str(tmp_path / "lb")).start()
+    before = time.monotonic()
+    supervisor = FleetSupervisor(ControlClient(aws.endpoint), session.client("autoscaling", config=RETRIES),
+                                 session.client("elbv2", config=RETRIES), lb, str(tmp_path), aws.endpoint,
+                                 "us-east-1", "unused", time_scale=SCALE, poll_interval=0.05, boot_seconds=40,
+                                 instance_factory=Booting).start()
+    try:
+        wait(lambda: len(supervisor.instances) == 2, "both launches seen")
+        assert started == {}, "an agent started before its instance booted"
+        wait(lambda: supervisor.routed_count() == 2, "both instances booted, healthy and routed")
+        assert sorted(started) == sorted(supervisor.instances)
+        assert min(started.values()) - before >= 40 * SCALE
+    finally:
+        supervisor.stop()
+        lb.stop()

@@ -109,7 +109,8 @@ def test_reset_leaves_no_state(world):
     assert state.faults.as_dict() == {"throttle_fraction": 0.0, "latency_s": 0.0, "exit_standby_contention_once": False,
                                       "conditional_conflicts": 0, "insufficient_capacity_zones": [],
                                       "vcpu_limit": None, "broken_launch_templates": [],
-                                      "tag_visibility_delay_s": 0.0, "put_events_failures": 0}
+                                      "tag_visibility_delay_s": 0.0, "put_events_failures": 0,
+                                      "reregistered_standby_stuck": False}
     assert state.health_interval is None
     assert world.asg.describe_auto_scaling_groups()["AutoScalingGroups"] == []
     assert world.elbv2.describe_target_groups()["TargetGroups"] == []

@@ -232,3 +232,31 @@ def test_a3_detaching_standby_with_decrement_shrinks_the_group_a_second_time(wor
     assert world.describe("blue")["DesiredCapacity"] == 1
     wait_until(matching(lambda: world.states("blue"), lambda s: list(s.values()) == ["InService"]),
                "one InService left", 6)
+
+
+def test_e8_a_draining_target_registered_again_serves_while_its_instance_still_enters_standby(world, stopped_clock):
+    tg = world.target_group(delay=300)
+    world.group("blue", desired=2, target_groups=(tg,))
+    stopped_clock.advance(LAUNCH_SECONDS)
+    ids = world.in_service("blue", 2)
+    stopped_clock.advance(5 * 30)
+    assert world.health(tg) == {i: "healthy" for i in ids}
+    world.asg.enter_standby(AutoScalingGroupName="blue", InstanceIds=ids, ShouldDecrementDesiredCapacity=True)
+    stopped_clock.advance(10)
+    assert world.health(tg) == {i: "draining" for i in ids}
+    # E8: RegisterTargets while it drains registers it anew: `initial`, then the health-check run (E1).
+    world.elbv2.register_targets(TargetGroupArn=tg, Targets=[{"Id": ids[0]}])
+    assert world.health(tg) == {ids[0]: "initial", ids[1]: "draining"}
+    stopped_clock.advance(5 * 30)
+    assert world.health(tg) == {ids[0]: "healthy", ids[1]: "draining"}
+    # A1 (unverified, conservative): the instance stays EnteringStandby until the delay the flip started is over,
+    # and reaching Standby does not deregister it again.
+    assert world.states("blue") == {i: "EnteringStandby" for i in ids}
+    stopped_clock.advance(300 - 10 - 5 * 30)
+    assert world.states("blue") == {i: "Standby" for i in ids}
+    assert world.health(tg) == {ids[0]: "healthy"}
+    # ExitStandby registers it again: a registered target is left as it is, still healthy (A2, E8).
+    world.asg.exit_standby(AutoScalingGroupName="blue", InstanceIds=[ids[0]])
+    stopped_clock.advance(EXIT_STANDBY_SECONDS)
+    assert world.states("blue")[ids[0]] == "InService"
+    assert world.health(tg) == {ids[0]: "healthy"}
