@@ -165,6 +165,12 @@ class DeployerAws:
         return self._pages(self.asg, "describe_auto_scaling_groups", "AutoScalingGroups",
                            Filters=[{"Name": "tag:" + TAG_SERVICE, "Values": [service]}])
 
+    def describe_group(self, group_name):
+        """One group's DescribeAutoScalingGroups record by name (a list: empty when the group is gone). A wait on
+        one group polls this instead of the pair: the instances of the other group are not read (runner.observe)."""
+        return self._pages(self.asg, "describe_auto_scaling_groups", "AutoScalingGroups",
+                           AutoScalingGroupNames=[group_name])
+
     def describe_target_health(self, target_group_arn):
         return self._call(self.elbv2, "describe_target_health",
                           TargetGroupArn=target_group_arn)["TargetHealthDescriptions"]
@@ -283,8 +289,7 @@ class DeployerAws:
 
     def _in_target_state(self, method):
         def check(params):
-            records = self._pages(self.asg, "describe_auto_scaling_groups", "AutoScalingGroups",
-                                  AutoScalingGroupNames=[params["AutoScalingGroupName"]])
+            records = self.describe_group(params["AutoScalingGroupName"])
             states = {i["InstanceId"]: i["LifecycleState"] for r in records for i in r.get("Instances", [])}
             return all(states.get(iid) in TARGET_STATES[method] for iid in params["InstanceIds"])
         return check

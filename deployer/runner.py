@@ -32,8 +32,17 @@ from .errors import (
     WaitFailed,
     WaitTimeout,
 )
-from .health import DEFAULT_BUDGET, FAIL, NLB_PROTOCOLS, OK, OUT_OF_TRAFFIC, REPLAN, cross_zone_off, leaving
-from .model import COLORS, LAUNCHING, Snapshot, classic_state, other, pair_from_describe
+from .health import DEFAULT_BUDGET, FAIL, GATE, NLB_PROTOCOLS, OK, OUT_OF_TRAFFIC, REPLAN, cross_zone_off, leaving
+from .model import (
+    COLORS,
+    LAUNCHING,
+    TAG_SERVICE,
+    Snapshot,
+    classic_state,
+    group_from_describe,
+    other,
+    pair_from_describe,
+)
 from .steps import ABORT, NEEDS, ROLLBACK, BakeStep, CallStep, LockStep, RecordClear, RecordWrite, UnlockStep, WaitStep
 from .store import MAX_CALL_S
 from .watch import ACTIVITY_SKEW_S, LaunchWatch
@@ -86,12 +95,26 @@ class LaunchReads:
     cross_zone: bool = False
 
 
-def observe(aws, service, needs=(), health_of=(), store=None, detached=(), launch=None):
+def observe(aws, service, needs=(), health_of=(), store=None, detached=(), launch=None, only=None):
     """One Snapshot: one group describe, lock.json when there is a state store, plus only what the next decision
     needs (A9, A10). `detached`: ids this run detached (finalize), searched for with the stored ones; `launch`
-    (LaunchReads): what a launch wait or the gate asks for."""
-    groups = pair_from_describe(service, aws.describe_service_groups(service))
+    (LaunchReads): what a launch wait or the gate asks for.
+
+    `only` (a Group of an earlier observation): the poll of a wait whose verdict reads that group alone describes
+    it alone, by name, and its Snapshot holds that group only: at N = 1,000 a poll then reads 1,000 instances, not
+    the pair's 2,000. Only while lock.json decides the record (the lock check of every poll needs no group tag
+    then): without a state store, or without its lock.json, the record is the groups' tags, which the pair carries
+    (Snapshot.tag_record), so the pair is read as before. The pair also when the group is gone, or no longer the
+    service's group of that color behind the same load balancers (pair_from_describe then says what changed, E4,
+    as any observation would), and when `launch` asks whether the live fleet publishes `bluegreen:running`."""
+    groups = None
+    if only is not None and store is not None and not (launch is not None and launch.peers):
+        groups = _one_group(aws, service, only)
+    if groups is None:
+        groups = pair_from_describe(service, aws.describe_service_groups(service))
     stored = store.read() if store is not None else None
+    if len(groups) == 1 and stored is None:
+        groups = pair_from_describe(service, aws.describe_service_groups(service))
     store_url = store.url if store is not None else None
     health = reasons = None
     if "health" in needs and not health_of:
@@ -139,6 +162,20 @@ def observe(aws, service, needs=(), health_of=(), store=None, detached=(), launc
     if launch is not None:
         snap = replace(snap, **_launch_reads(aws, groups, launch))
     return snap
+
+
+def _one_group(aws, service, only):
+    """{color: Group} of `only`'s group described by name, or None when it no longer is what `only` was: the
+    service's group of that color, behind the same load balancers (E4: a group attached to none would pass every
+    health verdict)."""
+    records = aws.describe_group(only.name)
+    if len(records) != 1:
+        return None
+    group = group_from_describe(records[0])
+    if group.name != only.name or group.tags.get(TAG_SERVICE) != service or group.color != only.color or \
+            set(group.load_balancers()) != set(only.load_balancers()):
+        return None
+    return {group.color: group}
 
 
 def _launch_reads(aws, groups, launch):
@@ -235,6 +272,7 @@ class Runner:
         self.timeline = []
         self.abort_reason = None
         self.unwatched_since = None  # a resumed bake's last stamp, when no watcher had stamped it for too long
+        self.pair = {}  # the groups as the last round observed them (a wait's poll may read one of them alone)
         if store is not None and hasattr(aws, "before_retry"):
             aws.before_retry = self._confirm_lock  # a retried change is a new change: confirm the lock first
 
@@ -364,6 +402,7 @@ class Runner:
         while limit is None or rounds < limit:
             rounds += 1
             snap = observe(self.aws, self.service, needs, store=self.store, detached=self.detached)
+            self.pair = snap.groups
             if limit is None:
                 limit = round_limit(snap)
             self._check_holder(snap)
@@ -410,7 +449,7 @@ class Runner:
     def _apply(self, step, snap):
         log.info("%s: %s", step.name, step.summary)
         if isinstance(step, WaitStep):
-            self._wait(step)
+            self._wait(step, snap)
             return
         for call in step.calls:
             if self.store is not None and self.locked and not isinstance(call, RecordWrite):
@@ -468,7 +507,11 @@ class Runner:
             doc = self.store.lease.doc
         op = (doc or {}).get("operation") or {}
         timeline = [tuple(p) for p in (doc or {}).get("phases", [])] if doc else list(self.timeline)
-        old = snap.groups[record.live].version if snap is not None and record.live in snap.groups else None
+        live = None
+        if snap is not None:
+            # A one-group poll's snapshot lacks the other group: its version tag is as the round observed it.
+            live = snap.groups.get(record.live) or self.pair.get(record.live)
+        old = live.version if live is not None else None
         if self.unwatched_since:
             extra = dict(extra or {}, bake_not_watched_since=self.unwatched_since)
         data = events.detail(name, self.service, record, old, datetime.now(timezone.utc), timeline,
@@ -577,13 +620,19 @@ class Runner:
         self.sleep(left)
         return True
 
-    def _wait(self, step):
+    def _wait(self, step, planned):
+        """Poll `step` (planned from the observation `planned`) until its verdict decides."""
         self.waiting = step  # left set when the wait raises: _loop's handler undoes it
-        result = self._bake(step) if isinstance(step, BakeStep) else self._poll(step)
+        result = self._bake(step, planned) if isinstance(step, BakeStep) else self._poll(step, planned)
         self.waiting = None
         return result
 
-    def _bake(self, step):
+    def _alone(self, step, planned):
+        """The group a poll of `step` may read alone (observe's `only`), or None for the pair: every wait's verdict
+        reads its own group, but the gate also reads the live group's zones on every poll (finding 6)."""
+        return None if step.verdict.kind == GATE.kind else planned.groups.get(step.color)
+
+    def _bake(self, step, planned):
         """Watch until the bake's recorded deadline (by the wall clock: a rerun in another process goes on until
         the same moment), polling the group's health and the named alarms; each poll stamps the record, which
         is the lease renewal too, so `status` can tell a crashed watcher ("bake not watched since")."""
@@ -606,7 +655,8 @@ class Runner:
         while polls == 0 or self.clock() < deadline:
             if polls:
                 self.sleep(max(0.0, min(self.poll_interval, deadline - self.clock())))
-            snap = observe(self.aws, self.service, health_of=(step.color,), store=self.store)
+            snap = observe(self.aws, self.service, health_of=(step.color,), store=self.store,
+                           only=self._alone(step, planned))
             self._check_holder(snap)
             alarms = self.aws.describe_named_alarms(step.alarms) if step.alarms else []
             self._stamp_watched()
@@ -640,7 +690,7 @@ class Runner:
             op["reason"] = reason
         self.store.write(op)
 
-    def _poll(self, step):
+    def _poll(self, step, planned):
         deadline = self.clock() + self.timeout
         last = None
         polls = 0
@@ -653,8 +703,9 @@ class Runner:
         while polls == 0 or self.clock() < deadline:
             if polls:
                 self.sleep(max(0.0, min(self.poll_interval, deadline - self.clock())))
-            snap = observe(self.aws, self.service, health_of=(step.color,), store=self.store,
-                           launch=LaunchReads(**watch.reads()) if watch else None)
+            launch = LaunchReads(**watch.reads()) if watch else None
+            snap = observe(self.aws, self.service, health_of=(step.color,), store=self.store, launch=launch,
+                           only=self._alone(step, planned))
             self._check_holder(snap)
             if self.store is not None and self.locked:
                 self._hold_lease(margin=self.store.lease_s * 2 / 3)  # a live holder renews during every wait

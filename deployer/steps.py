@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Callable, Union
 
 from .errors import PlanError
-from .health import Verdict
+from .health import GATE, Verdict
 from .model import TAG_OPERATION, TAG_SAVED_SIZES, TAG_SAVED_SUSPENDED, TAG_SERVICE
 
 # A1, A2, A3: at most 20 instance ids per EnterStandby / ExitStandby / DetachInstances call.
@@ -265,11 +265,16 @@ def batches(ids, size=BATCH):
     return [ids[i:i + size] for i in range(0, len(ids), size)]
 
 
-def poll_calls(snap, color):
-    """What one poll of a wait costs: one group describe, one health call per load balancer (A9, A10)."""
+def poll_calls(snap, color, alone=True):
+    """What one poll of a wait costs: one group describe, one health call per load balancer (A9, A10). The
+    describe names the watched group alone when the state store keeps the record and the wait reads no other
+    group (`alone`; runner.observe's `only`); else it is the pair's."""
     group = snap.groups[color]
-    calls = [Call("DescribeAutoScalingGroups", {"Filters": [{"Name": "tag:" + TAG_SERVICE,
-                                                           "Values": [snap.service]}]})]
+    if alone and snap.store_url is not None:
+        calls = [Call("DescribeAutoScalingGroups", {"AutoScalingGroupNames": [group.name]})]
+    else:
+        calls = [Call("DescribeAutoScalingGroups", {"Filters": [{"Name": "tag:" + TAG_SERVICE,
+                                                               "Values": [snap.service]}]})]
     calls += [Call("DescribeTargetHealth", {"TargetGroupArn": arn}) for arn in group.target_groups]
     calls += [Call("DescribeInstanceHealth", {"LoadBalancerName": n}) for n in group.classic_lbs]
     return tuple(calls)
@@ -277,7 +282,8 @@ def poll_calls(snap, color):
 
 def wait_step(snap, name, summary, color, verdict, **kwargs):
     """A WaitStep on `color`'s group, with what one of its polls costs."""
-    return WaitStep(name, summary, color, verdict, polls=poll_calls(snap, color), **kwargs)
+    return WaitStep(name, summary, color, verdict, polls=poll_calls(snap, color, alone=verdict.kind != GATE.kind),
+                    **kwargs)
 
 
 def bake_step(snap, name, summary, color, verdict, until, alarms, **kwargs):

@@ -59,6 +59,7 @@ class Harness(Fleet):
         self.clock_start = clock.now()
         self.alive = set()  # holders (user@host:pid) whose process is still running
         self.floor = None  # a Floor while one is watched: healthy targets after every mutating call
+        self.asked = None  # while requests() records: ("service.Operation", params) of every call, in order
         self.agents = []  # callables run whenever the deployer sleeps: what instances' agents do meanwhile
         self.runs = 0
         # The wall clock the commands see (Seams.now): the real one, unless a test makes it follow the fake clock
@@ -144,6 +145,7 @@ class Harness(Fleet):
         clients = cli.make_clients(args, session=self.session)
         for client in clients.values():
             client.meta.events.register("after-call", self._after_call)
+            client.meta.events.register("provide-client-params", self._on_params)
         clients["s3"].meta.events.register("after-call.s3", self._s3_date_on_the_fake_clock)
         return clients
 
@@ -153,6 +155,20 @@ class Harness(Fleet):
         if "date" in headers:
             moved = parsedate_to_datetime(headers["date"]) + timedelta(seconds=self.clock.now() - self.clock_start)
             headers["date"] = format_datetime(moved, usegmt=True)
+
+    def _on_params(self, params=None, event_name="", **_):
+        if self.asked is not None:
+            self.asked.append((event_name.split(".", 1)[1], dict(params or {})))
+
+    @contextlib.contextmanager
+    def requests(self):
+        """Record what the deployer asks meanwhile: ("service.Operation", its parameters) per call (each page of a
+        paginator is one), in order; a test may add its own markers to the same list."""
+        self.asked = asked = []
+        try:
+            yield asked
+        finally:
+            self.asked = None
 
     def _after_call(self, model=None, **_):
         if self.floor is not None and model is not None and model.name in MUTATING:
