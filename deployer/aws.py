@@ -337,11 +337,9 @@ class DeployerAws:
         return self._change(self.ec2, "terminate_instances", self._terminated, **params)
 
     def _terminated(self, params):
-        reservations = self._pages(self.ec2, "describe_instances", "Reservations",
-                                   Filters=[{"Name": "instance-id", "Values": params["InstanceIds"]}])
-        states = {i["InstanceId"]: i["State"]["Name"] for r in reservations for i in r["Instances"]}
-        # An id EC2 no longer lists at all was terminated long ago.
-        return all(states.get(iid, "terminated") in GONE_STATES for iid in params["InstanceIds"])
+        # An id EC2 no longer lists at all was terminated long ago (describe_instance_states says so).
+        states = self.describe_instance_states(params["InstanceIds"])
+        return all(states[iid] in GONE_STATES for iid in params["InstanceIds"])
 
     # -- pre-flight and doctor reads (deployer/preflight.py decides; nothing here changes anything) -------
 

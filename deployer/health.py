@@ -58,6 +58,28 @@ def healthy_count(group, health):
                and all(state_in(health, i.id, k) == "healthy" for k in keys))
 
 
+def out_of_lbs(health, inst, keys):
+    """Whether `inst` is out of one of the load balancers `keys`: draining or unused there (E2)."""
+    return any(state_in(health, inst.id, k) in ("draining", "unused") for k in keys)
+
+
+def _serving(group, health, keys, aside):
+    """InService instances healthy everywhere (healthy_count) plus those in or entering Standby healthy everywhere
+    (registered directly by a rollback during the drain, E8)."""
+    return healthy_count(group, health) + sum(
+        1 for i in aside if all(state_in(health, i.id, k) == "healthy" for k in keys))
+
+
+def _not_yet(group, health, keys, aside, pending_shown=None):
+    """One line's worth of what a rollback's wait still waits for: targets not healthy, instances not arrived
+    (at most `pending_shown` of those counted toward the "...")."""
+    waiting = [f"{i.id} {state_in(health, i.id, k)} in {lb_label(k)}" for i in group.in_state("InService") + aside
+               for k in keys if state_in(health, i.id, k) != "healthy"]
+    waiting += [f"{i.id} {i.lifecycle}" for i in group.instances
+                if i.lifecycle not in ("InService", "Standby", "EnteringStandby") and not leaving(i)][:pending_shown]
+    return " (" + ", ".join(waiting[:3]) + (", ..." if len(waiting) > 3 else "") + ")" if waiting else ""
+
+
 def verdict_healthy(group, health):
     """Rollback's wait for the old fleet: every instance serving again, healthy in every load balancer, as many
     as desired plus those still in or on their way to Standby. Nothing fails it: the group replaces what fails,
@@ -69,28 +91,18 @@ def verdict_healthy(group, health):
     (a deploy that was taken over finishing its batch): only a new plan registers it or returns it to service."""
     keys = lb_keys(group)
     aside = group.in_state("Standby", "EnteringStandby")
-    dropped = [i for i in aside if any(state_in(health, i.id, k) in ("draining", "unused") for k in keys)]
+    dropped = [i for i in aside if out_of_lbs(health, i, keys)]
     if dropped:
         return REPLAN, (f"{len(dropped)} instances of {group.name} are in {dropped[0].lifecycle} and out of the "
                         "load balancers")
-    good = healthy_count(group, health) + sum(
-        1 for i in aside if all(state_in(health, i.id, k) == "healthy" for k in keys))
+    good = _serving(group, health, keys, aside)
     want = group.desired + len(aside)
     pending = [i for i in group.instances if i.lifecycle not in ("InService", "Standby", "EnteringStandby")
                and not leaving(i)]
     detail = f"{good}/{want} of {group.name} healthy"
     if aside:
         detail += f" ({len(aside)} registered directly while in or entering Standby, E8)"
-    waiting = []
-    for inst in group.in_state("InService") + aside:
-        for key in keys:
-            state = state_in(health, inst.id, key)
-            if state != "healthy":
-                waiting.append(f"{inst.id} {state} in {lb_label(key)}")
-    if pending:
-        waiting += [f"{i.id} {i.lifecycle}" for i in pending[:3]]
-    if waiting:
-        detail += " (" + ", ".join(waiting[:3]) + (", ..." if len(waiting) > 3 else "") + ")"
+    detail += _not_yet(group, health, keys, aside, pending_shown=3)
     if good >= want and not pending:
         return OK, detail
     return WAIT, detail
@@ -108,15 +120,9 @@ def verdict_serving(group, health, want, hold):
         return REPLAN, f"{group.name} has desired capacity {group.desired}, below the {hold} the rollback set"
     keys = lb_keys(group)
     aside = group.in_state("Standby", "EnteringStandby")
-    good = healthy_count(group, health) + sum(
-        1 for i in aside if all(state_in(health, i.id, k) == "healthy" for k in keys))
-    detail = f"{good}/{want} of {group.name} healthy ({len(aside)} in or entering Standby, registered directly, E8)"
-    waiting = [f"{i.id} {state_in(health, i.id, k)} in {lb_label(k)}" for i in group.in_state("InService") + aside
-               for k in keys if state_in(health, i.id, k) != "healthy"]
-    waiting += [f"{i.id} {i.lifecycle}" for i in group.instances
-                if i.lifecycle not in ("InService", "Standby", "EnteringStandby") and not leaving(i)]
-    if waiting:
-        detail += " (" + ", ".join(waiting[:3]) + (", ..." if len(waiting) > 3 else "") + ")"
+    good = _serving(group, health, keys, aside)
+    detail = (f"{good}/{want} of {group.name} healthy ({len(aside)} in or entering Standby, registered directly, E8)"
+              + _not_yet(group, health, keys, aside))
     return (OK if good >= want else WAIT), detail
 
 

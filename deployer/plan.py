@@ -45,8 +45,10 @@ from .health import (
     RESTORED,
     SCALED_IN,
     SETTLED,
+    lb_keys,
     lb_label,
     leaving,
+    out_of_lbs,
     serving,
 )
 from .model import HOLD_PROCESSES, TAG_RETIRED_FROM, TAG_VERSION, Record, other
@@ -527,13 +529,6 @@ def _runs(snap, inst):
     return (snap.aside_states or {}).get(inst.id, "running") == "running"
 
 
-def _out_of_lbs(snap, old, inst):
-    """Whether `inst` is out of one of the old group's load balancers (draining or unused there), by the health
-    read for the plan."""
-    return any((snap.health.get(inst.id) or {}).get(f"{kind}:{ident}", "unused") in ("draining", "unused")
-               for kind, ident in old.load_balancers())
-
-
 def _return_steps(snap, old, new, entering, standby, target, then=None, restore=True):
     """Return old instances to serving: those still EnteringStandby registered directly with the load balancers
     (E8), those in Standby with ExitStandby (A2), then the capacity, then a wait until enough serve. The wait is
@@ -544,10 +539,7 @@ def _return_steps(snap, old, new, entering, standby, target, then=None, restore=
     The desired capacity is instead held at the live capacity less the instances in or entering Standby that run
     (they serve once registered), so the group launches what is missing: a new group that grew after the flip, an
     old instance terminated during the drain (A4). Never lowered: that would scale in old instances that serve."""
-    def runs(inst):
-        return _runs(snap, inst)
-
-    steps = _register_steps(snap, old, [i for i in entering if runs(i)]) if entering else []
+    steps = _register_steps(snap, old, [i for i in entering if _runs(snap, i)]) if entering else []
     acted = any(step.calls for step in steps)
     ids = [i.id for i in standby]
     if ids and old.desired + len(ids) > old.max:
@@ -568,7 +560,7 @@ def _return_steps(snap, old, new, entering, standby, target, then=None, restore=
     aside = [i for i in old.in_state("Standby", "EnteringStandby") if i.id not in returning]
     desired = old.desired + len(ids)  # once this pass's ExitStandby batches are in
     if aside:
-        serving_aside = sum(1 for i in aside if runs(i))
+        serving_aside = sum(1 for i in aside if _runs(snap, i))
         want = target[1] if target is not None else desired + serving_aside
         hold = max(desired, want - serving_aside)
         if hold > desired:
@@ -607,7 +599,7 @@ def _register_steps(snap, old, entering):
     steps = []
     for kind, ident in old.load_balancers():
         key = f"{kind}:{ident}"
-        out = [i.id for i in entering if (snap.health.get(i.id) or {}).get(key, "unused") in ("draining", "unused")]
+        out = [i.id for i in entering if out_of_lbs(snap.health, i, (key,))]
         if kind == "tg":
             calls = tuple(Call("RegisterTargets", {"TargetGroupArn": ident, "Targets": [{"Id": i} for i in ids]})
                           for ids in batches(out, REGISTER_BATCH))
@@ -699,8 +691,7 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED, reason=None):
     if saved_sizes:
         # Only the ones that run count (A4: a terminated one stays listed), and those the fast path holds desired
         # for are in old.desired already (hold-capacity launched their replacements).
-        states = snap.aside_states or {}
-        running_aside = [i for i in standby_now if states.get(i.id, "running") == "running"]
+        running_aside = [i for i in standby_now if _runs(snap, i)]
         want = max(saved_sizes[1], old.desired + len(running_aside), new.desired)
         target = (min(saved_sizes[0], want), want, max(saved_sizes[2], want))
     # Whatever the phase, old instances in Standby, or the old group's min/max not as planned (a late EnterStandby
@@ -725,7 +716,7 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED, reason=None):
             steps.append(CallStep("check-serving", f"read which instances of {old.name} in or entering Standby are "
                                   "still registered with its load balancers (E8)", needs=("health",)))
         else:
-            out = [i for i in entering + standby if _out_of_lbs(snap, old, i) and _runs(snap, i)]
+            out = [i for i in entering + standby if out_of_lbs(snap.health, i, lb_keys(old)) and _runs(snap, i)]
             steps += _return_steps(snap, old, new, [i for i in out if i.lifecycle == "EnteringStandby"],
                                    [i for i in out if i.lifecycle == "Standby"], target, restore=moved)
     # Stage one, `restored`: the new fleet out of every load balancer.

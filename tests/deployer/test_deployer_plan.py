@@ -230,6 +230,17 @@ def _draining_pair(phase="flip", entering=2):
     return blue, green
 
 
+def _restored_pair(entering):
+    """A rollback in phase restored: the new group emptied, the old instances still EnteringStandby."""
+    blue, green = _draining_pair(phase="restored", entering=entering)
+    rec = record_tag("rollback", "restored")
+    for g in (blue, green):
+        g["Tags"] = [t for t in g["Tags"] if t["Key"] != "bluegreen:operation"] + [
+            {"Key": "bluegreen:operation", "Value": rec["bluegreen:operation"]}]
+    green["DesiredCapacity"], green["MinSize"], green["MaxSize"], green["Instances"] = 0, 0, 0, []
+    return blue, green
+
+
 def test_rollback_registers_instances_still_draining_instead_of_waiting_for_the_drain():
     blue, green = _draining_pair()
     steps = plan.plan_rollback(snapshot(blue, green), ctx())
@@ -264,12 +275,7 @@ def test_rollback_registers_draining_instances_with_classic_load_balancers_too()
 
 def test_rollback_after_the_fast_restore_settles_once_the_drain_is_over():
     # Phase restored: the old instances serve (registered directly) while still EnteringStandby.
-    blue, green = _draining_pair(phase="restored")
-    rec = record_tag("rollback", "restored")
-    for g in (blue, green):
-        g["Tags"] = [t for t in g["Tags"] if t["Key"] != "bluegreen:operation"] + [
-            {"Key": "bluegreen:operation", "Value": rec["bluegreen:operation"]}]
-    green["DesiredCapacity"], green["MinSize"], green["MaxSize"], green["Instances"] = 0, 0, 0, []
+    blue, green = _restored_pair(entering=2)
     read = {"blue": [], "green": []}
     health = {f"i-b{k:05d}": {f"tg:{TG}": "healthy"} for k in range(2)}
     steps = plan.plan_rollback(snapshot(blue, green, read, read, health=health), ctx(me="ci@builder:99"))
@@ -485,12 +491,7 @@ def test_an_unknown_digest_removes_the_old_one_before_the_version_changes():
 def test_after_restored_an_old_instance_out_of_the_load_balancer_again_is_registered_again():
     # Review of issue 13: a later pass (phase restored) sees one draining instance out of the target group again
     # and registers it (only the running one: a terminated one is left to the capacity hold, A4).
-    blue, green = _draining_pair(phase="restored", entering=3)
-    rec = record_tag("rollback", "restored")
-    for g in (blue, green):
-        g["Tags"] = [t for t in g["Tags"] if t["Key"] != "bluegreen:operation"] + [
-            {"Key": "bluegreen:operation", "Value": rec["bluegreen:operation"]}]
-    green["DesiredCapacity"], green["MinSize"], green["MaxSize"], green["Instances"] = 0, 0, 0, []
+    blue, green = _restored_pair(entering=3)
     read = {"blue": [], "green": []}
     health = {"i-b00000": {f"tg:{TG}": "draining"}, "i-b00001": {f"tg:{TG}": "healthy"},
               "i-b00002": {f"tg:{TG}": "unused"}}
