@@ -9,8 +9,9 @@ AWS_EC2_METADATA_SERVICE_ENDPOINT (aws-rules.md I3, C1). Many run at once, one p
 
 What it enforces (I1): a token comes only from PUT /latest/api/token with X-aws-ec2-metadata-token-ttl-seconds
 in 1..21600 (else 400); a GET without a valid, unexpired token answers 401. Paths (I2): instance-id,
-placement/region, placement/availability-zone, the identity document, and autoscaling/target-lifecycle-state,
-which asks the emulated AWS (DescribeAutoScalingInstances) every time, so it follows the group.
+placement/region, placement/availability-zone, the identity document, autoscaling/target-lifecycle-state,
+which asks the emulated AWS (DescribeAutoScalingInstances) every time, so it follows the group, and, given a
+role, iam/security-credentials/ROLE (the instance profile's credentials).
 """
 
 import json
@@ -40,8 +41,11 @@ TARGET_STATES = {
 
 
 class IMDSServer:
-    def __init__(self, instance_id, region="us-east-1", aws_endpoint=None, host="127.0.0.1", port=0):
+    def __init__(self, instance_id, region="us-east-1", aws_endpoint=None, host="127.0.0.1", port=0, role=None):
         self.instance_id = instance_id
+        # The instance profile's role (I2): iam/security-credentials/ROLE answers credentials the emulated AWS
+        # accepts, so an agent on a machine finds them the way it does on EC2, with no keys injected.
+        self.role = role
         self.region = region
         self.aws_endpoint = aws_endpoint
         self.disabled = False
@@ -73,7 +77,9 @@ class IMDSServer:
         host, port = self._httpd.server_address[:2]
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
-    def start(self):
+    def start(self, sock=None):
+        """Serve on host:port, or on `sock`, a listening socket made elsewhere (in a machine's network
+        namespace, on 169.254.169.254:80: localcloud/machines.py)."""
         server = self
 
         class Handler(_Handler):
@@ -83,7 +89,12 @@ class IMDSServer:
         if ":" in self._host:  # an IPv6 address, as IMDS's fd00:ec2::254 (F19)
             class server_class(ThreadingHTTPServer):
                 address_family = socket.AF_INET6
-        self._httpd = server_class((self._host, self._port), Handler)
+        if sock is not None:
+            self._httpd = server_class(sock.getsockname()[:2], Handler, bind_and_activate=False)
+            self._httpd.socket.close()
+            self._httpd.socket = sock
+        else:
+            self._httpd = server_class((self._host, self._port), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name=f"imds-{self.instance_id}",
                                         daemon=True)
@@ -153,7 +164,22 @@ class IMDSServer:
             }, indent=2)
         if path == "/latest/meta-data/autoscaling/target-lifecycle-state":
             return self.target_lifecycle_state()
+        if self.role and path.rstrip("/") == "/latest/meta-data/iam/security-credentials":
+            return self.role
+        if self.role and path == "/latest/meta-data/iam/security-credentials/" + self.role:
+            return json.dumps(self.role_credentials(), indent=2)
         return None
+
+    def role_credentials(self):
+        """What EC2 serves for the instance profile's role: temporary keys, renewed well before they expire.
+        The emulated AWS accepts any keys; these are made up per instance and never real ones."""
+        now = time.time()
+        return {"Code": "Success", "Type": "AWS-HMAC",
+                "LastUpdated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+                "AccessKeyId": "ASIA" + self.instance_id.replace("-", "").upper()[:16].ljust(16, "X"),
+                "SecretAccessKey": "emulated-" + self.instance_id,
+                "Token": "emulated-session-token-" + self.instance_id,
+                "Expiration": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 6 * 3600))}
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -49,6 +49,8 @@ from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult, BaseResponse, EmptyResult
 from moto.ec2.models import EC2Backend, ec2_backends
 from moto.ec2.models.instances import Instance
+from moto.ec2.responses.launch_templates import LaunchTemplates
+from moto.ec2.utils import parse_user_data
 from moto.elb.models import ELBBackend, FakeHealthCheck, FakeListener, LoadBalancer
 from moto.elb.responses import ELBResponse
 from moto.elbv2.exceptions import ValidationError as ELBv2ValidationError
@@ -65,10 +67,11 @@ __all__ = [
     "AutoscalingClientError", "CloudFormationModel", "CloudWatchBackend", "DetachInstanceActivity",
     "DomainDispatcherApplication", "ELBBackend", "ELBResponse", "ELBv2Backend", "ELBv2ValidationError",
     "EmptyResult", "EnterStandbyActivity", "ExitStandbyActivity", "FakeAutoScalingGroup", "FakeHealthStatus",
-    "FakeScalingPolicy", "FakeScheduledAction", "FakeTargetGroup", "InstanceState", "ResourceContentionError",
+    "FakeScalingPolicy", "FakeScheduledAction", "FakeTargetGroup", "InstanceState", "LaunchTemplates",
+    "ResourceContentionError",
     "ResourceMap", "TerminateInstanceActivity", "ValidationError", "autoscaling_backends",
     "cloudformation_backends", "cloudwatch_backends", "create_backend_app", "ec2_backends", "elbv2_backends",
-    "moto_api_backend", "s3_backends",
+    "moto_api_backend", "parse_user_data", "s3_backends",
 ]
 
 
@@ -127,6 +130,8 @@ WRAPPED: tuple[Wrap, ...] = (
          "(self, load_balancer_name: str, instance_ids: collections.abc.Iterable[str],"
          " from_autoscaling: bool = False) -> moto.elb.models.LoadBalancer"),
     Wrap(ELBResponse, "describe_instance_health", ACTION),
+    # launch_templates.py: CreateLaunchTemplateVersion with SourceVersion and UserData (L1).
+    Wrap(LaunchTemplates, "create_launch_template_version", ACTION),
     # autoscaling.py: capacity and launches (A5, A6), load balancer membership (A1, A8, E3), A4.
     Wrap(FakeAutoScalingGroup, "set_desired_capacity", "(self, new_capacity: 'int | None') -> 'None'"),
     Wrap(AutoScalingBackend, "update_attached_elbs", "(self, group_name: 'str') -> 'None'"),
@@ -432,7 +437,18 @@ def replaces(cls: type, name: str) -> Callable[[Callable[..., Any]], Callable[..
 
 def install() -> None:
     """Put every replacement on moto's classes; idempotent (a class attribute is replaced once per process)."""
-    from . import activities, alarms, asg_api, asg_catalog, autoscaling, cfn, refresh, targets, warm  # noqa: F401  (importing them registers them)
+    from . import (  # noqa: F401  (importing them registers them)
+        activities,
+        alarms,
+        asg_api,
+        asg_catalog,
+        autoscaling,
+        cfn,
+        launch_templates,
+        refresh,
+        targets,
+        warm,
+    )
 
     for cache in (cloudformation_parsing.get_model_list, cloudformation_parsing.get_model_map,
                   cloudformation_parsing.get_name_type_map):

@@ -16,6 +16,7 @@ the control API for other processes:
     POST /_localcloud/apps           {"boot_seconds": 0.0, "broken_launches": 0}   (E5, apps.py)
     POST /_localcloud/app            {"instance_id": ..., "up": true|false}       (E5)
     POST /_localcloud/alarms         {"evaluate": true|false}                     (W2, alarms.py)
+    POST /_localcloud/console        {"instance_id": ..., "output": "..."}       (GetConsoleOutput, console.py)
     GET  /_localcloud/events?after=N {"events": [...], "last": M}  (each event carries "seq")
     GET  /_localcloud/calls          {"calls": {"autoscaling:DescribeAutoScalingGroups": n, ...}}
 """
@@ -38,6 +39,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from . import (
     alarms,
     autoscaling,
+    console,
     events_faults,
     faults_asg,
     moto_seam,
@@ -200,6 +202,12 @@ class EmulatedAWS:
         with self.state.lock:
             self.state.apps.configure(boot_seconds, broken_launches)
 
+    def post_console(self, instance_id: str, output: str) -> None:
+        """What a machine wrote to its console: GetConsoleOutput answers it from now on (console.py)."""
+        if not isinstance(instance_id, str) or not instance_id or not isinstance(output, str):
+            raise BadControlRequest("instance_id must be a non-empty string and output a string")
+        console.store(self.state, instance_id, output)
+
     def set_app_up(self, instance_id: str, up: bool) -> None:
         """E5: from now on the app on `instance_id` answers health checks (True) or fails them (False)."""
         if not isinstance(instance_id, str) or not instance_id or not isinstance(up, bool):
@@ -303,6 +311,10 @@ class EmulatedAWS:
             if written and status.startswith("200"):
                 tag_delay.after_create(self.state, written)
             return status, headers, chunks
+        if action == "GetConsoleOutput":
+            posted = console.answer(self.state, body)
+            if posted is not None:
+                return posted
         if action in tag_delay.READS:
             with tag_delay.hidden(self.state, region):
                 return self._call_moto(environ)
@@ -358,6 +370,8 @@ class EmulatedAWS:
                 self.set_app_up(payload.get("instance_id"), payload.get("up"))
             elif path == "/_localcloud/alarms":
                 self.configure_alarms(**payload)
+            elif path == "/_localcloud/console":
+                self.post_console(payload.get("instance_id"), payload.get("output"))
             elif path == "/_localcloud/time":
                 self.configure_time(payload.get("time_scale"), payload.get("health_interval"))
             else:

@@ -280,6 +280,8 @@ class LayerState:
             self.health_interval = self._default_health_interval
             self.faults = Faults()
             self.apps = Apps()  # E5: whether each instance's app answers health checks (apps.py)
+            # instance id -> (its machine's console, bytes, the time posted): GetConsoleOutput (console.py)
+            self.consoles: dict[str, tuple[bytes, float]] = {}
             # (instance_id, target_group_arn or None for "every load balancer") -> "healthy" | "unhealthy"
             self.forced_health: dict[tuple[str, str | None], str] = {}
             # (lb key, target id) -> {"registered_at": t, "drain_until": t or None, "port": p}

@@ -42,3 +42,7 @@ class ControlClient:
     def set_target_health(self, instance_id: str, state: str | None, target_group_arn: str | None = None) -> None:
         self._call("POST", "/_localcloud/target-health",
                    {"instance_id": instance_id, "state": state, "target_group_arn": target_group_arn})
+
+    def post_console(self, instance_id: str, output: str) -> None:
+        """A machine's console, for the emulated EC2's GetConsoleOutput."""
+        self._call("POST", "/_localcloud/console", {"instance_id": instance_id, "output": output})
