@@ -19,9 +19,12 @@ out=${1:-}
 suite=bookworm
 # debootstrap's own set (minbase, plus systemd), then what a stock Debian cloud image adds and the recipe
 # relies on, installed with apt in the chroot (debootstrap --include cannot configure cloud-init's
-# dependencies): cloud-init, since the agent's unit is ordered after it and the recipe runs `cloud-init clean`.
+# dependencies): cloud-init, since the agent's unit is ordered after it and the recipe runs `cloud-init clean`;
+# locales with en_US.UTF-8 generated and set, as on Debian's cloud images: cloud-init's locale module sets
+# that locale at every first boot and fails without it (the booted machines of localcloud/machines.py);
+# iproute2, which the cloud images have too.
 debootstrap_packages=systemd,systemd-sysv
-cloud_packages="cloud-init"
+cloud_packages="cloud-init locales iproute2"
 ecr_registry=${ECR_REGISTRY:-123456789012.dkr.ecr.eu-west-1.amazonaws.com}
 [ "$(id -u)" = 0 ] || { echo "bake-debian-root: needs root (debootstrap, chroot)" >&2; exit 1; }
 command -v debootstrap >/dev/null || { echo "bake-debian-root: debootstrap missing (scripts/host-setup.sh)" >&2; exit 1; }
@@ -36,7 +39,7 @@ mirror=${mirror:-http://deb.debian.org/debian}
 
 cache=$repo/.cache/bake
 mkdir -p "$cache"
-base_key=$(printf '%s\n' "$suite" "$mirror" "$debootstrap_packages" "$cloud_packages" minbase-2 | sha256sum | cut -c1-16)
+base_key=$(printf '%s\n' "$suite" "$mirror" "$debootstrap_packages" "$cloud_packages" minbase-3 | sha256sum | cut -c1-16)
 bake_key=$( { echo "$base_key" "$ecr_registry"; cat "$0" setup.cfg; \
               find ami agent systemd docs/agent.md -type f ! -name '*.pyc' ! -path '*/__pycache__/*' \
                 | LC_ALL=C sort | xargs sha256sum; } | sha256sum | cut -c1-16)
@@ -74,7 +77,8 @@ if [ ! -d "$root" ]; then
     debootstrap --variant=minbase --include="$debootstrap_packages" "$suite" "$base.tmp" "$mirror" \
       >"$cache/debootstrap.log" 2>&1 || { tail -20 "$cache/debootstrap.log" >&2; exit 1; }
     in_chroot "$base.tmp" /bin/sh -c "apt-get update -qq && apt-get install -y -qq --no-install-recommends \
-      $cloud_packages >/dev/null && apt-get clean && rm -rf /var/lib/apt/lists/*" >&2
+      $cloud_packages >/dev/null && apt-get clean && rm -rf /var/lib/apt/lists/* \
+      && echo 'en_US.UTF-8 UTF-8' > /etc/locale.gen && locale-gen >/dev/null && update-locale LANG=en_US.UTF-8" >&2
     mv "$base.tmp" "$base"
     echo "bake-debian-root: base in $((SECONDS - start)) s" >&2
   fi

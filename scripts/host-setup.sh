@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Everything a fresh Debian machine (as root) needs before the whole suite or the demo runs: the Debian
 # packages (Docker engine and registry, busybox for the sample app, HAProxy, cloud-init, systemd, curl, awscli,
-# debootstrap for the AMI bake test's Debian root: scripts/bake-debian-root.sh), the
+# debootstrap for the AMI bake test's Debian root: scripts/bake-debian-root.sh, systemd-container and iproute2
+# for the local fleet's machines that boot it: localcloud/machines.py), the
 # project's virtualenv (scripts/venv-setup.sh, all that `make unit` needs), and the compose v2 CLI plugin.
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # awscli: the OnFailure= fallback (systemd/libexec/abandon) is tested with the real AWS CLI, as the bake installs it.
-APT_PACKAGES="docker.io docker-registry busybox-static haproxy cloud-init systemd curl awscli debootstrap"
+APT_PACKAGES="docker.io docker-registry busybox-static haproxy cloud-init systemd curl awscli debootstrap \
+  systemd-container iproute2"
 missing=()
 for pkg in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -80,7 +80,7 @@ def how_to_use(state_dir: str, state: dict) -> str:
 
 
 def up(state_dir: str, lb_port: int, deadline_s: float, time_scale: float | None = None,
-       boot_seconds: float | None = None) -> int:
+       boot_seconds: float | None = None, instances: str = "machines") -> int:
     state_dir = os.path.abspath(state_dir)
     pid = _daemon_pid(state_dir)
     proc = None
@@ -90,7 +90,7 @@ def up(state_dir: str, lb_port: int, deadline_s: float, time_scale: float | None
             if os.path.exists(os.path.join(state_dir, stale)):
                 os.unlink(os.path.join(state_dir, stale))
         clock = ([] if time_scale is None else ["--time-scale", str(time_scale)]) + \
-            ([] if boot_seconds is None else ["--boot-seconds", str(boot_seconds)])
+            ([] if boot_seconds is None else ["--boot-seconds", str(boot_seconds)]) + ["--instances", instances]
         with open(os.path.join(state_dir, LOG_FILE), "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "localcloud.fleet.daemon", "--state", state_dir, "--lb-port", str(lb_port),
@@ -156,11 +156,16 @@ def _clean_up_after_crash(state_dir: str, state: dict) -> None:
     if haproxy_pid:
         infra.stop_process(int(haproxy_pid), 5.0)
     for item in (state.get("fleet") or {}).get("instances", []):
-        if state.get("docker_host"):
+        if state.get("docker_host") and item.get("compose_project"):  # a machine's stack went with it
             try:
                 remove_stack(item["compose_project"], state["docker_host"])
             except FleetError as exc:
                 print(f"bluegreen-localcloud: {exc}", file=sys.stderr)
+    if state.get("instances") == "machines" or os.path.isdir(os.path.join(state_dir, "instances")):
+        from localcloud import machines
+
+        for instance_id in machines.sweep(os.path.join(state_dir, "instances")):
+            print(f"bluegreen-localcloud: machine {instance_id} powered off and removed", file=sys.stderr)
     record = os.path.join(state_dir, "infra-started.json")
     if os.path.exists(record):
         infra.down(record=record)
@@ -181,11 +186,12 @@ def status(state_dir: str, output: str) -> int:
                   f"({state.get('region')})\nenv file       {os.path.join(state_dir, ENV_FILE)}")
             rows = (state.get("fleet") or {}).get("instances", [])
             if rows:
-                print(f"{'INSTANCE':<21} {'GROUP':<12} {'VERSION':<8} {'PORT':<6} {'AGENT':<18} {'TARGET':<10} LB")
+                print(f"{'INSTANCE':<21} {'GROUP':<12} {'VERSION':<8} {'ADDRESS':<17} {'AGENT':<18} {'TARGET':<10} LB")
             for r in rows:
                 if r.get("state") != "running":
                     continue
-                print(f"{r['instance_id']:<21} {r['group']:<12} {r.get('version') or '-':<8} {r['app_port']:<6} "
+                address = f"{r.get('address') or '127.0.0.1'}:{r['app_port']}"
+                print(f"{r['instance_id']:<21} {r['group']:<12} {r.get('version') or '-':<8} {address:<17} "
                       f"{r['agent']:<18} {r.get('target') or '-':<10} {r.get('lb') or '-'}")
     return EXIT_OK if pid else EXIT_NOT_RUNNING
 
@@ -203,11 +209,15 @@ def add_commands(subparsers) -> None:
     p.add_argument("--lb-port", type=port, default=8080,
                    help="load balancer port on 127.0.0.1 (default 8080; 0 picks a free one, printed)")
     p.add_argument("--state", default=DEFAULT_STATE, help="state folder (default .localcloud)")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait until it serves (default 300)")
+    p.add_argument("--timeout", type=float, default=900.0,
+                   help="seconds to wait until it serves (default 900: the first up also builds the image root)")
     p.add_argument("--time-scale", type=float, default=None,
                    help="real seconds per AWS second (default 0.2; 1 runs AWS's own timings in real time)")
     p.add_argument("--boot-seconds", type=float, default=None,
                    help="AWS seconds from an instance's launch to its agent's start (default 0)")
+    p.add_argument("--instances", choices=("machines", "processes"), default="machines",
+                   help="machines: every instance boots the baked image with systemd-nspawn, real cloud-init and "
+                        "systemd (default; root); processes: the agent as a process on this host's engine")
     p.set_defaults(func=run, fleet_command="up")
     p = subparsers.add_parser("down", help="stop and remove everything `up` made")
     p.add_argument("--state", default=DEFAULT_STATE)
@@ -227,7 +237,7 @@ def run(args) -> int:
     """Run the fleet command args.fleet_command; one line on stderr and a documented exit code on failure."""
     try:
         if args.fleet_command == "up":
-            return up(args.state, args.lb_port, args.timeout, args.time_scale, args.boot_seconds)
+            return up(args.state, args.lb_port, args.timeout, args.time_scale, args.boot_seconds, args.instances)
         if args.fleet_command == "down":
             return down(args.state, args.timeout)
         if args.fleet_command == "status":

@@ -55,8 +55,13 @@ def env_lines(aws_endpoint: str, region: str, lb_url: str, docker_host: str, reg
 
 class Daemon:
     def __init__(self, state_dir: str, lb_port: int = 0, region: str = "us-east-1", infra_dir: str = ".infra",
-                 ready_deadline_s: float = 300.0, time_scale: float = TIME_SCALE, boot_seconds: float = 0.0) -> None:
+                 ready_deadline_s: float = 300.0, time_scale: float = TIME_SCALE, boot_seconds: float = 0.0,
+                 instances: str = "machines", image_root: str | None = None) -> None:
         self.state_dir = os.path.abspath(state_dir)
+        # "machines": every instance boots the baked image with systemd-nspawn (localcloud/machines.py);
+        # "processes": the agent as a process on this host's engine (a host without root or nspawn).
+        self.instances = instances
+        self.image_root = image_root
         self.time_scale = time_scale
         self.boot_seconds = boot_seconds
         self.lb_port = lb_port
@@ -66,7 +71,7 @@ class Daemon:
         self.stop_requested = threading.Event()
         self.state: dict = {"pid": os.getpid(), "phase": "starting", "error": None, "service": SERVICE,
                             "region": region, "started": time.time(), "time_scale": time_scale,
-                            "boot_seconds": boot_seconds}
+                            "boot_seconds": boot_seconds, "instances": instances}
         self._state_lock = threading.Lock()
         self.cloud = None
         self.lb = None
@@ -91,8 +96,9 @@ class Daemon:
         from localcloud.aws import EmulatedAWS
         from localcloud.fleet.control import ControlClient
         from localcloud.fleet.haproxy import LoadBalancer
+        from localcloud.fleet.instances import Instance
         from localcloud.fleet.metrics import PUBLISH_AWS_SECONDS, MetricsPublisher
-        from localcloud.fleet.service import REPOSITORY, create_demo_service
+        from localcloud.fleet.service import HEALTH_URL, MACHINE_HEALTH_URL, REPOSITORY, create_demo_service
         from localcloud.fleet.supervisor import FleetSupervisor
 
         os.makedirs(self.state_dir, exist_ok=True)
@@ -120,10 +126,16 @@ class Daemon:
         config = Config(retries={"mode": "adaptive", "max_attempts": 10})  # A10
         autoscaling = session.client("autoscaling", endpoint_url=self.cloud.endpoint, config=config)
         elbv2 = session.client("elbv2", endpoint_url=self.cloud.endpoint, config=config)
+        control = ControlClient(self.cloud.endpoint)
+        factory = Instance
+        health_url = HEALTH_URL
+        if self.instances == "machines":
+            factory = self._machine_factory(session, config, control, registry)
+            health_url = MACHINE_HEALTH_URL
         self.supervisor = FleetSupervisor(
-            ControlClient(self.cloud.endpoint), autoscaling, elbv2, self.lb, self.state_dir, self.cloud.endpoint,
+            control, autoscaling, elbv2, self.lb, self.state_dir, self.cloud.endpoint,
             self.region, docker_host, time_scale=self.time_scale, boot_seconds=self.boot_seconds,
-            on_change=self.record).start()
+            on_change=self.record, instance_factory=factory).start()
         # Issue 12: HAProxy's counters as AWS/ApplicationELB metrics, and 5xx per group (metrics.py).
         self.metrics = MetricsPublisher(self.lb, session.client("cloudwatch", endpoint_url=self.cloud.endpoint,
                                                                 config=config),
@@ -133,13 +145,32 @@ class Daemon:
         sampleapp.build_and_push(registry, repository=REPOSITORY, versions=VERSIONS,
                                  unhealthy_versions=UNHEALTHY_VERSIONS)
         self.record(phase="creating the service")
-        create_demo_service(session, self.state_dir, registry, SERVICE, CAPACITY)
+        create_demo_service(session, self.state_dir, registry, SERVICE, CAPACITY, health_url=health_url)
         self.record(phase="waiting for the blue instances")
         self.supervisor.wait_for(lambda: self.supervisor.routed_count() >= CAPACITY,
                                  f"{CAPACITY} instances healthy and routed by the load balancer",
                                  self.ready_deadline_s)
         self.record(phase="ready")
         log.info("local fleet ready: load balancer %s, emulated AWS %s", self.lb.url, self.cloud.endpoint)
+
+    def _machine_factory(self, session, config, control, registry: str):
+        """Machines boot the baked image root (scripts/bake-debian-root.sh, cached in .cache/bake)."""
+        from localcloud import machines
+        from localcloud.fleet.machine_instance import MachineFactory
+
+        reason = machines.available()
+        if reason:
+            raise FleetError(f"{reason}; or start the fleet with --instances processes")
+        if self.image_root is None:
+            self.record(phase="baking the image root")
+            self.image_root = machines.baked_root()
+        self.record(image_root=self.image_root)
+        aws_port = int(self.cloud.endpoint.rsplit(":", 1)[1])
+        registry_port = int(registry.rsplit(":", 1)[1]) if ":" in registry else None
+        return MachineFactory(session.client("autoscaling", endpoint_url=self.cloud.endpoint, config=config),
+                              session.client("ec2", endpoint_url=self.cloud.endpoint, config=config),
+                              session.client("iam", endpoint_url=self.cloud.endpoint, config=config),
+                              self.image_root, aws_port, registry_port, on_console=control.post_console)
 
     # -- stop -------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -154,6 +185,12 @@ class Daemon:
                 part.stop()
             except (FleetError, OSError) as exc:
                 log.error("stopping the %s: %s", name, exc)
+        if self.instances == "machines":
+            from localcloud import machines
+
+            swept = machines.sweep(os.path.join(self.state_dir, "instances"))
+            if swept:
+                log.warning("machines left running or mounted after the fleet stopped, removed: %s", swept)
         if self._infra_started:
             infra.down(self.infra_dir, record=os.path.join(self.state_dir, INFRA_RECORD))
         self.record(phase="stopped")
@@ -172,13 +209,18 @@ def main(argv=None) -> int:
     parser.add_argument("--time-scale", type=float, default=TIME_SCALE, help="real seconds per AWS second")
     parser.add_argument("--boot-seconds", type=float, default=0.0,
                         help="AWS seconds from an instance's launch to its agent's start (EC2 boot; default 0)")
+    parser.add_argument("--instances", choices=("machines", "processes"), default="machines",
+                        help="machines: each instance boots the baked image (systemd-nspawn, default); "
+                             "processes: the agent runs as a process on this host's Docker engine")
+    parser.add_argument("--image-root", default=None,
+                        help="the image root machines boot (default: scripts/bake-debian-root.sh's, built or cached)")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("botocore", "boto3", "urllib3", "werkzeug", "moto"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     daemon = Daemon(args.state, args.lb_port, args.region, args.infra_dir, time_scale=args.time_scale,
-                    boot_seconds=args.boot_seconds)
+                    boot_seconds=args.boot_seconds, instances=args.instances, image_root=args.image_root)
     os.makedirs(daemon.state_dir, exist_ok=True)
     atomic_write(os.path.join(daemon.state_dir, PID_FILE), str(os.getpid()))
 

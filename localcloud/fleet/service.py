@@ -19,6 +19,8 @@ REPOSITORY = "demo-web"
 # A6: an instance joins the load balancer only once its agent completes the launch hook; the agent's own
 # health wait uses this URL, with the instance's APP_PORT filled in from its compose_env.
 HEALTH_URL = "http://127.0.0.1:${APP_PORT}/health"
+# On a machine (machine_instance.py) the app has the machine's network to itself: the template's AppPort.
+MACHINE_HEALTH_URL = "http://127.0.0.1:8080/health"
 # In AWS seconds (the fleet runs them at localcloud.fleet.daemon.TIME_SCALE): checks 5 s x 2, the
 # deregistration delay 15 s, the launch hook's heartbeat timeout 300 s.
 HEALTH_INTERVAL = 5
@@ -57,7 +59,7 @@ def push_bundle(session, folder: str, registry: str, url: str, environ: dict) ->
 
 
 def create_demo_service(session, state_dir: str, registry: str, name: str = "demo", capacity: int = 3,
-                        version: str = "1.0", environ: dict | None = None) -> dict:
+                        version: str = "1.0", environ: dict | None = None, health_url: str = HEALTH_URL) -> dict:
     """The stack, the bundle, then `bluegreen init NAME VERSION --capacity N`, which returns once blue's
     instances are healthy (their agents run meanwhile, in the fleet's supervisor); returns localcloud.stack's
     dict of the pair."""
@@ -66,7 +68,7 @@ def create_demo_service(session, state_dir: str, registry: str, name: str = "dem
     svc = create_stack_service(session, name=name, image=f"{registry}/{REPOSITORY}", bucket=BUCKET, capacity=capacity,
                                version=version, health_interval=HEALTH_INTERVAL, healthy_threshold=HEALTHY_THRESHOLD,
                                deregistration_delay=DEREGISTRATION_DELAY, hook_timeout=HOOK_TIMEOUT,
-                               health_url=HEALTH_URL)
+                               health_url=health_url)
     if svc["bootstrap_url"] != format_s3_url(BUCKET, name + "/"):
         raise ServiceError(f"the stack's BootstrapUrl {svc['bootstrap_url']} is not the fleet's bucket {BUCKET}")
     environ = dict(environ or os.environ)

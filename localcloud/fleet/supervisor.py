@@ -137,8 +137,16 @@ class FleetSupervisor:
             boot.daemon = True
             boot.start()
         else:
-            instance.start()
+            self._start(instance)
         self._changed()
+
+    def _start(self, instance: Instance) -> None:
+        # An instance that cannot even start (a machine whose namespace or overlay failed) stays listed with
+        # its failure: the launch hook's own timeout ABANDONs it, as EC2's would an instance that never booted.
+        try:
+            instance.start()
+        except FleetError as exc:
+            log.error("fleet: instance %s did not start: %s", instance.instance_id, exc)
 
     def _boot(self, instance_id: str) -> None:
         """The booted instance's agent starts, unless it was terminated or detached while it booted."""
@@ -146,7 +154,7 @@ class FleetSupervisor:
             instance = self.instances.get(instance_id)
             if instance is None or self._stop.is_set():
                 return
-            instance.start()
+            self._start(instance)
         self._changed()
 
     def _retire(self, instance_id: str, why: str) -> None:
@@ -252,7 +260,11 @@ class FleetSupervisor:
         name = action.instance_id
         if action.kind == "add":
             checks = self.target_groups.get(target_group_arn, {})
-            self.lb.add_server(name, "127.0.0.1", int(action.value), checks.get("interval"), checks.get("rise"),
+            with self._lock:
+                instance = self.instances.get(name)
+            # A machine has its own address (machine_instance.py); a process instance listens on loopback.
+            address = getattr(instance, "address", None) or "127.0.0.1"
+            self.lb.add_server(name, address, int(action.value), checks.get("interval"), checks.get("rise"),
                                checks.get("fall"))
         elif action.kind == "route":
             self.lb.route(name)
@@ -269,6 +281,11 @@ class FleetSupervisor:
                 self.fed.pop(name, None)
             else:
                 self.fed[name] = action.value
+            if action.value == "healthy":
+                with self._lock:
+                    instance = self.instances.get(name)
+                if hasattr(instance, "mark"):
+                    instance.mark("healthy")  # a machine's boot-to-healthy (docs/benchmarks.md)
             log.info("fleet: target %s reported %s by the load balancer's checks", name, action.value or "initial")
 
     # -- reporting --------------------------------------------------------------------------------------------

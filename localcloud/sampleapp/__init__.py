@@ -3,8 +3,8 @@
 Nothing can be pulled from the internet here, so the image is the host's static busybox plus a web root:
 `/` answers the version, `/health` answers 200 (an "unhealthy" version has no /health, so it answers 404; a
 "failing" version, any whose name ends in `-bad` such as `2.0-bad`, passes /health but answers `/` with a 500
-from a CGI script, as a release that breaks real requests and not its health check), and it listens on 127.0.0.1:$APP_PORT (default 8080) with host networking, because the engine runs with
---bridge=none.
+from a CGI script, as a release that breaks real requests and not its health check), and it listens on $APP_PORT (default 8080, every address) with host networking, because the engine runs with
+--bridge=none; on a local machine the load balancer reaches it at the machine's address.
 
     digests = build_and_push("127.0.0.1:5000", versions=("1.0", "2.0"))   # {version: "sha256:..."}
     write_bundle(folder, "127.0.0.1:5000")   # docker-compose.yml (image <registry>/web:live) + manifest.json
