@@ -60,12 +60,21 @@ class Fleet:
         return json.loads(out.stdout)
 
     def containers(self) -> dict:
-        """Running compose stacks of the fleet's instances: {compose project: container status}."""
-        out = self.run("docker", "ps", "--filter", "label=com.docker.compose.project", "--format",
-                       '{{.Label "com.docker.compose.project"}}\t{{.Status}}')
-        assert out.returncode == 0, out.stderr
-        rows = [line.split("\t", 1) for line in out.stdout.splitlines() if line.startswith("lc-i-")]
-        return dict(rows)
+        """Running containers of the fleet's running instances: {instance id: container status}, read with
+        `docker ps` inside each machine (each has its own engine, as an EC2 instance has)."""
+        from localcloud.machines import MachineError, run_in
+
+        found = {}
+        for item in self.running_instances():
+            if not item.get("pid"):
+                continue
+            try:
+                out = run_in(item["pid"], "docker", "ps", "--format", "{{.Status}}")
+            except (MachineError, OSError):
+                continue  # powered off between the two reads
+            if out.returncode == 0 and out.stdout.strip():
+                found[item["instance_id"]] = out.stdout.strip()
+        return found
 
     def routed_servers(self) -> int | None:
         """How many servers HAProxy routes to, from the daemon's state file (rewritten on every change)."""
@@ -139,8 +148,8 @@ def started_fleet(tmp_path_factory):
     state_dir = str(tmp_path_factory.mktemp("localcloud") / "state")
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     up = subprocess.run([command("bluegreen-localcloud"), "up", "--state", state_dir, "--lb-port", "0",
-                         "--timeout", "240"], env=base,
-                        capture_output=True, text=True, timeout=300, check=False)
+                         "--timeout", "900"], env=base,  # the first fleet may build the image root (cached after)
+                        capture_output=True, text=True, timeout=960, check=False)
     if up.returncode != 0:
         log = os.path.join(state_dir, "serve.log")
         tail = ""

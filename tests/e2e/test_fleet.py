@@ -61,7 +61,8 @@ def test_up_serves_1_0_from_three_healthy_blue_instances(fleet):
     assert {i["lb"] for i in running} == {"routed, up"}
     stacks = fleet.containers()
     for item in running:
-        assert "healthy" in stacks[item["compose_project"]]  # a real container per instance
+        assert "healthy" in stacks[item["instance_id"]]  # a real container per machine, in its own engine
+        assert item["kind"] == "machine" and item["address"].startswith("10.231.")
 
     again = fleet.localcloud("up")
     assert again.returncode == 0, again.stderr
@@ -116,7 +117,7 @@ def test_canary_deploy_rollback_deploy_finalize_under_steady_load_fail_no_reques
         assert {i["lifecycle"] for i in instances(status, "blue")} == {"Standby"}
         # Standby keeps the old instances running (A1): their stacks still answer, ready for a rollback.
         stacks = fleet.containers()
-        assert all("healthy" in stacks.get(f"lc-{i['id']}", "") for i in instances(status, "blue")), stacks
+        assert all("healthy" in stacks.get(i["id"], "") for i in instances(status, "blue")), stacks
         # Fewer answers observed after the rollback, so that the next deploy starts while green's instances
         # still drain (3 s here) and terminate: the deploy waits for that scale-in itself (commit bc55054).
         step("rollback", "rollback", "demo", routes={"1.0": CAPACITY}, answers=25)
@@ -168,9 +169,8 @@ def test_canary_deploy_rollback_deploy_finalize_under_steady_load_fail_no_reques
     assert status["live"] == "green" and status["operation"] is None
     assert instances(status, "blue") == []
     # Finalize detached, then terminated, the Standby instances: their stacks are gone, green's run.
-    projects = {f"lc-{i}" for i in standby}
-    wait_until(lambda: not projects & set(fleet.containers()), "the finalized instances' stacks to be removed")
-    assert {f"lc-{i['id']}" for i in instances(status, "green")} <= set(fleet.containers())
+    wait_until(lambda: not set(standby) & set(fleet.containers()), "the finalized instances' machines to be gone")
+    assert {i["id"] for i in instances(status, "green")} <= set(fleet.containers())
 
 
 def test_a_version_that_never_turns_healthy_aborts_on_its_own_without_a_failed_request(fleet):

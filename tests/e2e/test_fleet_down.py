@@ -16,15 +16,23 @@ pytestmark = pytest.mark.e2e
 def test_down_stops_and_removes_everything_it_made(own_fleet):
     fleet = own_fleet
     local = fleet.localcloud_status()["state"]
-    projects = {i["compose_project"] for i in local["fleet"]["instances"]}
-    assert len(projects) == 3 and projects <= set(fleet.containers())
+    machines = {i["instance_id"]: i for i in local["fleet"]["instances"] if i["state"] == "running"}
+    assert len(machines) == 3 and set(machines) <= set(fleet.containers())
     haproxy_pid = local["haproxy_pid"]
     assert os.path.exists(f"/proc/{haproxy_pid}")
+    for item in machines.values():
+        assert os.path.exists(f"/proc/{item['pid']}") and os.path.exists(f"/run/netns/{item['netns']}")
+        assert os.path.ismount(os.path.join(item["workdir"], "rootfs"))
     out = fleet.localcloud("down")
     assert out.returncode == 0, out.stderr
-    assert not projects & set(fleet.containers())
     assert not os.path.exists(f"/proc/{haproxy_pid}")
     assert not os.path.exists(fleet.state_dir)
+    # Every machine powered off, its namespace (and veth) and overlay gone.
+    for item in machines.values():
+        assert not os.path.exists(f"/proc/{item['pid']}")
+        assert not os.path.exists(f"/run/netns/{item['netns']}")
+    with open("/proc/self/mounts") as f:
+        assert fleet.state_dir not in f.read()
     after = fleet.localcloud("status")
     assert after.returncode == 3 and "no local fleet is running" in after.stdout
     # The shared engine and registry were running before `up`, so `down` left them alone.

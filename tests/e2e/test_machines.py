@@ -1,0 +1,175 @@
+"""Failure paths through the real boot (issue 14): a machine boots the baked image with systemd-nspawn, cloud-init
+applies the launch template's user-data, systemd runs the baked units, and the launch hook ends ABANDONed with
+the reason on the console, which the emulated EC2 serves with GetConsoleOutput after the machine is gone.
+
+The emulated AWS, HAProxy and the fleet's supervisor run in this process (the supervisor boots machines through
+localcloud.fleet.machine_instance.MachineFactory, as the daemon does); the whole fleet on machines, serving
+traffic, is test_fleet.py's.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import stat
+import time
+
+import boto3
+import pytest
+
+from localcloud import machines
+from localcloud.aws import EmulatedAWS
+from localcloud.fleet.control import ControlClient
+from localcloud.fleet.haproxy import LoadBalancer
+from localcloud.fleet.machine_instance import MachineFactory
+from localcloud.fleet.supervisor import FleetSupervisor
+from localcloud.stack import create_stack_service
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.e2e
+
+REGION = "us-east-1"
+TIME_SCALE = 0.2  # the fleet's clock
+HOOK_TIMEOUT = 60  # AWS seconds: 12 s here, time for the fallback's three AWS CLI calls on a busy host
+NO_AGENT_AMI = "ami-0noagent0000000"
+TEMPLATE = os.path.join(os.path.dirname(__file__), "..", "..", "cloud-init", "user-data.yaml.tmpl")
+
+
+class World:
+    def __init__(self, tmp, patch) -> None:
+        reason = machines.available()
+        assert reason is None, reason  # CI runs as root with systemd-container: never skipped
+        self.root = machines.baked_root()
+        self.layers = str(tmp / "layers")
+        self.cloud = EmulatedAWS(host="127.0.0.1", port=0, region=REGION, time_scale=TIME_SCALE,
+                                 health_interval=300.0).start()
+        patch.setenv("AWS_ENDPOINT_URL", self.cloud.endpoint)
+        self.session = boto3.session.Session(region_name=REGION, aws_access_key_id="testing",
+                                             aws_secret_access_key="testing")
+        self.asg = self.client("autoscaling")
+        self.ec2 = self.client("ec2")
+        control = ControlClient(self.cloud.endpoint)
+        factory = MachineFactory(self.asg, self.ec2, self.client("iam"), self.root,
+                                 int(self.cloud.endpoint.rsplit(":", 1)[1]), None,
+                                 images={NO_AGENT_AMI: [without_agent(self.layers), self.root]},
+                                 on_console=control.post_console, agent_deadline_s=120.0)
+        self.lb = LoadBalancer(str(tmp / "lb"), port=0, check_interval=1.0).start()
+        self.fleet = FleetSupervisor(control, self.asg, self.client("elbv2"), self.lb, str(tmp / "fleet"),
+                                     self.cloud.endpoint, REGION, "", time_scale=TIME_SCALE,
+                                     instance_factory=factory).start()
+        self.svc = create_stack_service(self.session, name="boot", bucket="boot-bootstrap", version="1.0",
+                                        hook_timeout=HOOK_TIMEOUT, health_url="http://127.0.0.1:8080/health",
+                                        image="127.0.0.1:5000/boot-web")
+        self.group = self.svc["groups"]["blue"]
+        self.template = self.svc["launch_template"]
+
+    def client(self, name):
+        return self.session.client(name, endpoint_url=self.cloud.endpoint)
+
+    def stop(self) -> None:
+        self.fleet.stop()
+        self.lb.stop()
+        self.cloud.stop()
+
+    def launch(self, **changes) -> str:
+        """A new launch template version with `changes`, the group on it at capacity 1; the instance's id."""
+        version = self.ec2.create_launch_template_version(
+            LaunchTemplateId=self.template, SourceVersion="1",
+            LaunchTemplateData=changes)["LaunchTemplateVersion"]["VersionNumber"]
+        self.asg.update_auto_scaling_group(AutoScalingGroupName=self.group, MinSize=0, MaxSize=1, DesiredCapacity=1,
+                                           LaunchTemplate={"LaunchTemplateId": self.template,
+                                                           "Version": str(version)})
+
+        def launched():
+            group = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[self.group])["AutoScalingGroups"][0]
+            return group["Instances"][0]["InstanceId"] if group["Instances"] else None
+
+        return wait_until(launched, "the group to launch an instance", deadline_s=30.0)
+
+    def abandoned(self, instance_id: str, deadline_s: float = 120.0) -> float:
+        """Wait until the launch was ABANDONed (the instance left the group, its launch activity Cancelled)
+        and its machine is powered off; returns the seconds it took."""
+        started = time.monotonic()
+
+        def gone():
+            group = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[self.group])["AutoScalingGroups"][0]
+            if any(i["InstanceId"] == instance_id for i in group["Instances"]):
+                return None
+            retired = self.fleet.retired.get(instance_id)
+            return retired is not None and not retired.machine.running() and retired.machine.network is None
+
+        wait_until(gone, f"{instance_id}'s launch to be abandoned and its machine powered off", deadline_s, 0.5)
+        self.asg.update_auto_scaling_group(AutoScalingGroupName=self.group, DesiredCapacity=0)
+        activities = self.asg.describe_scaling_activities(AutoScalingGroupName=self.group)["Activities"]
+        launch = [a for a in activities if instance_id in a["Description"] and "Launching" in a["Description"]]
+        assert launch and launch[0]["StatusCode"] == "Cancelled", activities
+        assert "ABANDON" in launch[0]["StatusMessage"]
+        return time.monotonic() - started
+
+    def console(self, instance_id: str) -> str:
+        out = self.ec2.get_console_output(InstanceId=instance_id)
+        assert out["InstanceId"] == instance_id
+        return out["Output"]  # botocore decodes EC2's base64
+
+
+def without_agent(folder: str) -> str:
+    """An overlay layer that removes the agent from the image root below it (overlayfs whiteouts: character
+    devices 0/0), as an image baked without the agent's virtualenv would be."""
+    for path in ("opt/bluegreen-agent", "usr/local/bin/bluegreen-agent"):
+        full = os.path.join(folder, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        if not os.path.exists(full):
+            os.mknod(full, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+    return folder
+
+
+def user_data_like_envsubst(**values) -> str:
+    """The user-data template rendered as envsubst does (audit F15): a variable not given becomes empty."""
+    with open(TEMPLATE) as f:
+        text = f.read()
+    return re.sub(r"\$\{(\w+)\}", lambda m: values.get(m.group(1), ""), text)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        # localcloud.stack makes its clients from the session: they find the emulation by the environment (C1)
+        patch.delenv("AWS_PROFILE", raising=False)
+        world = World(tmp_path_factory.mktemp("machines"), patch)
+        try:
+            yield world
+        finally:
+            world.stop()
+
+
+def test_a_user_data_with_a_missing_variable_abandons_the_launch_and_says_why_on_the_console(world):
+    user_data = user_data_like_envsubst(COMPOSE_PROJECT="boot", S3_UNSIGNED="false")  # no BOOTSTRAP_BUCKET
+    instance_id = world.launch(UserData=base64.b64encode(user_data.encode()).decode())
+    world.abandoned(instance_id)
+    console = world.console(instance_id)
+    # cloud-init wrote the settings, systemd ran the baked unit, the agent refused them and ABANDONed.
+    assert "Cloud-init v." in console and "finished at" in console
+    assert re.search(r"bluegreen-agent\[\d+\]: .*allowed_buckets is empty", console), console[-3000:]
+    assert world.fleet.retired[instance_id].agent_state.startswith("failed")
+
+
+def test_an_image_without_the_agent_abandons_the_launch_through_the_units_fallback(world):
+    instance_id = world.launch(ImageId=NO_AGENT_AMI)
+    world.abandoned(instance_id)
+    console = world.console(instance_id)
+    # The agent unit could not even start (203/EXEC); its OnFailure= fallback ABANDONed with curl and the CLI.
+    assert re.search(r"bluegreen-agent-abandon\[\d+\]: bluegreen-agent-abandon: ABANDONed the launch of "
+                     + instance_id, console), console[-3000:]
+    assert "203" in world.fleet.retired[instance_id].agent_state
+
+
+def test_an_instance_without_imds_is_abandoned_by_the_hooks_own_timeout(world):
+    instance_id = world.launch(MetadataOptions={"HttpEndpoint": "disabled", "HttpTokens": "required"})
+    took = world.abandoned(instance_id)
+    console = world.console(instance_id)
+    # No IMDS: no instance id and no credentials, for the agent and for its fallback alike (I1). Only the
+    # launch hook's own HeartbeatTimeout (DefaultResult ABANDON) releases the launch.
+    assert re.search(r"bluegreen-agent\[\d+\]: .*(IMDS|metadata)", console), console[-3000:]
+    assert "the launch hook's own timeout applies" in console, console[-3000:]
+    assert took >= HOOK_TIMEOUT * TIME_SCALE * 0.5
