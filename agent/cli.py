@@ -194,7 +194,7 @@ def main(argv=None, environ=None):
     except AgentError as exc:
         if args.debug:
             log.exception("failed")
-        print(f"bluegreen-agent: {exc.step} failed: {exc}", file=sys.stderr)
+        exc.report()  # once: a run that ABANDONed printed it before the ABANDON
         return exc.exit_code
     except KeyboardInterrupt:
         print("bluegreen-agent: interrupted (SIGINT, SIGTERM or SIGHUP); status.json records it", file=sys.stderr)

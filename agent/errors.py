@@ -2,6 +2,8 @@
 cli.main turns it into one line on stderr (a traceback only with --debug)."""
 
 # Exit codes, documented in `bluegreen-agent --help` and docs/agent.md.
+import sys
+
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
@@ -39,11 +41,20 @@ EXIT_CODES = [
 class AgentError(Exception):
     exit_code = EXIT_INTERNAL
     step = "agent"
+    reported = False
 
     def __init__(self, message, step=None):
         super().__init__(message)
         if step is not None:
             self.step = step
+
+    def report(self):
+        """The one failure line on stderr (the unit sends it to the console: audit F16), printed once. The run
+        prints it BEFORE it ABANDONs a launch: once the ABANDON lands the instance is terminated, and its
+        shutdown stops the agent, which would otherwise die with the reason unprinted."""
+        if not self.reported:
+            self.reported = True
+            print(f"bluegreen-agent: {self.step} failed: {self}", file=sys.stderr, flush=True)
 
 
 class ConfigError(AgentError):

@@ -161,8 +161,9 @@ def _run_locked(clients, flags, config, environ, status, deadline):
     autoscaling = clients.autoscaling(found.identity.region)
     try:
         settings = Clipped(resolve_settings(found, flags, config), deadline)
-    except AgentError:
+    except AgentError as exc:
         # A6: a bad tag must not leave a new instance waiting in Pending:Wait for the hook's whole timeout.
+        exc.report()  # the reason on the console before the ABANDON ends the instance (F16)
         _abandon_unresolved(autoscaling, found, config)
         raise
     status.update(version=settings.version, version_source=settings.sources.get("version"))
@@ -191,6 +192,8 @@ def _run_locked(clients, flags, config, environ, status, deadline):
         except BaseException as exc:  # any failure, our own or not, must release the launch (A6)
             if isinstance(exc, AgentError):
                 _publish(clients, found, status, f"{contract.RESULT_FAILED}:{_step_of(exc)}")
+                if engaged:
+                    exc.report()  # the reason on the console before the ABANDON ends the instance (F16)
             if engaged:
                 _abandon(autoscaling, found, hook)
             raise

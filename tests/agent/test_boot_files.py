@@ -228,7 +228,7 @@ def test_the_fallback_abandons_a_launch_the_agent_never_started_for(aws, imds_fo
     instance_id = group.instance_ids[0]
     assert group.lifecycle_state(instance_id) == "Pending:Wait"
     line = one_line(run_abandon(aws, imds_for(instance_id, aws.endpoint)), 0)
-    assert line == (f"bluegreen-agent-abandon: ABANDONed the launch of {instance_id} in web-fallback (hook launch) "
+    assert line == (f"bluegreen-agent-abandon: ABANDONing the launch of {instance_id} in web-fallback (hook launch) "
                     "because bluegreen-agent.service exit-code (exited 203)")
     assert group.lifecycle_state(instance_id) in (None, "Terminating", "Terminating:Wait", "Terminating:Proceed",
                                                   "Terminated")
@@ -287,7 +287,10 @@ def test_the_fallback_racing_the_agents_own_abandon_says_it_was_already_released
                        'exit 254; }; done\nexec /usr/bin/aws "$@"\n')
     wrapper.chmod(0o755)
     result = run_abandon(aws, imds_for(instance_id, aws.endpoint), PATH=f"{wrapper.parent}:{SERVICE_PATH}")
-    line = one_line(result, 0)
+    assert result.returncode == 0, result.stderr
+    # The reason first (it must reach the console before a shutdown can stop the unit), then what happened.
+    intent, outcome = result.stderr.strip().splitlines()
     state = group.lifecycle_state(instance_id)
-    assert line == (f"bluegreen-agent-abandon: {instance_id} is {state} in web-race: the launch was already "
-                    "released (bluegreen-agent.service exit-code (exited 203))")
+    assert intent.startswith(f"bluegreen-agent-abandon: ABANDONing the launch of {instance_id} in web-race")
+    assert outcome == (f"bluegreen-agent-abandon: {instance_id} is {state} in web-race: the launch was already "
+                       "released (bluegreen-agent.service exit-code (exited 203))")
