@@ -305,17 +305,18 @@ def become_in_service(state: LayerState, group: FakeAutoScalingGroup, inst: Inst
 
 
 def apply_hook_result(state: LayerState, group: FakeAutoScalingGroup, inst: InstanceState, hook: str,
-                      result: str) -> None:
-    """A6: CONTINUE clears one hook (the last one lets the instance proceed); ABANDON terminates it."""
+                      result: str, timed_out: bool = False) -> None:
+    """A6: CONTINUE clears one hook (the last one lets the instance proceed); ABANDON terminates it. A hook that
+    timed out is worded as AWS words it ("Heartbeat Timeout"), not as an ABANDON someone sent."""
     rec = record(state, inst)
     waiting = rec.hooks.pop(hook, None)
     waiting_token = waiting.token if waiting else ""
     if result == "ABANDON":
         rec.hooks = {}
         for activity in activities.open_activities(state, inst.instance.id, "launch"):
+            why = "Heartbeat Timeout" if timed_out else "Lifecycle Action Completed with ABANDON Result"
             activity.set_status("Cancelled", f"Instance failed to complete user's Lifecycle Action: Lifecycle "
-                                             f"Action with token {waiting_token} was abandoned: Lifecycle Action "
-                                             f"Completed with ABANDON Result")
+                                             f"Action with token {waiting_token} was abandoned: {why}")
         begin_terminate(state, group, inst)
     elif not rec.hooks:
         set_lifecycle(state, group, inst, "Pending:Proceed", after_aws_seconds=PROCEED_SECONDS)
@@ -346,7 +347,7 @@ def _tick_group(state: LayerState, group: FakeAutoScalingGroup, now: float) -> N
             for name, hook in list(rec.hooks.items()):
                 if now >= hook.deadline and inst.lifecycle_state == "Pending:Wait":
                     log.info("lifecycle hook %s timed out for %s: %s", name, inst.instance.id, hook.default_result)
-                    apply_hook_result(state, group, inst, name, hook.default_result)
+                    apply_hook_result(state, group, inst, name, hook.default_result, timed_out=True)
         elif life == "EnteringStandby" and due:
             if state.faults.reregistered_standby_stuck and _registered_again(state, inst.instance.id):
                 continue  # E8's pessimistic reading (a fault): Auto Scaling never sees the drain end
