@@ -86,7 +86,7 @@ class Fleet:
     def up(self, *options: str) -> float:
         """`up` with `options` (e.g. --time-scale 1); returns its wall time."""
         started = time.monotonic()
-        out = self.localcloud("up", "--lb-port", "0", "--timeout", "240", *options, timeout=300)
+        out = self.localcloud("up", "--lb-port", "0", "--timeout", "900", *options, timeout=960)
         if out.returncode != 0:
             raise SystemExit(f"bluegreen-localcloud up exited {out.returncode}: {out.stderr[-2000:]}")
         state = self.state()

@@ -50,6 +50,11 @@ LOCK = "/run/lock/bluegreen-machines.lock"
 NETNS_PREFIX = "bgm-"
 CONSOLE_LIMIT = 64 * 1024  # GetConsoleOutput: the most recent 64 KB
 CLONE_NEWNET = 0x40000000
+# Each machine's nspawn starts in a cgroup of its own, <hierarchy>/bluegreen-machines/<instance id>: with
+# --keep-unit nspawn makes its payload/ and supervisor/ cgroups under its caller's, and machines started from one
+# process would otherwise share them (one machine's systemd would see another's processes in its units).
+CGROUP_PARENT = "bluegreen-machines"
+CGROUP_HIERARCHIES = ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified")
 # The one file the emulation adds to every machine's root (docs/localcloud.md, "Machines"). On a cgroup v1 host
 # nspawn mounts each controller hierarchy read-only in the machine, where runc must create the containers'
 # cgroups: docker.service remounts them read-write in the machine's own mount namespace first (a bind mount's
@@ -104,9 +109,13 @@ def listen_in_netns(netns: str, host: str, port: int) -> socket.socket:
             with open(f"/run/netns/{netns}") as ns:
                 _setns(ns.fileno())
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(128)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, port))
+                sock.listen(128)
+            except OSError:
+                sock.close()
+                raise
             result["sock"] = sock
         except (OSError, MachineError) as exc:
             result["error"] = exc
@@ -181,6 +190,24 @@ class Forwarder:
         outer.close()
 
 
+def _check_subnet_free() -> None:
+    """Refuse when the host routes any of SUBNET elsewhere (its LAN, a VPN): the machines' /30s would take that
+    traffic over. Only routes through the machines' own links (bgh*) may be there."""
+    out = _run("ip", "-4", "-o", "route", "show", check=False)
+    for line in out.stdout.splitlines():
+        words = line.split()
+        if not words or words[0] == "default":
+            continue
+        try:
+            network = ipaddress.ip_network(words[0], strict=False)
+        except ValueError:
+            continue
+        device = words[words.index("dev") + 1] if "dev" in words else ""
+        if network.overlaps(SUBNET) and not device.startswith("bgh"):
+            raise MachineError(f"the host routes {network} through {device or 'a gateway'}, inside the machines' "
+                               f"{SUBNET}: machines would take that traffic over")
+
+
 def _taken_blocks() -> set:
     out = _run("ip", "-o", "-4", "addr", "show", check=False)
     taken = set()
@@ -209,8 +236,11 @@ class Network:
         os.makedirs(os.path.dirname(LOCK), exist_ok=True)
         with open(LOCK, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one allocator at a time, across fleets on this host
+            _check_subnet_free()
             taken = _taken_blocks()
-            block = next(b for b in range(SUBNET.num_addresses // 4) if b not in taken)
+            block = next((b for b in range(SUBNET.num_addresses // 4) if b not in taken), None)
+            if block is None:
+                raise MachineError(f"no free /30 left in {SUBNET} for another machine")
             if os.path.exists(f"/run/netns/{name}"):
                 raise MachineError(f"network namespace {name} exists already: another fleet runs this instance "
                                    "id, or one was left behind (bluegreen-localcloud down removes it)")
@@ -254,7 +284,8 @@ def baked_root(deadline_s: float = 1800.0) -> str:
 
 
 class Machine:
-    def __init__(self, instance_id: str, image_root: str | list, workdir: str, user_data: str, vendor_data: str = "",
+    def __init__(self, instance_id: str, image_root: str | list, workdir: str, user_data: bytes | str,
+                 vendor_data: str = "",
                  imds=None, forwards: tuple = ()) -> None:
         self.instance_id = instance_id
         # One image root, or overlay layers over it, top first (a test's layer that removes a file)
@@ -269,6 +300,7 @@ class Machine:
         self._forwarders: list[Forwarder] = []
         self._proc: subprocess.Popen | None = None
         self._mounted = False
+        self._cgroups: list[str] = []
         self.started_at: float | None = None
         self.stopped_at: float | None = None
 
@@ -322,26 +354,40 @@ class Machine:
         os.makedirs(seed, exist_ok=True)
         files = {"meta-data": f"instance-id: {self.instance_id}\nlocal-hostname: {self.instance_id}\n",
                  "user-data": self.user_data, "vendor-data": self.vendor_data or "#cloud-config\n{}\n"}
-        for name, text in files.items():
-            with open(os.path.join(seed, name), "w") as f:
-                f.write(text)
+        for name, content in files.items():
+            with open(os.path.join(seed, name), "wb") as f:  # bytes: a gzip user-data stays as it was
+                f.write(content if isinstance(content, bytes) else content.encode())
         path, text = CGROUP_DROPIN
         os.makedirs(os.path.dirname(os.path.join(self.rootfs, path)), exist_ok=True)
         with open(os.path.join(self.rootfs, path), "w") as f:
             f.write(text)
 
     def _spawn(self) -> None:
+        self._cgroups = self._make_cgroups()
+        # nspawn starts in the machine's own cgroups: a shell moves itself there, then execs nspawn (same pid);
+        # preexec_fn would do it in Python's forked child, which is unsafe in a threaded process.
+        enter = "".join(f'echo $$ > "{folder}/cgroup.procs" && ' for folder in self._cgroups)
+        argv = ["systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit", "--link-journal=no",
+                f"--machine={self.instance_id}", f"--network-namespace-path=/run/netns/{self.netns}",
+                f"--bind={self.workdir}/docker:/var/lib/docker", "--capability=all",
+                # runc joins a session keyring (keyctl): outside nspawn's default system call filter
+                "--system-call-filter=@keyring", "-D", self.rootfs]
         with open(self.console_path, "ab") as console:  # the child keeps its own descriptor
-            self._proc = subprocess.Popen(
-                ["systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit", "--link-journal=no",
-                 f"--machine={self.instance_id}", f"--network-namespace-path=/run/netns/{self.netns}",
-                 f"--bind={self.workdir}/docker:/var/lib/docker", "--capability=all",
-                 # runc joins a session keyring (keyctl): outside nspawn's default system call filter
-                 "--system-call-filter=@keyring", "-D", self.rootfs],
-                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
+            self._proc = subprocess.Popen(["/bin/sh", "-c", enter + 'exec "$@"', "machine", *argv],
+                                          stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
         self.started_at = time.time()
         log.info("machine %s: booting %s at %s (pid %d)", self.instance_id, os.path.basename(self.image_root),
                  self.address, self._proc.pid)
+
+    def _make_cgroups(self) -> list[str]:
+        made = []
+        for hierarchy in CGROUP_HIERARCHIES:
+            if os.path.isdir(hierarchy):
+                folder = os.path.join(hierarchy, CGROUP_PARENT, self.instance_id)
+                os.makedirs(folder, exist_ok=True)
+                made.append(folder)
+        return made
 
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -352,6 +398,8 @@ class Machine:
         if self._proc is not None and self._proc.poll() is None:
             _power_off(self._proc.pid, self._proc.wait, deadline_s, self.instance_id)
         self.stopped_at = time.time()
+        if self.network is not None:
+            _kill_namespace(self.netns)  # nothing of the machine may outlive it (see _power_off)
         for forwarder in self._forwarders:
             forwarder.stop()
         self._forwarders = []
@@ -367,6 +415,7 @@ class Machine:
         if self.network is not None:
             self.network.remove()
             self.network = None
+        _remove_leftovers(self.instance_id)
 
     def console(self) -> str:
         """The most recent CONSOLE_LIMIT bytes of the console, as GetConsoleOutput gives them."""
@@ -387,23 +436,41 @@ class Machine:
 
     @property
     def pid(self) -> int | None:
+        """nspawn's process id, while it runs."""
         return self._proc.pid if self.running() else None
+
+    @property
+    def init_pid(self) -> int | None:
+        """The machine's own PID 1 (its systemd), while it runs."""
+        try:
+            return _machine_init(self._proc.pid) if self.running() else None
+        except (MachineError, OSError):
+            return None
 
 
 def run_in(nspawn_pid: int, *argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
     """A command in the machine whose nspawn process is `nspawn_pid`, in all its namespaces."""
     leader = _machine_init(nspawn_pid)
-    return subprocess.run(["nsenter", "-t", str(leader), "-m", "-u", "-i", "-n", "-p", "--", *argv],
+    # The machine's own environment, not this host's: a DOCKER_HOST or AWS_* set here means nothing in there.
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+           "LANG": "C.UTF-8"}
+    return subprocess.run(["nsenter", "-t", str(leader), "-m", "-u", "-i", "-n", "-p", "--", *argv], env=env,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def _power_off(pid: int, wait, deadline_s: float, name: str) -> None:
     """SIGTERM: nspawn halts the machine in order. A machine still early in its boot may not act on it; a
-    second SIGTERM makes nspawn end it at once; SIGKILL of its process group is the last resort."""
+    second SIGTERM makes nspawn end it at once. Last, SIGKILL to the machine's PID 1, which ends its whole PID
+    namespace, and to nspawn: a SIGKILLed nspawn passes nothing on, and its machine would run on, orphaned."""
     steps = ((signal.SIGTERM, max(1.0, deadline_s - 10.0)), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0))
     for number, (sig, wait_s) in enumerate(steps):
         try:
-            os.killpg(pid, sig) if sig == signal.SIGKILL else os.kill(pid, sig)
+            if sig == signal.SIGKILL:
+                try:
+                    os.kill(_machine_init(pid), signal.SIGKILL)
+                except (MachineError, OSError):
+                    pass
+            os.kill(pid, sig)
         except ProcessLookupError:
             return
         try:
@@ -414,6 +481,29 @@ def _power_off(pid: int, wait, deadline_s: float, name: str) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+    log.error("machine %s: nspawn %d outlived SIGKILL", name, pid)
+
+
+def _kill_namespace(netns: str) -> None:
+    """Every process still in the network namespace (a machine orphaned by a killed nspawn): SIGKILL."""
+    out = _run("ip", "netns", "pids", netns, check=False)
+    for word in out.stdout.split():
+        try:
+            os.kill(int(word), signal.SIGKILL)
+        except (ValueError, OSError):
+            pass
+
+
+def _remove_leftovers(instance_id: str) -> None:
+    """What nspawn leaves when it is killed: its propagation folder; and the machine's own cgroups."""
+    shutil.rmtree(f"/run/systemd/nspawn/propagate/{instance_id}", ignore_errors=True)
+    for hierarchy in CGROUP_HIERARCHIES:
+        top = os.path.join(hierarchy, CGROUP_PARENT, instance_id)
+        for folder, _, _ in sorted(os.walk(top), key=lambda entry: -entry[0].count("/")):
+            try:
+                os.rmdir(folder)  # a cgroup folder goes with rmdir, leaves first, once no process is in it
+            except OSError:
+                pass
 
 
 def sweep(instances_dir: str) -> list[str]:
@@ -426,13 +516,16 @@ def sweep(instances_dir: str) -> list[str]:
         rootfs = os.path.join(os.path.abspath(instances_dir), instance_id, "rootfs")
         for pid in _nspawn_pids(rootfs):
             _power_off(pid, lambda t, pid=pid: _wait_gone(pid, t), 15.0, instance_id)
+        netns = NETNS_PREFIX + instance_id
+        if os.path.exists(f"/run/netns/{netns}"):
+            _kill_namespace(netns)  # a machine whose nspawn was killed runs on in there
         left = os.path.ismount(rootfs)
         if left:
             _run("umount", "-l", rootfs, check=False)
-        netns = NETNS_PREFIX + instance_id
         if os.path.exists(f"/run/netns/{netns}"):
             _run("ip", "netns", "del", netns, check=False)
             left = True
+        _remove_leftovers(instance_id)
         if left:
             swept.append(instance_id)
         for part in ("upper", "work", "rootfs", "docker"):

@@ -82,7 +82,16 @@ if [ ! -d "$root" ]; then
     mv "$base.tmp" "$base"
     echo "bake-debian-root: base in $((SECONDS - start)) s" >&2
   fi
-  rm -rf "$cache"/root-* "$root.tmp"
+  # An older root stays while a machine's overlay still names it as its lower layer (localcloud/machines.py):
+  # deleting files under a mounted overlay is undefined behaviour. The next bake removes it.
+  for old in "$cache"/root-*; do
+    [ -e "$old" ] || continue
+    if grep -qF "lowerdir=$old" /proc/mounts || grep -qF ":$old," /proc/mounts; then
+      echo "bake-debian-root: keeping $old: a running machine's overlay uses it" >&2
+    else
+      rm -rf "$old"
+    fi
+  done
   cp -a "$base" "$root.tmp"
   ami/prepare-artifacts.sh "$root.tmp/tmp/bake" --ecr-registry "$ecr_registry" --python 3.11 >/dev/null
   in_chroot "$root.tmp" /bin/bash /tmp/bake/bake.sh >&2  # preflight's lines too: stdout is for the path

@@ -8,8 +8,8 @@ and bundle through the emulated AWS, and pulls from the local registry into the 
 Nothing of the agent is started by the fleet.
 
 MetadataOptions.HttpEndpoint "disabled" turns the machine's IMDS off (every request answers 403, I1), as EC2
-does: the agent then has neither its instance id nor credentials, and only the launch hook's own timeout
-releases the launch (A6).
+does, and with it the user-data, which EC2's datasource reads from IMDS: cloud-init runs with none, writes no
+settings, the agent unit's condition fails, and only the launch hook's own timeout releases the launch (A6).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ CLOUD_INIT_UNITS = ("cloud-init-local.service", "cloud-init.service", "cloud-con
 class LaunchSpec:
     """What EC2 launches an instance from, read from its group's launch template."""
 
-    def __init__(self, image_id: str, user_data: str, role: str | None, imds_enabled: bool) -> None:
+    def __init__(self, image_id: str, user_data: bytes, role: str | None, imds_enabled: bool) -> None:
         self.image_id = image_id
         self.user_data = user_data
         self.role = role
@@ -55,7 +55,7 @@ def read_launch_spec(autoscaling: Any, ec2: Any, iam: Any, group: str) -> Launch
         "LaunchTemplateName": spec["LaunchTemplateName"]}
     versions = ec2.describe_launch_template_versions(Versions=[str(spec.get("Version") or "$Default")], **selector)
     data = versions["LaunchTemplateVersions"][0]["LaunchTemplateData"]
-    user_data = base64.b64decode(data["UserData"]).decode("utf-8", "replace") if data.get("UserData") else ""
+    user_data = base64.b64decode(data["UserData"]) if data.get("UserData") else b""  # bytes: gzip stays gzip
     role = None
     profile = (data.get("IamInstanceProfile") or {})
     name = profile.get("Name") or (profile.get("Arn") or "").rsplit("/", 1)[-1]
@@ -67,6 +67,22 @@ def read_launch_spec(autoscaling: Any, ec2: Any, iam: Any, group: str) -> Launch
             log.warning("fleet: instance profile %s of group %s: %s", name, group, exc)
     imds_enabled = (data.get("MetadataOptions") or {}).get("HttpEndpoint", "enabled") != "disabled"
     return LaunchSpec(data.get("ImageId", ""), user_data, role, imds_enabled)
+
+
+def read_instance_spec(autoscaling: Any, ec2: Any, iam: Any, group: str, instance_id: str) -> LaunchSpec:
+    """The launch template's spec, with the ImageId and user-data the instance itself was launched with (a
+    group on $Latest or $Default may have a newer version by the time the fleet reads the template)."""
+    spec = read_launch_spec(autoscaling, ec2, iam, group)
+    try:
+        found = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+        spec.image_id = found.get("ImageId") or spec.image_id
+        attribute = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+        value = (attribute.get("UserData") or {}).get("Value")
+        if value:
+            spec.user_data = base64.b64decode(value)
+    except (IndexError, KeyError):
+        pass
+    return spec
 
 
 def vendor_data(aws_endpoint_port: int) -> str:
@@ -81,7 +97,8 @@ def vendor_data(aws_endpoint_port: int) -> str:
             "# localcloud only: the emulated AWS's endpoint for the agent and its fallback (C1)\n"
             "set -e\n"
             "mkdir -p /etc/bluegreen\n"
-            f"echo AWS_ENDPOINT_URL=http://127.0.0.1:{aws_endpoint_port} > /etc/bluegreen/agent.env\n")
+            "# appended: the user-data's own write_files may have written this file first (init stage)\n"
+            f"echo AWS_ENDPOINT_URL=http://127.0.0.1:{aws_endpoint_port} >> /etc/bluegreen/agent.env\n")
 
 
 class MachineInstance:
@@ -128,8 +145,8 @@ class MachineInstance:
     def unit(self, name: str) -> dict:
         """systemctl show of a unit inside the machine: ActiveState, Result, ExecMainStatus, timestamps."""
         out = self.machine.run("systemctl", "show", name, "--property=ActiveState,Result,ExecMainStatus,"
-                               "ConditionResult,ActiveEnterTimestampMonotonic,InactiveExitTimestampMonotonic,"
-                               "ExecMainExitTimestampMonotonic", timeout=15)
+                               "ConditionResult,ConditionTimestampMonotonic,ActiveEnterTimestampMonotonic,"
+                               "InactiveExitTimestampMonotonic,ExecMainExitTimestampMonotonic", timeout=15)
         return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
 
     def _follow(self) -> None:
@@ -142,13 +159,17 @@ class MachineInstance:
             except (MachineError, OSError, ValueError):
                 agent = {}
             state = self._agent_state(agent)
+            final = state.startswith(("succeeded", "failed", "skipped"))
+            if final:
+                self._measure(agent)  # before the state says so: whoever sees "succeeded" finds the timings
+                if agent.get("ExecMainStatus", "").isdigit():
+                    self.agent_exit = int(agent["ExecMainStatus"])
             if state != last:
                 last = state
                 self.agent_state = state
                 log.info("instance %s: agent %s", self.instance_id, state)
                 self._post_console()
-            if state.startswith(("succeeded", "failed", "skipped")):
-                self._measure(agent)
+            if final:
                 break
             self._stopping.wait(0.5)
 
@@ -163,7 +184,8 @@ class MachineInstance:
             return "succeeded"
         if active == "activating":
             return "running"
-        if unit.get("ConditionResult") == "no" and unit.get("InactiveExitTimestampMonotonic", "0") != "0":
+        # A failed condition changes no state: systemd only stamps the check (ConditionTimestamp).
+        if unit.get("ConditionResult") == "no" and unit.get("ConditionTimestampMonotonic", "0") not in ("", "0"):
             return "skipped (a unit condition failed: no /etc/bluegreen/agent.yml?)"
         return "booting"
 
@@ -218,7 +240,7 @@ class MachineInstance:
     def as_dict(self) -> dict:
         return {"instance_id": self.instance_id, "group": self.group, "version": self.version, "kind": self.kind,
                 "image_id": self.image_id, "address": self.address, "app_port": self.app_port,
-                "pid": self.machine.pid, "netns": self.machine.netns,
+                "pid": self.machine.pid, "init_pid": self.machine.init_pid, "netns": self.machine.netns,
                 "workdir": self.workdir, "console": self.machine.console_path, "agent": self.agent_state,
                 "agent_exit": self.agent_exit, "timings": self.timings}
 
@@ -241,12 +263,15 @@ class MachineFactory:
     def __call__(self, instance_id: str, group: str, version: str | None, app_port: int, workdir: str,
                  aws_endpoint: str, region: str, docker_host: str, gate: Any,
                  agent_settings: dict | None = None) -> MachineInstance:
-        spec = read_launch_spec(self.autoscaling, self.ec2, self.iam, group)
+        spec = read_instance_spec(self.autoscaling, self.ec2, self.iam, group, instance_id)
         root = self.images.get(spec.image_id, self.default_root)
         imds = IMDSServer(instance_id, region=region, aws_endpoint=aws_endpoint, role=spec.role)
         imds.disabled = not spec.imds_enabled  # MetadataOptions.HttpEndpoint: disabled answers 403 (I1)
         forwards = tuple(p for p in (self.aws_port, self.registry_port) if p)
-        machine = Machine(instance_id, root, workdir, spec.user_data, vendor_data(self.aws_port), imds=imds,
+        # EC2's datasource reads the user-data from IMDS: with the endpoint disabled cloud-init still runs (EC2 is
+        # recognised without IMDS) but gets no user-data, so the machine's seed carries an empty one.
+        user_data = spec.user_data if spec.imds_enabled else b""
+        machine = Machine(instance_id, root, workdir, user_data, vendor_data(self.aws_port), imds=imds,
                           forwards=forwards)
         return MachineInstance(instance_id, group, version, workdir, machine, spec.image_id, self.on_console,
                                self.agent_deadline_s)

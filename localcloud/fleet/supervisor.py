@@ -31,6 +31,21 @@ VERSION_TAG = TAG_VERSION
 _TRANSIENT = (FleetError, NoFreePort, BotoCoreError, ClientError, OSError)
 
 
+class Unlaunched:
+    """An instance the fleet could not even make (what it launched from was unreadable): listed, never run."""
+
+    def __init__(self, instance_id: str, group: str, version: str | None, why: str) -> None:
+        self.instance_id, self.group, self.version = instance_id, group, version
+        self.agent_state = f"not launched ({why})"
+
+    def stop(self, deadline_s: float = 0.0) -> None:
+        pass
+
+    def as_dict(self) -> dict:
+        return {"instance_id": self.instance_id, "group": self.group, "version": self.version,
+                "agent": self.agent_state, "app_port": 0}
+
+
 class FleetSupervisor:
     def __init__(self, control: ControlClient, autoscaling: Any, elbv2: Any, lb: LoadBalancer, state_dir: str,
                  aws_endpoint: str, region: str, docker_host: str, agent_settings: dict | None = None,
@@ -126,9 +141,17 @@ class FleetSupervisor:
                 return
             version = self._group_version(group) if group else None
             workdir = os.path.join(self.state_dir, "instances", instance_id)
-            instance = self.instance_factory(instance_id, group or "", version, free_port(self.ports_taken), workdir,
-                                             self.aws_endpoint, self.region, self.docker_host, self.gate,
-                                             self.agent_settings)
+            try:
+                instance = self.instance_factory(instance_id, group or "", version, free_port(self.ports_taken),
+                                                 workdir, self.aws_endpoint, self.region, self.docker_host,
+                                                 self.gate, self.agent_settings)
+            except _TRANSIENT as exc:
+                # What it launched from cannot be read (the group or its template is gone already): this one
+                # instance never boots, as on EC2 its launch would fail, and the hook's timeout ends it. Never
+                # retried: one bad event must not hold up every event after it.
+                log.error("fleet: instance %s of %s cannot be launched: %s", instance_id, group, exc)
+                self.retired[instance_id] = Unlaunched(instance_id, group or "", version, str(exc))
+                return
             self.instances[instance_id] = instance
         log.info("fleet: instance %s launched in %s (version %s, app port %d)", instance_id, group, version,
                  instance.app_port)
@@ -263,7 +286,10 @@ class FleetSupervisor:
             with self._lock:
                 instance = self.instances.get(name)
             # A machine has its own address (machine_instance.py); a process instance listens on loopback.
-            address = getattr(instance, "address", None) or "127.0.0.1"
+            address = getattr(instance, "address", "127.0.0.1")
+            if address is None:
+                log.warning("fleet: %s has no address (its machine did not start): not added", name)
+                return
             self.lb.add_server(name, address, int(action.value), checks.get("interval"), checks.get("rise"),
                                checks.get("fall"))
         elif action.kind == "route":

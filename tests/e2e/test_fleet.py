@@ -17,6 +17,7 @@ import pytest
 
 from localcloud.fleet.daemon import CAPACITY
 from localcloud.fleet.load import LoadGenerator, sample_versions
+from localcloud.machines import run_in
 from tests.helpers import wait_until as _wait_until
 
 pytestmark = pytest.mark.e2e
@@ -63,6 +64,13 @@ def test_up_serves_1_0_from_three_healthy_blue_instances(fleet):
     for item in running:
         assert "healthy" in stacks[item["instance_id"]]  # a real container per machine, in its own engine
         assert item["kind"] == "machine" and item["address"].startswith("10.231.")
+        # The real boot: cloud-init wrote the user-data's settings (root only, F15) and finished; systemd ran
+        # the baked unit, which stays active (exited) after its success.
+        assert run_in(item["pid"], "stat", "-c", "%a %U", "/etc/bluegreen/agent.yml").stdout.split() == ["600", "root"]
+        assert "status: done" in run_in(item["pid"], "cloud-init", "status").stdout
+        unit = run_in(item["pid"], "systemctl", "show", "bluegreen-agent.service", "-p", "ActiveState,Result").stdout
+        assert sorted(unit.split()) == ["ActiveState=active", "Result=success"], unit
+        assert item["timings"]["cloud_init_done"] <= item["timings"]["agent_start"] < item["timings"]["agent_done"]
 
     again = fleet.localcloud("up")
     assert again.returncode == 0, again.stderr

@@ -7,6 +7,7 @@ starts one, so this test's fleet never runs beside it.
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
@@ -27,10 +28,15 @@ def test_down_stops_and_removes_everything_it_made(own_fleet):
     assert out.returncode == 0, out.stderr
     assert not os.path.exists(f"/proc/{haproxy_pid}")
     assert not os.path.exists(fleet.state_dir)
-    # Every machine powered off, its namespace (and veth) and overlay gone.
+    # Every machine powered off (its systemd too: nothing orphaned), its namespace, veth, overlay and cgroups gone.
+    links = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True).stdout
     for item in machines.values():
-        assert not os.path.exists(f"/proc/{item['pid']}")
+        assert not os.path.exists(f"/proc/{item['pid']}") and not os.path.exists(f"/proc/{item['init_pid']}")
         assert not os.path.exists(f"/run/netns/{item['netns']}")
+        host_end = ".".join(item["address"].split(".")[:3] + [str(int(item["address"].split(".")[3]) - 1)])
+        assert f" {host_end}/30 " not in links, links
+        assert not os.path.exists(f"/sys/fs/cgroup/systemd/bluegreen-machines/{item['instance_id']}")
+        assert not os.path.exists(f"/run/systemd/nspawn/propagate/{item['instance_id']}")
     with open("/proc/self/mounts") as f:
         assert fleet.state_dir not in f.read()
     after = fleet.localcloud("status")

@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from localcloud.fleet.control import ControlClient
-from localcloud.fleet.machine_instance import MachineInstance, read_launch_spec, vendor_data
+from localcloud.fleet.machine_instance import MachineInstance, read_instance_spec, read_launch_spec, vendor_data
 from localcloud.imds import IMDSServer
 from localcloud.machines import SUBNET, Network
 
@@ -80,24 +80,40 @@ def test_read_launch_spec_reads_what_ec2_launches_the_instance_from(world):
     _group(world, "2")
     spec = read_launch_spec(world.asg, world.ec2, iam, "g")
     assert (spec.image_id, spec.user_data, spec.role, spec.imds_enabled) == \
-        ("ami-12c6146b", USER_DATA, "app-role", False)
+        ("ami-12c6146b", USER_DATA.encode(), "app-role", False)
+
+
+def test_a_machine_boots_what_its_instance_was_launched_with_not_a_newer_template_version(world):
+    iam = boto3.client("iam")
+    world.ec2.create_launch_template_version(
+        LaunchTemplateId=world.template, SourceVersion="1",
+        LaunchTemplateData={"UserData": base64.b64encode(USER_DATA.encode()).decode()})
+    instance_id = _group(world, "$Latest")
+    world.ec2.create_launch_template_version(  # after the launch: the instance keeps what it was launched with
+        LaunchTemplateId=world.template, SourceVersion="2",
+        LaunchTemplateData={"ImageId": "ami-0newer00000000000", "UserData": base64.b64encode(b"#newer").decode()})
+    spec = read_instance_spec(world.asg, world.ec2, iam, "g", instance_id)
+    assert (spec.image_id, spec.user_data) == ("ami-12c6146b", USER_DATA.encode())
 
 
 def test_vendor_data_is_a_script_naming_only_the_emulated_endpoint():
     text = vendor_data(4566)
     # A script: a vendor cloud-config's write_files would be replaced by the user-data's own.
     assert text.startswith("#!/bin/sh\n")
-    assert "AWS_ENDPOINT_URL=http://127.0.0.1:4566 > /etc/bluegreen/agent.env" in text
+    # Appended: the user-data's own write_files (init stage) may have written the file before this runs (final).
+    assert "AWS_ENDPOINT_URL=http://127.0.0.1:4566 >> /etc/bluegreen/agent.env" in text
     assert "KEY" not in text.upper().replace("KEYS", "")  # no credentials: the machine gets them from IMDS
 
 
 @pytest.mark.parametrize("unit, state", [
     ({}, "booting"),
-    ({"ActiveState": "inactive", "ConditionResult": "yes", "InactiveExitTimestampMonotonic": "0"}, "booting"),
+    ({"ActiveState": "inactive", "ConditionResult": "yes", "ConditionTimestampMonotonic": "0"}, "booting"),
     ({"ActiveState": "activating"}, "running"),
     ({"ActiveState": "active", "Result": "success"}, "succeeded"),
     ({"ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "203"}, "failed (exit-code, exit 203)"),
-    ({"ActiveState": "inactive", "ConditionResult": "no", "InactiveExitTimestampMonotonic": "5"},
+    # What systemd shows for a unit whose condition failed: no state change, only the check's time stamp.
+    ({"ActiveState": "inactive", "ConditionResult": "no", "ConditionTimestampMonotonic": "5",
+      "InactiveExitTimestampMonotonic": "0"},
      "skipped (a unit condition failed: no /etc/bluegreen/agent.yml?)"),
 ])
 def test_the_agent_units_state_reads_as_the_fleet_shows_it(unit, state):
