@@ -133,3 +133,37 @@ def test_with_boot_seconds_each_instance_starts_only_after_its_boot(aws, tmp_pat
     finally:
         supervisor.stop()
         lb.stop()
+
+
+def test_an_instance_whose_launch_cannot_be_read_is_listed_and_the_events_after_it_still_run(aws, tmp_path,
+                                                                                              fake_instance):
+    """One unreadable launch (its group or template already gone) must not stall every event after it."""
+    from localcloud.fleet import FleetError
+
+    aws.configure_time(time_scale=SCALE, health_interval=300)
+    session = boto3.session.Session()
+    create_service(session, name="svc", capacity=2, version="1.0", health_interval=5, healthy_threshold=2)
+    refused = []
+
+    def factory(instance_id, *args, **kwargs):
+        if not refused:
+            refused.append(instance_id)
+            raise FleetError(f"group of {instance_id} is gone: nothing to launch from")
+        return fake_instance(instance_id, *args, **kwargs)
+
+    lb = LoadBalancer(str(tmp_path / "lb")).start()
+    supervisor = FleetSupervisor(ControlClient(aws.endpoint), session.client("autoscaling", config=RETRIES),
+                                 session.client("elbv2", config=RETRIES), lb, str(tmp_path), aws.endpoint,
+                                 "us-east-1", "unused", time_scale=SCALE, poll_interval=0.05,
+                                 instance_factory=factory)
+    try:
+        supervisor.tick()
+        assert refused and refused[0] in supervisor.retired
+        assert supervisor.retired[refused[0]].agent_state.startswith("not launched (group of")
+        assert len(supervisor.instances) == 1  # the other launch, in the same batch of events, went on
+        assert refused[0] in {i["instance_id"] for i in supervisor.snapshot()["instances"]}
+        supervisor.tick()  # the batch is not read again
+        assert len(refused) == 1 and len(supervisor.instances) == 1
+    finally:
+        supervisor.stop()
+        lb.stop()
