@@ -163,8 +163,11 @@ def _run_locked(clients, flags, config, environ, status, deadline):
         settings = Clipped(resolve_settings(found, flags, config), deadline)
     except AgentError as exc:
         # A6: a bad tag must not leave a new instance waiting in Pending:Wait for the hook's whole timeout.
-        exc.report()  # the reason on the console before the ABANDON ends the instance (F16)
+        explained = deadline.explain(exc, status.data.get("steps"))
+        explained.report()  # the reason on the console before the ABANDON ends the instance (F16)
         _abandon_unresolved(autoscaling, found, config)
+        if explained is not exc:
+            raise explained from None  # run() explains it again: the same error, already printed
         raise
     status.update(version=settings.version, version_source=settings.sources.get("version"))
     launch_hook = find_launch_hook(autoscaling, found, settings)
@@ -190,12 +193,17 @@ def _run_locked(clients, flags, config, environ, status, deadline):
         try:
             _deploy(clients, settings, found, environ, status, engaged)
         except BaseException as exc:  # any failure, our own or not, must release the launch (A6)
+            explained = deadline.explain(exc, status.data.get("steps")) if isinstance(exc, AgentError) else exc
+            if engaged and isinstance(exc, AgentError):
+                # The reason on the console first (F16): once the ABANDON lands the instance is terminated, and
+                # a slow CreateTags below must not hold the line back either.
+                explained.report()
             if isinstance(exc, AgentError):
                 _publish(clients, found, status, f"{contract.RESULT_FAILED}:{_step_of(exc)}")
-                if engaged:
-                    exc.report()  # the reason on the console before the ABANDON ends the instance (F16)
             if engaged:
                 _abandon(autoscaling, found, hook)
+            if explained is not exc:
+                raise explained from None  # run() explains it again: the same error, already printed
             raise
         # Before CONTINUE and while the heartbeat still runs (a slow EC2 endpoint must not let a short hook lapse):
         # the deployer's gate reads the tag once the instance is InService.

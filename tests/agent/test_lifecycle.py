@@ -261,3 +261,34 @@ def test_a_hook_description_that_cannot_be_read(state, named, outcome):
             runner.find_launch_hook(DeniedHooks(), found, settings)
     else:
         assert runner.find_launch_hook(DeniedHooks(), found, settings) == outcome
+
+
+def test_a_hooked_run_whose_deadline_ran_out_prints_one_line_the_explained_one_before_it_abandons(
+        aws, imds_for, tmp_path, capsys, monkeypatch):
+    # F16: the reason reaches the console before the ABANDON (the instance's shutdown would stop the agent), once:
+    # the deadline's explanation, not the bare step failure followed by it.
+    from agent import run
+
+    aws.configure_time(time_scale=0.05)  # the hook's 30 s timeout: 1.5 s real, more than this run needs
+    group = Group(aws.endpoint, "web-deadline", dict(TAGS, **{"bluegreen:lifecycle-hook": "launch"}),
+                  launch_hook="launch")
+    instance_id = group.instance_ids[0]
+    runner = AgentRunner(tmp_path, imds_for(instance_id, aws.endpoint),
+                         config={"compose_project": "site", "heartbeat_interval": 0.05, "run_deadline": 1})
+    order = []
+
+    def deploy_past_the_deadline(*args, **kwargs):
+        time.sleep(1.2)  # the run's 1 s is gone when the step fails
+        raise HealthError("no healthy answer from http://127.0.0.1:8080/health")
+
+    real_abandon = run._abandon
+    monkeypatch.setattr(run, "_deploy", deploy_past_the_deadline)
+    monkeypatch.setattr(run, "_abandon", lambda *a: (order.append(capsys.readouterr().err), real_abandon(*a)))
+    outcome = runner.in_process(capsys, "run")
+    assert outcome.returncode == DeadlineError.exit_code
+    printed = order[0] + outcome.stderr
+    lines = [line for line in printed.splitlines() if line.startswith("bluegreen-agent: ")]
+    assert lines == [lines[0]] and "the run's deadline (run_deadline 1s) ran out in step health" in lines[0], printed
+    assert lines[0] in order[0]  # printed before the ABANDON was sent
+    assert group.lifecycle_state(instance_id) in (None, "Terminating", "Terminating:Wait", "Terminating:Proceed",
+                                                  "Terminated")
