@@ -204,8 +204,8 @@ def _check_subnet_free() -> None:
             continue
         device = words[words.index("dev") + 1] if "dev" in words else ""
         if network.overlaps(SUBNET) and not device.startswith("bgh"):
-            raise MachineError(f"the host routes {network} through {device or 'a gateway'}, inside the machines' "
-                               f"{SUBNET}: machines would take that traffic over")
+            raise MachineError(f"the host routes {network} through {device or 'a gateway'}, which overlaps the "
+                               f"machines' {SUBNET}: machines would take that traffic over")
 
 
 def _taken_blocks() -> set:
@@ -389,6 +389,9 @@ class Machine:
                 made.append(folder)
         return made
 
+    def exit_code(self) -> int | None:
+        return self._proc.poll() if self._proc is not None else None
+
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -486,12 +489,17 @@ def _power_off(pid: int, wait, deadline_s: float, name: str) -> None:
 
 def _kill_namespace(netns: str) -> None:
     """Every process still in the network namespace (a machine orphaned by a killed nspawn): SIGKILL."""
-    out = _run("ip", "netns", "pids", netns, check=False)
-    for word in out.stdout.split():
-        try:
-            os.kill(int(word), signal.SIGKILL)
-        except (ValueError, OSError):
-            pass
+    for _ in range(30):  # SIGKILL, then until they are gone (3 s at most): their cgroups go only once empty
+        out = _run("ip", "netns", "pids", netns, check=False)
+        if not out.stdout.split():
+            return
+        for word in out.stdout.split():
+            try:
+                os.kill(int(word), signal.SIGKILL)
+            except (ValueError, OSError):
+                pass
+        time.sleep(0.1)
+    log.warning("processes still in %s after SIGKILL", netns)
 
 
 def _remove_leftovers(instance_id: str) -> None:

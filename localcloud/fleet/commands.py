@@ -101,6 +101,10 @@ def up(state_dir: str, lb_port: int, deadline_s: float, time_scale: float | None
               f"{LOG_FILE})", file=sys.stderr)
     else:
         print(f"bluegreen-localcloud: reusing the running local fleet (pid {pid})", file=sys.stderr)
+        running = (_read_state(state_dir) or {}).get("instances")
+        if running and running != instances:
+            print(f"bluegreen-localcloud: note: it runs {running}, not {instances}: `down` first to change that",
+                  file=sys.stderr)
 
     def ready(state: dict | None) -> bool:
         return bool(state) and state.get("pid") == pid and state.get("phase") == "ready"

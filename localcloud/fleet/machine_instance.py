@@ -54,19 +54,24 @@ def read_launch_spec(autoscaling: Any, ec2: Any, iam: Any, group: str) -> Launch
     selector = {"LaunchTemplateId": spec["LaunchTemplateId"]} if spec.get("LaunchTemplateId") else {
         "LaunchTemplateName": spec["LaunchTemplateName"]}
     versions = ec2.describe_launch_template_versions(Versions=[str(spec.get("Version") or "$Default")], **selector)
-    data = versions["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    if not versions.get("LaunchTemplateVersions"):
+        raise FleetError(f"group {group}'s launch template {selector} has no version {spec.get('Version')}")
+    data = versions["LaunchTemplateVersions"][0].get("LaunchTemplateData") or {}
     user_data = base64.b64decode(data["UserData"]) if data.get("UserData") else b""  # bytes: gzip stays gzip
-    role = None
     profile = (data.get("IamInstanceProfile") or {})
     name = profile.get("Name") or (profile.get("Arn") or "").rsplit("/", 1)[-1]
-    if name:
-        try:
-            roles = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]["Roles"]
-            role = roles[0]["RoleName"] if roles else None
-        except Exception as exc:  # noqa: BLE001 -- a profile the emulation does not know: no credentials, as on EC2
-            log.warning("fleet: instance profile %s of group %s: %s", name, group, exc)
+    role = _role_of(iam, name, group) if name else None
     imds_enabled = (data.get("MetadataOptions") or {}).get("HttpEndpoint", "enabled") != "disabled"
     return LaunchSpec(data.get("ImageId", ""), user_data, role, imds_enabled)
+
+
+def _role_of(iam: Any, profile: str, group: str) -> str | None:
+    try:
+        roles = iam.get_instance_profile(InstanceProfileName=profile)["InstanceProfile"]["Roles"]
+        return roles[0]["RoleName"] if roles else None
+    except Exception as exc:  # noqa: BLE001 -- a profile the emulation does not know: no credentials, as on EC2
+        log.warning("fleet: instance profile %s of group %s: %s", profile, group, exc)
+        return None
 
 
 def read_instance_spec(autoscaling: Any, ec2: Any, iam: Any, group: str, instance_id: str) -> LaunchSpec:
@@ -76,6 +81,11 @@ def read_instance_spec(autoscaling: Any, ec2: Any, iam: Any, group: str, instanc
     try:
         found = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
         spec.image_id = found.get("ImageId") or spec.image_id
+        # MetadataOptions stay the template's: moto gives every instance its own defaults ("enabled"), not the
+        # launch template's.
+        profile = (found.get("IamInstanceProfile") or {}).get("Arn", "").rsplit("/", 1)[-1]
+        if profile:
+            spec.role = _role_of(iam, profile, group) or spec.role
         attribute = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
         value = (attribute.get("UserData") or {}).get("Value")
         if value:
@@ -98,7 +108,7 @@ def vendor_data(aws_endpoint_port: int) -> str:
             "set -e\n"
             "mkdir -p /etc/bluegreen\n"
             "# appended: the user-data's own write_files may have written this file first (init stage)\n"
-            f"echo AWS_ENDPOINT_URL=http://127.0.0.1:{aws_endpoint_port} >> /etc/bluegreen/agent.env\n")
+            f"printf '\\nAWS_ENDPOINT_URL=http://127.0.0.1:{aws_endpoint_port}\\n' >> /etc/bluegreen/agent.env\n")
 
 
 class MachineInstance:
@@ -154,6 +164,12 @@ class MachineInstance:
         deadline = time.monotonic() + self.agent_deadline_s
         last = None
         while not self._stopping.is_set() and time.monotonic() < deadline:
+            if not self.machine.running():  # nspawn (or its cgroup wrapper) ended before the agent did
+                code = self.machine.exit_code()
+                self.agent_state = f"failed (the machine exited, code {code}: see its console)"
+                log.error("instance %s: %s", self.instance_id, self.agent_state)
+                self._post_console()
+                break
             try:
                 agent = self.unit(UNITS[0])
             except (MachineError, OSError, ValueError):

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 VERSION_TAG = TAG_VERSION
 _TRANSIENT = (FleetError, NoFreePort, BotoCoreError, ClientError, OSError)
+LAUNCH_TRIES = 3  # polls a launch whose description cannot be read is tried on before it is given up
 
 
 class Unlaunched:
@@ -84,6 +85,8 @@ class FleetSupervisor:
         self._retiring: list[threading.Thread] = []
         self.ticks = 0
         self.last_error: str | None = None
+        self._launch_failures: dict[str, int] = {}
+        self._unaddressed: set = set()
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def start(self) -> FleetSupervisor:
@@ -146,9 +149,13 @@ class FleetSupervisor:
                                                  workdir, self.aws_endpoint, self.region, self.docker_host,
                                                  self.gate, self.agent_settings)
             except _TRANSIENT as exc:
-                # What it launched from cannot be read (the group or its template is gone already): this one
-                # instance never boots, as on EC2 its launch would fail, and the hook's timeout ends it. Never
-                # retried: one bad event must not hold up every event after it.
+                # A poll that failed is tried again (the event is read again next poll), LAUNCH_TRIES times; then
+                # what it launched from cannot be read (the group or its template is gone already): this one
+                # instance never boots, as on EC2 its launch would fail, and the hook's timeout ends it. One bad
+                # event must not hold up every event after it for long.
+                tries = self._launch_failures[instance_id] = self._launch_failures.get(instance_id, 0) + 1
+                if tries < LAUNCH_TRIES:
+                    raise
                 log.error("fleet: instance %s of %s cannot be launched: %s", instance_id, group, exc)
                 self.retired[instance_id] = Unlaunched(instance_id, group or "", version, str(exc))
                 return
@@ -288,7 +295,9 @@ class FleetSupervisor:
             # A machine has its own address (machine_instance.py); a process instance listens on loopback.
             address = getattr(instance, "address", "127.0.0.1")
             if address is None:
-                log.warning("fleet: %s has no address (its machine did not start): not added", name)
+                if name not in self._unaddressed:  # once: the same plan comes back every poll
+                    self._unaddressed.add(name)
+                    log.warning("fleet: %s has no address (its machine did not start): not added", name)
                 return
             self.lb.add_server(name, address, int(action.value), checks.get("interval"), checks.get("rise"),
                                checks.get("fall"))

@@ -35,7 +35,8 @@ def test_down_stops_and_removes_everything_it_made(own_fleet):
         assert not os.path.exists(f"/run/netns/{item['netns']}")
         host_end = ".".join(item["address"].split(".")[:3] + [str(int(item["address"].split(".")[3]) - 1)])
         assert f" {host_end}/30 " not in links, links
-        assert not os.path.exists(f"/sys/fs/cgroup/systemd/bluegreen-machines/{item['instance_id']}")
+        for hierarchy in ("systemd", "unified"):
+            assert not os.path.exists(f"/sys/fs/cgroup/{hierarchy}/bluegreen-machines/{item['instance_id']}")
         assert not os.path.exists(f"/run/systemd/nspawn/propagate/{item['instance_id']}")
     with open("/proc/self/mounts") as f:
         assert fleet.state_dir not in f.read()

@@ -32,6 +32,7 @@ REGION = "us-east-1"
 TIME_SCALE = 0.2  # the fleet's clock
 HOOK_TIMEOUT = 120  # AWS seconds: 24 s here, ample for the fallback's three AWS CLI calls on a busy host
 NO_AGENT_AMI = "ami-0noagent0000000"
+SETTINGS_AMI = "ami-0settings000000"  # the agent's settings baked into the image: no user-data needed
 TEMPLATE = os.path.join(os.path.dirname(__file__), "..", "..", "cloud-init", "user-data.yaml.tmpl")
 
 
@@ -53,7 +54,8 @@ class World:
         control = ControlClient(self.cloud.endpoint)
         factory = MachineFactory(self.asg, self.ec2, self.client("iam"), self.root,
                                  int(self.cloud.endpoint.rsplit(":", 1)[1]), None,
-                                 images={NO_AGENT_AMI: [without_agent(self.layers), self.root]},
+                                 images={NO_AGENT_AMI: [without_agent(self.layers), self.root],
+                                         SETTINGS_AMI: [with_settings(str(tmp / "settings")), self.root]},
                                  on_console=control.post_console, agent_deadline_s=120.0)
         self.lb = LoadBalancer(str(tmp / "lb"), port=0, check_interval=1.0).start()
         self.fleet = FleetSupervisor(control, self.asg, self.client("elbv2"), self.lb, str(tmp / "fleet"),
@@ -133,6 +135,15 @@ def without_agent(folder: str) -> str:
     return folder
 
 
+def with_settings(folder: str) -> str:
+    """An overlay layer with the agent's settings in the image itself (an AMI baked for one service)."""
+    path = os.path.join(folder, "etc", "bluegreen", "agent.yml")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write("workdir: /opt/bluegreen\ncompose_project: boot\nallowed_buckets: [boot-bootstrap]\n")
+    return folder
+
+
 def user_data_like_envsubst(**values) -> str:
     """The user-data template rendered as envsubst does (audit F15): a variable not given becomes empty."""
     with open(TEMPLATE) as f:
@@ -175,7 +186,21 @@ def test_an_image_without_the_agent_abandons_the_launch_through_the_units_fallba
     assert world.last_activity.endswith("Lifecycle Action Completed with ABANDON Result"), world.last_activity
 
 
-def test_an_instance_without_imds_is_abandoned_by_the_hooks_own_timeout(world):
+def test_an_agent_that_cannot_reach_imds_says_so_and_the_hooks_own_timeout_abandons_it(world):
+    # Its settings are in the image, so it runs; IMDS answers 403 (disabled, I1): no instance id, no
+    # credentials, for the agent and for its fallback alike. Both say why on the console, and only the launch
+    # hook's own HeartbeatTimeout (DefaultResult ABANDON) releases the launch.
+    instance_id = world.launch(ImageId=SETTINGS_AMI, MetadataOptions={"HttpEndpoint": "disabled"})
+    world.abandoned(instance_id)
+    console = world.console(instance_id)
+    assert re.search(r"bluegreen-agent\[\d+\]: bluegreen-agent: identity failed: IMDS at http://169.254.169.254 "
+                     r"answered 403", console), console[-3000:]
+    assert re.search(r"bluegreen-agent-abandon\[\d+\]: .*the launch hook's own timeout applies", console), \
+        console[-3000:]
+    assert world.last_activity.endswith("was abandoned: Heartbeat Timeout"), world.last_activity
+
+
+def test_an_instance_without_imds_gets_no_user_data_and_is_abandoned_by_the_hooks_own_timeout(world):
     instance_id = world.launch(MetadataOptions={"HttpEndpoint": "disabled", "HttpTokens": "required"})
     world.abandoned(instance_id)
     console = world.console(instance_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import urllib.request
 
 import boto3
@@ -96,13 +97,20 @@ def test_a_machine_boots_what_its_instance_was_launched_with_not_a_newer_templat
     assert (spec.image_id, spec.user_data) == ("ami-12c6146b", USER_DATA.encode())
 
 
-def test_vendor_data_is_a_script_naming_only_the_emulated_endpoint():
+def test_vendor_data_is_a_script_that_appends_only_the_emulated_endpoint(tmp_path):
     text = vendor_data(4566)
     # A script: a vendor cloud-config's write_files would be replaced by the user-data's own.
     assert text.startswith("#!/bin/sh\n")
-    # Appended: the user-data's own write_files (init stage) may have written the file before this runs (final).
-    assert "AWS_ENDPOINT_URL=http://127.0.0.1:4566 >> /etc/bluegreen/agent.env" in text
     assert "KEY" not in text.upper().replace("KEYS", "")  # no credentials: the machine gets them from IMDS
+    # Run it on a copy of the path: the user-data's own agent.env (no final newline) keeps its line.
+    folder = tmp_path / "etc" / "bluegreen"
+    folder.mkdir(parents=True)
+    (folder / "agent.env").write_text("HTTPS_PROXY=http://proxy:3128")
+    script = tmp_path / "vendor.sh"
+    script.write_text(text.replace("/etc/bluegreen", str(folder)))
+    subprocess.run(["sh", str(script)], check=True, timeout=10)
+    lines = [line for line in (folder / "agent.env").read_text().splitlines() if line]
+    assert lines == ["HTTPS_PROXY=http://proxy:3128", "AWS_ENDPOINT_URL=http://127.0.0.1:4566"]
 
 
 @pytest.mark.parametrize("unit, state", [
