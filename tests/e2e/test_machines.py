@@ -38,12 +38,11 @@ TEMPLATE = os.path.join(os.path.dirname(__file__), "..", "..", "cloud-init", "us
 
 class World:
     def __init__(self, tmp, patch, cloud) -> None:
+        self.cloud = cloud  # the session's emulated AWS (one per process), on the fleet's clock for this module
         reason = machines.available()
         assert reason is None, reason  # CI runs as root with systemd-container: never skipped
         self.root = machines.baked_root()
         self.layers = str(tmp / "layers")
-        # The session's emulated AWS (one per process), on the fleet's clock until the module ends
-        self.cloud = cloud
         cloud.reset()
         cloud.configure_time(time_scale=TIME_SCALE, health_interval=300.0)
         patch.setenv("AWS_ENDPOINT_URL", self.cloud.endpoint)
@@ -71,8 +70,9 @@ class World:
         return self.session.client(name, endpoint_url=self.cloud.endpoint)
 
     def stop(self) -> None:
-        self.fleet.stop()
-        self.lb.stop()
+        for part in ("fleet", "lb"):  # what __init__ got to start, even when it failed half way
+            if getattr(self, part, None) is not None:
+                getattr(self, part).stop()
         self.cloud.reset()
 
     def launch(self, **changes) -> str:
@@ -156,8 +156,9 @@ def world(tmp_path_factory, cloud):
     with pytest.MonkeyPatch.context() as patch:
         # localcloud.stack makes its clients from the session: they find the emulation by the environment (C1)
         patch.delenv("AWS_PROFILE", raising=False)
-        world = World(tmp_path_factory.mktemp("machines"), patch, cloud)
+        world = World.__new__(World)
         try:
+            world.__init__(tmp_path_factory.mktemp("machines"), patch, cloud)
             yield world
         finally:
             world.stop()
