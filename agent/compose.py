@@ -82,13 +82,27 @@ class Compose:
         except yaml.YAMLError as exc:
             raise ComposeError(f"cannot parse `compose config` output: {exc}") from None
 
-    def up(self):
+    def up(self, model=None):
+        """Bring the stack up. Services marked `bluegreen.when: in-service` (agent/workers.py) are created, not
+        started: `bluegreen-agent watch` starts them once the instance is InService (issue 16)."""
+        from agent import workers
+
+        model = self.config() if model is None else model
+        marked = workers.marked_services(model)
         # --pull never: every image was pulled before the point of no return (audit F5), with the Docker
         # config's credentials; compose pulling here would be after the fixed tag and `current` moved.
-        out = self._run(["up", "-d", "--remove-orphans", "--pull", "never"])
-        for line in out.stderr.splitlines():
+        if not marked:
+            outs = [self._run(["up", "-d", "--remove-orphans", "--pull", "never"])]
+        else:
+            outs = [self._run(["up", "-d", "--remove-orphans", "--pull", "never", *workers.unmarked_services(model)])
+                    ] if workers.unmarked_services(model) else []
+            # Created (or recreated when their config changed) but left for the watch to start; an up-to-date
+            # one that runs already is left running (an operator's re-run on an InService instance).
+            outs.append(self._run(["create", "--pull", "never", *marked]))
+        text = "".join(out.stderr for out in outs)
+        for line in text.splitlines():
             log.info("compose: %s", line.strip())
-        return out.stderr
+        return text
 
 
 def fixed_references(model, image_repository):

@@ -63,9 +63,15 @@ class Policy:
 # --- pure: the compose model ---------------------------------------------------------------------------------
 
 def expected_services(model):
-    """The services `compose up` runs at least one container of: the model's, less those scaled to 0. Pure."""
+    """The services `compose up` runs at least one container of: the model's, less those scaled to 0 and those
+    marked to run only while InService (agent/workers.py: the watch starts them after the launch). Pure."""
+    from agent import workers
+
+    marked = set(workers.marked_services(model))
     out = set()
     for name, service in (model.get("services") or {}).items():
+        if name in marked:
+            continue
         service = service or {}
         replicas = (service.get("deploy") or {}).get("replicas", service.get("scale", 1))
         if replicas != 0:

@@ -41,3 +41,9 @@ def test_the_plan_reconciles_whatever_the_last_change_was():
     assert workers.plan("stopped", marked, {"web"}) is None
     assert workers.plan(None, marked, {"worker"}) is None
     assert workers.plan("running", [], set()) is None
+
+
+def test_the_health_step_does_not_wait_for_the_services_the_watch_starts_later():
+    from agent import health
+
+    assert health.expected_services(MODEL) == {"web", "other"}
