@@ -1,0 +1,106 @@
+"""agent/watch.py's reconcile with a fake engine and a fake IMDS (the booted-machine tests are the real ones)."""
+
+import json
+import os
+
+import pytest
+
+from agent import watch
+from agent.errors import IdentityError
+from agent.status import AgentLock
+
+
+class FakeContainer:
+    def __init__(self, service, marked, status="created", stop_timeout=None):
+        self.name = f"site-{service}-1"
+        self.labels = {watch.PROJECT_LABEL: "site", watch.SERVICE_LABEL: service}
+        if marked:
+            self.labels["bluegreen.when"] = "in-service"
+        self.status = status
+        self.attrs = {"Config": {"StopTimeout": stop_timeout}}
+        self.calls = []
+
+    def start(self):
+        self.calls.append("start")
+        self.status = "running"
+
+    def stop(self, timeout):
+        self.calls.append(("stop", timeout))
+        self.status = "exited"
+
+
+class FakeDocker:
+    def __init__(self, containers):
+        self.containers = self
+        self.items = containers
+
+    def list(self, all, filters):
+        assert all is True and filters == {"label": "com.docker.compose.project=site"}
+        return list(self.items)
+
+
+class FakeIMDS:
+    def __init__(self, state):
+        self.state = state
+
+    def get(self, path, missing_ok=False):
+        assert path == watch.TARGET_STATE_PATH
+        if isinstance(self.state, Exception):
+            raise self.state
+        return self.state
+
+
+@pytest.fixture
+def world(tmp_path):
+    web = FakeContainer("web", marked=False, status="running")
+    worker = FakeContainer("worker", marked=True, stop_timeout=30)
+    imds = FakeIMDS("InService")
+    published = []
+    w = watch.Watch(imds, FakeDocker([web, worker]), "site", str(tmp_path),
+                    publish=lambda value: published.append(value) or True, interval=0.01)
+    (tmp_path / "status.json").write_text(json.dumps({"result": "success", "served": {"version": "1.0"}}))
+    return w, imds, web, worker, published, tmp_path
+
+
+def test_in_service_starts_the_marked_service_once_and_records_it(world):
+    w, _imds, web, worker, published, tmp_path = world
+    assert w.once()["started"] == ["site-worker-1"]
+    assert worker.calls == ["start"] and web.calls == []
+    assert w.once()["started"] == []  # reconciled: nothing to do
+    record = json.loads((tmp_path / "status.json").read_text())
+    assert record["workers"]["state"] == "running" and record["workers"]["services"] == ["worker"]
+    assert record["served"] == {"version": "1.0"}  # the boot run's record is kept
+    assert published == ["running"]
+
+
+def test_standby_stops_it_gracefully_and_a_restart_policys_comeback_is_stopped_again(world):
+    w, imds, web, worker, published, _ = world
+    w.once()
+    imds.state = "Standby"
+    assert w.once()["stopped"] == ["site-worker-1"]
+    assert worker.calls[-1] == ("stop", 30) and web.calls == []  # its own stop grace period
+    worker.status = "running"  # the engine restarted it (restart: always)
+    assert w.once()["stopped"] == ["site-worker-1"]
+    assert published == ["running", "stopped"]
+
+
+def test_an_imds_hiccup_keeps_what_runs(world):
+    w, imds, _web, worker, _published, _ = world
+    w.once()
+    imds.state = IdentityError("IMDS at http://169.254.169.254 did not answer")
+    done = w.once()
+    assert done["want"] is None and worker.status == "running" and worker.calls == ["start"]
+
+
+def test_before_the_launch_completed_nothing_starts(world):
+    w, _imds, _web, worker, _published, tmp_path = world
+    (tmp_path / "status.json").write_text(json.dumps({"result": "failed"}))
+    assert w.once()["want"] == "stopped" and worker.calls == []
+
+
+def test_a_boot_run_in_progress_holds_the_lock_and_the_round_is_skipped(world):
+    w, _imds, _web, worker, _published, tmp_path = world
+    with AgentLock(str(tmp_path)):
+        assert w.once() is None
+    assert worker.calls == []
+    assert os.path.exists(tmp_path / "agent.lock")
