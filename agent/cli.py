@@ -134,7 +134,7 @@ def build_parser():
     common.add_argument("--config", help="config file (default: $BLUEGREEN_AGENT_CONFIG or /etc/bluegreen/agent.yml)")
     common.add_argument("--workdir", help="work folder: releases, current, status.json (default /opt/bluegreen)")
     common.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
-    sub = parser.add_subparsers(dest="command", metavar="{run,show,preflight}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,show,preflight,watch}")
     sub.required = True
     run = sub.add_parser("run", parents=[common], help="deploy the group's version on this instance",
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,6 +152,11 @@ def build_parser():
     preflight.add_argument("--bake", action="store_true",
                            help="check what is installed and enabled, reading files only (the AMI bake, a chroot)")
     preflight.add_argument("--root", default="/", help="with --bake: the image's root folder (default /)")
+    watch = sub.add_parser("watch", parents=[common],
+                           help="run the services marked bluegreen.when: in-service only while InService")
+    watch.add_argument("--interval", type=float, default=5.0,
+                       help="seconds between two reconciles (default 5; each asks IMDS once)")
+    watch.add_argument("--once", action="store_true", help="one reconcile, then exit")
     return parser
 
 
@@ -222,6 +227,8 @@ def _dispatch(args, environ):
     clients = Clients(environ)
     if args.command == "show":
         return _show(runner, clients, flags, config, args.output)
+    if args.command == "watch":
+        return _watch(clients, flags, config, args)
     if args.dry_run:
         found = runner.discover(clients, flags, config)
         settings = runner.resolve_settings(found, flags, config)
@@ -232,6 +239,40 @@ def _dispatch(args, environ):
     status = runner.run(clients, flags, config, resolve_workdir(flags, config), environ)
     print(json.dumps({k: status.get(k) for k in ("schema_version", "result", "version", "image_digest", "release",
                                                  "steps")}, sort_keys=True))
+    return 0
+
+
+def _watch(clients, flags, config, args):
+    """`bluegreen-agent watch` (agent/watch.py): until SIGTERM, which ends it with exit 0 (systemd's stop)."""
+    import threading
+
+    from agent import ec2, watch
+    from agent.settings import resolve_workdir
+
+    project = config.get("compose_project")
+    if not project:
+        from agent.errors import ConfigError
+
+        raise ConfigError("watch needs compose_project in the config file")
+    imds = clients.imds(deadline=min(args.interval, 10.0))
+    found = {}
+
+    def publish(value):
+        if "identity" not in found:
+            found["identity"] = imds.identity()
+        identity = found["identity"]
+        return ec2.publish_workers(clients.ec2(identity.region), identity.instance_id, value)
+
+    watcher = watch.Watch(imds, clients.docker(60), project, resolve_workdir(flags, config), publish=publish,
+                          interval=args.interval)
+    if args.once:
+        print(json.dumps(watcher.once(), sort_keys=True))
+        return 0
+    stopping = threading.Event()
+    try:
+        watcher.run(stopping)
+    except KeyboardInterrupt:  # SIGTERM (systemd's stop), SIGINT, SIGHUP: the workers stay as they are
+        log.info("watch: stopped")
     return 0
 
 

@@ -29,3 +29,18 @@ def publish_running(client, instance_id, running):
         return False
     log.info("published %s=%s on %s", contract.TAG_RUNNING, value, instance_id)
     return True
+
+
+def publish_workers(client, instance_id, value):
+    """CreateTags bluegreen:workers (running | stopped) on this instance; True when written. Best effort, like
+    bluegreen:running: the deployer's `status` shows it, nothing waits on it failing."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        contract.check_workers(value)
+        client.create_tags(Resources=[instance_id], Tags=[{"Key": contract.TAG_WORKERS, "Value": value}])
+    except (BotoCoreError, ClientError, contract.ContractError) as exc:
+        log.warning("could not publish %s on %s: %s", contract.TAG_WORKERS, instance_id, exc)
+        return False
+    log.info("published %s=%s on %s", contract.TAG_WORKERS, value, instance_id)
+    return True
