@@ -32,6 +32,7 @@ AGENT_LINK = "/usr/local/bin/bluegreen-agent"  # F25: on operators' PATH
 DOCKER_CONFIG = "/root/.docker/config.json"  # the agent and compose run as root, DOCKER_CONFIG unset
 DAEMON_JSON = "/etc/docker/daemon.json"
 UNIT = "/etc/systemd/system/bluegreen-agent.service"
+WATCH_UNIT = "/etc/systemd/system/bluegreen-agent-watch.service"  # issue 16: the in-service-only services
 KILL_SWITCH = "/etc/bluegreen/agent.disabled"
 PATH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 # The OnFailure ABANDON fallback of the boot units runs without the agent's venv: the AWS CLI and curl.
@@ -250,19 +251,23 @@ def _unit_wanted_by(text):
 
 
 def check_unit_installed(root):
-    name = os.path.basename(UNIT)
-    try:
-        with open(_under(root, UNIT)) as f:
-            text = f.read()
-    except OSError:
-        return _fail("unit", f"{UNIT} is missing")
-    exec_start = re.search(r"^ExecStart=[-@:+!]*(\S+)", text, re.MULTILINE)
-    if exec_start and not os.access(_under(root, exec_start.group(1)), os.X_OK):
-        return _fail("unit", f"{name}: ExecStart {exec_start.group(1)} is not executable")
-    wanted = _unit_wanted_by(text)
-    if not any(os.path.lexists(_under(root, f"/etc/systemd/system/{t}.wants/{name}")) for t in wanted):
-        return _fail("unit", f"{name} is not enabled (systemctl enable {name})")
-    return _ok("unit", f"{name} enabled ({', '.join(wanted)})")
+    """The boot run's unit and the watch's (issue 16): installed, their ExecStart executable, enabled."""
+    found = []
+    for path in (UNIT, WATCH_UNIT):
+        name = os.path.basename(path)
+        try:
+            with open(_under(root, path)) as f:
+                text = f.read()
+        except OSError:
+            return _fail("unit", f"{path} is missing")
+        exec_start = re.search(r"^ExecStart=[-@:+!]*(\S+)", text, re.MULTILINE)
+        if exec_start and not os.access(_under(root, exec_start.group(1)), os.X_OK):
+            return _fail("unit", f"{name}: ExecStart {exec_start.group(1)} is not executable")
+        wanted = _unit_wanted_by(text)
+        if not any(os.path.lexists(_under(root, f"/etc/systemd/system/{t}.wants/{name}")) for t in wanted):
+            return _fail("unit", f"{name} is not enabled (systemctl enable {name})")
+        found.append(f"{name} enabled ({', '.join(wanted)})")
+    return _ok("unit", "; ".join(found))
 
 
 FALLBACK_UNIT = "/etc/systemd/system/bluegreen-agent-abandon.service"

@@ -109,7 +109,8 @@ def run(clients, flags, config, workdir, environ, clock=time.monotonic):
                         killed.get("started_at"), ", ".join(killed.get("in_progress") or []) or "(none)")
             status.update(previous_run=killed)
         # What served before this run (it still serves until `activate`), and the app images pulled before.
-        status.update(served=last.get("served"), image_history=last.get("image_history") or [])
+        status.update(served=last.get("served"), image_history=last.get("image_history") or [],
+                      workers=last.get("workers"))  # the watch's record (agent/watch.py) outlives a run
         status.begin()
         try:
             _run_locked(clients, flags, config, environ, status, deadline)

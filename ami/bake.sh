@@ -122,6 +122,7 @@ for doc in $(grep -h '^Documentation=' "$art"/systemd/*.service | grep -o 'file:
 done
 $booted && systemctl daemon-reload
 systemctl enable bluegreen-agent.service
+systemctl enable bluegreen-agent-watch.service  # issue 16: services marked bluegreen.when: in-service
 
 # --- nothing of this machine's own life in the image (F17) ------------------------------------------------
 if $booted; then
