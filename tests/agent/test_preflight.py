@@ -67,6 +67,10 @@ def image(tmp_path):
     # Where `systemctl enable` puts it: the shipped unit's WantedBy= (cloud-init.target, after cloud-final).
     link(root, f"/etc/systemd/system/{AGENT_UNIT_TARGET}.wants/bluegreen-agent.service",
          "/etc/systemd/system/bluegreen-agent.service")
+    with open(os.path.join(ROOT, "systemd", "bluegreen-agent-watch.service")) as f:  # issue 16
+        put(root, "/etc/systemd/system/bluegreen-agent-watch.service", f.read())
+    link(root, f"/etc/systemd/system/{AGENT_UNIT_TARGET}.wants/bluegreen-agent-watch.service",
+         "/etc/systemd/system/bluegreen-agent-watch.service")
     for name in ("bluegreen-agent-abandon.service",):
         with open(os.path.join(ROOT, "systemd", name)) as f:
             put(root, f"/etc/systemd/system/{name}", f.read())
