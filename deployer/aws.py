@@ -233,11 +233,16 @@ class DeployerAws:
 
         DescribeTags filtered by key and by id, 200 ids per call (a filter's values are bounded), so a launch
         wait reads at most ceil(unverified / 200) pages per poll, nothing once every instance is verified."""
+        return self.describe_instance_tag(instance_ids, TAG_RUNNING)
+
+    def describe_instance_tag(self, instance_ids, key):
+        """{instance id: the value of tag `key`} for those of `instance_ids` that carry it (DescribeTags by key
+        and id, 200 ids a call)."""
         out = {}
         ids = sorted(instance_ids)
         for start in range(0, len(ids), 200):
             for t in self._pages(self.ec2, "describe_tags", "Tags",
-                                 Filters=[{"Name": "key", "Values": [TAG_RUNNING]},
+                                 Filters=[{"Name": "key", "Values": [key]},
                                           {"Name": "resource-id", "Values": ids[start:start + 200]}]):
                 out[t["ResourceId"]] = t["Value"]
         return out

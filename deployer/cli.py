@@ -391,6 +391,12 @@ class Cli:
         snap = observe(self.aws, self.args.service, health_of=("blue", "green"), store=store)
         now = self.seams.now()
         data = render.status_data(snap, now=now)
+        # Issue 16: whether each instance's in-service-only services run, as its agent's watch last tagged it.
+        ids = [i["id"] for g in data["groups"].values() for i in g["instances"]]
+        workers = self.aws.describe_instance_tag(ids, contract.TAG_WORKERS) if ids else {}
+        for g in data["groups"].values():
+            for inst in g["instances"]:
+                inst["workers"] = workers.get(inst["id"])
         data["rollback_now"] = None
         if doctor.flip_open(snap):
             # Issue 13: what a rollback started now would take, from the pair's own load balancer settings (read

@@ -81,7 +81,8 @@ def status_text(data):
         # Issue 11: each group runs its own bundle and image digest (the new instances of that group read them).
         lines.append(f"    {color} bundle {g.get('bootstrap') or '-'}, digest {g.get('digest') or '- (pull by tag)'}")
         for inst in g["instances"]:
-            lines.append(f"    {inst['id']:22} {inst['lifecycle']:20} {inst['health']}")
+            workers = f"  workers {inst['workers']}" if inst.get("workers") else ""
+            lines.append(f"    {inst['id']:22} {inst['lifecycle']:20} {inst['health']}{workers}")
     return "\n".join(lines)
 
 
