@@ -80,7 +80,7 @@ def how_to_use(state_dir: str, state: dict) -> str:
 
 
 def up(state_dir: str, lb_port: int, deadline_s: float, time_scale: float | None = None,
-       boot_seconds: float | None = None, instances: str = "machines") -> int:
+       boot_seconds: float | None = None, instances: str = "machines", worker: bool = False) -> int:
     state_dir = os.path.abspath(state_dir)
     pid = _daemon_pid(state_dir)
     proc = None
@@ -90,7 +90,8 @@ def up(state_dir: str, lb_port: int, deadline_s: float, time_scale: float | None
             if os.path.exists(os.path.join(state_dir, stale)):
                 os.unlink(os.path.join(state_dir, stale))
         clock = ([] if time_scale is None else ["--time-scale", str(time_scale)]) + \
-            ([] if boot_seconds is None else ["--boot-seconds", str(boot_seconds)]) + ["--instances", instances]
+            ([] if boot_seconds is None else ["--boot-seconds", str(boot_seconds)]) + ["--instances", instances] + \
+            (["--worker"] if worker else [])
         with open(os.path.join(state_dir, LOG_FILE), "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "localcloud.fleet.daemon", "--state", state_dir, "--lb-port", str(lb_port),
@@ -222,6 +223,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--instances", choices=("machines", "processes"), default="machines",
                    help="machines: every instance boots the baked image with systemd-nspawn, real cloud-init and "
                         "systemd (default; root); processes: the agent as a process on this host's engine")
+    p.add_argument("--worker", action="store_true",
+                   help="the demo bundle gets a `worker` service that runs only while its instance is InService")
     p.set_defaults(func=run, fleet_command="up")
     p = subparsers.add_parser("down", help="stop and remove everything `up` made")
     p.add_argument("--state", default=DEFAULT_STATE)
@@ -241,7 +244,8 @@ def run(args) -> int:
     """Run the fleet command args.fleet_command; one line on stderr and a documented exit code on failure."""
     try:
         if args.fleet_command == "up":
-            return up(args.state, args.lb_port, args.timeout, args.time_scale, args.boot_seconds, args.instances)
+            return up(args.state, args.lb_port, args.timeout, args.time_scale, args.boot_seconds, args.instances,
+                      args.worker)
         if args.fleet_command == "down":
             return down(args.state, args.timeout)
         if args.fleet_command == "status":

@@ -56,12 +56,13 @@ def env_lines(aws_endpoint: str, region: str, lb_url: str, docker_host: str, reg
 class Daemon:
     def __init__(self, state_dir: str, lb_port: int = 0, region: str = "us-east-1", infra_dir: str = ".infra",
                  ready_deadline_s: float = 300.0, time_scale: float = TIME_SCALE, boot_seconds: float = 0.0,
-                 instances: str = "machines", image_root: str | None = None) -> None:
+                 instances: str = "machines", image_root: str | None = None, worker: bool = False) -> None:
         self.state_dir = os.path.abspath(state_dir)
         # "machines": every instance boots the baked image with systemd-nspawn (localcloud/machines.py);
         # "processes": the agent as a process on this host's engine (a host without root or nspawn).
         self.instances = instances
         self.image_root = image_root
+        self.worker = worker  # issue 16: the demo bundle has a `worker` marked bluegreen.when: in-service
         self.time_scale = time_scale
         self.boot_seconds = boot_seconds
         self.lb_port = lb_port
@@ -145,7 +146,8 @@ class Daemon:
         sampleapp.build_and_push(registry, repository=REPOSITORY, versions=VERSIONS,
                                  unhealthy_versions=UNHEALTHY_VERSIONS)
         self.record(phase="creating the service")
-        create_demo_service(session, self.state_dir, registry, SERVICE, CAPACITY, health_url=health_url)
+        create_demo_service(session, self.state_dir, registry, SERVICE, CAPACITY, health_url=health_url,
+                            worker=self.worker)
         self.record(phase="waiting for the blue instances")
         self.supervisor.wait_for(lambda: self.supervisor.routed_count() >= CAPACITY,
                                  f"{CAPACITY} instances healthy and routed by the load balancer",
@@ -214,13 +216,16 @@ def main(argv=None) -> int:
                              "processes: the agent runs as a process on this host's Docker engine")
     parser.add_argument("--image-root", default=None,
                         help="the image root machines boot (default: scripts/bake-debian-root.sh's, built or cached)")
+    parser.add_argument("--worker", action="store_true",
+                        help="the demo bundle gets a `worker` service marked bluegreen.when: in-service")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("botocore", "boto3", "urllib3", "werkzeug", "moto"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     daemon = Daemon(args.state, args.lb_port, args.region, args.infra_dir, time_scale=args.time_scale,
-                    boot_seconds=args.boot_seconds, instances=args.instances, image_root=args.image_root)
+                    boot_seconds=args.boot_seconds, instances=args.instances, image_root=args.image_root,
+                    worker=args.worker)
     os.makedirs(daemon.state_dir, exist_ok=True)
     atomic_write(os.path.join(daemon.state_dir, PID_FILE), str(os.getpid()))
 

@@ -95,12 +95,29 @@ def build_and_push(registry, repository="web", versions=("1.0", "2.0"), unhealth
     return digests
 
 
-def write_bundle(folder, registry, repository="web", fixed_tag="live", manifest=True):
+# Issue 16: a worker of the same image, marked to run only while the instance is InService (agent/workers.py).
+# It stands for a queue consumer; busybox sleeps in a loop, so `docker stop` ends it at once (SIGKILL-free:
+# sh traps nothing, PID 1 ignores SIGTERM, hence the stop signal).
+WORKER_SERVICE = """  worker:
+    image: "{registry}/{repository}:{fixed_tag}"
+    network_mode: host
+    restart: unless-stopped
+    stop_signal: SIGKILL
+    labels:
+      bluegreen.when: in-service
+    command: ["/bin/busybox", "sh", "-c", "while true; do sleep 1; done"]
+"""
+
+
+def write_bundle(folder, registry, repository="web", fixed_tag="live", manifest=True, worker=False):
     """Write the bootstrap bundle into folder: docker-compose.yml and, unless told not to (push-bootstrap
-    writes its own), the manifest.json the agent verifies (the contract's format, S2). Returns the paths."""
+    writes its own), the manifest.json the agent verifies (the contract's format, S2). Returns the paths.
+    worker: add a `worker` service marked bluegreen.when: in-service (issue 16)."""
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(HERE, "docker-compose.yml.tmpl")) as f:
         compose = f.read().format(registry=registry, repository=repository, fixed_tag=fixed_tag)
+    if worker:
+        compose += WORKER_SERVICE.format(registry=registry, repository=repository, fixed_tag=fixed_tag)
     compose_path = os.path.join(folder, contract.COMPOSE_FILE)
     with open(compose_path, "w") as f:
         f.write(compose)

@@ -142,13 +142,13 @@ def read_env(path: str) -> dict:
     return env
 
 
-def started_fleet(tmp_path_factory):
-    """`bluegreen-localcloud up` in a fresh state folder; yields the Fleet, then `down` (a no-op when the test
-    stopped it already)."""
+def started_fleet(tmp_path_factory, *options):
+    """`bluegreen-localcloud up [options]` in a fresh state folder; yields the Fleet, then `down` (a no-op when the
+    test stopped it already)."""
     state_dir = str(tmp_path_factory.mktemp("localcloud") / "state")
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     up = subprocess.run([command("bluegreen-localcloud"), "up", "--state", state_dir, "--lb-port", "0",
-                         "--timeout", "900"], env=base,  # the first fleet may build the image root (cached after)
+                         "--timeout", "900", *options], env=base,  # the first fleet may build the image root (cached after)
                         capture_output=True, text=True, timeout=960, check=False)
     if up.returncode != 0:
         log = os.path.join(state_dir, "serve.log")
