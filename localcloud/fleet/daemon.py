@@ -63,6 +63,7 @@ class Daemon:
         self.instances = instances
         self.image_root = image_root
         self.worker = worker  # issue 16: the demo bundle has a `worker` marked bluegreen.when: in-service
+        self.queue = None
         self.time_scale = time_scale
         self.boot_seconds = boot_seconds
         self.lb_port = lb_port
@@ -127,6 +128,11 @@ class Daemon:
         config = Config(retries={"mode": "adaptive", "max_attempts": 10})  # A10
         autoscaling = session.client("autoscaling", endpoint_url=self.cloud.endpoint, config=config)
         elbv2 = session.client("elbv2", endpoint_url=self.cloud.endpoint, config=config)
+        if self.worker:  # issue 16: the queue the demo's workers consume, shared by both colours
+            from localcloud.fleet.queue import WorkQueue
+
+            self.queue = WorkQueue().start()
+            self.record(queue_url=f"http://127.0.0.1:{self.queue.port}")
         control = ControlClient(self.cloud.endpoint)
         factory = Instance
         health_url = HEALTH_URL
@@ -147,7 +153,7 @@ class Daemon:
                                  unhealthy_versions=UNHEALTHY_VERSIONS)
         self.record(phase="creating the service")
         create_demo_service(session, self.state_dir, registry, SERVICE, CAPACITY, health_url=health_url,
-                            worker=self.worker)
+                            worker=self.worker, queue_port=self.queue.port if self.queue else None)
         self.record(phase="waiting for the blue instances")
         self.supervisor.wait_for(lambda: self.supervisor.routed_count() >= CAPACITY,
                                  f"{CAPACITY} instances healthy and routed by the load balancer",
@@ -169,17 +175,20 @@ class Daemon:
         self.record(image_root=self.image_root)
         aws_port = int(self.cloud.endpoint.rsplit(":", 1)[1])
         registry_port = int(registry.rsplit(":", 1)[1]) if ":" in registry else None
+        extra = (self.queue.port,) if self.queue else ()
         return MachineFactory(session.client("autoscaling", endpoint_url=self.cloud.endpoint, config=config),
                               session.client("ec2", endpoint_url=self.cloud.endpoint, config=config),
                               session.client("iam", endpoint_url=self.cloud.endpoint, config=config),
-                              self.image_root, aws_port, registry_port, on_console=control.post_console)
+                              self.image_root, aws_port, registry_port, on_console=control.post_console,
+                              extra_forwards=extra)
 
     # -- stop -------------------------------------------------------------------------------------------
     def stop(self) -> None:
         from localcloud import infra
 
         self.record(phase="stopping")
-        for name, part in (("metrics", self.metrics), ("fleet", self.supervisor), ("load balancer", self.lb),
+        for name, part in (("metrics", self.metrics), ("fleet", self.supervisor), ("work queue", self.queue),
+                           ("load balancer", self.lb),
                            ("emulated AWS", self.cloud)):
             if part is None:
                 continue

@@ -267,7 +267,8 @@ class MachineFactory:
 
     def __init__(self, autoscaling: Any, ec2: Any, iam: Any, default_root: str, aws_port: int,
                  registry_port: int | None, images: dict | None = None,
-                 on_console: Callable[[str, str], None] | None = None, agent_deadline_s: float = 300.0) -> None:
+                 on_console: Callable[[str, str], None] | None = None, agent_deadline_s: float = 300.0,
+                 extra_forwards: tuple = ()) -> None:
         self.autoscaling, self.ec2, self.iam = autoscaling, ec2, iam
         self.default_root = default_root
         self.aws_port = aws_port
@@ -275,6 +276,7 @@ class MachineFactory:
         self.images = dict(images or {})
         self.on_console = on_console
         self.agent_deadline_s = agent_deadline_s
+        self.extra_forwards = tuple(extra_forwards)  # more host loopback ports a machine reaches (a work queue)
 
     def __call__(self, instance_id: str, group: str, version: str | None, app_port: int, workdir: str,
                  aws_endpoint: str, region: str, docker_host: str, gate: Any,
@@ -283,7 +285,7 @@ class MachineFactory:
         root = self.images.get(spec.image_id, self.default_root)
         imds = IMDSServer(instance_id, region=region, aws_endpoint=aws_endpoint, role=spec.role)
         imds.disabled = not spec.imds_enabled  # MetadataOptions.HttpEndpoint: disabled answers 403 (I1)
-        forwards = tuple(p for p in (self.aws_port, self.registry_port) if p)
+        forwards = tuple(p for p in (self.aws_port, self.registry_port, *self.extra_forwards) if p)
         # EC2's datasource reads the user-data from IMDS: with the endpoint disabled cloud-init still runs (EC2 is
         # recognised without IMDS) but gets no user-data, so the machine's seed carries an empty one.
         user_data = spec.user_data if spec.imds_enabled else b""

@@ -40,7 +40,8 @@ def bluegreen_command() -> list[str]:
     return [beside] if os.access(beside, os.X_OK) else ["bluegreen"]
 
 
-def push_bundle(session, folder: str, registry: str, url: str, environ: dict, worker: bool = False) -> str:
+def push_bundle(session, folder: str, registry: str, url: str, environ: dict, worker: bool = False,
+                queue_port: int | None = None) -> str:
     """Push the demo bundle under `url` (a base); returns the content-addressed bundle's URL push-bootstrap
     printed, what the groups' bluegreen:bootstrap names (issue 11)."""
     from localcloud import sampleapp
@@ -49,7 +50,8 @@ def push_bundle(session, folder: str, registry: str, url: str, environ: dict, wo
     if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:  # the stack made it, normally
         s3.create_bucket(Bucket=bucket)
     # The compose file alone: push-bootstrap writes the manifest the agent verifies, as a CI step would.
-    sampleapp.write_bundle(folder, registry, repository=REPOSITORY, manifest=False, worker=worker)
+    sampleapp.write_bundle(folder, registry, repository=REPOSITORY, manifest=False, worker=worker,
+                           queue_port=queue_port)
     out = subprocess.run(bluegreen_command() + ["push-bootstrap", folder, url], env=environ, check=False,
                          capture_output=True, text=True, timeout=60)
     if out.returncode != 0:
@@ -60,7 +62,7 @@ def push_bundle(session, folder: str, registry: str, url: str, environ: dict, wo
 
 def create_demo_service(session, state_dir: str, registry: str, name: str = "demo", capacity: int = 3,
                         version: str = "1.0", environ: dict | None = None, health_url: str = HEALTH_URL,
-                        worker: bool = False) -> dict:
+                        worker: bool = False, queue_port: int | None = None) -> dict:
     """The stack, the bundle, then `bluegreen init NAME VERSION --capacity N`, which returns once blue's
     instances are healthy (their agents run meanwhile, in the fleet's supervisor); returns localcloud.stack's
     dict of the pair."""
@@ -73,7 +75,8 @@ def create_demo_service(session, state_dir: str, registry: str, name: str = "dem
     if svc["bootstrap_url"] != format_s3_url(BUCKET, name + "/"):
         raise ServiceError(f"the stack's BootstrapUrl {svc['bootstrap_url']} is not the fleet's bucket {BUCKET}")
     environ = dict(environ or os.environ)
-    url = push_bundle(session, os.path.join(state_dir, "bundle"), registry, svc["bootstrap_url"], environ, worker)
+    url = push_bundle(session, os.path.join(state_dir, "bundle"), registry, svc["bootstrap_url"], environ, worker,
+                      queue_port)
     # The fleet checks health every second (TIME_SCALE): poll at that pace, not the default 5 s.
     out = subprocess.run(bluegreen_command() + ["init", name, version, "--capacity", str(capacity), "--bootstrap",
                                                 url, "--poll-interval", "1"],

@@ -105,11 +105,16 @@ WORKER_SERVICE = """  worker:
     stop_signal: SIGKILL
     labels:
       bluegreen.when: in-service
-    command: ["/bin/busybox", "sh", "-c", "while true; do sleep 1; done"]
+    command: ["/bin/busybox", "sh", "-c", "while true; do {consume}sleep 0.2; done"]
 """
+# With a queue port: each round takes one message from the fleet's shared queue (localcloud/fleet/queue.py),
+# as this machine (its hostname is its instance id).
+CONSUME = ("/bin/busybox wget -q -O /dev/null 'http://127.0.0.1:{port}/take?who='$$(/bin/busybox hostname) "
+           "|| true; ")
 
 
-def write_bundle(folder, registry, repository="web", fixed_tag="live", manifest=True, worker=False):
+def write_bundle(folder, registry, repository="web", fixed_tag="live", manifest=True, worker=False,
+                 queue_port=None):
     """Write the bootstrap bundle into folder: docker-compose.yml and, unless told not to (push-bootstrap
     writes its own), the manifest.json the agent verifies (the contract's format, S2). Returns the paths.
     worker: add a `worker` service marked bluegreen.when: in-service (issue 16)."""
@@ -117,7 +122,9 @@ def write_bundle(folder, registry, repository="web", fixed_tag="live", manifest=
     with open(os.path.join(HERE, "docker-compose.yml.tmpl")) as f:
         compose = f.read().format(registry=registry, repository=repository, fixed_tag=fixed_tag)
     if worker:
-        compose += WORKER_SERVICE.format(registry=registry, repository=repository, fixed_tag=fixed_tag)
+        consume = CONSUME.format(port=queue_port) if queue_port else ""
+        compose += WORKER_SERVICE.format(registry=registry, repository=repository, fixed_tag=fixed_tag,
+                                         consume=consume)
     compose_path = os.path.join(folder, contract.COMPOSE_FILE)
     with open(compose_path, "w") as f:
         f.write(compose)

@@ -5,6 +5,10 @@ workers run (an ordering assertion: each wait has a deadline, no time is asserte
 
 from __future__ import annotations
 
+import json
+import time
+import urllib.request
+
 import pytest
 
 from localcloud.machines import MachineError, run_in
@@ -56,13 +60,31 @@ def only_this_colour_works(fleet, color):
     return wait_until(settled, f"only {color}'s workers to run", deadline_s=120.0, interval=1.0)
 
 
+def consumers_since(fleet, since: float) -> set:
+    """Who took messages from the fleet's shared work queue since `since` (localcloud/fleet/queue.py)."""
+    url = fleet.localcloud_status()["state"]["queue_url"]
+    with urllib.request.urlopen(url + "/log", timeout=10) as resp:
+        return {r["who"] for r in json.loads(resp.read()) if r["at"] >= since}
+
+
+def only_they_consume(fleet, ids) -> set:
+    """Once a step settled: over 3 s, the shared queue is consumed, and only by `ids`."""
+    since = time.time()
+    time.sleep(3.0)
+    who = consumers_since(fleet, since)
+    assert who and who <= set(ids), (who, ids)
+    return who
+
+
 def test_workers_run_only_on_the_in_service_colour_through_deploy_and_rollback(fleet):
     status, _ = only_this_colour_works(fleet, "blue")  # after `up`: blue InService, its workers started
     blue = instances(status, "blue")
+    only_they_consume(fleet, blue)
 
     out = fleet.bluegreen("deploy", "demo", "2.0")
     assert out.returncode == 0, out.stderr[-2000:]
     status, states = only_this_colour_works(fleet, "green")
+    only_they_consume(fleet, instances(status, "green"))  # the old fleet, in Standby, consumes nothing
     # The old fleet keeps running in Standby, its web still serving nothing, its workers stopped, not removed.
     assert set(blue) <= set(states) and all(states[i] in ("exited", "created") for i in blue), states
     tags = {i["id"]: i.get("workers") for i in status["groups"]["blue"]["instances"]}
@@ -73,6 +95,7 @@ def test_workers_run_only_on_the_in_service_colour_through_deploy_and_rollback(f
     assert out.returncode == 0, out.stderr[-2000:]
     status, _ = only_this_colour_works(fleet, "blue")
     assert set(instances(status, "blue")) == set(blue), tags
+    only_they_consume(fleet, blue)
 
 
 def fleet_tag(fleet, instance_id):
