@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
+from agent.contract import TAG_WORKERS, WORKERS_RUNNING, WORKERS_STOPPED
+
 OK, WAIT, FAIL, REPLAN = "ok", "wait", "fail", "replan"
 
 
@@ -23,6 +25,9 @@ class Verdict:
     kind: str
     check: Callable
     facts_needed: bool = False
+    # The workers waits (issue 16): each poll also reads the watched group's `bluegreen:workers` tags, and the
+    # EC2 state of the instances whose tag is not yet `workers_needed` (runner.observe's `workers`).
+    workers_needed: str | None = None
 
     def __call__(self, group, health, seen=frozenset(), facts=None):
         return self.check(group, health, seen, facts if facts is not None else WaitFacts())
@@ -277,6 +282,10 @@ class WaitFacts:
     cross_zone_off: bool = False
     healthy_once: frozenset = frozenset()  # ids seen healthy everywhere earlier in the wait
     grace: bool = True  # False for the gate: its instances passed the launch wait already
+    # The workers waits (issue 16): instance id -> its `bluegreen:workers` tag (absent: no tag), and the EC2 state
+    # of those whose tag is not yet the wanted value (absent: not read, taken as running).
+    workers: dict = field(default_factory=dict)
+    ec2_states: dict = field(default_factory=dict)
 
 
 def counts_as_version(facts, inst_id):
@@ -520,3 +529,34 @@ def verdict_emptied(group, health):
 
 OUT_OF_TRAFFIC = Verdict("out-of-traffic", lambda group, health, seen, facts: verdict_out_of_traffic(group, health))
 EMPTIED = Verdict("emptied", lambda group, health, seen, facts: verdict_emptied(group, health))
+
+
+# ---- the workers' end states (issue 16) ---------------------------------------------------------------------
+
+
+def verdict_workers(group, facts, want):
+    """The marked services (`bluegreen.when: in-service`, docs/agent.md) of `group` as a step leaves them: stopped
+    on every instance in or entering Standby once the flip took them out of the load balancers, running on every
+    InService instance once a rollback returned them. Read from each instance's `bluegreen:workers` tag, which
+    the instance's `bluegreen-agent watch` keeps current (I2: it follows IMDS's target lifecycle state).
+
+    An instance without the tag is not waited for: its bundle marks no service, or its agent predates the tag.
+    One that EC2 no longer runs is not either (A4: a group lists an instance terminated in Standby for good).
+    X1: a tag just written may read stale for a moment; the wait only ever polls again on what it reads."""
+    states = ("Standby", "EnteringStandby") if want == WORKERS_STOPPED else ("InService",)
+    late = [i for i in group.in_state(*states) if facts.workers.get(i.id) not in (None, want)
+            and facts.ec2_states.get(i.id, "running") == "running"]
+    if late:
+        shown = ", ".join(f"{i.id} {facts.workers[i.id]}" for i in late[:3])
+        return WAIT, (f"{len(late)} {'/'.join(states)} instances of {group.name} do not report workers {want} yet: "
+                      f"{shown} (their bluegreen-agent-watch unit keeps the {TAG_WORKERS} tag current)")
+    tagged = sum(1 for i in group.in_state(*states) if i.id in facts.workers)
+    if not tagged:
+        return OK, f"no instance of {group.name} runs marked services"
+    return OK, f"the workers of {tagged} instances of {group.name} are {want}"
+
+
+STOPPED_WORKERS = Verdict("workers-stopped", lambda group, health, seen, facts: verdict_workers(
+    group, facts, WORKERS_STOPPED), workers_needed=WORKERS_STOPPED)
+RUNNING_WORKERS = Verdict("workers-running", lambda group, health, seen, facts: verdict_workers(
+    group, facts, WORKERS_RUNNING), workers_needed=WORKERS_RUNNING)

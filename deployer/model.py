@@ -226,6 +226,10 @@ class Snapshot:
     # Read with the target health ("health" need): EC2 state of the pair's instances in or entering Standby (A4:
     # their group keeps listing them, "Healthy", after an EC2 termination), id -> "running", "terminated", ...
     aside_states: dict[str, str] | None = None
+    # A workers wait's poll (issue 16, runner.observe's `workers`): the watched group's `bluegreen:workers` tags
+    # (id -> value; absent: no tag), and the EC2 state of those whose tag is not yet the wanted value.
+    workers: dict[str, str] | None = None
+    workers_ec2: dict[str, str] | None = None
 
     def has(self, need):
         """Whether the extra a step needs ("policies", "retired" or "health") was read."""

@@ -43,8 +43,10 @@ from .health import (
     HEALTHY,
     OUT_OF_TRAFFIC,
     RESTORED,
+    RUNNING_WORKERS,
     SCALED_IN,
     SETTLED,
+    STOPPED_WORKERS,
     lb_keys,
     lb_label,
     leaving,
@@ -342,10 +344,15 @@ def plan_deploy(snap, ctx, version, launch=None, bake=None):
         if mark and not in_service and done:
             # Killed between the last batch and its record write: the batches are done, the phase is not.
             steps.append(CallStep("mark-flip", "record phase flip", mark))
+        # A gate: what follows is a wait that observes again. Issue 16: the flip ends once the old fleet's marked
+        # services (queue consumers, schedulers) have stopped too, before a bake, so that only one version works.
         steps.append(wait_step(snap, "wait-deregistered", f"wait until {old.name}'s instances have left the load "
                                "balancers (draining is enough: they keep running in Standby, E2)", live, DEREGISTERED,
-                               then=write_record(snap, record.moved(phase=PHASE_BAKE if record.bake
-                                                                     else PHASE_FLIPPED))))
+                               gate=True))
+        steps.append(wait_step(snap, "wait-workers-stopped", f"wait until the marked services of {old.name}'s "
+                               "instances in Standby have stopped (their bluegreen-agent-watch, I2)", live,
+                               STOPPED_WORKERS, then=write_record(snap, record.moved(phase=PHASE_BAKE if record.bake
+                                                                                      else PHASE_FLIPPED))))
     return steps
 
 
@@ -760,6 +767,9 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED, reason=None):
         steps.append(wait_step(snap, "wait-restored", f"wait until every instance of {old.name} is serving and "
                                "healthy in every load balancer", live, RESTORED))
     steps += _settle_steps(snap, new)
+    # Issue 16: the old fleet works again, its marked services too (their watch starts them once InService, I2).
+    steps.append(wait_step(snap, "wait-workers-running", f"wait until the marked services of {old.name}'s instances "
+                           "run again (their bluegreen-agent-watch, I2)", live, RUNNING_WORKERS, gate=True))
     steps += _resume_steps(snap, old)
     # Only the tool's copies (alarms.MARKER): an alarm the operator made for the new group stays.
     steps += _policy_step("remove-copied-alarms", f"delete the alarms copied for {new.name} (W1)",

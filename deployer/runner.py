@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from agent.contract import EVENT_ABORTED, EVENT_RESTORED, EVENT_SETTLED, PHASE_BAKE, PHASE_RESTORED
+from agent.contract import EVENT_ABORTED, EVENT_RESTORED, EVENT_SETTLED, PHASE_BAKE, PHASE_RESTORED, TAG_WORKERS
 
 from . import bake, events
 from .alarms import linked_alarm_names
@@ -32,7 +32,18 @@ from .errors import (
     WaitFailed,
     WaitTimeout,
 )
-from .health import DEFAULT_BUDGET, FAIL, GATE, NLB_PROTOCOLS, OK, OUT_OF_TRAFFIC, REPLAN, cross_zone_off, leaving
+from .health import (
+    DEFAULT_BUDGET,
+    FAIL,
+    GATE,
+    NLB_PROTOCOLS,
+    OK,
+    OUT_OF_TRAFFIC,
+    REPLAN,
+    WaitFacts,
+    cross_zone_off,
+    leaving,
+)
 from .model import (
     COLORS,
     LAUNCHING,
@@ -95,7 +106,7 @@ class LaunchReads:
     cross_zone: bool = False
 
 
-def observe(aws, service, needs=(), health_of=(), store=None, detached=(), launch=None, only=None):
+def observe(aws, service, needs=(), health_of=(), store=None, detached=(), launch=None, only=None, workers=None):
     """One Snapshot: one group describe, lock.json when there is a state store, plus only what the next decision
     needs (A9, A10). `detached`: ids this run detached (finalize), searched for with the stored ones; `launch`
     (LaunchReads): what a launch wait or the gate asks for.
@@ -106,7 +117,10 @@ def observe(aws, service, needs=(), health_of=(), store=None, detached=(), launc
     then): without a state store, or without its lock.json, the record is the groups' tags, which the pair carries
     (Snapshot.tag_record), so the pair is read as before. The pair also when the group is gone, or no longer the
     service's group of that color behind the same load balancers (pair_from_describe then says what changed, E4,
-    as any observation would), and when `launch` asks whether the live fleet publishes `bluegreen:running`."""
+    as any observation would), and when `launch` asks whether the live fleet publishes `bluegreen:running`.
+
+    `workers` ("running" or "stopped", a workers wait: issue 16): the group of `only` (else the pair's instances)
+    has its `bluegreen:workers` tags read, 200 ids a call, and the EC2 state of those whose tag says otherwise."""
     groups = None
     if only is not None and store is not None and not (launch is not None and launch.peers):
         groups = _one_group(aws, service, only)
@@ -161,6 +175,12 @@ def observe(aws, service, needs=(), health_of=(), store=None, detached=(), launc
         snap = replace(snap, retired=retired)
     if launch is not None:
         snap = replace(snap, **_launch_reads(aws, groups, launch))
+    if workers is not None:
+        watched = [groups[only.color]] if only is not None and only.color in groups else list(groups.values())
+        ids = [i.id for g in watched for i in g.instances if not leaving(i)]
+        tags = aws.describe_instance_tag(ids, TAG_WORKERS) if ids else {}
+        other_value = [i for i, v in tags.items() if v != workers]
+        snap = replace(snap, workers=tags, workers_ec2=aws.describe_instance_states(other_value) if other_value else {})
     return snap
 
 
@@ -705,13 +725,15 @@ class Runner:
                 self.sleep(max(0.0, min(self.poll_interval, deadline - self.clock())))
             launch = LaunchReads(**watch.reads()) if watch else None
             snap = observe(self.aws, self.service, health_of=(step.color,), store=self.store, launch=launch,
-                           only=self._alone(step, planned))
+                           only=self._alone(step, planned), workers=step.verdict.workers_needed)
             self._check_holder(snap)
             if self.store is not None and self.locked:
                 self._hold_lease(margin=self.store.lease_s * 2 / 3)  # a live holder renews during every wait
             polls += 1
             group = snap.groups[step.color]
             facts = watch.facts(snap, self.clock()) if watch else None
+            if step.verdict.workers_needed:
+                facts = WaitFacts(workers=snap.workers or {}, ec2_states=snap.workers_ec2 or {})
             state, detail = step.verdict(group, snap.health, seen, facts)
             if watch and state == OK:
                 watch.warn_unverified(group, facts)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Union
 
+from agent.contract import TAG_WORKERS
+
 from .errors import PlanError
 from .health import GATE, Verdict
 from .model import TAG_OPERATION, TAG_SAVED_SIZES, TAG_SAVED_SUSPENDED, TAG_SERVICE
@@ -39,6 +41,7 @@ OPERATIONS = frozenset({
     "RegisterTargets", "RegisterInstancesWithLoadBalancer",
     # read-only: what one poll of a wait costs (printed by --dry-run)
     "DescribeAutoScalingGroups", "DescribeTargetHealth", "DescribeInstanceHealth", "DescribeAlarms",
+    "DescribeTags",
 })
 # Snapshot extras a step may need before it can be planned or applied (runner.observe reads them).
 NEEDS = frozenset({"policies", "retired", "health"})
@@ -281,9 +284,15 @@ def poll_calls(snap, color, alone=True):
 
 
 def wait_step(snap, name, summary, color, verdict, **kwargs):
-    """A WaitStep on `color`'s group, with what one of its polls costs."""
-    return WaitStep(name, summary, color, verdict, polls=poll_calls(snap, color, alone=verdict.kind != GATE.kind),
-                    **kwargs)
+    """A WaitStep on `color`'s group, with what one of its polls costs (a workers wait also reads the group's
+    `bluegreen:workers` tags, issue 16: one DescribeTags per 200 instances)."""
+    polls = poll_calls(snap, color, alone=verdict.kind != GATE.kind)
+    if verdict.workers_needed:
+        ids = sorted(i.id for i in snap.groups[color].instances)
+        polls += tuple(Call("DescribeTags", {"Filters": [{"Name": "key", "Values": [TAG_WORKERS]},
+                                                         {"Name": "resource-id", "Values": ids[n:n + 200]}]})
+                       for n in range(0, len(ids), 200))
+    return WaitStep(name, summary, color, verdict, polls=polls, **kwargs)
 
 
 def bake_step(snap, name, summary, color, verdict, until, alarms, **kwargs):

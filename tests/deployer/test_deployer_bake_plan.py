@@ -137,7 +137,7 @@ def test_a_deploy_asked_to_bake_records_it_at_the_lock_and_enters_phase_bake_aft
     assert steps[0].calls[0].record.bake == SPEC.as_state()
     flipping = baking_snapshot("flip", SPEC.as_state())
     wait = next(s for s in plan.plan_deploy(flipping, ctx(me="ci@builder:99"), "2.0")
-                if s.name == "wait-deregistered")
+                if s.name == "wait-workers-stopped")
     assert wait.then.record.phase == "bake"
 
 

@@ -18,7 +18,8 @@ def test_fresh_deploy_plans_every_phase_with_standby_in_batches_of_20():
                     policies={"blue": [], "green": []}, scheduled={"blue": [], "green": []})
     steps = plan.plan_deploy(snap, ctx(), "2.0")
     assert names(steps) == ["lock", "set-version", "size-new", "wait-new-healthy", "suspend",
-                            "lower-min", "enter-standby", "enter-standby", "enter-standby", "wait-deregistered"]
+                            "lower-min", "enter-standby", "enter-standby", "enter-standby", "wait-deregistered",
+                            "wait-workers-stopped"]
     # Finding 21: phase flip is written by the first EnterStandby batch, right after its call, not before.
     first = steps[names(steps).index("enter-standby")]
     assert [c.op for c in first.calls] == ["EnterStandby", "CreateOrUpdateTags"]
@@ -47,7 +48,8 @@ def test_resumed_deploy_skips_what_is_done_and_batches_only_the_instances_still_
     snap = snapshot(blue, green)
     steps = plan.plan_deploy(snap, ctx(), "2.0")
     # A resumed flip confirms the new fleet again before more old instances leave the load balancer.
-    assert names(steps) == ["recheck-new-healthy", "enter-standby", "enter-standby", "wait-deregistered"]
+    assert names(steps) == ["recheck-new-healthy", "enter-standby", "enter-standby", "wait-deregistered",
+                            "wait-workers-stopped"]
     assert steps[0].gate and steps[0].verdict is health.GATE and steps[0].color == "green"
     assert [len(c.params["InstanceIds"]) for c in calls_of(steps, "EnterStandby")] == [20, 5]
 

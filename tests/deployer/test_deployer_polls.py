@@ -64,8 +64,10 @@ def test_each_rollback_wait_describes_the_group_it_watches_alone(make_harness):
     assert len(polls(reads, "wait-restored")) >= 2 and set(polls(reads, "wait-restored")) == {"demo-blue"}
     for step in ("wait-new-out", "wait-new-empty"):
         assert polls(reads, step) and set(polls(reads, step)) == {"demo-green"}, (step, reads[step])
+    # The workers wait is a gate: its polls only, no round's observation after it (the unlock follows at once).
+    assert set(reads["wait-workers-running"]) == {"demo-blue"}, reads["wait-workers-running"]
     # Every round's observation is still the pair's: the planner decides from both groups.
-    waits = {"wait-restored", "wait-new-out", "wait-new-empty"}
+    waits = {"wait-restored", "wait-new-out", "wait-new-empty", "wait-workers-running"}
     assert all(set(r) == {PAIR} for step, r in reads.items() if step not in waits), reads
     # Each one-group poll reads lock.json right after the group: the lock check a takeover is noticed by.
     reads_and_locks = [params.get("AutoScalingGroupNames", PAIR) if what.endswith(".DescribeAutoScalingGroups")
@@ -95,7 +97,9 @@ def test_a_deploy_polls_the_new_group_alone_after_its_first_poll_and_the_gate_re
     assert launch[0] == PAIR and len(launch) >= 2 and set(launch[1:]) == {"demo-green"}, launch
     # The gate counts the new healthy instances per zone the old fleet serves: the pair on every poll.
     assert set(reads["recheck-new-healthy"]) == {PAIR}
-    assert set(polls(reads, "wait-deregistered")) == {"demo-blue"}
+    # The drain wait is a gate now, followed by the workers wait (issue 16): their polls name demo-blue alone.
+    assert set(reads["wait-deregistered"]) == {"demo-blue"}
+    assert set(polls(reads, "wait-workers-stopped")) == {"demo-blue"}
 
 
 def test_a_one_group_poll_still_notices_a_takeover_at_once(make_harness):
