@@ -52,6 +52,7 @@ class IMDSServer:
         self._host, self._port = host, port
         self._tokens = {}
         self._failures = []
+        self._down_until, self._down_status = 0.0, 503
         self._lock = threading.Lock()
         self._httpd = None
         self._thread = None
@@ -63,6 +64,11 @@ class IMDSServer:
         """Answer the next `count` requests with `status` (e.g. 503 early in boot, aws-rules.md I3)."""
         with self._lock:
             self._failures.extend([status] * count)
+
+    def fail_for(self, seconds, status=503):
+        """Answer every request with `status` for `seconds` (an IMDS outage, aws-rules.md I3); 0 ends one."""
+        with self._lock:
+            self._down_until, self._down_status = time.monotonic() + seconds, status
 
     def expire_tokens(self):
         """Forget every issued token: the next GET with an old one answers 401 (I1)."""
@@ -129,7 +135,9 @@ class IMDSServer:
 
     def _next_failure(self):
         with self._lock:
-            return self._failures.pop(0) if self._failures else None
+            if self._failures:
+                return self._failures.pop(0)
+            return self._down_status if time.monotonic() < self._down_until else None
 
     def _autoscaling(self):
         if self._asg is None:

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 
-from agent.contract import SCHEMA_VERSION
+from agent.contract import SCHEMA_VERSION, atomic_write
 from localcloud import infra
 from localcloud.fleet import FleetError, FleetTimeout
 from localcloud.fleet.daemon import ENV_FILE, LOG_FILE, PID_FILE, STATE_FILE
@@ -201,6 +201,39 @@ def status(state_dir: str, output: str) -> int:
     return EXIT_OK if pid else EXIT_NOT_RUNNING
 
 
+def imds_fault(state_dir: str, instance_id: str, fail_for: float | None, status_code: int, expire_tokens: bool,
+               deadline_s: float = 15.0) -> int:
+    """Ask the running fleet to break one instance's IMDS; returns once the fleet applied it (it removes the
+    request), or fails with one line when it did not within `deadline_s` (no such instance, or no fleet)."""
+    from localcloud.fleet.supervisor import FAULTS_DIR
+
+    if fail_for is None and not expire_tokens:
+        print("bluegreen-localcloud: error: imds-fault needs --fail-for SECONDS or --expire-tokens", file=sys.stderr)
+        return EXIT_USAGE
+    if not instance_id.startswith("i-") or "/" in instance_id:
+        print(f"bluegreen-localcloud: error: {instance_id!r} is not an instance id", file=sys.stderr)
+        return EXIT_USAGE
+    if _daemon_pid(state_dir) is None:
+        print(f"bluegreen-localcloud: error: no local fleet runs in {state_dir}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    folder = os.path.join(state_dir, FAULTS_DIR)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, instance_id + ".json")
+    fault = {"expire_tokens": expire_tokens, **({"fail_for": fail_for, "status": status_code} if fail_for else {})}
+    atomic_write(path, json.dumps(fault))
+    try:
+        wait_until(lambda: not os.path.exists(path), f"the fleet to apply the IMDS fault on {instance_id}",
+                   deadline_s=deadline_s, interval=0.2)
+    except WaitTimeout:
+        os.remove(path)
+        raise FleetError(f"the fleet did not apply the IMDS fault within {deadline_s:g} s: is {instance_id} one of "
+                         "its running instances (bluegreen-localcloud status)?") from None
+    print(f"IMDS of {instance_id}: " + ("tokens expired" if expire_tokens else "")
+          + (", " if expire_tokens and fail_for else "")
+          + (f"answers {status_code} for {fail_for:g} s" if fail_for else ""))
+    return EXIT_OK
+
+
 def port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -234,6 +267,14 @@ def add_commands(subparsers) -> None:
     p.add_argument("--state", default=DEFAULT_STATE)
     p.add_argument("--output", choices=("text", "json"), default="text")
     p.set_defaults(func=run, fleet_command="status")
+    p = subparsers.add_parser("imds-fault", help="make one instance's IMDS fail for a while, or forget its tokens "
+                                                 "(aws-rules.md I1, I3)")
+    p.add_argument("instance_id")
+    p.add_argument("--state", default=DEFAULT_STATE)
+    p.add_argument("--fail-for", type=float, metavar="SECONDS", help="answer every request with --status for SECONDS")
+    p.add_argument("--status", type=int, default=503, help="the status a failing IMDS answers (default 503)")
+    p.add_argument("--expire-tokens", action="store_true", help="every issued token answers 401 from now on")
+    p.set_defaults(func=run, fleet_command="imds-fault")
     p = subparsers.add_parser("serve", help="run the local fleet in the foreground (what `up` starts)")
     p.add_argument("--state", default=DEFAULT_STATE)
     p.add_argument("--lb-port", type=port, default=0)
@@ -250,6 +291,8 @@ def run(args) -> int:
             return down(args.state, args.timeout)
         if args.fleet_command == "status":
             return status(args.state, args.output)
+        if args.fleet_command == "imds-fault":
+            return imds_fault(args.state, args.instance_id, args.fail_for, args.status, args.expire_tokens)
         from localcloud.fleet import daemon
 
         return daemon.main(["--state", args.state, "--lb-port", str(args.lb_port)])

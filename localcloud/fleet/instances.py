@@ -221,6 +221,10 @@ class Instance:
         log.info("instance %s: stopped (stack %s removed in %.1fs)", self.instance_id, self.project,
                  time.monotonic() - started)
 
+    def imds_server(self) -> IMDSServer | None:
+        """Its IMDS, for the fleet's fault requests (supervisor._apply_imds_faults)."""
+        return self._imds
+
     def as_dict(self) -> dict:
         return {"instance_id": self.instance_id, "group": self.group, "version": self.version,
                 "app_port": self.app_port, "compose_project": self.project, "workdir": self.workdir,

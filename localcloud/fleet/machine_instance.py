@@ -253,6 +253,10 @@ class MachineInstance:
         self._post_console()
         log.info("instance %s: machine powered off", self.instance_id)
 
+    def imds_server(self) -> IMDSServer | None:
+        """Its IMDS, for the fleet's fault requests (supervisor._apply_imds_faults)."""
+        return self.machine.imds
+
     def as_dict(self) -> dict:
         return {"instance_id": self.instance_id, "group": self.group, "version": self.version, "kind": self.kind,
                 "image_id": self.image_id, "address": self.address, "app_port": self.app_port,

@@ -7,6 +7,7 @@ health (DescribeTargetHealth, one call per group per poll), apply the plan. Clie
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -42,9 +43,15 @@ class Unlaunched:
     def stop(self, deadline_s: float = 0.0) -> None:
         pass
 
+    def imds_server(self):
+        return None
+
     def as_dict(self) -> dict:
         return {"instance_id": self.instance_id, "group": self.group, "version": self.version,
                 "agent": self.agent_state, "app_port": 0}
+
+
+FAULTS_DIR = "imds-faults"
 
 
 class FleetSupervisor:
@@ -127,7 +134,35 @@ class FleetSupervisor:
             self._on_event(event)
         self._seq = last
         self._reconcile_load_balancer()
+        self._apply_imds_faults()
         self.ticks += 1
+
+    def _apply_imds_faults(self) -> None:
+        """`bluegreen-localcloud imds-fault` (commands.imds_fault) drops a request per instance in FAULTS_DIR:
+        applied to that instance's IMDS here, then removed, which is how the command knows it took effect."""
+        folder = os.path.join(self.state_dir, FAULTS_DIR)
+        try:
+            names = sorted(n for n in os.listdir(folder) if n.endswith(".json"))
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = os.path.join(folder, name)
+            with self._lock:
+                instance = self.instances.get(name[:-len(".json")])
+            imds = instance.imds_server() if instance is not None else None
+            if imds is None:
+                continue  # not launched yet, or gone: the command times out and says so
+            try:
+                with open(path) as f:
+                    fault = json.load(f)
+            except (OSError, ValueError):
+                continue  # being written
+            if fault.get("expire_tokens"):
+                imds.expire_tokens()
+            if "fail_for" in fault:
+                imds.fail_for(float(fault["fail_for"]), int(fault.get("status", 503)))
+            log.info("instance %s: IMDS fault applied: %s", instance.instance_id, fault)
+            os.remove(path)
 
     def _on_event(self, event: dict) -> None:
         kind, instance_id = event["type"], event["instance_id"]

@@ -157,3 +157,16 @@ def test_identity_over_an_ipv6_endpoint(aws, tmp_path):
                                 capture_output=True, text=True, check=False)
         expect_exit(result, 0)
         assert json.loads(result.stdout)["instance_id"] == group.instance_ids[0]
+
+
+def test_an_outage_answers_every_request_until_it_ends(server):
+    """The fleet's `imds-fault --fail-for` (an outage, I3): every request, tokens included, until it ends."""
+    import time
+
+    server.fail_for(30.0, status=500)
+    assert requests.put(server.endpoint + "/latest/api/token", timeout=5,
+                        headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}).status_code == 500
+    assert requests.get(server.endpoint + "/latest/meta-data/instance-id", timeout=5).status_code == 500
+    server.fail_for(0)
+    time.sleep(0.01)
+    assert client(server.endpoint).identity().instance_id == "i-0123456789abcdef0"

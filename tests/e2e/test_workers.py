@@ -11,6 +11,7 @@ import urllib.request
 
 import pytest
 
+from localcloud.fleet.load import LoadGenerator
 from localcloud.machines import MachineError, run_in
 from tests.e2e.conftest import started_fleet
 from tests.helpers import wait_until
@@ -76,26 +77,100 @@ def only_they_consume(fleet, ids) -> set:
     return who
 
 
+def took_after(fleet, since: float, ids) -> list:
+    """Messages taken from the shared queue after `since` by any of `ids`."""
+    url = fleet.localcloud_status()["state"]["queue_url"]
+    with urllib.request.urlopen(url + "/log", timeout=10) as resp:
+        return [r for r in json.loads(resp.read()) if r["at"] > since and r["who"] in set(ids)]
+
+
 def test_workers_run_only_on_the_in_service_colour_through_deploy_and_rollback(fleet):
     status, _ = only_this_colour_works(fleet, "blue")  # after `up`: blue InService, its workers started
     blue = instances(status, "blue")
     only_they_consume(fleet, blue)
+    load = LoadGenerator(fleet.lb_url, rate=20, max_seconds=300).start()
+    try:
+        out = fleet.bluegreen("deploy", "demo", "2.0")
+        returned = time.time()
+        assert out.returncode == 0, out.stderr[-2000:]
+        # The flip's end state (the deployer's wait-workers-stopped): when the deploy returns, every old
+        # instance's agent has stopped its workers and said so; none takes a message after that moment.
+        assert {i: fleet_tag(fleet, i) for i in blue} == dict.fromkeys(blue, "stopped")
+        assert "wait-workers-stopped: the workers of 3 instances of demo-blue are stopped" in out.stderr
+        status, states = only_this_colour_works(fleet, "green")
+        green = instances(status, "green")
+        only_they_consume(fleet, green)  # the old fleet, in Standby, consumes nothing
+        assert not took_after(fleet, returned, blue)
+        # The old fleet keeps running in Standby, its web still serving nothing, its workers stopped, not removed.
+        assert set(blue) <= set(states) and all(states[i] in ("exited", "created") for i in blue), states
 
-    out = fleet.bluegreen("deploy", "demo", "2.0")
-    assert out.returncode == 0, out.stderr[-2000:]
-    status, states = only_this_colour_works(fleet, "green")
-    only_they_consume(fleet, instances(status, "green"))  # the old fleet, in Standby, consumes nothing
-    # The old fleet keeps running in Standby, its web still serving nothing, its workers stopped, not removed.
-    assert set(blue) <= set(states) and all(states[i] in ("exited", "created") for i in blue), states
-    tags = {i["id"]: i.get("workers") for i in status["groups"]["blue"]["instances"]}
-    wait_until(lambda: all(fleet_tag(fleet, i) == "stopped" for i in blue), "the old fleet's tags to say stopped",
-               deadline_s=60.0, interval=1.0)
+        out = fleet.bluegreen("rollback", "demo")
+        returned = time.time()
+        assert out.returncode == 0, out.stderr[-2000:]
+        # Rollback's end state: the old fleet's workers run again (wait-workers-running), the new fleet is gone.
+        assert {i: fleet_tag(fleet, i) for i in blue} == dict.fromkeys(blue, "running")
+        status, _ = only_this_colour_works(fleet, "blue")
+        assert set(instances(status, "blue")) == set(blue)
+        only_they_consume(fleet, blue)
+        assert not took_after(fleet, returned, green)
+    finally:
+        result = load.stop()
+    # Under load through HAProxy the whole time: no request lost by either flip.
+    assert result.total > 100 and not result.failures, result.summary()
 
-    out = fleet.bluegreen("rollback", "demo")
-    assert out.returncode == 0, out.stderr[-2000:]
-    status, _ = only_this_colour_works(fleet, "blue")
-    assert set(instances(status, "blue")) == set(blue), tags
-    only_they_consume(fleet, blue)
+
+def test_a_watch_survives_token_expiry_an_imds_outage_and_its_own_restart(fleet):
+    """On one machine of the live fleet: its IMDS tokens expired, the instance put in Standby by hand, its IMDS
+    down for 15 s while its watch is SIGKILLed and restarted by systemd, then back to InService. The watch follows
+    each state change with a fresh token, leaves the workers as they are while IMDS is down (I3: no flapping),
+    and its restart neither starts nor restarts a worker."""
+    import boto3
+
+    status, _ = only_this_colour_works(fleet, fleet.status()["live"])
+    live = status["live"]
+    group = status["groups"][live]["name"]
+    target = instances(status, live)[0]
+    pid = next(i["pid"] for i in fleet.running_instances() if i["instance_id"] == target)
+    asg = boto3.client("autoscaling", endpoint_url=fleet.env["AWS_ENDPOINT_URL"],
+                       region_name=fleet.env["AWS_DEFAULT_REGION"], aws_access_key_id="testing",
+                       aws_secret_access_key="testing")
+
+    def worker():
+        ps = run_in(pid, "docker", "ps", "-a", "--filter", "label=com.docker.compose.service=worker",
+                    "--format", "{{.State}} {{.ID}}")
+        state, ident = ps.stdout.split()
+        started = run_in(pid, "docker", "inspect", "-f", "{{.State.StartedAt}}", ident).stdout.strip()
+        return state, started
+
+    assert worker()[0] == "running"
+    out = fleet.localcloud("imds-fault", target, "--expire-tokens")
+    assert out.returncode == 0, out.stderr
+    asg.enter_standby(AutoScalingGroupName=group, InstanceIds=[target], ShouldDecrementDesiredCapacity=True)
+    wait_until(lambda: worker()[0] == "exited" and fleet_tag(fleet, target) == "stopped",
+               "the Standby instance's worker stopped, with a new token", deadline_s=60.0, interval=1.0)
+    stopped_at = worker()
+
+    out = fleet.localcloud("imds-fault", target, "--fail-for", "15")
+    assert out.returncode == 0, out.stderr
+    outage_ends = time.time() + 15
+    run_in(pid, "systemctl", "kill", "--signal=SIGKILL", "bluegreen-agent-watch.service")
+    wait_until(lambda: run_in(pid, "systemctl", "is-active", "bluegreen-agent-watch.service").stdout.strip()
+               == "active" and run_in(pid, "systemctl", "show", "-P", "NRestarts",
+                                      "bluegreen-agent-watch.service").stdout.strip() not in ("", "0"),
+               "systemd to restart the killed watch", deadline_s=30.0, interval=0.5)
+    time.sleep(max(0.0, outage_ends - time.time()))  # the restarted watch meets IMDS down: the worker stays
+    assert worker() == stopped_at
+    journal = run_in(pid, "journalctl", "-u", "bluegreen-agent-watch.service", "--no-pager", "-o", "cat").stdout
+    assert "IMDS did not give the target lifecycle state" in journal, journal[-2000:]
+
+    asg.exit_standby(AutoScalingGroupName=group, InstanceIds=[target])
+    wait_until(lambda: worker()[0] == "running" and fleet_tag(fleet, target) == "running",
+               "the worker running again once InService", deadline_s=60.0, interval=1.0)
+    # While InService, a restart of the watch leaves the running worker alone (the same container start).
+    running_since = worker()
+    run_in(pid, "systemctl", "restart", "bluegreen-agent-watch.service")
+    time.sleep(8)  # more than one watch interval (5 s) after the restart
+    assert worker() == running_since
 
 
 def fleet_tag(fleet, instance_id):

@@ -147,3 +147,48 @@ def test_up_fails_in_one_line_when_the_load_balancer_port_is_taken_and_down_clea
     down = run("down", "--state", str(state))
     assert down.returncode == 0, down.stderr
     assert not state.exists()
+
+
+def test_imds_fault_needs_a_fleet_an_instance_id_and_a_fault(tmp_path):
+    none = str(tmp_path / "none")
+    out = run("imds-fault", "i-0abc", "--state", none, "--fail-for", "5")
+    assert out.returncode == 3 and "no local fleet runs" in out.stderr
+    out = run("imds-fault", "i-0abc", "--state", none)
+    assert out.returncode == 2 and "--fail-for SECONDS or --expire-tokens" in out.stderr
+    out = run("imds-fault", "../etc", "--state", none, "--expire-tokens")
+    assert out.returncode == 2 and "not an instance id" in out.stderr
+
+
+def test_the_fleet_applies_an_imds_fault_to_that_instance_and_removes_the_request(tmp_path):
+    import threading
+
+    from localcloud.fleet.supervisor import FAULTS_DIR, FleetSupervisor
+
+    class FakeIMDS:
+        def __init__(self):
+            self.calls = []
+
+        def fail_for(self, seconds, status):
+            self.calls.append(("fail_for", seconds, status))
+
+        def expire_tokens(self):
+            self.calls.append(("expire_tokens",))
+
+    class One:
+        def __init__(self, iid):
+            self.instance_id, self.imds = iid, FakeIMDS()
+
+        def imds_server(self):
+            return self.imds
+
+    class Fleet:  # what _apply_imds_faults reads of a FleetSupervisor
+        def __init__(self):
+            self.state_dir, self._lock, self.instances = str(tmp_path), threading.Lock(), {"i-1": One("i-1")}
+
+    (tmp_path / FAULTS_DIR).mkdir()
+    (tmp_path / FAULTS_DIR / "i-1.json").write_text(json.dumps({"expire_tokens": True, "fail_for": 15, "status": 503}))
+    (tmp_path / FAULTS_DIR / "i-2.json").write_text(json.dumps({"fail_for": 5}))  # not (yet) one of the fleet's
+    fleet = Fleet()
+    FleetSupervisor._apply_imds_faults(fleet)
+    assert fleet.instances["i-1"].imds.calls == [("expire_tokens",), ("fail_for", 15.0, 503)]
+    assert sorted(os.listdir(tmp_path / FAULTS_DIR)) == ["i-2.json"]  # left for the command to time out on
