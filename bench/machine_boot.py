@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 
+from localcloud.fleet.daemon import read_env_lines as read_env
+
 BIN = os.path.dirname(sys.executable)
 SPLIT = ("machine_start", "cloud_init_done", "agent_start", "agent_done", "healthy")
 
@@ -32,16 +34,6 @@ def command(name, *args, env=None, timeout=900):
     if out.returncode != 0:
         raise SystemExit(f"{name} {' '.join(args)} exited {out.returncode}: {out.stderr[-2000:]}")
     return out
-
-
-def read_env(path):
-    env = {}
-    with open(path) as f:
-        for line in f:
-            if line.startswith("export ") and "=" in line:
-                key, value = line[len("export "):].strip().split("=", 1)
-                env[key] = value
-    return env
 
 
 def fleet_round(kind, rounds):

@@ -26,32 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from datetime import datetime
 
-BIN = os.path.dirname(sys.executable)
+from machine_boot import command  # bench/: run as `python bench/worker_windows.py`
 
-
-def command(name, *args, env=None, timeout=900):
-    out = subprocess.run([os.path.join(BIN, name), *args], env=env, capture_output=True, text=True,
-                         timeout=timeout, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"{name} {' '.join(args)} exited {out.returncode}: {out.stderr[-2000:]}")
-    return out
-
-
-def read_env(path):
-    env = {}
-    with open(path) as f:
-        for line in f:
-            if line.startswith("export ") and "=" in line:
-                key, value = line[len("export "):].strip().split("=", 1)
-                env[key] = value
-    return env
+from localcloud.fleet.daemon import read_env_lines as read_env
 
 
 def colours(env):

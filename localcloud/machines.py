@@ -41,6 +41,8 @@ import subprocess
 import threading
 import time
 
+from localcloud.polling import WaitTimeout, wait_until
+
 log = logging.getLogger(__name__)
 
 IMDS_ADDRESS = "169.254.169.254"
@@ -50,6 +52,9 @@ LOCK = "/run/lock/bluegreen-machines.lock"
 NETNS_PREFIX = "bgm-"
 CONSOLE_LIMIT = 64 * 1024  # GetConsoleOutput: the most recent 64 KB
 CLONE_NEWNET = 0x40000000
+# A machine's folders under its work folder: the overlay's upper and work layers, the mount point, and its Docker
+# engine's data root. Removed with the machine; the console log beside them stays.
+PARTS = ("upper", "work", "rootfs", "docker")
 # Each machine's nspawn starts in a cgroup of its own, <hierarchy>/bluegreen-machines/<instance id>: with
 # --keep-unit nspawn makes its payload/ and supervisor/ cgroups under its caller's, and machines started from one
 # process would otherwise share them (one machine's systemd would see another's processes in its units).
@@ -213,9 +218,14 @@ def _taken_blocks() -> set:
     taken = set()
     for line in out.stdout.splitlines():
         for word in line.split():
-            if "/" in word and word.startswith("10.231."):
-                address = ipaddress.ip_interface(word)
-                taken.add(int(address.ip) - int(SUBNET.network_address) >> 2)
+            if "/" not in word:
+                continue
+            try:
+                address = ipaddress.ip_interface(word).ip
+            except ValueError:
+                continue
+            if address in SUBNET:
+                taken.add((int(address) - int(SUBNET.network_address)) // 4)
     return taken
 
 
@@ -302,7 +312,6 @@ class Machine:
         self._mounted = False
         self._cgroups: list[str] = []
         self.started_at: float | None = None
-        self.stopped_at: float | None = None
 
     # -- paths --------------------------------------------------------------------------------------------
     @property
@@ -341,7 +350,7 @@ class Machine:
         return self
 
     def _mount(self) -> None:
-        for part in ("upper", "work", "rootfs", "docker"):
+        for part in PARTS:
             os.makedirs(os.path.join(self.workdir, part), exist_ok=True)
         _run("mount", "-t", "overlay", "overlay", "-o",
              f"lowerdir={':'.join(self.layers)},upperdir={self.workdir}/upper,workdir={self.workdir}/work", self.rootfs)
@@ -400,7 +409,6 @@ class Machine:
         deadline; then the forwarders, IMDS, the overlay and the namespace go. The console log stays."""
         if self._proc is not None and self._proc.poll() is None:
             _power_off(self._proc.pid, self._proc.wait, deadline_s, self.instance_id)
-        self.stopped_at = time.time()
         if self.network is not None:
             _kill_namespace(self.netns)  # nothing of the machine may outlive it (see _power_off)
         for forwarder in self._forwarders:
@@ -413,8 +421,7 @@ class Machine:
                 _run("umount", "-l", self.rootfs, check=False)  # something still holds it: detach it now
             self._mounted = os.path.ismount(self.rootfs)
         if not self._mounted:
-            for part in ("upper", "work", "rootfs", "docker"):
-                shutil.rmtree(os.path.join(self.workdir, part), ignore_errors=True)
+            _remove_parts(self.workdir)
         if self.network is not None:
             self.network.remove()
             self.network = None
@@ -502,6 +509,11 @@ def _kill_namespace(netns: str) -> None:
     log.warning("processes still in %s after SIGKILL", netns)
 
 
+def _remove_parts(workdir: str) -> None:
+    for part in PARTS:
+        shutil.rmtree(os.path.join(workdir, part), ignore_errors=True)
+
+
 def _remove_leftovers(instance_id: str) -> None:
     """What nspawn leaves when it is killed: its propagation folder; and the machine's own cgroups."""
     shutil.rmtree(f"/run/systemd/nspawn/propagate/{instance_id}", ignore_errors=True)
@@ -520,9 +532,10 @@ def sweep(instances_dir: str) -> list[str]:
     swept = []
     if not os.path.isdir(instances_dir):
         return swept
+    booting = _nspawn_pids()
     for instance_id in sorted(os.listdir(instances_dir)):
         rootfs = os.path.join(os.path.abspath(instances_dir), instance_id, "rootfs")
-        for pid in _nspawn_pids(rootfs):
+        for pid in booting.get(rootfs, []):
             _power_off(pid, lambda t, pid=pid: _wait_gone(pid, t), 15.0, instance_id)
         netns = NETNS_PREFIX + instance_id
         if os.path.exists(f"/run/netns/{netns}"):
@@ -536,13 +549,13 @@ def sweep(instances_dir: str) -> list[str]:
         _remove_leftovers(instance_id)
         if left:
             swept.append(instance_id)
-        for part in ("upper", "work", "rootfs", "docker"):
-            shutil.rmtree(os.path.join(instances_dir, instance_id, part), ignore_errors=True)
+        _remove_parts(os.path.join(instances_dir, instance_id))
     return swept
 
 
-def _nspawn_pids(rootfs: str) -> list[int]:
-    pids = []
+def _nspawn_pids() -> dict[str, list[int]]:
+    """{root folder: the systemd-nspawn processes booting it (their -D argument)}, from one pass over /proc."""
+    found: dict[str, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -551,18 +564,18 @@ def _nspawn_pids(rootfs: str) -> list[int]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if argv and argv[0].endswith(b"systemd-nspawn") and rootfs.encode() in argv:
-            pids.append(int(entry))
-    return pids
+        if argv and argv[0].endswith(b"systemd-nspawn") and b"-D" in argv[:-1]:
+            root = argv[argv.index(b"-D") + 1].decode(errors="replace")
+            found.setdefault(root, []).append(int(entry))
+    return found
 
 
 def _wait_gone(pid: int, timeout: float) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if not os.path.exists(f"/proc/{pid}"):
-            return
-        time.sleep(0.1)
-    raise subprocess.TimeoutExpired(str(pid), timeout)
+    """Popen.wait's contract for a process that is not our child: TimeoutExpired if it outlives `timeout`."""
+    try:
+        wait_until(lambda: not os.path.exists(f"/proc/{pid}"), f"process {pid} to end", timeout, 0.1)
+    except WaitTimeout:
+        raise subprocess.TimeoutExpired(str(pid), timeout) from None
 
 
 def _machine_init(nspawn_pid: int) -> int:

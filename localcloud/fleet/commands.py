@@ -166,11 +166,10 @@ def _clean_up_after_crash(state_dir: str, state: dict) -> None:
                 remove_stack(item["compose_project"], state["docker_host"])
             except FleetError as exc:
                 print(f"bluegreen-localcloud: {exc}", file=sys.stderr)
-    if state.get("instances") == "machines" or os.path.isdir(os.path.join(state_dir, "instances")):
-        from localcloud import machines
+    from localcloud import machines
 
-        for instance_id in machines.sweep(os.path.join(state_dir, "instances")):
-            print(f"bluegreen-localcloud: machine {instance_id} powered off and removed", file=sys.stderr)
+    for instance_id in machines.sweep(os.path.join(state_dir, "instances")):  # nothing there: nothing to do
+        print(f"bluegreen-localcloud: machine {instance_id} powered off and removed", file=sys.stderr)
     record = os.path.join(state_dir, "infra-started.json")
     if os.path.exists(record):
         infra.down(record=record)

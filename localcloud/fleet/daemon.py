@@ -53,6 +53,18 @@ def env_lines(aws_endpoint: str, region: str, lb_url: str, docker_host: str, reg
     return "".join(f"export {k}={v}\n" for k, v in values.items()) + "unset AWS_PROFILE AWS_SESSION_TOKEN\n"
 
 
+def read_env_lines(path: str) -> dict:
+    """What env_lines wrote, as {name: value} (the tests and the benchmarks read a fleet's env file)."""
+    env = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("export ") and "=" in line:
+                key, value = line[len("export "):].split("=", 1)
+                env[key] = value
+    return env
+
+
 class Daemon:
     def __init__(self, state_dir: str, lb_port: int = 0, region: str = "us-east-1", infra_dir: str = ".infra",
                  ready_deadline_s: float = 300.0, time_scale: float = TIME_SCALE, boot_seconds: float = 0.0,

@@ -28,9 +28,11 @@ from localcloud.machines import Machine, MachineError
 log = logging.getLogger(__name__)
 
 APP_PORT = 8080  # every machine has its own address, so every app listens on the template's AppPort
-UNITS = ("bluegreen-agent.service", "bluegreen-agent-abandon.service")
-# cloud-init's own stages, in boot order: the time each ends splits a boot in docs/benchmarks.md.
-CLOUD_INIT_UNITS = ("cloud-init-local.service", "cloud-init.service", "cloud-config.service", "cloud-final.service")
+AGENT_UNIT = "bluegreen-agent.service"
+CLOUD_FINAL = "cloud-final.service"  # cloud-init's last stage: its end splits a boot in docs/benchmarks.md
+# How often the agent unit's state is read while it runs (one nsenter + systemctl): the milestones come from
+# systemd's own time stamps, so a slower read loses no precision.
+FOLLOW_INTERVAL = 1.0
 
 
 class LaunchSpec:
@@ -43,7 +45,8 @@ class LaunchSpec:
         self.imds_enabled = imds_enabled
 
 
-def read_launch_spec(autoscaling: Any, ec2: Any, iam: Any, group: str) -> LaunchSpec:
+def _launch_data(autoscaling: Any, ec2: Any, group: str) -> dict:
+    """The LaunchTemplateData of the version the group launches from."""
     found = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"]
     if not found:
         raise FleetError(f"group {group} is gone: nothing to launch from")
@@ -56,13 +59,24 @@ def read_launch_spec(autoscaling: Any, ec2: Any, iam: Any, group: str) -> Launch
     versions = ec2.describe_launch_template_versions(Versions=[str(spec.get("Version") or "$Default")], **selector)
     if not versions.get("LaunchTemplateVersions"):
         raise FleetError(f"group {group}'s launch template {selector} has no version {spec.get('Version')}")
-    data = versions["LaunchTemplateVersions"][0].get("LaunchTemplateData") or {}
-    user_data = base64.b64decode(data["UserData"]) if data.get("UserData") else b""  # bytes: gzip stays gzip
-    profile = (data.get("IamInstanceProfile") or {})
-    name = profile.get("Name") or (profile.get("Arn") or "").rsplit("/", 1)[-1]
-    role = _role_of(iam, name, group) if name else None
+    return versions["LaunchTemplateVersions"][0].get("LaunchTemplateData") or {}
+
+
+def _profile_name(profile: dict | None) -> str:
+    profile = profile or {}
+    return profile.get("Name") or (profile.get("Arn") or "").rsplit("/", 1)[-1]
+
+
+def _spec(iam: Any, group: str, data: dict, image_id: str, user_data: bytes, profile: str) -> LaunchSpec:
+    role = _role_of(iam, profile, group) if profile else None
     imds_enabled = (data.get("MetadataOptions") or {}).get("HttpEndpoint", "enabled") != "disabled"
-    return LaunchSpec(data.get("ImageId", ""), user_data, role, imds_enabled)
+    return LaunchSpec(image_id, user_data, role, imds_enabled)
+
+
+def read_launch_spec(autoscaling: Any, ec2: Any, iam: Any, group: str) -> LaunchSpec:
+    data = _launch_data(autoscaling, ec2, group)
+    user_data = base64.b64decode(data["UserData"]) if data.get("UserData") else b""  # bytes: gzip stays gzip
+    return _spec(iam, group, data, data.get("ImageId", ""), user_data, _profile_name(data.get("IamInstanceProfile")))
 
 
 def _role_of(iam: Any, profile: str, group: str) -> str | None:
@@ -75,24 +89,24 @@ def _role_of(iam: Any, profile: str, group: str) -> str | None:
 
 
 def read_instance_spec(autoscaling: Any, ec2: Any, iam: Any, group: str, instance_id: str) -> LaunchSpec:
-    """The launch template's spec, with the ImageId and user-data the instance itself was launched with (a
-    group on $Latest or $Default may have a newer version by the time the fleet reads the template)."""
-    spec = read_launch_spec(autoscaling, ec2, iam, group)
+    """The launch template's spec, with the ImageId, user-data and instance profile the instance itself was
+    launched with (a group on $Latest or $Default may have a newer version by the time the fleet reads the
+    template). MetadataOptions stay the template's: moto gives every instance default options of its own."""
+    data = _launch_data(autoscaling, ec2, group)
+    image_id = data.get("ImageId", "")
+    user_data = base64.b64decode(data["UserData"]) if data.get("UserData") else b""
+    profile = _profile_name(data.get("IamInstanceProfile"))
     try:
         found = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
-        spec.image_id = found.get("ImageId") or spec.image_id
-        # MetadataOptions stay the template's: moto gives every instance its own defaults ("enabled"), not the
-        # launch template's.
-        profile = (found.get("IamInstanceProfile") or {}).get("Arn", "").rsplit("/", 1)[-1]
-        if profile:
-            spec.role = _role_of(iam, profile, group) or spec.role
+        image_id = found.get("ImageId") or image_id
+        profile = _profile_name(found.get("IamInstanceProfile")) or profile
         attribute = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
         value = (attribute.get("UserData") or {}).get("Value")
         if value:
-            spec.user_data = base64.b64decode(value)
+            user_data = base64.b64decode(value)
     except (IndexError, KeyError):
         pass
-    return spec
+    return _spec(iam, group, data, image_id, user_data, profile)
 
 
 def vendor_data(aws_endpoint_port: int) -> str:
@@ -128,7 +142,6 @@ class MachineInstance:
         self.image_id = image_id
         self.on_console = on_console
         self.agent_deadline_s = agent_deadline_s
-        self.project = None
         self.agent_state = "not started"  # -> booting, running, succeeded, failed (...), stopped
         self.agent_exit: int | None = None
         self.timings: dict[str, float] = {}  # seconds from launch: booted, cloud-init, agent
@@ -171,7 +184,7 @@ class MachineInstance:
                 self._post_console()
                 break
             try:
-                agent = self.unit(UNITS[0])
+                agent = self.unit(AGENT_UNIT)
             except (MachineError, OSError, ValueError):
                 agent = {}
             state = self._agent_state(agent)
@@ -187,7 +200,7 @@ class MachineInstance:
                 self._post_console()
             if final:
                 break
-            self._stopping.wait(0.5)
+            self._stopping.wait(FOLLOW_INTERVAL)
 
     @staticmethod
     def _agent_state(unit: dict) -> str:
@@ -209,7 +222,7 @@ class MachineInstance:
         """Seconds from launch to each boot milestone, from the machine's own monotonic clock (docs/benchmarks.md)."""
         try:
             up = float(self.machine.run("cat", "/proc/uptime").stdout.split()[0])
-            final = self.unit(CLOUD_INIT_UNITS[-1])
+            final = self.unit(CLOUD_FINAL)
         except (MachineError, OSError, ValueError, IndexError):
             return
         now = time.time()
@@ -220,9 +233,9 @@ class MachineInstance:
             return None if not value or value == "0" else round(now - (up - int(value) / 1e6) - self._launched, 2)
 
         self.timings.update({"machine_start": round(boot_at - self._launched, 2),
-                        "agent_start": at(agent.get("InactiveExitTimestampMonotonic", "")),
-                        "cloud_init_done": at(final.get("ActiveEnterTimestampMonotonic", "")),
-                        "agent_done": at(agent.get("ExecMainExitTimestampMonotonic", ""))})
+                             "agent_start": at(agent.get("InactiveExitTimestampMonotonic", "")),
+                             "cloud_init_done": at(final.get("ActiveEnterTimestampMonotonic", "")),
+                             "agent_done": at(agent.get("ExecMainExitTimestampMonotonic", ""))})
 
     def mark(self, milestone: str) -> None:
         """A milestone the fleet sees from outside (the target group's first `healthy`), in seconds from launch."""
@@ -234,10 +247,6 @@ class MachineInstance:
                 self.on_console(self.instance_id, self.machine.console())
             except FleetError as exc:
                 log.warning("instance %s: could not post the console: %s", self.instance_id, exc)
-
-    def last_log_line(self) -> str:
-        lines = [line for line in self.machine.console().splitlines() if "bluegreen-agent" in line]
-        return lines[-1].strip() if lines else ""
 
     def stop(self, deadline_s: float = 60.0) -> None:
         """Termination: an orderly poweroff; the console is posted once more, after the machine is gone."""

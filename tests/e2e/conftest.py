@@ -18,6 +18,7 @@ import sys
 import pytest
 
 from localcloud.fleet.daemon import CAPACITY, SERVICE
+from localcloud.fleet.daemon import read_env_lines as read_env
 from tests.helpers import wait_until
 
 BIN = os.path.dirname(sys.executable)
@@ -129,17 +130,6 @@ class Fleet:
                 out = self.bluegreen(*args)
                 assert out.returncode == 0, f"bluegreen {' '.join(args)} exited {out.returncode}: {out.stderr[-3000:]}"
         raise AssertionError(f"two finalized deploys did not make {color} live at {version}: {status}")
-
-
-def read_env(path: str) -> dict:
-    env = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith("export ") and "=" in line:
-                key, value = line[len("export "):].split("=", 1)
-                env[key] = value
-    return env
 
 
 def started_fleet(tmp_path_factory, *options):
