@@ -145,6 +145,8 @@ def test_a_watch_survives_token_expiry_an_imds_outage_and_its_own_restart(fleet)
     assert worker()[0] == "running"
     out = fleet.localcloud("imds-fault", target, "--expire-tokens")
     assert out.returncode == 0, out.stderr
+    min_size = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][0]["MinSize"]
+    asg.update_auto_scaling_group(AutoScalingGroupName=group, MinSize=0)  # A1: Standby with decrement needs room
     asg.enter_standby(AutoScalingGroupName=group, InstanceIds=[target], ShouldDecrementDesiredCapacity=True)
     wait_until(lambda: worker()[0] == "exited" and fleet_tag(fleet, target) == "stopped",
                "the Standby instance's worker stopped, with a new token", deadline_s=60.0, interval=1.0)
@@ -164,6 +166,7 @@ def test_a_watch_survives_token_expiry_an_imds_outage_and_its_own_restart(fleet)
     assert "IMDS did not give the target lifecycle state" in journal, journal[-2000:]
 
     asg.exit_standby(AutoScalingGroupName=group, InstanceIds=[target])
+    asg.update_auto_scaling_group(AutoScalingGroupName=group, MinSize=min_size)
     wait_until(lambda: worker()[0] == "running" and fleet_tag(fleet, target) == "running",
                "the worker running again once InService", deadline_s=60.0, interval=1.0)
     # While InService, a restart of the watch leaves the running worker alone (the same container start).
