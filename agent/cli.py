@@ -154,7 +154,7 @@ def build_parser():
     preflight.add_argument("--root", default="/", help="with --bake: the image's root folder (default /)")
     watch = sub.add_parser("watch", parents=[common],
                            help="run the services marked bluegreen.when: in-service only while InService")
-    watch.add_argument("--interval", type=float, default=5.0,
+    watch.add_argument("--interval", type=_interval, default=5.0,
                        help="seconds between two reconciles (default 5; each asks IMDS once)")
     watch.add_argument("--once", action="store_true", help="one reconcile, then exit")
     return parser
@@ -242,18 +242,31 @@ def _dispatch(args, environ):
     return 0
 
 
+def _interval(text):
+    """--interval: a number of seconds, at least 0.5 (0 or less would poll IMDS in a busy loop)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0.5:
+        raise argparse.ArgumentTypeError(f"{text} s is too short: at least 0.5")
+    return value
+
+
 def _watch(clients, flags, config, args):
     """`bluegreen-agent watch` (agent/watch.py): until SIGTERM, which ends it with exit 0 (systemd's stop)."""
     import threading
 
     from agent import ec2, watch
-    from agent.settings import resolve_workdir
+    from agent.errors import ConfigError
+    from agent.settings import LOCAL_DEFAULTS, PROJECT_RE, resolve_workdir
 
-    project = config.get("compose_project")
-    if not project:
-        from agent.errors import ConfigError
-
-        raise ConfigError("watch needs compose_project in the config file")
+    # The same project the boot run uses: the config's, else the documented default (settings.LOCAL_DEFAULTS).
+    project = str(config.get("compose_project") or LOCAL_DEFAULTS["compose_project"])
+    if not PROJECT_RE.match(project):
+        raise ConfigError(f"compose_project {project!r} must be lowercase letters, digits, '-' or '_'")
     imds = clients.imds(deadline=min(args.interval, 10.0))
     found = {}
 

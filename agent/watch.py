@@ -14,6 +14,7 @@ A change is logged, recorded in status.json ("workers") and published as the ins
 """
 
 import logging
+import threading
 import time
 
 from agent import contract, workers
@@ -28,11 +29,24 @@ SERVICE_LABEL = "com.docker.compose.service"
 DEFAULT_INTERVAL = 5.0
 
 
+ONEOFF_LABEL = "com.docker.compose.oneoff"
+# Docker states in which a container's process does not run; any other (running, restarting, paused, removing)
+# counts as running, so that a crash-looping worker under a restart policy is stopped too.
+NOT_RUNNING = ("created", "exited", "dead")
+
+
 def marked_containers(docker_client, project):
-    """The project's containers marked bluegreen.when: in-service, running or not: {container: service}."""
+    """The project's service containers marked bluegreen.when: in-service, running or not. Not the one-off ones
+    `docker compose run` leaves behind (they carry the service's labels): those are never started again."""
     found = docker_client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"})
-    return [c for c in found
-            if workers.labels_of({"labels": c.labels}).get(workers.LABEL, "").strip().lower() == workers.IN_SERVICE]
+    return [c for c in found if c.labels.get(ONEOFF_LABEL, "False") != "True"
+            and workers.labels_of({"labels": c.labels}).get(workers.LABEL, "").strip().lower() == workers.IN_SERVICE]
+
+
+def _stop(container):
+    """docker stop with the container's own StopTimeout (compose's stop_grace_period; 0 is 0), else 10 s."""
+    timeout = (container.attrs.get("Config") or {}).get("StopTimeout")
+    container.stop(timeout=10 if timeout is None else timeout)
 
 
 def launched(status):
@@ -63,35 +77,38 @@ class Watch:
             return None
 
     def once(self):
-        """One reconcile; returns what it did: {"want", "target_state", "started", "stopped"} or None (skipped)."""
+        """One reconcile; returns what it did: {"want", "target_state", "started", "stopped"} or None (skipped).
+
+        IMDS is asked before the work folder's lock is taken: a slow IMDS (up to the client's deadline) must not
+        hold the lock, or an operator's `bluegreen-agent run` meanwhile would fail on it."""
+        target = self.target_state()
         try:
             with AgentLock(self.workdir):
-                return self._once_locked()
+                return self._once_locked(target)
         except LockedError:
             log.info("a bluegreen-agent run holds the work folder: the workers are left to it this round")
             return None
 
-    def _once_locked(self):
-        target = self.target_state()
+    def _once_locked(self, target):
         want = workers.wanted(target, launched(read_status(self.workdir)))
         containers = marked_containers(self.docker, self.project)
-        running = {c.labels.get(SERVICE_LABEL, c.name) for c in containers if c.status == "running"}
+        running = {c.labels.get(SERVICE_LABEL, c.name) for c in containers if c.status not in NOT_RUNNING}
         marked = sorted({c.labels.get(SERVICE_LABEL, c.name) for c in containers})
         action = workers.plan(want, marked, running)
         done = {"want": want, "target_state": target, "started": [], "stopped": []}
         if action is not None:
             verb, services = action
-            for container in containers:
-                if container.labels.get(SERVICE_LABEL, container.name) not in services:
-                    continue
-                if verb == "start":
+            chosen = [c for c in containers if c.labels.get(SERVICE_LABEL, c.name) in services]
+            if verb == "start":
+                for container in chosen:
                     container.start()
                     done["started"].append(container.name)
-                else:
-                    # docker stop with the container's own StopTimeout (compose's stop_grace_period), else 10 s
-                    timeout = (container.attrs.get("Config") or {}).get("StopTimeout") or 10
-                    container.stop(timeout=timeout)
-                    done["stopped"].append(container.name)
+            else:
+                # All at once, as `compose stop` does: N replicas take one grace period, not N of them (the
+                # deployer's wait-workers-stopped waits for the slowest).
+                stopping = [c for c in chosen if c.status not in NOT_RUNNING]
+                _all_at_once(_stop, stopping)
+                done["stopped"] = [c.name for c in stopping]
             log.info("workers %s (target lifecycle state %s): %s", "started" if verb == "start" else "stopped",
                      target, ", ".join(done["started"] or done["stopped"]))
         if want is not None and marked and want != self.state:
@@ -121,3 +138,22 @@ class Watch:
             except Exception as exc:  # noqa: BLE001 -- docker-py's own errors: logged, retried next round
                 log.warning("workers: %s: %s", type(exc).__name__, exc)
             stopping.wait(self.interval)
+
+
+def _all_at_once(fn, items):
+    """fn(item) for every item in its own thread; the first error is raised once all have ended."""
+    errors = []
+
+    def one(item):
+        try:
+            fn(item)
+        except Exception as exc:  # noqa: BLE001 -- docker-py's own errors: raised below, after the others ended
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(item,), daemon=True) for item in items]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]

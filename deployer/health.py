@@ -549,7 +549,9 @@ def verdict_workers(group, facts, want):
     if late:
         shown = ", ".join(f"{i.id} {facts.workers[i.id]}" for i in late[:3])
         return WAIT, (f"{len(late)} {'/'.join(states)} instances of {group.name} do not report workers {want} yet: "
-                      f"{shown} (their bluegreen-agent-watch unit keeps the {TAG_WORKERS} tag current)")
+                      f"{shown} (their bluegreen-agent-watch unit keeps the {TAG_WORKERS} tag current: "
+                      "`systemctl status bluegreen-agent-watch` there; to stop waiting for an instance, delete its "
+                      f"tag: aws ec2 delete-tags --resources ID --tags Key={TAG_WORKERS})")
     tagged = sum(1 for i in group.in_state(*states) if i.id in facts.workers)
     if not tagged:
         return OK, f"no instance of {group.name} runs marked services"

@@ -767,9 +767,6 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED, reason=None):
         steps.append(wait_step(snap, "wait-restored", f"wait until every instance of {old.name} is serving and "
                                "healthy in every load balancer", live, RESTORED))
     steps += _settle_steps(snap, new)
-    # Issue 16: the old fleet works again, its marked services too (their watch starts them once InService, I2).
-    steps.append(wait_step(snap, "wait-workers-running", f"wait until the marked services of {old.name}'s instances "
-                           "run again (their bluegreen-agent-watch, I2)", live, RUNNING_WORKERS, gate=True))
     steps += _resume_steps(snap, old)
     # Only the tool's copies (alarms.MARKER): an alarm the operator made for the new group stays.
     steps += _policy_step("remove-copied-alarms", f"delete the alarms copied for {new.name} (W1)",
@@ -780,6 +777,10 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED, reason=None):
     steps += _policy_step("remove-copied-policies", f"remove from {new.name} the policies copied from {old.name}",
                           lambda: policy_deletions(snap, new.color, copies_only=True,
                                                    also_of=live if legacy else None), snap)
+    # Issue 16: the old fleet works again, its marked services too (their watch starts them once InService, I2).
+    # Last before the unlock: a watch that never reports holds only the lock, never the resumed processes.
+    steps.append(wait_step(snap, "wait-workers-running", f"wait until the marked services of {old.name}'s instances "
+                           "run again (their bluegreen-agent-watch, I2)", live, RUNNING_WORKERS, gate=True))
     steps.append(UnlockStep("unlock", "clear the operation record", (clear_record(snap, live, EVENT_ROLLED_BACK),)))
     return steps
 

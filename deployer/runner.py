@@ -460,17 +460,18 @@ class Runner:
             if (isinstance(step, UnlockStep) or getattr(step, "settling", False)) and self._fenced():
                 break  # observe again: a late call of the displaced holder may have changed the plan
             self.before_step(step)
-            self._apply(step, snap)
+            replan = self._apply(step, snap) == REPLAN
             applied += 1
-            if (isinstance(step, WaitStep) and not step.gate) or isinstance(step, (LockStep, UnlockStep)):
+            # A gate's following steps apply from this observation, unless its verdict said only a new plan can go
+            # on (an old instance back InService during the drain wait: its EnterStandby must be planned again).
+            if (isinstance(step, WaitStep) and (not step.gate or replan)) or isinstance(step, (LockStep, UnlockStep)):
                 break
         return applied
 
     def _apply(self, step, snap):
         log.info("%s: %s", step.name, step.summary)
         if isinstance(step, WaitStep):
-            self._wait(step, snap)
-            return
+            return self._wait(step, snap)
         for call in step.calls:
             if self.store is not None and self.locked and not isinstance(call, RecordWrite):
                 # Fencing: confirm the lock with a compare-and-set right before each change (a record write is one
@@ -753,7 +754,7 @@ class Runner:
                 return
             if state == REPLAN:
                 self.executed.append(step.name)
-                return
+                return REPLAN
             if state == FAIL:
                 raise HealthFailure(detail, step, last_state(snap, step.color, detail))
         raise WaitTimeout(f"timed out after {self.timeout:g}s ({polls} polls): {step.summary}; last seen: {last}",

@@ -138,3 +138,10 @@ def test_under_the_unit_progress_goes_to_stdout_and_stderr_holds_only_the_failur
     default = runner("run")  # without the variable (an operator's shell): progress on stderr, as before
     assert "INFO " in default.stderr and default.stderr.rstrip().splitlines()[-1].startswith(
         "bluegreen-agent: bundle failed: ")
+
+
+@pytest.mark.parametrize("interval", ["0", "-5", "0.1", "soon"])
+def test_watch_refuses_an_interval_that_would_busy_loop_in_one_line(interval):
+    out = subprocess.run([AGENT, "watch", "--interval", interval, "--once"], capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 2 and "argument --interval" in out.stderr.strip().splitlines()[-1], out.stderr

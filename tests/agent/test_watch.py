@@ -104,3 +104,48 @@ def test_a_boot_run_in_progress_holds_the_lock_and_the_round_is_skipped(world):
         assert w.once() is None
     assert worker.calls == []
     assert os.path.exists(tmp_path / "agent.lock")
+
+
+def test_a_crash_looping_worker_counts_as_running_and_is_stopped_in_standby(world):
+    w, imds, _web, worker, _published, _ = world
+    worker.status = "restarting"  # a restart policy bringing a crashing worker back
+    imds.state = "Standby"
+    assert w.once()["stopped"] == [worker.name]
+    assert worker.calls == [("stop", 30)]
+
+
+def test_a_one_off_container_of_a_marked_service_is_never_started(world):
+    w, _imds, _web, worker, _published, _ = world
+    oneoff = FakeContainer("worker", marked=True, status="exited")
+    oneoff.name = "site-worker-run-1a2b"
+    oneoff.labels["com.docker.compose.oneoff"] = "True"  # left by `docker compose run worker migrate`
+    w.docker.items.append(oneoff)
+    assert w.once()["started"] == [worker.name]
+    assert oneoff.calls == []
+
+
+def test_a_stop_timeout_of_zero_is_zero_and_replicas_stop_together(world):
+    w, imds, _web, worker, _published, _ = world
+    worker.status = "running"
+    worker.attrs["Config"]["StopTimeout"] = 0
+    second = FakeContainer("worker", marked=True, status="running", stop_timeout=0)
+    second.name = "site-worker-2"
+    w.docker.items.append(second)
+    imds.state = "Standby"
+    assert sorted(w.once()["stopped"]) == ["site-worker-1", "site-worker-2"]
+    assert worker.calls == [("stop", 0)] and second.calls == [("stop", 0)]
+
+
+def test_imds_is_asked_before_the_work_folders_lock_is_taken(world):
+    w, _imds, _web, worker, _published, tmp_path = world
+    seen = []
+
+    class Probe(FakeIMDS):
+        def get(self, path, missing_ok=False):
+            # The lock is free while IMDS is asked: an operator's run can take it meanwhile.
+            with AgentLock(str(tmp_path)):
+                seen.append("free")
+            return "InService"
+
+    w.imds = Probe("InService")
+    assert w.once()["started"] == [worker.name] and seen == ["free"]

@@ -134,3 +134,45 @@ def test_the_workers_verdict_reads_only_instances_in_the_states_that_matter():
     assert state == OK and "no instance" in detail
     # Running wanted: only InService instances count, and Standby ones with `stopped` are not late.
     assert health.RUNNING_WORKERS(group, {}, facts=WaitFacts(workers=stopped))[0] == OK
+
+
+def test_an_old_instance_back_in_service_during_the_drain_wait_is_moved_to_standby_again(make_harness):
+    """The drain wait is a gate now: its REPLAN (an old instance InService again, A2) must still make the runner
+    plan anew, not go on to the workers wait, which reads Standby instances only (review of issue 16)."""
+    fleet = make_harness(capacity=3)
+    with_watches(fleet)
+    asg = fleet.session.client("autoscaling")
+    back = []
+
+    def meanwhile(step):
+        if step.name == "wait-deregistered" and not back:
+            fleet.wait_for(lambda: set(fleet.lifecycles("blue").values()) == {"Standby"}, "the old fleet in Standby")
+            back.append(min(fleet.lifecycles("blue")))
+            asg.exit_standby(AutoScalingGroupName="demo-blue", InstanceIds=back)
+            fleet.wait_for(lambda: fleet.lifecycles("blue")[back[0]] == "InService", "one old instance back")
+
+    out = fleet.bluegreen("deploy", "demo", "2.0", meanwhile=meanwhile)
+    expect_exit(out, 0)
+    assert back and f"{back[0]}" in out.stderr
+    fleet.assert_flipped("green", 3, "2.0")
+    assert set(fleet.lifecycles("blue").values()) == {"Standby"}, fleet.lifecycles("blue")
+
+
+def test_a_rollback_whose_old_watch_never_reports_holds_only_the_lock_and_deleting_the_tag_lets_it_end(
+        make_harness):
+    """Rollback is the escape hatch: a watch that is down on one old instance must not keep the serving group's
+    scaling suspended (review of issue 16). The wait is last before the unlock; its line says how to go on."""
+    fleet = make_harness(capacity=3)
+    watches = with_watches(fleet)
+    expect_exit(fleet.bluegreen("deploy", "demo", "2.0"), 0)
+    stuck = min(fleet.lifecycles("blue"))
+    watches.dead.add(stuck)
+    out = fleet.bluegreen("rollback", "demo", "--timeout", "120")
+    expect_exit(out, 1)
+    assert "wait-workers-running" in out.stderr and stuck in out.stderr and "delete-tags" in out.stderr, out.stderr
+    assert sorted(fleet.lifecycles("blue").values()) == ["InService"] * 3 and not fleet.lifecycles("green")
+    assert not fleet.group("blue")["SuspendedProcesses"]  # resumed before the wait
+    assert "bluegreen:operation" in fleet.tags("blue")  # the lock alone is held, for the rerun
+    fleet.ec2.delete_tags(Resources=[stuck], Tags=[{"Key": TAG_WORKERS}])  # the documented way out
+    expect_exit(fleet.bluegreen("rollback", "demo"), 0)
+    fleet.assert_serving_only("blue", 3, "1.0")

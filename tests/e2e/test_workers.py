@@ -119,11 +119,11 @@ def test_workers_run_only_on_the_in_service_colour_through_deploy_and_rollback(f
     assert result.total > 100 and not result.failures, result.summary()
 
 
-def test_a_watch_survives_token_expiry_an_imds_outage_and_its_own_restart(fleet):
-    """On one machine of the live fleet: its IMDS tokens expired, the instance put in Standby by hand, its IMDS
-    down for 15 s while its watch is SIGKILLed and restarted by systemd, then back to InService. The watch follows
-    each state change with a fresh token, leaves the workers as they are while IMDS is down (I3: no flapping),
-    and its restart neither starts nor restarts a worker."""
+def test_a_watch_survives_an_imds_outage_its_own_restart_and_token_expiry(fleet):
+    """On one InService machine of the live fleet: its IMDS down for 15 s while its watch is SIGKILLed and
+    restarted by systemd (the worker keeps running, the same container start: I3, no flapping); then its IMDS
+    tokens expired and the instance put in Standby by hand (the watch fetches a new token and stops the worker,
+    I1); back to InService (started again); a restart of the watch while InService leaves the worker alone."""
     import boto3
 
     status, _ = only_this_colour_works(fleet, fleet.status()["live"])
@@ -142,7 +142,22 @@ def test_a_watch_survives_token_expiry_an_imds_outage_and_its_own_restart(fleet)
         started = run_in(pid, "docker", "inspect", "-f", "{{.State.StartedAt}}", ident).stdout.strip()
         return state, started
 
-    assert worker()[0] == "running"
+    def unit(prop):
+        return run_in(pid, "systemctl", "show", "-P", prop, "bluegreen-agent-watch.service").stdout.strip()
+
+    running_since = worker()
+    assert running_since[0] == "running"
+    out = fleet.localcloud("imds-fault", target, "--fail-for", "15")
+    assert out.returncode == 0, out.stderr
+    outage_ends = time.time() + 15
+    run_in(pid, "systemctl", "kill", "--signal=SIGKILL", "bluegreen-agent-watch.service")
+    wait_until(lambda: unit("ActiveState") == "active" and unit("NRestarts") not in ("", "0"),
+               "systemd to restart the killed watch", deadline_s=30.0, interval=0.5)
+    time.sleep(max(0.0, outage_ends - time.time()))  # the restarted watch meets IMDS down: the worker stays
+    assert worker() == running_since
+    journal = run_in(pid, "journalctl", "-u", "bluegreen-agent-watch.service", "--no-pager", "-o", "cat").stdout
+    assert "IMDS did not give the target lifecycle state" in journal, journal[-2000:]
+
     out = fleet.localcloud("imds-fault", target, "--expire-tokens")
     assert out.returncode == 0, out.stderr
     min_size = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][0]["MinSize"]
@@ -150,26 +165,11 @@ def test_a_watch_survives_token_expiry_an_imds_outage_and_its_own_restart(fleet)
     asg.enter_standby(AutoScalingGroupName=group, InstanceIds=[target], ShouldDecrementDesiredCapacity=True)
     wait_until(lambda: worker()[0] == "exited" and fleet_tag(fleet, target) == "stopped",
                "the Standby instance's worker stopped, with a new token", deadline_s=60.0, interval=1.0)
-    stopped_at = worker()
-
-    out = fleet.localcloud("imds-fault", target, "--fail-for", "15")
-    assert out.returncode == 0, out.stderr
-    outage_ends = time.time() + 15
-    run_in(pid, "systemctl", "kill", "--signal=SIGKILL", "bluegreen-agent-watch.service")
-    wait_until(lambda: run_in(pid, "systemctl", "is-active", "bluegreen-agent-watch.service").stdout.strip()
-               == "active" and run_in(pid, "systemctl", "show", "-P", "NRestarts",
-                                      "bluegreen-agent-watch.service").stdout.strip() not in ("", "0"),
-               "systemd to restart the killed watch", deadline_s=30.0, interval=0.5)
-    time.sleep(max(0.0, outage_ends - time.time()))  # the restarted watch meets IMDS down: the worker stays
-    assert worker() == stopped_at
-    journal = run_in(pid, "journalctl", "-u", "bluegreen-agent-watch.service", "--no-pager", "-o", "cat").stdout
-    assert "IMDS did not give the target lifecycle state" in journal, journal[-2000:]
 
     asg.exit_standby(AutoScalingGroupName=group, InstanceIds=[target])
     asg.update_auto_scaling_group(AutoScalingGroupName=group, MinSize=min_size)
     wait_until(lambda: worker()[0] == "running" and fleet_tag(fleet, target) == "running",
                "the worker running again once InService", deadline_s=60.0, interval=1.0)
-    # While InService, a restart of the watch leaves the running worker alone (the same container start).
     running_since = worker()
     run_in(pid, "systemctl", "restart", "bluegreen-agent-watch.service")
     time.sleep(8)  # more than one watch interval (5 s) after the restart
