@@ -199,7 +199,7 @@ def test_rollback_after_flip_returns_the_old_fleet_before_touching_the_new_one()
                         suspended=("AZRebalance", "AlarmNotification", "InstanceRefresh", "ScheduledActions"))
     settle = plan.plan_rollback(snapshot(back, group_record("green", (0, 0, 0), tags={
         "bluegreen:operation": tags["bluegreen:operation"]}), policies, {"blue": [], "green": []}), ctx())
-    assert names(settle)[-3:] == ["resume", "remove-copied-policies", "unlock"]
+    assert names(settle)[-4:] == ["resume", "remove-copied-policies", "wait-workers-running", "unlock"]
     steps = steps + settle
     # only the processes the deploy suspended: AZRebalance was suspended before it
     assert calls_of(steps, "ResumeProcesses")[0].params["ScalingProcesses"] == ["AlarmNotification",
