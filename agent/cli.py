@@ -250,8 +250,8 @@ def _interval(text):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value >= 0.5:
-        raise argparse.ArgumentTypeError(f"{text} s is too short: at least 0.5")
+    if not (0.5 <= value < 86400):  # NaN and inf fail too
+        raise argparse.ArgumentTypeError(f"{text} s is out of range: at least 0.5, under 86400")
     return value
 
 

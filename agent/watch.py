@@ -100,9 +100,10 @@ class Watch:
             verb, services = action
             chosen = [c for c in containers if c.labels.get(SERVICE_LABEL, c.name) in services]
             if verb == "start":
-                for container in chosen:
-                    container.start()
-                    done["started"].append(container.name)
+                # Only those Docker can start (a `dead` one cannot); all are tried before an error is raised.
+                starting = [c for c in chosen if c.status in ("created", "exited")]
+                _all_at_once(lambda c: c.start(), starting)
+                done["started"] = [c.name for c in starting]
             else:
                 # All at once, as `compose stop` does: N replicas take one grace period, not N of them (the
                 # deployer's wait-workers-stopped waits for the slowest).

@@ -551,7 +551,8 @@ def verdict_workers(group, facts, want):
         return WAIT, (f"{len(late)} {'/'.join(states)} instances of {group.name} do not report workers {want} yet: "
                       f"{shown} (their bluegreen-agent-watch unit keeps the {TAG_WORKERS} tag current: "
                       "`systemctl status bluegreen-agent-watch` there; to stop waiting for an instance, delete its "
-                      f"tag: aws ec2 delete-tags --resources ID --tags Key={TAG_WORKERS})")
+                      f"tag: aws ec2 delete-tags --resources ID --tags Key={TAG_WORKERS}"
+                      + (", accepting that its workers may still consume)" if want == WORKERS_STOPPED else ")"))
     tagged = sum(1 for i in group.in_state(*states) if i.id in facts.workers)
     if not tagged:
         return OK, f"no instance of {group.name} runs marked services"

@@ -703,7 +703,13 @@ def plan_rollback(snap, ctx, wait=EVENT_SETTLED, reason=None):
         target = (min(saved_sizes[0], want), want, max(saved_sizes[2], want))
     # Whatever the phase, old instances in Standby, or the old group's min/max not as planned (a late EnterStandby
     # or MinSize change of a displaced deploy landed after this rollback had moved on): restore first.
-    moved = target is not None and (old.min, old.max) != (target[0], target[2])
+    # Not once the rollback is past its `resume` (restored, the new group empty, nothing the deploy held still
+    # suspended): from then on the group scales on its own again, and a scheduled action or an operator may move
+    # its sizes while the last gate (wait-workers-running) waits; a displaced holder's late calls were waited out
+    # before the retire (the fence of a settling step), so they cannot land this late.
+    past_resume = (phase == PHASE_RESTORED and not new.instances and new.desired == 0
+                   and not _resume_steps(snap, old))
+    moved = target is not None and (old.min, old.max) != (target[0], target[2]) and not past_resume
     first = phase in (None, "restore")
     entering = old.in_state("EnteringStandby")
     standby = old.in_state("Standby")

@@ -140,7 +140,7 @@ def test_under_the_unit_progress_goes_to_stdout_and_stderr_holds_only_the_failur
         "bluegreen-agent: bundle failed: ")
 
 
-@pytest.mark.parametrize("interval", ["0", "-5", "0.1", "soon"])
+@pytest.mark.parametrize("interval", ["0", "-5", "0.1", "soon", "inf", "nan"])
 def test_watch_refuses_an_interval_that_would_busy_loop_in_one_line(interval):
     out = subprocess.run([AGENT, "watch", "--interval", interval, "--once"], capture_output=True, text=True,
                          check=False)

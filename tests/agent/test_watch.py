@@ -149,3 +149,40 @@ def test_imds_is_asked_before_the_work_folders_lock_is_taken(world):
 
     w.imds = Probe("InService")
     assert w.once()["started"] == [worker.name] and seen == ["free"]
+
+
+def test_a_dead_container_is_not_started_and_does_not_keep_the_others_from_starting(world):
+    w, _imds, _web, worker, _published, _ = world
+    dead = FakeContainer("helper", marked=True, status="dead")
+    dead.start = lambda: (_ for _ in ()).throw(AssertionError("Docker refuses to start a dead container"))
+    w.docker.items.insert(0, dead)
+    assert w.once()["started"] == [worker.name]
+    assert worker.status == "running"
+
+
+def test_the_watch_command_uses_the_boot_runs_default_compose_project(tmp_path, capsys):
+    """A config without compose_project (optional, default `bluegreen`, as the boot run: settings.LOCAL_DEFAULTS)."""
+    import argparse
+
+    from agent import cli
+
+    listed = []
+
+    class Docker:
+        def __init__(self):
+            self.containers = self
+
+        def list(self, all, filters):
+            listed.append(filters)
+            return []
+
+    class Clients:
+        def imds(self, deadline):
+            return FakeIMDS("InService")
+
+        def docker(self, timeout):
+            return Docker()
+
+    args = argparse.Namespace(interval=5.0, once=True)
+    assert cli._watch(Clients(), {}, {"workdir": str(tmp_path)}, args) == 0
+    assert listed == [{"label": "com.docker.compose.project=bluegreen"}]

@@ -176,3 +176,22 @@ def test_a_rollback_whose_old_watch_never_reports_holds_only_the_lock_and_deleti
     fleet.ec2.delete_tags(Resources=[stuck], Tags=[{"Key": TAG_WORKERS}])  # the documented way out
     expect_exit(fleet.bluegreen("rollback", "demo"), 0)
     fleet.assert_serving_only("blue", 3, "1.0")
+
+
+def test_sizes_set_on_the_old_group_while_the_rollbacks_workers_wait_timed_out_are_kept_by_the_rerun(make_harness):
+    """After `resume` the old group scales on its own again; the last gate may then time out and leave the lock.
+    A scheduled action (or an operator) that resizes the group meanwhile is not undone by the rerun (second
+    review of issue 16)."""
+    fleet = make_harness(capacity=3)
+    watches = with_watches(fleet)
+    expect_exit(fleet.bluegreen("deploy", "demo", "2.0"), 0)
+    stuck = min(fleet.lifecycles("blue"))
+    watches.dead.add(stuck)
+    expect_exit(fleet.bluegreen("rollback", "demo", "--timeout", "120"), 1)
+    fleet.asg.update_auto_scaling_group(AutoScalingGroupName="demo-blue", MinSize=4, DesiredCapacity=4, MaxSize=8)
+    fleet.wait_for(lambda: len(fleet.healthy() & set(fleet.lifecycles("blue"))) == 4, "the 4th old instance healthy")
+    fleet.ec2.delete_tags(Resources=[stuck], Tags=[{"Key": TAG_WORKERS}])
+    out = fleet.bluegreen("rollback", "demo")
+    expect_exit(out, 0)
+    assert "restore-sizes" not in out.stderr, out.stderr
+    assert fleet.sizes("blue") == (4, 4, 8)
