@@ -21,7 +21,7 @@ class Watches:
     watch is not running (their tag stays what it was)."""
 
     def __init__(self, fleet, lag=LAG):
-        self.fleet, self.lag, self.seen, self.dead = fleet, lag, {}, set()
+        self.fleet, self.lag, self.seen, self.dead, self.published = fleet, lag, {}, set(), {}
 
     def __call__(self):
         now = self.fleet.clock.now()
@@ -31,8 +31,10 @@ class Watches:
                 since = self.seen.get(iid)
                 if since is None or since[0] != want:
                     self.seen[iid] = (want, now)
-                elif now - since[1] >= self.lag and iid not in self.dead and self.tag(iid) != want:
+                elif now - since[1] >= self.lag and iid not in self.dead and self.published.get(iid) != want:
+                    # As agent/watch.py: what it published itself, never a read-back (X1 would keep it rewriting).
                     self.fleet.ec2.create_tags(Resources=[iid], Tags=[{"Key": TAG_WORKERS, "Value": want}])
+                    self.published[iid] = want
 
     def tag(self, iid):
         tags = self.fleet.ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [iid]},
@@ -47,6 +49,7 @@ def with_watches(fleet, lag=LAG):
     watches = Watches(fleet, lag)
     for iid in fleet.lifecycles("blue"):
         fleet.ec2.create_tags(Resources=[iid], Tags=[{"Key": TAG_WORKERS, "Value": WORKERS_RUNNING}])
+        watches.published[iid] = WORKERS_RUNNING
     fleet.agents.append(watches)
     return watches
 
@@ -195,3 +198,16 @@ def test_sizes_set_on_the_old_group_while_the_rollbacks_workers_wait_timed_out_a
     expect_exit(out, 0)
     assert "restore-sizes" not in out.stderr, out.stderr
     assert fleet.sizes("blue") == (4, 4, 8)
+
+
+def test_under_the_x1_tag_delay_a_deploy_waits_until_the_stopped_tags_are_visible(make_harness, aws):
+    """X1: each `stopped` the watches write reads as the `running` it replaced for 60 AWS s. The emulator shows
+    the previous value, as EC2's eventual consistency may; the wait must poll on, never pass on a stale read."""
+    fleet = make_harness(capacity=3)
+    watches = with_watches(fleet)
+    aws.configure_faults(tag_visibility_delay_s=60)
+    started = fleet.clock.now()
+    expect_exit(fleet.bluegreen("deploy", "demo", "2.0"), 0)
+    # Readers see `stopped` on every old instance by the time the deploy returns: it waited out the delay.
+    assert set(watches.tags("blue").values()) == {WORKERS_STOPPED}
+    assert fleet.clock.now() - started >= LAG + 60
